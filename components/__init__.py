@@ -1,0 +1,1 @@
+"""workhub's Pulumi components: typed config, pure script builders, and thin resources."""

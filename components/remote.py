@@ -1,0 +1,297 @@
+"""RemoteCommand: run a rendered script on the build host over SSH, as a Pulumi resource.
+
+This is a Pulumi dynamic provider, so it runs inside the real engine like any provider plugin.
+It keeps the input shape of pulumi-command's `remote.Command` (connection with a pinned host key,
+dial error limit and per-dial timeout; create/delete scripts; triggers) and adds what the build
+host needs: SSH keep-alives, every output line streamed to the Pulumi log as it arrives, a
+heartbeat while a command is quiet, and only a bounded tail of stdout kept in state.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import paramiko
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+# State keeps at most this much of a command's stdout: enough for the facts a script reports.
+STDOUT_LIMIT = 64 * 1024
+ERROR_TAIL_LINES = 40
+HEARTBEAT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach the host. The private key is kept apart: it travels only as a secret."""
+
+    host: str
+    port: int
+    user: str
+    host_key: str
+    dial_error_limit: int
+    per_dial_timeout: int
+    keep_alive_interval: int
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+    def to_props(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "hostKey": self.host_key,
+            "dialErrorLimit": self.dial_error_limit,
+            "perDialTimeout": self.per_dial_timeout,
+            "keepAliveInterval": self.keep_alive_interval,
+        }
+
+    @staticmethod
+    def from_props(props: Mapping[str, Any]) -> "Connection":
+        return Connection(
+            host=props["host"],
+            port=int(props["port"]),
+            user=props["user"],
+            host_key=props["hostKey"],
+            dial_error_limit=int(props["dialErrorLimit"]),
+            per_dial_timeout=int(props["perDialTimeout"]),
+            keep_alive_interval=int(props["keepAliveInterval"]),
+        )
+
+
+class RemoteCommandError(Exception):
+    """A remote script failed, or the host could not be reached or trusted."""
+
+
+def _private_key(text: str) -> paramiko.PKey:
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return kind.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError):
+            continue
+    raise RemoteCommandError(
+        "workhub:sshPrivateKey is not an unencrypted ed25519, ECDSA or RSA private key"
+    )
+
+
+def _host_key(line: str) -> paramiko.PKey:
+    kind, data = line.split()[:2]
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
+
+
+def connect(
+    conn: Connection,
+    private_key: str,
+    log: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> paramiko.Transport:
+    """An authenticated SSH transport to a host whose key matches the pinned one.
+
+    Network errors are retried up to the dial error limit with a growing pause; a wrong host key
+    or a refused login fails at once, since trying again cannot fix either.
+    """
+    key = _private_key(private_key)
+    expected = _host_key(conn.host_key)
+    last_error: Optional[Exception] = None
+    for attempt in range(1, conn.dial_error_limit + 1):
+        transport: Optional[paramiko.Transport] = None
+        try:
+            sock = socket.create_connection((conn.host, conn.port), timeout=conn.per_dial_timeout)
+            transport = paramiko.Transport(sock)
+            transport.banner_timeout = conn.per_dial_timeout
+            transport.handshake_timeout = conn.per_dial_timeout
+            if not expected.get_name().startswith("ssh-rsa"):
+                transport.get_security_options().key_types = [expected.get_name()]
+            transport.start_client(timeout=conn.per_dial_timeout)
+        except (OSError, paramiko.SSHException, EOFError) as error:
+            if transport is not None:
+                transport.close()
+            last_error = error
+            if attempt < conn.dial_error_limit:
+                pause = min(2 ** (attempt - 1), 10)
+                log(f"cannot reach {conn.describe()} ({error}); try {attempt + 1} of {conn.dial_error_limit} in {pause} s")
+                sleep(pause)
+            continue
+        offered = transport.get_remote_server_key()
+        if offered.asbytes() != expected.asbytes():
+            transport.close()
+            raise RemoteCommandError(
+                f"host key mismatch for {conn.describe()}: it offered {offered.get_name()} "
+                f"{offered.get_base64()}, the stack pins {conn.host_key}. If the host was rebuilt, "
+                "set the new key with `pulumi config set --path 'workhub:host.hostKey' '<key>'`."
+            )
+        try:
+            transport.auth_publickey(conn.user, key)
+        except paramiko.AuthenticationException as error:
+            transport.close()
+            raise RemoteCommandError(
+                f"{conn.describe()} refused the SSH key ({error}); check workhub:sshPrivateKey and "
+                f"the authorized_keys of {conn.user}"
+            ) from error
+        if conn.keep_alive_interval:
+            transport.set_keepalive(conn.keep_alive_interval)
+        return transport
+    raise RemoteCommandError(
+        f"cannot connect to {conn.describe()} after {conn.dial_error_limit} attempt(s): {last_error}"
+    )
+
+
+class _Lines:
+    """Splits a byte stream into lines, handing each complete one to `emit`."""
+
+    def __init__(self, emit: Callable[[str], None]):
+        self._emit = emit
+        self._partial = b""
+
+    def feed(self, data: bytes) -> None:
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for line in lines:
+            self._emit(line.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        if self._partial:
+            self._emit(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
+
+
+def run_script(
+    conn: Connection,
+    private_key: str,
+    script: str,
+    label: str,
+    log: Callable[[str], None],
+    heartbeat: float = HEARTBEAT_SECONDS,
+) -> str:
+    """Run `script` with bash on the host, streaming its output; return the tail of its stdout."""
+    started = time.monotonic()
+    transport = connect(conn, private_key, log)
+    tail: list[str] = []
+    stdout = bytearray()
+
+    def line(text: str) -> None:
+        nonlocal last_output
+        last_output = time.monotonic()
+        log(f"{label}: {text}")
+        tail.append(text)
+        del tail[:-ERROR_TAIL_LINES]
+
+    last_output = time.monotonic()
+    out_lines, err_lines = _Lines(line), _Lines(line)
+    try:
+        channel = transport.open_session()
+        # The script goes in on stdin: nothing of it shows in the host's process list.
+        channel.exec_command("bash -s")
+        channel.sendall(script.encode())
+        channel.shutdown_write()
+        while True:
+            busy = False
+            if channel.recv_ready():
+                data = channel.recv(32768)
+                stdout += data
+                del stdout[:-STDOUT_LIMIT]
+                out_lines.feed(data)
+                busy = True
+            if channel.recv_stderr_ready():
+                err_lines.feed(channel.recv_stderr(32768))
+                busy = True
+            if not busy:
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if transport.is_active() is False:
+                    raise RemoteCommandError(f"{label}: the SSH connection to {conn.describe()} dropped")
+                now = time.monotonic()
+                if now - last_output >= heartbeat:
+                    log(f"{label}: still running after {int(now - started)} s (quiet for {int(now - last_output)} s)")
+                    last_output = now
+                time.sleep(0.05)
+        out_lines.close()
+        err_lines.close()
+        status = channel.recv_exit_status()
+    finally:
+        transport.close()
+    if status != 0:
+        raise RemoteCommandError(
+            f"{label} failed with exit code {status} on {conn.describe()}; its last lines:\n"
+            + "\n".join(f"    {t}" for t in tail)
+        )
+    return stdout.decode("utf-8", "replace")
+
+
+def _log_to_engine(message: str) -> None:
+    # A dynamic provider's stderr reaches the Pulumi log line by line.
+    print(message, file=sys.stderr, flush=True)
+
+
+def _runs(props: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (props.get("create"), props.get("triggers"))
+
+
+class RemoteCommandProvider(ResourceProvider):
+    """Runs `create` when the resource is created and whenever `create` or `triggers` change;
+    runs `delete`, if given, when it is deleted."""
+
+    def _run(self, props: Mapping[str, Any], script: str) -> str:
+        return run_script(
+            Connection.from_props(props["connection"]),
+            props["privateKey"],
+            script,
+            props["label"],
+            _log_to_engine,
+        )
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        stdout = self._run(props, props["create"])
+        return CreateResult(id_=uuid.uuid4().hex, outs={**props, "stdout": stdout})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [k for k in ("create", "triggers", "connection", "privateKey", "delete", "label")
+                   if olds.get(k) != news.get(k)]
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        if _runs(olds) == _runs(news):
+            return UpdateResult(outs={**news, "stdout": olds.get("stdout", "")})
+        return UpdateResult(outs={**news, "stdout": self._run(news, news["create"])})
+
+    def delete(self, _id: str, props: dict[str, Any]) -> None:
+        if props.get("delete"):
+            self._run(props, props["delete"])
+
+
+class RemoteCommand(pulumi.dynamic.Resource):
+    """A script run on the build host over SSH; `stdout` holds the tail of what it printed."""
+
+    stdout: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        connection: Connection,
+        private_key: pulumi.Input[str],
+        create: pulumi.Input[str],
+        delete: Optional[pulumi.Input[str]] = None,
+        triggers: Optional[Sequence[pulumi.Input[Any]]] = None,
+        opts: Optional[pulumi.ResourceOptions] = None,
+    ):
+        props = {
+            "label": name,
+            "connection": connection.to_props(),
+            "privateKey": pulumi.Output.secret(private_key),
+            "create": create,
+            "delete": delete,
+            "triggers": list(triggers or []),
+            "stdout": None,
+        }
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["privateKey"])
+        )
+        super().__init__(RemoteCommandProvider(), name, props, opts)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what workhub runs on: the Python virtualenv with the pinned requirements, and the
+# Pulumi toolchain (scripts/toolchain.sh). Idempotent; a warm run takes a few seconds.
+# The Docker engine and sshd are the test host's business: scripts/testhost.sh installs and
+# starts them when something needs them.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ ! -x .venv/bin/python ]; then
+  say "creating the virtualenv .venv"
+  python3 -m venv .venv
+fi
+wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$wanted" ]; then
+  say "installing the pinned Python requirements"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  printf '%s\n' "$wanted" >.venv/.requirements.sha256
+fi
+scripts/toolchain.sh >/dev/null

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Local stand-in for a remote deploy host: a Docker engine plus an sshd on 127.0.0.1.
+# Usage: scripts/testhost.sh up | env | down [--purge] | logs
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/testhost"
+# /usr/local/bin/docker (v28) refuses to build without buildx; Debian's 20.10 client builds natively.
+DOCKER=/usr/bin/docker
+BASE_IMAGE=node:20-bookworm-slim
+SSH_USER=deploy
+PACKAGES=(docker.io openssh-server busybox-static)
+# shellcheck source=SCRIPTDIR/lib/base-image.sh
+source "$REPO_ROOT/scripts/lib/base-image.sh"
+STARTED_DOCKERD=0
+
+log() { printf 'testhost: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+read_pid() { cat "$1" 2>/dev/null || true; }
+# Zombies count as dead (kill -0 would say alive).
+pid_exists() { [[ -n "$1" && -d "/proc/$1" ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+# The name check keeps a recycled pid from a stale pidfile from being signalled.
+pid_running() { pid_exists "$1" && [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == "$2" ]]; }
+tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+ensure_packages() {
+  local missing=() pkg
+  for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  log "installing ${missing[*]}"
+  apt-get update -qq >&2
+  NEEDRESTART_SUSPEND=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# Returns non-zero if dockerd exits or does not answer within 60 s.
+start_dockerd() {
+  local driver="$1"
+  log "starting dockerd (storage driver $driver)"
+  # --iptables=false: published ports still work through docker-proxy (the userland
+  # proxy, on by default), which listens on 127.0.0.1:HOSTPORT and dials the container
+  # over docker0; host-to-bridge traffic is plain local routing and needs no NAT rules.
+  # Verified on Debian 12 / docker.io 20.10 with the default bridge, no extra flags.
+  setsid nohup /usr/sbin/dockerd --iptables=false --storage-driver="$driver" --pidfile="$STATE/dockerd.pid" \
+    >>"$STATE/dockerd.log" 2>&1 </dev/null &
+  local pid=$!
+  for _ in $(seq 60); do
+    "$DOCKER" info >/dev/null 2>&1 && return 0
+    pid_exists "$pid" || return 1
+    sleep 1
+  done
+  kill "$pid" 2>/dev/null || true
+  return 1
+}
+
+ensure_docker() {
+  if "$DOCKER" info >/dev/null 2>&1; then
+    log "docker engine already answering"
+    return 0
+  fi
+  rm -f "$STATE/dockerd.started-by-us"
+  if ! start_dockerd overlay2 && ! start_dockerd vfs; then
+    tail -n 50 "$STATE/dockerd.log" >&2 || true
+    die "dockerd did not come up"
+  fi
+  touch "$STATE/dockerd.started-by-us"
+  STARTED_DOCKERD=1
+}
+
+ensure_user() {
+  id "$SSH_USER" >/dev/null 2>&1 || useradd -m -s /bin/bash "$SSH_USER"
+  usermod -aG docker "$SSH_USER"
+  # A locked ("!") account is refused by sshd even with a valid key.
+  usermod -p '*' "$SSH_USER"
+  local home
+  home="$(getent passwd "$SSH_USER" | cut -d: -f6)"
+  install -d -m 700 -o "$SSH_USER" -g "$SSH_USER" "$home/.ssh"
+  local auth="$home/.ssh/authorized_keys"
+  # Append rather than overwrite: other state dirs (parallel test runs) share this user.
+  grep -qxF "$(cat "$STATE/client_key.pub")" "$auth" 2>/dev/null || cat "$STATE/client_key.pub" >>"$auth"
+  chown "$SSH_USER:$SSH_USER" "$auth"
+  chmod 600 "$auth"
+}
+
+ensure_keys() {
+  [[ -f "$STATE/ssh_host_ed25519_key" ]] || ssh-keygen -q -t ed25519 -N '' -C testhost-host -f "$STATE/ssh_host_ed25519_key"
+  [[ -f "$STATE/client_key" ]] || ssh-keygen -q -t ed25519 -N '' -C testhost-client -f "$STATE/client_key"
+}
+
+ssh_port() {
+  if [[ -n "${WORKHUB_TESTHOST_SSH_PORT:-}" ]]; then
+    echo "$WORKHUB_TESTHOST_SSH_PORT" >"$STATE/sshd.port"
+  elif [[ ! -s "$STATE/sshd.port" ]]; then
+    free_port >"$STATE/sshd.port"
+  fi
+  cat "$STATE/sshd.port"
+}
+
+write_sshd_config() {
+  local port="$1"
+  cat <<EOF
+ListenAddress 127.0.0.1
+Port $port
+HostKey $STATE/ssh_host_ed25519_key
+PidFile $STATE/sshd.pid
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+AllowUsers $SSH_USER
+AuthorizedKeysFile .ssh/authorized_keys
+StrictModes yes
+ClientAliveInterval 0
+# Tests open many sessions at once; the defaults throttle at 10. sftp is for file-copy steps.
+MaxStartups 100:30:200
+MaxSessions 100
+Subsystem sftp internal-sftp
+# sshd's default PATH puts /usr/local/bin first, where the buildx-less v28 client lives.
+SetEnv PATH=/usr/bin:/bin:/usr/sbin:/sbin
+EOF
+}
+
+stop_pidfile() {
+  local pidfile="$1" name="$2" pid
+  pid="$(read_pid "$pidfile")"
+  if pid_running "$pid" "$name"; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 60); do pid_running "$pid" "$name" || break; sleep 0.5; done
+  fi
+  rm -f "$pidfile"
+}
+
+ensure_sshd() {
+  local port cfg
+  port="$(ssh_port)"
+  cfg="$(write_sshd_config "$port")"
+  if [[ "$cfg" != "$(cat "$STATE/sshd_config" 2>/dev/null)" ]]; then
+    stop_pidfile "$STATE/sshd.pid" sshd
+    printf '%s\n' "$cfg" >"$STATE/sshd_config"
+  fi
+  mkdir -p /run/sshd
+  /usr/sbin/sshd -t -f "$STATE/sshd_config" || die "sshd rejected $STATE/sshd_config"
+  if ! pid_running "$(read_pid "$STATE/sshd.pid")" sshd; then
+    log "starting sshd on 127.0.0.1:$port"
+    /usr/sbin/sshd -f "$STATE/sshd_config" -E "$STATE/sshd.log"
+  fi
+  for _ in $(seq 50); do tcp_open "$port" && break; sleep 0.2; done
+  tcp_open "$port" || die "sshd is not listening on 127.0.0.1:$port"
+  printf '[127.0.0.1]:%s %s\n' "$port" "$(cut -d' ' -f1,2 "$STATE/ssh_host_ed25519_key.pub")" >"$STATE/known_hosts"
+  local version
+  version="$(ssh -i "$STATE/client_key" -o UserKnownHostsFile="$STATE/known_hosts" -o StrictHostKeyChecking=yes \
+    -o BatchMode=yes -o IdentitiesOnly=yes -p "$port" "$SSH_USER@127.0.0.1" \
+    docker version --format '{{.Server.Version}}')" || die "ssh $SSH_USER@127.0.0.1:$port cannot run docker"
+  [[ -n "$version" ]] || die "remote docker printed no server version"
+  log "ssh $SSH_USER@127.0.0.1:$port reaches docker $version"
+}
+
+smoke_test_image() {
+  local out dir port cid
+  out="$("$DOCKER" run --rm --network=host "$BASE_IMAGE" node -e 'console.log(1)')"
+  [[ "$out" == 1 ]] || die "node does not run in $BASE_IMAGE"
+  "$DOCKER" run --rm --network=host "$BASE_IMAGE" npm --version >/dev/null || die "npm does not run in $BASE_IMAGE"
+  "$DOCKER" run --rm --network=host "$BASE_IMAGE" sh -c 'echo ok' >/dev/null || die "sh does not run in $BASE_IMAGE"
+  dir="$(mktemp -d)"
+  # No "# syntax=" line: the dockerfile frontend image cannot be pulled, the built-in one must do.
+  printf 'FROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked npm --version\n' "$BASE_IMAGE" >"$dir/Dockerfile"
+  DOCKER_BUILDKIT=1 "$DOCKER" build --network=host -q "$dir" >/dev/null || { rm -rf "$dir"; die "BuildKit cache-mount build failed"; }
+  rm -rf "$dir"
+  port="$(free_port)"
+  cid="$("$DOCKER" run -d -p "127.0.0.1:$port:8080" "$BASE_IMAGE" \
+    node -e "require('http').createServer((q,s)=>s.end('hi')).listen(8080)")"
+  out=""
+  for _ in $(seq 50); do
+    out="$( (exec 3<>"/dev/tcp/127.0.0.1/$port" && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3) 2>/dev/null || true)"
+    [[ "$out" == *hi ]] && break
+    sleep 0.2
+  done
+  "$DOCKER" rm -f "$cid" >/dev/null
+  [[ "$out" == *hi ]] || die "published port 127.0.0.1:$port does not reach the container"
+  log "$BASE_IMAGE runs node/npm/sh, BuildKit cache mounts and published ports work"
+}
+
+ensure_base_image() {
+  if "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    log "$BASE_IMAGE present"
+    [[ "$STARTED_DOCKERD" == 1 ]] && smoke_test_image
+    return 0
+  fi
+  log "building $BASE_IMAGE from the host's node and busybox"
+  import_base_image "$BASE_IMAGE"
+  smoke_test_image
+}
+
+print_env() {
+  [[ -s "$STATE/sshd.port" && -f "$STATE/client_key" && -f "$STATE/known_hosts" ]] \
+    || die "no test host state in $STATE; run '$0 up' first"
+  local started=false
+  [[ -f "$STATE/dockerd.started-by-us" ]] && started=true
+  STATE="$STATE" PORT="$(cat "$STATE/sshd.port")" USER_NAME="$SSH_USER" STARTED="$started" \
+    HOST_KEY="$(cut -d' ' -f1,2 "$STATE/ssh_host_ed25519_key.pub")" python3 -c '
+import json, os
+e = os.environ
+print(json.dumps({
+    "host": "127.0.0.1", "port": int(e["PORT"]), "user": e["USER_NAME"],
+    "private_key_path": e["STATE"] + "/client_key", "public_key_path": e["STATE"] + "/client_key.pub",
+    "host_public_key": e["HOST_KEY"], "known_hosts_path": e["STATE"] + "/known_hosts",
+    "state_dir": e["STATE"], "docker_started_by_us": e["STARTED"] == "true"}))'
+}
+
+cmd_up() {
+  [[ $EUID -eq 0 ]] || die "must run as root"
+  mkdir -p "$STATE"
+  STATE="$(cd "$STATE" && pwd)"
+  ensure_packages
+  ensure_docker
+  ensure_keys
+  ensure_user
+  ensure_sshd
+  ensure_base_image
+  print_env
+}
+
+forget_client_key() {
+  local auth
+  auth="$(getent passwd "$SSH_USER" | cut -d: -f6)/.ssh/authorized_keys"
+  [[ -f "$STATE/client_key.pub" && -f "$auth" ]] || return 0
+  grep -vxF "$(cat "$STATE/client_key.pub")" "$auth" >"$auth.tmp" || true
+  cat "$auth.tmp" >"$auth"
+  rm -f "$auth.tmp"
+}
+
+cmd_down() {
+  [[ -d "$STATE" ]] || { log "nothing to stop"; return 0; }
+  log "stopping sshd"
+  stop_pidfile "$STATE/sshd.pid" sshd
+  if [[ -f "$STATE/dockerd.started-by-us" ]]; then
+    log "stopping dockerd"
+    stop_pidfile "$STATE/dockerd.pid" dockerd
+    rm -f "$STATE/dockerd.started-by-us"
+  fi
+  if [[ "${1:-}" == --purge ]]; then
+    log "removing $STATE and its key from ~$SSH_USER/.ssh/authorized_keys"
+    forget_client_key
+    rm -rf "$STATE"
+  fi
+}
+
+cmd_logs() {
+  local f
+  for f in sshd.log dockerd.log; do
+    echo "===== $STATE/$f (last 200 lines) ====="
+    tail -n 200 "$STATE/$f" 2>/dev/null || echo "(missing)"
+  done
+}
+
+[[ -d "$STATE" ]] && STATE="$(cd "$STATE" && pwd)"
+case "${1:-}" in
+  up) cmd_up ;;
+  env) print_env ;;
+  down) cmd_down "${2:-}" ;;
+  logs) cmd_logs ;;
+  *) echo "usage: $0 up | env | down [--purge] | logs" >&2; exit 2 ;;
+esac

@@ -1,0 +1,82 @@
+"""End to end: the real Pulumi engine, over a real sshd, against a real Docker engine."""
+
+import shutil
+
+import pytest
+from pulumi import automation as auto
+
+from tests.e2e_fixtures import new_local_stack
+from workhub import engine as eng
+from workhub.engine import print_line
+
+pytestmark = pytest.mark.e2e
+
+
+def test_local_stack_reports_host_facts_and_second_up_changes_nothing(local_stack, test_host, tmp_path):
+    """`up` reads the host's facts over SSH; a second `up` and a preview change nothing."""
+    first = local_stack.up(on_output=print_line, color="never")
+    assert first.summary.result == "succeeded"
+    assert first.summary.resource_changes == {"create": 3}
+    assert first.outputs["host"].value == f"deploy@127.0.0.1:{test_host['port']}"
+
+    facts = first.outputs["hostFacts"].value
+    assert facts["buildkit"] is True, "a BuildKit build with a cache mount works on the test host"
+    assert facts["builder"] in ("buildx", "docker-build")
+    assert facts["docker_version"].split(".")[0].isdigit()
+    assert facts["cpus"] >= 1 and facts["memory_mb"] > 0 and facts["disk_free_mb"] > 0
+
+    second = local_stack.up(on_output=print_line, color="never")
+    assert second.summary.resource_changes == {"same": 3}
+    assert second.outputs["hostFacts"].value == facts
+    preview = local_stack.preview(color="never")
+    assert preview.change_summary == {"same": 3}
+
+    (state_file,) = (tmp_path / "state").rglob("local.json")
+    state = state_file.read_text()
+    assert "PRIVATE KEY" not in state and "ciphertext" in state, "the SSH key is kept encrypted in the state"
+
+    local_stack.destroy(on_output=print_line, color="never")
+    assert local_stack.outputs() == {}
+
+
+def test_up_fails_with_a_clear_message_when_sshd_is_down(tmp_path, toolchain):
+    """With the host's sshd stopped, `up` fails naming the host and the attempts made."""
+    state = tmp_path / "host"
+    host = eng.testhost_up(state_dir=state)
+    eng.testhost("down", state_dir=state)
+    try:
+        _, stack = new_local_stack(
+            tmp_path, host, {"workhub:host.dialErrorLimit": "2", "workhub:host.perDialTimeout": "2"}
+        )
+        with pytest.raises(auto.errors.CommandError) as caught:
+            stack.up(color="never")
+        assert f"cannot connect to deploy@127.0.0.1:{host['port']} after 2 attempt(s)" in str(caught.value)
+    finally:
+        eng.testhost("down", "--purge", state_dir=state)
+
+
+def test_up_refuses_a_host_with_another_host_key(tmp_path, toolchain, test_host):
+    """A host that offers a key other than the pinned one is refused before anything runs."""
+    other_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherOtherOtherOtherOtherOtherOtherOtherOth"
+    _, stack = new_local_stack(tmp_path, test_host, {"workhub:host.hostKey": other_key})
+    with pytest.raises(auto.errors.CommandError) as caught:
+        stack.up(color="never")
+    assert f"host key mismatch for deploy@127.0.0.1:{test_host['port']}" in str(caught.value)
+
+
+@pytest.mark.parametrize("stack_name", ["staging", "production"])
+def test_committed_stacks_stop_before_touching_anything_until_the_host_is_set(tmp_path, toolchain, stack_name):
+    """The committed stack files hold no host: a preview stops, naming each key still to set."""
+    work = tmp_path / "project"
+    work.mkdir()
+    for name in ("Pulumi.yaml", f"Pulumi.{stack_name}.yaml"):
+        shutil.copy(eng.REPO / name, work / name)
+    engine = eng.Engine(work_dir=work, backend_url=f"file://{tmp_path}", passphrase="test")
+    stack = engine.stack(stack_name)
+    with pytest.raises(auto.errors.CommandError) as caught:
+        stack.preview(color="never")
+    message = str(caught.value)
+    for key in ("workhub:host.address", "workhub:host.hostKey", "workhub:sshPrivateKey"):
+        assert f"{key}: is not set" in message
+    assert f"pulumi config set --stack {stack_name} --secret workhub:sshPrivateKey" in message
+    assert "Traceback" not in message

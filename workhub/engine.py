@@ -1,0 +1,156 @@
+"""Running the real Pulumi engine on workhub's program through the Automation API.
+
+The program runs inline (in this process) while the engine, the state backend and the provider
+plugins are the real ones. That way one code path serves `python -m workhub`, the end-to-end
+tests and CI, and no Python language-host binary is needed next to the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import yaml
+from pulumi import automation as auto
+
+from components.program import program
+
+REPO = Path(__file__).resolve().parent.parent
+STATE_DIR = Path(os.environ.get("WORKHUB_STATE_DIR", REPO / ".workhub"))
+LOCAL_STACK = "local"
+# The local stack's secrets only guard a throwaway test host's key; real stacks bring their own.
+LOCAL_PASSPHRASE = "workhub-local-test-host"
+
+
+def ensure_toolchain() -> Path:
+    """Build or find the Pulumi CLI and put its directory first on PATH (progress on stderr)."""
+    bin_dir = subprocess.run(
+        [str(REPO / "scripts" / "toolchain.sh")], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout.strip()
+    os.environ["PATH"] = os.pathsep.join([bin_dir, str(Path(sys.executable).parent), os.environ["PATH"]])
+    return Path(bin_dir)
+
+
+@dataclass
+class Engine:
+    """Where a stack's project files and state live, and what the engine's environment holds."""
+
+    work_dir: Path = REPO
+    backend_url: Optional[str] = None
+    passphrase: Optional[str] = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            # The dynamic provider plugin runs this Python, which can import components/.
+            "PULUMI_PYTHON_CMD": sys.executable,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        if self.backend_url:
+            env["PULUMI_BACKEND_URL"] = self.backend_url
+        if self.passphrase is not None:
+            env["PULUMI_CONFIG_PASSPHRASE"] = self.passphrase
+        env.update(self.extra_env)
+        return env
+
+    def stack(self, name: str) -> auto.Stack:
+        workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
+        return auto.Stack.create_or_select(name, workspace)
+
+    def set_secret(self, stack: str, key: str, value: str) -> None:
+        """Set a secret through stdin, so its value is in no process's arguments."""
+        subprocess.run(
+            ["pulumi", "config", "set", "--secret", "--stack", stack, key],
+            input=value,
+            text=True,
+            check=True,
+            cwd=self.work_dir,
+            env={**os.environ, **self.env()},
+            stdout=subprocess.DEVNULL,
+        )
+
+
+def local_engine(work_dir: Path = REPO, state_dir: Path = STATE_DIR) -> Engine:
+    """The embedded default: state in a local file backend next to the test host's files."""
+    backend = state_dir / "state"
+    backend.mkdir(parents=True, exist_ok=True)
+    return Engine(
+        work_dir=work_dir,
+        backend_url=f"file://{backend}",
+        passphrase=os.environ.get("PULUMI_CONFIG_PASSPHRASE", LOCAL_PASSPHRASE),
+    )
+
+
+def testhost(*args: str, state_dir: Path = STATE_DIR) -> str:
+    """Run scripts/testhost.sh (up, env, down, logs) for one state directory; its stdout."""
+    return subprocess.run(
+        [str(REPO / "scripts" / "testhost.sh"), *args],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "WORKHUB_STATE_DIR": str(state_dir)},
+    ).stdout
+
+
+def testhost_up(state_dir: Path = STATE_DIR) -> dict[str, Any]:
+    """Start the throwaway SSH + Docker host (idempotent); how to reach it."""
+    return json.loads(testhost("up", state_dir=state_dir))
+
+
+def local_config(host: Mapping[str, Any], template: Path = REPO / "stacks" / "local.yaml") -> dict[str, str]:
+    """The local stack's plain config: the committed template plus the test host's port and key."""
+    values: dict[str, str] = {}
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                flatten(f"{prefix}.{key}", inner)
+        else:
+            values[prefix] = str(value)
+
+    for key, value in (yaml.safe_load(template.read_text()) or {}).items():
+        flatten(key, value)
+    values["workhub:host.port"] = str(host["port"])
+    values["workhub:host.hostKey"] = host["host_public_key"]
+    return values
+
+
+def configure_local(
+    engine: Engine, stack: auto.Stack, host: Mapping[str, Any], overrides: Mapping[str, str] = {}
+) -> None:
+    """Point the local stack at the test host: template values, its port and keys, then overrides."""
+    values = {**local_config(host), **overrides}
+    stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
+    engine.set_secret(stack.name, "workhub:sshPrivateKey", Path(host["private_key_path"]).read_text())
+
+
+def print_line(line: str) -> None:
+    print(line, end="" if line.endswith("\n") else "\n", flush=True)
+
+
+def outputs_summary(outputs: Mapping[str, auto.OutputValue]) -> str:
+    lines = []
+    for key, out in sorted(outputs.items()):
+        value = "[secret]" if out.secret else json.dumps(out.value, sort_keys=True)
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
+def run(operation: str, stack: auto.Stack, on_output: Callable[[str], None] = print_line) -> Any:
+    """Run one engine operation, streaming the engine's output."""
+    if operation == "up":
+        return stack.up(on_output=on_output, color="never")
+    if operation == "preview":
+        return stack.preview(on_output=on_output, color="never", diff=True)
+    if operation == "refresh":
+        return stack.refresh(on_output=on_output, color="never")
+    if operation == "destroy":
+        return stack.destroy(on_output=on_output, color="never")
+    raise ValueError(f"unknown operation {operation!r}")
