@@ -5,6 +5,8 @@ set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/testhost"
+# One Docker engine serves every test host on the machine, so its log and pid live in one place.
+DOCKERD_DIR=/run/workhub-testhost
 # /usr/local/bin/docker (v28) refuses to build without buildx; Debian's 20.10 client builds natively.
 DOCKER=/usr/bin/docker
 BASE_IMAGE=node:20-bookworm-slim
@@ -43,8 +45,8 @@ start_dockerd() {
   # proxy, on by default), which listens on 127.0.0.1:HOSTPORT and dials the container
   # over docker0; host-to-bridge traffic is plain local routing and needs no NAT rules.
   # Verified on Debian 12 / docker.io 20.10 with the default bridge, no extra flags.
-  setsid nohup /usr/sbin/dockerd --iptables=false --storage-driver="$driver" --pidfile="$STATE/dockerd.pid" \
-    >>"$STATE/dockerd.log" 2>&1 </dev/null &
+  setsid nohup /usr/sbin/dockerd --iptables=false --storage-driver="$driver" --pidfile="$DOCKERD_DIR/dockerd.pid" \
+    >>"$DOCKERD_DIR/dockerd.log" 2>&1 </dev/null &
   local pid=$!
   for _ in $(seq 60); do
     "$DOCKER" info >/dev/null 2>&1 && return 0
@@ -61,8 +63,9 @@ ensure_docker() {
     return 0
   fi
   rm -f "$STATE/dockerd.started-by-us"
+  mkdir -p "$DOCKERD_DIR"
   if ! start_dockerd overlay2 && ! start_dockerd vfs; then
-    tail -n 50 "$STATE/dockerd.log" >&2 || true
+    tail -n 50 "$DOCKERD_DIR/dockerd.log" >&2 || true
     die "dockerd did not come up"
   fi
   touch "$STATE/dockerd.started-by-us"
@@ -237,7 +240,7 @@ cmd_down() {
   stop_pidfile "$STATE/sshd.pid" sshd
   if [[ -f "$STATE/dockerd.started-by-us" ]]; then
     log "stopping dockerd"
-    stop_pidfile "$STATE/dockerd.pid" dockerd
+    stop_pidfile "$DOCKERD_DIR/dockerd.pid" dockerd
     rm -f "$STATE/dockerd.started-by-us"
   fi
   if [[ "${1:-}" == --purge ]]; then
@@ -249,9 +252,9 @@ cmd_down() {
 
 cmd_logs() {
   local f
-  for f in sshd.log dockerd.log; do
-    echo "===== $STATE/$f (last 200 lines) ====="
-    tail -n 200 "$STATE/$f" 2>/dev/null || echo "(missing)"
+  for f in "$STATE/sshd.log" "$DOCKERD_DIR/dockerd.log"; do
+    echo "===== $f (last 200 lines) ====="
+    tail -n 200 "$f" 2>/dev/null || echo "(missing: this test host did not start that daemon)"
   done
 }
 
