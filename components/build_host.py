@@ -1,4 +1,5 @@
-"""BuildHost: the SSH connection to the build host, and the facts it reports about itself."""
+"""BuildHost: the SSH connection to the build host, what it reports about itself, and the checks
+and settings every build on it depends on."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any, Optional
 
 import pulumi
 
-from .config import HostConfig
+from .config import BuildSettings, HostConfig, SshKeepAlive
 from .remote import Connection, RemoteCommand
-from .scripts import host_facts_script
+from .scripts import host_facts_script, host_setup_script, preflight_script
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,12 @@ class BuildHostArgs:
     """The deploy user's SSH private key; only ever a Pulumi secret."""
     base_image: str
     """The Node base image; the host proves a BuildKit build with a cache mount works FROM it."""
+    build: BuildSettings
+    """The preflight checks the host can hold the Node heap and has the disk the builds need."""
+    keep_alive: SshKeepAlive
+    """Written into the host's SSH settings so quiet builds keep their sessions."""
+    builds: tuple[str, ...] = ()
+    """The ids of the builds planned now: the preflight runs again whenever they change."""
 
 
 def connection_for(host: HostConfig) -> Connection:
@@ -35,31 +42,43 @@ def connection_for(host: HostConfig) -> Connection:
     )
 
 
-def parse_facts(stdout: str) -> dict[str, Any]:
-    """The JSON object the facts script prints on its last line."""
+def parse_last_json(stdout: str) -> dict[str, Any]:
+    """The JSON object a script prints on its last stdout line."""
     lines = [line for line in stdout.splitlines() if line.strip()]
     if not lines:
-        raise ValueError("the host facts script printed nothing on stdout")
+        raise ValueError("the script printed nothing on stdout")
     return json.loads(lines[-1])
 
 
 class BuildHost(pulumi.ComponentResource):
-    """The build host, reached over SSH with a pinned host key."""
+    """The build host, reached over SSH with a pinned host key.
+
+    `ready` lists what the first build must wait for: the preflight, then the host's SSH setup."""
 
     connection: Connection
     facts_command: RemoteCommand
     facts: pulumi.Output[dict[str, Any]]
+    ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: BuildHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("workhub:host:BuildHost", name, None, opts)
         self.connection = connection_for(args.host)
         self.private_key = args.private_key
-        self.facts_command = RemoteCommand(
-            f"{name}-facts",
-            connection=self.connection,
-            private_key=args.private_key,
-            create=host_facts_script(args.base_image),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        self.facts = self.facts_command.stdout.apply(parse_facts)
+
+        def command(role: str, create: str, after: list[pulumi.Resource], **kwargs: Any) -> RemoteCommand:
+            return RemoteCommand(
+                f"{name}-{role}",
+                connection=self.connection,
+                private_key=args.private_key,
+                create=create,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+                **kwargs,
+            )
+
+        self.facts_command = command("facts", host_facts_script(args.base_image), [])
+        self.facts = self.facts_command.stdout.apply(parse_last_json)
+        preflight = command("preflight", preflight_script(args.base_image, args.build), [],
+                            triggers=list(args.builds))
+        setup = command("setup", host_setup_script(args.keep_alive), [preflight])
+        self.ready = [preflight, setup]
         self.register_outputs({"facts": self.facts})

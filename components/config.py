@@ -77,8 +77,100 @@ class HostConfig(_Section):
         return value
 
 
+_HUB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
+_HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/-]*)?$")
+_ADDRESS = re.compile(r"^[0-9a-fA-F.:]+$")
+# Build args workhub sets itself; a hub's own buildArgs may not override them.
+RESERVED_BUILD_ARGS = (
+    "NODE_OPTIONS",
+    "NPM_CONFIG_REGISTRY",
+    "NPM_CONFIG_FETCH_RETRIES",
+    "NPM_CONFIG_FETCH_TIMEOUT",
+    "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT",
+    "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT",
+)
+
+
+def _matches(pattern: re.Pattern, rule: str, allow_parent: bool = False) -> Any:
+    """A field validator: the value matches `pattern` (and, unless allowed, has no '..' step)."""
+
+    def check(cls, value: str) -> str:
+        if not pattern.match(value) or (not allow_parent and ".." in value.split("/")):
+            raise ValueError(rule)
+        return value
+
+    return classmethod(check)
+
+
+class Hub(_Section):
+    """One hub: where its source is, how it is built, and what it listens on in its container."""
+
+    name: str = Field(description="Lower-case name; the image is `<name>:<stack>-<hash>`.")
+    context: str = Field(description="Build context directory, relative to workhub:sourceRoot.")
+    dockerfile: str = Field("Dockerfile", description="Dockerfile path, relative to the context.")
+    port: int = Field(ge=1, le=65535, description="The container's PORT: the same in every stack.")
+    health_path: str = Field("/health", alias="healthPath", description="Answers 200 when the hub is up.")
+    build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs", description="Extra build args.")
+
+    _name = field_validator("name")(_matches(_HUB_NAME, "must be lower-case letters, digits and '-', starting with a letter"))
+    _context = field_validator("context", "dockerfile")(
+        _matches(_PATH, "must be a relative path of letters, digits, '.', '_', '-' and '/', without '..'")
+    )
+    _health = field_validator("health_path")(_matches(_HTTP_PATH, "must be a URL path such as /health"))
+
+    @field_validator("context", "dockerfile")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/"):
+            raise ValueError("must be relative (contexts are relative to workhub:sourceRoot)")
+        return value
+
+    @field_validator("build_args")
+    @classmethod
+    def _args(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _ARG_NAME.match(key):
+                raise ValueError(f"{key!r} is not a build arg name (letters, digits, '_')")
+            if key in RESERVED_BUILD_ARGS:
+                raise ValueError(f"{key} is set by workhub from workhub:build; set it there")
+        return value
+
+
+class BuildSettings(_Section):
+    """How every hub is built: Node heap, npm's network settings, progress output."""
+
+    node_heap_mb: int = Field(4096, alias="nodeHeapMb", ge=256, le=65536,
+                              description="NODE_OPTIONS=--max-old-space-size for the build.")
+    npm_fetch_retries: int = Field(5, alias="npmFetchRetries", ge=0, le=20)
+    npm_fetch_timeout_ms: int = Field(30000, alias="npmFetchTimeoutMs", ge=1000, le=600000)
+    npm_fetch_retry_min_timeout_ms: int = Field(2000, alias="npmFetchRetryMinTimeoutMs", ge=100, le=600000)
+    npm_fetch_retry_max_timeout_ms: int = Field(15000, alias="npmFetchRetryMaxTimeoutMs", ge=100, le=600000)
+    progress: str = Field("plain", description="BuildKit progress output; plain shows every step's log.")
+    health_timeout_seconds: int = Field(60, alias="healthTimeoutSeconds", ge=1, le=3600)
+    min_free_disk_mb: int = Field(2048, alias="minFreeDiskMb", ge=0)
+
+    @field_validator("progress")
+    @classmethod
+    def _progress(cls, value: str) -> str:
+        if value not in ("plain", "auto", "tty", "quiet"):
+            raise ValueError("must be one of plain, auto, tty, quiet (plain streams every line)")
+        return value
+
+
+class SshKeepAlive(_Section):
+    """Keep-alives written on the host, so a quiet build never drops an SSH session."""
+
+    server_alive_interval: int = Field(60, alias="serverAliveInterval", ge=0, le=3600)
+    server_alive_count_max: int = Field(120, alias="serverAliveCountMax", ge=1, le=10000)
+    client_alive_interval: int = Field(60, alias="clientAliveInterval", ge=0, le=3600)
+    client_alive_count_max: int = Field(120, alias="clientAliveCountMax", ge=1, le=10000)
+
+
 class StackConfig(_Section):
-    """Everything one stack declares."""
+    """Everything one stack declares (project-level values included)."""
 
     host: HostConfig
     base_image: str = Field(
@@ -86,12 +178,27 @@ class StackConfig(_Section):
         alias="baseImage",
         description="The Node base image the hub Dockerfiles start FROM; the host checks BuildKit with it.",
     )
+    hubs: list[Hub] = Field(default_factory=list, description="Declared once, in Pulumi.yaml.")
+    host_ports: dict[str, int] = Field(default_factory=dict, alias="hostPorts")
+    source_root: str = Field("..", alias="sourceRoot", description="Where the hub contexts are, from the project.")
+    npm_registry: Optional[str] = Field(None, alias="npmRegistry")
+    publish_address: str = Field("127.0.0.1", alias="publishAddress")
+    build: BuildSettings = Field(default_factory=BuildSettings)
+    ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
 
-    @field_validator("base_image")
+    _image = field_validator("base_image")(_matches(_IMAGE, "must be an image reference such as 'node:20-bookworm-slim'"))
+    _root = field_validator("source_root")(
+        _matches(_PATH, "must be a path of letters, digits, '.', '_', '-' and '/'", allow_parent=True)
+    )
+    _registry = field_validator("npm_registry")(_matches(_URL, "must be an http(s) URL such as http://127.0.0.1:4873/"))
+    _publish = field_validator("publish_address")(_matches(_ADDRESS, "must be an IP address such as 127.0.0.1 or 0.0.0.0"))
+
+    @field_validator("host_ports")
     @classmethod
-    def _image(cls, value: str) -> str:
-        if not _IMAGE.match(value):
-            raise ValueError("must be an image reference such as 'node:20-bookworm-slim'")
+    def _ports(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, port in value.items():
+            if not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ValueError(f"{name}: {port!r} is not a port number (1-65535)")
         return value
 
 
@@ -117,40 +224,120 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
-# Keys the program reads (besides the SSH key), each with the example value used in a fix.
+SSH_KEY = "sshPrivateKey"
+# Declared once for every stack, in Pulumi.yaml's `config:` section; a stack file may not set them.
+PROJECT_KEYS = ("hubs", "build", "sshKeepAlive")
+# Example values used in the fixes of missing or bad settings.
 _EXAMPLES = {
     "host.address": "<address>",
     "host.user": "deploy",
     "host.port": "22",
     "host.hostKey": "'ssh-ed25519 AAAA...'",
-    "host.dialErrorLimit": "10",
-    "host.perDialTimeout": "15",
-    "host.keepAliveInterval": "30",
     "baseImage": DEFAULT_BASE_IMAGE,
+    "npmRegistry": "http://127.0.0.1:4873/",
+    "publishAddress": "127.0.0.1",
+    "sourceRoot": "..",
 }
-SSH_KEY = "sshPrivateKey"
 
 
-def _fix_for(path: str, stack: str, unknown: bool) -> str:
+def _keys(model: type[BaseModel]) -> str:
+    return ", ".join(field.alias or name for name, field in model.model_fields.items())
+
+
+# The settings each section knows, named in the fix of an unknown one.
+_KNOWN = {
+    "": _keys(StackConfig) + ", " + SSH_KEY,
+    "host": _keys(HostConfig),
+    "hubs": _keys(Hub),
+    "build": _keys(BuildSettings),
+    "sshKeepAlive": _keys(SshKeepAlive),
+}
+
+
+def _path(loc: tuple) -> str:
+    """A pydantic location as a `pulumi config --path` path: hubs[0].port, hostPorts.wbfinhub."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def fix_for(path: str, stack: str, unknown: bool = False) -> str:
+    """How to fix the setting at `path` (without namespace) of `stack`."""
+    top = re.split(r"[.\[]", path, maxsplit=1)[0]
+    if top in PROJECT_KEYS:
+        action = "remove" if unknown else "correct"
+        if unknown:
+            return (f"remove {NAMESPACE}:{path} from the config: section of Pulumi.yaml; "
+                    f"known settings here: {_KNOWN.get(top, '')}")
+        return f"{action} {NAMESPACE}:{path} in the config: section of Pulumi.yaml (one value for every stack)"
     if unknown:
-        known = ", ".join([*_EXAMPLES, SSH_KEY])
-        return f"remove it (pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'); known settings: {known}"
+        section = top if top != path else ""
+        return (f"remove it (pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'); "
+                f"known settings here: {_KNOWN.get(section, '')}")
     example = _EXAMPLES.get(path, "<value>")
     return f"pulumi config set --stack {stack} --path '{NAMESPACE}:{path}' {example}"
 
 
-def _problems_from(error: ValidationError, stack: str) -> list[Problem]:
+def _problems_from(error: ValidationError, raw: Mapping[str, Any], stack: str) -> list[Problem]:
     problems = []
     for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"])
-        if item["type"] == "extra_forbidden":
+        path = _path(item["loc"])
+        unknown = item["type"] == "extra_forbidden"
+        if unknown:
             message = "is not a known setting"
         elif item["type"] == "missing":
             message = "is not set"
         else:
             message = item["msg"].removeprefix("Value error, ")
-        unknown = item["type"] == "extra_forbidden"
-        problems.append(Problem(f"{NAMESPACE}:{path}", message, _fix_for(path, stack, unknown)))
+        hub = _hub_named_at(raw, item["loc"])
+        if hub:
+            message = f"{message} (hub {hub})"
+        problems.append(Problem(f"{NAMESPACE}:{path}", message, fix_for(path, stack, unknown)))
+    return problems
+
+
+def _hub_named_at(raw: Mapping[str, Any], loc: tuple) -> Optional[str]:
+    if len(loc) >= 3 and loc[0] == "hubs" and isinstance(loc[1], int):
+        hubs = raw.get("hubs")
+        if isinstance(hubs, list) and loc[1] < len(hubs) and isinstance(hubs[loc[1]], dict):
+            name = hubs[loc[1]].get("name")
+            return name if isinstance(name, str) else None
+    return None
+
+
+def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
+    """Rules across fields: unique hub names, one host port per hub, no port used twice."""
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for index, hub in enumerate(config.hubs):
+        if hub.name in seen:
+            problems.append(Problem(f"{NAMESPACE}:hubs[{index}].name", f"{hub.name} is declared twice (also hubs[{seen[hub.name]}])",
+                                    fix_for(f"hubs[{index}].name", stack)))
+        seen.setdefault(hub.name, index)
+    for hub in config.hubs:
+        if hub.name not in config.host_ports:
+            problems.append(Problem(f"{NAMESPACE}:hostPorts.{hub.name}", f"is not set: hub {hub.name} needs a host port in this stack",
+                                    f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{hub.name}' <port>"))
+    for name in config.host_ports:
+        if name not in seen:
+            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", "names no hub in workhub:hubs",
+                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:hostPorts.{name}'"))
+    by_port: dict[int, str] = {}
+    for name, port in config.host_ports.items():
+        if port in by_port:
+            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is also the host port of {by_port[port]}",
+                                    f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' <a free port>"))
+        by_port.setdefault(port, name)
+    if config.host.port in by_port:
+        name = by_port[config.host.port]
+        problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {config.host.port} is the host's SSH port",
+                                f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' <a free port>"))
+    heap = config.build
+    if heap.npm_fetch_retry_min_timeout_ms > heap.npm_fetch_retry_max_timeout_ms:
+        problems.append(Problem(f"{NAMESPACE}:build.npmFetchRetryMinTimeoutMs",
+                                f"{heap.npm_fetch_retry_min_timeout_ms} is more than npmFetchRetryMaxTimeoutMs ({heap.npm_fetch_retry_max_timeout_ms})",
+                                fix_for("build.npmFetchRetryMinTimeoutMs", stack)))
     return problems
 
 
@@ -167,7 +354,9 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
     try:
         config = StackConfig.model_validate(values)
     except ValidationError as error:
-        problems += _problems_from(error, stack)
+        problems += _problems_from(error, values, stack)
+    else:
+        problems += cross_checks(config, stack)
     key_fix = f"pulumi config set --stack {stack} --secret {NAMESPACE}:{SSH_KEY} < <path to the deploy key>"
     if raw.get(SSH_KEY) in (None, ""):
         problems.append(Problem(f"{NAMESPACE}:{SSH_KEY}", "is not set", key_fix))

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import base64
 import io
+import shlex
 import socket
 import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import paramiko
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+
+from .context import archive, content_hash, context_files
 
 # State keeps at most this much of a command's stdout: enough for the facts a script reports.
 STDOUT_LIMIT = 64 * 1024
@@ -65,6 +69,19 @@ class Connection:
             per_dial_timeout=int(props["perDialTimeout"]),
             keep_alive_interval=int(props["keepAliveInterval"]),
         )
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A local directory (its .dockerignore honoured) to place at `remote_dir` under the user's
+    home before the script runs; `content_hash` is what the program planned with."""
+
+    local_dir: str
+    remote_dir: str
+    content_hash: str
+
+    def to_props(self) -> dict[str, str]:
+        return {"localDir": self.local_dir, "remoteDir": self.remote_dir, "hash": self.content_hash}
 
 
 class RemoteCommandError(Exception):
@@ -162,17 +179,17 @@ class _Lines:
             self._partial = b""
 
 
-def run_script(
-    conn: Connection,
-    private_key: str,
-    script: str,
+def _execute(
+    transport: paramiko.Transport,
+    command: str,
+    stdin: bytes,
     label: str,
     log: Callable[[str], None],
-    heartbeat: float = HEARTBEAT_SECONDS,
-) -> str:
-    """Run `script` with bash on the host, streaming its output; return the tail of its stdout."""
+    heartbeat: float,
+) -> tuple[int, bytes, list[str]]:
+    """Run `command`, feeding it `stdin`; stream its lines; return (status, stdout tail, last lines)."""
     started = time.monotonic()
-    transport = connect(conn, private_key, log)
+    last_output = started
     tail: list[str] = []
     stdout = bytearray()
 
@@ -183,38 +200,66 @@ def run_script(
         tail.append(text)
         del tail[:-ERROR_TAIL_LINES]
 
-    last_output = time.monotonic()
     out_lines, err_lines = _Lines(line), _Lines(line)
+    channel = transport.open_session()
+    channel.exec_command(command)
+    channel.sendall(stdin)
+    channel.shutdown_write()
+    while True:
+        busy = False
+        if channel.recv_ready():
+            data = channel.recv(32768)
+            stdout += data
+            del stdout[:-STDOUT_LIMIT]
+            out_lines.feed(data)
+            busy = True
+        if channel.recv_stderr_ready():
+            err_lines.feed(channel.recv_stderr(32768))
+            busy = True
+        if busy:
+            continue
+        if channel.exit_status_ready():
+            break
+        if not transport.is_active():
+            raise RemoteCommandError(f"{label}: the SSH connection dropped")
+        now = time.monotonic()
+        if now - last_output >= heartbeat:
+            log(f"{label}: still running after {int(now - started)} s (quiet for {int(now - last_output)} s)")
+            last_output = now
+        time.sleep(0.05)
+    out_lines.close()
+    err_lines.close()
+    return channel.recv_exit_status(), bytes(stdout), tail
+
+
+def run_script(
+    conn: Connection,
+    private_key: str,
+    script: str,
+    label: str,
+    log: Callable[[str], None],
+    heartbeat: float = HEARTBEAT_SECONDS,
+    upload: Optional[tuple[bytes, str]] = None,
+) -> str:
+    """Run `script` with bash on the host, streaming its output; return the tail of its stdout.
+
+    With `upload` (a gzipped tar and a directory under the user's home), that directory is first
+    replaced by the archive's content, over the same connection."""
+    transport = connect(conn, private_key, log)
     try:
-        channel = transport.open_session()
+        if upload is not None:
+            archive, remote_dir = upload
+            target = '"$HOME"/' + shlex.quote(remote_dir)
+            command = f"rm -rf -- {target} && mkdir -p -- {target} && tar -xzf - -C {target}"
+            status, _, tail = _execute(transport, command, archive, label, log, heartbeat)
+            if status != 0:
+                raise RemoteCommandError(
+                    f"{label}: uploading the build context to ~/{remote_dir} on {conn.describe()} failed "
+                    f"with exit code {status}:\n" + "\n".join(f"    {t}" for t in tail)
+                )
+            log(f"{label}: uploaded {len(archive)} bytes to ~/{remote_dir}")
         # The script goes in on stdin: nothing of it shows in the host's process list.
-        channel.exec_command("bash -s")
-        channel.sendall(script.encode())
-        channel.shutdown_write()
-        while True:
-            busy = False
-            if channel.recv_ready():
-                data = channel.recv(32768)
-                stdout += data
-                del stdout[:-STDOUT_LIMIT]
-                out_lines.feed(data)
-                busy = True
-            if channel.recv_stderr_ready():
-                err_lines.feed(channel.recv_stderr(32768))
-                busy = True
-            if not busy:
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
-                if transport.is_active() is False:
-                    raise RemoteCommandError(f"{label}: the SSH connection to {conn.describe()} dropped")
-                now = time.monotonic()
-                if now - last_output >= heartbeat:
-                    log(f"{label}: still running after {int(now - started)} s (quiet for {int(now - last_output)} s)")
-                    last_output = now
-                time.sleep(0.05)
-        out_lines.close()
-        err_lines.close()
-        status = channel.recv_exit_status()
+        status, stdout, tail = _execute(transport, "bash -s", script.encode(), label, log, heartbeat)
     finally:
         transport.close()
     if status != 0:
@@ -231,7 +276,18 @@ def _log_to_engine(message: str) -> None:
 
 
 def _runs(props: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (props.get("create"), props.get("triggers"))
+    return (props.get("create"), props.get("triggers"), props.get("upload"))
+
+
+def _pack(upload: Mapping[str, Any]) -> tuple[bytes, str]:
+    """The archive of a local directory, checked against the content hash the program planned with."""
+    root = Path(upload["localDir"])
+    files = context_files(root)
+    if content_hash(root, files) != upload["hash"]:
+        raise RemoteCommandError(
+            f"{root} changed after this update was planned; run `pulumi up` again to build what is there now"
+        )
+    return archive(root, files), upload["remoteDir"]
 
 
 class RemoteCommandProvider(ResourceProvider):
@@ -239,12 +295,14 @@ class RemoteCommandProvider(ResourceProvider):
     runs `delete`, if given, when it is deleted."""
 
     def _run(self, props: Mapping[str, Any], script: str) -> str:
+        upload = props.get("upload")
         return run_script(
             Connection.from_props(props["connection"]),
             props["privateKey"],
             script,
             props["label"],
             _log_to_engine,
+            upload=_pack(upload) if upload else None,
         )
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -252,7 +310,7 @@ class RemoteCommandProvider(ResourceProvider):
         return CreateResult(id_=uuid.uuid4().hex, outs={**props, "stdout": stdout})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in ("create", "triggers", "connection", "privateKey", "delete", "label")
+        changed = [k for k in ("create", "triggers", "upload", "connection", "privateKey", "delete", "label")
                    if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
@@ -279,7 +337,8 @@ class RemoteCommand(pulumi.dynamic.Resource):
         private_key: pulumi.Input[str],
         create: pulumi.Input[str],
         delete: Optional[pulumi.Input[str]] = None,
-        triggers: Optional[Sequence[pulumi.Input[Any]]] = None,
+        triggers: Optional[pulumi.Input[Any]] = None,
+        upload: Optional[Upload] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         props = {
@@ -288,7 +347,8 @@ class RemoteCommand(pulumi.dynamic.Resource):
             "privateKey": pulumi.Output.secret(private_key),
             "create": create,
             "delete": delete,
-            "triggers": list(triggers or []),
+            "triggers": triggers if triggers is not None else [],
+            "upload": upload.to_props() if upload else None,
             "stdout": None,
         }
         opts = pulumi.ResourceOptions.merge(

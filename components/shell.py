@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Mapping, Union
+from typing import Mapping, Sequence, Union
 
-Value = Union[str, int, bool]
+Scalar = Union[str, int, bool]
+Value = Union[Scalar, Sequence[Scalar]]
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 PRELUDE = "set -eu"
 
 
-def quote(value: Value) -> str:
+def quote(value: Scalar) -> str:
     """One shell word holding `value` literally."""
     if isinstance(value, bool):
         value = "true" if value else "false"
@@ -25,12 +26,17 @@ def quote(value: Value) -> str:
 
 
 def assignments(values: Mapping[str, Value]) -> str:
-    """`name='value'` lines, in the given order, for a script body to read as "$name"."""
+    """`name='value'` lines, in the given order, for a script body to read as "$name".
+
+    A list becomes a bash array, read as "${name[@]}"."""
     lines = []
     for name, value in values.items():
         if not _NAME.match(name):
             raise ValueError(f"not a shell variable name: {name!r}")
-        lines.append(f"{name}={quote(value)}")
+        if isinstance(value, (list, tuple)):
+            lines.append(f"{name}=(" + " ".join(quote(item) for item in value) + ")")
+        else:
+            lines.append(f"{name}={quote(value)}")
     return "\n".join(lines)
 
 

@@ -14,6 +14,8 @@ SSH_USER=deploy
 PACKAGES=(docker.io openssh-server busybox-static)
 # shellcheck source=SCRIPTDIR/lib/base-image.sh
 source "$REPO_ROOT/scripts/lib/base-image.sh"
+# shellcheck source=SCRIPTDIR/lib/dockerfile-frontend.sh
+source "$REPO_ROOT/scripts/lib/dockerfile-frontend.sh"
 STARTED_DOCKERD=0
 
 log() { printf 'testhost: %s\n' "$*" >&2; }
@@ -167,8 +169,7 @@ smoke_test_image() {
   "$DOCKER" run --rm --network=host "$BASE_IMAGE" npm --version >/dev/null || die "npm does not run in $BASE_IMAGE"
   "$DOCKER" run --rm --network=host "$BASE_IMAGE" sh -c 'echo ok' >/dev/null || die "sh does not run in $BASE_IMAGE"
   dir="$(mktemp -d)"
-  # No "# syntax=" line: the dockerfile frontend image cannot be pulled, the built-in one must do.
-  printf 'FROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked npm --version\n' "$BASE_IMAGE" >"$dir/Dockerfile"
+  printf '# syntax=docker/dockerfile:1\nFROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked npm --version\n' "$BASE_IMAGE" >"$dir/Dockerfile"
   DOCKER_BUILDKIT=1 "$DOCKER" build --network=host -q "$dir" >/dev/null || { rm -rf "$dir"; die "BuildKit cache-mount build failed"; }
   rm -rf "$dir"
   port="$(free_port)"
@@ -221,6 +222,7 @@ cmd_up() {
   ensure_keys
   ensure_user
   ensure_sshd
+  ensure_dockerfile_frontend
   ensure_base_image
   print_env
 }

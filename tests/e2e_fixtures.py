@@ -1,15 +1,18 @@
-"""Fixtures for end-to-end tests: the real Pulumi toolchain, a throwaway SSH + Docker host, and a
-`local` stack in a local file backend of its own. Nothing here skips: a missing part is a failure
-that says what is missing. When an e2e test fails, the host's sshd and dockerd logs are attached."""
+"""Fixtures for end-to-end tests: the real Pulumi toolchain, a throwaway SSH + Docker host, the
+local npm registry cache, and `local` stacks in project directories and file backends of their own.
+Nothing here skips: a missing part is a failure that says what is missing. When an e2e test
+fails, the host's sshd and dockerd logs are attached to its report."""
 
 from __future__ import annotations
 
-import shutil
+import socket
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Optional
 
 import pytest
+import yaml
 
 from workhub import engine as eng
 
@@ -40,20 +43,60 @@ def test_host(host_state: Path):
     eng.testhost("down", "--purge", state_dir=host_state)
 
 
-def new_local_stack(tmp_path: Path, host: dict, overrides: dict[str, str] | None = None):
-    """A `local` stack in a fresh project directory and file backend, pointed at `host`."""
+@pytest.fixture(scope="session")
+def npm_registry() -> str:
+    """The local npm registry cache, warm with the sample hubs' packages."""
+    try:
+        return eng.registry_up()
+    except subprocess.CalledProcessError as error:
+        pytest.fail(f"the local npm registry did not start ({error}); run scripts/registry.sh up to see why")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def new_local_stack(
+    tmp_path: Path,
+    host: dict,
+    npm_registry: str = "http://127.0.0.1:9/",
+    hubs: Optional[list[dict]] = None,
+    source_root: Path = eng.REPO / "examples",
+    overrides: Optional[dict[str, str]] = None,
+):
+    """A `local` stack in a fresh project directory and file backend, pointed at `host`.
+
+    `hubs` replaces the project's hub catalog (None keeps Pulumi.yaml's); each hub gets a free
+    host port, so the test never meets a developer's own local stack."""
     work = tmp_path / "project"
     work.mkdir()
-    shutil.copy(eng.REPO / "Pulumi.yaml", work / "Pulumi.yaml")
+    project = yaml.safe_load((eng.REPO / "Pulumi.yaml").read_text())
+    if hubs is not None:
+        project["config"]["workhub:hubs"]["value"] = hubs
+    (work / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+    names = [hub["name"] for hub in project["config"]["workhub:hubs"]["value"]]
+    # The template's host ports are a developer's local stack's; this one takes free ones instead.
+    values = {k: v for k, v in eng.local_config(host, npm_registry).items() if not k.startswith("workhub:hostPorts.")}
+    values["workhub:sourceRoot"] = str(source_root)
+    values.update({f"workhub:hostPorts.{name}": str(port) for name, port in zip(names, free_ports(len(names)))})
+    values.update(overrides or {})
     engine = eng.local_engine(work_dir=work, state_dir=tmp_path)
     stack = engine.stack(eng.LOCAL_STACK)
-    eng.configure_local(engine, stack, host, overrides or {})
+    eng.configure_local(engine, stack, host, values)
     return engine, stack
 
 
 @pytest.fixture
 def local_stack(tmp_path: Path, toolchain: Path, test_host: dict):
-    engine, stack = new_local_stack(tmp_path, test_host)
+    """A local stack with no hubs: the host, its facts, preflight and setup only."""
+    engine, stack = new_local_stack(tmp_path, test_host, hubs=[])
     yield stack
     # Leave nothing behind on the host even when the test failed half-way.
     stack.destroy(color="never")

@@ -66,7 +66,7 @@ def test_unknown_key_is_rejected():
     found = problems(raw)
     assert "workhub:host.adress: is not a known setting" in found[0]
     assert "pulumi config rm --stack staging --path 'workhub:host.adress'" in found[0]
-    assert "known settings: host.address, host.user" in found[0]
+    assert "known settings here: address, user, port, hostKey" in found[0]
     assert found[1].startswith("workhub:buildz: is not a known setting")
     assert "pulumi config rm --stack staging --path 'workhub:buildz'" in found[1]
 

@@ -16,7 +16,7 @@ def test_local_stack_reports_host_facts_and_second_up_changes_nothing(local_stac
     """`up` reads the host's facts over SSH; a second `up` and a preview change nothing."""
     first = local_stack.up(on_output=print_line, color="never")
     assert first.summary.result == "succeeded"
-    assert first.summary.resource_changes == {"create": 3}
+    assert first.summary.resource_changes == {"create": 6}
     assert first.outputs["host"].value == f"deploy@127.0.0.1:{test_host['port']}"
 
     facts = first.outputs["hostFacts"].value
@@ -26,10 +26,10 @@ def test_local_stack_reports_host_facts_and_second_up_changes_nothing(local_stac
     assert facts["cpus"] >= 1 and facts["memory_mb"] > 0 and facts["disk_free_mb"] > 0
 
     second = local_stack.up(on_output=print_line, color="never")
-    assert second.summary.resource_changes == {"same": 3}
+    assert second.summary.resource_changes == {"same": 6}
     assert second.outputs["hostFacts"].value == facts
     preview = local_stack.preview(color="never")
-    assert preview.change_summary == {"same": 3}
+    assert preview.change_summary == {"same": 6}
 
     (state_file,) = (tmp_path / "state").rglob("local.json")
     state = state_file.read_text()
@@ -46,7 +46,8 @@ def test_up_fails_with_a_clear_message_when_sshd_is_down(tmp_path, toolchain):
     eng.testhost("down", state_dir=state)
     try:
         _, stack = new_local_stack(
-            tmp_path, host, {"workhub:host.dialErrorLimit": "2", "workhub:host.perDialTimeout": "2"}
+            tmp_path, host, hubs=[],
+            overrides={"workhub:host.dialErrorLimit": "2", "workhub:host.perDialTimeout": "2"},
         )
         with pytest.raises(auto.errors.CommandError) as caught:
             stack.up(color="never")
@@ -58,7 +59,7 @@ def test_up_fails_with_a_clear_message_when_sshd_is_down(tmp_path, toolchain):
 def test_up_refuses_a_host_with_another_host_key(tmp_path, toolchain, test_host):
     """A host that offers a key other than the pinned one is refused before anything runs."""
     other_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherOtherOtherOtherOtherOtherOtherOtherOth"
-    _, stack = new_local_stack(tmp_path, test_host, {"workhub:host.hostKey": other_key})
+    _, stack = new_local_stack(tmp_path, test_host, hubs=[], overrides={"workhub:host.hostKey": other_key})
     with pytest.raises(auto.errors.CommandError) as caught:
         stack.up(color="never")
     assert f"host key mismatch for deploy@127.0.0.1:{test_host['port']}" in str(caught.value)

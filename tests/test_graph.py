@@ -1,6 +1,8 @@
-"""The resource graph, with Pulumi's mocks: what gets registered, under which parent, with which inputs."""
+"""The resource graph, with Pulumi's mocks: what gets registered, under which parent, in which
+order, with which inputs, and that no secret reaches a plain input or output."""
 
 import json
+from pathlib import Path
 
 import pulumi
 import pytest
@@ -11,6 +13,9 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtestkeytestkeytestkeytestkeyte
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
 FACTS = {"docker_version": "20.10.24", "builder": "docker-build", "buildkit": True,
          "cpus": 2, "memory_mb": 24000, "swap_mb": 0, "disk_free_mb": 50000}
+CANONICAL = Path(__file__).parent / "fixtures" / "dockerfiles" / "canonical.Dockerfile"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # Pulumi's marker for a secret value on the wire
+HUBS = [("wbhubmanager", "WBHubManager", 4090), ("wbsaleshub", "WBSalesHub", 4091), ("wbfinhub", "WBFinHub", 4092)]
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -21,11 +26,23 @@ class Mocks(pulumi.runtime.Mocks):
         self.resources.append(args)
         outputs = dict(args.inputs)
         if args.typ == "pulumi-python:dynamic:Resource":
-            outputs["stdout"] = "noise\n" + json.dumps(FACTS) + "\n"
+            if args.name.endswith("-run"):
+                outputs["stdout"] = json.dumps({"container": "c", "url": f"http://127.0.0.1/{args.name}"})
+            else:
+                outputs["stdout"] = "noise\n" + json.dumps(FACTS) + "\n"
         return f"{args.name}-id", outputs
 
     def call(self, args):
         return {}
+
+
+def make_project(root: Path) -> Path:
+    for _, context, _ in HUBS:
+        (root / "src" / context).mkdir(parents=True)
+        (root / "src" / context / "Dockerfile").write_text(CANONICAL.read_text())
+        (root / "src" / context / "server.js").write_text(f"// {context}\n")
+    (root / "project").mkdir()
+    return root / "project"
 
 
 def config(**host) -> dict:
@@ -33,6 +50,9 @@ def config(**host) -> dict:
         "workhub:host": json.dumps({"address": "build.example.test", "user": "deploy", "port": 2222,
                                     "hostKey": HOST_KEY, **host}),
         "workhub:sshPrivateKey": PRIVATE_KEY,
+        "workhub:sourceRoot": "../src",
+        "workhub:hubs": json.dumps([{"name": n, "context": c, "port": p} for n, c, p in HUBS]),
+        "workhub:hostPorts": json.dumps({n: 10000 + p for n, _, p in HUBS}),
     }
 
 
@@ -45,85 +65,152 @@ def mocks():
     pulumi.runtime.set_all_config({}, secret_keys=[])
 
 
+@pytest.fixture
+def project(tmp_path) -> Path:
+    return make_project(tmp_path)
+
+
 def by_name(mocks: Mocks, name: str):
     (found,) = [r for r in mocks.resources if r.name == name]
     return found
 
 
-@pulumi.runtime.test
-def test_build_host_holds_the_facts_command(mocks):
-    """BuildHost is a component, and its facts command is its child (the parent shows in the URN)."""
+def run(project: Path, check):
+    """Run the program and call check() once every output has resolved."""
     from components.program import program
 
-    host = program()
+    host, chain = program(project)
+    urns = ([host.facts_command.urn] + [image.build.urn for image in chain.images]
+            + [image.urn for image in chain.images] + [image.url for image in chain.images])
+    return pulumi.Output.all(*urns).apply(lambda values: check(host, chain, values))
 
-    def check(urn):
+
+@pulumi.runtime.test
+def test_components_and_their_children(mocks, project):
+    """BuildHost holds facts, preflight and setup; BuildChain holds one HubImage per hub, each with build and run."""
+
+    def check(host, chain, urns):
         assert by_name(mocks, "build-host").typ == "workhub:host:BuildHost"
-        facts = by_name(mocks, "build-host-facts")
-        assert facts.typ == "pulumi-python:dynamic:Resource" and facts.custom
-        assert urn.endswith("::workhub:host:BuildHost$pulumi-python:dynamic:Resource::build-host-facts"), urn
+        assert by_name(mocks, "hubs").typ == "workhub:hub:BuildChain"
+        for name, _, _ in HUBS:
+            assert by_name(mocks, name).typ == "workhub:hub:HubImage"
+            assert by_name(mocks, f"{name}-build").typ == "pulumi-python:dynamic:Resource"
+            assert by_name(mocks, f"{name}-run").typ == "pulumi-python:dynamic:Resource"
+        facts_urn, *build_urns = urns[:4]
+        image_urns = urns[4:7]
+        # A child's URN carries its parent's type: that is how the parent link shows.
+        assert facts_urn.endswith("workhub:host:BuildHost$pulumi-python:dynamic:Resource::build-host-facts")
+        assert image_urns[1].endswith("workhub:hub:BuildChain$workhub:hub:HubImage::wbsaleshub")
+        assert build_urns[1].endswith("workhub:hub:HubImage$pulumi-python:dynamic:Resource::wbsaleshub-build")
 
-    return host.facts_command.urn.apply(check)
-
-
-@pulumi.runtime.test
-def test_connection_pins_host_key_and_limits_dials(mocks):
-    """The SSH connection carries the pinned host key, the dial limit and the per-dial timeout."""
-    from components.program import program
-
-    host = program()
-
-    def check(_):
-        inputs = by_name(mocks, "build-host-facts").inputs
-        assert inputs["connection"] == {
-            "host": "build.example.test", "port": 2222, "user": "deploy", "hostKey": HOST_KEY,
-            "dialErrorLimit": 10, "perDialTimeout": 15, "keepAliveInterval": 30,
-        }
-        assert inputs["create"] == host_facts_script("node:20-bookworm-slim")
-        assert inputs["label"] == "build-host-facts"
-
-    return host.facts.apply(check)
+    return run(project, check)
 
 
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # Pulumi's marker for a secret value on the wire
+@pytest.fixture
+def depends_on(monkeypatch) -> dict[str, list[str]]:
+    """The depends_on each RemoteCommand is created with, by name (what the engine orders by)."""
+    from components.remote import RemoteCommand
 
+    seen: dict[str, list[str]] = {}
+    original = RemoteCommand.__init__
 
-@pulumi.runtime.test
-def test_private_key_is_secret_and_only_in_its_own_input(mocks):
-    """The SSH key reaches the provider only as a secret, and appears in no other input."""
-    from components.program import program
+    def spy(self, name, **kwargs):
+        opts = kwargs.get("opts")
+        seen[name] = [r._name for r in (opts.depends_on or [])] if opts else []
+        original(self, name, **kwargs)
 
-    host = program()
-
-    def check(_):
-        facts = by_name(mocks, "build-host-facts")
-        key = facts.inputs["privateKey"]
-        assert isinstance(key, dict) and SECRET_SIG in key.values() and key["value"] == PRIVATE_KEY
-        others = {k: v for k, v in facts.inputs.items() if k != "privateKey"}
-        assert "PRIVATE KEY" not in json.dumps(others, default=str)
-
-    return host.facts.apply(check)
+    monkeypatch.setattr(RemoteCommand, "__init__", spy)
+    return seen
 
 
 @pulumi.runtime.test
-def test_facts_are_parsed_from_the_last_stdout_line(mocks):
+def test_builds_run_one_after_another_in_config_order(mocks, project, depends_on):
+    """Each build depends on the previous hub's build; the first on the preflight and the host setup."""
+
+    def check(host, chain, urns):
+        assert depends_on["build-host-preflight"] == []
+        assert depends_on["build-host-setup"] == ["build-host-preflight"]
+        assert depends_on["wbhubmanager-build"] == ["build-host-preflight", "build-host-setup"]
+        assert depends_on["wbsaleshub-build"] == ["wbhubmanager-build"]
+        assert depends_on["wbfinhub-build"] == ["wbsaleshub-build"]
+        for name, _, _ in HUBS:
+            assert depends_on[f"{name}-run"] == [f"{name}-build"]
+
+    return run(project, check)
+
+
+@pulumi.runtime.test
+def test_connection_pins_host_key_and_limits_dials(mocks, project):
+    """Every command carries the pinned host key, the dial limit and the per-dial timeout."""
+
+    def check(host, chain, urns):
+        for resource in mocks.resources:
+            if resource.typ != "pulumi-python:dynamic:Resource":
+                continue
+            assert resource.inputs["connection"] == {
+                "host": "build.example.test", "port": 2222, "user": "deploy", "hostKey": HOST_KEY,
+                "dialErrorLimit": 10, "perDialTimeout": 15, "keepAliveInterval": 30,
+            }, resource.name
+        assert by_name(mocks, "build-host-facts").inputs["create"] == host_facts_script("node:20-bookworm-slim")
+
+    return run(project, check)
+
+
+@pulumi.runtime.test
+def test_build_triggers_and_image_tag_come_from_content(mocks, project):
+    """The build's triggers are the source, Dockerfile and settings hashes; the tag is derived from them."""
+
+    def check(host, chain, urns):
+        build = by_name(mocks, "wbsaleshub-build")
+        triggers = build.inputs["triggers"]
+        assert sorted(triggers) == ["dockerfile", "settings", "source"]
+        image = chain.images[1].image
+        assert image.startswith("wbsaleshub:staging-") and len(image.split("-")[-1]) == 12
+        assert f"image={image}" in build.inputs["create"]
+        assert build.inputs["upload"]["remoteDir"] == ".workhub/contexts/staging/wbsaleshub"
+        assert build.inputs["upload"]["hash"] == triggers["source"]
+        run = by_name(mocks, "wbsaleshub-run")
+        assert "port=4091\nhost_port=14091\n" in run.inputs["create"]
+
+    return run(project, check)
+
+
+@pulumi.runtime.test
+def test_private_key_is_secret_and_only_in_its_own_input(mocks, project):
+    """The SSH key reaches each command only as a secret, and appears in no other input."""
+
+    def check(host, chain, urns):
+        for resource in mocks.resources:
+            if resource.typ != "pulumi-python:dynamic:Resource":
+                continue
+            key = resource.inputs["privateKey"]
+            assert isinstance(key, dict) and SECRET_SIG in key.values(), resource.name
+            others = {k: v for k, v in resource.inputs.items() if k != "privateKey"}
+            assert "PRIVATE KEY" not in json.dumps(others, default=str), resource.name
+
+    return run(project, check)
+
+
+@pulumi.runtime.test
+def test_facts_are_parsed_from_the_last_stdout_line(mocks, project):
     """Facts come from the JSON the script prints last; earlier lines are ignored."""
     from components.program import program
 
-    return program().facts.apply(lambda facts: assert_equal(facts, FACTS))
+    host, _ = program(project)
+    return host.facts.apply(lambda facts: assert_equal(facts, FACTS))
 
 
 def assert_equal(got, want):
     assert got == want
 
 
-def test_bad_config_registers_nothing(mocks):
+def test_bad_config_registers_nothing(mocks, project):
     """An invalid stack config stops the program before any resource is registered."""
     from components.program import program
 
     pulumi.runtime.set_all_config(config(address="bad host;"), secret_keys=[])
     with pytest.raises(pulumi.RunError) as caught:
-        program()
+        program(project)
     message = str(caught.value)
     assert "workhub:host.address: must be a DNS name" in message
     assert "workhub:sshPrivateKey: is stored in plain text" in message

@@ -6,8 +6,36 @@ from pathlib import Path
 
 import pytest
 
-from components.scripts import host_facts_script
+from components.config import BuildSettings, Hub, SshKeepAlive
+from components.scripts import (
+    build_args,
+    build_script,
+    host_facts_script,
+    host_setup_script,
+    preflight_script,
+    remove_image_script,
+    run_script,
+    stop_script,
+)
 from components.shell import assignments, quote, script
+
+HUB = Hub(name="wbsaleshub", context="WBSalesHub", port=4091, healthPath="/health",
+          buildArgs={"APP_FLAVOUR": "it's $(odd)"})
+BUILD = BuildSettings()
+IMAGE = "wbsaleshub:staging-0123456789ab"
+
+
+def all_scripts() -> dict[str, str]:
+    """Every script workhub renders, for one sample hub and the default settings."""
+    return {
+        "host_facts.sh": host_facts_script("node:20-bookworm-slim"),
+        "preflight.sh": preflight_script("node:20-bookworm-slim", BUILD),
+        "host_setup.sh": host_setup_script(SshKeepAlive()),
+        "build.sh": build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, "http://127.0.0.1:4873/"),
+        "remove_image.sh": remove_image_script(IMAGE),
+        "run.sh": run_script(HUB, "staging", IMAGE, 14091, "127.0.0.1", 60),
+        "stop.sh": stop_script("wbsaleshub", "staging"),
+    }
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -20,14 +48,39 @@ def golden(name: str, text: str) -> None:
     assert text == path.read_text(), f"{name} changed; review, then rerun with WORKHUB_UPDATE_GOLDEN=1"
 
 
-def test_host_facts_script_golden():
-    """The host facts script, exactly."""
-    golden("host_facts.sh", host_facts_script("node:20-bookworm-slim"))
+@pytest.mark.parametrize("name", sorted(all_scripts()))
+def test_rendered_script_golden(name):
+    """Each rendered script, exactly."""
+    golden(name, all_scripts()[name])
 
 
-def test_scripts_are_valid_bash():
+@pytest.mark.parametrize("name", sorted(all_scripts()))
+def test_scripts_are_valid_bash(name):
     """bash -n accepts every rendered script."""
-    subprocess.run(["bash", "-n"], input=host_facts_script("node:20-bookworm-slim"), text=True, check=True)
+    subprocess.run(["bash", "-n"], input=all_scripts()[name], text=True, check=True)
+
+
+def test_build_args_carry_settings_then_the_hubs_own():
+    """NODE_OPTIONS and npm's fetch settings go in as build args, never as SSH environment."""
+    assert build_args(HUB, BUILD, "http://127.0.0.1:4873/") == [
+        "--build-arg", "NODE_OPTIONS=--max-old-space-size=4096",
+        "--build-arg", "NPM_CONFIG_FETCH_RETRIES=5",
+        "--build-arg", "NPM_CONFIG_FETCH_TIMEOUT=30000",
+        "--build-arg", "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=2000",
+        "--build-arg", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=15000",
+        "--build-arg", "NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/",
+        "--build-arg", "APP_FLAVOUR=it's $(odd)",
+    ]
+    assert "NPM_CONFIG_REGISTRY" not in " ".join(build_args(HUB, BUILD, None))
+
+
+def test_hostile_build_arg_reaches_docker_as_one_word():
+    """A build arg value with quotes and $(...) is one argument to docker, unexpanded."""
+    text = build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, None)
+    setup = text.split("say()")[0]
+    out = subprocess.run(["bash", "-c", setup + 'printf "%s\\n" "${build_args[@]}"'],
+                         capture_output=True, text=True, check=True).stdout
+    assert "APP_FLAVOUR=it's $(odd)\n" in out
 
 
 @pytest.mark.parametrize("value", ["a b", "it's", "$(touch /tmp/pwned)", "`id`", "x; rm -rf /", "\n", ""])

@@ -1,4 +1,5 @@
 """python -m workhub [up|preview|refresh|destroy|outputs] [--stack NAME]
+   python -m workhub dockerfile check|conform PATH...
 
 With no stack, or `--stack local`, it works on the embedded default: it starts the throwaway
 SSH + Docker test host on 127.0.0.1 and points the `local` stack at it. Any other stack uses the
@@ -16,6 +17,11 @@ from . import engine as eng
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dockerfile"]:
+        from . import dockerfiles
+
+        return dockerfiles.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m workhub", description=__doc__.split("\n\n")[0])
     parser.add_argument("operation", nargs="?", default="up",
                         choices=["up", "preview", "refresh", "destroy", "outputs"])
@@ -28,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         engine = eng.local_engine()
         host = eng.testhost_up()
         print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}", file=sys.stderr)
+        npm_registry = eng.registry_up()
+        print(f"workhub: local npm registry cache ready: {npm_registry}", file=sys.stderr)
         stack = engine.stack(args.stack)
-        eng.configure_local(engine, stack, host)
+        eng.configure_local(engine, stack, host, eng.local_config(host, npm_registry))
     else:
         engine = eng.Engine()
         stack = engine.stack(args.stack)

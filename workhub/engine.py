@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 from pulumi import automation as auto
 
-from components.program import program
+from components.program import program_for
 
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("WORKHUB_STATE_DIR", REPO / ".workhub"))
@@ -61,6 +61,7 @@ class Engine:
         return env
 
     def stack(self, name: str) -> auto.Stack:
+        program = program_for(self.work_dir)
         workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
         return auto.Stack.create_or_select(name, workspace)
 
@@ -88,15 +89,29 @@ def local_engine(work_dir: Path = REPO, state_dir: Path = STATE_DIR) -> Engine:
     )
 
 
+def _script(name: str, *args: str, env: Mapping[str, str] = {}) -> str:
+    """Run scripts/<name> (progress on stderr); its stdout."""
+    return subprocess.run(
+        [str(REPO / "scripts" / name), *args], check=True, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **env},
+    ).stdout
+
+
 def testhost(*args: str, state_dir: Path = STATE_DIR) -> str:
     """Run scripts/testhost.sh (up, env, down, logs) for one state directory; its stdout."""
-    return subprocess.run(
-        [str(REPO / "scripts" / "testhost.sh"), *args],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "WORKHUB_STATE_DIR": str(state_dir)},
-    ).stdout
+    return _script("testhost.sh", *args, env={"WORKHUB_STATE_DIR": str(state_dir)})
+
+
+def registry(*args: str) -> str:
+    """Run scripts/registry.sh (up, warm, url, mark, stats, down, logs); its stdout."""
+    return _script("registry.sh", *args)
+
+
+def registry_up() -> str:
+    """Start the local npm registry cache, fill it with the sample hubs' packages; its URL."""
+    url = registry("up").strip()
+    registry("warm")
+    return url
 
 
 def testhost_up(state_dir: Path = STATE_DIR) -> dict[str, Any]:
@@ -104,8 +119,11 @@ def testhost_up(state_dir: Path = STATE_DIR) -> dict[str, Any]:
     return json.loads(testhost("up", state_dir=state_dir))
 
 
-def local_config(host: Mapping[str, Any], template: Path = REPO / "stacks" / "local.yaml") -> dict[str, str]:
-    """The local stack's plain config: the committed template plus the test host's port and key."""
+def local_config(
+    host: Mapping[str, Any], npm_registry: str, template: Path = REPO / "stacks" / "local.yaml"
+) -> dict[str, str]:
+    """The local stack's plain config: the committed template plus the test host's port and key,
+    and the local registry's URL."""
     values: dict[str, str] = {}
 
     def flatten(prefix: str, value: Any) -> None:
@@ -119,14 +137,13 @@ def local_config(host: Mapping[str, Any], template: Path = REPO / "stacks" / "lo
         flatten(key, value)
     values["workhub:host.port"] = str(host["port"])
     values["workhub:host.hostKey"] = host["host_public_key"]
+    values["workhub:npmRegistry"] = npm_registry
     return values
 
 
-def configure_local(
-    engine: Engine, stack: auto.Stack, host: Mapping[str, Any], overrides: Mapping[str, str] = {}
-) -> None:
-    """Point the local stack at the test host: template values, its port and keys, then overrides."""
-    values = {**local_config(host), **overrides}
+def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], values: Mapping[str, str]) -> None:
+    """Point the local stack at the test host: the plain `values` (see local_config), then the
+    test host's SSH key as a secret."""
     stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
     engine.set_secret(stack.name, "workhub:sshPrivateKey", Path(host["private_key_path"]).read_text())
 

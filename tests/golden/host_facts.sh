@@ -1,40 +1,38 @@
 set -eu
 base_image=node:20-bookworm-slim
-say() { printf 'host-facts: %s\n' "$*" >&2; }
-
-docker_version=$(docker version --format '{{.Server.Version}}')
-say "docker engine $docker_version"
 if docker buildx version >/dev/null 2>&1; then
-  builder=buildx
+  builder=(docker buildx build --load)
 else
-  builder=docker-build
+  builder=(env DOCKER_BUILDKIT=1 docker build)
 fi
-say "builder: $builder"
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-printf 'FROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked true\n' "$base_image" >"$work/Dockerfile"
-say "checking a BuildKit build with a cache mount FROM $base_image"
-if [ "$builder" = buildx ]; then
-  set -- docker buildx build --load
-else
-  set -- env DOCKER_BUILDKIT=1 docker build
-fi
-if "$@" --progress=plain --network=host --tag workhub-buildkit-check:latest "$work" >"$work/log" 2>&1; then
-  buildkit=true
-  docker image rm workhub-buildkit-check:latest >/dev/null 2>&1 || true
-else
-  buildkit=false
-  say "BuildKit check failed:"
+buildkit_works() {
+  local work
+  work=$(mktemp -d)
+  printf '# syntax=docker/dockerfile:1\nFROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked true\n' \
+    "$base_image" >"$work/Dockerfile"
+  if "${builder[@]}" --progress=plain --network=host --tag workhub-buildkit-check:latest "$work" >"$work/log" 2>&1; then
+    docker image rm workhub-buildkit-check:latest >/dev/null 2>&1 || true
+    rm -rf "$work"
+    return 0
+  fi
   tail -n 20 "$work/log" >&2
-fi
+  rm -rf "$work"
+  return 1
+}
 
 cpus=$(getconf _NPROCESSORS_ONLN)
 memory_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 swap_mb=$(awk '/^SwapTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 docker_root=$(docker info --format '{{.DockerRootDir}}')
 disk_free_mb=$(df -Pm "$docker_root" | awk 'NR == 2 { print $4 }')
-say "cpus $cpus, memory ${memory_mb} MB, swap ${swap_mb} MB, free disk ${disk_free_mb} MB under $docker_root"
 
+say() { printf 'host-facts: %s\n' "$*" >&2; }
+docker_version=$(docker version --format '{{.Server.Version}}')
+say "docker engine $docker_version, builder: ${builder[*]}"
+say "checking a BuildKit build with a cache mount FROM $base_image"
+if buildkit_works; then buildkit=true; else buildkit=false; say "BuildKit check failed (log above)"; fi
+case "${builder[0]}" in docker) builder_name=buildx ;; *) builder_name=docker-build ;; esac
+say "cpus $cpus, memory ${memory_mb} MB, swap ${swap_mb} MB, free disk ${disk_free_mb} MB under $docker_root"
 printf '{"docker_version": "%s", "builder": "%s", "buildkit": %s, "cpus": %s, "memory_mb": %s, "swap_mb": %s, "disk_free_mb": %s}\n' \
-  "$docker_version" "$builder" "$buildkit" "$cpus" "$memory_mb" "$swap_mb" "$disk_free_mb"
+  "$docker_version" "$builder_name" "$buildkit" "$cpus" "$memory_mb" "$swap_mb" "$disk_free_mb"

@@ -1,0 +1,44 @@
+"""BuildChain: a stack's hubs built one at a time, in config order, on one host."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import pulumi
+
+from .build_host import BuildHost
+from .config import BuildSettings
+from .hub_image import HubImage, HubImageArgs
+from .plan import HubPlan
+
+
+@dataclass(frozen=True)
+class BuildChainArgs:
+    plans: Sequence[HubPlan]
+    """The hubs in config order: the order they are built in."""
+    host: BuildHost
+    build: BuildSettings
+    npm_registry: Optional[str]
+    publish_address: str
+
+
+class BuildChain(pulumi.ComponentResource):
+    """Each hub's build depends on the previous hub's build (on the command resources themselves),
+    so no two builds overlap and the first failure stops the ones after it."""
+
+    images: list[HubImage]
+
+    def __init__(self, name: str, args: BuildChainArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("workhub:hub:BuildChain", name, None, opts)
+        self.images = []
+        after: list[pulumi.Resource] = list(args.host.ready)
+        for plan in args.plans:
+            image = HubImage(
+                plan.hub.name,
+                HubImageArgs(plan, args.host, args.build, args.npm_registry, args.publish_address, after),
+                pulumi.ResourceOptions(parent=self),
+            )
+            self.images.append(image)
+            after = [image.build]
+        self.register_outputs({})

@@ -1,0 +1,155 @@
+"""What a stack will build, decided before any resource exists: each hub's context, content
+hashes and image tag, plus the checks that need the project's files (sources present, Dockerfiles
+conforming, no other stack file redefining the hubs or taking the same host ports)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .config import NAMESPACE, PROJECT_KEYS, BuildSettings, Hub, Problem, StackConfig, fix_for
+from .context import content_hash, context_files
+from .scripts import build_args
+
+
+@dataclass(frozen=True)
+class HubPlan:
+    """One hub of one stack, ready to build: where its files are and what identifies the build."""
+
+    hub: Hub
+    stack: str
+    context: Path
+    host_port: int
+    triggers: dict[str, str]
+    """Why a rebuild happens: the hash of the context files, of the Dockerfile, of the settings."""
+
+    @property
+    def build_id(self) -> str:
+        return _sha(json.dumps(self.triggers, sort_keys=True))[:12]
+
+    @property
+    def image(self) -> str:
+        return f"{self.hub.name}:{self.stack}-{self.build_id}"
+
+
+def _sha(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def context_of(hub: Hub, config: StackConfig, project_dir: Path) -> Path:
+    return (project_dir / config.source_root / hub.context).resolve()
+
+
+def plan_hub(hub: Hub, config: StackConfig, stack: str, project_dir: Path) -> HubPlan:
+    context = context_of(hub, config, project_dir)
+    settings = {
+        "baseImage": config.base_image,
+        "buildArgs": build_args(hub, config.build, config.npm_registry),
+        "progress": config.build.progress,
+    }
+    return HubPlan(
+        hub=hub,
+        stack=stack,
+        context=context,
+        host_port=config.host_ports[hub.name],
+        triggers={
+            "source": content_hash(context, context_files(context)),
+            "dockerfile": _sha((context / hub.dockerfile).read_bytes()),
+            "settings": _sha(json.dumps(settings, sort_keys=True)),
+        },
+    )
+
+
+def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[Problem]:
+    """Each hub's context and Dockerfile exist, and the Dockerfile follows the cached-install pattern."""
+    from .dockerfile import check_dockerfile
+
+    problems = []
+    for index, hub in enumerate(config.hubs):
+        context = context_of(hub, config, project_dir)
+        dockerfile = context / hub.dockerfile
+        if not context.is_dir():
+            problems.append(Problem(
+                f"{NAMESPACE}:hubs[{index}].context",
+                f"{context} is not a directory (hub {hub.name}, workhub:sourceRoot {config.source_root!r})",
+                f"check out {hub.context} under {project_dir / config.source_root}, or set workhub:sourceRoot: "
+                f"pulumi config set --stack {stack} workhub:sourceRoot <dir>",
+            ))
+        elif not dockerfile.is_file():
+            problems.append(Problem(
+                f"{NAMESPACE}:hubs[{index}].dockerfile",
+                f"{dockerfile} does not exist (hub {hub.name})",
+                fix_for(f"hubs[{index}].dockerfile", stack),
+            ))
+        else:
+            for violation in check_dockerfile(dockerfile):
+                problems.append(Problem(
+                    f"{NAMESPACE}:hubs[{index}].dockerfile",
+                    f"{violation.path}:{violation.line}: {violation.message} (hub {hub.name})",
+                    f"{violation.fix}; or rewrite it: python -m workhub dockerfile conform {dockerfile}",
+                ))
+    return problems
+
+
+def _stack_files(project_dir: Path) -> dict[str, dict[str, Any]]:
+    """The `config:` of every Pulumi.<stack>.yaml in the project, by stack name."""
+    found = {}
+    for path in sorted(project_dir.glob("Pulumi.*.yaml")):
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        found[path.name[len("Pulumi."):-len(".yaml")]] = document.get("config") or {}
+    return found
+
+
+def _same_host(mine: StackConfig, other: dict[str, Any]) -> bool:
+    """Unless both stacks name their host and the names differ, assume they share it."""
+    host = other.get(f"{NAMESPACE}:host")
+    address = host.get("address") if isinstance(host, dict) else None
+    return address is None or address == mine.host.address
+
+
+def stack_file_problems(config: StackConfig, stack: str, project_dir: Path) -> list[Problem]:
+    """No stack file redefines the project's hubs or build settings (so a hub's container port is
+    the same in every stack), and no two stacks on one host take the same host port."""
+    problems = []
+    files = _stack_files(project_dir)
+    for name, values in files.items():
+        for key in PROJECT_KEYS:
+            if f"{NAMESPACE}:{key}" in values:
+                problems.append(Problem(
+                    f"{NAMESPACE}:{key}",
+                    f"is set in Pulumi.{name}.yaml, but it is declared once for every stack in Pulumi.yaml "
+                    "(so each hub keeps one container PORT everywhere)",
+                    f"move the change into Pulumi.yaml and remove it from the stack: "
+                    f"pulumi config rm --stack {name} {NAMESPACE}:{key}",
+                ))
+    mine = {port: hub for hub, port in config.host_ports.items()}
+    for name, values in files.items():
+        if name == stack or not _same_host(config, values):
+            continue
+        ports = values.get(f"{NAMESPACE}:hostPorts")
+        for hub, port in (ports.items() if isinstance(ports, dict) else []):
+            if port in mine:
+                problems.append(Problem(
+                    f"{NAMESPACE}:hostPorts.{mine[port]}",
+                    f"port {port} is also stack {name}'s host port for {hub}, on the same host",
+                    f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{mine[port]}' <a free port>",
+                ))
+    return problems
+
+
+def plan_stack(
+    config: StackConfig, stack: str, project_dir: Path
+) -> tuple[list[HubPlan], list[Problem]]:
+    """Every hub's plan, or the problems that stop the stack before anything is registered."""
+    problems = stack_file_problems(config, stack, project_dir) + source_problems(config, stack, project_dir)
+    if problems:
+        return [], problems
+    return [plan_hub(hub, config, stack, project_dir) for hub in config.hubs], []

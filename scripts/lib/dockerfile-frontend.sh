@@ -1,0 +1,44 @@
+# shellcheck shell=bash
+# Sourced by scripts/testhost.sh (uses its log, die and DOCKER).
+
+# The hub Dockerfiles start with `# syntax=docker/dockerfile:1`, which makes BuildKit load that
+# frontend image. Production hosts pull it; here no image can be pulled, so build BuildKit's own
+# Dockerfile frontend from the Go module proxy and import it under that name. dockerd's BuildKit
+# prefers a local image when it resolves a frontend, so the Dockerfiles stay as production has them.
+FRONTEND_IMAGE=docker/dockerfile:1
+FRONTEND_MODULE=github.com/moby/buildkit
+FRONTEND_VERSION=v0.12.5
+
+build_frontend_binary() {
+  local out="$1" work
+  work="$(dirname "$out")/build"
+  mkdir -p "$work"
+  command -v go >/dev/null || die "Go is needed to build the Dockerfile frontend"
+  log "building BuildKit's Dockerfile frontend $FRONTEND_VERSION from the Go module proxy"
+  (
+    cd "$work"
+    [[ -f go.mod ]] || go mod init workhub.local/dockerfile-frontend >/dev/null 2>&1
+    GOFLAGS=-mod=mod go get "$FRONTEND_MODULE@$FRONTEND_VERSION" >/dev/null 2>&1
+    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$out.new" \
+      "$FRONTEND_MODULE/frontend/dockerfile/cmd/dockerfile-frontend"
+  ) >&2 || die "could not build the Dockerfile frontend"
+  mv "$out.new" "$out"
+}
+
+ensure_dockerfile_frontend() {
+  if "$DOCKER" image inspect "$FRONTEND_IMAGE" >/dev/null 2>&1; then
+    return 0
+  fi
+  local cache bin root
+  cache="${WORKHUB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/workhub}/dockerfile-frontend-$FRONTEND_VERSION"
+  bin="$cache/dockerfile-frontend"
+  [[ -x "$bin" ]] || build_frontend_binary "$bin"
+  root="$(mktemp -d)"
+  install -D -m 0755 "$bin" "$root/bin/dockerfile-frontend"
+  tar -C "$root" -c . | "$DOCKER" import \
+    --change 'LABEL moby.buildkit.frontend.network.none="true"' \
+    --change 'LABEL moby.buildkit.frontend.caps="moby.buildkit.frontend.inputs,moby.buildkit.frontend.subrequests,moby.buildkit.frontend.contexts"' \
+    --change 'ENTRYPOINT ["/bin/dockerfile-frontend"]' - "$FRONTEND_IMAGE" >/dev/null
+  rm -rf "$root"
+  log "$FRONTEND_IMAGE imported (BuildKit's frontend $FRONTEND_VERSION, built here)"
+}

@@ -1,0 +1,43 @@
+set -eu
+base_image=node:20-bookworm-slim
+node_heap_mb=4096
+min_free_disk_mb=2048
+if docker buildx version >/dev/null 2>&1; then
+  builder=(docker buildx build --load)
+else
+  builder=(env DOCKER_BUILDKIT=1 docker build)
+fi
+
+buildkit_works() {
+  local work
+  work=$(mktemp -d)
+  printf '# syntax=docker/dockerfile:1\nFROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked true\n' \
+    "$base_image" >"$work/Dockerfile"
+  if "${builder[@]}" --progress=plain --network=host --tag workhub-buildkit-check:latest "$work" >"$work/log" 2>&1; then
+    docker image rm workhub-buildkit-check:latest >/dev/null 2>&1 || true
+    rm -rf "$work"
+    return 0
+  fi
+  tail -n 20 "$work/log" >&2
+  rm -rf "$work"
+  return 1
+}
+
+cpus=$(getconf _NPROCESSORS_ONLN)
+memory_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
+swap_mb=$(awk '/^SwapTotal:/ { print int($2 / 1024) }' /proc/meminfo)
+docker_root=$(docker info --format '{{.DockerRootDir}}')
+disk_free_mb=$(df -Pm "$docker_root" | awk 'NR == 2 { print $4 }')
+
+say() { printf 'preflight: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
+if [ $((memory_mb + swap_mb)) -lt "$node_heap_mb" ]; then
+  fail "workhub:build.nodeHeapMb is $node_heap_mb MB but the host has $memory_mb MB memory and $swap_mb MB swap; lower workhub:build.nodeHeapMb in Pulumi.yaml or add swap to the host"
+fi
+if [ "$disk_free_mb" -lt "$min_free_disk_mb" ]; then
+  fail "only $disk_free_mb MB free under $docker_root, workhub:build.minFreeDiskMb asks for $min_free_disk_mb MB; free space on the host (docker image prune) or lower workhub:build.minFreeDiskMb"
+fi
+if ! buildkit_works; then
+  fail "a BuildKit build with a cache mount FROM $base_image does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit"
+fi
+say "ok: ${memory_mb} MB memory + ${swap_mb} MB swap hold a ${node_heap_mb} MB Node heap; ${disk_free_mb} MB free disk; BuildKit works"
