@@ -91,6 +91,7 @@ RESERVED_BUILD_ARGS = (
     "NPM_CONFIG_FETCH_TIMEOUT",
     "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT",
     "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT",
+    "NPM_CONFIG_PREFER_OFFLINE",
 )
 
 
@@ -148,6 +149,10 @@ class BuildSettings(_Section):
     npm_fetch_timeout_ms: int = Field(30000, alias="npmFetchTimeoutMs", ge=1000, le=600000)
     npm_fetch_retry_min_timeout_ms: int = Field(2000, alias="npmFetchRetryMinTimeoutMs", ge=100, le=600000)
     npm_fetch_retry_max_timeout_ms: int = Field(15000, alias="npmFetchRetryMaxTimeoutMs", ge=100, le=600000)
+    npm_prefer_offline: bool = Field(
+        True, alias="npmPreferOffline",
+        description="Use the cache mount's packages without asking the registry first; only what is missing is fetched.",
+    )
     progress: str = Field("plain", description="BuildKit progress output; plain shows every step's log.")
     health_timeout_seconds: int = Field(60, alias="healthTimeoutSeconds", ge=1, le=3600)
     min_free_disk_mb: int = Field(2048, alias="minFreeDiskMb", ge=0)
@@ -266,11 +271,10 @@ def fix_for(path: str, stack: str, unknown: bool = False) -> str:
     """How to fix the setting at `path` (without namespace) of `stack`."""
     top = re.split(r"[.\[]", path, maxsplit=1)[0]
     if top in PROJECT_KEYS:
-        action = "remove" if unknown else "correct"
         if unknown:
             return (f"remove {NAMESPACE}:{path} from the config: section of Pulumi.yaml; "
                     f"known settings here: {_KNOWN.get(top, '')}")
-        return f"{action} {NAMESPACE}:{path} in the config: section of Pulumi.yaml (one value for every stack)"
+        return f"correct {NAMESPACE}:{path} in the config: section of Pulumi.yaml (one value for every stack)"
     if unknown:
         section = top if top != path else ""
         return (f"remove it (pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'); "

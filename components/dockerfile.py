@@ -21,7 +21,8 @@ import dockerfile
 SYNTAX = "# syntax=docker/dockerfile:1"
 CACHE_MOUNT = "--mount=type=cache,target=/root/.npm,sharing=locked"
 BUILD_ARGS = ("NODE_OPTIONS", "NPM_CONFIG_REGISTRY", "NPM_CONFIG_FETCH_RETRIES", "NPM_CONFIG_FETCH_TIMEOUT",
-              "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT")
+              "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT",
+              "NPM_CONFIG_PREFER_OFFLINE")
 ARGS_COMMENT = "# Build settings arrive as build args from workhub; npm reads NPM_CONFIG_* from the environment."
 MANIFESTS = ("package.json", "package-lock.json")
 

@@ -8,11 +8,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
-from .config import NAMESPACE, PROJECT_KEYS, BuildSettings, Hub, Problem, StackConfig, fix_for
+from .config import NAMESPACE, PROJECT_KEYS, Hub, Problem, StackConfig, fix_for
 from .context import content_hash, context_files
 from .scripts import build_args
 

@@ -158,6 +158,7 @@ def build_args(hub: Hub, build: BuildSettings, registry: Optional[str]) -> list[
         "NPM_CONFIG_FETCH_TIMEOUT": str(build.npm_fetch_timeout_ms),
         "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT": str(build.npm_fetch_retry_min_timeout_ms),
         "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT": str(build.npm_fetch_retry_max_timeout_ms),
+        "NPM_CONFIG_PREFER_OFFLINE": "true" if build.npm_prefer_offline else "false",
     }
     if registry:
         args["NPM_CONFIG_REGISTRY"] = registry
@@ -180,6 +181,8 @@ record() {
     "$hub" "$stack" "$content_hash" "$image" "$1" "$2" "$3" "$log" >>"$state/builds.jsonl"
 }
 if docker image inspect "$image" >/dev/null 2>&1; then
+  now=$(now_ms)
+  record "$now" "$now" reused
   say "$image is already on the host; nothing to build"
 else
   say "building $image from $context/$dockerfile with ${builder[*]}"

@@ -120,3 +120,77 @@ def test_namespaced_picks_and_decodes_workhub_keys():
     )
     assert raw == {"host": {"address": "a", "port": 22}, "baseImage": "node:20-bookworm-slim"}
     assert secrets == {"sshPrivateKey"}
+
+
+def with_hubs(**changes) -> dict:
+    raw = valid()
+    raw["hubs"] = [{"name": "wbhubmanager", "context": "WBHubManager", "port": 4090},
+                   {"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091}]
+    raw["hostPorts"] = {"wbhubmanager": 14090, "wbsaleshub": 14091}
+    raw.update(changes)
+    return raw
+
+
+def test_hub_catalog_parses():
+    config = parse(with_hubs())
+    assert [h.name for h in config.hubs] == ["wbhubmanager", "wbsaleshub"]
+    assert config.hubs[0].health_path == "/health" and config.hubs[0].dockerfile == "Dockerfile"
+    assert config.build.node_heap_mb == 4096
+
+
+def test_duplicate_host_ports_in_one_stack():
+    """Two hubs cannot share a host port."""
+    (found,) = problems(with_hubs(hostPorts={"wbhubmanager": 14090, "wbsaleshub": 14090}))
+    assert found == (
+        "workhub:hostPorts.wbsaleshub: port 14090 is also the host port of wbhubmanager\n"
+        "    fix: pulumi config set --stack staging --path 'workhub:hostPorts.wbsaleshub' <a free port>"
+    )
+
+
+def test_every_hub_needs_a_host_port_and_every_port_a_hub():
+    found = problems(with_hubs(hostPorts={"wbhubmanager": 14090, "wbrefhub": 14093}))
+    assert found[0].startswith("workhub:hostPorts.wbsaleshub: is not set: hub wbsaleshub needs a host port")
+    assert found[1].startswith("workhub:hostPorts.wbrefhub: names no hub in workhub:hubs")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("name", "wb;rm -rf", "must be lower-case letters, digits and '-'"),
+        ("name", "$(reboot)", "must be lower-case letters, digits and '-'"),
+        ("context", "WB Sales", "must be a relative path"),
+        ("context", "../../etc", "without '..'"),
+        ("context", "x`id`", "must be a relative path"),
+        ("dockerfile", "Docker;file", "must be a relative path"),
+        ("healthPath", "/health; reboot", "must be a URL path"),
+        ("port", 0, "greater than or equal to 1"),
+    ],
+)
+def test_hub_names_and_paths_with_shell_metacharacters_are_refused(field, value, message):
+    """Hub values are checked before anything reaches a shell; the error names the hub entry."""
+    raw = with_hubs()
+    raw["hubs"][1] = dict(raw["hubs"][1], **{field: value})
+    found = problems(raw)
+    assert found[0].startswith(f"workhub:hubs[1].{field}: ")
+    assert message in found[0]
+    assert "in the config: section of Pulumi.yaml" in found[0]
+
+
+def test_reserved_build_args_belong_to_build_settings():
+    raw = with_hubs()
+    raw["hubs"][0]["buildArgs"] = {"NODE_OPTIONS": "--max-old-space-size=1"}
+    (found,) = problems(raw)
+    assert "NODE_OPTIONS is set by workhub from workhub:build; set it there (hub wbhubmanager)" in found
+
+
+def test_unknown_hub_setting_is_refused():
+    raw = with_hubs()
+    raw["hubs"][0]["prot"] = 1
+    (found,) = problems(raw)
+    assert found.startswith("workhub:hubs[0].prot: is not a known setting (hub wbhubmanager)")
+    assert "known settings here: name, context, dockerfile, port, healthPath, buildArgs" in found
+
+
+def test_build_settings_cross_check():
+    (found,) = problems(with_hubs(build={"npmFetchRetryMinTimeoutMs": 20000, "npmFetchRetryMaxTimeoutMs": 10000}))
+    assert found.startswith("workhub:build.npmFetchRetryMinTimeoutMs: 20000 is more than npmFetchRetryMaxTimeoutMs")

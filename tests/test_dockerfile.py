@@ -54,14 +54,14 @@ def test_syntax_line():
 def test_cache_mount_missing():
     """An install RUN without the npm cache mount is named with its line."""
     assert rendered(with_(MOUNTED_CI, "RUN npm ci\n")) == [
-        "Dockerfile:14: `npm ci` runs without the npm cache mount, so every build downloads every package again\n"
+        "Dockerfile:15: `npm ci` runs without the npm cache mount, so every build downloads every package again\n"
         "    fix: start the instruction with `RUN --mount=type=cache,target=/root/.npm,sharing=locked`"]
 
 
 def test_cache_mount_not_locked():
     """The mount must be sharing=locked."""
     assert rendered(with_(MOUNTED_CI, "RUN --mount=type=cache,target=/root/.npm,sharing=shared npm ci\n")) == [
-        "Dockerfile:14: the npm cache mount of `npm ci` is not sharing=locked, so two builds can write the cache "
+        "Dockerfile:15: the npm cache mount of `npm ci` is not sharing=locked, so two builds can write the cache "
         "at once\n    fix: replace `--mount=type=cache,target=/root/.npm,sharing=shared` with "
         "`--mount=type=cache,target=/root/.npm,sharing=locked`"]
 
@@ -77,7 +77,7 @@ def test_cache_mount_not_locked():
 ])
 def test_cache_mount_finds_every_install_form(run):
     """Installs anywhere in a chain, with env or flags, in exec form or over continuations, need the mount."""
-    assert [(v.line, v.rule) for v in check_text(with_(MOUNTED_CI, run))] == [(14, "cache-mount")]
+    assert [(v.line, v.rule) for v in check_text(with_(MOUNTED_CI, run))] == [(15, "cache-mount")]
 
 
 @pytest.mark.parametrize("mount", [
@@ -98,7 +98,7 @@ def test_exec_form_install_can_carry_the_mount():
 def test_no_cache_clean():
     """An install RUN must not wipe the cache its mount keeps."""
     assert rendered(with_(MOUNTED_CI, f"RUN {CACHE_MOUNT} npm ci && npm cache clean --force\n")) == [
-        "Dockerfile:14: `npm ci` runs with `npm cache clean --force`, which wipes the npm cache the mount keeps "
+        "Dockerfile:15: `npm ci` runs with `npm cache clean --force`, which wipes the npm cache the mount keeps "
         "between builds\n    fix: drop `npm cache clean --force` from this RUN; the mounted cache never reaches "
         "the image"]
 
@@ -108,7 +108,7 @@ def test_no_cache_clean():
 def test_no_cache_clean_finds_every_wipe(wipe):
     """rm of the cache directory and forced npm cache commands count as wipes."""
     text = with_(MOUNTED_CI, f"RUN {CACHE_MOUNT} npm ci; \\\n    {wipe}\n")
-    assert [(v.line, v.rule) for v in check_text(text)] == [(14, "no-cache-clean")]
+    assert [(v.line, v.rule) for v in check_text(text)] == [(15, "no-cache-clean")]
 
 
 def test_cache_reset_without_install_is_allowed():
@@ -120,7 +120,7 @@ def test_manifests_first_missing_manifests():
     """Each install's package.json and package-lock.json are copied before it."""
     text = with_("COPY frontend/package.json frontend/package-lock.json ./frontend/\n", "")
     assert rendered(text) == [
-        "Dockerfile:15: `npm --prefix frontend ci` runs before frontend/package.json and "
+        "Dockerfile:16: `npm --prefix frontend ci` runs before frontend/package.json and "
         "frontend/package-lock.json are copied on their own\n"
         "    fix: add `COPY frontend/package.json frontend/package-lock.json ./frontend/` before it"]
 
@@ -129,8 +129,8 @@ def test_manifests_first_whole_context_copy():
     """No `COPY . .` before the last install."""
     text = with_("COPY frontend/package.json", "COPY . /app\nCOPY frontend/package.json")
     assert rendered(text) == [
-        "Dockerfile:15: `COPY . /app` copies the whole build context before the npm install at line 17, so any "
-        "source change reinstalls every package\n    fix: move it after line 17"]
+        "Dockerfile:16: `COPY . /app` copies the whole build context before the npm install at line 18, so any "
+        "source change reinstalls every package\n    fix: move it after line 18"]
 
 
 def test_manifests_first_accepts_globs_and_absolute_destinations():
@@ -142,16 +142,16 @@ def test_build_args():
     """The npm settings workhub passes are declared before the stage's first install."""
     text = with_("ARG NODE_OPTIONS\nARG NPM_CONFIG_REGISTRY\n", "")
     assert rendered(text) == [
-        "Dockerfile:12: NODE_OPTIONS, NPM_CONFIG_REGISTRY not declared with ARG before the stage's first npm "
+        "Dockerfile:13: NODE_OPTIONS, NPM_CONFIG_REGISTRY not declared with ARG before the stage's first npm "
         "install, so workhub's build args for them are dropped\n"
-        "    fix: add `ARG NODE_OPTIONS`, `ARG NPM_CONFIG_REGISTRY` before line 12"]
+        "    fix: add `ARG NODE_OPTIONS`, `ARG NPM_CONFIG_REGISTRY` before line 13"]
 
 
 def test_build_args_are_per_stage():
     """ARGs before FROM or in another stage do not reach a stage's installs."""
     text = f"# syntax=docker/dockerfile:1\n{ARGS}FROM node:20-bookworm-slim AS a\n{ARGS}" \
            "FROM node:20-bookworm-slim\nCOPY package.json package-lock.json ./\n" + MOUNTED_CI
-    assert [(v.line, v.rule) for v in check_text(text)] == [(17, "build-args")]
+    assert [(v.line, v.rule) for v in check_text(text)] == [(19, "build-args")]
 
 
 def test_fixtures_fail_with_the_expected_violations():
@@ -192,7 +192,7 @@ def test_conform_refuses_to_move_context_past_a_build():
     with pytest.raises(DockerfileError) as caught:
         conform(text)
     assert str(caught.value) == (
-        "Dockerfile:15: `COPY . .` cannot move after the npm install at line 18: line 16 may need the sources\n"
+        "Dockerfile:16: `COPY . .` cannot move after the npm install at line 19: line 17 may need the sources\n"
         "    fix: move the installs before it by hand (split a RUN that also builds)")
 
 

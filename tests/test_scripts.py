@@ -68,6 +68,7 @@ def test_build_args_carry_settings_then_the_hubs_own():
         "--build-arg", "NPM_CONFIG_FETCH_TIMEOUT=30000",
         "--build-arg", "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=2000",
         "--build-arg", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=15000",
+        "--build-arg", "NPM_CONFIG_PREFER_OFFLINE=true",
         "--build-arg", "NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/",
         "--build-arg", "APP_FLAVOUR=it's $(odd)",
     ]

@@ -18,7 +18,10 @@ build_rootfs() {
   # Same layout as the real image: node under /usr/local, so npm's global prefix is /usr/local.
   cp "$node" "$root/usr/local/bin/node"
   ln -sf /usr/local/bin/node "$root/usr/bin/node"
-  for lib in $(ldd "$node" | grep -o '/[^ ]*' | sort -u) /lib64/ld-linux-x86-64.so.2; do
+  # All of libc's shared libraries, not just node's own: tools npm packages run (rollup's native
+  # binary needs librt) expect a whole libc, as in the real image.
+  for lib in $(ldd "$node" | grep -o '/[^ ]*' | sort -u) /lib64/ld-linux-x86-64.so.2 \
+    $(dpkg -L libc6 | grep -E '/lib[^/]*\.so(\.[0-9]+)*$'); do
     mkdir -p "$root/$(dirname "$lib")"
     cp -L "$lib" "$root/$lib"
   done

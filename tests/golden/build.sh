@@ -6,7 +6,7 @@ content_hash=0123456789ab
 context_dir=.workhub/contexts/staging/wbsaleshub
 dockerfile=Dockerfile
 progress=plain
-build_args=(--build-arg NODE_OPTIONS=--max-old-space-size=4096 --build-arg NPM_CONFIG_FETCH_RETRIES=5 --build-arg NPM_CONFIG_FETCH_TIMEOUT=30000 --build-arg NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=2000 --build-arg NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=15000 --build-arg NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/ --build-arg 'APP_FLAVOUR=it'"'"'s $(odd)')
+build_args=(--build-arg NODE_OPTIONS=--max-old-space-size=4096 --build-arg NPM_CONFIG_FETCH_RETRIES=5 --build-arg NPM_CONFIG_FETCH_TIMEOUT=30000 --build-arg NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=2000 --build-arg NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=15000 --build-arg NPM_CONFIG_PREFER_OFFLINE=true --build-arg NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/ --build-arg 'APP_FLAVOUR=it'"'"'s $(odd)')
 if docker buildx version >/dev/null 2>&1; then
   builder=(docker buildx build --load)
 else
@@ -24,6 +24,8 @@ record() {
     "$hub" "$stack" "$content_hash" "$image" "$1" "$2" "$3" "$log" >>"$state/builds.jsonl"
 }
 if docker image inspect "$image" >/dev/null 2>&1; then
+  now=$(now_ms)
+  record "$now" "$now" reused
   say "$image is already on the host; nothing to build"
 else
   say "building $image from $context/$dockerfile with ${builder[*]}"

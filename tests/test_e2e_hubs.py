@@ -1,0 +1,166 @@
+"""End to end on the test host: the local stack builds the sample hubs one at a time, runs them,
+rebuilds only what changed, and reuses the npm cache mount for what did not."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from pulumi import automation as auto
+
+from tests.e2e_fixtures import new_local_stack
+from workhub import engine as eng
+from workhub.engine import print_line
+
+pytestmark = [pytest.mark.e2e]
+
+HUB_NAMES = ["wbhubmanager", "wbsaleshub", "wbfinhub"]
+
+
+def deploy_home() -> Path:
+    return Path(subprocess.run(["getent", "passwd", "deploy"], capture_output=True, text=True, check=True)
+                .stdout.split(":")[5])
+
+
+def build_records(stack_dir: Path) -> list[dict]:
+    """The host's build records for the hubs built from `stack_dir`'s images."""
+    records = deploy_home() / ".workhub" / "builds.jsonl"
+    if not records.exists():
+        return []
+    return [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
+
+
+def records_since(before: int) -> list[dict]:
+    return build_records(Path())[before:]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read()
+
+
+def npm_steps_cached(log: str) -> dict[str, bool]:
+    """For each `npm ... ci` step of a BuildKit plain-progress log: whether it was CACHED."""
+    steps = {}
+    for match in re.finditer(r"^#(\d+) \[[^\]]*\] RUN --mount=\S+ (npm .*ci)$", log, re.M):
+        number, command = match.groups()
+        steps[command] = re.search(rf"^#{number} CACHED$", log, re.M) is not None
+    return steps
+
+
+def forget_local_images() -> None:
+    """Start from no image of the sample hubs, so every build in the test really runs."""
+    listed = subprocess.run(["/usr/bin/docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    stale = [ref for ref in listed if ref.split(":")[0] in HUB_NAMES and ref.split(":")[1].startswith("local-")]
+    if stale:
+        subprocess.run(["/usr/bin/docker", "image", "rm", "--force", *stale], capture_output=True, check=True)
+
+
+@pytest.fixture
+def sources(tmp_path) -> Path:
+    """A copy of the sample hubs that the test may edit."""
+    root = tmp_path / "examples"
+    shutil.copytree(eng.REPO / "examples", root, ignore=shutil.ignore_patterns("node_modules", "dist"))
+    return root
+
+
+@pytest.mark.slow
+def test_local_stack_builds_hubs_in_turn_and_rebuilds_only_what_changed(
+    tmp_path, toolchain, test_host, npm_registry, sources
+):
+    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, source_root=sources)
+    forget_local_images()
+    try:
+        before = len(build_records(Path()))
+        first = stack.up(on_output=print_line, color="never")
+        built = records_since(before)
+        assert [r["hub"] for r in built] == HUB_NAMES, "every hub built once, in config order"
+        assert all(r["result"] == "succeeded" for r in built)
+        for earlier, later in zip(built, built[1:]):
+            assert later["start_ms"] >= earlier["end_ms"], f"{later['hub']} started before {earlier['hub']} ended"
+
+        hubs = first.outputs["hubs"].value
+        for name in HUB_NAMES:
+            status, body = get(hubs[name]["url"] + "/health")
+            assert status == 200 and json.loads(body)["hub"] == name
+            status, page = get(hubs[name]["url"] + "/")
+            assert status == 200 and b"<div id=\"root\">" in page
+
+        again = stack.up(on_output=print_line, color="never")
+        assert set(again.summary.resource_changes) == {"same"}, again.summary.resource_changes
+        assert records_since(before) == built, "a second up runs no build"
+
+        # One source file changes: only that hub rebuilds, and its npm installs come from the layer cache.
+        server = sources / "WBSalesHub" / "server.js"
+        server.write_text(server.read_text() + "\n// a source-only change\n")
+        preview = stack.preview(diff=True, color="never")
+        print(preview.stdout)
+        assert preview.change_summary.get("update") == 3, preview.change_summary  # preflight, build, run
+        rebuild = preview.stdout[preview.stdout.index("wbsaleshub-build"):]
+        assert re.search(r"~ source\s*: \"[0-9a-f]{64}\" => \"[0-9a-f]{64}\"", rebuild), "the preview says why"
+        assert "wbhubmanager-build" not in preview.stdout and "wbfinhub-build" not in preview.stdout
+        third = stack.up(on_output=print_line, color="never")
+        (rebuilt,) = records_since(before)[len(built):]
+        assert rebuilt["hub"] == "wbsaleshub"
+        assert third.summary.resource_changes.get("update") == 3, third.summary.resource_changes
+        log = Path(rebuilt["log"]).read_text()
+        assert npm_steps_cached(log) == {"npm ci": True, "npm --prefix frontend ci": True}, log[-3000:]
+        status, _ = get(third.outputs["hubs"].value["wbsaleshub"]["url"] + "/health")
+        assert status == 200
+    finally:
+        stack.destroy(on_output=print_line, color="never")
+
+
+@pytest.mark.slow
+def test_an_added_dependency_downloads_only_the_new_packages(tmp_path, toolchain, test_host, npm_registry, sources):
+    """Adding one dependency re-runs that hub's npm ci; every other tarball comes from the cache mount."""
+    hub = {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health"}
+    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[hub], source_root=sources)
+    forget_local_images()
+    # An empty build cache, so the first up fills the cache mount with exactly this hub's packages.
+    subprocess.run(["/usr/bin/docker", "builder", "prune", "--all", "--force"], capture_output=True, check=True)
+    try:
+        stack.up(on_output=print_line, color="never")
+        context = sources / "WBFinHub"
+        subprocess.run(["npm", "install", "--package-lock-only", "--no-audit", "--no-fund",
+                        "--registry", npm_registry, "--omit-lockfile-registry-resolved", "left-pad@1.3.0"],
+                       cwd=context, check=True)
+        mark = eng.registry("mark").strip()
+        before = len(build_records(Path()))
+        stack.up(on_output=print_line, color="never")
+        (record,) = records_since(before)
+        assert record["hub"] == "wbfinhub" and record["result"] == "succeeded"
+        log = Path(record["log"]).read_text()
+        # The back end's install runs again (its lockfile changed); the front end's may too, as its
+        # layer comes later, but both take every package they already had from the cache mount.
+        assert npm_steps_cached(log)["npm ci"] is False, log[-3000:]
+        stats = json.loads(eng.registry("stats", "--since", mark))
+        assert set(stats["tarballsByPackage"]) == {"left-pad"}, stats
+    finally:
+        stack.destroy(on_output=print_line, color="never")
+
+
+def test_heap_larger_than_the_host_stops_before_any_build(tmp_path, toolchain, test_host):
+    """The preflight refuses a Node heap the host's memory and swap cannot hold; nothing is built."""
+    hub = {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health"}
+    engine, stack = new_local_stack(tmp_path, test_host, hubs=[hub])
+    project = yaml.safe_load((engine.work_dir / "Pulumi.yaml").read_text())
+    project["config"]["workhub:build"]["value"]["nodeHeapMb"] = 65536
+    (engine.work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+    before = len(build_records(Path()))
+    try:
+        with pytest.raises(auto.errors.CommandError) as caught:
+            stack.up(color="never")
+        message = str(caught.value)
+        assert "preflight: FAILED: workhub:build.nodeHeapMb is 65536 MB but the host has" in message
+        assert "lower workhub:build.nodeHeapMb in Pulumi.yaml or add swap to the host" in message
+        assert records_since(before) == [], "no build ran"
+    finally:
+        stack.destroy(color="never")

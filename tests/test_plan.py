@@ -1,0 +1,125 @@
+"""The build plan and the checks that need the project's files: each bad setup gives one clear
+error naming its key and the fix, and yields no plan (so nothing is registered or run)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import StackConfig, parse_stack_config
+from components.plan import plan_stack
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtestkeytestkeytestkeytestkeytestkeytest"
+CANONICAL = (Path(__file__).parent / "fixtures" / "dockerfiles" / "canonical.Dockerfile").read_text()
+HUBS = [{"name": "wbhubmanager", "context": "WBHubManager", "port": 4090},
+        {"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091}]
+
+
+def raw(**extra) -> dict:
+    values = {
+        "host": {"address": "build.example.test", "user": "deploy", "hostKey": HOST_KEY},
+        "sshPrivateKey": "k",
+        "sourceRoot": "../src",
+        "hubs": HUBS,
+        "hostPorts": {"wbhubmanager": 14090, "wbsaleshub": 14091},
+    }
+    values.update(extra)
+    return values
+
+
+def config(**extra) -> StackConfig:
+    return parse_stack_config(raw(**extra), stack="staging", secret_keys={"sshPrivateKey"})
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    for hub in HUBS:
+        context = tmp_path / "src" / hub["context"]
+        context.mkdir(parents=True)
+        (context / "Dockerfile").write_text(CANONICAL)
+        (context / "server.js").write_text("//\n")
+    (tmp_path / "project").mkdir()
+    return tmp_path / "project"
+
+
+def problems(config: StackConfig, project: Path, stack: str = "staging") -> list[str]:
+    plans, found = plan_stack(config, stack, project)
+    assert plans == [], "a stack with problems gets no plan"
+    return [str(p) for p in found]
+
+
+def stack_file(project: Path, stack: str, values: dict) -> None:
+    (project / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": values}))
+
+
+def test_a_good_project_plans_every_hub_in_order(project):
+    plans, found = plan_stack(config(), "staging", project)
+    assert found == []
+    assert [p.hub.name for p in plans] == ["wbhubmanager", "wbsaleshub"]
+    assert plans[1].image.startswith("wbsaleshub:staging-")
+    assert plans[1].host_port == 14091
+
+
+def test_container_port_drift_in_a_stack_file_is_refused(project):
+    """A stack file that redefines the hubs (say, PORT 5090 in production) is refused for every stack."""
+    drifted = [dict(HUBS[0], port=5090), HUBS[1]]
+    stack_file(project, "production", {"workhub:hubs": drifted})
+    (found,) = problems(config(), project)
+    assert found == (
+        "workhub:hubs: is set in Pulumi.production.yaml, but it is declared once for every stack in "
+        "Pulumi.yaml (so each hub keeps one container PORT everywhere)\n"
+        "    fix: move the change into Pulumi.yaml and remove it from the stack: "
+        "pulumi config rm --stack production workhub:hubs"
+    )
+
+
+def test_host_port_taken_by_the_other_stack_on_the_same_host(project):
+    """Two stacks on one host cannot publish a hub on the same host port."""
+    stack_file(project, "production", {"workhub:host": {"address": "build.example.test"},
+                                       "workhub:hostPorts": {"wbhubmanager": 4090, "wbsaleshub": 14091}})
+    (found,) = problems(config(), project)
+    assert found.startswith(
+        "workhub:hostPorts.wbsaleshub: port 14091 is also stack production's host port for wbsaleshub, on the same host")
+
+
+def test_other_stack_on_another_host_may_reuse_ports(project):
+    stack_file(project, "production", {"workhub:host": {"address": "other.example.test"},
+                                       "workhub:hostPorts": {"wbhubmanager": 14090}})
+    assert plan_stack(config(), "staging", project)[1] == []
+
+
+def test_missing_dockerfile(project):
+    (project.parent / "src" / "WBSalesHub" / "Dockerfile").unlink()
+    (found,) = problems(config(), project)
+    assert found.startswith("workhub:hubs[1].dockerfile: ")
+    assert "WBSalesHub/Dockerfile does not exist (hub wbsaleshub)" in found
+
+
+def test_missing_context(project):
+    found, second = problems(config(sourceRoot="../elsewhere"), project)
+    assert second.startswith("workhub:hubs[1].context: ")
+    assert found.startswith("workhub:hubs[0].context: ")
+    assert "is not a directory (hub wbhubmanager, workhub:sourceRoot '../elsewhere')" in found
+    assert "pulumi config set --stack staging workhub:sourceRoot <dir>" in found
+
+
+def test_non_conforming_dockerfile_names_file_line_and_fix(project):
+    """A Dockerfile without the cache mount stops the stack with file:line and the fix."""
+    path = project.parent / "src" / "WBSalesHub" / "Dockerfile"
+    path.write_text(CANONICAL.replace("RUN --mount=type=cache,target=/root/.npm,sharing=locked npm ci", "RUN npm ci"))
+    (found,) = problems(config(), project)
+    line = CANONICAL.splitlines().index("RUN --mount=type=cache,target=/root/.npm,sharing=locked npm ci") + 1
+    assert found.startswith(f"workhub:hubs[1].dockerfile: {path.resolve()}:{line}: `npm ci` runs without the npm cache mount")
+    assert "fix: start the instruction with `RUN --mount=type=cache,target=/root/.npm,sharing=locked`" in found
+    assert f"python -m workhub dockerfile conform {path.resolve()}" in found
+
+
+def test_plan_changes_only_with_content(project):
+    """The build id follows the hub's files and settings; another hub's change leaves it alone."""
+    before = {p.hub.name: p.image for p in plan_stack(config(), "staging", project)[0]}
+    (project.parent / "src" / "WBSalesHub" / "server.js").write_text("// changed\n")
+    after = {p.hub.name: p.image for p in plan_stack(config(), "staging", project)[0]}
+    assert after["wbhubmanager"] == before["wbhubmanager"]
+    assert after["wbsaleshub"] != before["wbsaleshub"]
+    heavier = {p.hub.name: p.image for p in plan_stack(config(build={"nodeHeapMb": 2048}), "staging", project)[0]}
+    assert heavier["wbhubmanager"] != after["wbhubmanager"], "build settings are part of the build id"
