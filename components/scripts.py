@@ -26,12 +26,14 @@ fi
 # A build that uses the same features as the hub Dockerfiles: the syntax line and a cache mount.
 _BUILDKIT_CHECK = r"""
 buildkit_works() {
-  local work
+  local work tag
   work=$(mktemp -d)
+  # A tag of its own: the facts and the preflight may check at the same time.
+  tag="workhub-buildkit-check:$(basename "$work" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9')"
   printf '# syntax=docker/dockerfile:1\nFROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked true\n' \
     "$base_image" >"$work/Dockerfile"
-  if "${builder[@]}" --progress=plain --network=host --tag workhub-buildkit-check:latest "$work" >"$work/log" 2>&1; then
-    docker image rm workhub-buildkit-check:latest >/dev/null 2>&1 || true
+  if "${builder[@]}" --progress=plain --network=host --tag "$tag" "$work" >"$work/log" 2>&1; then
+    docker image rm "$tag" >/dev/null 2>&1 || true
     rm -rf "$work"
     return 0
   fi

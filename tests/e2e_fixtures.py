@@ -52,6 +52,12 @@ def npm_registry() -> str:
         pytest.fail(f"the local npm registry did not start ({error}); run scripts/registry.sh up to see why")
 
 
+def deploy_home() -> Path:
+    """The test host's deploy user's home (the test host runs on this machine)."""
+    entry = subprocess.run(["getent", "passwd", "deploy"], capture_output=True, text=True, check=True).stdout
+    return Path(entry.split(":")[5])
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:

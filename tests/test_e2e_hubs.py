@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import new_local_stack
+from tests.e2e_fixtures import deploy_home, new_local_stack
 from workhub import engine as eng
 from workhub.engine import print_line
 
@@ -23,13 +23,8 @@ pytestmark = [pytest.mark.e2e]
 HUB_NAMES = ["wbhubmanager", "wbsaleshub", "wbfinhub"]
 
 
-def deploy_home() -> Path:
-    return Path(subprocess.run(["getent", "passwd", "deploy"], capture_output=True, text=True, check=True)
-                .stdout.split(":")[5])
-
-
-def build_records(stack_dir: Path) -> list[dict]:
-    """The host's build records for the hubs built from `stack_dir`'s images."""
+def build_records() -> list[dict]:
+    """Every build the test host has recorded, oldest first."""
     records = deploy_home() / ".workhub" / "builds.jsonl"
     if not records.exists():
         return []
@@ -37,7 +32,7 @@ def build_records(stack_dir: Path) -> list[dict]:
 
 
 def records_since(before: int) -> list[dict]:
-    return build_records(Path())[before:]
+    return build_records()[before:]
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -78,7 +73,7 @@ def test_local_stack_builds_hubs_in_turn_and_rebuilds_only_what_changed(
     engine, stack = new_local_stack(tmp_path, test_host, npm_registry, source_root=sources)
     forget_local_images()
     try:
-        before = len(build_records(Path()))
+        before = len(build_records())
         first = stack.up(on_output=print_line, color="never")
         built = records_since(before)
         assert [r["hub"] for r in built] == HUB_NAMES, "every hub built once, in config order"
@@ -133,7 +128,7 @@ def test_an_added_dependency_downloads_only_the_new_packages(tmp_path, toolchain
                         "--registry", npm_registry, "--omit-lockfile-registry-resolved", "left-pad@1.3.0"],
                        cwd=context, check=True)
         mark = eng.registry("mark").strip()
-        before = len(build_records(Path()))
+        before = len(build_records())
         stack.up(on_output=print_line, color="never")
         (record,) = records_since(before)
         assert record["hub"] == "wbfinhub" and record["result"] == "succeeded"
@@ -154,7 +149,7 @@ def test_heap_larger_than_the_host_stops_before_any_build(tmp_path, toolchain, t
     project = yaml.safe_load((engine.work_dir / "Pulumi.yaml").read_text())
     project["config"]["workhub:build"]["value"]["nodeHeapMb"] = 65536
     (engine.work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
-    before = len(build_records(Path()))
+    before = len(build_records())
     try:
         with pytest.raises(auto.errors.CommandError) as caught:
             stack.up(color="never")
@@ -162,5 +157,40 @@ def test_heap_larger_than_the_host_stops_before_any_build(tmp_path, toolchain, t
         assert "preflight: FAILED: workhub:build.nodeHeapMb is 65536 MB but the host has" in message
         assert "lower workhub:build.nodeHeapMb in Pulumi.yaml or add swap to the host" in message
         assert records_since(before) == [], "no build ran"
+    finally:
+        stack.destroy(color="never")
+
+
+def test_a_non_conforming_dockerfile_fails_the_preview_with_file_line_and_fix(tmp_path, toolchain, test_host, sources):
+    """A hub whose Dockerfile lost its cache mount stops `pulumi preview`; nothing is registered."""
+    dockerfile = sources / "WBSalesHub" / "Dockerfile"
+    lines = dockerfile.read_text().splitlines(keepends=True)
+    number = next(i for i, line in enumerate(lines, 1) if line.endswith("sharing=locked npm ci\n"))
+    lines[number - 1] = "RUN npm ci\n"
+    dockerfile.write_text("".join(lines))
+    engine, stack = new_local_stack(tmp_path, test_host, source_root=sources)
+    with pytest.raises(auto.errors.CommandError) as caught:
+        stack.preview(color="never")
+    message = str(caught.value)
+    assert f"workhub:hubs[1].dockerfile: {dockerfile}:{number}: `npm ci` runs without the npm cache mount" in message
+    assert f"python -m workhub dockerfile conform {dockerfile}" in message
+    assert stack.export_stack().deployment.get("resources") in (None, [])
+
+
+@pytest.mark.slow
+def test_a_failing_build_stops_the_chain_and_names_the_hub(tmp_path, toolchain, test_host, npm_registry, sources):
+    """The first failing build names its hub with its log tail; the hubs after it are not built."""
+    app = sources / "WBSalesHub" / "frontend" / "src" / "App.tsx"
+    app.write_text(app.read_text() + "\nexport const broken = ;\n")
+    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, source_root=sources)
+    before = len(build_records())
+    try:
+        with pytest.raises(auto.errors.CommandError) as caught:
+            stack.up(color="never")
+        message = str(caught.value)
+        assert "wbsaleshub-build failed with exit code 1 on deploy@127.0.0.1" in message
+        assert "its last lines:" in message and "build: FAILED with exit code 1" in message
+        hubs = [(r["hub"], r["result"]) for r in records_since(before)]
+        assert hubs[-1] == ("wbsaleshub", "failed") and "wbfinhub" not in [h for h, _ in hubs], hubs
     finally:
         stack.destroy(color="never")

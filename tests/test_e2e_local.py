@@ -5,7 +5,7 @@ import shutil
 import pytest
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import new_local_stack
+from tests.e2e_fixtures import deploy_home, new_local_stack
 from workhub import engine as eng
 from workhub.engine import print_line
 
@@ -24,6 +24,10 @@ def test_local_stack_reports_host_facts_and_second_up_changes_nothing(local_stac
     assert facts["builder"] in ("buildx", "docker-build")
     assert facts["docker_version"].split(".")[0].isdigit()
     assert facts["cpus"] >= 1 and facts["memory_mb"] > 0 and facts["disk_free_mb"] > 0
+
+    ssh_config = (deploy_home() / ".ssh" / "config").read_text()
+    assert ssh_config.count("# BEGIN workhub") == 1
+    assert "Host *\n    ServerAliveInterval 60\n    ServerAliveCountMax 120\n" in ssh_config
 
     second = local_stack.up(on_output=print_line, color="never")
     assert second.summary.resource_changes == {"same": 6}

@@ -70,6 +70,11 @@ def project(tmp_path) -> Path:
     return make_project(tmp_path)
 
 
+def commands(mocks: Mocks) -> list:
+    """Every remote command registered."""
+    return [r for r in mocks.resources if r.typ == "pulumi-python:dynamic:Resource"]
+
+
 def by_name(mocks: Mocks, name: str):
     (found,) = [r for r in mocks.resources if r.name == name]
     return found
@@ -144,9 +149,7 @@ def test_connection_pins_host_key_and_limits_dials(mocks, project):
     """Every command carries the pinned host key, the dial limit and the per-dial timeout."""
 
     def check(host, chain, urns):
-        for resource in mocks.resources:
-            if resource.typ != "pulumi-python:dynamic:Resource":
-                continue
+        for resource in commands(mocks):
             assert resource.inputs["connection"] == {
                 "host": "build.example.test", "port": 2222, "user": "deploy", "hostKey": HOST_KEY,
                 "dialErrorLimit": 10, "perDialTimeout": 15, "keepAliveInterval": 30,
@@ -180,9 +183,7 @@ def test_private_key_is_secret_and_only_in_its_own_input(mocks, project):
     """The SSH key reaches each command only as a secret, and appears in no other input."""
 
     def check(host, chain, urns):
-        for resource in mocks.resources:
-            if resource.typ != "pulumi-python:dynamic:Resource":
-                continue
+        for resource in commands(mocks):
             key = resource.inputs["privateKey"]
             assert isinstance(key, dict) and SECRET_SIG in key.values(), resource.name
             others = {k: v for k, v in resource.inputs.items() if k != "privateKey"}
