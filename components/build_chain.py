@@ -21,6 +21,7 @@ class BuildChainArgs:
     build: BuildSettings
     npm_registry: Optional[str]
     publish_address: str
+    notify_url: Optional[pulumi.Input[str]] = None
 
 
 class BuildChain(pulumi.ComponentResource):
@@ -36,7 +37,8 @@ class BuildChain(pulumi.ComponentResource):
         for plan in args.plans:
             image = HubImage(
                 plan.hub.name,
-                HubImageArgs(plan, args.host, args.build, args.npm_registry, args.publish_address, after),
+                HubImageArgs(plan, args.host, args.build, args.npm_registry, args.publish_address, after,
+                             args.notify_url),
                 pulumi.ResourceOptions(parent=self),
             )
             self.images.append(image)

@@ -137,6 +137,8 @@ class Hub(_Section):
                 raise ValueError(f"{key!r} is not a build arg name (letters, digits, '_')")
             if key in RESERVED_BUILD_ARGS:
                 raise ValueError(f"{key} is set by workhub from workhub:build; set it there")
+            if "\n" in value[key] or "\r" in value[key]:
+                raise ValueError(f"the value of {key} holds a line break; build args are one line")
         return value
 
 
@@ -154,6 +156,13 @@ class BuildSettings(_Section):
         description="Use the cache mount's packages without asking the registry first; only what is missing is fetched.",
     )
     progress: str = Field("plain", description="BuildKit progress output; plain shows every step's log.")
+    attempts: int = Field(3, ge=1, le=10, description="Tries of a build that fails from the network.")
+    retry_backoff_seconds: int = Field(10, alias="retryBackoffSeconds", ge=0, le=600,
+                                       description="Pause before try n+1: n times this.")
+    cache_keep_storage_mb: int = Field(
+        4096, alias="cacheKeepStorageMb", ge=0,
+        description="Build cache kept besides the npm cache mounts; older layers are collected before builds.",
+    )
     health_timeout_seconds: int = Field(60, alias="healthTimeoutSeconds", ge=1, le=3600)
     min_free_disk_mb: int = Field(2048, alias="minFreeDiskMb", ge=0)
 
@@ -230,6 +239,7 @@ class ConfigError(Exception):
 
 
 SSH_KEY = "sshPrivateKey"
+NOTIFY_WEBHOOK = "notifyWebhook"
 # Declared once for every stack, in Pulumi.yaml's `config:` section; a stack file may not set them.
 PROJECT_KEYS = ("hubs", "build", "sshKeepAlive")
 # Example values used in the fixes of missing or bad settings.
@@ -251,7 +261,7 @@ def _keys(model: type[BaseModel]) -> str:
 
 # The settings each section knows, named in the fix of an unknown one.
 _KNOWN = {
-    "": _keys(StackConfig) + ", " + SSH_KEY,
+    "": _keys(StackConfig) + f", {SSH_KEY}, {NOTIFY_WEBHOOK}",
     "host": _keys(HostConfig),
     "hubs": _keys(Hub),
     "build": _keys(BuildSettings),
@@ -353,7 +363,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
     checked for presence and secrecy: its value never reaches the typed config.
     """
     problems: list[Problem] = []
-    values = {k: v for k, v in raw.items() if k != SSH_KEY}
+    values = {k: v for k, v in raw.items() if k not in (SSH_KEY, NOTIFY_WEBHOOK)}
     config: Optional[StackConfig] = None
     try:
         config = StackConfig.model_validate(values)
@@ -366,6 +376,12 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
         problems.append(Problem(f"{NAMESPACE}:{SSH_KEY}", "is not set", key_fix))
     elif SSH_KEY not in secret_keys:
         problems.append(Problem(f"{NAMESPACE}:{SSH_KEY}", "is stored in plain text; it must be a secret", key_fix))
+    hook_fix = f"pulumi config set --stack {stack} --secret {NAMESPACE}:{NOTIFY_WEBHOOK} <https URL>"
+    if NOTIFY_WEBHOOK in raw:
+        if NOTIFY_WEBHOOK not in secret_keys:
+            problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", "is stored in plain text; it must be a secret", hook_fix))
+        elif not re.match(r"^https?://\S+$", str(raw[NOTIFY_WEBHOOK])):
+            problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", "must be an http(s) URL", hook_fix))
     if problems:
         raise ConfigError(problems)
     assert config is not None

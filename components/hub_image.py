@@ -26,6 +26,8 @@ class HubImageArgs:
     """The host address the container's port is published on."""
     after: Sequence[pulumi.Resource] = ()
     """What this hub's build waits for: the host's preflight, or the previous hub's build."""
+    notify_url: Optional[pulumi.Input[str]] = None
+    """A webhook (a secret) told of each build's success or failure."""
 
 
 class HubImage(pulumi.ComponentResource):
@@ -37,6 +39,8 @@ class HubImage(pulumi.ComponentResource):
     run: RemoteCommand
     image: str
     url: pulumi.Output[str]
+    build_result: pulumi.Output[dict]
+    """What the build reported: its image, attempts and log path on the host."""
 
     def __init__(self, name: str, args: HubImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("workhub:hub:HubImage", name, None, opts)
@@ -61,6 +65,7 @@ class HubImage(pulumi.ComponentResource):
             args.after,
             triggers=plan.triggers,
             upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"]),
+            notify_url=args.notify_url,
         )
         self.run = command(
             "run",
@@ -70,4 +75,5 @@ class HubImage(pulumi.ComponentResource):
             [self.build],
         )
         self.url = self.run.stdout.apply(lambda out: parse_last_json(out)["url"])
+        self.build_result = self.build.stdout.apply(parse_last_json)
         self.register_outputs({"image": self.image, "url": self.url})

@@ -10,7 +10,7 @@ from pulumi.runtime import config as runtime_config
 
 from .build_chain import BuildChain, BuildChainArgs
 from .build_host import BuildHost, BuildHostArgs
-from .config import NAMESPACE, SSH_KEY, ConfigError, StackConfig, namespaced, parse_stack_config
+from .config import NAMESPACE, NOTIFY_WEBHOOK, SSH_KEY, ConfigError, StackConfig, namespaced, parse_stack_config
 from .plan import HubPlan, plan_stack
 
 
@@ -38,6 +38,7 @@ def checked_plan(project_dir: Path) -> tuple[StackConfig, list[HubPlan]]:
 def program(project_dir: Path) -> tuple[BuildHost, BuildChain]:
     config, plans = checked_plan(project_dir)
     private_key = pulumi.Config(NAMESPACE).require_secret(SSH_KEY)
+    notify_url = pulumi.Config(NAMESPACE).get_secret(NOTIFY_WEBHOOK)
     host = BuildHost(
         "build-host",
         BuildHostArgs(config.host, private_key, config.base_image, config.build, config.ssh_keep_alive,
@@ -45,12 +46,13 @@ def program(project_dir: Path) -> tuple[BuildHost, BuildChain]:
     )
     chain = BuildChain(
         "hubs",
-        BuildChainArgs(plans, host, config.build, config.npm_registry, config.publish_address),
+        BuildChainArgs(plans, host, config.build, config.npm_registry, config.publish_address, notify_url),
     )
     pulumi.export("host", host.connection.describe())
     pulumi.export("hostFacts", host.facts)
     pulumi.export("hubs", {
-        plan.hub.name: {"image": image.image, "url": image.url, "port": plan.hub.port, "hostPort": plan.host_port}
+        plan.hub.name: {"image": image.image, "url": image.url, "port": plan.hub.port, "hostPort": plan.host_port,
+                        "build": image.build_result}
         for image, plan in zip(chain.images, plans)
     })
     return host, chain

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shlex
 import socket
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,6 +281,20 @@ def _runs(props: Mapping[str, Any]) -> tuple[Any, ...]:
     return (props.get("create"), props.get("triggers"), props.get("upload"))
 
 
+def _notify(props: Mapping[str, Any], result: str, detail: str) -> None:
+    """POST the outcome to the stack's webhook, if it has one; a webhook that fails is only logged."""
+    url = props.get("notifyUrl")
+    if not url:
+        return
+    body = json.dumps({"command": props["label"], "result": result, "detail": detail}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    except (OSError, ValueError) as error:
+        _log_to_engine(f"{props['label']}: the notification webhook did not take the {result} notice ({error})")
+
+
 def _pack(upload: Mapping[str, Any]) -> tuple[bytes, str]:
     """The archive of a local directory, checked against the content hash the program planned with."""
     root = Path(upload["localDir"])
@@ -294,16 +310,25 @@ class RemoteCommandProvider(ResourceProvider):
     """Runs `create` when the resource is created and whenever `create` or `triggers` change;
     runs `delete`, if given, when it is deleted."""
 
-    def _run(self, props: Mapping[str, Any], script: str) -> str:
-        upload = props.get("upload")
-        return run_script(
-            Connection.from_props(props["connection"]),
-            props["privateKey"],
-            script,
-            props["label"],
-            _log_to_engine,
-            upload=_pack(upload) if upload else None,
-        )
+    def _run(self, props: Mapping[str, Any], script: str, deploying: bool = True) -> str:
+        """Run a script for `props`; when deploying (create, update), upload first and notify after."""
+        upload = props.get("upload") if deploying else None
+        try:
+            stdout = run_script(
+                Connection.from_props(props["connection"]),
+                props["privateKey"],
+                script,
+                props["label"],
+                _log_to_engine,
+                upload=_pack(upload) if upload else None,
+            )
+        except Exception as error:
+            if deploying:
+                _notify(props, "failed", str(error)[-2000:])
+            raise
+        if deploying:
+            _notify(props, "succeeded", stdout.strip().splitlines()[-1] if stdout.strip() else "")
+        return stdout
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         stdout = self._run(props, props["create"])
@@ -321,7 +346,7 @@ class RemoteCommandProvider(ResourceProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if props.get("delete"):
-            self._run(props, props["delete"])
+            self._run(props, props["delete"], deploying=False)
 
 
 class RemoteCommand(pulumi.dynamic.Resource):
@@ -339,6 +364,7 @@ class RemoteCommand(pulumi.dynamic.Resource):
         delete: Optional[pulumi.Input[str]] = None,
         triggers: Optional[pulumi.Input[Any]] = None,
         upload: Optional[Upload] = None,
+        notify_url: Optional[pulumi.Input[str]] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         props = {
@@ -349,9 +375,10 @@ class RemoteCommand(pulumi.dynamic.Resource):
             "delete": delete,
             "triggers": triggers if triggers is not None else [],
             "upload": upload.to_props() if upload else None,
+            "notifyUrl": pulumi.Output.secret(notify_url) if notify_url is not None else None,
             "stdout": None,
         }
         opts = pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(additional_secret_outputs=["privateKey"])
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["privateKey", "notifyUrl"])
         )
         super().__init__(RemoteCommandProvider(), name, props, opts)

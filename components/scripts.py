@@ -81,14 +81,22 @@ fi
 if ! buildkit_works; then
   fail "a BuildKit build with a cache mount FROM $base_image does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit"
 fi
+# Collect old layers and uploaded contexts beyond the budget; the npm cache mounts
+# (type exec.cachemount) are never collected here, so installs stay warm on a small disk.
+for type in regular source.local; do
+  docker builder prune --force --all --filter "type=$type" --keep-storage "${cache_keep_storage_mb}MB" >/dev/null 2>&1 \
+    || say "could not collect old build cache of type $type"
+done
 say "ok: ${memory_mb} MB memory + ${swap_mb} MB swap hold a ${node_heap_mb} MB Node heap; ${disk_free_mb} MB free disk; BuildKit works"
 """
 
 
 def preflight_script(base_image: str, build: BuildSettings) -> str:
-    """Fail, before any build, when the host cannot hold the Node heap, lacks disk, or lacks BuildKit."""
+    """Fail, before any build, when the host cannot hold the Node heap, lacks disk, or lacks
+    BuildKit; then collect old build cache, keeping the npm cache mounts."""
     return script(
-        {"base_image": base_image, "node_heap_mb": build.node_heap_mb, "min_free_disk_mb": build.min_free_disk_mb},
+        {"base_image": base_image, "node_heap_mb": build.node_heap_mb, "min_free_disk_mb": build.min_free_disk_mb,
+         "cache_keep_storage_mb": build.cache_keep_storage_mb},
         _PREFLIGHT,
     )
 
@@ -171,59 +179,147 @@ def build_args(hub: Hub, build: BuildSettings, registry: Optional[str]) -> list[
     return words
 
 
-_BUILD = _BUILDER + r"""
-say() { printf 'build: %s\n' "$*" >&2; }
-now_ms() { date +%s%3N; }
+# Runs detached on the host (setsid nohup), so a build outlives the SSH session that started it.
+# Everything it prints goes to the build's log; its exit status goes to `status` when it is done.
+_RUNNER = r"""
 state="$HOME/.workhub"
-context="$HOME/$context_dir"
-log="$state/logs/$hub-$stack-$content_hash.log"
-mkdir -p "$state/logs"
-record() {
-  printf '{"hub": "%s", "stack": "%s", "hash": "%s", "image": "%s", "start_ms": %s, "end_ms": %s, "result": "%s", "log": "%s"}\n' \
-    "$hub" "$stack" "$content_hash" "$image" "$1" "$2" "$3" "$log" >>"$state/builds.jsonl"
+dir="$state/builds/$hub-$stack-$build_id"
+""" + _BUILDER + r"""
+exec >>"$dir/log" 2>&1
+echo "$$" >"$dir/pid"
+note() { printf 'build: %s\n' "$*"; }
+now_ms() { date +%s%3N; }
+# What counts as a passing network fault: npm's and BuildKit's words for a dropped, cut, stalled
+# or refused download, or a registry's 5xx. Anything else (a Dockerfile error, a failing
+# compile) fails at once.
+transient() {
+  grep -qiE 'ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)' "$1"
 }
-if docker image inspect "$image" >/dev/null 2>&1; then
-  now=$(now_ms)
-  record "$now" "$now" reused
-  say "$image is already on the host; nothing to build"
-else
-  say "building $image from $context/$dockerfile with ${builder[*]}"
-  start=$(now_ms)
-  set +e
-  "${builder[@]}" --progress="$progress" --network=host --file "$context/$dockerfile" --tag "$image" \
-    "${build_args[@]}" "$context" 2>&1 | tee "$log" >&2
-  status=${PIPESTATUS[0]}
-  set -e
-  end=$(now_ms)
-  if [ "$status" -ne 0 ]; then
-    record "$start" "$end" failed
-    say "FAILED with exit code $status after $(( (end - start) / 1000 )) s; full log on the host: $log"
-    exit "$status"
-  fi
-  record "$start" "$end" succeeded
-  say "built $image in $(( (end - start) / 1000 )) s; log: $log"
+record() {
+  printf '{"hub": "%s", "stack": "%s", "hash": "%s", "image": "%s", "start_ms": %s, "end_ms": %s, "result": "%s", "attempts": %s, "packages_added": %s, "log": "%s"}\n' \
+    "$hub" "$stack" "$build_id" "$image" "$1" "$2" "$3" "$4" "$5" "$dir/log" >>"$state/builds.jsonl"
+}
+
+# One build at a time on this host, whatever stack or `pulumi up` asks for it.
+exec 9>>"$state/build.lock"
+holder() { cat "$state/build.lock.holder" 2>/dev/null || echo 'an unknown build'; }
+if ! flock -n 9; then
+  note "waiting for the build lock, held by $(holder)"
+  while ! flock -w 30 9; do
+    note "still waiting for the build lock, held by $(holder)"
+  done
 fi
-printf '{"image": "%s", "log": "%s"}\n' "$image" "$log"
+printf '%s of stack %s (pid %s) since %s\n' "$hub" "$stack" "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$state/build.lock.holder"
+
+start=$(now_ms)
+attempt=0
+code=1
+while [ "$attempt" -lt "$max_attempts" ]; do
+  attempt=$((attempt + 1))
+  note "attempt $attempt of $max_attempts: building $image with ${builder[*]}"
+  "${builder[@]}" --progress="$progress" --network=host --file "$dir/context/$dockerfile" --tag "$image" \
+    "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
+  code=${PIPESTATUS[0]}
+  [ "$code" -eq 0 ] && break
+  if ! transient "$dir/attempt-$attempt.log"; then
+    note "attempt $attempt failed (exit code $code), and not from the network: not trying again"
+    break
+  fi
+  if [ "$attempt" -lt "$max_attempts" ]; then
+    pause=$((retry_backoff * attempt))
+    note "attempt $attempt failed from the network (exit code $code); trying again in $pause s"
+    sleep "$pause"
+  fi
+done
+end=$(now_ms)
+added=$(grep -hoE 'added [0-9]+ packages' "$dir"/attempt-*.log 2>/dev/null | awk '{ n += $2 } END { print n + 0 }')
+if [ "$code" -eq 0 ]; then result=succeeded; else result=failed; fi
+record "$start" "$end" "$result" "$attempt" "$added"
+note "$result after $attempt attempt(s) in $(( (end - start) / 1000 )) s"
+: >"$state/build.lock.holder"
+printf '%s\n' "$attempt" >"$dir/attempts"
+printf '%s\n' "$code" >"$dir/status.tmp"
+mv "$dir/status.tmp" "$dir/status"
 """
 
 
-def build_script(
-    hub: Hub, stack: str, image: str, content_hash: str, build: BuildSettings, registry: Optional[str]
+def build_runner(
+    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str]
 ) -> str:
-    """Build one hub's image with BuildKit from its uploaded context, logging and recording it."""
+    """The detached build of one hub: wait for the host's build lock, then build with BuildKit,
+    trying again (with a growing pause) only when the failure came from the network."""
     return script(
         {
             "hub": hub.name,
             "stack": stack,
             "image": image,
-            "content_hash": content_hash,
-            "context_dir": context_dir(stack, hub.name),
+            "build_id": build_id,
             "dockerfile": hub.dockerfile,
             "progress": build.progress,
+            "max_attempts": build.attempts,
+            "retry_backoff": build.retry_backoff_seconds,
             "build_args": build_args(hub, build, registry),
         },
+        _RUNNER,
+    )
+
+
+# Starts the detached build, or attaches to the one already running (or finished) for the same
+# content, and streams its log until it ends. RUNNER_MARK stands for the runner's text, written
+# through a quoted here-document (config values cannot hold a newline, so cannot end it early).
+RUNNER_MARK = "@@RUNNER@@"
+_BUILD = r"""
+say() { printf 'build: %s\n' "$*" >&2; }
+state="$HOME/.workhub"
+dir="$state/builds/$hub-$stack-$build_id"
+mkdir -p "$dir"
+result() {
+  printf '{"image": "%s", "log": "%s", "attempts": %s}\n' "$image" "$dir/log" "$(cat "$dir/attempts" 2>/dev/null || echo 0)"
+}
+running() { [ -s "$dir/pid" ] && [ ! -e "$dir/status" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; }
+
+if [ "$(cat "$dir/status" 2>/dev/null)" = 0 ] && docker image inspect "$image" >/dev/null 2>&1; then
+  say "adopting the finished build of $image (log: $dir/log)"
+  result
+  exit 0
+fi
+if running; then
+  say "attaching to the build of $image already running (pid $(cat "$dir/pid"))"
+else
+  if [ -e "$dir/status" ]; then
+    say "the last build of $image failed; building it again"
+  fi
+  rm -rf "$dir/context" "$dir/status" "$dir"/attempt-*.log
+  : >"$dir/log"
+  # A copy of the uploaded context: the next upload cannot change files under a running build.
+  cp -a "$HOME/$context_dir" "$dir/context"
+  cat >"$dir/run.sh" <<'WORKHUB_RUNNER_END'
+@@RUNNER@@WORKHUB_RUNNER_END
+  setsid nohup bash "$dir/run.sh" </dev/null >/dev/null 2>&1 &
+  printf '%s\n' "$!" >"$dir/pid"
+  say "started the build of $image (pid $!, log: $dir/log)"
+fi
+tail -n +1 -F --pid="$(cat "$dir/pid")" "$dir/log" >&2 2>/dev/null || true
+status=$(cat "$dir/status" 2>/dev/null || echo unknown)
+if [ "$status" != 0 ]; then
+  say "FAILED: the build of $image ended with status $status; full log on the host: $dir/log"
+  exit 1
+fi
+result
+"""
+
+
+def build_script(
+    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str]
+) -> str:
+    """Start (or attach to, or adopt) the detached build of `image`, streaming its log until it ends."""
+    runner = build_runner(hub, stack, image, build_id, build, registry)
+    outer = script(
+        {"hub": hub.name, "stack": stack, "image": image, "build_id": build_id,
+         "context_dir": context_dir(stack, hub.name)},
         _BUILD,
     )
+    return outer.replace(RUNNER_MARK, runner)
 
 
 _REMOVE_IMAGE = r"""
@@ -297,3 +393,74 @@ docker rm -f "$container" >/dev/null 2>&1 || true
 
 def stop_script(hub: str, stack: str) -> str:
     return script({"container": container_name(hub, stack)}, _STOP)
+
+
+_STATUS = r"""
+state="$HOME/.workhub"
+probe_host=$publish_address
+[ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
+healthy() {
+  local status
+  exec 3<>"/dev/tcp/$probe_host/$1" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$probe_host" >&3
+  IFS= read -r status <&3 || return 1
+  case "$status" in "HTTP/1."[01]" 200"*) return 0 ;; esac
+  return 1
+}
+field() { printf '%s' "$1" | sed -n "s/.*\"$2\": \"\{0,1\}\([^\",}]*\)\"\{0,1\}.*/\1/p"; }
+for i in "${!hubs[@]}"; do
+  hub=${hubs[$i]}
+  container="$hub-$stack"
+  image=$(docker inspect --format '{{.Config.Image}}' "$container" 2>/dev/null) || image=none
+  since=$(docker inspect --format '{{.State.StartedAt}}' "$container" 2>/dev/null) || since=none
+  if (healthy "${host_ports[$i]}" "${health_paths[$i]}") 2>/dev/null; then health=ok; else health=failing; fi
+  last=$(grep -F "\"hub\": \"$hub\", \"stack\": \"$stack\"," "$state/builds.jsonl" 2>/dev/null | tail -n 1)
+  printf '{"hub": "%s", "image": "%s", "since": "%s", "health": "%s", "last_build": "%s", "attempts": "%s", "log": "%s"}\n' \
+    "$hub" "$image" "$(printf '%s' "${since:-none}" | cut -c1-19)" "$health" "$(field "$last" result)" "$(field "$last" attempts)" "$(field "$last" log)"
+done
+"""
+
+
+def status_script(stack: str, hubs: list[Hub], host_ports: dict[str, int], publish_address: str) -> str:
+    """One JSON line per hub: the image its container runs, since when, whether its health path
+    answers, and its last build's result, attempts and log path."""
+    return script(
+        {
+            "stack": stack,
+            "publish_address": publish_address,
+            "hubs": [hub.name for hub in hubs],
+            "host_ports": [host_ports[hub.name] for hub in hubs],
+            "health_paths": [hub.health_path for hub in hubs],
+        },
+        _STATUS,
+    )
+
+
+_PRUNE = r"""
+say() { printf 'prune: %s\n' "$*" >&2; }
+for hub in "${hubs[@]}"; do
+  running=$(docker inspect --format '{{.Config.Image}}' "$hub-$stack" 2>/dev/null || true)
+  kept=0
+  # Newest first; the running image is always kept and counts towards the number kept.
+  for ref in $(docker image ls "$hub" --format '{{.Repository}}:{{.Tag}}' | grep -F ":$stack-"); do
+    if [ "$ref" = "$running" ] || [ "$kept" -lt "$keep" ]; then
+      kept=$((kept + 1))
+      continue
+    fi
+    docker image rm "$ref" >/dev/null && say "removed $ref"
+  done
+done
+if [ "$reset_cache" = true ]; then
+  say "resetting the whole build cache, npm cache mounts included: the next builds download everything"
+  docker builder prune --all --force >&2
+fi
+"""
+
+
+def prune_script(stack: str, hubs: list[Hub], keep: int, reset_cache: bool) -> str:
+    """Keep the newest `keep` images of each hub in this stack (and the one running); optionally
+    reset the whole BuildKit cache (the PRD's cache reset)."""
+    return script(
+        {"stack": stack, "hubs": [hub.name for hub in hubs], "keep": keep, "reset_cache": reset_cache},
+        _PRUNE,
+    )

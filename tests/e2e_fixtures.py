@@ -5,6 +5,8 @@ fails, the host's sshd and dockerd logs are attached to its report."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import subprocess
 import uuid
@@ -17,6 +19,7 @@ import yaml
 from workhub import engine as eng
 
 RUN_ID = uuid.uuid4().hex[:8]
+SAMPLE_HUBS = ["wbhubmanager", "wbsaleshub", "wbfinhub"]
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +61,35 @@ def deploy_home() -> Path:
     return Path(entry.split(":")[5])
 
 
+def build_records() -> list[dict]:
+    """Every build the test host has recorded, oldest first."""
+    records = deploy_home() / ".workhub" / "builds.jsonl"
+    if not records.exists():
+        return []
+    return [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
+
+
+def records_since(before: int) -> list[dict]:
+    return build_records()[before:]
+
+
+def forget_local_images() -> None:
+    """Start from no image of the sample hubs, so every build in the test really runs."""
+    listed = subprocess.run(["/usr/bin/docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    stale = [ref for ref in listed if ref.split(":")[0] in SAMPLE_HUBS and ref.split(":")[1].startswith("e2e-")]
+    if stale:
+        subprocess.run(["/usr/bin/docker", "image", "rm", "--force", *stale], capture_output=True, check=True)
+
+
+@pytest.fixture
+def sources(tmp_path) -> Path:
+    """A copy of the sample hubs that the test may edit."""
+    root = tmp_path / "examples"
+    shutil.copytree(eng.REPO / "examples", root, ignore=shutil.ignore_patterns("node_modules", "dist"))
+    return root
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:
@@ -76,11 +108,14 @@ def new_local_stack(
     hubs: Optional[list[dict]] = None,
     source_root: Path = eng.REPO / "examples",
     overrides: Optional[dict[str, str]] = None,
+    name: str = "e2e",
 ):
-    """A `local` stack in a fresh project directory and file backend, pointed at `host`.
+    """A stack configured like the embedded `local` one, in a fresh project directory and file
+    backend, pointed at `host`.
 
-    `hubs` replaces the project's hub catalog (None keeps Pulumi.yaml's); each hub gets a free
-    host port, so the test never meets a developer's own local stack."""
+    `hubs` replaces the project's hub catalog (None keeps Pulumi.yaml's). The stack has its own
+    name and each hub a free host port, so a test never touches a developer's own local stack
+    (its containers are named after the stack)."""
     work = tmp_path / "project"
     work.mkdir()
     project = yaml.safe_load((eng.REPO / "Pulumi.yaml").read_text())
@@ -94,7 +129,7 @@ def new_local_stack(
     values.update({f"workhub:hostPorts.{name}": str(port) for name, port in zip(names, free_ports(len(names)))})
     values.update(overrides or {})
     engine = eng.local_engine(work_dir=work, state_dir=tmp_path)
-    stack = engine.stack(eng.LOCAL_STACK)
+    stack = engine.stack(name)
     eng.configure_local(engine, stack, host, values)
     return engine, stack
 

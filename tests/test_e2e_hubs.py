@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -14,25 +13,13 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import deploy_home, new_local_stack
+from tests.e2e_fixtures import SAMPLE_HUBS, build_records, forget_local_images, new_local_stack, records_since
 from workhub import engine as eng
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e]
 
-HUB_NAMES = ["wbhubmanager", "wbsaleshub", "wbfinhub"]
-
-
-def build_records() -> list[dict]:
-    """Every build the test host has recorded, oldest first."""
-    records = deploy_home() / ".workhub" / "builds.jsonl"
-    if not records.exists():
-        return []
-    return [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
-
-
-def records_since(before: int) -> list[dict]:
-    return build_records()[before:]
+HUB_NAMES = SAMPLE_HUBS
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -47,23 +34,6 @@ def npm_steps_cached(log: str) -> dict[str, bool]:
         number, command = match.groups()
         steps[command] = re.search(rf"^#{number} CACHED$", log, re.M) is not None
     return steps
-
-
-def forget_local_images() -> None:
-    """Start from no image of the sample hubs, so every build in the test really runs."""
-    listed = subprocess.run(["/usr/bin/docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
-                            capture_output=True, text=True, check=True).stdout.split()
-    stale = [ref for ref in listed if ref.split(":")[0] in HUB_NAMES and ref.split(":")[1].startswith("local-")]
-    if stale:
-        subprocess.run(["/usr/bin/docker", "image", "rm", "--force", *stale], capture_output=True, check=True)
-
-
-@pytest.fixture
-def sources(tmp_path) -> Path:
-    """A copy of the sample hubs that the test may edit."""
-    root = tmp_path / "examples"
-    shutil.copytree(eng.REPO / "examples", root, ignore=shutil.ignore_patterns("node_modules", "dist"))
-    return root
 
 
 @pytest.mark.slow

@@ -35,7 +35,7 @@ def test_local_stack_reports_host_facts_and_second_up_changes_nothing(local_stac
     preview = local_stack.preview(color="never")
     assert preview.change_summary == {"same": 6}
 
-    (state_file,) = (tmp_path / "state").rglob("local.json")
+    (state_file,) = (tmp_path / "state").rglob("e2e.json")
     state = state_file.read_text()
     assert "PRIVATE KEY" not in state and "ciphertext" in state, "the SSH key is kept encrypted in the state"
 

@@ -9,6 +9,7 @@ import pytest
 from components.config import BuildSettings, Hub, SshKeepAlive
 from components.scripts import (
     build_args,
+    build_runner,
     build_script,
     host_facts_script,
     host_setup_script,
@@ -77,9 +78,9 @@ def test_build_args_carry_settings_then_the_hubs_own():
 
 def test_hostile_build_arg_reaches_docker_as_one_word():
     """A build arg value with quotes and $(...) is one argument to docker, unexpanded."""
-    text = build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, None)
-    setup = text.split("say()")[0]
-    out = subprocess.run(["bash", "-c", setup + 'printf "%s\\n" "${build_args[@]}"'],
+    text = build_runner(HUB, "staging", IMAGE, "0123456789ab", BUILD, None)
+    setup = text.split('\nstate="$HOME/.workhub"')[0]
+    out = subprocess.run(["bash", "-c", setup + "\n" + 'printf "%s\\n" "${build_args[@]}"'],
                          capture_output=True, text=True, check=True).stdout
     assert "APP_FLAVOUR=it's $(odd)\n" in out
 

@@ -1,4 +1,4 @@
-"""python -m workhub [up|preview|refresh|destroy|outputs] [--stack NAME]
+"""python -m workhub [up|preview|refresh|destroy|outputs|status|prune] [--stack NAME]
    python -m workhub dockerfile check|conform PATH...
 
 With no stack, or `--stack local`, it works on the embedded default: it starts the throwaway
@@ -9,11 +9,22 @@ backend you are logged in to (`pulumi login`) and the config its operator set.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from pulumi import automation as auto
 
+from components.scripts import prune_script, status_script
+
 from . import engine as eng
+
+
+def format_status(rows: list[dict]) -> str:
+    """The status lines as an aligned table."""
+    columns = ["hub", "image", "since", "health", "last_build", "attempts", "log"]
+    table = [[c.upper() for c in columns]] + [[str(row.get(c) or "-") for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         return dockerfiles.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m workhub", description=__doc__.split("\n\n")[0])
     parser.add_argument("operation", nargs="?", default="up",
-                        choices=["up", "preview", "refresh", "destroy", "outputs"])
+                        choices=["up", "preview", "refresh", "destroy", "outputs", "status", "prune"])
     parser.add_argument("--stack", default=eng.LOCAL_STACK, help="stack name (default: local)")
+    parser.add_argument("--keep", type=int, default=3, help="prune: images kept per hub (default 3)")
+    parser.add_argument("--reset-cache", action="store_true",
+                        help="prune: also empty the whole build cache, npm cache mounts included")
     args = parser.parse_args(argv)
 
     print(f"workhub: {args.operation} of stack {args.stack!r}", file=sys.stderr, flush=True)
@@ -44,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.operation == "outputs":
         print(eng.outputs_summary(stack.outputs()))
+        return 0
+    if args.operation == "status":
+        out = eng.on_host(stack, lambda c: status_script(args.stack, c.hubs, c.host_ports, c.publish_address),
+                          "status", log=lambda line: None)
+        print(format_status([json.loads(line) for line in out.splitlines() if line.strip()]))
+        return 0
+    if args.operation == "prune":
+        eng.on_host(stack, lambda c: prune_script(args.stack, c.hubs, args.keep, args.reset_cache), "prune")
         return 0
     try:
         result = eng.run(args.operation, stack)

@@ -18,7 +18,10 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 from pulumi import automation as auto
 
+from components.build_host import connection_for
+from components.config import SSH_KEY, StackConfig, namespaced, parse_stack_config
 from components.program import program_for
+from components.remote import run_script
 
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("WORKHUB_STATE_DIR", REPO / ".workhub"))
@@ -146,6 +149,21 @@ def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], 
     test host's SSH key as a secret."""
     stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
     engine.set_secret(stack.name, "workhub:sshPrivateKey", Path(host["private_key_path"]).read_text())
+
+
+def stack_config(stack: auto.Stack) -> tuple[StackConfig, str]:
+    """A stack's validated config (project-level values included) and its SSH key, read outside
+    the engine for the commands that talk to the host directly (status, prune)."""
+    values = stack.get_all_config()
+    raw, secrets = namespaced({k: v.value for k, v in values.items()}, [k for k, v in values.items() if v.secret])
+    return parse_stack_config(raw, stack=stack.name, secret_keys=secrets), raw[SSH_KEY]
+
+
+def on_host(stack: auto.Stack, render: Callable[[StackConfig], str], label: str,
+            log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> str:
+    """Run the script `render` makes from the stack's config on its build host; its stdout."""
+    config, key = stack_config(stack)
+    return run_script(connection_for(config.host), key, render(config), label, log)
 
 
 def print_line(line: str) -> None:

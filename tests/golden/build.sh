@@ -2,46 +2,116 @@ set -eu
 hub=wbsaleshub
 stack=staging
 image=wbsaleshub:staging-0123456789ab
-content_hash=0123456789ab
+build_id=0123456789ab
 context_dir=.workhub/contexts/staging/wbsaleshub
+say() { printf 'build: %s\n' "$*" >&2; }
+state="$HOME/.workhub"
+dir="$state/builds/$hub-$stack-$build_id"
+mkdir -p "$dir"
+result() {
+  printf '{"image": "%s", "log": "%s", "attempts": %s}\n' "$image" "$dir/log" "$(cat "$dir/attempts" 2>/dev/null || echo 0)"
+}
+running() { [ -s "$dir/pid" ] && [ ! -e "$dir/status" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; }
+
+if [ "$(cat "$dir/status" 2>/dev/null)" = 0 ] && docker image inspect "$image" >/dev/null 2>&1; then
+  say "adopting the finished build of $image (log: $dir/log)"
+  result
+  exit 0
+fi
+if running; then
+  say "attaching to the build of $image already running (pid $(cat "$dir/pid"))"
+else
+  if [ -e "$dir/status" ]; then
+    say "the last build of $image failed; building it again"
+  fi
+  rm -rf "$dir/context" "$dir/status" "$dir"/attempt-*.log
+  : >"$dir/log"
+  # A copy of the uploaded context: the next upload cannot change files under a running build.
+  cp -a "$HOME/$context_dir" "$dir/context"
+  cat >"$dir/run.sh" <<'WORKHUB_RUNNER_END'
+set -eu
+hub=wbsaleshub
+stack=staging
+image=wbsaleshub:staging-0123456789ab
+build_id=0123456789ab
 dockerfile=Dockerfile
 progress=plain
+max_attempts=3
+retry_backoff=10
 build_args=(--build-arg NODE_OPTIONS=--max-old-space-size=4096 --build-arg NPM_CONFIG_FETCH_RETRIES=5 --build-arg NPM_CONFIG_FETCH_TIMEOUT=30000 --build-arg NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=2000 --build-arg NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=15000 --build-arg NPM_CONFIG_PREFER_OFFLINE=true --build-arg NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/ --build-arg 'APP_FLAVOUR=it'"'"'s $(odd)')
+state="$HOME/.workhub"
+dir="$state/builds/$hub-$stack-$build_id"
+
 if docker buildx version >/dev/null 2>&1; then
   builder=(docker buildx build --load)
 else
   builder=(env DOCKER_BUILDKIT=1 docker build)
 fi
 
-say() { printf 'build: %s\n' "$*" >&2; }
+exec >>"$dir/log" 2>&1
+echo "$$" >"$dir/pid"
+note() { printf 'build: %s\n' "$*"; }
 now_ms() { date +%s%3N; }
-state="$HOME/.workhub"
-context="$HOME/$context_dir"
-log="$state/logs/$hub-$stack-$content_hash.log"
-mkdir -p "$state/logs"
-record() {
-  printf '{"hub": "%s", "stack": "%s", "hash": "%s", "image": "%s", "start_ms": %s, "end_ms": %s, "result": "%s", "log": "%s"}\n' \
-    "$hub" "$stack" "$content_hash" "$image" "$1" "$2" "$3" "$log" >>"$state/builds.jsonl"
+# What counts as a passing network fault: npm's and BuildKit's words for a dropped, cut, stalled
+# or refused download, or a registry's 5xx. Anything else (a Dockerfile error, a failing
+# compile) fails at once.
+transient() {
+  grep -qiE 'ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)' "$1"
 }
-if docker image inspect "$image" >/dev/null 2>&1; then
-  now=$(now_ms)
-  record "$now" "$now" reused
-  say "$image is already on the host; nothing to build"
-else
-  say "building $image from $context/$dockerfile with ${builder[*]}"
-  start=$(now_ms)
-  set +e
-  "${builder[@]}" --progress="$progress" --network=host --file "$context/$dockerfile" --tag "$image" \
-    "${build_args[@]}" "$context" 2>&1 | tee "$log" >&2
-  status=${PIPESTATUS[0]}
-  set -e
-  end=$(now_ms)
-  if [ "$status" -ne 0 ]; then
-    record "$start" "$end" failed
-    say "FAILED with exit code $status after $(( (end - start) / 1000 )) s; full log on the host: $log"
-    exit "$status"
-  fi
-  record "$start" "$end" succeeded
-  say "built $image in $(( (end - start) / 1000 )) s; log: $log"
+record() {
+  printf '{"hub": "%s", "stack": "%s", "hash": "%s", "image": "%s", "start_ms": %s, "end_ms": %s, "result": "%s", "attempts": %s, "packages_added": %s, "log": "%s"}\n' \
+    "$hub" "$stack" "$build_id" "$image" "$1" "$2" "$3" "$4" "$5" "$dir/log" >>"$state/builds.jsonl"
+}
+
+# One build at a time on this host, whatever stack or `pulumi up` asks for it.
+exec 9>>"$state/build.lock"
+holder() { cat "$state/build.lock.holder" 2>/dev/null || echo 'an unknown build'; }
+if ! flock -n 9; then
+  note "waiting for the build lock, held by $(holder)"
+  while ! flock -w 30 9; do
+    note "still waiting for the build lock, held by $(holder)"
+  done
 fi
-printf '{"image": "%s", "log": "%s"}\n' "$image" "$log"
+printf '%s of stack %s (pid %s) since %s\n' "$hub" "$stack" "$$" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$state/build.lock.holder"
+
+start=$(now_ms)
+attempt=0
+code=1
+while [ "$attempt" -lt "$max_attempts" ]; do
+  attempt=$((attempt + 1))
+  note "attempt $attempt of $max_attempts: building $image with ${builder[*]}"
+  "${builder[@]}" --progress="$progress" --network=host --file "$dir/context/$dockerfile" --tag "$image" \
+    "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
+  code=${PIPESTATUS[0]}
+  [ "$code" -eq 0 ] && break
+  if ! transient "$dir/attempt-$attempt.log"; then
+    note "attempt $attempt failed (exit code $code), and not from the network: not trying again"
+    break
+  fi
+  if [ "$attempt" -lt "$max_attempts" ]; then
+    pause=$((retry_backoff * attempt))
+    note "attempt $attempt failed from the network (exit code $code); trying again in $pause s"
+    sleep "$pause"
+  fi
+done
+end=$(now_ms)
+added=$(grep -hoE 'added [0-9]+ packages' "$dir"/attempt-*.log 2>/dev/null | awk '{ n += $2 } END { print n + 0 }')
+if [ "$code" -eq 0 ]; then result=succeeded; else result=failed; fi
+record "$start" "$end" "$result" "$attempt" "$added"
+note "$result after $attempt attempt(s) in $(( (end - start) / 1000 )) s"
+: >"$state/build.lock.holder"
+printf '%s\n' "$attempt" >"$dir/attempts"
+printf '%s\n' "$code" >"$dir/status.tmp"
+mv "$dir/status.tmp" "$dir/status"
+WORKHUB_RUNNER_END
+  setsid nohup bash "$dir/run.sh" </dev/null >/dev/null 2>&1 &
+  printf '%s\n' "$!" >"$dir/pid"
+  say "started the build of $image (pid $!, log: $dir/log)"
+fi
+tail -n +1 -F --pid="$(cat "$dir/pid")" "$dir/log" >&2 2>/dev/null || true
+status=$(cat "$dir/status" 2>/dev/null || echo unknown)
+if [ "$status" != 0 ]; then
+  say "FAILED: the build of $image ended with status $status; full log on the host: $dir/log"
+  exit 1
+fi
+result

@@ -1,0 +1,162 @@
+"""Builds that survive: a dropped SSH session, two stacks deploying at once, and a failing build,
+each on the real test host."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from pulumi import automation as auto
+
+from tests.e2e_fixtures import build_records, deploy_home, forget_local_images, new_local_stack, records_since
+from workhub.engine import print_line
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+HUB = {"name": "wbhubmanager", "context": "WBHubManager", "port": 4090, "healthPath": "/health"}
+
+
+def drop_layer_cache() -> None:
+    """Old layers go, the npm cache mounts stay: builds run their steps again, quickly."""
+    for kind in ("regular", "source.local"):
+        subprocess.run(["/usr/bin/docker", "builder", "prune", "--all", "--force", "--filter", f"type={kind}"],
+                       capture_output=True, check=True)
+
+
+def in_background(target) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["result"] = target()
+        except Exception as error:  # the test looks at it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def wait_for(check, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def session_processes(host_state: Path) -> list[int]:
+    """The sshd processes serving the test host's open connections (the listener's descendants
+    named sshd): killing them drops every connection, as a network failure would."""
+    main = int((host_state / "testhost" / "sshd.pid").read_text())
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+            parents[int(entry.name)], names[int(entry.name)] = int(rest.split()[1]), name
+
+    def under_main(pid: int) -> bool:
+        while pid in parents and pid != main:
+            pid = parents[pid]
+        return pid == main
+
+    return [pid for pid, name in names.items() if pid != main and name == "sshd" and under_main(pid)]
+
+
+def get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status
+
+
+def test_a_dropped_ssh_session_leaves_the_build_running_and_the_next_up_adopts_it(
+    tmp_path, toolchain, test_host, host_state, npm_registry, sources
+):
+    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], source_root=sources)
+    forget_local_images()
+    drop_layer_cache()
+    before = len(build_records())
+    try:
+        thread, outcome = in_background(lambda: stack.up(on_output=print_line, color="never"))
+        builds = deploy_home() / ".workhub" / "builds"
+        run_dir = wait_for(lambda: next((d for d in builds.glob("wbhubmanager-e2e-*")
+                                         if (d / "pid").exists() and not (d / "status").exists()
+                                         and "npm ci" in (d / "log").read_text()), None),
+                           120, "the detached build to reach npm ci")
+        for pid in session_processes(host_state):
+            os.kill(pid, signal.SIGKILL)
+        thread.join(300)
+        assert isinstance(outcome.get("error"), auto.errors.CommandError), outcome
+        assert "wbhubmanager-build" in str(outcome["error"])
+
+        # The build goes on without the session, and finishes.
+        wait_for(lambda: (run_dir / "status").exists(), 300, "the build to finish on the host")
+        assert (run_dir / "status").read_text().strip() == "0"
+
+        lines: list[str] = []
+        second = stack.up(on_output=lines.append, color="never")
+        assert second.summary.result == "succeeded"
+        assert any("adopting the finished build of wbhubmanager:e2e-" in line for line in lines), "".join(lines)
+        built = [r for r in records_since(before) if r["hub"] == "wbhubmanager"]
+        assert len(built) == 1 and built[0]["result"] == "succeeded", "exactly one build ran"
+        assert get(second.outputs["hubs"].value["wbhubmanager"]["url"] + "/health") == 200
+    finally:
+        stack.destroy(color="never")
+
+
+def test_two_stacks_deploying_at_once_never_build_at_the_same_time(tmp_path, toolchain, test_host, npm_registry, sources):
+    stacks = []
+    for name in ("e2e-a", "e2e-b"):
+        (tmp_path / name).mkdir()
+        stacks.append(new_local_stack(tmp_path / name, test_host, npm_registry, hubs=[HUB], source_root=sources,
+                                      name=name)[1])
+    forget_local_images()
+    drop_layer_cache()
+    before = len(build_records())
+    outputs: dict[str, list[str]] = {"e2e-a": [], "e2e-b": []}
+    try:
+        runs = [in_background(lambda s=s: s.up(on_output=outputs[s.name].append, color="never")) for s in stacks]
+        for thread, outcome in runs:
+            thread.join(600)
+            assert "result" in outcome, outcome.get("error")
+        built = sorted(records_since(before), key=lambda r: r["start_ms"])
+        assert sorted(r["stack"] for r in built) == ["e2e-a", "e2e-b"]
+        assert built[1]["start_ms"] >= built[0]["end_ms"], "the second build started before the first ended"
+        waited = "".join(outputs[built[1]["stack"]])
+        assert f"waiting for the build lock, held by wbhubmanager of stack {built[0]['stack']}" in waited
+    finally:
+        for stack in stacks:
+            stack.destroy(color="never")
+
+
+def test_a_failed_build_leaves_the_previous_container_serving(tmp_path, toolchain, test_host, npm_registry, sources):
+    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], source_root=sources)
+    try:
+        first = stack.up(color="never")
+        url = first.outputs["hubs"].value["wbhubmanager"]["url"]
+        image = first.outputs["hubs"].value["wbhubmanager"]["image"]
+        app = sources / "WBHubManager" / "frontend" / "src" / "App.tsx"
+        app.write_text(app.read_text() + "\nexport const broken = ;\n")
+        with pytest.raises(auto.errors.CommandError) as caught:
+            stack.up(color="never")
+        assert "wbhubmanager-build failed" in str(caught.value)
+        assert get(url + "/health") == 200
+        running = subprocess.run(["/usr/bin/docker", "inspect", "--format", "{{.Config.Image}}", "wbhubmanager-e2e"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+        assert running == image, "the container still runs the image that last built"
+        assert json.loads(urllib.request.urlopen(url + "/health", timeout=10).read())["hub"] == "wbhubmanager"
+    finally:
+        stack.destroy(color="never")
