@@ -197,6 +197,14 @@ class StackConfig(_Section):
     source_root: str = Field("..", alias="sourceRoot", description="Where the hub contexts are, from the project.")
     npm_registry: Optional[str] = Field(None, alias="npmRegistry")
     publish_address: str = Field("127.0.0.1", alias="publishAddress")
+    promote_from: Optional[str] = Field(
+        None, alias="promoteFrom",
+        description="Run the images this stack (e.g. staging) built and verified, instead of building.",
+    )
+    pinned_images: dict[str, str] = Field(
+        default_factory=dict, alias="pinnedImages",
+        description="Run exactly this image for a hub (a rollback): hub name -> image tag on the host.",
+    )
     build: BuildSettings = Field(default_factory=BuildSettings)
     ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
 
@@ -206,6 +214,18 @@ class StackConfig(_Section):
     )
     _registry = field_validator("npm_registry")(_matches(_URL, "must be an http(s) URL such as http://127.0.0.1:4873/"))
     _publish = field_validator("publish_address")(_matches(_ADDRESS, "must be an IP address such as 127.0.0.1 or 0.0.0.0"))
+
+    _promote = field_validator("promote_from")(
+        _matches(re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,2}$"), "must be a stack name such as staging")
+    )
+
+    @field_validator("pinned_images")
+    @classmethod
+    def _pins(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, image in value.items():
+            if not _IMAGE.match(image):
+                raise ValueError(f"{name}: {image!r} is not an image tag such as wbsaleshub:production-0123456789ab")
+        return value
 
     @field_validator("host_ports")
     @classmethod
@@ -337,6 +357,13 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
         if name not in seen:
             problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", "names no hub in workhub:hubs",
                                     f"pulumi config rm --stack {stack} --path '{NAMESPACE}:hostPorts.{name}'"))
+    for name in config.pinned_images:
+        if name not in seen:
+            problems.append(Problem(f"{NAMESPACE}:pinnedImages.{name}", "names no hub in workhub:hubs",
+                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:pinnedImages.{name}'"))
+    if config.promote_from == stack:
+        problems.append(Problem(f"{NAMESPACE}:promoteFrom", "names this stack itself",
+                                f"pulumi config set --stack {stack} {NAMESPACE}:promoteFrom staging"))
     by_port: dict[int, str] = {}
     for name, port in config.host_ports.items():
         if port in by_port:

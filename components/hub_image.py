@@ -71,9 +71,10 @@ class HubImage(pulumi.ComponentResource):
             "run",
             run_script(plan.hub, plan.stack, plan.image, plan.host_port, args.publish_address,
                        args.build.health_timeout_seconds),
-            stop_script(plan.hub.name, plan.stack),
+            stop_script(plan.hub, plan.stack, plan.host_port, args.publish_address),
             [self.build],
         )
-        self.url = self.run.stdout.apply(lambda out: parse_last_json(out)["url"])
+        self.result = self.run.stdout.apply(parse_last_json)
+        self.url = self.result.apply(lambda out: out["url"])
         self.build_result = self.build.stdout.apply(parse_last_json)
         self.register_outputs({"image": self.image, "url": self.url})

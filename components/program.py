@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pulumi
 from pulumi.runtime import config as runtime_config
+
+from pulumi.runtime.sync_await import _sync_await
 
 from .build_chain import BuildChain, BuildChainArgs
 from .build_host import BuildHost, BuildHostArgs
 from .config import NAMESPACE, NOTIFY_WEBHOOK, SSH_KEY, ConfigError, StackConfig, namespaced, parse_stack_config
 from .plan import HubPlan, plan_stack
+from .promotion import PromotedHub, candidates
 
 
 def read_stack_config() -> StackConfig:
@@ -23,10 +26,13 @@ def read_stack_config() -> StackConfig:
 
 
 def checked_plan(project_dir: Path) -> tuple[StackConfig, list[HubPlan]]:
-    """The config and the build plan; every problem found stops the program, none is registered."""
+    """The config and the builds to run; every problem found stops the program, none is registered.
+
+    A stack that promotes from another builds nothing, and neither does a pinned hub."""
     try:
         config = read_stack_config()
-        plans, problems = plan_stack(config, pulumi.get_stack(), project_dir)
+        builds = [] if config.promote_from else [h for h in config.hubs if h.name not in config.pinned_images]
+        plans, problems = plan_stack(config.model_copy(update={"hubs": builds}), pulumi.get_stack(), project_dir)
         if problems:
             raise ConfigError(problems)
     except ConfigError as error:
@@ -35,8 +41,18 @@ def checked_plan(project_dir: Path) -> tuple[StackConfig, list[HubPlan]]:
     return config, plans
 
 
-def program(project_dir: Path) -> tuple[BuildHost, BuildChain]:
+def source_stack_hubs(name: str) -> dict[str, Any]:
+    """The `hubs` output of the stack this one promotes from, read now so the preview can say
+    which hub gets which image."""
+    qualified = name if "/" in name else f"{pulumi.get_organization()}/{pulumi.get_project()}/{name}"
+    details = _sync_await(pulumi.StackReference(f"promote-from-{name.replace('/', '-')}", qualified)
+                          .get_output_details("hubs"))
+    return details.value or details.secret_value or {}
+
+
+def program(project_dir: Path) -> tuple[BuildHost, BuildChain, list[PromotedHub]]:
     config, plans = checked_plan(project_dir)
+    stack = pulumi.get_stack()
     private_key = pulumi.Config(NAMESPACE).require_secret(SSH_KEY)
     notify_url = pulumi.Config(NAMESPACE).get_secret(NOTIFY_WEBHOOK)
     host = BuildHost(
@@ -48,14 +64,27 @@ def program(project_dir: Path) -> tuple[BuildHost, BuildChain]:
         "hubs",
         BuildChainArgs(plans, host, config.build, config.npm_registry, config.publish_address, notify_url),
     )
+    built = {plan.hub.name for plan in plans}
+    source_hubs = source_stack_hubs(config.promote_from) if config.promote_from else {}
+    promoted = [
+        PromotedHub(candidate.hub.name, candidate, host, config.publish_address, config.build.health_timeout_seconds,
+                    list(host.ready))
+        for candidate in candidates([h for h in config.hubs if h.name not in built], stack, config.host_ports,
+                                    config.promote_from, source_hubs, config.pinned_images)
+    ]
+    outputs: dict[str, Any] = {}
+    for image, plan in zip(chain.images, plans):
+        outputs[plan.hub.name] = {"image": image.image, "url": image.url, "port": plan.hub.port,
+                                  "hostPort": plan.host_port, "build": image.build_result, "verified": image.result}
+    for hub in promoted:
+        candidate = hub.candidate
+        outputs[candidate.hub.name] = {"image": candidate.image, "url": hub.url, "port": candidate.hub.port,
+                                       "hostPort": candidate.host_port, "from": candidate.source_image,
+                                       "origin": candidate.origin or candidate.reason, "verified": hub.result}
     pulumi.export("host", host.connection.describe())
     pulumi.export("hostFacts", host.facts)
-    pulumi.export("hubs", {
-        plan.hub.name: {"image": image.image, "url": image.url, "port": plan.hub.port, "hostPort": plan.host_port,
-                        "build": image.build_result}
-        for image, plan in zip(chain.images, plans)
-    })
-    return host, chain
+    pulumi.export("hubs", outputs)
+    return host, chain, promoted
 
 
 def program_for(project_dir: Path) -> Callable[[], None]:

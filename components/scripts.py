@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .config import BuildSettings, Hub, SshKeepAlive
-from .shell import script
+from .shell import Value, script
 
 # Where workhub keeps its files on the host, under the deploy user's home.
 STATE_DIR = ".workhub"
@@ -283,6 +283,11 @@ if [ "$(cat "$dir/status" 2>/dev/null)" = 0 ] && docker image inspect "$image" >
   result
   exit 0
 fi
+if [ ! -e "$dir/status" ] && ! running && docker image inspect "$image" >/dev/null 2>&1; then
+  say "$image is already on the host; nothing to build"
+  result
+  exit 0
+fi
 if running; then
   say "attaching to the build of $image already running (pid $(cat "$dir/pid"))"
 else
@@ -331,7 +336,38 @@ def remove_image_script(image: str) -> str:
     return script({"image": image}, _REMOVE_IMAGE)
 
 
-_RUN = r"""
+# The hubs run under Docker Compose: one file per hub and stack under ~/.workhub/compose, listed in
+# its .env, so `docker compose ps` and `docker compose logs` there show what Pulumi deployed.
+_COMPOSE = r"""
+compose_dir="$HOME/.workhub/compose"
+mkdir -p "$compose_dir"
+compose() { (cd "$compose_dir" && docker compose "$@"); }
+# Writes this hub's service running image $1 (or removes it when $1 is empty), then the .env
+# naming every file, under a lock: the hubs of a stack deploy side by side.
+write_service() {
+  (
+    flock 8
+    if [ -n "$1" ]; then
+      {
+        printf 'services:\n  %s:\n' "$container"
+        printf '    image: "%s"\n    container_name: "%s"\n    restart: unless-stopped\n' "$1" "$container"
+        printf '    profiles: ["%s"]\n    environment:\n      PORT: "%s"\n' "$stack" "$port"
+        printf '    ports: ["%s:%s:%s"]\n' "$publish_address" "$host_port" "$port"
+        printf '    labels:\n      workhub.hub: "%s"\n      workhub.stack: "%s"\n' "$hub" "$stack"
+      } >"$compose_dir/$container.yml.tmp"
+      mv "$compose_dir/$container.yml.tmp" "$compose_dir/$container.yml"
+    else
+      rm -f "$compose_dir/$container.yml"
+    fi
+    files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -)
+    profiles=$(cd "$compose_dir" && sed -n 's/^    profiles: \["\(.*\)"\]$/\1/p' ./*.yml 2>/dev/null | sort -u | paste -sd, -)
+    printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
+    mv "$compose_dir/.env.tmp" "$compose_dir/.env"
+  ) 8>>"$compose_dir/.lock"
+}
+"""
+
+_RUN = _COMPOSE + r"""
 say() { printf 'run: %s\n' "$*" >&2; }
 probe_host=$publish_address
 [ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
@@ -343,21 +379,41 @@ healthy() {
   case "$status" in "HTTP/1."[01]" 200"*) return 0 ;; esac
   return 1
 }
-docker rm -f "$container" >/dev/null 2>&1 || true
-docker run --detach --name "$container" --restart unless-stopped \
-  --label workhub.hub="$hub" --label workhub.stack="$stack" \
-  --env PORT="$port" --publish "$publish_address:$host_port:$port" "$image" >/dev/null
-say "started $container from $image on $publish_address:$host_port (PORT $port); waiting for $health_path"
-for _ in $(seq "$health_timeout"); do
-  if (healthy) 2>/dev/null; then
-    say "$container answers $health_path"
-    printf '{"container": "%s", "url": "http://%s:%s"}\n' "$container" "$probe_host" "$host_port"
-    exit 0
-  fi
-  sleep 1
-done
+wait_healthy() {
+  for _ in $(seq "$health_timeout"); do
+    if (healthy) 2>/dev/null; then return 0; fi
+    sleep 1
+  done
+  return 1
+}
+start() {
+  write_service "$1"
+  compose up --detach --no-deps --no-build "$container" >&2
+}
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+  say "FAILED: $image is not on the host; build or promote it first"
+  exit 1
+fi
+previous=$(docker inspect --format '{{.Config.Image}}' "$container" 2>/dev/null) || previous=""
+if [ -n "$previous" ] && [ -z "$(docker inspect --format '{{index .Config.Labels "com.docker.compose.project"}}' "$container")" ]; then
+  docker rm -f "$container" >/dev/null  # started before workhub ran hubs under Compose
+fi
+say "starting $container from $image on $publish_address:$host_port (PORT $port); previous image: ${previous:-none}"
+start "$image"
+if wait_healthy; then
+  say "$container answers $health_path"
+  printf '{"container": "%s", "url": "http://%s:%s", "image": "%s", "image_id": "%s", "previous_image": "%s", "verified_at": "%s"}\n' \
+    "$container" "$probe_host" "$host_port" "$image" "$(docker image inspect --format '{{.Id}}' "$image")" \
+    "$previous" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  exit 0
+fi
 say "FAILED: $container did not answer $health_path on $probe_host:$host_port within $health_timeout s; its last log lines:"
 docker logs --tail 40 "$container" >&2 2>&1 || true
+if [ -n "$previous" ] && [ "$previous" != "$image" ]; then
+  say "rolling back $container to $previous"
+  start "$previous"
+  if wait_healthy; then say "rolled back: $container answers again from $previous"; else say "the rolled-back $container does not answer either"; fi
+fi
 exit 1
 """
 
@@ -366,19 +422,26 @@ def container_name(hub: str, stack: str) -> str:
     return f"{hub}-{stack}"
 
 
+def _service_values(hub: Hub, stack: str, host_port: int, publish_address: str) -> dict[str, Value]:
+    return {
+        "hub": hub.name,
+        "stack": stack,
+        "container": container_name(hub.name, stack),
+        "port": hub.port,
+        "host_port": host_port,
+        "publish_address": publish_address,
+    }
+
+
 def run_script(
     hub: Hub, stack: str, image: str, host_port: int, publish_address: str, health_timeout: int
 ) -> str:
-    """(Re)start a hub's container with its PORT, host port and restart policy; wait until healthy."""
+    """(Re)start a hub's container under Compose with its PORT, host port and restart policy, and
+    wait until its health path answers; if it does not, put the previous image back and fail."""
     return script(
         {
-            "hub": hub.name,
-            "stack": stack,
+            **_service_values(hub, stack, host_port, publish_address),
             "image": image,
-            "container": container_name(hub.name, stack),
-            "port": hub.port,
-            "host_port": host_port,
-            "publish_address": publish_address,
             "health_path": hub.health_path,
             "health_timeout": health_timeout,
         },
@@ -386,13 +449,15 @@ def run_script(
     )
 
 
-_STOP = r"""
+_STOP = _COMPOSE + r"""
 docker rm -f "$container" >/dev/null 2>&1 || true
+write_service ""
 """
 
 
-def stop_script(hub: str, stack: str) -> str:
-    return script({"container": container_name(hub, stack)}, _STOP)
+def stop_script(hub: Hub, stack: str, host_port: int, publish_address: str) -> str:
+    """Remove a hub's container and its Compose service."""
+    return script(_service_values(hub, stack, host_port, publish_address), _STOP)
 
 
 _STATUS = r"""
@@ -464,3 +529,49 @@ def prune_script(stack: str, hubs: list[Hub], keep: int, reset_cache: bool) -> s
         {"stack": stack, "hubs": [hub.name for hub in hubs], "keep": keep, "reset_cache": reset_cache},
         _PRUNE,
     )
+
+
+_PROMOTE = r"""
+say() { printf 'promote: %s\n' "$*" >&2; }
+if ! found=$(docker image inspect --format '{{.Id}}' "$source_image" 2>/dev/null); then
+  say "FAILED: $source_image is not on this host; promotion needs the source stack's Docker engine (or unset workhub:promoteFrom to build here)"
+  exit 1
+fi
+if [ -n "$image_id" ] && [ "$found" != "$image_id" ]; then
+  say "FAILED: $source_image is now $found, not the $image_id that was verified; run the source stack again"
+  exit 1
+fi
+if [ "$image" != "$source_image" ]; then
+  docker tag "$source_image" "$image"
+fi
+say "$image is $source_image ($found)"
+printf '{"image": "%s", "image_id": "%s", "from": "%s"}\n' "$image" "$found" "$source_image"
+"""
+
+
+def promote_script(hub: Hub, source_image: str, image: str, image_id: Optional[str]) -> str:
+    """Tag the image another stack verified as this stack's, after checking it is the same image."""
+    return script({"hub": hub.name, "source_image": source_image, "image": image, "image_id": image_id or ""},
+                  _PROMOTE)
+
+
+_UNTAG = r"""
+if [ "$(docker image inspect --format '{{len .RepoTags}}' "$image" 2>/dev/null || echo 0)" -gt 1 ]; then
+  docker image rm "$image" >/dev/null 2>&1 || true
+fi
+"""
+
+
+def untag_script(image: str) -> str:
+    """Drop this stack's tag of a promoted image, leaving the image to the stack that built it."""
+    return script({"image": image}, _UNTAG)
+
+
+_NOT_PROMOTED = r"""
+printf '%s: not promoted; it keeps what it runs\n' "$hub" >&2
+echo '{}'
+"""
+
+
+def not_promoted_script(hub: Hub) -> str:
+    return script({"hub": hub.name}, _NOT_PROMOTED)

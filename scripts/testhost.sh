@@ -16,6 +16,8 @@ PACKAGES=(docker.io openssh-server busybox-static)
 source "$REPO_ROOT/scripts/lib/base-image.sh"
 # shellcheck source=SCRIPTDIR/lib/dockerfile-frontend.sh
 source "$REPO_ROOT/scripts/lib/dockerfile-frontend.sh"
+# shellcheck source=SCRIPTDIR/lib/compose-plugin.sh
+source "$REPO_ROOT/scripts/lib/compose-plugin.sh"
 STARTED_DOCKERD=0
 
 log() { printf 'testhost: %s\n' "$*" >&2; }
@@ -223,6 +225,7 @@ cmd_up() {
   ensure_user
   ensure_sshd
   ensure_dockerfile_frontend
+  ensure_compose_plugin
   ensure_base_image
   print_env
 }

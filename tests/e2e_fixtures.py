@@ -109,14 +109,16 @@ def new_local_stack(
     source_root: Path = eng.REPO / "examples",
     overrides: Optional[dict[str, str]] = None,
     name: str = "e2e",
+    project: str = "project",
 ):
     """A stack configured like the embedded `local` one, in a fresh project directory and file
     backend, pointed at `host`.
 
     `hubs` replaces the project's hub catalog (None keeps Pulumi.yaml's). The stack has its own
     name and each hub a free host port, so a test never touches a developer's own local stack
-    (its containers are named after the stack)."""
-    work = tmp_path / "project"
+    (its containers are named after the stack). Stacks made with one `tmp_path` share a backend,
+    so one can promote from another."""
+    work = tmp_path / project
     work.mkdir()
     project = yaml.safe_load((eng.REPO / "Pulumi.yaml").read_text())
     if hubs is not None:

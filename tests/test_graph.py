@@ -84,7 +84,7 @@ def run(project: Path, check):
     """Run the program and call check() once every output has resolved."""
     from components.program import program
 
-    host, chain = program(project)
+    host, chain, _ = program(project)
     urns = ([host.facts_command.urn] + [image.build.urn for image in chain.images]
             + [image.urn for image in chain.images] + [image.url for image in chain.images])
     return pulumi.Output.all(*urns).apply(lambda values: check(host, chain, values))
@@ -197,7 +197,7 @@ def test_facts_are_parsed_from_the_last_stdout_line(mocks, project):
     """Facts come from the JSON the script prints last; earlier lines are ignored."""
     from components.program import program
 
-    host, _ = program(project)
+    host, _, _ = program(project)
     return host.facts.apply(lambda facts: assert_equal(facts, FACTS))
 
 

@@ -14,9 +14,11 @@ from components.scripts import (
     host_facts_script,
     host_setup_script,
     preflight_script,
+    promote_script,
     remove_image_script,
     run_script,
     stop_script,
+    untag_script,
 )
 from components.shell import assignments, quote, script
 
@@ -35,7 +37,9 @@ def all_scripts() -> dict[str, str]:
         "build.sh": build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, "http://127.0.0.1:4873/"),
         "remove_image.sh": remove_image_script(IMAGE),
         "run.sh": run_script(HUB, "staging", IMAGE, 14091, "127.0.0.1", 60),
-        "stop.sh": stop_script("wbsaleshub", "staging"),
+        "stop.sh": stop_script(HUB, "staging", 14091, "127.0.0.1"),
+        "promote.sh": promote_script(HUB, IMAGE, "wbsaleshub:production-0123456789ab", "sha256:" + "0" * 64),
+        "untag.sh": untag_script("wbsaleshub:production-0123456789ab"),
     }
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -106,6 +106,16 @@ def test_nothing_changing_says_no_changes():
     assert text == f"### workhub preview of `{STACK}`: {len(preview['steps'])} unchanged\n\nNo changes.\n"
 
 
+def test_a_change_outside_the_commands_runs_nothing():
+    """Only the stack resource changes (its outputs, say): no row, and the comment says so."""
+    preview = copy.deepcopy(fixture("source-change"))
+    for step in preview["steps"]:
+        step["op"] = "update" if step["urn"].endswith("::pulumi:pulumi:Stack::workhub-" + STACK) else "same"
+    preview["changeSummary"] = {"same": len(preview["steps"]) - 1, "update": 1}
+    text = summarize(preview, STACK)
+    assert text.endswith("\n\nNo hub or host changes; nothing runs on the host.\n") and table(text) == {}
+
+
 @pytest.mark.parametrize("trigger, why", [
     ("dockerfile", "Dockerfile changed"),
     ("settings", "build settings changed"),

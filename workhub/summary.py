@@ -162,7 +162,20 @@ def steps_of(preview: Mapping[str, Any]) -> list[Step]:
     return list(found.values())
 
 
+HOST_ORDER = ["facts", "preflight", "setup"]
+
+
+def hub_order(preview: Mapping[str, Any]) -> list[str]:
+    """The hubs in build order, from the stack config the preview shows; [] if it does not."""
+    try:
+        hubs = json.loads((preview.get("config") or {}).get("workhub:hubs") or "[]")
+        return [hub["name"] for hub in hubs]
+    except (TypeError, ValueError, KeyError):
+        return []
+
+
 def classify(preview: Mapping[str, Any]) -> Changes:
+    """The changing commands by hub (in build order), on the host, and any others."""
     changes = Changes()
     for step in steps_of(preview):
         if step.type != COMMAND:
@@ -175,6 +188,11 @@ def classify(preview: Mapping[str, Any]) -> Changes:
             changes.host.append(step)
         else:
             changes.other.append(step)
+    order = hub_order(preview)
+    changes.hubs = dict(sorted(changes.hubs.items(),
+                               key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0])))
+    changes.host.sort(key=lambda step: (HOST_ORDER.index(_role(step)) if _role(step) in HOST_ORDER else len(HOST_ORDER), step.name))
+    changes.other.sort(key=lambda step: step.name)
     return changes
 
 
@@ -305,7 +323,9 @@ def summarize(preview: Mapping[str, Any], stack: str) -> str:
         lines.append("**Other:** " + "; ".join(f"{step.name}: {step.kind}" for step in changes.other))
         lines.append("")
     if not (changes.hubs or changes.host or changes.other or errors):
-        lines += ["No changes.", ""]
+        counted = any(value for key, value in (preview.get("changeSummary") or {}).items() if key != "same")
+        # Only the stack or a component changes (an output, say): nothing runs on the host.
+        lines += ["No hub or host changes; nothing runs on the host." if counted else "No changes.", ""]
     return "\n".join(lines)
 
 

@@ -18,6 +18,11 @@ if [ "$(cat "$dir/status" 2>/dev/null)" = 0 ] && docker image inspect "$image" >
   result
   exit 0
 fi
+if [ ! -e "$dir/status" ] && ! running && docker image inspect "$image" >/dev/null 2>&1; then
+  say "$image is already on the host; nothing to build"
+  result
+  exit 0
+fi
 if running; then
   say "attaching to the build of $image already running (pid $(cat "$dir/pid"))"
 else

@@ -1,0 +1,96 @@
+"""Promotion: a stack (production) that runs exactly the images another stack (staging) built and
+verified, instead of building its own; and pinned images, the one-line rollback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import pulumi
+
+from .build_host import BuildHost, parse_last_json
+from .config import Hub
+from .remote import RemoteCommand
+from .scripts import not_promoted_script, promote_script, run_script, stop_script, untag_script
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a hub of this stack will run instead of a build of its own."""
+
+    hub: Hub
+    stack: str
+    host_port: int
+    source_image: Optional[str]
+    """The image to run, as the source stack (or the pin) names it; None when there is none."""
+    image_id: Optional[str]
+    """The image ID the source stack verified (None for a pinned image)."""
+    origin: str
+    """Where it comes from, for the preview: `stack staging, verified <time>` or `pinned`."""
+    reason: str = ""
+    """Why there is nothing to promote, when there is not."""
+
+    @property
+    def image(self) -> Optional[str]:
+        """The tag this stack runs: `<hub>:<stack>-<the source's build id>`, or the pinned tag."""
+        if self.source_image is None or self.image_id is None:
+            return self.source_image
+        return f"{self.hub.name}:{self.stack}-{self.source_image.rsplit('-', 1)[-1]}"
+
+
+def candidates(
+    hubs: list[Hub], stack: str, host_ports: Mapping[str, int], source_stack: Optional[str],
+    source_hubs: Mapping[str, Any], pinned: Mapping[str, str],
+) -> list[Candidate]:
+    """Each hub's candidate: a pinned image wins; otherwise what the source stack verified."""
+    found = []
+    for hub in hubs:
+        port = host_ports[hub.name]
+        if hub.name in pinned:
+            found.append(Candidate(hub, stack, port, pinned[hub.name], None, "pinned in workhub:pinnedImages"))
+            continue
+        verified = (source_hubs.get(hub.name) or {}).get("verified") or {}
+        if verified.get("image") and verified.get("image_id"):
+            found.append(Candidate(hub, stack, port, verified["image"], verified["image_id"],
+                                   f"stack {source_stack}, verified healthy at {verified.get('verified_at')}"))
+        else:
+            reason = (f"stack {source_stack} has not verified {hub.name}: its last update did not bring it "
+                      "up healthy" if hub.name in source_hubs else f"stack {source_stack} has no {hub.name}")
+            found.append(Candidate(hub, stack, port, None, None, "", reason))
+    return found
+
+
+class PromotedHub(pulumi.ComponentResource):
+    """Tags the verified (or pinned) image for this stack on the host and runs it, health-gated.
+
+    A hub with nothing to promote keeps what it runs: its commands ignore changes until there is."""
+
+    url: pulumi.Output[Optional[str]]
+
+    def __init__(self, name: str, candidate: Candidate, host: BuildHost, publish_address: str,
+                 health_timeout: int, after: list[pulumi.Resource], opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("workhub:hub:PromotedHub", name, None, opts)
+        self.candidate = candidate
+        hub, stack, image = candidate.hub, candidate.stack, candidate.image
+        hold = [] if image else ["create", "delete", "triggers"]
+        if image:
+            promote, untag = promote_script(hub, candidate.source_image, image, candidate.image_id), untag_script(image)
+            run = run_script(hub, stack, image, candidate.host_port, publish_address, health_timeout)
+            pulumi.log.info(f"{hub.name}: runs {image} from {candidate.source_image} ({candidate.origin})", self)
+        else:
+            promote = untag = run = not_promoted_script(hub)
+            pulumi.log.warn(f"{hub.name}: not promoted: {candidate.reason}; it keeps what it runs", self)
+
+        def command(role: str, create: str, delete: str, deps: list[pulumi.Resource]) -> RemoteCommand:
+            return RemoteCommand(
+                f"{name}-{role}", connection=host.connection, private_key=host.private_key,
+                create=create, delete=delete,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=deps, ignore_changes=hold),
+            )
+
+        self.promote = command("promote", promote, untag, after)
+        self.run = command("run", run, stop_script(hub, stack, candidate.host_port, publish_address) if image else run,
+                           [self.promote])
+        self.result = self.run.stdout.apply(parse_last_json)
+        self.url = self.result.apply(lambda out: out.get("url"))
+        self.register_outputs({"url": self.url})
