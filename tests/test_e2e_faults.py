@@ -160,3 +160,30 @@ def test_a_failed_build_leaves_the_previous_container_serving(tmp_path, toolchai
         assert json.loads(urllib.request.urlopen(url + "/health", timeout=10).read())["hub"] == "wbhubmanager"
     finally:
         stack.destroy(color="never")
+
+
+def test_a_deploy_succeeds_while_a_few_percent_of_registry_requests_fail(
+    tmp_path, toolchain, test_host, npm_registry, sources
+):
+    """Resets, cut downloads and 5xx answers on 3% of tarball requests: the deploy still succeeds,
+    from npm's own retries, the cache mount and workhub's bounded build retries."""
+    from tools.faultproxy import Faults, running_proxy
+
+    faults = Faults(reset=0.01, cut=0.01, status_5xx=0.01)
+    with running_proxy(npm_registry, faults, seed=20261129) as proxy:
+        engine, stack = new_local_stack(tmp_path, test_host, proxy.url, hubs=[HUB], source_root=sources)
+        forget_local_images()
+        # A cold build: an empty npm cache mount, so every tarball goes through the faulty proxy.
+        subprocess.run(["/usr/bin/docker", "builder", "prune", "--all", "--force"], capture_output=True, check=True)
+        before = len(build_records())
+        try:
+            result = stack.up(on_output=print_line, color="never")
+            assert result.summary.result == "succeeded"
+            assert proxy.stats.faults_total > 0, "faults were injected"
+            assert proxy.stats.tarball_requests > 100, "the build fetched through the proxy"
+            (record,) = [r for r in records_since(before) if r["hub"] == "wbhubmanager"]
+            assert record["result"] == "succeeded"
+            print(f"faults injected: {proxy.stats.faults}; build attempts: {record['attempts']}")
+            assert get(result.outputs["hubs"].value["wbhubmanager"]["url"] + "/health") == 200
+        finally:
+            stack.destroy(color="never")

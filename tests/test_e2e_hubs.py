@@ -159,7 +159,8 @@ def test_a_failing_build_stops_the_chain_and_names_the_hub(tmp_path, toolchain, 
             stack.up(color="never")
         message = str(caught.value)
         assert "wbsaleshub-build failed with exit code 1 on deploy@127.0.0.1" in message
-        assert "its last lines:" in message and "build: FAILED with exit code 1" in message
+        assert "its last lines:" in message and "build: FAILED: the build of wbsaleshub:e2e-" in message
+        assert "not from the network: not trying again" in message
         hubs = [(r["hub"], r["result"]) for r in records_since(before)]
         assert hubs[-1] == ("wbsaleshub", "failed") and "wbfinhub" not in [h for h, _ in hubs], hubs
     finally:

@@ -942,8 +942,7 @@ def main(argv: list[str] | None = None) -> int:
         proxy = FaultProxy(args.upstream, faults, seed=args.seed, tarballs_only=not args.all_requests,
                            listen_port=args.listen_port, verbose=args.verbose)
     except ValueError as e:
-        print(f"faultproxy: error: {e}".replace("faultproxy: error: faultproxy: ", "faultproxy: error: "),
-              file=sys.stderr)
+        print(e, file=sys.stderr)  # every message starts with "faultproxy: "
         return 2
     try:
         return asyncio.run(_run_cli(proxy, args.stats_file))
