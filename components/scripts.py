@@ -336,6 +336,21 @@ def remove_image_script(image: str) -> str:
     return script({"image": image}, _REMOVE_IMAGE)
 
 
+# `healthy PORT PATH`: whether the hub published on PORT answers PATH with 200. Plain bash, since
+# the host may have no curl.
+_HEALTH = r"""
+probe_host=$publish_address
+[ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
+healthy() {
+  local status
+  exec 3<>"/dev/tcp/$probe_host/$1" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$probe_host" >&3
+  IFS= read -r status <&3 || return 1
+  case "$status" in "HTTP/1."[01]" 200"*) return 0 ;; esac
+  return 1
+}
+"""
+
 # The hubs run under Docker Compose: one file per hub and stack under ~/.workhub/compose, listed in
 # its .env, so `docker compose ps` and `docker compose logs` there show what Pulumi deployed.
 _COMPOSE = r"""
@@ -367,21 +382,11 @@ write_service() {
 }
 """
 
-_RUN = _COMPOSE + r"""
+_RUN = _COMPOSE + _HEALTH + r"""
 say() { printf 'run: %s\n' "$*" >&2; }
-probe_host=$publish_address
-[ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
-healthy() {
-  local status
-  exec 3<>"/dev/tcp/$probe_host/$host_port" || return 1
-  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$health_path" "$probe_host" >&3
-  IFS= read -r status <&3 || return 1
-  case "$status" in "HTTP/1."[01]" 200"*) return 0 ;; esac
-  return 1
-}
 wait_healthy() {
   for _ in $(seq "$health_timeout"); do
-    if (healthy) 2>/dev/null; then return 0; fi
+    if (healthy "$host_port" "$health_path") 2>/dev/null; then return 0; fi
     sleep 1
   done
   return 1
@@ -460,18 +465,8 @@ def stop_script(hub: Hub, stack: str, host_port: int, publish_address: str) -> s
     return script(_service_values(hub, stack, host_port, publish_address), _STOP)
 
 
-_STATUS = r"""
+_STATUS = _HEALTH + r"""
 state="$HOME/.workhub"
-probe_host=$publish_address
-[ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
-healthy() {
-  local status
-  exec 3<>"/dev/tcp/$probe_host/$1" || return 1
-  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$probe_host" >&3
-  IFS= read -r status <&3 || return 1
-  case "$status" in "HTTP/1."[01]" 200"*) return 0 ;; esac
-  return 1
-}
 field() { printf '%s' "$1" | sed -n "s/.*\"$2\": \"\{0,1\}\([^\",}]*\)\"\{0,1\}.*/\1/p"; }
 for i in "${!hubs[@]}"; do
   hub=${hubs[$i]}

@@ -16,6 +16,8 @@ import pytest
 from pulumi import automation as auto
 
 from tests.e2e_fixtures import build_records, deploy_home, forget_local_images, new_local_stack, records_since
+from components.scripts import prune_script, status_script
+from workhub import engine as eng
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -158,6 +160,21 @@ def test_a_failed_build_leaves_the_previous_container_serving(tmp_path, toolchai
                                  capture_output=True, text=True, check=True).stdout.strip()
         assert running == image, "the container still runs the image that last built"
         assert json.loads(urllib.request.urlopen(url + "/health", timeout=10).read())["hub"] == "wbhubmanager"
+
+        # The status command tells the same story: the old image serving, the last build failed.
+        config = eng.stack_config(stack)[0]
+        out = eng.on_host(stack, lambda c: status_script(stack.name, c.hubs, c.host_ports, c.publish_address),
+                          "status", log=lambda line: None)
+        (row,) = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert (row["hub"], row["image"], row["health"], row["last_build"]) == ("wbhubmanager", image, "ok", "failed")
+        assert row["log"].endswith("/log") and config.hubs[0].name == "wbhubmanager"
+
+        # Prune always keeps the running image; with --keep 0, nothing else of this stack.
+        subprocess.run(["/usr/bin/docker", "tag", image, "wbhubmanager:e2e-000000000000"], check=True)
+        eng.on_host(stack, lambda c: prune_script(stack.name, c.hubs, 0, False), "prune")
+        tags = subprocess.run(["/usr/bin/docker", "image", "ls", "wbhubmanager", "--format", "{{.Tag}}"],
+                              capture_output=True, text=True, check=True).stdout.split()
+        assert image.split(":")[1] in tags and "e2e-000000000000" not in tags
     finally:
         stack.destroy(color="never")
 

@@ -14,7 +14,6 @@ import yaml
 from pulumi import automation as auto
 
 from tests.e2e_fixtures import SAMPLE_HUBS, build_records, forget_local_images, new_local_stack, records_since
-from workhub import engine as eng
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e]
@@ -85,31 +84,37 @@ def test_local_stack_builds_hubs_in_turn_and_rebuilds_only_what_changed(
 
 @pytest.mark.slow
 def test_an_added_dependency_downloads_only_the_new_packages(tmp_path, toolchain, test_host, npm_registry, sources):
-    """Adding one dependency re-runs that hub's npm ci; every other tarball comes from the cache mount."""
+    """Adding one dependency re-runs that hub's npm ci; every other tarball comes from the cache mount.
+
+    The builds reach the registry through a proxy of their own (with no faults), so its counts are
+    this test's requests and nobody else's."""
+    from tools.faultproxy import running_proxy
+
     hub = {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health"}
-    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[hub], source_root=sources)
-    forget_local_images()
-    # An empty build cache, so the first up fills the cache mount with exactly this hub's packages.
-    subprocess.run(["/usr/bin/docker", "builder", "prune", "--all", "--force"], capture_output=True, check=True)
-    try:
-        stack.up(on_output=print_line, color="never")
-        context = sources / "WBFinHub"
-        subprocess.run(["npm", "install", "--package-lock-only", "--no-audit", "--no-fund",
-                        "--registry", npm_registry, "--omit-lockfile-registry-resolved", "left-pad@1.3.0"],
-                       cwd=context, check=True)
-        mark = eng.registry("mark").strip()
-        before = len(build_records())
-        stack.up(on_output=print_line, color="never")
-        (record,) = records_since(before)
-        assert record["hub"] == "wbfinhub" and record["result"] == "succeeded"
-        log = Path(record["log"]).read_text()
-        # The back end's install runs again (its lockfile changed); the front end's may too, as its
-        # layer comes later, but both take every package they already had from the cache mount.
-        assert npm_steps_cached(log)["npm ci"] is False, log[-3000:]
-        stats = json.loads(eng.registry("stats", "--since", mark))
-        assert set(stats["tarballsByPackage"]) == {"left-pad"}, stats
-    finally:
-        stack.destroy(on_output=print_line, color="never")
+    with running_proxy(npm_registry) as proxy:
+        engine, stack = new_local_stack(tmp_path, test_host, proxy.url, hubs=[hub], source_root=sources)
+        forget_local_images()
+        # An empty build cache, so the first up fills the cache mount with exactly this hub's packages.
+        subprocess.run(["/usr/bin/docker", "builder", "prune", "--all", "--force"], capture_output=True, check=True)
+        try:
+            stack.up(on_output=print_line, color="never")
+            context = sources / "WBFinHub"
+            subprocess.run(["npm", "install", "--package-lock-only", "--no-audit", "--no-fund",
+                            "--registry", npm_registry, "--omit-lockfile-registry-resolved", "left-pad@1.3.0"],
+                           cwd=context, check=True)
+            fetched_before = dict(proxy.stats.tarballs)
+            before = len(build_records())
+            stack.up(on_output=print_line, color="never")
+            (record,) = records_since(before)
+            assert record["hub"] == "wbfinhub" and record["result"] == "succeeded"
+            log = Path(record["log"]).read_text()
+            # The back end's install runs again (its lockfile changed); the front end's may too, as its
+            # layer comes later, but both take every package they already had from the cache mount.
+            assert npm_steps_cached(log)["npm ci"] is False, log[-3000:]
+            fetched = {key for key, count in proxy.stats.tarballs.items() if count > fetched_before.get(key, 0)}
+            assert fetched == {"left-pad@1.3.0"}, fetched
+        finally:
+            stack.destroy(on_output=print_line, color="never")
 
 
 def test_heap_larger_than_the_host_stops_before_any_build(tmp_path, toolchain, test_host):

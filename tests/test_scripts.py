@@ -15,8 +15,10 @@ from components.scripts import (
     host_setup_script,
     preflight_script,
     promote_script,
+    prune_script,
     remove_image_script,
     run_script,
+    status_script,
     stop_script,
     untag_script,
 )
@@ -40,6 +42,8 @@ def all_scripts() -> dict[str, str]:
         "stop.sh": stop_script(HUB, "staging", 14091, "127.0.0.1"),
         "promote.sh": promote_script(HUB, IMAGE, "wbsaleshub:production-0123456789ab", "sha256:" + "0" * 64),
         "untag.sh": untag_script("wbsaleshub:production-0123456789ab"),
+        "status.sh": status_script("staging", [HUB], {"wbsaleshub": 14091}, "127.0.0.1"),
+        "prune.sh": prune_script("staging", [HUB], 3, False),
     }
 
 GOLDEN = Path(__file__).parent / "golden"

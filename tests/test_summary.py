@@ -11,7 +11,6 @@ import copy
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -194,14 +193,6 @@ def test_fixtures_hold_no_machine_path_and_no_secret():
 
 
 # --- end to end: previews of a real stack on the test host ---------------------------------------
-
-
-@pytest.fixture
-def sources(tmp_path) -> Path:
-    """A copy of the sample hubs that the test may edit."""
-    root = tmp_path / "examples"
-    shutil.copytree(eng.REPO / "examples", root, ignore=shutil.ignore_patterns("node_modules", "dist"))
-    return root
 
 
 def key_lines(host: dict) -> list[str]:

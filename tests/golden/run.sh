@@ -35,20 +35,21 @@ write_service() {
   ) 8>>"$compose_dir/.lock"
 }
 
-say() { printf 'run: %s\n' "$*" >&2; }
 probe_host=$publish_address
 [ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
 healthy() {
   local status
-  exec 3<>"/dev/tcp/$probe_host/$host_port" || return 1
-  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$health_path" "$probe_host" >&3
+  exec 3<>"/dev/tcp/$probe_host/$1" || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$probe_host" >&3
   IFS= read -r status <&3 || return 1
   case "$status" in "HTTP/1."[01]" 200"*) return 0 ;; esac
   return 1
 }
+
+say() { printf 'run: %s\n' "$*" >&2; }
 wait_healthy() {
   for _ in $(seq "$health_timeout"); do
-    if (healthy) 2>/dev/null; then return 0; fi
+    if (healthy "$host_port" "$health_path") 2>/dev/null; then return 0; fi
     sleep 1
   done
   return 1

@@ -1,0 +1,843 @@
+#!/usr/bin/env python3
+"""Deploy success under injected registry faults: three ways of installing a hub's dependencies.
+
+Run on demand (not a test): ``python bench/npm_faults.py --out docs/benchmarks.md``; see
+bench/README.md. A deploy fails where a hub's Docker build installs its dependencies, so this
+benchmark runs exactly that phase of one sample hub (``npm ci``, then ``npm --prefix frontend ci``,
+as in the hub's Dockerfile) with this machine's npm, through ``tools/faultproxy.py`` in front of the
+local verdaccio registry (``scripts/registry.sh``), once per build and with a fresh seed per build:
+
+- A "no cache mount, npm defaults": every build starts with an empty npm cache, npm's default
+  fetch settings, one try.
+- B "the PRD's settings": an npm cache that persists across builds (the cache mount),
+  fetch-timeout 120000, fetch-retry-mintimeout 20000, fetch-retry-maxtimeout 120000, npm's
+  default prefer mode, one try (the PRD's sequential script stops at the first failure).
+- C "workhub's defaults": the persisting cache, the npm settings workhub passes into builds
+  (``components.scripts.build_args`` with the default ``BuildSettings()``), and workhub's
+  build-level retry: up to ``BuildSettings().attempts`` tries, a pause of ``retry_backoff_seconds
+  * try`` before the next, only when the failed try's output matches the runner's ``transient()``
+  (run from the text of ``components.scripts._RUNNER`` itself). A step that succeeded in an
+  earlier try is not run again, as BuildKit's layer cache would skip it.
+
+Times are scaled down (``--scale``, 10 by default) so runs finish: each setup's fetch-timeout and
+fetch-retry-min/maxtimeout, the stall length and workhub's retry pause are divided by it.
+Nothing leaves 127.0.0.1; every loop is bounded; each npm step has a hard time limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+from components.config import BuildSettings  # noqa: E402
+from components import scripts as workhub_scripts  # noqa: E402
+from faultproxy import Faults, running_proxy  # noqa: E402
+
+STEPS = (("root", ("npm", "ci"), ""), ("frontend", ("npm", "--prefix", "frontend", "ci"), "frontend"))
+STEP_TIMEOUT_S = 900          # one npm step, hard limit (a hung step counts as a failed build)
+FAULT_SPLIT = ("reset", "cut", "stall")
+MS_SETTINGS = ("NPM_CONFIG_FETCH_TIMEOUT", "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT")
+NPM_KEYS = {"fetch-retries": "NPM_CONFIG_FETCH_RETRIES", "fetch-timeout": "NPM_CONFIG_FETCH_TIMEOUT",
+            "fetch-retry-mintimeout": "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT",
+            "fetch-retry-maxtimeout": "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT", "prefer-offline": "NPM_CONFIG_PREFER_OFFLINE"}
+
+
+# --------------------------------------------------------------------------------------------
+# Setups
+
+
+@dataclasses.dataclass
+class Setup:
+    key: str
+    title: str
+    persist_cache: bool          # a cache mount: warm builds are possible
+    npm_env: dict[str, str]      # real (unscaled) NPM_CONFIG_* values
+    attempts: int = 1
+    backoff_s: float = 0.0       # pause before try n+1 is n * backoff_s (unscaled)
+    note: str = ""
+
+    def scaled_env(self, scale: float) -> dict[str, str]:
+        env = dict(self.npm_env)
+        for k in MS_SETTINGS:
+            if k in env:
+                env[k] = str(max(1, round(int(env[k]) / scale)))
+        return env
+
+
+def npm_defaults(env: dict[str, str]) -> dict[str, str]:
+    """npm's own defaults for the fetch settings, read from this npm (isolated from any npmrc)."""
+    out = {}
+    for name, var in NPM_KEYS.items():
+        r = subprocess.run(["npm", "config", "get", name], env=env, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise SystemExit(f"bench: npm config get {name} failed: {r.stderr.strip()}")
+        out[var] = r.stdout.strip()
+    return out
+
+
+def workhub_env() -> tuple[dict[str, str], BuildSettings]:
+    """The NPM_CONFIG_* build args workhub passes with its default BuildSettings()."""
+    settings = BuildSettings()
+    hub = type("BenchHub", (), {"build_args": {}})()
+    words = workhub_scripts.build_args(hub, settings, None)
+    args = dict(w.split("=", 1) for w in words[1::2])
+    return {k: v for k, v in args.items() if k.startswith("NPM_CONFIG_")}, settings
+
+
+def make_setups(defaults: dict[str, str]) -> dict[str, Setup]:
+    wh_env, wh = workhub_env()
+    prd = dict(defaults)
+    prd.update({"NPM_CONFIG_FETCH_TIMEOUT": "120000", "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT": "20000",
+                "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT": "120000"})
+    c_env = dict(defaults)
+    c_env.update(wh_env)
+    return {
+        "A": Setup("A", "no cache mount, npm defaults", False, dict(defaults),
+                   note="empty npm cache in every build, one try"),
+        "B": Setup("B", "the PRD's settings", True, prd,
+                   note="cache mount, fetch-timeout 120000, retry min 20000 / max 120000, one try"),
+        "C": Setup("C", "workhub's defaults", True, c_env, attempts=wh.attempts,
+                   backoff_s=float(wh.retry_backoff_seconds),
+                   note=f"cache mount, build_args(BuildSettings()), up to {wh.attempts} tries on transient()"),
+    }
+
+
+def transient_function() -> str:
+    """The runner's transient() shell function, cut out of components.scripts._RUNNER."""
+    m = re.search(r"^transient\(\) \{\n.*?\n\}\n", workhub_scripts._RUNNER, re.S | re.M)
+    if not m:
+        raise SystemExit("bench: no transient() function found in components.scripts._RUNNER")
+    return m.group(0)
+
+
+TRANSIENT_SH = transient_function()
+
+
+def is_transient(log: Path) -> bool:
+    r = subprocess.run(["bash", "-c", TRANSIENT_SH + 'transient "$1"', "bench", str(log)], timeout=60)
+    return r.returncode == 0
+
+
+# --------------------------------------------------------------------------------------------
+# One build
+
+
+def base_env(work: Path) -> dict[str, str]:
+    """A clean npm environment: no inherited npm settings, empty user and global npmrc."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.lower().startswith("npm_config_") and k not in ("NODE_ENV", "NODE_OPTIONS")}
+    (work / "npmrc.user").touch()
+    (work / "npmrc.global").touch()
+    env.update({
+        "NPM_CONFIG_USERCONFIG": str(work / "npmrc.user"),
+        "NPM_CONFIG_GLOBALCONFIG": str(work / "npmrc.global"),
+        "NPM_CONFIG_UPDATE_NOTIFIER": "false",
+        # The audit endpoint is not served by the local registry (verdaccio 6.8 answers 500 here),
+        # and an audit never fails an install: off for every setup alike.
+        "NPM_CONFIG_AUDIT": "false",
+        "NPM_CONFIG_FUND": "false",
+    })
+    return env
+
+
+def copy_hub(hub: Path, dest: Path) -> None:
+    (dest / "frontend").mkdir(parents=True)
+    for rel in ("package.json", "package-lock.json", "frontend/package.json", "frontend/package-lock.json"):
+        shutil.copy2(hub / rel, dest / rel)
+
+
+def error_code(text: str) -> str:
+    m = re.findall(r"npm (?:error|ERR!) code (\S+)", text)
+    if m:
+        msg = re.findall(r"npm (?:error|ERR!) (?!code )(.+)", text)
+        return f"{m[0]} ({msg[0][:60].strip()})" if msg else m[0]
+    m = re.findall(r"npm (?:error|ERR!) (.+)", text)
+    return m[-1][:80] if m else "no npm error line"
+
+
+@dataclasses.dataclass
+class Ctx:
+    upstream: str
+    hub: Path
+    work: Path
+    scale: float
+    stall_s: float          # unscaled
+    status_5xx_share: float
+    env: dict[str, str]
+    setups: dict[str, Setup]
+
+
+def faults_for(level_pct: float, ctx: Ctx) -> Faults:
+    p = level_pct / 100.0
+    five = p * ctx.status_5xx_share
+    each = (p - five) / len(FAULT_SPLIT)
+    return Faults(reset=each, cut=each, stall=each, status_5xx=five, stall_seconds=ctx.stall_s / ctx.scale)
+
+
+def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: int,
+              cache_from: Path | None) -> dict:
+    """One deploy's install phase. kind is 'cold' (empty cache) or 'warm' (a copy of cache_from)."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{setup.key}-{kind}-", dir=ctx.work))
+    try:
+        hub = run_dir / "hub"
+        cache = run_dir / "npm-cache"
+        copy_hub(ctx.hub, hub)
+        if cache_from is not None:
+            subprocess.run(["cp", "-a", str(cache_from), str(cache)], check=True, timeout=300)
+        else:
+            cache.mkdir()
+        env = dict(ctx.env)
+        env.update(setup.scaled_env(ctx.scale))
+        env["NPM_CONFIG_CACHE"] = str(cache)
+        faults = faults_for(level, ctx)
+        done: set[str] = set()
+        tries_log = []
+        ok = False
+        reason = ""
+        t0 = time.monotonic()
+        with running_proxy(ctx.upstream, faults, seed=seed, listen_port=port) as (url, stats):
+            env["NPM_CONFIG_REGISTRY"] = url
+            for attempt in range(1, setup.attempts + 1):
+                log = run_dir / f"attempt-{attempt}.log"
+                failed_step = None
+                with open(log, "w") as out:
+                    for name, argv, sub in STEPS:
+                        if name in done:  # BuildKit's layer cache: a finished step is not run again
+                            continue
+                        shutil.rmtree(hub / sub / "node_modules", ignore_errors=True)
+                        try:
+                            r = subprocess.run(argv, cwd=hub, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                               timeout=STEP_TIMEOUT_S)
+                            code = r.returncode
+                        except subprocess.TimeoutExpired:
+                            out.write(f"\nbench: {name} step killed after {STEP_TIMEOUT_S} s\n")
+                            code = -1
+                        if code != 0:
+                            failed_step = name
+                            break
+                        done.add(name)
+                text = log.read_text(errors="replace")
+                entry = {"try": attempt, "ok": failed_step is None, "failed_step": failed_step}
+                if failed_step is None:
+                    tries_log.append(entry)
+                    ok = True
+                    break
+                entry["error"] = error_code(text)
+                entry["error_lines"] = re.findall(r"npm (?:error|ERR!) .*", text)[:6]
+                entry["transient"] = is_transient(log)
+                tries_log.append(entry)
+                reason = f"{failed_step}: {entry['error']}"
+                if attempt >= setup.attempts:
+                    break
+                if not entry["transient"]:
+                    reason += " (not transient: no retry)"
+                    break
+                time.sleep(setup.backoff_s * attempt / ctx.scale)
+            wall = time.monotonic() - t0
+            snap = stats.snapshot()
+        return {
+            "setup": setup.key, "level_pct": level, "kind": kind, "seed": seed, "ok": ok,
+            "wall_s": round(wall, 2), "tries": len(tries_log), "tries_detail": tries_log,
+            "reason": "" if ok else reason,
+            "requests": snap["requests"], "tarball_requests": snap["tarball_requests"],
+            "bytes": snap["bytes_sent"], "faults": snap["faults"],
+        }
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics and the report
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def fmt_s(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} s"
+
+
+def machine_info() -> dict:
+    def cmd(*argv: str) -> str:
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+    os_name = "?"
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                os_name = line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    vpkg = Path(os.environ.get("WORKHUB_CACHE_DIR", Path.home() / ".cache/workhub")) / "verdaccio/node_modules/verdaccio/package.json"
+    try:
+        verdaccio = json.loads(vpkg.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        verdaccio = "?"
+    return {"nproc": cmd("nproc"), "cpu": cpu, "memory": mem, "os": os_name, "kernel": platform.release(),
+            "node": cmd("node", "--version"), "npm": cmd("npm", "--version"), "python": platform.python_version(),
+            "verdaccio": verdaccio, "load_at_start": os.getloadavg()}
+
+
+def summarize(results: list[dict], setups: list[str], levels: list[float]) -> list[dict]:
+    rows = []
+    for s in setups:
+        for lv in levels:
+            cold = [r for r in results if r["setup"] == s and r["level_pct"] == lv and r["kind"] == "cold"]
+            warm = [r for r in results if r["setup"] == s and r["level_pct"] == lv and r["kind"] == "warm"]
+            k = sum(r["ok"] for r in cold)
+            lo, hi = wilson(k, len(cold))
+            wk = sum(r["ok"] for r in warm)
+            rows.append({
+                "setup": s, "level_pct": lv, "cold_n": len(cold), "cold_ok": k, "ci": (lo, hi),
+                "cold_median_ok_s": median([r["wall_s"] for r in cold if r["ok"]]),
+                "cold_median_all_s": median([r["wall_s"] for r in cold]),
+                "warm_n": len(warm), "warm_ok": wk,
+                "warm_median_s": median([r["wall_s"] for r in warm if r["ok"]]),
+                "cold_requests": statistics.mean([r["requests"] for r in cold]) if cold else None,
+                "cold_tarballs": statistics.mean([r["tarball_requests"] for r in cold]) if cold else None,
+                "cold_mb": statistics.mean([r["bytes"] for r in cold]) / 1e6 if cold else None,
+                "warm_requests": statistics.mean([r["requests"] for r in warm]) if warm else None,
+                "warm_tarballs": statistics.mean([r["tarball_requests"] for r in warm]) if warm else None,
+                "warm_mb": statistics.mean([r["bytes"] for r in warm]) / 1e6 if warm else None,
+                "tries": {t: sum(1 for r in cold if r["tries"] == t) for t in sorted({r["tries"] for r in cold})},
+            })
+    return rows
+
+
+def render(doc: dict) -> str:
+    m, cfg, rows, results = doc["machine"], doc["config"], doc["rows"], doc["results"]
+    setups = {k: v for k, v in cfg["setups"].items() if k in cfg["setup_keys"]}
+    scale = cfg["scale"]
+    L: list[str] = []
+    a = L.append
+    a("# Benchmarks: deploys under registry faults")
+    a("")
+    a(f"Measured {doc['date']} with `python bench/npm_faults.py` ({doc['elapsed_min']:.0f} min; "
+      f"bench/README.md says how to run it). Raw results: one JSON record per build"
+      + (f" in `{cfg['json']}`" if cfg.get("json") else "") + ".")
+    a("")
+    a(f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} memory, {m['os']} (kernel {m['kernel']}), "
+      f"Node {m['node']}, npm {m['npm']}, verdaccio {m['verdaccio']}, Python {m['python']}. "
+      f"Load average at the start: {m['load_at_start'][0]:.1f} (the machine was shared with other work; "
+      "times are noisy, success rates are not affected by load)." )
+    a("")
+    a("## What was measured")
+    a("")
+    a(f"A deploy fails where a hub's Docker build installs its dependencies, so each build here is that "
+      f"phase of the sample hub `examples/{cfg['hub_name']}`, run as its Dockerfile runs it: `npm ci`, then "
+      f"`npm --prefix frontend ci` ({cfg['tarballs_hint']}), with this machine's npm, in a fresh copy of the "
+      "two package.json/package-lock.json pairs, through `tools/faultproxy.py` in front of the local "
+      "verdaccio (`scripts/registry.sh`), which holds every package already. No Docker is involved; "
+      "each setup's cache mount is an npm cache directory.")
+    a("")
+    a("| Setup | Cache | npm fetch settings (real values) | Tries |")
+    a("|---|---|---|---|")
+    for k, s in setups.items():
+        e = s["npm_env"]
+        settings = (f"retries {e['NPM_CONFIG_FETCH_RETRIES']}, timeout {e['NPM_CONFIG_FETCH_TIMEOUT']}, "
+                    f"min {e['NPM_CONFIG_FETCH_RETRY_MINTIMEOUT']}, max {e['NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT']}, "
+                    f"prefer-offline {e['NPM_CONFIG_PREFER_OFFLINE']}")
+        cache = "persists across builds (cache mount)" if s["persist_cache"] else "empty in every build (no cache mount)"
+        tries = (f"up to {s['attempts']}, pause {s['backoff_s'] / scale:g} s x try (real: {s['backoff_s']:g} s x try), "
+                 "only when the output matches the runner's `transient()`") if s["attempts"] > 1 else "1"
+        a(f"| {k}: {s['title']} | {cache} | {settings} | {tries} |")
+    a("")
+    a("- A is WBSalesHub/WBFinHub before the fix: `RUN npm ci` with no cache mount, npm's defaults "
+      "(read from this npm with `npm config get`). B adds the PRD's phase-1 cache mount and phase-2 "
+      "timeouts, and one try, since the PRD's sequential script stops at the first failure. C passes "
+      "`components.scripts.build_args(hub, BuildSettings(), None)` and retries like the build runner "
+      "(`components.scripts._RUNNER`): its `transient()` shell function is cut out of that text and "
+      "run on each failed try's output. In a retry, a step that already succeeded is skipped, as "
+      "BuildKit's layer cache would skip it; the failed step runs again with the cache it left.")
+    a(f"- Faults: a share of tarball requests (metadata passes untouched) split evenly among reset "
+      f"(connection reset before any byte), cut (headers and 10-90% of the body, then the connection "
+      f"closes) and stall (nothing for {cfg['stall_s'] / scale:g} s, then close)"
+      + (f", with {pct(cfg['status_5xx_share'])} of the faults a 503" if cfg["status_5xx_share"] else
+         "; no 5xx faults") + ". One proxy and one fresh seed per build (seeds in the JSON).")
+    a(f"- Time is scaled down {scale:g}x, as in FINDINGS: the stall is {cfg['stall_s']:g} s / {scale:g}, and every "
+      f"setup's fetch-timeout, fetch-retry-mintimeout and fetch-retry-maxtimeout, and workhub's retry pause, "
+      f"are divided by {scale:g} (e.g. C runs with fetch-timeout "
+      f"{int(setups['C']['npm_env']['NPM_CONFIG_FETCH_TIMEOUT']) // int(scale) if 'C' in setups else '?'} ms). "
+      f"Real builds wait {scale:g}x longer at each stall and pause; success rates do not depend on the scale.")
+    a("- Cold: the setup's cache is empty when the build starts (the incident's case; deploy success "
+      "is measured cold). Warm: the cache is a copy of one filled by an earlier successful install of "
+      "the same lockfiles with the same setup and registry URL. A has no warm build: without a cache "
+      "mount nothing survives a build (an unchanged lockfile is a Docker layer-cache hit instead, and "
+      "`npm ci` does not run at all: FINDINGS #7).")
+    a(f"- npm's audit and fund calls are off for all setups (the local registry does not serve audit, "
+      f"and an audit never fails an install). npm 11 runs no install scripts here without an allowScripts "
+      f"entry (esbuild's postinstall is skipped), so `--ignore-scripts` was not needed. Work files are "
+      f"in `{cfg['workdir_kind']}`. {cfg['jobs']} build(s) ran at a time"
+      + (" (in random order across setups, so all saw the same load); times below are under that "
+         "concurrency, and single-build times are listed after the table" if cfg["jobs"] > 1 else "") + ".")
+    a("- Requests and bytes: what the proxy answered per build (metadata and tarballs, including "
+      "faulted and retried requests), i.e. registry traffic per build.")
+    a("")
+    a("## Results")
+    a("")
+    a("| Setup | Faults | Cold deploys OK | 95% CI (Wilson) | Median cold time (OK builds) | Warm OK | Median warm time | "
+      "Cold build: requests (tarballs) / MB | Warm build: requests (tarballs) / MB |")
+    a("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        s = setups[r["setup"]]
+        lo, hi = r["ci"]
+        ci = "n/a" if not r["cold_n"] else f"{pct(lo)} - {pct(hi)}"
+        coldok = f"{r['cold_ok']}/{r['cold_n']} ({pct(r['cold_ok'] / r['cold_n'])})" if r["cold_n"] else "n/a"
+        if not s["persist_cache"]:
+            warm_ok, warm_t, warm_tr = "no warm (no cache)", "n/a", "n/a"
+        elif r["warm_n"]:
+            warm_ok = f"{r['warm_ok']}/{r['warm_n']}"
+            warm_t = fmt_s(r["warm_median_s"])
+            warm_tr = f"{r['warm_requests']:.0f} ({r['warm_tarballs']:.0f}) / {r['warm_mb']:.1f}"
+        else:
+            warm_ok, warm_t, warm_tr = "not run", "n/a", "n/a"
+        cold_tr = (f"{r['cold_requests']:.0f} ({r['cold_tarballs']:.0f}) / {r['cold_mb']:.1f}"
+                   if r["cold_n"] else "n/a")
+        a(f"| {r['setup']}: {s['title']} | {r['level_pct']:g}% | {coldok} | {ci} | {fmt_s(r['cold_median_ok_s'])} | "
+          f"{warm_ok} | {warm_t} | {cold_tr} | {warm_tr} |")
+    a("")
+    a("Cold success is over N independent cold builds with fresh seeds; the interval is the 95% Wilson "
+      "score interval, so n/n successes reads as \"at least the lower bound, at 95% confidence\". "
+      "Cold requests/MB are means over all cold builds, failed ones included (a failed build stops early).")
+    solo = doc.get("solo") or []
+    if solo:
+        a("")
+        a("Single builds, nothing else of the benchmark running (0% faults):")
+        a("")
+        a("| Setup | Kind | Time | Requests (tarballs) | MB |")
+        a("|---|---|---|---|---|")
+        for r in solo:
+            a(f"| {r['setup']} | {r['kind']} | {r['wall_s']:.1f} s | {r['requests']} ({r['tarball_requests']}) | "
+              f"{r['bytes'] / 1e6:.1f} |")
+    a("")
+    a("## Reading")
+    a("")
+    for para in reading(doc):
+        a(para)
+        a("")
+    return "\n".join(L).rstrip() + "\n"
+
+
+def reading(doc: dict) -> list[str]:
+    rows, results, cfg = doc["rows"], doc["results"], doc["config"]
+    out = []
+    levels = cfg["levels"]
+    top = max(levels)
+    by = {(r["setup"], r["level_pct"]): r for r in rows}
+
+    def rate(s: str, lv: float) -> str:
+        r = by.get((s, lv))
+        if not r or not r["cold_n"]:
+            return "not measured"
+        lo, hi = r["ci"]
+        return f"{r['cold_ok']}/{r['cold_n']} ({pct(r['cold_ok'] / r['cold_n'])}, 95% CI {pct(lo)}-{pct(hi)})"
+
+    c = by.get(("C", top))
+    if c and c["cold_n"]:
+        lo, _ = c["ci"]
+        verdict = ("at least 99% of its deploys" if c["cold_ok"] / c["cold_n"] >= 0.99 else
+                   "FEWER than 99% of its deploys")
+        out.append(f"**At {top:g}% injected tarball faults, workhub's defaults (C) completed {verdict}: "
+                   f"{rate('C', top)} cold builds succeeded; side by side, A (no cache mount, npm defaults) "
+                   f"{rate('A', top)} and B (the PRD's settings) {rate('B', top)}.** "
+                   f"With {c['cold_n']} runs the data support a true rate of at least {pct(lo)} at 95% confidence "
+                   "(to show 99% at that confidence would take about 380 builds without a failure).")
+    # FINDINGS #4: cut downloads
+    failed_ab = [r for r in results if r["kind"] == "cold" and r["setup"] in ("A", "B") and not r["ok"]]
+    if failed_ab:
+        with_cut = sum(1 for r in failed_ab if r["faults"].get("cut", 0) > 0)
+        codes: dict[str, int] = {}
+        for r in failed_ab:
+            codes[r["reason"]] = codes.get(r["reason"], 0) + 1
+        common = ", ".join(f"`{k}` x{v}" for k, v in sorted(codes.items(), key=lambda kv: -kv[1])[:4])
+        ok_ab_with_cut = sum(1 for r in results if r["kind"] == "cold" and r["setup"] in ("A", "B") and r["ok"]
+                             and r["faults"].get("cut", 0) > 0)
+        out.append(f"FINDINGS #4 (npm does not retry a cut download): {with_cut} of the {len(failed_ab)} failed "
+                   f"cold builds of A and B had at least one cut download, and {ok_ab_with_cut} A/B build(s) with a "
+                   f"cut download succeeded. Their errors: {common}. npm retries a request that fails before its response headers "
+                   "(resets, stalls), but not a body cut short (it ends as `ECONNRESET`, \"network aborted\"), and no "
+                   "fetch-* setting changes that: B's timeouts only change how long a stall costs, and a one-try "
+                   "install of a few hundred tarballs fails whenever one of them is cut.")
+    # FINDINGS #8: the retry
+    c_cold = [r for r in results if r["setup"] == "C" and r["kind"] == "cold"]
+    if c_cold:
+        retried = [r for r in c_cold if r["tries"] > 1]
+        parts = []
+        for lv in levels:
+            cl = [r for r in c_cold if r["level_pct"] == lv]
+            if cl:
+                t = {n: sum(1 for r in cl if r["tries"] == n) for n in sorted({r["tries"] for r in cl})}
+                parts.append(f"at {lv:g}%, " + ", ".join(f"{v} in {k} tr{'y' if k == 1 else 'ies'}" for k, v in t.items()))
+        first_try_tarballs = [r["tarball_requests"] for r in c_cold if r["tries"] == 1 and r["level_pct"] == 0]
+        extra = ""
+        if retried and first_try_tarballs:
+            base = statistics.median(first_try_tarballs)
+            extra = (f" A retried build made {statistics.mean(r['tarball_requests'] for r in retried):.0f} tarball "
+                     f"requests on average against {base:.0f} for a clean one-try build: the next try fetched "
+                     "only what the failed one had not stored in the cache.")
+        nontransient = [r for r in c_cold if not r["ok"] and "not transient" in r["reason"]]
+        cfail = [r for r in c_cold if not r["ok"]]
+        tail = ""
+        if cfail:
+            tail = (" C's failed builds: " + "; ".join(f"{r['level_pct']:g}% seed {r['seed']}: {r['reason']}"
+                                                       for r in cfail[:5]) + ".")
+            if nontransient:
+                tail += f" {len(nontransient)} of them stopped because the output did not match `transient()`."
+        out.append("FINDINGS #8 (retry the whole install inside the cache-mounted step): "
+                   f"C's cold builds needed, {'; '.join(parts)} (up to {doc['config']['setups']['C']['attempts']})." + extra + tail)
+    # prefer-offline
+    wb = [r for r in results if r["setup"] == "B" and r["kind"] == "warm"]
+    wc = [r for r in results if r["setup"] == "C" and r["kind"] == "warm"]
+    if wb or wc:
+        s = "The cache mount alone is not enough here, prefer-offline is what makes it work. "
+        if wb:
+            s += (f"A warm build of B (cache mount, npm's default prefer mode) still made "
+                  f"{statistics.mean(r['tarball_requests'] for r in wb):.0f} tarball requests "
+                  f"({statistics.mean(r['bytes'] for r in wb) / 1e6:.1f} MB) and succeeded "
+                  f"{sum(r['ok'] for r in wb)}/{len(wb)} times; ")
+        if wc:
+            s += (f"a warm build of C made {statistics.mean(r['tarball_requests'] for r in wc):.0f} tarball "
+                  f"requests ({statistics.mean(r['bytes'] for r in wc) / 1e6:.1f} MB) and succeeded "
+                  f"{sum(r['ok'] for r in wc)}/{len(wc)} times. ")
+        s += ("verdaccio 6.8 sends tarballs without Cache-Control, ETag or Last-Modified (checked with curl), so "
+              "in its default mode npm finds every cached tarball stale and cannot revalidate it: it downloads "
+              "it again "
+              "(packuments do carry an ETag, so npm revalidates them cheaply, which is why B's warm bytes are "
+              "lower). "
+              "So without prefer-offline a warm build re-downloads every tarball and meets the faults again "
+              "(B's warm rows), and so does a retry after a failed try (an earlier helper measurement; B makes "
+              "no retries here); with it, npm uses what the cache holds and fetches only what is missing. FINDINGS #5's zero-request warm installs need prefer-offline (or a registry "
+              "that sends cache headers). The cache key is the tarball URL, so the registry URL must stay "
+              "the same from build to build (the benchmark keeps its proxy on a fixed port for this).")
+        out.append(s)
+    # stalls / time
+    a0, a3 = by.get(("A", 0.0)) or by.get(("A", 0)), by.get(("A", top))
+    c0, c3 = by.get(("C", 0.0)) or by.get(("C", 0)), by.get(("C", top))
+    if c0 and c3 and c0["cold_median_ok_s"] and c3["cold_median_ok_s"]:
+        out.append(f"Time: C's median successful cold build took {c0['cold_median_ok_s']:.1f} s at 0% and "
+                   f"{c3['cold_median_ok_s']:.1f} s at {top:g}% (scaled time: a stall costs C one "
+                   f"{int(doc['config']['setups']['C']['npm_env']['NPM_CONFIG_FETCH_TIMEOUT']) / 1000 / doc['config']['scale']:g} s fetch-timeout, "
+                   f"and a retry one pause and the missing tarballs)."
+                   + (f" A took {a0['cold_median_ok_s']:.1f} s at 0%." if a0 and a0["cold_median_ok_s"] else "")
+                   + " The warm builds with prefer-offline skip the network entirely; what remains is npm "
+                   "writing node_modules.")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def registry_url() -> str:
+    r = subprocess.run([str(REPO / "scripts/registry.sh"), "url"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0 or not r.stdout.strip():
+        raise SystemExit("bench: the local registry is not up (scripts/registry.sh url): " + r.stderr.strip())
+    return r.stdout.strip().splitlines()[-1]
+
+
+def parse_levels(text: str) -> list[float]:
+    out = []
+    for part in text.split(","):
+        v = float(part.strip().rstrip("%"))
+        if not 0 <= v <= 100:
+            raise argparse.ArgumentTypeError(f"fault level {part!r} is not a percentage")
+        out.append(v)
+    return sorted(set(out))
+
+
+def parse_cell(text: str) -> tuple[str, float, int]:
+    m = re.fullmatch(r"([A-Za-z])@([0-9.]+)%?=([0-9]+)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected SETUP@LEVEL=N such as C@3=100, got {text!r}")
+    return m.group(1).upper(), float(m.group(2)), int(m.group(3))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=10, help="cold builds per setup and fault level (default 10)")
+    p.add_argument("--cell-runs", type=parse_cell, action="append", default=[],
+                   help="cold builds for one cell, e.g. C@3=100 (repeatable; overrides --runs)")
+    p.add_argument("--warm-runs", type=int, default=3, help="warm builds per setup with a cache and level (default 3)")
+    p.add_argument("--levels", type=parse_levels, default=parse_levels("0,1,3"),
+                   help="percent of tarball requests faulted, comma-separated (default 0,1,3)")
+    p.add_argument("--setups", default="A,B,C", help="which setups (default A,B,C)")
+    p.add_argument("--scale", type=float, default=10.0, help="divide timeouts, stall and pauses by this (default 10)")
+    p.add_argument("--stall-seconds", type=float, default=120.0, help="real stall length before scaling (default 120)")
+    p.add_argument("--status-5xx-share", type=float, default=0.0,
+                   help="share of the faults answered 503 (default 0; the rest split among reset/cut/stall)")
+    p.add_argument("--jobs", type=int, default=1, help="builds at a time (default 1)")
+    p.add_argument("--budget-minutes", type=float, default=40.0,
+                   help="start no new build after this many minutes (the report says how many ran)")
+    p.add_argument("--seed", type=int, default=None, help="base seed (default: from the clock); build i uses base+i")
+    p.add_argument("--hub", default=str(REPO / "examples/WBFinHub"), help="the sample hub (default examples/WBFinHub)")
+    p.add_argument("--workdir", default=None, help="where builds run (default /dev/shm if present, else the temp dir)")
+    p.add_argument("--registry", default=None, help="the upstream registry URL (default: scripts/registry.sh url)")
+    p.add_argument("--out", default=None, help="write the Markdown report here (e.g. docs/benchmarks.md)")
+    p.add_argument("--json", default=None, help="write every build's record here")
+    p.add_argument("--render-from", default=None, metavar="JSON",
+                   help="run nothing: write --out again from an earlier run's --json file")
+    args = p.parse_args(argv)
+    if args.render_from:
+        doc = json.loads(Path(args.render_from).read_text())
+        text = render(doc)
+        if args.out:
+            Path(args.out).write_text(text)
+        else:
+            sys.stdout.write(text)
+        return 0
+
+    setup_keys = [s.strip().upper() for s in args.setups.split(",") if s.strip()]
+    if args.jobs < 1 or args.jobs > 8:
+        p.error("--jobs must be 1..8")
+    if args.scale <= 0:
+        p.error("--scale must be positive")
+    if not 0 <= args.status_5xx_share <= 1:
+        p.error("--status-5xx-share must be 0..1")
+    hub = Path(args.hub).resolve()
+    for rel in ("package.json", "package-lock.json", "frontend/package.json", "frontend/package-lock.json"):
+        if not (hub / rel).is_file():
+            p.error(f"{hub} has no {rel}")
+    upstream = args.registry or registry_url()
+    base_dir = args.workdir or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
+    work = Path(tempfile.mkdtemp(prefix="workhub-bench-", dir=base_dir))
+    seed0 = args.seed if args.seed is not None else int(time.time()) % 1_000_000 * 1000
+    started = time.monotonic()
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    def log(msg: str) -> None:
+        el = time.monotonic() - started
+        print(f"[{int(el // 60):3d}m{int(el % 60):02d}s] {msg}", flush=True)
+
+    try:
+        env = base_env(work)
+        setups_all = make_setups(npm_defaults(env))
+        for k in setup_keys:
+            if k not in setups_all:
+                p.error(f"unknown setup {k!r} (A, B or C)")
+        ctx = Ctx(upstream, hub, work, args.scale, args.stall_seconds, args.status_5xx_share, env, setups_all)
+        for k in setup_keys:
+            s = setups_all[k]
+            log(f"setup {k} ({s.title}): {s.scaled_env(args.scale)} tries={s.attempts} (scaled 1/{args.scale:g})")
+
+        lock_lines = sum(1 for rel in ("package-lock.json", "frontend/package-lock.json")
+                         for k, v in json.loads((hub / rel).read_text()).get("packages", {}).items() if k)
+        ports = [free_port() for _ in range(args.jobs)]
+        seed_n = [0]
+        seed_lock = threading.Lock()
+
+        def next_seed() -> int:
+            with seed_lock:
+                seed_n[0] += 1
+                return seed0 + seed_n[0]
+
+        # Solo builds first: fill each cache-mount setup's warm template once per worker port (the
+        # cache is keyed by URL), which doubles as single-build timing at 0%.
+        templates: dict[tuple[str, int], Path] = {}
+        solo: list[dict] = []
+        for k in setup_keys:
+            s = setups_all[k]
+            if not s.persist_cache:
+                r = run_build(ctx, s, 0.0, "cold", next_seed(), ports[0], None)
+                solo.append(r)
+                log(f"solo {k} cold 0%: {'ok' if r['ok'] else 'FAILED ' + r['reason']} {r['wall_s']:.1f}s "
+                    f"req={r['requests']} tarballs={r['tarball_requests']} {r['bytes'] / 1e6:.1f}MB")
+                continue
+            for port in ports:
+                for _ in range(3):  # bounded: the fill runs at 0% faults and should pass at once
+                    tdir = work / f"template-{k}-{port}"
+                    shutil.rmtree(tdir, ignore_errors=True)
+                    r = fill_template(ctx, s, next_seed(), port, tdir)
+                    log(f"solo {k} cold 0% (warm template, port {port}): {'ok' if r['ok'] else 'FAILED ' + r['reason']} "
+                        f"{r['wall_s']:.1f}s req={r['requests']} tarballs={r['tarball_requests']} {r['bytes'] / 1e6:.1f}MB")
+                    if r["ok"]:
+                        templates[(k, port)] = tdir
+                        solo.append(r)
+                        break
+                else:
+                    raise SystemExit(f"bench: could not fill the warm cache of setup {k} at 0% faults")
+            r = run_build(ctx, s, 0.0, "warm", next_seed(), ports[0], templates[(k, ports[0])])
+            solo.append(r)
+            log(f"solo {k} warm 0%: {'ok' if r['ok'] else 'FAILED ' + r['reason']} {r['wall_s']:.1f}s "
+                f"req={r['requests']} tarballs={r['tarball_requests']} {r['bytes'] / 1e6:.1f}MB")
+
+        # The plan: every cell's cold and warm builds, in a seeded random order, except that runs
+        # beyond 30 of an enlarged cell come last (so a budget cut takes them first).
+        overrides = {(k, lv): n for k, lv, n in args.cell_runs}
+        first, rest = [], []
+        for k in setup_keys:
+            for lv in args.levels:
+                n = overrides.get((k, lv), args.runs)
+                for i in range(n):
+                    (first if i < max(args.runs, 30) else rest).append((k, lv, "cold"))
+                if setups_all[k].persist_cache:
+                    first += [(k, lv, "warm")] * args.warm_runs
+        rnd = random.Random(seed0)
+        rnd.shuffle(first)
+        rnd.shuffle(rest)
+        plan = first + rest
+        total = len(plan)
+        log(f"plan: {total} builds ({len(rest)} extra at the end), jobs={args.jobs}, budget {args.budget_minutes:g} min, "
+            f"base seed {seed0}, work dir {work}")
+
+        deadline = started + args.budget_minutes * 60
+        results: list[dict] = []
+        res_lock = threading.Lock()
+        queue = list(enumerate(plan))
+        q_lock = threading.Lock()
+        skipped = [0]
+
+        def worker(port: int) -> None:
+            for _ in range(total):  # bounded
+                with q_lock:
+                    if not queue:
+                        return
+                    if time.monotonic() > deadline:
+                        skipped[0] += len(queue)
+                        queue.clear()
+                        return
+                    i, (k, lv, kind) = queue.pop(0)
+                s = setups_all[k]
+                r = run_build(ctx, s, lv, kind, next_seed(), port, templates.get((k, port)) if kind == "warm" else None)
+                with res_lock:
+                    results.append(r)
+                    n = len(results)
+                f = r["faults"]
+                log(f"{n:3d}/{total} {k} {kind:4s} {lv:g}%: {'ok    ' if r['ok'] else 'FAILED'} {r['wall_s']:6.1f}s "
+                    f"tries={r['tries']} req={r['requests']} tgz={r['tarball_requests']} {r['bytes'] / 1e6:.1f}MB "
+                    f"faults r{f['reset']}/c{f['cut']}/s{f['stall']}/5xx{f['status_5xx']} seed={r['seed']}"
+                    + ("" if r["ok"] else f" ({r['reason']})"))
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
+            futs = [ex.submit(worker, port) for port in ports]
+            for fu in futs:
+                fu.result()
+        if skipped[0]:
+            log(f"budget reached: {skipped[0]} planned builds were not run")
+
+        rows = summarize(results, setup_keys, args.levels)
+        elapsed = (time.monotonic() - started) / 60
+        doc = {
+            "date": date, "elapsed_min": elapsed, "machine": machine_info(),
+            "config": {
+                "setup_keys": setup_keys, "levels": args.levels, "scale": args.scale, "stall_s": args.stall_seconds,
+                "status_5xx_share": args.status_5xx_share, "jobs": args.jobs, "base_seed": seed0,
+                "hub_name": hub.name, "json": args.json, "budget_minutes": args.budget_minutes,
+                "planned": total, "skipped": skipped[0],
+                "workdir_kind": "/dev/shm (tmpfs)" if str(work).startswith("/dev/shm") else str(work.parent),
+                "tarballs_hint": f"{lock_lines} lockfile entries; about "
+                                 f"{statistics.median([r['tarball_requests'] for r in solo if r['kind'] == 'cold']):.0f} "
+                                 f"tarball requests and "
+                                 f"{statistics.median([r['bytes'] for r in solo if r['kind'] == 'cold']) / 1e6:.0f} MB "
+                                 "of registry traffic in a clean cold install" if solo else f"{lock_lines} lockfile entries",
+                "setups": {k: dataclasses.asdict(v) for k, v in setups_all.items()},
+                "transient_function": TRANSIENT_SH,
+            },
+            "rows": rows, "solo": solo, "results": results,
+        }
+        for r in rows:
+            lo, hi = r["ci"]
+            log(f"{r['setup']} {r['level_pct']:g}%: cold {r['cold_ok']}/{r['cold_n']} [{pct(lo) if r['cold_n'] else '-'}"
+                f" - {pct(hi) if r['cold_n'] else '-'}] median {fmt_s(r['cold_median_ok_s'])}; warm {r['warm_ok']}/{r['warm_n']} "
+                f"{fmt_s(r['warm_median_s'])}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(doc, indent=1, default=str) + "\n")
+            log(f"wrote {args.json}")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(render(doc))
+            log(f"wrote {args.out}")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def fill_template(ctx: Ctx, setup: Setup, seed: int, port: int, tdir: Path) -> dict:
+    """A cold 0% build whose npm cache is kept in tdir (the warm template)."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{setup.key}-fill-", dir=ctx.work))
+    try:
+        hub = run_dir / "hub"
+        copy_hub(ctx.hub, hub)
+        tdir.mkdir(parents=True)
+        env = dict(ctx.env)
+        env.update(setup.scaled_env(ctx.scale))
+        env["NPM_CONFIG_CACHE"] = str(tdir)
+        ok, reason = True, ""
+        t0 = time.monotonic()
+        with running_proxy(ctx.upstream, Faults(), seed=seed, listen_port=port) as (url, stats):
+            env["NPM_CONFIG_REGISTRY"] = url
+            for name, argv, _sub in STEPS:
+                r = subprocess.run(argv, cwd=hub, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+                if r.returncode != 0:
+                    ok, reason = False, f"{name}: {error_code(r.stdout + r.stderr)}"
+                    break
+            wall = time.monotonic() - t0
+            snap = stats.snapshot()
+        shutil.rmtree(tdir / "_logs", ignore_errors=True)
+        return {"setup": setup.key, "level_pct": 0.0, "kind": "cold", "seed": seed, "ok": ok, "wall_s": round(wall, 2),
+                "tries": 1, "reason": reason, "requests": snap["requests"],
+                "tarball_requests": snap["tarball_requests"], "bytes": snap["bytes_sent"], "faults": snap["faults"]}
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
