@@ -324,7 +324,8 @@ class RemoteCommandProvider(ResourceProvider):
             )
         except Exception as error:
             if deploying:
-                _notify(props, "failed", str(error)[-2000:])
+                lines = str(error).splitlines()
+                _notify(props, "failed", "\n".join(lines[:1] + lines[1:][-20:]))
             raise
         if deploying:
             _notify(props, "succeeded", stdout.strip().splitlines()[-1] if stdout.strip() else "")

@@ -6,6 +6,7 @@ fails, the host's sshd and dockerd logs are attached to its report."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -71,6 +72,15 @@ def build_records() -> list[dict]:
 
 def records_since(before: int) -> list[dict]:
     return build_records()[before:]
+
+
+def npm_steps_cached(log: str) -> dict[str, bool]:
+    """For each `npm ... ci` step of a BuildKit plain-progress log: whether it was CACHED."""
+    steps = {}
+    for match in re.finditer(r"^#(\d+) \[[^\]]*\] RUN --mount=\S+ (npm .*ci)$", log, re.M):
+        number, command = match.groups()
+        steps[command] = re.search(rf"^#{number} CACHED$", log, re.M) is not None
+    return steps
 
 
 def forget_local_images() -> None:

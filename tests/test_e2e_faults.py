@@ -13,9 +13,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import build_records, deploy_home, forget_local_images, new_local_stack, records_since
+from tests.e2e_fixtures import (
+    build_records,
+    deploy_home,
+    forget_local_images,
+    new_local_stack,
+    npm_steps_cached,
+    records_since,
+)
 from components.scripts import prune_script, status_script
 from workhub import engine as eng
 from workhub.engine import print_line
@@ -204,3 +212,58 @@ def test_a_deploy_succeeds_while_a_few_percent_of_registry_requests_fail(
             assert get(result.outputs["hubs"].value["wbhubmanager"]["url"] + "/health") == 200
         finally:
             stack.destroy(color="never")
+
+
+def test_webhook_notices_and_cache_collection_that_keeps_the_npm_cache(
+    tmp_path, toolchain, test_host, npm_registry, sources
+):
+    """Each build's success and failure reach the webhook; the preflight's cache collection drops
+    old layers but never the npm cache mount, so a rebuild downloads nothing."""
+    import http.server
+
+    from tools.faultproxy import running_proxy
+
+    notices: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            notices.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with running_proxy(npm_registry) as proxy:
+        engine, stack = new_local_stack(tmp_path, test_host, proxy.url, hubs=[HUB], source_root=sources)
+        project = yaml.safe_load((engine.work_dir / "Pulumi.yaml").read_text())
+        project["config"]["workhub:build"]["value"]["cacheKeepStorageMb"] = 0
+        (engine.work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+        engine.set_secret(stack.name, "workhub:notifyWebhook", f"http://127.0.0.1:{server.server_port}/hook")
+        before = len(build_records())
+        try:
+            stack.up(color="never")
+            assert [(n["command"], n["result"]) for n in notices] == [("wbhubmanager-build", "succeeded")]
+            assert json.loads(notices[0]["detail"])["image"].startswith("wbhubmanager:e2e-")
+
+            server_js = sources / "WBHubManager" / "server.js"
+            server_js.write_text(server_js.read_text() + "\n// changed\n")
+            fetched = proxy.stats.tarball_requests
+            stack.up(color="never")
+            rebuilt = records_since(before)[-1]
+            log = Path(rebuilt["log"]).read_text()
+            assert npm_steps_cached(log)["npm ci"] is False, "the collection dropped the install's layer"
+            assert proxy.stats.tarball_requests == fetched, "the npm cache mount survived the collection"
+            assert notices[-1]["result"] == "succeeded"
+
+            app = sources / "WBHubManager" / "frontend" / "src" / "App.tsx"
+            app.write_text(app.read_text() + "\nexport const broken = ;\n")
+            with pytest.raises(auto.errors.CommandError):
+                stack.up(color="never")
+            assert notices[-1]["command"] == "wbhubmanager-build" and notices[-1]["result"] == "failed"
+            assert "wbhubmanager-build failed" in notices[-1]["detail"]
+        finally:
+            stack.destroy(color="never")
+            server.shutdown()

@@ -13,7 +13,14 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import SAMPLE_HUBS, build_records, forget_local_images, new_local_stack, records_since
+from tests.e2e_fixtures import (
+    SAMPLE_HUBS,
+    build_records,
+    forget_local_images,
+    new_local_stack,
+    npm_steps_cached,
+    records_since,
+)
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e]
@@ -24,15 +31,6 @@ HUB_NAMES = SAMPLE_HUBS
 def get(url: str) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.status, response.read()
-
-
-def npm_steps_cached(log: str) -> dict[str, bool]:
-    """For each `npm ... ci` step of a BuildKit plain-progress log: whether it was CACHED."""
-    steps = {}
-    for match in re.finditer(r"^#(\d+) \[[^\]]*\] RUN --mount=\S+ (npm .*ci)$", log, re.M):
-        number, command = match.groups()
-        steps[command] = re.search(rf"^#{number} CACHED$", log, re.M) is not None
-    return steps
 
 
 @pytest.mark.slow
