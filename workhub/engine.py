@@ -22,6 +22,7 @@ from components.build_host import connection_for
 from components.config import SSH_KEY, StackConfig, namespaced, parse_stack_config
 from components.program import program_for
 from components.remote import run_script
+from workhub.policy import policy_packs
 
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("WORKHUB_STATE_DIR", REPO / ".workhub"))
@@ -181,9 +182,9 @@ def outputs_summary(outputs: Mapping[str, auto.OutputValue]) -> str:
 def run(operation: str, stack: auto.Stack, on_output: Callable[[str], None] = print_line) -> Any:
     """Run one engine operation, streaming the engine's output."""
     if operation == "up":
-        return stack.up(on_output=on_output, color="never")
+        return stack.up(on_output=on_output, color="never", policy_packs=policy_packs())
     if operation == "preview":
-        return stack.preview(on_output=on_output, color="never", diff=True)
+        return stack.preview(on_output=on_output, color="never", diff=True, policy_packs=policy_packs())
     if operation == "refresh":
         return stack.refresh(on_output=on_output, color="never")
     if operation == "destroy":
