@@ -156,7 +156,11 @@ class BuildSettings(_Section):
         description="Use the cache mount's packages without asking the registry first; only what is missing is fetched.",
     )
     progress: str = Field("plain", description="BuildKit progress output; plain shows every step's log.")
-    attempts: int = Field(3, ge=1, le=10, description="Tries of a build that fails from the network.")
+    attempts: int = Field(5, ge=1, le=10, description="Tries of a build that fails from the network.")
+    attempt_timeout_seconds: int = Field(
+        1800, alias="attemptTimeoutSeconds", ge=60, le=86400,
+        description="A try still running after this long is stopped and counts as a network failure.",
+    )
     retry_backoff_seconds: int = Field(10, alias="retryBackoffSeconds", ge=0, le=600,
                                        description="Pause before try n+1: n times this.")
     cache_keep_storage_mb: int = Field(

@@ -219,11 +219,14 @@ code=1
 while [ "$attempt" -lt "$max_attempts" ]; do
   attempt=$((attempt + 1))
   note "attempt $attempt of $max_attempts: building $image with ${builder[*]}"
-  "${builder[@]}" --progress="$progress" --network=host --file "$dir/context/$dockerfile" --tag "$image" \
-    "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
+  # A try that hangs (npm has been seen to stall for good) must not hold the build lock forever.
+  timeout --kill-after=30 "$attempt_timeout" "${builder[@]}" --progress="$progress" --network=host \
+    --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
   code=${PIPESTATUS[0]}
   [ "$code" -eq 0 ] && break
-  if ! transient "$dir/attempt-$attempt.log"; then
+  if [ "$code" -eq 124 ] || [ "$code" -eq 137 ]; then
+    note "attempt $attempt ran past $attempt_timeout s and was stopped"
+  elif ! transient "$dir/attempt-$attempt.log"; then
     note "attempt $attempt failed (exit code $code), and not from the network: not trying again"
     break
   fi
@@ -259,6 +262,7 @@ def build_runner(
             "dockerfile": hub.dockerfile,
             "progress": build.progress,
             "max_attempts": build.attempts,
+            "attempt_timeout": build.attempt_timeout_seconds,
             "retry_backoff": build.retry_backoff_seconds,
             "build_args": build_args(hub, build, registry),
         },

@@ -41,7 +41,8 @@ image=wbsaleshub:staging-0123456789ab
 build_id=0123456789ab
 dockerfile=Dockerfile
 progress=plain
-max_attempts=3
+max_attempts=5
+attempt_timeout=1800
 retry_backoff=10
 build_args=(--build-arg NODE_OPTIONS=--max-old-space-size=4096 --build-arg NPM_CONFIG_FETCH_RETRIES=5 --build-arg NPM_CONFIG_FETCH_TIMEOUT=30000 --build-arg NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=2000 --build-arg NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=15000 --build-arg NPM_CONFIG_PREFER_OFFLINE=true --build-arg NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/ --build-arg 'APP_FLAVOUR=it'"'"'s $(odd)')
 state="$HOME/.workhub"
@@ -85,11 +86,14 @@ code=1
 while [ "$attempt" -lt "$max_attempts" ]; do
   attempt=$((attempt + 1))
   note "attempt $attempt of $max_attempts: building $image with ${builder[*]}"
-  "${builder[@]}" --progress="$progress" --network=host --file "$dir/context/$dockerfile" --tag "$image" \
-    "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
+  # A try that hangs (npm has been seen to stall for good) must not hold the build lock forever.
+  timeout --kill-after=30 "$attempt_timeout" "${builder[@]}" --progress="$progress" --network=host \
+    --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
   code=${PIPESTATUS[0]}
   [ "$code" -eq 0 ] && break
-  if ! transient "$dir/attempt-$attempt.log"; then
+  if [ "$code" -eq 124 ] || [ "$code" -eq 137 ]; then
+    note "attempt $attempt ran past $attempt_timeout s and was stopped"
+  elif ! transient "$dir/attempt-$attempt.log"; then
     note "attempt $attempt failed (exit code $code), and not from the network: not trying again"
     break
   fi
