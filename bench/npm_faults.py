@@ -221,6 +221,7 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
             for attempt in range(1, setup.attempts + 1):
                 log = run_dir / f"attempt-{attempt}.log"
                 failed_step = None
+                hung = False
                 with open(log, "w") as out:
                     for name, argv, sub in STEPS:
                         if name in done:  # BuildKit's layer cache: a finished step is not run again
@@ -233,6 +234,7 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
                         except subprocess.TimeoutExpired:
                             out.write(f"\nbench: {name} step killed after {STEP_TIMEOUT_S} s\n")
                             code = -1
+                            hung = True
                         if code != 0:
                             failed_step = name
                             break
@@ -243,7 +245,8 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
                     tries_log.append(entry)
                     ok = True
                     break
-                entry["error"] = error_code(text)
+                entry["error"] = f"hung: no output, killed after {STEP_TIMEOUT_S} s" if hung else error_code(text)
+                entry["hung"] = hung
                 entry["error_lines"] = re.findall(r"npm (?:error|ERR!) .*", text)[:6]
                 entry["transient"] = is_transient(log)
                 tries_log.append(entry)
@@ -462,6 +465,22 @@ def render(doc: dict) -> str:
         for r in solo:
             a(f"| {r['setup']} | {r['kind']} | {r['wall_s']:.1f} s | {r['requests']} ({r['tarball_requests']}) | "
               f"{r['bytes'] / 1e6:.1f} |")
+    for extra in doc.get("also", []):
+        xs = extra["config"]["setups"]
+        a("")
+        a(f"What-if run ({extra['date']}, {extra['elapsed_min']:.0f} min, same machine and method, "
+          f"{extra['config']['jobs']} builds at a time): "
+          + "; ".join(f"{k}: {xs[k]['title']}" for k in extra["config"]["setup_keys"]) + ".")
+        a("")
+        a("| Setup | Faults | Cold deploys OK | 95% CI (Wilson) | Median cold time (OK builds) | Tries per build |")
+        a("|---|---|---|---|---|---|")
+        for r in extra["rows"]:
+            if not r["cold_n"]:
+                continue
+            lo, hi = r["ci"]
+            tries = ", ".join(f"{v} x {k}" for k, v in sorted(r["tries"].items(), key=lambda kv: int(kv[0])))
+            a(f"| {r['setup']}: {xs[r['setup']]['title']} | {r['level_pct']:g}% | {r['cold_ok']}/{r['cold_n']} "
+              f"({pct(r['cold_ok'] / r['cold_n'])}) | {pct(lo)} - {pct(hi)} | {fmt_s(r['cold_median_ok_s'])} | {tries} |")
     a("")
     a("## Reading")
     a("")
@@ -469,6 +488,10 @@ def render(doc: dict) -> str:
         a(para)
         a("")
     return "\n".join(L).rstrip() + "\n"
+
+
+def _hung(r: dict) -> bool:
+    return any(t.get("hung") for t in r.get("tries_detail", [])) or r["wall_s"] >= STEP_TIMEOUT_S - 1
 
 
 def reading(doc: dict) -> list[str]:
@@ -528,14 +551,43 @@ def reading(doc: dict) -> list[str]:
             extra = (f" A retried build made {statistics.mean(r['tarball_requests'] for r in retried):.0f} tarball "
                      f"requests on average against {base:.0f} for a clean one-try build: the next try fetched "
                      "only what the failed one had not stored in the cache.")
+        att = doc["config"]["setups"]["C"]["attempts"]
+        top_c = [r for r in c_cold if r["level_pct"] == top]
+        if top_c:
+            used_all = sum(1 for r in top_c if r["tries"] == att)
+            extra += (f" At {top:g}%, {used_all} of {len(top_c)} cold builds used all {att} tries: a try ends at the "
+                      "first cut download it meets, and the next try starts over on whatever is still missing.")
         nontransient = [r for r in c_cold if not r["ok"] and "not transient" in r["reason"]]
         cfail = [r for r in c_cold if not r["ok"]]
         tail = ""
         if cfail:
-            tail = (" C's failed builds: " + "; ".join(f"{r['level_pct']:g}% seed {r['seed']}: {r['reason']}"
-                                                       for r in cfail[:5]) + ".")
-            if nontransient:
-                tail += f" {len(nontransient)} of them stopped because the output did not match `transient()`."
+            hung = [r for r in cfail if _hung(r)]
+            tail = (" C's failed builds: " + "; ".join(
+                f"{r['level_pct']:g}% seed {r['seed']}: " + (f"HUNG in try {r['tries']}, {r['reason'].split(':')[0]} step: "
+                                                             "npm printed nothing and did not exit until the benchmark "
+                                                             f"killed it after {r['wall_s']:.0f} s" if _hung(r) else r["reason"])
+                for r in cfail[:6]) + ".")
+            if hung:
+                tail += (f" The hang ({len(hung)} build) is the surprise: a killed try is not a transient failure, so "
+                         "no retry followed, and the build runner itself has no time limit, so on a host such a build "
+                         "would hold the build lock until someone stops it. Fault draws are seeded but npm's timing "
+                         "is not, so a rerun with the same seed need not hang: it is a race, in npm or between npm "
+                         "and the proxy's faults.")
+            rest = [r for r in nontransient if not _hung(r)]
+            if rest:
+                tail += f" {len(rest)} of them stopped because the output did not match `transient()`."
+            ran_out = [r for r in cfail if r["tries"] == att and all(t.get("transient") for t in r["tries_detail"])]
+            if ran_out:
+                tail += (f" {len(ran_out)} of them failed from the network in all {att} tries (each output matched "
+                         "`transient()`): they ran out of tries.")
+        for other in doc.get("also", []):
+            for r in other["rows"]:
+                if r["setup"] == "C" and r["cold_n"]:
+                    lo, _ = r["ci"]
+                    most = max(int(k) for k in r["tries"])
+                    tail += (f" In the what-if run with {other['config']['setups']['C']['attempts']} attempts, "
+                             f"{r['cold_ok']}/{r['cold_n']} cold builds at {r['level_pct']:g}% succeeded (95% CI lower "
+                             f"bound {pct(lo)}), the most tries any of them needed was {most}.")
         out.append("FINDINGS #8 (retry the whole install inside the cache-mounted step): "
                    f"C's cold builds needed, {'; '.join(parts)} (up to {doc['config']['setups']['C']['attempts']})." + extra + tail)
     # prefer-offline
@@ -633,11 +685,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--registry", default=None, help="the upstream registry URL (default: scripts/registry.sh url)")
     p.add_argument("--out", default=None, help="write the Markdown report here (e.g. docs/benchmarks.md)")
     p.add_argument("--json", default=None, help="write every build's record here")
+    p.add_argument("--c-attempts", type=int, default=None, choices=range(1, 11), metavar="N",
+                   help="what-if: setup C with build.attempts N instead of the default")
     p.add_argument("--render-from", default=None, metavar="JSON",
                    help="run nothing: write --out again from an earlier run's --json file")
+    p.add_argument("--also", action="append", default=[], metavar="JSON",
+                   help="with --render-from: add another run's results (e.g. a --c-attempts what-if) as a table")
     args = p.parse_args(argv)
     if args.render_from:
         doc = json.loads(Path(args.render_from).read_text())
+        doc["also"] = [json.loads(Path(x).read_text()) for x in args.also]
         text = render(doc)
         if args.out:
             Path(args.out).write_text(text)
@@ -670,6 +727,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = base_env(work)
         setups_all = make_setups(npm_defaults(env))
+        if args.c_attempts is not None:
+            c = setups_all["C"]
+            c.attempts = args.c_attempts
+            c.title = f"workhub's defaults with attempts {args.c_attempts}"
+            c.note += f" (attempts overridden: {args.c_attempts})"
         for k in setup_keys:
             if k not in setups_all:
                 p.error(f"unknown setup {k!r} (A, B or C)")
@@ -695,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         solo: list[dict] = []
         for k in setup_keys:
             s = setups_all[k]
-            if not s.persist_cache:
+            if not s.persist_cache or args.warm_runs == 0:
                 r = run_build(ctx, s, 0.0, "cold", next_seed(), ports[0], None)
                 solo.append(r)
                 log(f"solo {k} cold 0%: {'ok' if r['ok'] else 'FAILED ' + r['reason']} {r['wall_s']:.1f}s "
