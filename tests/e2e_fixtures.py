@@ -100,6 +100,19 @@ def sources(tmp_path) -> Path:
     return root
 
 
+def break_frontend(sources: Path, context: str) -> None:
+    """Make a hub's front-end build fail (a syntax error), as a bad commit would."""
+    app = sources / context / "frontend" / "src" / "App.tsx"
+    app.write_text(app.read_text() + "\nexport const broken = ;\n")
+
+
+def set_build_setting(work_dir: Path, key: str, value) -> None:
+    """Change one `workhub:build` setting in a test project's Pulumi.yaml."""
+    project = yaml.safe_load((work_dir / "Pulumi.yaml").read_text())
+    project["config"]["workhub:build"]["value"][key] = value
+    (work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:

@@ -13,16 +13,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from pulumi import automation as auto
 
 from tests.e2e_fixtures import (
+    break_frontend,
     build_records,
     deploy_home,
     forget_local_images,
     new_local_stack,
     npm_steps_cached,
     records_since,
+    set_build_setting,
 )
 from components.scripts import prune_script, status_script
 from workhub import engine as eng
@@ -158,8 +159,7 @@ def test_a_failed_build_leaves_the_previous_container_serving(tmp_path, toolchai
         first = stack.up(color="never")
         url = first.outputs["hubs"].value["wbhubmanager"]["url"]
         image = first.outputs["hubs"].value["wbhubmanager"]["image"]
-        app = sources / "WBHubManager" / "frontend" / "src" / "App.tsx"
-        app.write_text(app.read_text() + "\nexport const broken = ;\n")
+        break_frontend(sources, "WBHubManager")
         with pytest.raises(auto.errors.CommandError) as caught:
             stack.up(color="never")
         assert "wbhubmanager-build failed" in str(caught.value)
@@ -238,9 +238,7 @@ def test_webhook_notices_and_cache_collection_that_keeps_the_npm_cache(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with running_proxy(npm_registry) as proxy:
         engine, stack = new_local_stack(tmp_path, test_host, proxy.url, hubs=[HUB], source_root=sources)
-        project = yaml.safe_load((engine.work_dir / "Pulumi.yaml").read_text())
-        project["config"]["workhub:build"]["value"]["cacheKeepStorageMb"] = 0
-        (engine.work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+        set_build_setting(engine.work_dir, "cacheKeepStorageMb", 0)
         engine.set_secret(stack.name, "workhub:notifyWebhook", f"http://127.0.0.1:{server.server_port}/hook")
         before = len(build_records())
         try:
@@ -258,8 +256,7 @@ def test_webhook_notices_and_cache_collection_that_keeps_the_npm_cache(
             assert proxy.stats.tarball_requests == fetched, "the npm cache mount survived the collection"
             assert notices[-1]["result"] == "succeeded"
 
-            app = sources / "WBHubManager" / "frontend" / "src" / "App.tsx"
-            app.write_text(app.read_text() + "\nexport const broken = ;\n")
+            break_frontend(sources, "WBHubManager")
             with pytest.raises(auto.errors.CommandError):
                 stack.up(color="never")
             assert notices[-1]["command"] == "wbhubmanager-build" and notices[-1]["result"] == "failed"

@@ -10,16 +10,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 from pulumi import automation as auto
 
 from tests.e2e_fixtures import (
     SAMPLE_HUBS,
+    break_frontend,
     build_records,
     forget_local_images,
     new_local_stack,
     npm_steps_cached,
     records_since,
+    set_build_setting,
 )
 from workhub.engine import print_line
 
@@ -119,9 +120,7 @@ def test_heap_larger_than_the_host_stops_before_any_build(tmp_path, toolchain, t
     """The preflight refuses a Node heap the host's memory and swap cannot hold; nothing is built."""
     hub = {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health"}
     engine, stack = new_local_stack(tmp_path, test_host, hubs=[hub])
-    project = yaml.safe_load((engine.work_dir / "Pulumi.yaml").read_text())
-    project["config"]["workhub:build"]["value"]["nodeHeapMb"] = 65536
-    (engine.work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+    set_build_setting(engine.work_dir, "nodeHeapMb", 65536)
     before = len(build_records())
     try:
         with pytest.raises(auto.errors.CommandError) as caught:
@@ -153,8 +152,7 @@ def test_a_non_conforming_dockerfile_fails_the_preview_with_file_line_and_fix(tm
 @pytest.mark.slow
 def test_a_failing_build_stops_the_chain_and_names_the_hub(tmp_path, toolchain, test_host, npm_registry, sources):
     """The first failing build names its hub with its log tail; the hubs after it are not built."""
-    app = sources / "WBSalesHub" / "frontend" / "src" / "App.tsx"
-    app.write_text(app.read_text() + "\nexport const broken = ;\n")
+    break_frontend(sources, "WBSalesHub")
     engine, stack = new_local_stack(tmp_path, test_host, npm_registry, source_root=sources)
     before = len(build_records())
     try:
