@@ -8,9 +8,10 @@ from typing import Optional, Sequence
 import pulumi
 
 from .build_host import BuildHost
-from .config import BuildSettings
+from .config import BuildSettings, RegistryConfig
 from .hub_image import HubImage, HubImageArgs
 from .plan import HubPlan
+from .registry_image import Pusher, push_with_docker
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,15 @@ class BuildChainArgs:
     npm_registry: Optional[str]
     publish_address: str
     notify_url: Optional[pulumi.Input[str]] = None
+    registry: Optional[RegistryConfig] = None
+    registry_password: Optional[pulumi.Input[str]] = None
+    pusher: Pusher = push_with_docker
 
 
 class BuildChain(pulumi.ComponentResource):
-    """Each hub's build depends on the previous hub's build (on the command resources themselves),
-    so no two builds overlap and the first failure stops the ones after it."""
+    """Each hub's build (or pull, in registry mode) depends on the previous hub's (on the command
+    resources themselves), so no two overlap on the host and the first failure stops the ones after
+    it. Registry-mode images are built and pushed where Pulumi runs, each before its pull."""
 
     images: list[HubImage]
 
@@ -38,7 +43,7 @@ class BuildChain(pulumi.ComponentResource):
             image = HubImage(
                 plan.hub.name,
                 HubImageArgs(plan, args.host, args.build, args.npm_registry, args.publish_address, after,
-                             args.notify_url),
+                             args.notify_url, args.registry, args.registry_password, args.pusher),
                 pulumi.ResourceOptions(parent=self),
             )
             self.images.append(image)

@@ -28,6 +28,9 @@ class BuildHostArgs:
     """Written into the host's SSH settings so quiet builds keep their sessions."""
     builds: tuple[str, ...] = ()
     """The ids of the builds planned now: the preflight runs again whenever they change."""
+    builds_here: bool = True
+    """Whether any of them builds on the host (not all pulled from the registry): only then does
+    the preflight check the Node heap and BuildKit."""
 
 
 def connection_for(host: HostConfig) -> Connection:
@@ -77,7 +80,7 @@ class BuildHost(pulumi.ComponentResource):
 
         self.facts_command = command("facts", host_facts_script(args.base_image), [])
         self.facts = self.facts_command.stdout.apply(parse_last_json)
-        preflight = command("preflight", preflight_script(args.base_image, args.build), [],
+        preflight = command("preflight", preflight_script(args.base_image, args.build, args.builds_here), [],
                             triggers=list(args.builds))
         setup = command("setup", host_setup_script(args.keep_alive), [preflight])
         self.ready = [preflight, setup]

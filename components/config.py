@@ -83,6 +83,10 @@ _HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/-]*)?$")
 _ADDRESS = re.compile(r"^[0-9a-fA-F.:]+$")
+_SERVER = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
+_REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
+_PLATFORM = re.compile(r"^linux/(amd64|arm64|arm/v7|arm/v6|386|ppc64le|s390x|riscv64)$")
+BUILD_MODES = ("remote", "registry")
 # Build args workhub sets itself; a hub's own buildArgs may not override them.
 RESERVED_BUILD_ARGS = (
     "NODE_OPTIONS",
@@ -115,12 +119,24 @@ class Hub(_Section):
     port: int = Field(ge=1, le=65535, description="The container's PORT: the same in every stack.")
     health_path: str = Field("/health", alias="healthPath", description="Answers 200 when the hub is up.")
     build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs", description="Extra build args.")
+    build_mode: str = Field(
+        "remote", alias="buildMode",
+        description="remote: built on the host over SSH; registry: built where Pulumi runs, pushed to "
+                    "workhub:registry, pulled by the host.",
+    )
 
     _name = field_validator("name")(_matches(_HUB_NAME, "must be lower-case letters, digits and '-', starting with a letter"))
     _context = field_validator("context", "dockerfile")(
         _matches(_PATH, "must be a relative path of letters, digits, '.', '_', '-' and '/', without '..'")
     )
     _health = field_validator("health_path")(_matches(_HTTP_PATH, "must be a URL path such as /health"))
+
+    @field_validator("build_mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if value not in BUILD_MODES:
+            raise ValueError("must be remote (build on the host) or registry (build where Pulumi runs, then pull)")
+        return value
 
     @field_validator("context", "dockerfile")
     @classmethod
@@ -187,6 +203,26 @@ class SshKeepAlive(_Section):
     client_alive_count_max: int = Field(120, alias="clientAliveCountMax", ge=1, le=10000)
 
 
+class RegistryConfig(_Section):
+    """Where registry-mode hubs are pushed (from where Pulumi runs) and pulled (by the host)."""
+
+    server: str = Field(description="The registry's host[:port], as both CI and the host reach it.")
+    repository: str = Field("workhub", description="Path under the server: images are <server>/<repository>/<hub>.")
+    username: Optional[str] = Field(None, description="Login user; its password is the secret workhub:registryPassword.")
+    platform: Optional[str] = Field(
+        None, description="Build for this platform (e.g. linux/arm64 for an Ampere VM) when CI's differs from the host's.",
+    )
+
+    _server = field_validator("server")(_matches(_SERVER, "must be a registry host[:port] such as registry.example.com "
+                                                          "or 127.0.0.1:5000 (no scheme, no path)"))
+    _repository = field_validator("repository")(_matches(_REPOSITORY, "must be a lower-case repository path such as "
+                                                                      "workhub or team/workhub"))
+    _username = field_validator("username")(_matches(re.compile(r"^[A-Za-z0-9._@+-]+$"),
+                                                     "must be a user name of letters, digits and . _ @ + -"))
+    _platform = field_validator("platform")(_matches(_PLATFORM, "must be a Linux platform such as linux/amd64 or "
+                                                                "linux/arm64"))
+
+
 class StackConfig(_Section):
     """Everything one stack declares (project-level values included)."""
 
@@ -208,6 +244,9 @@ class StackConfig(_Section):
     pinned_images: dict[str, str] = Field(
         default_factory=dict, alias="pinnedImages",
         description="Run exactly this image for a hub (a rollback): hub name -> image tag on the host.",
+    )
+    registry: Optional[RegistryConfig] = Field(
+        None, description="The image registry of the hubs whose buildMode is registry.",
     )
     build: BuildSettings = Field(default_factory=BuildSettings)
     ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
@@ -264,6 +303,8 @@ class ConfigError(Exception):
 
 SSH_KEY = "sshPrivateKey"
 NOTIFY_WEBHOOK = "notifyWebhook"
+REGISTRY_PASSWORD = "registryPassword"
+SECRET_SETTINGS = (SSH_KEY, NOTIFY_WEBHOOK, REGISTRY_PASSWORD)
 # Declared once for every stack, in Pulumi.yaml's `config:` section; a stack file may not set them.
 PROJECT_KEYS = ("hubs", "build", "sshKeepAlive")
 # Example values used in the fixes of missing or bad settings.
@@ -276,6 +317,10 @@ _EXAMPLES = {
     "npmRegistry": "http://127.0.0.1:4873/",
     "publishAddress": "127.0.0.1",
     "sourceRoot": "..",
+    "registry.server": "<registry host[:port]>",
+    "registry.repository": "workhub",
+    "registry.username": "<user>",
+    "registry.platform": "linux/arm64",
 }
 
 
@@ -285,7 +330,8 @@ def _keys(model: type[BaseModel]) -> str:
 
 # The settings each section knows, named in the fix of an unknown one.
 _KNOWN = {
-    "": _keys(StackConfig) + f", {SSH_KEY}, {NOTIFY_WEBHOOK}",
+    "": _keys(StackConfig) + ", " + ", ".join(SECRET_SETTINGS),
+    "registry": _keys(RegistryConfig),
     "host": _keys(HostConfig),
     "hubs": _keys(Hub),
     "build": _keys(BuildSettings),
@@ -394,7 +440,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
     checked for presence and secrecy: its value never reaches the typed config.
     """
     problems: list[Problem] = []
-    values = {k: v for k, v in raw.items() if k not in (SSH_KEY, NOTIFY_WEBHOOK)}
+    values = {k: v for k, v in raw.items() if k not in SECRET_SETTINGS}
     config: Optional[StackConfig] = None
     try:
         config = StackConfig.model_validate(values)
@@ -413,10 +459,43 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
             problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", "is stored in plain text; it must be a secret", hook_fix))
         elif not re.match(r"^https?://\S+$", str(raw[NOTIFY_WEBHOOK])):
             problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", "must be an http(s) URL", hook_fix))
+    if config is not None:
+        problems += registry_problems(config, stack, raw, secret_keys)
     if problems:
         raise ConfigError(problems)
     assert config is not None
     return config
+
+
+def pulls_from_registry(config: StackConfig) -> list[Hub]:
+    """The hubs this stack builds in registry mode (a promoting stack and pinned hubs build nothing)."""
+    if config.promote_from:
+        return []
+    return [hub for hub in config.hubs if hub.build_mode == "registry" and hub.name not in config.pinned_images]
+
+
+def registry_problems(config: StackConfig, stack: str, raw: Mapping[str, Any], secret_keys: set[str]) -> list[Problem]:
+    """A stack with registry-mode builds names its registry, and a registry login has its password,
+    stored as a secret."""
+    problems = []
+    hubs = pulls_from_registry(config)
+    if hubs and config.registry is None:
+        names = ", ".join(hub.name for hub in hubs)
+        problems.append(Problem(f"{NAMESPACE}:registry.server",
+                                f"is not set, but {names} build(s) in registry mode (buildMode: registry in workhub:hubs)",
+                                fix_for("registry.server", stack) + "; or set the hub's buildMode back to remote "
+                                "in Pulumi.yaml"))
+    fix = f"pulumi config set --stack {stack} --secret {NAMESPACE}:{REGISTRY_PASSWORD} < <file holding the password>"
+    if REGISTRY_PASSWORD in raw:
+        if REGISTRY_PASSWORD not in secret_keys:
+            problems.append(Problem(f"{NAMESPACE}:{REGISTRY_PASSWORD}", "is stored in plain text; it must be a secret", fix))
+        elif config.registry is None or config.registry.username is None:
+            problems.append(Problem(f"{NAMESPACE}:{REGISTRY_PASSWORD}", "is set, but workhub:registry.username is not",
+                                    fix_for("registry.username", stack)))
+    elif config.registry is not None and config.registry.username is not None:
+        problems.append(Problem(f"{NAMESPACE}:{REGISTRY_PASSWORD}",
+                                f"is not set, but workhub:registry.username ({config.registry.username}) is", fix))
+    return problems
 
 
 def namespaced(config: Mapping[str, Any], secret_keys: list[str]) -> tuple[dict[str, Any], set[str]]:

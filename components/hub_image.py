@@ -1,4 +1,5 @@
-"""HubImage: one hub built on the host from its uploaded context, then run and health-checked."""
+"""HubImage: one hub's image put on the host (built there, or pulled from the stack's registry),
+then run and health-checked."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from typing import Any, Optional, Sequence
 import pulumi
 
 from .build_host import BuildHost, parse_last_json
-from .config import BuildSettings
+from .config import BuildSettings, RegistryConfig
 from .plan import HubPlan
+from .registry_image import Push, Pusher, push_with_docker
 from .remote import RemoteCommand, Upload
-from .scripts import build_script, context_dir, remove_image_script, run_script, stop_script
+from .scripts import build_script, context_dir, pull_script, remove_image_script, run_script, stop_script
 
 
 @dataclass(frozen=True)
@@ -25,27 +27,39 @@ class HubImageArgs:
     publish_address: str
     """The host address the container's port is published on."""
     after: Sequence[pulumi.Resource] = ()
-    """What this hub's build waits for: the host's preflight, or the previous hub's build."""
+    """What this hub's build (or pull) waits for: the host's preflight, or the previous hub's."""
     notify_url: Optional[pulumi.Input[str]] = None
     """A webhook (a secret) told of each build's success or failure."""
+    registry: Optional[RegistryConfig] = None
+    """Where a registry-mode hub is pushed and pulled from."""
+    registry_password: Optional[pulumi.Input[str]] = None
+    """The registry's password (a secret), when it takes a login."""
+    pusher: Pusher = push_with_docker
+    """How a registry-mode image is built and pushed (pulumi-docker; tests stand in for CI)."""
 
 
 class HubImage(pulumi.ComponentResource):
-    """Builds `<hub>:<stack>-<id>` with BuildKit and (re)starts the hub's container from it.
+    """Puts `<hub>:<stack>-<id>` on the host and (re)starts the hub's container from it.
 
-    Nothing runs on the host when the context, the Dockerfile and the build settings are unchanged."""
+    In remote mode (the default) BuildKit builds it on the host. In registry mode it is built
+    where Pulumi runs, pushed, and pulled by the host. Nothing runs on the host when the context,
+    the Dockerfile and the build settings are unchanged."""
 
     build: RemoteCommand
+    """The host step that makes the image: its build, or its pull (the next hub waits for it)."""
     run: RemoteCommand
     image: str
+    pushed: Optional[str]
+    """The registry image the host pulls, in registry mode."""
     url: pulumi.Output[str]
     build_result: pulumi.Output[dict]
-    """What the build reported: its image, attempts and log path on the host."""
+    """What the build (or pull) reported: its image, attempts, and log path or registry digest."""
 
     def __init__(self, name: str, args: HubImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("workhub:hub:HubImage", name, None, opts)
         plan, host = args.plan, args.host
         self.image = plan.image
+        self.pushed = None
 
         def command(role: str, create: str, delete: str, after: Sequence[pulumi.Resource], **kwargs: Any):
             return RemoteCommand(
@@ -58,15 +72,33 @@ class HubImage(pulumi.ComponentResource):
                 **kwargs,
             )
 
-        self.build = command(
-            "build",
-            build_script(plan.hub, plan.stack, plan.image, plan.build_id, args.build, args.npm_registry),
-            remove_image_script(plan.image),
-            args.after,
-            triggers=plan.triggers,
-            upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"]),
-            notify_url=args.notify_url,
-        )
+        if plan.hub.build_mode == "registry":
+            if args.registry is None:
+                raise ValueError(f"hub {plan.hub.name} builds in registry mode but the stack has no workhub:registry")
+            push = Push(plan, args.registry, args.build, args.npm_registry, args.registry_password)
+            pushed = args.pusher(push, pulumi.ResourceOptions(parent=self))
+            self.pushed = push.remote
+            secrets = {"registry_password": args.registry_password} if args.registry.username else None
+            self.build = command(
+                "pull",
+                pull_script(plan.hub, plan.stack, plan.image, plan.build_id, push.remote, args.registry.server,
+                            args.registry.username, args.build),
+                remove_image_script(plan.image),
+                [*args.after, *pushed],
+                triggers=plan.triggers,
+                notify_url=args.notify_url,
+                secret_values=secrets,
+            )
+        else:
+            self.build = command(
+                "build",
+                build_script(plan.hub, plan.stack, plan.image, plan.build_id, args.build, args.npm_registry),
+                remove_image_script(plan.image),
+                args.after,
+                triggers=plan.triggers,
+                upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"]),
+                notify_url=args.notify_url,
+            )
         self.run = command(
             "run",
             run_script(plan.hub, plan.stack, plan.image, plan.host_port, args.publish_address,

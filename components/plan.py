@@ -52,6 +52,9 @@ def plan_hub(hub: Hub, config: StackConfig, stack: str, project_dir: Path) -> Hu
         "buildArgs": build_args(hub, config.build, config.npm_registry),
         "progress": config.build.progress,
     }
+    if hub.build_mode == "registry" and config.registry is not None:
+        # Built elsewhere, maybe for another platform: not the same build as the host's.
+        settings.update(mode="registry", platform=config.registry.platform)
     return HubPlan(
         hub=hub,
         stack=stack,

@@ -12,9 +12,11 @@ from pulumi.runtime.sync_await import _sync_await
 
 from .build_chain import BuildChain, BuildChainArgs
 from .build_host import BuildHost, BuildHostArgs
-from .config import NAMESPACE, NOTIFY_WEBHOOK, SSH_KEY, ConfigError, StackConfig, namespaced, parse_stack_config
+from .config import (NAMESPACE, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, SSH_KEY, ConfigError, StackConfig, namespaced,
+                     parse_stack_config)
 from .plan import HubPlan, plan_stack
 from .promotion import PromotedHub, candidates
+from .registry_image import Pusher, push_with_docker
 
 
 def read_stack_config() -> StackConfig:
@@ -50,19 +52,24 @@ def source_stack_hubs(name: str) -> dict[str, Any]:
     return details.value or details.secret_value or {}
 
 
-def program(project_dir: Path) -> tuple[BuildHost, BuildChain, list[PromotedHub]]:
+def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[BuildHost, BuildChain, list[PromotedHub]]:
+    """The whole stack. `pusher` builds and pushes registry-mode images (pulumi-docker, unless a
+    test stands in for CI)."""
     config, plans = checked_plan(project_dir)
     stack = pulumi.get_stack()
-    private_key = pulumi.Config(NAMESPACE).require_secret(SSH_KEY)
-    notify_url = pulumi.Config(NAMESPACE).get_secret(NOTIFY_WEBHOOK)
+    settings = pulumi.Config(NAMESPACE)
+    private_key = settings.require_secret(SSH_KEY)
+    notify_url = settings.get_secret(NOTIFY_WEBHOOK)
     host = BuildHost(
         "build-host",
         BuildHostArgs(config.host, private_key, config.base_image, config.build, config.ssh_keep_alive,
-                      tuple(plan.image for plan in plans)),
+                      tuple(plan.image for plan in plans),
+                      builds_here=any(plan.hub.build_mode == "remote" for plan in plans)),
     )
     chain = BuildChain(
         "hubs",
-        BuildChainArgs(plans, host, config.build, config.npm_registry, config.publish_address, notify_url),
+        BuildChainArgs(plans, host, config.build, config.npm_registry, config.publish_address, notify_url,
+                       config.registry, settings.get_secret(REGISTRY_PASSWORD), pusher),
     )
     built = {plan.hub.name for plan in plans}
     source_hubs = source_stack_hubs(config.promote_from) if config.promote_from else {}
@@ -75,7 +82,10 @@ def program(project_dir: Path) -> tuple[BuildHost, BuildChain, list[PromotedHub]
     outputs: dict[str, Any] = {}
     for image, plan in zip(chain.images, plans):
         outputs[plan.hub.name] = {"image": image.image, "url": image.url, "port": plan.hub.port,
-                                  "hostPort": plan.host_port, "build": image.build_result, "verified": image.result}
+                                  "hostPort": plan.host_port, "mode": plan.hub.build_mode, "build": image.build_result,
+                                  "verified": image.result}
+        if image.pushed:
+            outputs[plan.hub.name]["pushed"] = image.pushed
     for hub in promoted:
         candidate = hub.candidate
         outputs[candidate.hub.name] = {"image": candidate.image, "url": hub.url, "port": candidate.hub.port,
@@ -87,6 +97,6 @@ def program(project_dir: Path) -> tuple[BuildHost, BuildChain, list[PromotedHub]
     return host, chain, promoted
 
 
-def program_for(project_dir: Path) -> Callable[[], None]:
+def program_for(project_dir: Path, pusher: Pusher = push_with_docker) -> Callable[[], None]:
     """The program as the Automation API runs it: inline, for the project in `project_dir`."""
-    return lambda: program(project_dir)
+    return lambda: program(project_dir, pusher)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shlex
 import socket
 import sys
@@ -32,6 +33,7 @@ from .context import archive, content_hash, context_files
 STDOUT_LIMIT = 64 * 1024
 ERROR_TAIL_LINES = 40
 HEARTBEAT_SECONDS = 30
+_SHELL_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -272,6 +274,16 @@ def run_script(
     return stdout.decode("utf-8", "replace")
 
 
+def with_secrets(script: str, values: Mapping[str, str]) -> str:
+    """`script` with a shell variable (not exported) holding each secret value put in front of it,
+    at run time only: the secrets travel on the session's stdin with the script, so they are in no
+    command line, no environment, no log and no state outside the secret input."""
+    for name in values:
+        if not _SHELL_NAME.match(name):
+            raise RemoteCommandError(f"{name!r} is not a shell variable name for a secret value")
+    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in sorted(values.items())) + script
+
+
 def _log_to_engine(message: str) -> None:
     # A dynamic provider's stderr reaches the Pulumi log line by line.
     print(message, file=sys.stderr, flush=True)
@@ -317,7 +329,7 @@ class RemoteCommandProvider(ResourceProvider):
             stdout = run_script(
                 Connection.from_props(props["connection"]),
                 props["privateKey"],
-                script,
+                with_secrets(script, props.get("secretValues") or {}),
                 props["label"],
                 _log_to_engine,
                 upload=_pack(upload) if upload else None,
@@ -336,7 +348,8 @@ class RemoteCommandProvider(ResourceProvider):
         return CreateResult(id_=uuid.uuid4().hex, outs={**props, "stdout": stdout})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in ("create", "triggers", "upload", "connection", "privateKey", "delete", "label")
+        changed = [k for k in ("create", "triggers", "upload", "connection", "privateKey", "delete", "label",
+                               "secretValues")
                    if olds.get(k) != news.get(k)]
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
@@ -366,8 +379,11 @@ class RemoteCommand(pulumi.dynamic.Resource):
         triggers: Optional[pulumi.Input[Any]] = None,
         upload: Optional[Upload] = None,
         notify_url: Optional[pulumi.Input[str]] = None,
+        secret_values: Optional[Mapping[str, pulumi.Input[str]]] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
+        """`secret_values` are shell variables the scripts read (a registry password): always stored
+        and passed as secrets, and set in front of the script only when it runs."""
         props = {
             "label": name,
             "connection": connection.to_props(),
@@ -377,9 +393,10 @@ class RemoteCommand(pulumi.dynamic.Resource):
             "triggers": triggers if triggers is not None else [],
             "upload": upload.to_props() if upload else None,
             "notifyUrl": pulumi.Output.secret(notify_url) if notify_url is not None else None,
+            "secretValues": pulumi.Output.secret(dict(secret_values)) if secret_values else None,
             "stdout": None,
         }
         opts = pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(additional_secret_outputs=["privateKey", "notifyUrl"])
+            opts, pulumi.ResourceOptions(additional_secret_outputs=["privateKey", "notifyUrl", "secretValues"])
         )
         super().__init__(RemoteCommandProvider(), name, props, opts)

@@ -74,13 +74,15 @@ def host_facts_script(base_image: str) -> str:
 _PREFLIGHT = _BUILDER + _BUILDKIT_CHECK + _RESOURCES + r"""
 say() { printf 'preflight: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
-if [ $((memory_mb + swap_mb)) -lt "$node_heap_mb" ]; then
+if [ "$builds_here" = true ] && [ $((memory_mb + swap_mb)) -lt "$node_heap_mb" ]; then
   fail "workhub:build.nodeHeapMb is $node_heap_mb MB but the host has $memory_mb MB memory and $swap_mb MB swap; lower workhub:build.nodeHeapMb in Pulumi.yaml or add swap to the host"
 fi
 if [ "$disk_free_mb" -lt "$min_free_disk_mb" ]; then
   fail "only $disk_free_mb MB free under $docker_root, workhub:build.minFreeDiskMb asks for $min_free_disk_mb MB; free space on the host (docker image prune) or lower workhub:build.minFreeDiskMb"
 fi
-if ! buildkit_works; then
+if [ "$builds_here" = false ]; then
+  say "no hub builds on this host in this update (registry mode): the BuildKit check is skipped"
+elif ! buildkit_works; then
   fail "a BuildKit build with a cache mount FROM $base_image does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit"
 fi
 # Collect old layers and uploaded contexts beyond the budget; the npm cache mounts
@@ -89,16 +91,21 @@ for type in regular source.local; do
   docker builder prune --force --all --filter "type=$type" --keep-storage "${cache_keep_storage_mb}MB" >/dev/null 2>&1 \
     || say "could not collect old build cache of type $type"
 done
-say "ok: ${memory_mb} MB memory + ${swap_mb} MB swap hold a ${node_heap_mb} MB Node heap; ${disk_free_mb} MB free disk; BuildKit works"
+if [ "$builds_here" = true ]; then
+  say "ok: ${memory_mb} MB memory + ${swap_mb} MB swap hold a ${node_heap_mb} MB Node heap; ${disk_free_mb} MB free disk; BuildKit works"
+else
+  say "ok: ${disk_free_mb} MB free disk for the pulled images"
+fi
 """
 
 
-def preflight_script(base_image: str, build: BuildSettings) -> str:
+def preflight_script(base_image: str, build: BuildSettings, builds_here: bool = True) -> str:
     """Fail, before any build, when the host cannot hold the Node heap, lacks disk, or lacks
-    BuildKit; then collect old build cache, keeping the npm cache mounts."""
+    BuildKit; then collect old build cache, keeping the npm cache mounts. When no hub builds on the
+    host (`builds_here` false: they all come from the registry), only the disk is checked."""
     return script(
         {"base_image": base_image, "node_heap_mb": build.node_heap_mb, "min_free_disk_mb": build.min_free_disk_mb,
-         "cache_keep_storage_mb": build.cache_keep_storage_mb},
+         "cache_keep_storage_mb": build.cache_keep_storage_mb, "builds_here": builds_here},
         _PREFLIGHT,
     )
 
@@ -331,6 +338,98 @@ def build_script(
         _BUILD,
     )
     return outer.replace(RUNNER_MARK, runner)
+
+
+# Registry mode: the image was built where Pulumi runs and pushed; the host pulls it by its
+# content-derived tag and tags it as the build on the host would have, so run, health and
+# promotion are the same steps for both modes. A registry password arrives (from the provider, as
+# a secret) in the shell variable registry_password, never exported and never on a command line.
+_PULL = r"""
+say() { printf 'pull: %s\n' "$*" >&2; }
+state="$HOME/.workhub"
+mkdir -p "$state"
+now_ms() { date +%s%3N; }
+digest_of() {
+  docker image inspect --format '{{join .RepoDigests " "}}' "$1" | tr ' ' '\n' | grep -F "$repository@" | head -n 1
+}
+result() {
+  printf '{"image": "%s", "pulled_from": "%s", "digest": "%s", "attempts": %s}\n' "$image" "$remote" "$1" "$2"
+}
+record() {
+  printf '{"hub": "%s", "stack": "%s", "hash": "%s", "image": "%s", "start_ms": %s, "end_ms": %s, "result": "%s", "attempts": %s, "packages_added": 0, "log": "", "pulled_from": "%s"}\n' \
+    "$hub" "$stack" "$build_id" "$image" "$1" "$2" "$3" "$4" "$remote" >>"$state/builds.jsonl"
+}
+if docker image inspect "$image" >/dev/null 2>&1; then
+  say "$image is already on the host; nothing to pull"
+  result "$(digest_of "$image")" 0
+  exit 0
+fi
+if [ -n "$username" ]; then
+  # A Docker config of this pull's own: the login it holds is gone when the pull ends.
+  DOCKER_CONFIG=$(mktemp -d)
+  export DOCKER_CONFIG
+  trap 'rm -rf "$DOCKER_CONFIG"' EXIT
+  if ! printf '%s' "${registry_password:-}" | docker login --username "$username" --password-stdin "$server" >/dev/null 2>"$DOCKER_CONFIG/login.log"; then
+    cat "$DOCKER_CONFIG/login.log" >&2
+    say "FAILED: $server refused the login of $username; check workhub:registry.username and workhub:registryPassword"
+    exit 1
+  fi
+fi
+log=$(mktemp)
+start=$(now_ms)
+attempt=0
+code=1
+while [ "$attempt" -lt "$max_attempts" ]; do
+  attempt=$((attempt + 1))
+  say "attempt $attempt of $max_attempts: pulling $remote"
+  timeout --kill-after=30 "$attempt_timeout" docker pull "$remote" 2>&1 | tee "$log" >&2
+  code=${PIPESTATUS[0]}
+  [ "$code" -eq 0 ] && break
+  if grep -qiE 'manifest unknown|not found|unauthorized|denied|no basic auth' "$log"; then
+    say "the registry does not have $remote (or refuses it); not trying again"
+    break
+  fi
+  if [ "$attempt" -lt "$max_attempts" ]; then
+    pause=$((retry_backoff * attempt))
+    say "attempt $attempt failed (exit code $code); trying again in $pause s"
+    sleep "$pause"
+  fi
+done
+rm -f "$log"
+if [ "$code" -ne 0 ]; then
+  record "$start" "$(now_ms)" failed "$attempt"
+  say "FAILED: could not pull $remote after $attempt attempt(s); was it pushed? (pulumi up pushes it before the host pulls)"
+  exit 1
+fi
+want=$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}')
+got=$(docker image inspect --format '{{.Os}}/{{.Architecture}}' "$remote")
+if [ "$got" != "$want" ]; then
+  docker image rm "$remote" >/dev/null 2>&1 || true
+  record "$start" "$(now_ms)" failed "$attempt"
+  say "FAILED: $remote is built for $got, but this host runs $want; set workhub:registry.platform to $want"
+  exit 1
+fi
+# The digest names the pulled content for good; it goes with the registry's tag, so read it first.
+digest=$(digest_of "$remote")
+docker tag "$remote" "$image"
+docker image rm "$remote" >/dev/null
+record "$start" "$(now_ms)" succeeded "$attempt"
+say "$image is $digest ($got), pulled in $attempt attempt(s)"
+result "$digest" "$attempt"
+"""
+
+
+def pull_script(hub: Hub, stack: str, image: str, build_id: str, remote: str, server: str,
+                username: Optional[str], build: BuildSettings) -> str:
+    """Pull a registry-mode hub's image by its tag and tag it `image` on the host, trying again
+    (with a growing pause) when the pull fails from the network; check it suits the host's platform."""
+    return script(
+        {"hub": hub.name, "stack": stack, "image": image, "build_id": build_id, "remote": remote,
+         "repository": remote.rsplit(":", 1)[0], "server": server, "username": username or "",
+         "max_attempts": build.attempts, "attempt_timeout": build.attempt_timeout_seconds,
+         "retry_backoff": build.retry_backoff_seconds},
+        _PULL,
+    )
 
 
 _REMOVE_IMAGE = r"""

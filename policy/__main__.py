@@ -40,6 +40,12 @@ def _report(report: ReportViolation, problems: list[str]) -> None:
 
 
 def build_cache_and_heap(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type == g.DOCKER_IMAGE:
+        try:
+            _report(report, g.image_build_problems(args.name, g.known(args.props, "build")))
+        except g.UnknownValueError:
+            pass  # not known before the update; the engine runs the pack again then
+        return
     label = _command(args)
     create = g.known_text(args.props, "create")
     if label is not None and label.endswith("-build") and create is not None:
@@ -89,9 +95,10 @@ PolicyPack(
     policies=[
         ResourceValidationPolicy(
             name="hub-build-npm-cache-and-heap",
-            description="Every hub build passes NODE_OPTIONS=--max-old-space-size=<MB> and its Dockerfile runs "
-                        "every npm install under the locked npm cache mount (the pattern that fixed the "
-                        "out-of-memory, re-download-everything builds).",
+            description="Every hub build (on the host, or by pulumi-docker in registry mode) passes "
+                        "NODE_OPTIONS=--max-old-space-size=<MB> and its Dockerfile runs every npm install under the "
+                        "locked npm cache mount (the pattern that fixed the out-of-memory, re-download-everything "
+                        "builds); registry-mode builds also take a registry cache.",
             validate=build_cache_and_heap,
         ),
         ResourceValidationPolicy(
@@ -102,8 +109,8 @@ PolicyPack(
         ),
         ResourceValidationPolicy(
             name="no-plaintext-secrets",
-            description="No secret reaches a resource input in plain text: a remote command's privateKey and "
-                        "notifyUrl are secrets, and no other input holds a private key, a webhook-like URL or "
+            description="No secret reaches a resource input in plain text: a remote command's privateKey, "
+                        "notifyUrl and secretValues are secrets, and no other input holds a private key, a webhook-like URL or "
                         "a secret input's value.",
             validate=no_plaintext_secrets,
         ),

@@ -6,7 +6,8 @@ Every resource workhub registers is a `RemoteCommand`, a dynamic resource
 (`pulumi-python:dynamic:Resource`) whose `label` says what it is: `<hub>-build` builds a hub's
 image (its `create` script embeds the detached runner with `dockerfile=` and `build_args=(...)`,
 and `upload.localDir` is the hub's build context), `<hub>-run` starts its container (`port=` is the
-container's PORT). Scripts carry every value as a quoted assignment at their top (components/shell.py),
+container's PORT), `<hub>-pull` pulls a registry-mode hub's image, which pulumi-docker's
+`docker:index/image:Image` built and pushed (its `build` input holds the args). Scripts carry every value as a quoted assignment at their top (components/shell.py),
 which is what `script_values` reads back.
 """
 
@@ -28,7 +29,8 @@ from components.dockerfile import DockerfileError, check_dockerfile
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
 NAMESPACE = "workhub"
-SECRET_INPUTS = ("privateKey", "notifyUrl")
+SECRET_INPUTS = ("privateKey", "notifyUrl", "secretValues")
+DOCKER_IMAGE = "docker:index/image:Image"
 SCRIPT_INPUTS = ("create", "delete", "triggers")
 # The Dockerfile rules that keep the npm cache mount working (check_dockerfile's rule names).
 CACHE_RULES = ("syntax", "cache-mount", "no-cache-clean")
@@ -183,20 +185,38 @@ def build_arg_values(words: list[str]) -> dict[str, str]:
 
 # --- the checks --------------------------------------------------------------------------------
 
-def build_problems(label: str, create: str, upload: Optional[Mapping[str, Any]]) -> list[str]:
-    """A hub build passes NODE_OPTIONS with a heap size, and its Dockerfile runs every npm install
-    under the npm cache mount."""
-    values = script_values(create)
-    problems = []
-    node_options = build_arg_values(values.get("build_args", [])).get("NODE_OPTIONS")
+def heap_problems(label: str, node_options: Optional[str], builder: str) -> list[str]:
+    """NODE_OPTIONS is passed, with a heap size."""
     if node_options is None:
-        problems.append(f"{label}: the build passes no NODE_OPTIONS build arg, so Node runs with its default heap "
-                        "and a large install or compile can run out of memory; fix: render the build with "
-                        "components.scripts.build_script, which passes "
-                        "NODE_OPTIONS=--max-old-space-size=<workhub:build.nodeHeapMb>")
-    elif not _HEAP.search(node_options):
-        problems.append(f"{label}: the build's NODE_OPTIONS is {node_options!r}, without --max-old-space-size=<MB>; "
-                        "fix: leave NODE_OPTIONS to workhub (workhub:build.nodeHeapMb in Pulumi.yaml)")
+        return [f"{label}: the build passes no NODE_OPTIONS build arg, so Node runs with its default heap "
+                f"and a large install or compile can run out of memory; fix: declare the build with {builder}, "
+                "which passes NODE_OPTIONS=--max-old-space-size=<workhub:build.nodeHeapMb>"]
+    if not _HEAP.search(node_options):
+        return [f"{label}: the build's NODE_OPTIONS is {node_options!r}, without --max-old-space-size=<MB>; "
+                "fix: leave NODE_OPTIONS to workhub (workhub:build.nodeHeapMb in Pulumi.yaml)"]
+    return []
+
+
+def dockerfile_problems(label: str, path: Path) -> list[str]:
+    """The Dockerfile runs every npm install under the npm cache mount (and declares NODE_OPTIONS)."""
+    if not path.is_file():
+        return [f"{label}: its Dockerfile {path} does not exist; fix: check out the hub's sources there"]
+    try:
+        violations = check_dockerfile(path)
+    except DockerfileError as error:
+        return [f"{label}: {error}"]
+    return [f"{label}: {violation.path}:{violation.line}: {violation.message}; fix: {violation.fix} "
+            f"(or `python -m workhub dockerfile conform {violation.path}`)"
+            for violation in violations
+            if violation.rule in CACHE_RULES or violation.rule == "build-args" and "NODE_OPTIONS" in violation.message]
+
+
+def build_problems(label: str, create: str, upload: Optional[Mapping[str, Any]]) -> list[str]:
+    """A hub build on the host passes NODE_OPTIONS with a heap size, and its Dockerfile runs every
+    npm install under the npm cache mount."""
+    values = script_values(create)
+    node_options = build_arg_values(values.get("build_args", [])).get("NODE_OPTIONS")
+    problems = heap_problems(label, node_options, "components.scripts.build_script")
     dockerfile = values.get("dockerfile")
     local_dir = plain(upload.get("localDir")) if isinstance(upload, Mapping) and "localDir" in keys(upload) else None
     if not dockerfile or not local_dir:
@@ -204,17 +224,30 @@ def build_problems(label: str, create: str, upload: Optional[Mapping[str, Any]])
                         "context (`upload.localDir`), so its npm cache mount cannot be checked; fix: declare hub "
                         "builds with components.hub_image.HubImage")
         return problems
-    path = Path(local_dir) / dockerfile[-1]
-    if not path.is_file():
-        return problems + [f"{label}: its Dockerfile {path} does not exist; fix: check out the hub's sources there"]
-    try:
-        violations = check_dockerfile(path)
-    except DockerfileError as error:
-        return problems + [f"{label}: {error}"]
-    for violation in violations:
-        if violation.rule in CACHE_RULES or violation.rule == "build-args" and "NODE_OPTIONS" in violation.message:
-            problems.append(f"{label}: {violation.path}:{violation.line}: {violation.message}; fix: {violation.fix} "
-                            f"(or `python -m workhub dockerfile conform {violation.path}`)")
+    return problems + dockerfile_problems(label, Path(local_dir) / dockerfile[-1])
+
+
+def image_build_problems(name: str, build: Any) -> list[str]:
+    """A hub image built by pulumi-docker (registry mode) passes NODE_OPTIONS with a heap size,
+    builds with BuildKit from a registry cache, and its Dockerfile runs every npm install under the
+    npm cache mount. `build` is the docker.Image's `build` input."""
+    build = plain(build)
+    if not isinstance(build, Mapping):
+        return [f"{name}: the image has no build settings, so its npm cache mount and NODE_OPTIONS cannot be "
+                "checked; fix: declare registry-mode hubs with components.registry_image.push_with_docker"]
+    args = plain(known(build, "args")) or {}
+    problems = heap_problems(name, plain(known(args, "NODE_OPTIONS")) if isinstance(args, Mapping) else None,
+                             "components.registry_image.push_with_docker")
+    if plain(known(build, "builderVersion")) not in (None, "BuilderBuildKit"):
+        problems.append(f"{name}: builds with the classic builder, which has no cache mounts; fix: leave "
+                        "builderVersion to BuildKit")
+    cache = plain(known(build, "cacheFrom")) or {}
+    if not (isinstance(cache, Mapping) and plain(known(cache, "images"))):
+        problems.append(f"{name}: builds without a registry cache (cacheFrom.images), so a fresh CI runner installs "
+                        "every package again; fix: declare it with components.registry_image.push_with_docker")
+    dockerfile = plain(known(build, "dockerfile"))
+    if dockerfile:
+        problems += dockerfile_problems(name, Path(dockerfile))
     return problems
 
 
@@ -346,7 +379,7 @@ def graph_feedback_problems(commands: list[tuple[str, str, Mapping[str, Any], Ma
             outputs[urn] = []
     found = []
     for urn, label, props, dependencies in commands:
-        for key in (*SCRIPT_INPUTS, "environment"):
+        for key in (*SCRIPT_INPUTS, "environment", "secretValues"):
             sources = sorted({label_of(other) for other in dependencies.get(key, []) if other in urns and other != urn})
             if sources:
                 found.append((urn, f"{label}: input {key} is computed from the output of {', '.join(sources)}, so "

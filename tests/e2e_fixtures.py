@@ -6,10 +6,13 @@ fails, the host's sshd and dockerd logs are attached to its report."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -54,6 +57,57 @@ def npm_registry() -> str:
         return eng.registry_up()
     except subprocess.CalledProcessError as error:
         pytest.fail(f"the local npm registry did not start ({error}); run scripts/registry.sh up to see why")
+
+
+@pytest.fixture(scope="session")
+def image_registry(host_state: Path, test_host: dict):
+    """A throwaway image registry with a login on 127.0.0.1 (Debian's docker-registry), for the
+    registry build mode: the CI stand-in pushes there and the test host pulls."""
+    try:
+        registry = json.loads(eng.image_registry("up", state_dir=host_state))
+    except subprocess.CalledProcessError as error:
+        pytest.fail(f"the image registry did not start ({error}); run scripts/image-registry.sh up to see why")
+    yield registry
+    eng.image_registry("down", "--purge", state_dir=host_state)
+
+
+class CiStandIn:
+    """Stands in for CI's pulumi-docker build in registry mode (the docker provider plugin cannot
+    be built here): builds each hub with BuildKit and the same args, cache and tags that
+    components.registry_image.push_with_docker gives docker.Image, pushes it with a login, and
+    then forgets the image locally, so the host (which shares this Docker engine) has to pull it."""
+
+    def __init__(self, registry: dict):
+        self.registry = registry
+        self.pushed: list[str] = []
+
+    def docker(self, *args: str, config: Optional[Path] = None, stdin: Optional[bytes] = None) -> None:
+        """Run the Docker CLI, echoing its output (the build log) as CI's would show."""
+        env = {**os.environ, "DOCKER_BUILDKIT": "1", **({"DOCKER_CONFIG": str(config)} if config else {})}
+        done = subprocess.run(["/usr/bin/docker", *args], env=env, input=stdin, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+        output = done.stdout.decode("utf-8", "replace")
+        print(f"ci: docker {args[0]}\n{output}", file=sys.stderr)
+        if done.returncode != 0:
+            raise RuntimeError(f"the CI stand-in's docker {' '.join(args[:2])} failed:\n{output[-3000:]}")
+
+    def __call__(self, push, opts) -> list:
+        if push.remote in self.pushed:
+            return []
+        with tempfile.TemporaryDirectory() as config:
+            password = Path(self.registry["password_file"]).read_bytes()
+            self.docker("login", "--username", self.registry["username"], "--password-stdin", push.registry.server,
+                        config=Path(config), stdin=password)
+            words = [word for name, value in push.args.items() for word in ("--build-arg", f"{name}={value}")]
+            self.docker("build", "--network=host", "--progress=plain", "--file",
+                        str(push.plan.context / push.plan.hub.dockerfile), "--tag", push.remote,
+                        "--cache-from", push.cache, *words, str(push.plan.context), config=Path(config))
+            self.docker("push", push.remote, config=Path(config))
+            self.docker("tag", push.remote, push.cache)
+            self.docker("push", push.cache, config=Path(config))
+            self.docker("image", "rm", push.remote, push.cache)
+        self.pushed.append(push.remote)
+        return []
 
 
 def deploy_home() -> Path:

@@ -194,3 +194,69 @@ def test_unknown_hub_setting_is_refused():
 def test_build_settings_cross_check():
     (found,) = problems(with_hubs(build={"npmFetchRetryMinTimeoutMs": 20000, "npmFetchRetryMaxTimeoutMs": 10000}))
     assert found.startswith("workhub:build.npmFetchRetryMinTimeoutMs: 20000 is more than npmFetchRetryMaxTimeoutMs")
+
+
+# --- registry mode ------------------------------------------------------------------------------
+
+def registry_stack(**registry) -> dict:
+    raw = valid()
+    raw["hubs"] = [{"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091, "buildMode": "registry"}]
+    raw["hostPorts"] = {"wbsaleshub": 14091}
+    if registry:
+        raw["registry"] = registry
+    return raw
+
+
+def test_registry_mode_parses_with_its_defaults():
+    config = parse(registry_stack(server="127.0.0.1:5000"))
+    assert config.hubs[0].build_mode == "registry"
+    assert config.registry.server == "127.0.0.1:5000" and config.registry.repository == "workhub"
+    assert config.registry.username is None and config.registry.platform is None
+    assert parse(valid()).registry is None
+
+
+def test_unknown_build_mode_names_the_modes():
+    raw = registry_stack(server="127.0.0.1:5000")
+    raw["hubs"][0]["buildMode"] = "ci"
+    (found,) = problems(raw)
+    assert found.startswith("workhub:hubs[0].buildMode: must be remote (build on the host) or registry "
+                            "(build where Pulumi runs, then pull) (hub wbsaleshub)")
+    assert "in the config: section of Pulumi.yaml" in found
+
+
+def test_registry_hubs_need_a_registry_unless_the_stack_builds_nothing():
+    (found,) = problems(registry_stack())
+    assert found.startswith("workhub:registry.server: is not set, but wbsaleshub build(s) in registry mode")
+    assert "fix: pulumi config set --stack staging --path 'workhub:registry.server' <registry host[:port]>" in found
+    promoting = {**registry_stack(), "promoteFrom": "staging-eu"}
+    assert parse(promoting).promote_from == "staging-eu", "a promoting stack pulls nothing from a registry"
+    pinned = {**registry_stack(), "pinnedImages": {"wbsaleshub": "wbsaleshub:staging-0123456789ab"}}
+    assert parse(pinned).pinned_images
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("server", "https://registry.example.test", "must be a registry host[:port]"),
+    ("server", "registry.example.test/team", "must be a registry host[:port]"),
+    ("repository", "Team/WorkHub", "must be a lower-case repository path"),
+    ("platform", "windows/amd64", "must be a Linux platform"),
+    ("username", "ci user", "must be a user name"),
+])
+def test_bad_registry_settings_name_their_key(field, value, message):
+    (found,) = problems(registry_stack(**{"server": "127.0.0.1:5000", field: value}))
+    assert found.startswith(f"workhub:registry.{field}: {message}")
+    assert f"fix: pulumi config set --stack staging --path 'workhub:registry.{field}'" in found
+
+
+def test_registry_login_needs_its_password_as_a_secret():
+    secrets = {"sshPrivateKey", "registryPassword"}
+    (missing,) = problems(registry_stack(server="127.0.0.1:5000", username="ci"))
+    assert missing == ("workhub:registryPassword: is not set, but workhub:registry.username (ci) is\n"
+                       "    fix: pulumi config set --stack staging --secret workhub:registryPassword "
+                       "< <file holding the password>")
+    plain = {**registry_stack(server="127.0.0.1:5000", username="ci"), "registryPassword": "hunter22"}
+    (found,) = problems(plain)
+    assert found.startswith("workhub:registryPassword: is stored in plain text; it must be a secret")
+    assert parse(plain, secret_keys=secrets).registry.username == "ci"
+    orphan = {**registry_stack(server="127.0.0.1:5000"), "registryPassword": "hunter22"}
+    (found,) = problems(orphan, secret_keys=secrets)
+    assert found.startswith("workhub:registryPassword: is set, but workhub:registry.username is not")

@@ -140,6 +140,18 @@ def test_the_real_program_with_a_hub_and_a_webhook_passes(tmp_path, toolchain, o
     assert "wbhubmanager-build" in output and "wbhubmanager-run" in output
 
 
+def test_the_real_program_with_a_registry_mode_hub_passes(tmp_path, toolchain, offline_host):
+    """A registry-mode hub's pull (its password a secret value) and run break no policy. (The push
+    itself is pulumi-docker's, which cannot run here: its checks are in test_guardrails.py.)"""
+    hub = {**CATALOG["wbsaleshub"], "buildMode": "registry"}
+    engine, stack = new_local_stack(tmp_path, offline_host, hubs=[hub], overrides={
+        "workhub:registry.server": "127.0.0.1:5000", "workhub:registry.username": "ci"})
+    engine.set_secret(stack.name, "workhub:registryPassword", "registry-password-for-the-policy-test")
+    engine.pusher = lambda push, opts: []
+    output = passes(engine.stack(stack.name))
+    assert "wbsaleshub-pull" in output and "wbsaleshub-run" in output
+
+
 # --- each policy fails a program that breaks it --------------------------------------------------
 
 def test_a_build_without_node_options_fails(stack):
@@ -194,12 +206,14 @@ def test_secrets_in_plain_text_fail(stack, offline_host):
     def program():
         LooseCommand("plain-key", privateKey=key)
         LooseCommand("plain-webhook", notifyUrl=webhook)
+        LooseCommand("plain-password", secretValues={"registry_password": "hunter2-in-plain-text"})
         command("pasted", f"printf '%s' {shlex.quote(key)} >~/.ssh/id && curl -d done {webhook}")
 
     failed, output = failures(stack, program)
     assert failed == {"no-plaintext-secrets"}
     assert "plain-key: input privateKey is plain text" in output
     assert "plain-webhook: input notifyUrl is plain text" in output
+    assert "plain-password: input secretValues is plain text" in output
     assert "pasted: input create holds a private key in plain text" in output
     assert "pasted: input create holds what looks like a webhook URL (host hooks.slack.com)" in output
     assert "pasted: input create contains the value of one of its secret inputs" in output
@@ -214,6 +228,7 @@ def test_commands_fed_by_another_commands_output_fail(stack):
         facts = command("facts", "echo '{}'")
         command("fed", facts.stdout.apply(lambda out: f"echo {out}"))
         LooseCommand("with-env", environment={"PREVIOUS": facts.stdout})
+        LooseCommand("fed-secret", secretValues=pulumi.Output.secret(facts.stdout.apply(lambda out: {"previous": out})))
 
     failed, output = failures(stack, program)
     assert failed == {"no-output-feedback", "no-output-feedback-between-commands"}
@@ -221,6 +236,7 @@ def test_commands_fed_by_another_commands_output_fail(stack):
     assert "fed: input create is computed from the output of facts" in output
     assert "with-env: has an `environment` input" in output
     assert "with-env: input environment is computed from the output of facts" in output
+    assert "fed-secret: input secretValues is computed from the output of facts" in output
 
 
 def test_a_script_carrying_another_commands_stdout_fails(tmp_path, toolchain, test_host):

@@ -16,6 +16,7 @@ from components.scripts import (
     preflight_script,
     promote_script,
     prune_script,
+    pull_script,
     remove_image_script,
     run_script,
     status_script,
@@ -28,6 +29,7 @@ HUB = Hub(name="wbsaleshub", context="WBSalesHub", port=4091, healthPath="/healt
           buildArgs={"APP_FLAVOUR": "it's $(odd)"})
 BUILD = BuildSettings()
 IMAGE = "wbsaleshub:staging-0123456789ab"
+REMOTE = "127.0.0.1:5000/workhub/wbsaleshub:staging-0123456789ab"
 
 
 def all_scripts() -> dict[str, str]:
@@ -44,6 +46,8 @@ def all_scripts() -> dict[str, str]:
         "untag.sh": untag_script("wbsaleshub:production-0123456789ab"),
         "status.sh": status_script("staging", [HUB], {"wbsaleshub": 14091}, "127.0.0.1"),
         "prune.sh": prune_script("staging", [HUB], 3, False),
+        "pull.sh": pull_script(HUB, "staging", IMAGE, "0123456789ab", REMOTE, "127.0.0.1:5000", "ci", BUILD),
+        "preflight_pull_only.sh": preflight_script("node:20-bookworm-slim", BUILD, builds_here=False),
     }
 
 GOLDEN = Path(__file__).parent / "golden"

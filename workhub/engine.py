@@ -21,6 +21,7 @@ from pulumi import automation as auto
 from components.build_host import connection_for
 from components.config import SSH_KEY, StackConfig, namespaced, parse_stack_config
 from components.program import program_for
+from components.registry_image import Pusher, push_with_docker
 from components.remote import run_script
 from workhub.policy import policy_packs
 
@@ -48,6 +49,8 @@ class Engine:
     backend_url: Optional[str] = None
     passphrase: Optional[str] = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    pusher: Pusher = push_with_docker
+    """How registry-mode hubs are built and pushed (pulumi-docker; the e2e tests stand in for CI)."""
 
     def env(self) -> dict[str, str]:
         env = {
@@ -65,7 +68,7 @@ class Engine:
         return env
 
     def stack(self, name: str) -> auto.Stack:
-        program = program_for(self.work_dir)
+        program = program_for(self.work_dir, self.pusher)
         workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
         return auto.Stack.create_or_select(name, workspace)
 
@@ -104,6 +107,11 @@ def _script(name: str, *args: str, env: Mapping[str, str] = {}) -> str:
 def testhost(*args: str, state_dir: Path = STATE_DIR) -> str:
     """Run scripts/testhost.sh (up, env, down, logs) for one state directory; its stdout."""
     return _script("testhost.sh", *args, env={"WORKHUB_STATE_DIR": str(state_dir)})
+
+
+def image_registry(*args: str, state_dir: Path = STATE_DIR) -> str:
+    """Run scripts/image-registry.sh (up, env, down, logs) for one state directory; its stdout."""
+    return _script("image-registry.sh", *args, env={"WORKHUB_STATE_DIR": str(state_dir)})
 
 
 def registry(*args: str) -> str:

@@ -180,10 +180,11 @@ def classify(preview: Mapping[str, Any]) -> Changes:
     for step in steps_of(preview):
         if step.type != COMMAND:
             continue  # the stack and the components: their commands say what happens
-        if step.parent_type == HUB_IMAGE and step.name.endswith(("-build", "-run")):
+        if step.parent_type == HUB_IMAGE and step.name.endswith(("-build", "-pull", "-run")):
             hub, role = step.name.rsplit("-", 1)
             change = changes.hubs.setdefault(hub, HubChange(hub))
-            setattr(change, role, step)
+            # A registry-mode hub's pull stands where a host build would.
+            setattr(change, "run" if role == "run" else "build", step)
         elif step.parent_type == BUILD_HOST:
             changes.host.append(step)
         else:

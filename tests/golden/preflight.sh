@@ -3,6 +3,7 @@ base_image=node:20-bookworm-slim
 node_heap_mb=4096
 min_free_disk_mb=2048
 cache_keep_storage_mb=4096
+builds_here=true
 if docker buildx version >/dev/null 2>&1; then
   builder=(docker buildx build --load)
 else
@@ -36,13 +37,15 @@ disk_free_mb=$(df -Pm "$docker_root" | awk 'NR == 2 { print $4 }')
 
 say() { printf 'preflight: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
-if [ $((memory_mb + swap_mb)) -lt "$node_heap_mb" ]; then
+if [ "$builds_here" = true ] && [ $((memory_mb + swap_mb)) -lt "$node_heap_mb" ]; then
   fail "workhub:build.nodeHeapMb is $node_heap_mb MB but the host has $memory_mb MB memory and $swap_mb MB swap; lower workhub:build.nodeHeapMb in Pulumi.yaml or add swap to the host"
 fi
 if [ "$disk_free_mb" -lt "$min_free_disk_mb" ]; then
   fail "only $disk_free_mb MB free under $docker_root, workhub:build.minFreeDiskMb asks for $min_free_disk_mb MB; free space on the host (docker image prune) or lower workhub:build.minFreeDiskMb"
 fi
-if ! buildkit_works; then
+if [ "$builds_here" = false ]; then
+  say "no hub builds on this host in this update (registry mode): the BuildKit check is skipped"
+elif ! buildkit_works; then
   fail "a BuildKit build with a cache mount FROM $base_image does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit"
 fi
 # Collect old layers and uploaded contexts beyond the budget; the npm cache mounts
@@ -51,4 +54,8 @@ for type in regular source.local; do
   docker builder prune --force --all --filter "type=$type" --keep-storage "${cache_keep_storage_mb}MB" >/dev/null 2>&1 \
     || say "could not collect old build cache of type $type"
 done
-say "ok: ${memory_mb} MB memory + ${swap_mb} MB swap hold a ${node_heap_mb} MB Node heap; ${disk_free_mb} MB free disk; BuildKit works"
+if [ "$builds_here" = true ]; then
+  say "ok: ${memory_mb} MB memory + ${swap_mb} MB swap hold a ${node_heap_mb} MB Node heap; ${disk_free_mb} MB free disk; BuildKit works"
+else
+  say "ok: ${disk_free_mb} MB free disk for the pulled images"
+fi

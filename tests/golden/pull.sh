@@ -1,0 +1,83 @@
+set -eu
+hub=wbsaleshub
+stack=staging
+image=wbsaleshub:staging-0123456789ab
+build_id=0123456789ab
+remote=127.0.0.1:5000/workhub/wbsaleshub:staging-0123456789ab
+repository=127.0.0.1:5000/workhub/wbsaleshub
+server=127.0.0.1:5000
+username=ci
+max_attempts=5
+attempt_timeout=1800
+retry_backoff=10
+say() { printf 'pull: %s\n' "$*" >&2; }
+state="$HOME/.workhub"
+mkdir -p "$state"
+now_ms() { date +%s%3N; }
+digest_of() {
+  docker image inspect --format '{{join .RepoDigests " "}}' "$1" | tr ' ' '\n' | grep -F "$repository@" | head -n 1
+}
+result() {
+  printf '{"image": "%s", "pulled_from": "%s", "digest": "%s", "attempts": %s}\n' "$image" "$remote" "$1" "$2"
+}
+record() {
+  printf '{"hub": "%s", "stack": "%s", "hash": "%s", "image": "%s", "start_ms": %s, "end_ms": %s, "result": "%s", "attempts": %s, "packages_added": 0, "log": "", "pulled_from": "%s"}\n' \
+    "$hub" "$stack" "$build_id" "$image" "$1" "$2" "$3" "$4" "$remote" >>"$state/builds.jsonl"
+}
+if docker image inspect "$image" >/dev/null 2>&1; then
+  say "$image is already on the host; nothing to pull"
+  result "$(digest_of "$image")" 0
+  exit 0
+fi
+if [ -n "$username" ]; then
+  # A Docker config of this pull's own: the login it holds is gone when the pull ends.
+  DOCKER_CONFIG=$(mktemp -d)
+  export DOCKER_CONFIG
+  trap 'rm -rf "$DOCKER_CONFIG"' EXIT
+  if ! printf '%s' "${registry_password:-}" | docker login --username "$username" --password-stdin "$server" >/dev/null 2>"$DOCKER_CONFIG/login.log"; then
+    cat "$DOCKER_CONFIG/login.log" >&2
+    say "FAILED: $server refused the login of $username; check workhub:registry.username and workhub:registryPassword"
+    exit 1
+  fi
+fi
+log=$(mktemp)
+start=$(now_ms)
+attempt=0
+code=1
+while [ "$attempt" -lt "$max_attempts" ]; do
+  attempt=$((attempt + 1))
+  say "attempt $attempt of $max_attempts: pulling $remote"
+  timeout --kill-after=30 "$attempt_timeout" docker pull "$remote" 2>&1 | tee "$log" >&2
+  code=${PIPESTATUS[0]}
+  [ "$code" -eq 0 ] && break
+  if grep -qiE 'manifest unknown|not found|unauthorized|denied|no basic auth' "$log"; then
+    say "the registry does not have $remote (or refuses it); not trying again"
+    break
+  fi
+  if [ "$attempt" -lt "$max_attempts" ]; then
+    pause=$((retry_backoff * attempt))
+    say "attempt $attempt failed (exit code $code); trying again in $pause s"
+    sleep "$pause"
+  fi
+done
+rm -f "$log"
+if [ "$code" -ne 0 ]; then
+  record "$start" "$(now_ms)" failed "$attempt"
+  say "FAILED: could not pull $remote after $attempt attempt(s); was it pushed? (pulumi up pushes it before the host pulls)"
+  exit 1
+fi
+want=$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}')
+got=$(docker image inspect --format '{{.Os}}/{{.Architecture}}' "$remote")
+if [ "$got" != "$want" ]; then
+  docker image rm "$remote" >/dev/null 2>&1 || true
+  record "$start" "$(now_ms)" failed "$attempt"
+  say "FAILED: $remote is built for $got, but this host runs $want; set workhub:registry.platform to $want"
+  exit 1
+fi
+# The digest names the pulled content for good; it goes with the registry's tag, so read it first.
+digest=$(digest_of "$remote")
+docker tag "$remote" "$image"
+docker image rm "$remote" >/dev/null
+record "$start" "$(now_ms)" succeeded "$attempt"
+say "$image is $digest ($got), pulled in $attempt attempt(s)"
+result "$digest" "$attempt"
