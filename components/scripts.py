@@ -188,12 +188,22 @@ def build_args(hub: Hub, build: BuildSettings, registry: Optional[str]) -> list[
     return words
 
 
+# `pause_after LOG N CODE`: try N failed from the network with exit code CODE; unless it was the
+# last, say so through LOG and wait N times $retry_backoff seconds (a growing pause).
+_PAUSE = r"""
+pause_after() {
+  [ "$2" -lt "$max_attempts" ] || return 0
+  "$1" "attempt $2 failed from the network (exit code $3); trying again in $((retry_backoff * $2)) s"
+  sleep $((retry_backoff * $2))
+}
+"""
+
 # Runs detached on the host (setsid nohup), so a build outlives the SSH session that started it.
 # Everything it prints goes to the build's log; its exit status goes to `status` when it is done.
 _RUNNER = r"""
 state="$HOME/.workhub"
 dir="$state/builds/$hub-$stack-$build_id"
-""" + _BUILDER + r"""
+""" + _BUILDER + _PAUSE + r"""
 exec >>"$dir/log" 2>&1
 echo "$$" >"$dir/pid"
 note() { printf 'build: %s\n' "$*"; }
@@ -237,11 +247,7 @@ while [ "$attempt" -lt "$max_attempts" ]; do
     note "attempt $attempt failed (exit code $code), and not from the network: not trying again"
     break
   fi
-  if [ "$attempt" -lt "$max_attempts" ]; then
-    pause=$((retry_backoff * attempt))
-    note "attempt $attempt failed from the network (exit code $code); trying again in $pause s"
-    sleep "$pause"
-  fi
+  pause_after note "$attempt" "$code"
 done
 end=$(now_ms)
 added=$(grep -hoE 'added [0-9]+ packages' "$dir"/attempt-*.log 2>/dev/null | awk '{ n += $2 } END { print n + 0 }')
@@ -344,7 +350,7 @@ def build_script(
 # content-derived tag and tags it as the build on the host would have, so run, health and
 # promotion are the same steps for both modes. A registry password arrives (from the provider, as
 # a secret) in the shell variable registry_password, never exported and never on a command line.
-_PULL = r"""
+_PULL = _PAUSE + r"""
 say() { printf 'pull: %s\n' "$*" >&2; }
 state="$HOME/.workhub"
 mkdir -p "$state"
@@ -389,11 +395,7 @@ while [ "$attempt" -lt "$max_attempts" ]; do
     say "the registry does not have $remote (or refuses it); not trying again"
     break
   fi
-  if [ "$attempt" -lt "$max_attempts" ]; then
-    pause=$((retry_backoff * attempt))
-    say "attempt $attempt failed (exit code $code); trying again in $pause s"
-    sleep "$pause"
-  fi
+  pause_after say "$attempt" "$code"
 done
 rm -f "$log"
 if [ "$code" -ne 0 ]; then

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -108,6 +110,15 @@ class CiStandIn:
             self.docker("image", "rm", push.remote, push.cache)
         self.pushed.append(push.remote)
         return []
+
+
+def health(url: str) -> int:
+    """The HTTP status a hub's health path answers with at `url`."""
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def deploy_home() -> Path:

@@ -6,26 +6,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import build_records, deploy_home, forget_local_images, new_local_stack, records_since
+from tests.e2e_fixtures import (build_records, deploy_home, forget_local_images, health, new_local_stack,
+                                 records_since)
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HUB = {"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091, "healthPath": "/health"}
-
-
-def health(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
 
 
 def test_production_promotes_what_staging_verified_and_a_failed_health_check_rolls_back(

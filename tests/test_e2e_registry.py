@@ -1,34 +1,26 @@
-"""Registry mode's host side, end to end: a hub built where Pulumi runs and pushed (here by a CI
-stand-in, since the docker provider plugin cannot be built on these machines) is pulled by the
-test host from a registry with a login on 127.0.0.1, run and health-checked by the same steps as
-a host build, promoted to production, and moved back to a host build."""
+"""Registry mode's host side, end to end: a hub that ran from a host build moves to registry mode;
+its image, built where Pulumi runs and pushed (here by a CI stand-in, since the docker provider
+plugin cannot be built on these machines), is pulled by the test host from a registry with a login
+on 127.0.0.1, run and health-checked by the same steps as a host build, promoted to production,
+and moved back to a host build."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import CiStandIn, build_records, forget_local_images, new_local_stack, records_since
+from tests.e2e_fixtures import (CiStandIn, build_records, forget_local_images, health, new_local_stack,
+                                 records_since)
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HUB = {"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091, "healthPath": "/health", "buildMode": "registry"}
-
-
-def health(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
 
 
 def set_build_mode(work_dir: Path, mode: str) -> None:
@@ -45,15 +37,17 @@ def manifest_pulls(registry: dict, tag: str) -> int:
     return len(re.findall(rf'"(?:GET|HEAD) /v2/workhub/wbsaleshub/manifests/{re.escape(tag)} HTTP/1.1" 200', log))
 
 
-def test_registry_mode_pulls_runs_promotes_and_moves_back_to_host_builds(
+def test_a_hub_moves_to_registry_mode_is_pulled_run_promoted_and_moves_back(
     tmp_path, toolchain, test_host, npm_registry, image_registry, sources
 ):
     password = Path(image_registry["password_file"]).read_text()
     ci = CiStandIn(image_registry)
     overrides = {"workhub:registry.server": image_registry["server"],
                  "workhub:registry.username": image_registry["username"]}
-    engine, staging = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], source_root=sources,
-                                      name="e2e-reg-staging", project="staging", overrides=overrides)
+    engine, staging = new_local_stack(tmp_path, test_host, npm_registry, hubs=[{**HUB, "buildMode": "remote"}],
+                                      source_root=sources, name="e2e-reg-staging", project="staging",
+                                      overrides=overrides)
+    work = Path(staging.workspace.work_dir)
     engine.pusher = ci
     staging = engine.stack("e2e-reg-staging")
     _, production = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], source_root=sources,
@@ -67,6 +61,15 @@ def test_registry_mode_pulls_runs_promotes_and_moves_back_to_host_builds(
         assert "workhub:registryPassword: is not set, but workhub:registry.username (workhub-ci) is" in str(caught.value)
         engine.set_secret(staging.name, "workhub:registryPassword", password)
 
+        # The hub runs from a host build first.
+        built = staging.up(on_output=print_line, color="never").outputs["hubs"].value["wbsaleshub"]
+        assert built["mode"] == "remote" and "pushed" not in built and health(built["url"]) == 200
+
+        # Moving it to registry mode: the preview shows the pull in the build's place; CI builds and
+        # pushes, the host pulls, and the new container replaces the host-built one.
+        set_build_mode(work, "registry")
+        preview = staging.preview(color="never", diff=True).stdout
+        assert "wbsaleshub-pull" in preview and "wbsaleshub-build" in preview
         before = len(build_records())
         lines: list[str] = []
         up = staging.up(on_output=lambda line: (lines.append(line), print_line(line)), color="never")
@@ -76,7 +79,8 @@ def test_registry_mode_pulls_runs_promotes_and_moves_back_to_host_builds(
         assert hub["pushed"] == f"{image_registry['server']}/workhub/wbsaleshub:{tag}" == ci.pushed[0]
         assert hub["build"]["pulled_from"] == hub["pushed"]
         assert hub["build"]["digest"].startswith(f"{image_registry['server']}/workhub/wbsaleshub@sha256:")
-        assert health(hub["url"]) == 200
+        assert hub["image"] != built["image"] and hub["url"] == built["url"] and health(hub["url"]) == 200
+        assert hub["verified"]["previous_image"] == built["image"]
         pulls = manifest_pulls(image_registry, tag)
         assert pulls >= 1, "the host pulled the image from the registry"
         (record,) = records_since(before)
@@ -116,7 +120,7 @@ def test_registry_mode_pulls_runs_promotes_and_moves_back_to_host_builds(
         assert released["image"] != hub["image"] and health(released["url"]) == 200
 
         # Moving the hub back to host builds: the host builds the same sources, then runs them.
-        set_build_mode(Path(staging.workspace.work_dir), "remote")
+        set_build_mode(work, "remote")
         before = len(build_records())
         moved = staging.up(on_output=print_line, color="never").outputs["hubs"].value["wbsaleshub"]
         (record,) = records_since(before)

@@ -75,7 +75,7 @@ def test_a_pull_that_fails_from_the_network_is_tried_again_then_tagged_as_a_host
     done = pull(host, errors=["error pulling: read tcp 127.0.0.1:5000: connection reset by peer"])
     assert done.returncode == 0, done.stderr
     assert "pull: attempt 1 of 3: pulling " + REMOTE in done.stderr
-    assert "attempt 1 failed (exit code 1); trying again in 0 s" in done.stderr
+    assert "attempt 1 failed from the network (exit code 1); trying again in 0 s" in done.stderr
     assert json.loads(done.stdout) == {"image": IMAGE, "pulled_from": REMOTE, "attempts": 2,
                                        "digest": "127.0.0.1:5000/workhub/wbsaleshub@sha256:abc"}
     calls = (host / "calls").read_text()

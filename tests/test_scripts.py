@@ -47,7 +47,6 @@ def all_scripts() -> dict[str, str]:
         "status.sh": status_script("staging", [HUB], {"wbsaleshub": 14091}, "127.0.0.1"),
         "prune.sh": prune_script("staging", [HUB], 3, False),
         "pull.sh": pull_script(HUB, "staging", IMAGE, "0123456789ab", REMOTE, "127.0.0.1:5000", "ci", BUILD),
-        "preflight_pull_only.sh": preflight_script("node:20-bookworm-slim", BUILD, builds_here=False),
     }
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -71,6 +70,14 @@ def test_rendered_script_golden(name):
 def test_scripts_are_valid_bash(name):
     """bash -n accepts every rendered script."""
     subprocess.run(["bash", "-n"], input=all_scripts()[name], text=True, check=True)
+
+
+def test_a_preflight_with_nothing_to_build_differs_only_in_that_flag():
+    """With every hub pulled from a registry, the preflight's script is the same but for
+    builds_here, which skips the Node heap and BuildKit checks."""
+    pulls_only = preflight_script("node:20-bookworm-slim", BUILD, builds_here=False)
+    assert "\nbuilds_here=false\n" in pulls_only
+    assert pulls_only.replace("builds_here=false", "builds_here=true") == all_scripts()["preflight.sh"]
 
 
 def test_build_args_carry_settings_then_the_hubs_own():

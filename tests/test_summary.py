@@ -70,6 +70,20 @@ def test_new_stack_creates_every_hub_with_its_image():
     assert "No changes." not in text
 
 
+def test_a_registry_mode_pull_counts_as_the_hubs_build():
+    """In registry mode the host pulls where it would build: the row reads the same."""
+    preview = fixture("source-change")
+    pulled = copy.deepcopy(preview)
+    for step in pulled["steps"]:
+        for key in ("urn", "oldState", "newState"):
+            if key == "urn" and step[key].endswith("::wbsaleshub-build"):
+                step[key] = step[key][:-len("build")] + "pull"
+            elif isinstance(step.get(key), dict) and str(step[key].get("urn", "")).endswith("::wbsaleshub-build"):
+                step[key]["urn"] = step[key]["urn"][:-len("build")] + "pull"
+    assert any(step["urn"].endswith("::wbsaleshub-pull") for step in pulled["steps"])
+    assert table(summarize(pulled, STACK)) == table(summarize(preview, STACK))
+
+
 def test_source_change_rebuilds_and_restarts_only_that_hub():
     """One source file of WBSalesHub changed: its build and restart, nothing else, and why."""
     preview = fixture("source-change")

@@ -54,6 +54,12 @@ else
   builder=(env DOCKER_BUILDKIT=1 docker build)
 fi
 
+pause_after() {
+  [ "$2" -lt "$max_attempts" ] || return 0
+  "$1" "attempt $2 failed from the network (exit code $3); trying again in $((retry_backoff * $2)) s"
+  sleep $((retry_backoff * $2))
+}
+
 exec >>"$dir/log" 2>&1
 echo "$$" >"$dir/pid"
 note() { printf 'build: %s\n' "$*"; }
@@ -97,11 +103,7 @@ while [ "$attempt" -lt "$max_attempts" ]; do
     note "attempt $attempt failed (exit code $code), and not from the network: not trying again"
     break
   fi
-  if [ "$attempt" -lt "$max_attempts" ]; then
-    pause=$((retry_backoff * attempt))
-    note "attempt $attempt failed from the network (exit code $code); trying again in $pause s"
-    sleep "$pause"
-  fi
+  pause_after note "$attempt" "$code"
 done
 end=$(now_ms)
 added=$(grep -hoE 'added [0-9]+ packages' "$dir"/attempt-*.log 2>/dev/null | awk '{ n += $2 } END { print n + 0 }')

@@ -10,6 +10,12 @@ username=ci
 max_attempts=5
 attempt_timeout=1800
 retry_backoff=10
+pause_after() {
+  [ "$2" -lt "$max_attempts" ] || return 0
+  "$1" "attempt $2 failed from the network (exit code $3); trying again in $((retry_backoff * $2)) s"
+  sleep $((retry_backoff * $2))
+}
+
 say() { printf 'pull: %s\n' "$*" >&2; }
 state="$HOME/.workhub"
 mkdir -p "$state"
@@ -54,11 +60,7 @@ while [ "$attempt" -lt "$max_attempts" ]; do
     say "the registry does not have $remote (or refuses it); not trying again"
     break
   fi
-  if [ "$attempt" -lt "$max_attempts" ]; then
-    pause=$((retry_backoff * attempt))
-    say "attempt $attempt failed (exit code $code); trying again in $pause s"
-    sleep "$pause"
-  fi
+  pause_after say "$attempt" "$code"
 done
 rm -f "$log"
 if [ "$code" -ne 0 ]; then
