@@ -90,8 +90,10 @@ def push_with_docker(push: Push, opts: pulumi.ResourceOptions) -> list[pulumi.Re
         registry=login,
         opts=opts,
     )
+    # Each new image replaces the tag; the old one must go first, or its removal would untag the new.
     tag = docker.Tag(f"{name}-newest-tag", source_image=image.image_name, target_image=push.cache,
-                     opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[image])))
+                     opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[image],
+                                                                                    delete_before_replace=True)))
     newest = docker.RegistryImage(f"{name}-newest", name=tag.target_image, keep_remotely=True,
                                   triggers={"digest": image.repo_digest}, opts=provider_opts)
     return [image, tag, newest]
