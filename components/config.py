@@ -448,15 +448,15 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
         problems += _problems_from(error, values, stack)
     else:
         problems += cross_checks(config, stack)
-    key_fix = f"pulumi config set --stack {stack} --secret {NAMESPACE}:{SSH_KEY} < <path to the deploy key>"
+    key_fix = secret_fix(SSH_KEY, stack, "< <path to the deploy key>")
     if raw.get(SSH_KEY) in (None, ""):
         problems.append(Problem(f"{NAMESPACE}:{SSH_KEY}", "is not set", key_fix))
     elif SSH_KEY not in secret_keys:
-        problems.append(Problem(f"{NAMESPACE}:{SSH_KEY}", "is stored in plain text; it must be a secret", key_fix))
-    hook_fix = f"pulumi config set --stack {stack} --secret {NAMESPACE}:{NOTIFY_WEBHOOK} <https URL>"
+        problems.append(stored_in_plain_text(SSH_KEY, key_fix))
+    hook_fix = secret_fix(NOTIFY_WEBHOOK, stack, "<https URL>")
     if NOTIFY_WEBHOOK in raw:
         if NOTIFY_WEBHOOK not in secret_keys:
-            problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", "is stored in plain text; it must be a secret", hook_fix))
+            problems.append(stored_in_plain_text(NOTIFY_WEBHOOK, hook_fix))
         elif not re.match(r"^https?://\S+$", str(raw[NOTIFY_WEBHOOK])):
             problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", "must be an http(s) URL", hook_fix))
     if config is not None:
@@ -467,11 +467,26 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
     return config
 
 
-def pulls_from_registry(config: StackConfig) -> list[Hub]:
-    """The hubs this stack builds in registry mode (a promoting stack and pinned hubs build nothing)."""
+def secret_fix(key: str, stack: str, source: str) -> str:
+    """The command that sets the secret setting `key`, its value coming from `source`."""
+    return f"pulumi config set --stack {stack} --secret {NAMESPACE}:{key} {source}"
+
+
+def stored_in_plain_text(key: str, fix: str) -> Problem:
+    return Problem(f"{NAMESPACE}:{key}", "is stored in plain text; it must be a secret", fix)
+
+
+def built_hubs(config: StackConfig) -> list[Hub]:
+    """The hubs this stack builds (on the host or in CI): a promoting stack builds none, and a
+    pinned hub runs its pin."""
     if config.promote_from:
         return []
-    return [hub for hub in config.hubs if hub.build_mode == "registry" and hub.name not in config.pinned_images]
+    return [hub for hub in config.hubs if hub.name not in config.pinned_images]
+
+
+def pulls_from_registry(config: StackConfig) -> list[Hub]:
+    """The hubs this stack builds in registry mode."""
+    return [hub for hub in built_hubs(config) if hub.build_mode == "registry"]
 
 
 def registry_problems(config: StackConfig, stack: str, raw: Mapping[str, Any], secret_keys: set[str]) -> list[Problem]:
@@ -485,10 +500,10 @@ def registry_problems(config: StackConfig, stack: str, raw: Mapping[str, Any], s
                                 f"is not set, but {names} build(s) in registry mode (buildMode: registry in workhub:hubs)",
                                 fix_for("registry.server", stack) + "; or set the hub's buildMode back to remote "
                                 "in Pulumi.yaml"))
-    fix = f"pulumi config set --stack {stack} --secret {NAMESPACE}:{REGISTRY_PASSWORD} < <file holding the password>"
+    fix = secret_fix(REGISTRY_PASSWORD, stack, "< <file holding the password>")
     if REGISTRY_PASSWORD in raw:
         if REGISTRY_PASSWORD not in secret_keys:
-            problems.append(Problem(f"{NAMESPACE}:{REGISTRY_PASSWORD}", "is stored in plain text; it must be a secret", fix))
+            problems.append(stored_in_plain_text(REGISTRY_PASSWORD, fix))
         elif config.registry is None or config.registry.username is None:
             problems.append(Problem(f"{NAMESPACE}:{REGISTRY_PASSWORD}", "is set, but workhub:registry.username is not",
                                     fix_for("registry.username", stack)))

@@ -12,8 +12,8 @@ from pulumi.runtime.sync_await import _sync_await
 
 from .build_chain import BuildChain, BuildChainArgs
 from .build_host import BuildHost, BuildHostArgs
-from .config import (NAMESPACE, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, SSH_KEY, ConfigError, StackConfig, namespaced,
-                     parse_stack_config)
+from .config import (NAMESPACE, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, SSH_KEY, ConfigError, StackConfig, built_hubs,
+                     namespaced, parse_stack_config)
 from .plan import HubPlan, plan_stack
 from .promotion import PromotedHub, candidates
 from .registry_image import Pusher, push_with_docker
@@ -33,8 +33,8 @@ def checked_plan(project_dir: Path) -> tuple[StackConfig, list[HubPlan]]:
     A stack that promotes from another builds nothing, and neither does a pinned hub."""
     try:
         config = read_stack_config()
-        builds = [] if config.promote_from else [h for h in config.hubs if h.name not in config.pinned_images]
-        plans, problems = plan_stack(config.model_copy(update={"hubs": builds}), pulumi.get_stack(), project_dir)
+        plans, problems = plan_stack(config.model_copy(update={"hubs": built_hubs(config)}), pulumi.get_stack(),
+                                     project_dir)
         if problems:
             raise ConfigError(problems)
     except ConfigError as error:

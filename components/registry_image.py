@@ -17,7 +17,7 @@ import pulumi
 
 from .config import BuildSettings, RegistryConfig
 from .plan import HubPlan
-from .scripts import build_args
+from .scripts import build_arg_values
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,7 @@ class Push:
     def args(self) -> dict[str, str]:
         """The build args of a host build (NODE_OPTIONS, npm's settings, the hub's own), plus an
         inline cache so the pushed image can serve as the next build's cache."""
-        words = build_args(self.plan.hub, self.build, self.npm_registry)
-        found = dict(value.split("=", 1) for flag, value in zip(words[::2], words[1::2]) if flag == "--build-arg")
-        return {**found, "BUILDKIT_INLINE_CACHE": "1"}
+        return {**build_arg_values(self.plan.hub, self.build, self.npm_registry), "BUILDKIT_INLINE_CACHE": "1"}
 
 
 Pusher = Callable[[Push, pulumi.ResourceOptions], list[pulumi.Resource]]

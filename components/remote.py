@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import re
 import shlex
 import socket
 import sys
@@ -28,12 +27,12 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from .context import archive, content_hash, context_files
+from .shell import assignments
 
 # State keeps at most this much of a command's stdout: enough for the facts a script reports.
 STDOUT_LIMIT = 64 * 1024
 ERROR_TAIL_LINES = 40
 HEARTBEAT_SECONDS = 30
-_SHELL_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -278,10 +277,12 @@ def with_secrets(script: str, values: Mapping[str, str]) -> str:
     """`script` with a shell variable (not exported) holding each secret value put in front of it,
     at run time only: the secrets travel on the session's stdin with the script, so they are in no
     command line, no environment, no log and no state outside the secret input."""
-    for name in values:
-        if not _SHELL_NAME.match(name):
-            raise RemoteCommandError(f"{name!r} is not a shell variable name for a secret value")
-    return "".join(f"{name}={shlex.quote(value)}\n" for name, value in sorted(values.items())) + script
+    if not values:
+        return script
+    try:
+        return assignments(dict(sorted(values.items()))) + "\n" + script
+    except ValueError as error:
+        raise RemoteCommandError(f"{error} (the name of a secret value)") from None
 
 
 def _log_to_engine(message: str) -> None:

@@ -169,8 +169,8 @@ def context_dir(stack: str, hub: str) -> str:
     return f"{STATE_DIR}/contexts/{stack}/{hub}"
 
 
-def build_args(hub: Hub, build: BuildSettings, registry: Optional[str]) -> list[str]:
-    """The `--build-arg` words: workhub's settings first, then the hub's own."""
+def build_arg_values(hub: Hub, build: BuildSettings, registry: Optional[str]) -> dict[str, str]:
+    """Every build arg by name: workhub's settings first, then the hub's own."""
     args = {
         "NODE_OPTIONS": f"--max-old-space-size={build.node_heap_mb}",
         "NPM_CONFIG_FETCH_RETRIES": str(build.npm_fetch_retries),
@@ -182,10 +182,17 @@ def build_args(hub: Hub, build: BuildSettings, registry: Optional[str]) -> list[
     if registry:
         args["NPM_CONFIG_REGISTRY"] = registry
     args.update(hub.build_args)
-    words = []
-    for key, value in args.items():
-        words += ["--build-arg", f"{key}={value}"]
-    return words
+    return args
+
+
+def arg_words(args: dict[str, str]) -> list[str]:
+    """Build args as `--build-arg NAME=value` words, in their order."""
+    return [word for key, value in args.items() for word in ("--build-arg", f"{key}={value}")]
+
+
+def build_args(hub: Hub, build: BuildSettings, registry: Optional[str]) -> list[str]:
+    """The `--build-arg` words of a hub's build."""
+    return arg_words(build_arg_values(hub, build, registry))
 
 
 # `pause_after LOG N CODE`: try N failed from the network with exit code CODE; unless it was the
