@@ -22,6 +22,7 @@ from typing import Optional
 import pytest
 import yaml
 
+from components.scripts import arg_words
 from workhub import engine as eng
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -100,10 +101,9 @@ class CiStandIn:
             password = Path(self.registry["password_file"]).read_bytes()
             self.docker("login", "--username", self.registry["username"], "--password-stdin", push.registry.server,
                         config=Path(config), stdin=password)
-            words = [word for name, value in push.args.items() for word in ("--build-arg", f"{name}={value}")]
             self.docker("build", "--network=host", "--progress=plain", "--file",
                         str(push.plan.context / push.plan.hub.dockerfile), "--tag", push.remote,
-                        "--cache-from", push.cache, *words, str(push.plan.context), config=Path(config))
+                        "--cache-from", push.cache, *arg_words(push.args), str(push.plan.context), config=Path(config))
             self.docker("push", push.remote, config=Path(config))
             self.docker("tag", push.remote, push.cache)
             self.docker("push", push.cache, config=Path(config))
@@ -119,6 +119,12 @@ def health(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def running_image(container: str) -> str:
+    """The image a container on the test host runs."""
+    return subprocess.run(["/usr/bin/docker", "inspect", "--format", "{{.Config.Image}}", container],
+                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def deploy_home() -> Path:

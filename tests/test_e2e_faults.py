@@ -23,6 +23,7 @@ from tests.e2e_fixtures import (
     new_local_stack,
     npm_steps_cached,
     records_since,
+    running_image,
     set_build_setting,
 )
 from components.scripts import prune_script, status_script
@@ -164,8 +165,7 @@ def test_a_failed_build_leaves_the_previous_container_serving(tmp_path, toolchai
             stack.up(color="never")
         assert "wbhubmanager-build failed" in str(caught.value)
         assert get(url + "/health") == 200
-        running = subprocess.run(["/usr/bin/docker", "inspect", "--format", "{{.Config.Image}}", "wbhubmanager-e2e"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        running = running_image("wbhubmanager-e2e")
         assert running == image, "the container still runs the image that last built"
         assert json.loads(urllib.request.urlopen(url + "/health", timeout=10).read())["hub"] == "wbhubmanager"
 

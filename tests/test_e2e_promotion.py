@@ -11,7 +11,7 @@ import pytest
 from pulumi import automation as auto
 
 from tests.e2e_fixtures import (build_records, deploy_home, forget_local_images, health, new_local_stack,
-                                 records_since)
+                                 records_since, running_image)
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -64,8 +64,7 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         message = str(caught.value)
         assert "did not answer /health" in message and "rolled back: wbsaleshub-e2e-staging answers again" in message
         assert health(staged["url"]) == 200
-        running = subprocess.run(["/usr/bin/docker", "inspect", "--format", "{{.Config.Image}}", "wbsaleshub-e2e-staging"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        running = running_image("wbsaleshub-e2e-staging")
         assert running == staged["image"]
     finally:
         production.destroy(color="never")

@@ -7,7 +7,6 @@ and moved back to a host build."""
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import yaml
 from pulumi import automation as auto
 
 from tests.e2e_fixtures import (CiStandIn, build_records, forget_local_images, health, new_local_stack,
-                                 records_since)
+                                 records_since, running_image)
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -126,8 +125,7 @@ def test_a_hub_moves_to_registry_mode_is_pulled_run_promoted_and_moves_back(
         (record,) = records_since(before)
         assert moved["mode"] == "remote" and "pulled_from" not in record and record["result"] == "succeeded"
         assert moved["image"] != released["image"] and health(moved["url"]) == 200
-        running = subprocess.run(["/usr/bin/docker", "inspect", "--format", "{{.Config.Image}}", "wbsaleshub-e2e-reg-staging"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        running = running_image("wbsaleshub-e2e-reg-staging")
         assert running == moved["image"]
     finally:
         production.destroy(color="never")
