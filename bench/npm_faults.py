@@ -33,7 +33,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import random
 import re
 import shutil
@@ -50,6 +49,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import machine_info, write_section  # noqa: E402
 from components.config import BuildSettings  # noqa: E402
 from components import scripts as workhub_scripts  # noqa: E402
 from faultproxy import Faults, running_proxy  # noqa: E402
@@ -294,44 +295,6 @@ def median(xs: list[float]) -> float | None:
 
 def fmt_s(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1f} s"
-
-
-def machine_info() -> dict:
-    def cmd(*argv: str) -> str:
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return "?"
-    os_name = "?"
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                os_name = line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
-    mem = "?"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    vpkg = Path(os.environ.get("WORKHUB_CACHE_DIR", Path.home() / ".cache/workhub")) / "verdaccio/node_modules/verdaccio/package.json"
-    try:
-        verdaccio = json.loads(vpkg.read_text())["version"]
-    except (OSError, ValueError, KeyError):
-        verdaccio = "?"
-    return {"nproc": cmd("nproc"), "cpu": cpu, "memory": mem, "os": os_name, "kernel": platform.release(),
-            "node": cmd("node", "--version"), "npm": cmd("npm", "--version"), "python": platform.python_version(),
-            "verdaccio": verdaccio, "load_at_start": os.getloadavg()}
 
 
 def summarize(results: list[dict], setups: list[str], levels: list[float]) -> list[dict]:
@@ -697,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         doc["also"] = [json.loads(Path(x).read_text()) for x in args.also]
         text = render(doc)
         if args.out:
-            Path(args.out).write_text(text)
+            write_section(Path(args.out), "npm-faults", text)
         else:
             sys.stdout.write(text)
         return 0
@@ -865,7 +828,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"wrote {args.json}")
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(render(doc))
+            write_section(Path(args.out), "npm-faults", render(doc))
             log(f"wrote {args.out}")
         return 0
     finally:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 
 from .build_host import BuildHost
 from .config import BuildSettings, RegistryConfig
+from .deploy import Serving
 from .hub_image import HubImage, HubImageArgs
+from .runtime import Runtime
 from .plan import HubPlan
 from .registry_image import Pusher, push_with_docker
 
@@ -21,7 +23,9 @@ class BuildChainArgs:
     host: BuildHost
     build: BuildSettings
     npm_registry: Optional[str]
-    publish_address: str
+    serving: Serving
+    runtimes: Mapping[str, Runtime]
+    """Each hub's run-time settings in this stack, by hub name."""
     notify_url: Optional[pulumi.Input[str]] = None
     registry: Optional[RegistryConfig] = None
     registry_password: Optional[pulumi.Input[str]] = None
@@ -42,8 +46,8 @@ class BuildChain(pulumi.ComponentResource):
         for plan in args.plans:
             image = HubImage(
                 plan.hub.name,
-                HubImageArgs(plan, args.host, args.build, args.npm_registry, args.publish_address, after,
-                             args.notify_url, args.registry, args.registry_password, args.pusher),
+                HubImageArgs(plan, args.host, args.build, args.npm_registry, args.serving,
+                             args.runtimes[plan.hub.name], after, args.notify_url, args.registry, args.registry_password, args.pusher),
                 pulumi.ResourceOptions(parent=self),
             )
             self.images.append(image)

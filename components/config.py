@@ -8,14 +8,16 @@ command that fixes it.
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Annotated, Any, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 NAMESPACE = "workhub"
 DEFAULT_BASE_IMAGE = "node:20-bookworm-slim"
+DEFAULT_PROXY_IMAGE = "haproxy:2.6"
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -99,6 +101,20 @@ RESERVED_BUILD_ARGS = (
 )
 
 
+def _env_text(value: Any) -> Any:
+    """A setting's value as the container sees it: text, with YAML's true/false and numbers spelled
+    the way they were written (true, 3, 1.5), never Python's (True)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return json.dumps(value)
+    return value
+
+
+EnvValue = Annotated[StrictStr, BeforeValidator(_env_text)]
+"""A run-time setting's value: text, or a YAML number or boolean (taken as written)."""
+
+
 def _matches(pattern: re.Pattern, rule: str, allow_parent: bool = False) -> Any:
     """A field validator: the value matches `pattern` (and, unless allowed, has no '..' step)."""
 
@@ -123,6 +139,25 @@ class Hub(_Section):
         "remote", alias="buildMode",
         description="remote: built on the host over SSH; registry: built where Pulumi runs, pushed to "
                     "workhub:registry, pulled by the host.",
+    )
+    env: dict[str, EnvValue] = Field(
+        default_factory=dict, description="Plain run-time settings, the same in every stack: NAME -> value.",
+    )
+    stack_env: list[str] = Field(
+        default_factory=list, alias="stackEnv",
+        description="Plain run-time settings whose value each stack sets: workhub:env.<hub>.<NAME>.",
+    )
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Secret run-time settings each stack sets with "
+                    "`pulumi config set --secret --path workhub:secrets.<hub>.<NAME>`.",
+    )
+    volumes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Named volumes: name -> path in the container; kept across deploys and destroy.",
+    )
+    port_env: Optional[str] = Field(
+        None, alias="portEnv", description="Another variable the app reads its port from (PORT is always set).",
     )
 
     _name = field_validator("name")(_matches(_HUB_NAME, "must be lower-case letters, digits and '-', starting with a letter"))
@@ -183,7 +218,6 @@ class BuildSettings(_Section):
         4096, alias="cacheKeepStorageMb", ge=0,
         description="Build cache kept besides the npm cache mounts; older layers are collected before builds.",
     )
-    health_timeout_seconds: int = Field(60, alias="healthTimeoutSeconds", ge=1, le=3600)
     min_free_disk_mb: int = Field(2048, alias="minFreeDiskMb", ge=0)
 
     @field_validator("progress")
@@ -192,6 +226,25 @@ class BuildSettings(_Section):
         if value not in ("plain", "auto", "tty", "quiet"):
             raise ValueError("must be one of plain, auto, tty, quiet (plain streams every line)")
         return value
+
+
+class DeploySettings(_Section):
+    """How a new container takes over from the old one behind the hub's proxy."""
+
+    health_timeout_seconds: int = Field(
+        60, alias="healthTimeoutSeconds", ge=1, le=3600,
+        description="How long a new container has to answer its health path; it gets no traffic until then.",
+    )
+    healthy_passes: int = Field(
+        3, alias="healthyPasses", ge=1, le=100,
+        description="Answers of 200 in a row the new container must give before traffic switches to it.",
+    )
+    health_interval_ms: int = Field(500, alias="healthIntervalMs", ge=100, le=10000,
+                                    description="Pause between two health probes of the new container.")
+    stop_grace_seconds: int = Field(
+        30, alias="stopGraceSeconds", ge=0, le=3600,
+        description="How long the old container has to finish its in-flight requests after the switch.",
+    )
 
 
 class SshKeepAlive(_Section):
@@ -248,10 +301,19 @@ class StackConfig(_Section):
     registry: Optional[RegistryConfig] = Field(
         None, description="The image registry of the hubs whose buildMode is registry.",
     )
+    env: dict[str, dict[str, EnvValue]] = Field(
+        default_factory=dict,
+        description="This stack's values of the settings a hub lists in stackEnv: hub -> NAME -> value.",
+    )
+    proxy_image: str = Field(
+        DEFAULT_PROXY_IMAGE, alias="proxyImage",
+        description="The HAProxy image of the proxy that owns each hub's host port on the host.",
+    )
     build: BuildSettings = Field(default_factory=BuildSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
     ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
 
-    _image = field_validator("base_image")(_matches(_IMAGE, "must be an image reference such as 'node:20-bookworm-slim'"))
+    _image = field_validator("base_image", "proxy_image")(_matches(_IMAGE, "must be an image reference such as 'node:20-bookworm-slim'"))
     _root = field_validator("source_root")(
         _matches(_PATH, "must be a path of letters, digits, '.', '_', '-' and '/'", allow_parent=True)
     )
@@ -304,9 +366,12 @@ class ConfigError(Exception):
 SSH_KEY = "sshPrivateKey"
 NOTIFY_WEBHOOK = "notifyWebhook"
 REGISTRY_PASSWORD = "registryPassword"
-SECRET_SETTINGS = (SSH_KEY, NOTIFY_WEBHOOK, REGISTRY_PASSWORD)
+HUB_SECRETS = "secrets"
+SECRET_SETTINGS = (SSH_KEY, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, HUB_SECRETS)
 # Declared once for every stack, in Pulumi.yaml's `config:` section; a stack file may not set them.
-PROJECT_KEYS = ("hubs", "build", "sshKeepAlive")
+PROJECT_KEYS = ("hubs", "build", "deploy", "sshKeepAlive")
+# Settings that have moved, and where to: named in the fix when an old file still sets them.
+MOVED = {"build.healthTimeoutSeconds": "deploy.healthTimeoutSeconds"}
 # Example values used in the fixes of missing or bad settings.
 _EXAMPLES = {
     "host.address": "<address>",
@@ -335,6 +400,7 @@ _KNOWN = {
     "host": _keys(HostConfig),
     "hubs": _keys(Hub),
     "build": _keys(BuildSettings),
+    "deploy": _keys(DeploySettings),
     "sshKeepAlive": _keys(SshKeepAlive),
 }
 
@@ -351,6 +417,8 @@ def fix_for(path: str, stack: str, unknown: bool = False) -> str:
     """How to fix the setting at `path` (without namespace) of `stack`."""
     top = re.split(r"[.\[]", path, maxsplit=1)[0]
     if top in PROJECT_KEYS:
+        if unknown and path in MOVED:
+            return f"move it to {NAMESPACE}:{MOVED[path]} in the config: section of Pulumi.yaml"
         if unknown:
             return (f"remove {NAMESPACE}:{path} from the config: section of Pulumi.yaml; "
                     f"known settings here: {_KNOWN.get(top, '')}")
@@ -461,6 +529,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
             problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", "must be an http(s) URL", hook_fix))
     if config is not None:
         problems += registry_problems(config, stack, raw, secret_keys)
+        problems += runtime_problems(config, stack)
+        problems += secret_problems(config, stack, raw.get(HUB_SECRETS), HUB_SECRETS in secret_keys)
     if problems:
         raise ConfigError(problems)
     assert config is not None
@@ -524,3 +594,194 @@ def namespaced(config: Mapping[str, Any], secret_keys: list[str]) -> tuple[dict[
             value = json.loads(value)
         raw[key[len(prefix):]] = value
     return raw, {k[len(prefix):] for k in secret_keys if k.startswith(prefix)}
+
+
+# --- run-time settings, secrets and volumes ------------------------------------------------------
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_VOLUME_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,47}")
+# Set by workhub itself in every hub's container.
+RESERVED_ENV = ("PORT",)
+FILE_SUFFIX = "_FILE"
+"""A secret with a line break reaches the container as a file, named by <NAME>_FILE."""
+
+
+def _project(path: str) -> str:
+    return f"correct {NAMESPACE}:{path} in the config: section of Pulumi.yaml (one value for every stack)"
+
+
+def hub_names(hub: Hub) -> list[tuple[str, str]]:
+    """Every variable a hub declares, with the key it is declared at: env, stackEnv, secrets, portEnv."""
+    names = [(f"env.{name}", name) for name in hub.env]
+    names += [(f"stackEnv[{i}]", name) for i, name in enumerate(hub.stack_env)]
+    names += [(f"secrets[{i}]", name) for i, name in enumerate(hub.secrets)]
+    if hub.port_env:
+        names.append(("portEnv", hub.port_env))
+    return names
+
+
+def name_problems(hub: Hub, at: str) -> list[tuple[str, Optional[Problem]]]:
+    """Each variable a hub declares (by its key: env.X, stackEnv[0], secrets[1], portEnv) with its
+    problem: not an environment variable name, workhub's own (PORT, the port variable), or declared
+    already; None for the ones that are fine."""
+    found: list[tuple[str, Optional[Problem]]] = []
+    seen: dict[str, str] = {}
+    for key, name in hub_names(hub):
+        path = f"{at}.{key}"
+        problem = None
+        if not _ENV_NAME.fullmatch(name):
+            problem = Problem(f"{NAMESPACE}:{path}", f"{name!r} is not an environment variable name (letters, "
+                              f"digits and '_', not starting with a digit; hub {hub.name})", _project(path))
+        elif name in RESERVED_ENV or (name == hub.port_env and key != "portEnv"):
+            what = "PORT" if name in RESERVED_ENV else f"the port variable (portEnv: {name})"
+            problem = Problem(f"{NAMESPACE}:{path}", f"{name} is {what}, which workhub sets from the hub's port "
+                              f"{hub.port} (hub {hub.name})",
+                              f"remove it from {NAMESPACE}:{at} in Pulumi.yaml; the port is {NAMESPACE}:{at}.port")
+        elif name in seen:
+            problem = Problem(f"{NAMESPACE}:{path}", f"{name} is also declared at {at}.{seen[name]} (hub "
+                              f"{hub.name}); a variable has one source", _project(path))
+        else:
+            seen[name] = key
+        found.append((key, problem))
+    return found
+
+
+def usable_declarations(hub: Hub) -> set[str]:
+    """The declarations of a hub that have no problem of their own (nothing more is asked of the others)."""
+    return {key for key, problem in name_problems(hub, "hubs") if problem is None}
+
+
+def _text_problem(value: str) -> Optional[str]:
+    if "\0" in value:
+        return "holds a NUL character, which no environment variable can carry"
+    if "\n" in value or "\r" in value:
+        return ("holds a line break, which a plain setting cannot carry (one line each in the container's env "
+                "file); make it a secret, which reaches the container as a file when it has line breaks")
+    return None
+
+
+def runtime_problems(config: StackConfig, stack: str) -> list[Problem]:
+    """Each hub's variable names are environment names, declared once and not workhub's own (PORT, the
+    port variable); its volumes have Docker volume names and distinct absolute paths; this stack sets
+    exactly the stackEnv values its hubs declare, and nothing Pulumi.yaml pins."""
+    problems: list[Problem] = []
+    for index, hub in enumerate(config.hubs):
+        at = f"hubs[{index}]"
+        problems += [problem for _, problem in name_problems(hub, at) if problem]
+        seen = {name: key for key, name in hub_names(hub)}
+        for name in hub.secrets:
+            twin = name + FILE_SUFFIX
+            if twin in seen and _ENV_NAME.fullmatch(name):
+                path = f"{at}.{seen[twin]}"
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{twin} is where secret {name} is named when it "
+                                        f"reaches the container as a file (hub {hub.name})", _project(path)))
+        for key, value in hub.env.items():
+            message = _text_problem(value)
+            if message:
+                path = f"{at}.env.{key}"
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{message} (hub {hub.name})", _project(path)))
+        targets: dict[str, str] = {}
+        for name, target in hub.volumes.items():
+            path = f"{at}.volumes.{name}"
+            if not _VOLUME_NAME.fullmatch(name):
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{name!r} is not a volume name (lower-case "
+                                        f"letters, digits, '_', '.', '-', at most 48; hub {hub.name})",
+                                        _project(path)))
+            if not target.startswith("/") or target == "/" or posixpath.normpath(target) != target.rstrip("/") \
+                    or _text_problem(target):
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{target!r} is not a directory in the container: "
+                                        f"an absolute path such as /app/data, not / and without '..' or line "
+                                        f"breaks (hub {hub.name})", _project(path)))
+                continue
+            target = target.rstrip("/")
+            if target in targets:
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{target} is also the path of volume "
+                                        f"{targets[target]} (hub {hub.name})", _project(path)))
+            targets.setdefault(target, name)
+    hubs = {hub.name: hub for hub in config.hubs}
+    for name, values in config.env.items():
+        hub = hubs.get(name)
+        if hub is None:
+            problems.append(Problem(f"{NAMESPACE}:env.{name}", "names no hub in workhub:hubs",
+                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:env.{name}'"))
+            continue
+        index = config.hubs.index(hub)
+        for key, value in values.items():
+            path = f"env.{name}.{key}"
+            if key in hub.env:
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{key} is pinned in Pulumi.yaml "
+                                        f"(workhub:hubs[{index}].env.{key}), the same in every stack",
+                                        f"pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'; to let "
+                                        f"stacks differ, move {key} from env to stackEnv of the hub in Pulumi.yaml"))
+            elif key not in hub.stack_env:
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{key} is not declared in workhub:hubs[{index}]."
+                                        f"stackEnv (hub {name})", f"add {key} to stackEnv of the hub in Pulumi.yaml, "
+                                        f"or pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
+            elif _text_problem(value):
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{_text_problem(value)} (hub {name})",
+                                        f"pulumi config set --stack {stack} --path '{NAMESPACE}:{path}' <value>"))
+    for hub in config.hubs:
+        for i, key in enumerate(hub.stack_env):
+            if key not in config.env.get(hub.name, {}) and f"stackEnv[{i}]" in usable_declarations(hub):
+                path = f"env.{hub.name}.{key}"
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"is not set: hub {hub.name} declares {key} in "
+                                        "stackEnv, so each stack gives it a value",
+                                        f"pulumi config set --stack {stack} --path '{NAMESPACE}:{path}' <value>"))
+    return problems
+
+
+def secret_fix_for(stack: str, hub: str, name: str) -> str:
+    """The command that sets one hub secret (from a file, so a value with line breaks stays whole)."""
+    return (f"pulumi config set --stack {stack} --secret --path '{NAMESPACE}:{HUB_SECRETS}.{hub}.{name}' "
+            "<value>  (or < <file> for a value with line breaks)")
+
+
+def secret_problems(config: StackConfig, stack: str, value: Any, is_secret: bool) -> list[Problem]:
+    """workhub:secrets holds, as secrets, a text value for every secret each hub declares and nothing else."""
+    problems: list[Problem] = []
+    values = value if isinstance(value, Mapping) else {}
+    if value is not None and not isinstance(value, Mapping):
+        problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}", "must map hub names to their secrets",
+                                f"pulumi config rm --stack {stack} {NAMESPACE}:{HUB_SECRETS}, then set each with: "
+                                + secret_fix_for(stack, "<hub>", "<NAME>")))
+    elif value is not None and not is_secret:
+        problems.append(stored_in_plain_text(HUB_SECRETS, secret_fix_for(stack, "<hub>", "<NAME>")
+                                             + " for each of them"))
+        return problems
+    hubs = {hub.name: hub for hub in config.hubs}
+    for name, found in values.items():
+        hub = hubs.get(name)
+        if hub is None:
+            problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}.{name}", "names no hub in workhub:hubs",
+                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:{HUB_SECRETS}.{name}'"))
+            continue
+        if not isinstance(found, Mapping):
+            problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}.{name}", "must map secret names to their values",
+                                    secret_fix_for(stack, name, "<NAME>")))
+            continue
+        index = config.hubs.index(hub)
+        for key, secret in found.items():
+            path = f"{HUB_SECRETS}.{name}.{key}"
+            if key not in hub.secrets:
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{key} is not declared in workhub:hubs[{index}]."
+                                        f"secrets (hub {name})", f"add {key} to secrets of the hub in Pulumi.yaml, "
+                                        f"or pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
+            elif not isinstance(secret, str):
+                problems.append(Problem(f"{NAMESPACE}:{path}", "must be text", secret_fix_for(stack, name, key)))
+            elif "\0" in secret:
+                problems.append(Problem(f"{NAMESPACE}:{path}", "holds a NUL character, which neither an "
+                                        "environment variable nor the file a secret becomes can carry here",
+                                        secret_fix_for(stack, name, key)))
+    for hub in config.hubs:
+        for i, key in enumerate(hub.secrets):
+            if key not in (values.get(hub.name) or {}) and f"secrets[{i}]" in usable_declarations(hub):
+                problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}.{hub.name}.{key}",
+                                        f"is not set: hub {hub.name} declares the secret {key}",
+                                        secret_fix_for(stack, hub.name, key)))
+    return problems
+
+
+def hub_secret_values(raw: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The secret values by hub and name, from a config parse_stack_config accepted."""
+    found = raw.get(HUB_SECRETS) or {}
+    return {hub: dict(values) for hub, values in found.items()}

@@ -374,3 +374,28 @@ def conform(text: str, path: str = "Dockerfile") -> str:
             line += 1
     text = "".join(out)
     return text if newline else text[:-1]
+
+
+def declared_volumes(text: str, path: str = "Dockerfile") -> list[tuple[str, int]]:
+    """The paths the final stage of an image declares as VOLUME, with the line of each (a stage
+    built FROM an earlier one inherits that one's). Docker gives each such path an anonymous volume
+    in every new container, unless a named volume is mounted there."""
+    try:
+        commands = dockerfile.parse_string(text)
+    except dockerfile.GoParseError as error:
+        raise DockerfileError(f"{path}: BuildKit cannot parse it ({error})") from None
+    stage: dict = {"workdir": "/", "volumes": []}
+    names: dict[str, dict] = {}
+    for cmd in commands:
+        kind = cmd.cmd.upper()
+        if kind == "FROM":
+            parent = names.get(cmd.value[0].lower(), {"workdir": "/", "volumes": []})
+            stage = {"workdir": parent["workdir"], "volumes": list(parent["volumes"])}
+            if len(cmd.value) == 3:
+                names[cmd.value[2].lower()] = stage
+        elif kind == "WORKDIR":
+            stage["workdir"] = posixpath.normpath(posixpath.join(stage["workdir"], cmd.value[0]))
+        elif kind == "VOLUME":
+            stage["volumes"] += [(posixpath.normpath(posixpath.join(stage["workdir"], value)), cmd.start_line)
+                                 for value in cmd.value]
+    return stage["volumes"]

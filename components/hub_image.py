@@ -12,8 +12,11 @@ from .build_host import BuildHost, parse_last_json
 from .config import BuildSettings, RegistryConfig
 from .plan import HubPlan
 from .registry_image import Push, Pusher, push_with_docker
+from .deploy import Serving, run_script, stop_script
+from .promotion import PROMOTED_HUB_PATH, run_alias
 from .remote import RemoteCommand, Upload
-from .scripts import build_script, context_dir, pull_script, remove_image_script, run_script, stop_script
+from .runtime import Runtime
+from .scripts import build_script, context_dir, pull_script, remove_image_script
 
 
 @dataclass(frozen=True)
@@ -24,8 +27,10 @@ class HubImageArgs:
     build: BuildSettings
     npm_registry: Optional[str]
     """The registry npm uses inside the build; None keeps the Dockerfile's (npm's) default."""
-    publish_address: str
-    """The host address the container's port is published on."""
+    serving: Serving
+    """Where the hub's proxy publishes its host port, and how a new container takes over."""
+    runtime: Runtime
+    """The container's settings, secrets and volumes in this stack."""
     after: Sequence[pulumi.Resource] = ()
     """What this hub's build (or pull) waits for: the host's preflight, or the previous hub's."""
     notify_url: Optional[pulumi.Input[str]] = None
@@ -61,14 +66,15 @@ class HubImage(pulumi.ComponentResource):
         self.image = plan.image
         self.pushed = None
 
-        def command(role: str, create: str, delete: str, after: Sequence[pulumi.Resource], **kwargs: Any):
+        def command(role: str, create: str, delete: str, after: Sequence[pulumi.Resource],
+                    aliases: Optional[list[pulumi.Alias]] = None, **kwargs: Any):
             return RemoteCommand(
                 f"{name}-{role}",
                 connection=host.connection,
                 private_key=host.private_key,
                 create=create,
                 delete=delete,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(after), aliases=aliases),
                 **kwargs,
             )
 
@@ -101,10 +107,12 @@ class HubImage(pulumi.ComponentResource):
             )
         self.run = command(
             "run",
-            run_script(plan.hub, plan.stack, plan.image, plan.host_port, args.publish_address,
-                       args.build.health_timeout_seconds),
-            stop_script(plan.hub, plan.stack, plan.host_port, args.publish_address),
+            run_script(plan.hub, plan.stack, plan.image, plan.host_port, args.runtime, args.serving),
+            stop_script(plan.hub, plan.stack, args.serving.publish_address),
             [self.build],
+            aliases=[run_alias(PROMOTED_HUB_PATH, plan.hub.name)],
+            triggers=args.runtime.triggers,
+            secret_values=args.runtime.secret_values or None,
         )
         self.result = self.run.stdout.apply(parse_last_json)
         self.url = self.result.apply(lambda out: out["url"])

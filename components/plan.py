@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .config import NAMESPACE, PROJECT_KEYS, Hub, Problem, StackConfig, fix_for
+from .config import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, Problem, StackConfig, fix_for, secret_fix_for
 from .context import content_hash, context_files
 from .scripts import build_args
 
@@ -133,6 +134,7 @@ def stack_file_problems(config: StackConfig, stack: str, project_dir: Path) -> l
                     f"move the change into Pulumi.yaml and remove it from the stack: "
                     f"pulumi config rm --stack {name} {NAMESPACE}:{key}",
                 ))
+    problems += plain_secret_problems(files.get(stack, {}), stack)
     mine = {port: hub for hub, port in config.host_ports.items()}
     for name, values in files.items():
         if name == stack or not _same_host(config, values):
@@ -146,6 +148,44 @@ def stack_file_problems(config: StackConfig, stack: str, project_dir: Path) -> l
                     f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{mine[port]}' <a free port>",
                 ))
     return problems
+
+
+def plain_secret_problems(values: dict[str, Any], stack: str) -> list[Problem]:
+    """Every hub secret the stack file holds is encrypted (`secure:`): the engine only says whether
+    workhub:secrets as a whole holds a secret, so one value set without --secret would pass."""
+    problems = []
+    found = values.get(f"{NAMESPACE}:{HUB_SECRETS}")
+    for hub, secrets in (found.items() if isinstance(found, dict) else []):
+        for name, value in (secrets.items() if isinstance(secrets, dict) else []):
+            if not (isinstance(value, dict) and set(value) == {"secure"}):
+                problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}.{hub}.{name}",
+                                        f"is stored in plain text in Pulumi.{stack}.yaml; it must be a secret",
+                                        secret_fix_for(stack, hub, name)))
+    return problems
+
+
+def volume_warnings(config: StackConfig, project_dir: Path) -> list[str]:
+    """One warning for each path a hub's Dockerfile declares as VOLUME with no named volume of the
+    hub mounted there: the data written there would live in an anonymous volume of one container."""
+    from .dockerfile import DockerfileError, declared_volumes
+
+    warnings = []
+    for index, hub in enumerate(config.hubs):
+        dockerfile = context_of(hub, config, project_dir) / hub.dockerfile
+        try:
+            declared = declared_volumes(dockerfile.read_text(), str(dockerfile))
+        except (OSError, DockerfileError):
+            continue
+        kept = {target.rstrip("/") for target in hub.volumes.values()}
+        for path, line in declared:
+            if path not in kept:
+                name = posixpath.basename(path) or "data"
+                warnings.append(
+                    f"{hub.name}: {dockerfile}:{line} declares VOLUME {path}, but workhub:hubs[{index}].volumes "
+                    f"mounts no named volume there, so what the hub writes there stays behind in an anonymous "
+                    f"volume at each deploy and is lost to the next version; keep it: add `volumes: "
+                    f"{{{name}: {path}}}` to hub {hub.name} in Pulumi.yaml")
+    return warnings
 
 
 def plan_stack(

@@ -10,8 +10,10 @@ import pulumi
 
 from .build_host import BuildHost, parse_last_json
 from .config import Hub
+from .deploy import Serving, run_script, stop_script
 from .remote import RemoteCommand
-from .scripts import not_promoted_script, promote_script, run_script, stop_script, untag_script
+from .runtime import Runtime
+from .scripts import not_promoted_script, promote_script, untag_script
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,19 @@ def candidates(
     return found
 
 
+# A hub's run command moves between a HubImage (it builds) and a PromotedHub (it runs a promoted or
+# pinned image) when promotion or a pin is set or removed. Each names the other's run as an alias,
+# so the engine updates the one run (a switch behind the proxy) instead of creating a new run and
+# then deleting the old one, whose delete would stop the hub.
+HUB_IMAGE_PATH = "workhub:hub:BuildChain$workhub:hub:HubImage"
+PROMOTED_HUB_PATH = "workhub:hub:PromotedHub"
+
+
+def run_alias(component_path: str, hub: str) -> pulumi.Alias:
+    """An alias naming the run of `hub` under the component at `component_path` (its type chain)."""
+    return pulumi.Alias(parent=f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::{component_path}::{hub}")
+
+
 class PromotedHub(pulumi.ComponentResource):
     """Tags the verified (or pinned) image for this stack on the host and runs it, health-gated.
 
@@ -67,30 +82,35 @@ class PromotedHub(pulumi.ComponentResource):
 
     url: pulumi.Output[Optional[str]]
 
-    def __init__(self, name: str, candidate: Candidate, host: BuildHost, publish_address: str,
-                 health_timeout: int, after: list[pulumi.Resource], opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, candidate: Candidate, host: BuildHost, serving: Serving, runtime: Runtime,
+                 after: list[pulumi.Resource], opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("workhub:hub:PromotedHub", name, None, opts)
         self.candidate = candidate
         hub, stack, image = candidate.hub, candidate.stack, candidate.image
         hold = [] if image else ["create", "delete", "triggers"]
         if image:
-            promote, untag = promote_script(hub, candidate.source_image, image, candidate.image_id), untag_script(image)
-            run = run_script(hub, stack, image, candidate.host_port, publish_address, health_timeout)
+            promote = promote_script(hub, candidate.source_image, image, candidate.image_id)
+            # A pinned image is run under its own tag, which belongs to whoever made it: keep it.
+            untag = untag_script(image) if image != candidate.source_image else None
+            run = run_script(hub, stack, image, candidate.host_port, runtime, serving)
             pulumi.log.info(f"{hub.name}: runs {image} from {candidate.source_image} ({candidate.origin})", self)
         else:
             promote = untag = run = not_promoted_script(hub)
             pulumi.log.warn(f"{hub.name}: not promoted: {candidate.reason}; it keeps what it runs", self)
 
-        def command(role: str, create: str, delete: str, deps: list[pulumi.Resource]) -> RemoteCommand:
+        def command(role: str, create: str, delete: Optional[str], deps: list[pulumi.Resource],
+                    aliases: Optional[list[pulumi.Alias]] = None, **kwargs: Any) -> RemoteCommand:
             return RemoteCommand(
                 f"{name}-{role}", connection=host.connection, private_key=host.private_key,
                 create=create, delete=delete,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=deps, ignore_changes=hold),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=deps, ignore_changes=hold, aliases=aliases),
+                **kwargs,
             )
 
         self.promote = command("promote", promote, untag, after)
-        self.run = command("run", run, stop_script(hub, stack, candidate.host_port, publish_address) if image else run,
-                           [self.promote])
+        settings = {"triggers": runtime.triggers, "secret_values": runtime.secret_values or None} if image else {}
+        self.run = command("run", run, stop_script(hub, stack, serving.publish_address) if image else run,
+                           [self.promote], aliases=[run_alias(HUB_IMAGE_PATH, hub.name)], **settings)
         self.result = self.run.stdout.apply(parse_last_json)
         self.url = self.result.apply(lambda out: out.get("url"))
         self.register_outputs({"url": self.url})

@@ -20,7 +20,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 import paramiko
 import pulumi
@@ -185,12 +185,15 @@ class _Lines:
 def _execute(
     transport: paramiko.Transport,
     command: str,
-    stdin: bytes,
+    stdin: bytes | BinaryIO,
     label: str,
     log: Callable[[str], None],
     heartbeat: float,
+    sink: Optional[BinaryIO] = None,
 ) -> tuple[int, bytes, list[str]]:
-    """Run `command`, feeding it `stdin`; stream its lines; return (status, stdout tail, last lines)."""
+    """Run `command`, feeding it `stdin` (bytes, or a file read to its end); stream its lines;
+    return (status, stdout tail, last lines). With `sink`, stdout is data: all of it goes there,
+    none to the log."""
     started = time.monotonic()
     last_output = started
     tail: list[str] = []
@@ -206,15 +209,22 @@ def _execute(
     out_lines, err_lines = _Lines(line), _Lines(line)
     channel = transport.open_session()
     channel.exec_command(command)
-    channel.sendall(stdin)
+    if isinstance(stdin, bytes):
+        channel.sendall(stdin)
+    else:
+        while chunk := stdin.read(1 << 16):
+            channel.sendall(chunk)
     channel.shutdown_write()
     while True:
         busy = False
         if channel.recv_ready():
             data = channel.recv(32768)
-            stdout += data
-            del stdout[:-STDOUT_LIMIT]
-            out_lines.feed(data)
+            if sink is not None:
+                sink.write(data)
+            else:
+                stdout += data
+                del stdout[:-STDOUT_LIMIT]
+                out_lines.feed(data)
             busy = True
         if channel.recv_stderr_ready():
             err_lines.feed(channel.recv_stderr(32768))
@@ -243,11 +253,15 @@ def run_script(
     log: Callable[[str], None],
     heartbeat: float = HEARTBEAT_SECONDS,
     upload: Optional[tuple[bytes, str]] = None,
+    data_in: Optional[BinaryIO] = None,
+    data_out: Optional[BinaryIO] = None,
 ) -> str:
     """Run `script` with bash on the host, streaming its output; return the tail of its stdout.
 
     With `upload` (a gzipped tar and a directory under the user's home), that directory is first
-    replaced by the archive's content, over the same connection."""
+    replaced by the archive's content, over the same connection. With `data_in`, the script reads
+    that file's bytes on its stdin (after its own text); with `data_out`, its stdout is data
+    written there (a backup), and only its stderr is logged."""
     transport = connect(conn, private_key, log)
     try:
         if upload is not None:
@@ -261,8 +275,13 @@ def run_script(
                     f"with exit code {status}:\n" + "\n".join(f"    {t}" for t in tail)
                 )
             log(f"{label}: uploaded {len(archive)} bytes to ~/{remote_dir}")
-        # The script goes in on stdin: nothing of it shows in the host's process list.
-        status, stdout, tail = _execute(transport, "bash -s", script.encode(), label, log, heartbeat)
+        # The script goes in on stdin: nothing of it shows in the host's process list. With data to
+        # pass on, the script is read whole first (bash -c of a variable read from stdin).
+        if data_in is None:
+            status, stdout, tail = _execute(transport, "bash -s", script.encode(), label, log, heartbeat, data_out)
+        else:
+            status, stdout, tail = _execute(transport, _SCRIPT_THEN_DATA, _Chain(_framed(script), data_in), label,
+                                            log, heartbeat, data_out)
     finally:
         transport.close()
     if status != 0:
@@ -271,6 +290,26 @@ def run_script(
             + "\n".join(f"    {t}" for t in tail)
         )
     return stdout.decode("utf-8", "replace")
+
+
+# Reads a script of a given length from stdin, then runs it with the rest of stdin as its own
+# (bash's read takes exactly those bytes from a pipe; head or cat could read ahead).
+_SCRIPT_THEN_DATA = 'IFS= read -r n && LC_ALL=C IFS= read -r -N "$n" s && exec bash -c "$s" workhub'
+
+
+def _framed(script: str) -> bytes:
+    data = script.encode()
+    return f"{len(data)}\n".encode() + data
+
+
+class _Chain:
+    """Bytes, then a file, as one stream to read."""
+
+    def __init__(self, head: bytes, rest: BinaryIO):
+        self._head, self._rest = io.BytesIO(head), rest
+
+    def read(self, size: int) -> bytes:
+        return self._head.read(size) or self._rest.read(size)
 
 
 def with_secrets(script: str, values: Mapping[str, str]) -> str:

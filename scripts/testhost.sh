@@ -18,6 +18,8 @@ source "$REPO_ROOT/scripts/lib/base-image.sh"
 source "$REPO_ROOT/scripts/lib/dockerfile-frontend.sh"
 # shellcheck source=SCRIPTDIR/lib/compose-plugin.sh
 source "$REPO_ROOT/scripts/lib/compose-plugin.sh"
+# shellcheck source=SCRIPTDIR/lib/proxy-image.sh
+source "$REPO_ROOT/scripts/lib/proxy-image.sh"
 STARTED_DOCKERD=0
 
 log() { printf 'testhost: %s\n' "$*" >&2; }
@@ -227,6 +229,8 @@ cmd_up() {
   ensure_dockerfile_frontend
   ensure_compose_plugin
   ensure_base_image
+  # After the base image: its smoke test runs an upstream from node:20-bookworm-slim.
+  ensure_proxy_image
   print_env
 }
 

@@ -13,17 +13,24 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pytest
 import yaml
+from pulumi import automation as auto
 
 from components.scripts import arg_words
 from workhub import engine as eng
+from workhub.engine import print_line
+
+if TYPE_CHECKING:
+    from tools.prober import ProbeReport
 
 RUN_ID = uuid.uuid4().hex[:8]
 SAMPLE_HUBS = ["wbhubmanager", "wbsaleshub", "wbfinhub"]
@@ -121,16 +128,29 @@ def health(url: str) -> int:
         return error.code
 
 
-def running_image(container: str) -> str:
-    """The image a container on the test host runs."""
-    return subprocess.run(["/usr/bin/docker", "inspect", "--format", "{{.Config.Image}}", container],
-                          capture_output=True, text=True, check=True).stdout.strip()
-
-
 def deploy_home() -> Path:
     """The test host's deploy user's home (the test host runs on this machine)."""
     entry = subprocess.run(["getent", "passwd", "deploy"], capture_output=True, text=True, check=True).stdout
     return Path(entry.split(":")[5])
+
+
+def docker(*args: str, check: bool = True) -> str:
+    """The test host's Docker CLI (Debian's client); its stdout."""
+    return subprocess.run(["/usr/bin/docker", *args], capture_output=True, text=True, check=check).stdout.strip()
+
+
+def serving_container(hub: str, stack: str) -> str:
+    """The container a hub's proxy sends its requests to (the live slot), as its config names it."""
+    from components.compose import LIVE_MARK, slot_container
+
+    config = (deploy_home() / ".workhub" / "proxy" / f"{hub}-{stack}" / "haproxy.cfg").read_text()
+    (live,) = [line[len(LIVE_MARK):] for line in config.splitlines() if line.startswith(LIVE_MARK)]
+    return slot_container(hub, stack, live)
+
+
+def running_image(hub: str, stack: str) -> str:
+    """The image a hub serves from on the test host."""
+    return docker("inspect", "--format", "{{.Config.Image}}", serving_container(hub, stack))
 
 
 def build_records() -> list[dict]:
@@ -184,6 +204,33 @@ def set_build_setting(work_dir: Path, key: str, value) -> None:
     (work_dir / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
 
 
+def edit_server(sources: Path, context: str, old: str, new: str) -> None:
+    """Change one statement of a sample hub's server.js (`old` is a regular expression), as a commit would."""
+    server = sources / context / "server.js"
+    text, count = re.subn(old, lambda _: new, server.read_text(), count=1)
+    assert count == 1, f"{server} has nothing matching {old!r}"
+    server.write_text(text)
+
+
+HEALTH_ANSWER = r"res(\.status\(\d+\))?\.json\(\{ status: '\w+', hub: HUB[^;]*\);"
+LISTEN = r"app\.listen\(PORT, HOST, "
+
+
+def mark_version(sources: Path, context: str, rev: str) -> None:
+    """A new version of the hub, told apart by its health answer (which says `rev`)."""
+    edit_server(sources, context, HEALTH_ANSWER, f"res.json({{ status: 'ok', hub: HUB, version: pkg.version, rev: '{rev}' }});")
+
+
+def break_health(sources: Path, context: str) -> None:
+    """A new version that starts and listens, but answers its health path with 500."""
+    edit_server(sources, context, HEALTH_ANSWER, "res.status(500).json({ status: 'broken', hub: HUB });")
+
+
+def listen_elsewhere(sources: Path, context: str) -> None:
+    """A new version that never listens on its PORT (it reads the wrong one)."""
+    edit_server(sources, context, LISTEN, "app.listen(PORT + 1, HOST, ")
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     try:
@@ -204,11 +251,15 @@ def new_local_stack(
     overrides: Optional[dict[str, str]] = None,
     name: str = "e2e",
     project: str = "project",
+    secrets: Optional[dict[str, dict[str, str]]] = None,
+    deploy: Optional[dict[str, int]] = None,
 ):
     """A stack configured like the embedded `local` one, in a fresh project directory and file
     backend, pointed at `host`.
 
-    `hubs` replaces the project's hub catalog (None keeps Pulumi.yaml's). The stack has its own
+    `hubs` replaces the project's hub catalog (None keeps Pulumi.yaml's), `deploy` changes some of
+    its workhub:deploy settings, and `secrets` gives the hubs' secrets (None: random values kept in
+    `tmp_path`). The stack has its own
     name and each hub a free host port, so a test never touches a developer's own local stack
     (its containers are named after the stack). Stacks made with one `tmp_path` share a backend,
     so one can promote from another."""
@@ -217,16 +268,22 @@ def new_local_stack(
     project = yaml.safe_load((eng.REPO / "Pulumi.yaml").read_text())
     if hubs is not None:
         project["config"]["workhub:hubs"]["value"] = hubs
+    project["config"]["workhub:deploy"]["value"].update(deploy or {})
     (work / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
     names = [hub["name"] for hub in project["config"]["workhub:hubs"]["value"]]
     # The template's host ports are a developer's local stack's; this one takes free ones instead.
     values = {k: v for k, v in eng.local_config(host, npm_registry).items() if not k.startswith("workhub:hostPorts.")}
     values["workhub:sourceRoot"] = str(source_root)
     values.update({f"workhub:hostPorts.{name}": str(port) for name, port in zip(names, free_ports(len(names)))})
+    # The template's per-stack settings are for the sample hubs' own; a test's hubs get a value each.
+    values = {k: v for k, v in values.items() if not k.startswith("workhub:env.")}
+    for hub in project["config"]["workhub:hubs"]["value"]:
+        values.update({f"workhub:env.{hub['name']}.{key}": f"http://127.0.0.1/{hub['name']}/{key.lower()}"
+                       for key in hub.get("stackEnv") or []})
     values.update(overrides or {})
     engine = eng.local_engine(work_dir=work, state_dir=tmp_path)
     stack = engine.stack(name)
-    eng.configure_local(engine, stack, host, values)
+    eng.configure_local(engine, stack, host, values, secrets)
     return engine, stack
 
 
@@ -250,3 +307,54 @@ def pytest_runtest_makereport(item, call):
         except subprocess.CalledProcessError as error:
             logs = f"(could not read the test host's logs: {error})"
         report.sections.append(("test host logs (sshd, dockerd)", logs))
+
+
+@dataclass
+class ProbedDeploy:
+    """What clients saw during one `up`: the prober's report, the slow requests kept in flight
+    through it, and the `up`'s result (or, when it failed, its message)."""
+
+    report: "ProbeReport"
+    slow: list
+    result: Optional[auto.UpResult] = None
+    error: str = ""
+
+    def switch_time(self, body_part: str) -> float:
+        """When the first answer containing `body_part` (the new version's) came, in prober time."""
+        times = [window.first for body, window in self.report.bodies.items() if body_part in body]
+        assert times, f"no answer with {body_part!r}:\n{self.report.summary()}"
+        return min(times)
+
+
+def deploy_under_probe(stack: auto.Stack, url: str, fails: bool = False, rate: float = 25.0,
+                       slow_ms: int = 3000, keep_alive: bool = False) -> ProbedDeploy:
+    """Run `up` (expected to fail when `fails`) while a prober requests the hub's health path at
+    `rate` per second (on a fresh connection each, or on kept-alive ones) and a request of
+    `slow_ms` to /slow starts every half second."""
+    from tools.prober import Prober
+
+    stop = threading.Event()
+    slow: list = []
+    with Prober(url, rate=rate, keep_alive=keep_alive) as prober:
+        def keep_slow() -> None:
+            while not stop.is_set():
+                slow.append(prober.side_request(f"/slow?ms={slow_ms}"))
+                stop.wait(0.5)
+
+        thread = threading.Thread(target=keep_slow, daemon=True)
+        thread.start()
+        outcome = ProbedDeploy(report=None, slow=[])  # type: ignore[arg-type]
+        try:
+            if fails:
+                with pytest.raises(auto.errors.CommandError) as caught:
+                    stack.up(on_output=print_line, color="never")
+                outcome.error = str(caught.value)
+            else:
+                outcome.result = stack.up(on_output=print_line, color="never")
+        finally:
+            stop.set()
+            thread.join()
+        outcome.slow = [future.result() for future in slow]
+    outcome.report = prober.report()
+    print(outcome.report.summary())
+    return outcome

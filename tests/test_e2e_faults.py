@@ -26,7 +26,7 @@ from tests.e2e_fixtures import (
     running_image,
     set_build_setting,
 )
-from components.scripts import prune_script, status_script
+from components.deploy import prune_script, status_script
 from workhub import engine as eng
 from workhub.engine import print_line
 
@@ -165,7 +165,7 @@ def test_a_failed_build_leaves_the_previous_container_serving(tmp_path, toolchai
             stack.up(color="never")
         assert "wbhubmanager-build failed" in str(caught.value)
         assert get(url + "/health") == 200
-        running = running_image("wbhubmanager-e2e")
+        running = running_image("wbhubmanager", "e2e")
         assert running == image, "the container still runs the image that last built"
         assert json.loads(urllib.request.urlopen(url + "/health", timeout=10).read())["hub"] == "wbhubmanager"
 

@@ -125,7 +125,7 @@ def test_a_hub_moves_to_registry_mode_is_pulled_run_promoted_and_moves_back(
         (record,) = records_since(before)
         assert moved["mode"] == "remote" and "pulled_from" not in record and record["result"] == "succeeded"
         assert moved["image"] != released["image"] and health(moved["url"]) == 200
-        running = running_image("wbsaleshub-e2e-reg-staging")
+        running = running_image("wbsaleshub", "e2e-reg-staging")
         assert running == moved["image"]
     finally:
         production.destroy(color="never")

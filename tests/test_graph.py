@@ -173,7 +173,7 @@ def test_build_triggers_and_image_tag_come_from_content(mocks, project):
         assert build.inputs["upload"]["remoteDir"] == ".workhub/contexts/staging/wbsaleshub"
         assert build.inputs["upload"]["hash"] == triggers["source"]
         run = by_name(mocks, "wbsaleshub-run")
-        assert "port=4091\nhost_port=14091\n" in run.inputs["create"]
+        assert "\nport=4091\n" in run.inputs["create"] and "\nhost_port=14091\n" in run.inputs["create"]
 
     return run(project, check)
 
@@ -216,3 +216,47 @@ def test_bad_config_registers_nothing(mocks, project):
     assert "workhub:host.address: must be a DNS name" in message
     assert "workhub:sshPrivateKey: is stored in plain text" in message
     assert mocks.resources == []
+
+
+SECRET_VALUE = "not-a-real-session-secret-0123456789"
+
+
+@pulumi.runtime.test
+def test_a_hubs_secrets_reach_only_its_run_and_only_as_secrets(mocks, project, monkeypatch):
+    """A hub's secret values are one secret input of its own run command; its triggers name each
+    secret by a fingerprint; no other input of any command holds the value; the run names the
+    PromotedHub's run as an alias, so pinning it later is an update, not a delete of the running hub."""
+    from components.remote import RemoteCommand
+
+    aliases: dict[str, list] = {}
+    original = RemoteCommand.__init__
+
+    def spy(self, name, **kwargs):
+        aliases[name] = list(kwargs["opts"].aliases or [])
+        original(self, name, **kwargs)
+
+    monkeypatch.setattr(RemoteCommand, "__init__", spy)
+    settings = config()
+    hubs = json.loads(settings["workhub:hubs"])
+    hubs[1].update(env={"LOG_LEVEL": "info"}, secrets=["SESSION_SECRET"], volumes={"data": "/app/data"})
+    settings["workhub:hubs"] = json.dumps(hubs)
+    settings["workhub:secrets"] = json.dumps({"wbsaleshub": {"SESSION_SECRET": SECRET_VALUE}})
+    pulumi.runtime.set_all_config(settings, secret_keys=["workhub:sshPrivateKey", "workhub:secrets"])
+
+    def check(host, chain, urns):
+        run = by_name(mocks, "wbsaleshub-run")
+        secret = run.inputs["secretValues"]
+        assert isinstance(secret, dict) and SECRET_SIG in secret.values()
+        assert set(run.inputs["triggers"]["secrets"]) == {"SESSION_SECRET"}
+        assert run.inputs["triggers"]["env"]["LOG_LEVEL"] == "info"
+        assert run.inputs["triggers"]["volumes"] == {"data": "/app/data"}
+        assert "secret_env=(SESSION_SECRET)" in run.inputs["create"]
+        for resource in commands(mocks):
+            plain = {k: v for k, v in resource.inputs.items() if k != "secretValues"}
+            assert SECRET_VALUE not in json.dumps(plain, default=str), resource.name
+        assert "secretValues" not in by_name(mocks, "wbhubmanager-run").inputs or \
+            by_name(mocks, "wbhubmanager-run").inputs["secretValues"] is None
+        (alias,) = aliases["wbsaleshub-run"]
+        assert alias.parent == "urn:pulumi:staging::workhub::workhub:hub:PromotedHub::wbsaleshub"
+
+    return run(project, check)

@@ -22,7 +22,10 @@ from pulumi import automation as auto
 from components.config import BuildSettings, Hub
 from components.context import content_hash, context_files
 from components.remote import Connection, RemoteCommand, RemoteCommandProvider, Upload
-from components.scripts import build_script, context_dir, run_script
+from components.config import DeploySettings
+from components.deploy import Serving, run_script
+from components.runtime import Runtime
+from components.scripts import build_script, context_dir
 from tests.e2e_fixtures import new_local_stack
 from workhub import engine as eng
 from workhub.policy import PACK_NAME, policy_packs
@@ -112,8 +115,9 @@ def hub_build(stack: auto.Stack, context: Path, script=lambda text: text) -> Rem
 
 def hub_run(stack: auto.Stack, hub: Hub) -> RemoteCommand:
     """A hub's run, as HubImage declares it."""
+    runtime = Runtime(env={"PORT": str(hub.port)})
     return command(f"{hub.name}-run", run_script(hub, stack.name, f"{hub.name}:{stack.name}-0123456789ab", 24090,
-                                                  "127.0.0.1", 60))
+                                                  runtime, Serving("127.0.0.1", DeploySettings(), "haproxy:2.6")))
 
 
 # --- the real program passes --------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """RemoteCommand's SSH runner: streaming, heartbeats, failures, bounded stdout, dial limits."""
 
+import hashlib
 import socket
 import subprocess
 from pathlib import Path
@@ -87,3 +88,25 @@ def test_unreachable_host_gives_up_after_the_dial_limit(tmp_path):
     assert f"cannot connect to deploy@127.0.0.1:{port} after 3 attempt(s)" in str(caught.value)
     assert pauses == [1, 2]
     assert [line.split(";")[1].strip() for line in logs] == ["try 2 of 3 in 1 s", "try 3 of 3 in 2 s"]
+
+
+@pytest.mark.e2e
+def test_data_streams_in_and_out_byte_for_byte(ssh, tmp_path):
+    """A script reads a file's bytes on its stdin after its own text, and a script's stdout can be
+    data written to a file (a backup), neither through the log nor the bounded stdout tail."""
+    conn, key = ssh
+    payload = bytes(range(256)) * 4096 + b"\n\0end"
+    source = tmp_path / "in.bin"
+    source.write_bytes(payload)
+    logs: list[str] = []
+    with source.open("rb") as data_in:
+        out = run_script(conn, key, "echo reading >&2\nsha256sum | cut -d' ' -f1\n", "restore", logs.append,
+                         data_in=data_in)
+    assert out.strip() == hashlib.sha256(payload).hexdigest()
+    assert "restore: reading" in logs
+    sink = tmp_path / "out.bin"
+    with sink.open("wb") as data_out:
+        rest = run_script(conn, key, "echo writing >&2\ncat /dev/stdin\n", "backup", logs.append,
+                          data_in=source.open("rb"), data_out=data_out)
+    assert sink.read_bytes() == payload and rest == ""
+    assert [line for line in logs if line.startswith("backup: ")] == ["backup: writing"]

@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from components.config import BuildSettings, Hub, SshKeepAlive
+from components.compose import proxy_compose, proxy_config, slot_compose
+from components.config import BuildSettings, DeploySettings, Hub, SshKeepAlive, StackConfig
+from components.deploy import (Serving, backup_script, prune_script, purge_script, restore_script, run_script,
+                               status_script, stop_script, volume_info_script)
+from components.runtime import hub_runtime
 from components.scripts import (
     build_args,
     build_runner,
@@ -15,19 +19,23 @@ from components.scripts import (
     host_setup_script,
     preflight_script,
     promote_script,
-    prune_script,
     pull_script,
     remove_image_script,
-    run_script,
-    status_script,
-    stop_script,
     untag_script,
 )
 from components.shell import assignments, quote, script
 
 HUB = Hub(name="wbsaleshub", context="WBSalesHub", port=4091, healthPath="/health",
-          buildArgs={"APP_FLAVOUR": "it's $(odd)"})
+          buildArgs={"APP_FLAVOUR": "it's $(odd)"}, env={"LOG_LEVEL": "info", "GREETING": "it's $HOME"},
+          stackEnv=["PUBLIC_URL"], secrets=["LEADS_API_TOKEN", "SIGNING_KEY"], volumes={"data": "/app/data"})
 BUILD = BuildSettings()
+STACK = StackConfig.model_validate({
+    "host": {"address": "build.example.test", "user": "deploy", "hostKey": "ssh-ed25519 AAAA"},
+    "hubs": [HUB.model_dump(by_alias=True)], "hostPorts": {"wbsaleshub": 14091},
+    "env": {"wbsaleshub": {"PUBLIC_URL": "https://sales.example.test"}}})
+SECRETS = {"LEADS_API_TOKEN": "not-a-real-token", "SIGNING_KEY": "-----BEGIN TEST KEY-----\nabc\n-----END TEST KEY-----\n"}
+RUNTIME = hub_runtime(HUB, STACK, "staging", SECRETS, "pepper")
+SERVING = Serving("127.0.0.1", DeploySettings(), "haproxy:2.6")
 IMAGE = "wbsaleshub:staging-0123456789ab"
 REMOTE = "127.0.0.1:5000/workhub/wbsaleshub:staging-0123456789ab"
 
@@ -40,14 +48,29 @@ def all_scripts() -> dict[str, str]:
         "host_setup.sh": host_setup_script(SshKeepAlive()),
         "build.sh": build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, "http://127.0.0.1:4873/"),
         "remove_image.sh": remove_image_script(IMAGE),
-        "run.sh": run_script(HUB, "staging", IMAGE, 14091, "127.0.0.1", 60),
-        "stop.sh": stop_script(HUB, "staging", 14091, "127.0.0.1"),
+        "run.sh": run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
+        "stop.sh": stop_script(HUB, "staging", "127.0.0.1"),
+        "purge.sh": purge_script("staging"),
+        "volume_info.sh": volume_info_script("staging", [(HUB, "data")]),
+        "backup.sh": backup_script("workhub-staging-wbsaleshub-data", "haproxy:2.6"),
+        "restore.sh": restore_script(HUB, "staging", "data", "0" * 64, 14091, SERVING),
         "promote.sh": promote_script(HUB, IMAGE, "wbsaleshub:production-0123456789ab", "sha256:" + "0" * 64),
         "untag.sh": untag_script("wbsaleshub:production-0123456789ab"),
         "status.sh": status_script("staging", [HUB], {"wbsaleshub": 14091}, "127.0.0.1"),
         "prune.sh": prune_script("staging", [HUB], 3, False),
         "pull.sh": pull_script(HUB, "staging", IMAGE, "0123456789ab", REMOTE, "127.0.0.1:5000", "ci", BUILD),
     }
+
+
+def all_documents() -> dict[str, str]:
+    """Every document a deploy writes on the host: the slot and proxy Compose files, the proxy config."""
+    deploy = DeploySettings()
+    return {
+        "slot-blue.compose.json": slot_compose(HUB, "staging", "blue", IMAGE, RUNTIME, deploy) + "\n",
+        "proxy.compose.json": proxy_compose(HUB, "staging", 14091, "127.0.0.1", "haproxy:2.6") + "\n",
+        "proxy-green.cfg": proxy_config(HUB, "staging", "green", 14091, deploy),
+    }
+
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -64,6 +87,12 @@ def golden(name: str, text: str) -> None:
 def test_rendered_script_golden(name):
     """Each rendered script, exactly."""
     golden(name, all_scripts()[name])
+
+
+@pytest.mark.parametrize("name", sorted(all_documents()))
+def test_rendered_document_golden(name):
+    """Each document a deploy writes, exactly."""
+    golden(name, all_documents()[name])
 
 
 @pytest.mark.parametrize("name", sorted(all_scripts()))

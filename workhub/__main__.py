@@ -1,4 +1,4 @@
-"""python -m workhub [up|preview|refresh|destroy|outputs|status|prune] [--stack NAME]
+"""python -m workhub [up|preview|refresh|destroy|outputs|status|prune|backup|restore] [--stack NAME]
    python -m workhub dockerfile check|conform PATH...
 
 With no stack, or `--stack local`, it works on the embedded default: it starts the throwaway
@@ -11,17 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pulumi import automation as auto
 
-from components.scripts import prune_script, status_script
+from components.deploy import prune_script, status_script
 
+from . import data
 from . import engine as eng
 
 
 def format_status(rows: list[dict]) -> str:
     """The status lines as an aligned table."""
-    columns = ["hub", "image", "since", "health", "last_build", "attempts", "log"]
+    columns = ["hub", "container", "image", "since", "health", "proxy", "last_build", "attempts", "log"]
     table = [[c.upper() for c in columns]] + [[str(row.get(c) or "-") for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table)
@@ -35,12 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         return dockerfiles.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m workhub", description=__doc__.split("\n\n")[0])
     parser.add_argument("operation", nargs="?", default="up",
-                        choices=["up", "preview", "refresh", "destroy", "outputs", "status", "prune"])
+                        choices=["up", "preview", "refresh", "destroy", "outputs", "status", "prune", "backup",
+                                 "restore"])
     parser.add_argument("--stack", default=eng.LOCAL_STACK, help="stack name (default: local)")
     parser.add_argument("--keep", type=int, default=3, help="prune: images kept per hub (default 3)")
     parser.add_argument("--reset-cache", action="store_true",
                         help="prune: also empty the whole build cache, npm cache mounts included")
+    parser.add_argument("--purge-data", action="store_true",
+                        help="destroy: also remove the hubs' volumes (their data) from the host")
+    parser.add_argument("--hub", help="backup, restore: only this hub's volumes")
+    parser.add_argument("--volume", help="restore: only this volume")
+    parser.add_argument("--out", type=Path, help="backup: the directory to write (default .workhub/backups/<stack>/<time>)")
+    parser.add_argument("--from", dest="source", type=Path, help="restore: the backup directory (or its manifest.json)")
     args = parser.parse_args(argv)
+    if args.operation == "restore" and args.source is None:
+        parser.error("restore needs --from <backup directory>")
 
     print(f"workhub: {args.operation} of stack {args.stack!r}", file=sys.stderr, flush=True)
     eng.ensure_toolchain()
@@ -67,11 +78,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.operation == "prune":
         eng.on_host(stack, lambda c: prune_script(args.stack, c.hubs, args.keep, args.reset_cache), "prune")
         return 0
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    try:
+        if args.operation == "backup":
+            manifest = data.backup(stack, args.out or data.default_out_dir(args.stack), args.hub, log)
+            print(f"workhub: backup of {args.stack!r} written: {manifest}")
+            return 0
+        if args.operation == "restore":
+            count = data.restore(stack, args.source, args.hub, args.volume, log)
+            print(f"workhub: {count} volume(s) of {args.stack!r} restored from {args.source}")
+            return 0
+    except data.DataError as error:
+        print(f"workhub: {args.operation} of {args.stack!r} failed: {error}", file=sys.stderr)
+        return 1
     try:
         result = eng.run(args.operation, stack)
     except auto.errors.CommandError as error:
         print(f"workhub: {args.operation} of {args.stack!r} failed:\n{error}", file=sys.stderr)
         return 1
+    if args.operation == "destroy":
+        if args.purge_data:
+            data.purge(stack, log)
+            print(f"workhub: stack {args.stack!r} destroyed, and its volumes removed")
+        else:
+            print(f"workhub: stack {args.stack!r} destroyed; its hubs' volumes are kept on the host "
+                  "(scripts/workhub destroy --purge-data removes them)")
     if args.operation == "up":
         print(f"\nworkhub: stack {args.stack!r} is up; what changed: {result.summary.resource_changes}")
         print(eng.outputs_summary(result.outputs))

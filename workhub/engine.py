@@ -7,8 +7,10 @@ tests and CI, and no Python language-host binary is needed next to the CLI.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -51,6 +53,8 @@ class Engine:
     extra_env: dict[str, str] = field(default_factory=dict)
     pusher: Pusher = push_with_docker
     """How registry-mode hubs are built and pushed (pulumi-docker; the e2e tests stand in for CI)."""
+    state_dir: Path = STATE_DIR
+    """Where local files of the runner live (the local stacks' generated secrets among them)."""
 
     def env(self) -> dict[str, str]:
         env = {
@@ -72,10 +76,11 @@ class Engine:
         workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
         return auto.Stack.create_or_select(name, workspace)
 
-    def set_secret(self, stack: str, key: str, value: str) -> None:
-        """Set a secret through stdin, so its value is in no process's arguments."""
+    def set_secret(self, stack: str, key: str, value: str, path: bool = False) -> None:
+        """Set a secret through stdin, so its value is in no process's arguments; with `path`, `key`
+        is a path into an object (workhub:secrets.<hub>.<NAME>)."""
         subprocess.run(
-            ["pulumi", "config", "set", "--secret", "--stack", stack, key],
+            ["pulumi", "config", "set", "--secret", "--stack", stack, *(["--path"] if path else []), key],
             input=value,
             text=True,
             check=True,
@@ -93,6 +98,7 @@ def local_engine(work_dir: Path = REPO, state_dir: Path = STATE_DIR) -> Engine:
         work_dir=work_dir,
         backend_url=f"file://{backend}",
         passphrase=os.environ.get("PULUMI_CONFIG_PASSPHRASE", LOCAL_PASSPHRASE),
+        state_dir=state_dir,
     )
 
 
@@ -153,11 +159,51 @@ def local_config(
     return values
 
 
-def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], values: Mapping[str, str]) -> None:
+def project_hubs(work_dir: Path) -> list[dict[str, Any]]:
+    """The hub catalog (`workhub:hubs`) of the project in `work_dir`."""
+    project = yaml.safe_load((work_dir / "Pulumi.yaml").read_text()) or {}
+    return ((project.get("config") or {}).get("workhub:hubs") or {}).get("value") or []
+
+
+def local_secrets(hubs: list[dict[str, Any]], state_dir: Path = STATE_DIR) -> dict[str, dict[str, str]]:
+    """A value for every secret the hubs declare, for stacks on the throwaway test host: random,
+    made once and kept (mode 0600) in the state directory, so a second `up` changes nothing. A
+    secret whose name ends in _KEY gets a PEM-shaped value with line breaks, as a real key has."""
+    path = state_dir / "local-secrets.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {hub["name"]: {name: known.get(hub["name"], {}).get(name) or _random_secret(name)
+                            for name in hub.get("secrets") or []} for hub in hubs}
+    if wanted != known:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({**known, **wanted}, indent=2, sort_keys=True))
+    return {name: values for name, values in wanted.items() if values}
+
+
+def _random_secret(name: str) -> str:
+    token = secrets.token_urlsafe(32)
+    if not name.endswith("_KEY"):
+        return token
+    body = base64.b64encode(secrets.token_bytes(96)).decode()
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    # No final line break: `pulumi config set` drops the last one of a value read from stdin.
+    return "-----BEGIN TEST KEY-----\n" + "\n".join(lines) + "\n-----END TEST KEY-----"
+
+
+def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], values: Mapping[str, str],
+                    hub_secrets: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
     """Point the local stack at the test host: the plain `values` (see local_config), then the
-    test host's SSH key as a secret."""
+    test host's SSH key and the hubs' secrets (by default local_secrets' values) as secrets."""
     stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
     engine.set_secret(stack.name, "workhub:sshPrivateKey", Path(host["private_key_path"]).read_text())
+    if hub_secrets is None:
+        hub_secrets = local_secrets(project_hubs(engine.work_dir), engine.state_dir)
+    configured = {key: value.value for key, value in stack.get_all_config().items() if key == "workhub:secrets"}
+    current = json.loads(configured["workhub:secrets"]) if configured else {}
+    for hub, named in hub_secrets.items():
+        for name, value in named.items():
+            if (current.get(hub) or {}).get(name) != value:
+                engine.set_secret(stack.name, f"workhub:secrets.{hub}.{name}", value, path=True)
 
 
 def stack_config(stack: auto.Stack) -> tuple[StackConfig, str]:

@@ -242,18 +242,42 @@ def build_reasons(step: Step) -> list[str]:
     return _fallback(step)
 
 
+# The run script's values that only restate its triggers (settings, secrets, volumes) or its
+# image and port, in the documents it writes.
+RUN_DOCUMENTS = {"env_plain", "compose_blue", "compose_green", "proxy_blue", "proxy_green", "proxy_file", "secret_env",
+                 "secret_files", "volumes", "volume_keys", "volume_targets"}
+SETTING_NOUNS = (("env", "setting"), ("secrets", "secret"), ("volumes", "volume"))
+
+
+def setting_reasons(old: Any, new: Any) -> list[str]:
+    """Which run-time setting, secret (by name: its trigger is a fingerprint) or volume changed."""
+    old, new = (old if isinstance(old, Mapping) else {}), (new if isinstance(new, Mapping) else {})
+    reasons = []
+    for section, noun in SETTING_NOUNS:
+        before, after = old.get(section) or {}, new.get(section) or {}
+        for key in sorted(set(before) | set(after)):
+            if key not in before:
+                reasons.append(f"{noun} {key} added")
+            elif key not in after:
+                reasons.append(f"{noun} {key} removed")
+            elif before[key] != after[key]:
+                reasons.append(f"{noun} {key} changed")
+    return reasons
+
+
 def run_reasons(step: Step, rebuilt: bool) -> list[str]:
     if step.kind != "update":
         return [f"container {step.kind}d"]
+    reasons = setting_reasons(step.old.get("triggers"), step.new.get("triggers"))
     if step.old.get("create") == step.new.get("create"):
-        return [] if rebuilt else _fallback(step)
+        return reasons or ([] if rebuilt else _fallback(step))
     old, new = script_values(step.old.get("create")), script_values(step.new.get("create"))
-    reasons = []
     if old.get("host_port") != new.get("host_port"):
         reasons.append(f"host port {old.get('host_port', '?')} -> {new.get('host_port', '?')}")
     if old.get("image") != new.get("image") and not rebuilt:
         reasons.append(f"image {old.get('image', '?')} -> {new.get('image', '?')}")
-    others = sorted(key for key in set(old) | set(new) if key not in ("host_port", "image") and old.get(key) != new.get(key))
+    others = sorted(key for key in set(old) | set(new)
+                    if key not in ("host_port", "image", *RUN_DOCUMENTS) and old.get(key) != new.get(key))
     if others:
         reasons.append(f"container changed ({', '.join(others)})")
     if not reasons and not rebuilt:

@@ -1,11 +1,18 @@
 set -eu
 stack=staging
+live_mark='# workhub live slot: '
 hubs=(wbsaleshub)
 keep=3
 reset_cache=false
+serving_image() {
+  local live
+  live=$(sed -n "s/^$live_mark//p" "$HOME/.workhub/proxy/$1-$stack/haproxy.cfg" 2>/dev/null | head -n 1)
+  docker inspect --format '{{.Config.Image}}' "$1-$stack${live:+-$live}" 2>/dev/null || true
+}
+
 say() { printf 'prune: %s\n' "$*" >&2; }
 for hub in "${hubs[@]}"; do
-  running=$(docker inspect --format '{{.Config.Image}}' "$hub-$stack" 2>/dev/null || true)
+  running=$(serving_image "$hub")
   kept=0
   # Newest first; the running image is always kept and counts towards the number kept.
   for ref in $(docker image ls "$hub" --format '{{.Repository}}:{{.Tag}}' | grep -F ":$stack-"); do

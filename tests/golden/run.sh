@@ -1,85 +1,610 @@
 set -eu
 hub=wbsaleshub
 stack=staging
-container=wbsaleshub-staging
+base=wbsaleshub-staging
+proxy=wbsaleshub-staging-proxy
+network=workhub-staging
 port=4091
-host_port=14091
 publish_address=127.0.0.1
+live_mark='# workhub live slot: '
+host_port=14091
 image=wbsaleshub:staging-0123456789ab
 health_path=/health
 health_timeout=60
-compose_dir="$HOME/.workhub/compose"
-mkdir -p "$compose_dir"
+healthy_passes=3
+health_interval=0.5
+stop_grace=30
+proxy_image=haproxy:2.6
+proxy_api_port=9999
+backend=slots
+env_plain='PORT=4091
+LOG_LEVEL=info
+GREETING=it'"'"'s $HOME
+PUBLIC_URL=https://sales.example.test
+SIGNING_KEY_FILE=/run/secrets/SIGNING_KEY
+'
+secret_env=(LEADS_API_TOKEN)
+secret_files=(SIGNING_KEY)
+volumes=(workhub-staging-wbsaleshub-data)
+volume_keys=(data)
+volume_targets=(/app/data)
+compose_blue='{
+  "services": {
+    "wbsaleshub-staging-blue": {
+      "image": "wbsaleshub:staging-0123456789ab",
+      "container_name": "wbsaleshub-staging-blue",
+      "hostname": "wbsaleshub-staging-blue",
+      "restart": "unless-stopped",
+      "profiles": [
+        "staging"
+      ],
+      "env_file": [
+        {
+          "path": "../env/wbsaleshub-staging-blue.env",
+          "format": "raw"
+        }
+      ],
+      "networks": [
+        "workhub-staging"
+      ],
+      "stop_grace_period": "30s",
+      "labels": {
+        "workhub.hub": "wbsaleshub",
+        "workhub.stack": "staging",
+        "workhub.role": "hub",
+        "workhub.slot": "blue"
+      },
+      "volumes": [
+        {
+          "type": "volume",
+          "source": "workhub-staging-wbsaleshub-data",
+          "target": "/app/data"
+        }
+      ]
+    }
+  },
+  "networks": {
+    "workhub-staging": {
+      "external": true,
+      "name": "workhub-staging"
+    }
+  },
+  "volumes": {
+    "workhub-staging-wbsaleshub-data": {
+      "external": true,
+      "name": "workhub-staging-wbsaleshub-data"
+    }
+  }
+}'
+compose_green='{
+  "services": {
+    "wbsaleshub-staging-green": {
+      "image": "wbsaleshub:staging-0123456789ab",
+      "container_name": "wbsaleshub-staging-green",
+      "hostname": "wbsaleshub-staging-green",
+      "restart": "unless-stopped",
+      "profiles": [
+        "staging"
+      ],
+      "env_file": [
+        {
+          "path": "../env/wbsaleshub-staging-green.env",
+          "format": "raw"
+        }
+      ],
+      "networks": [
+        "workhub-staging"
+      ],
+      "stop_grace_period": "30s",
+      "labels": {
+        "workhub.hub": "wbsaleshub",
+        "workhub.stack": "staging",
+        "workhub.role": "hub",
+        "workhub.slot": "green"
+      },
+      "volumes": [
+        {
+          "type": "volume",
+          "source": "workhub-staging-wbsaleshub-data",
+          "target": "/app/data"
+        }
+      ]
+    }
+  },
+  "networks": {
+    "workhub-staging": {
+      "external": true,
+      "name": "workhub-staging"
+    }
+  },
+  "volumes": {
+    "workhub-staging-wbsaleshub-data": {
+      "external": true,
+      "name": "workhub-staging-wbsaleshub-data"
+    }
+  }
+}'
+proxy_blue='# workhub live slot: blue
+# The proxy of hub wbsaleshub in stack staging, written by workhub: edits are overwritten.
+global
+    log stdout format raw daemon warning
+    stats socket ipv4@127.0.0.1:9999 level admin
+    stats socket /var/lib/haproxy/admin.sock mode 600 level admin expose-fd listeners
+    stats timeout 30s
+    hard-stop-after 35s
+defaults
+    mode http
+    log global
+    option dontlognull
+    option forwardfor
+    option idle-close-on-response
+    timeout connect 5s
+    timeout client 60s
+    timeout http-request 30s
+    timeout http-keep-alive 60s
+    timeout server 300s
+    timeout tunnel 1h
+    retries 3
+    retry-on conn-failure empty-response
+resolvers docker
+    nameserver docker 127.0.0.11:53
+    timeout resolve 1s
+    hold valid 10s
+    hold other 30s
+    hold refused 30s
+    hold nx 30s
+    hold timeout 30s
+    hold obsolete 30s
+frontend hub
+    bind :14091
+    default_backend slots
+backend slots
+    server blue wbsaleshub-staging-blue:4091 resolvers docker init-addr libc,none
+    server green wbsaleshub-staging-green:4091 resolvers docker init-addr none disabled
+'
+proxy_green='# workhub live slot: green
+# The proxy of hub wbsaleshub in stack staging, written by workhub: edits are overwritten.
+global
+    log stdout format raw daemon warning
+    stats socket ipv4@127.0.0.1:9999 level admin
+    stats socket /var/lib/haproxy/admin.sock mode 600 level admin expose-fd listeners
+    stats timeout 30s
+    hard-stop-after 35s
+defaults
+    mode http
+    log global
+    option dontlognull
+    option forwardfor
+    option idle-close-on-response
+    timeout connect 5s
+    timeout client 60s
+    timeout http-request 30s
+    timeout http-keep-alive 60s
+    timeout server 300s
+    timeout tunnel 1h
+    retries 3
+    retry-on conn-failure empty-response
+resolvers docker
+    nameserver docker 127.0.0.11:53
+    timeout resolve 1s
+    hold valid 10s
+    hold other 30s
+    hold refused 30s
+    hold nx 30s
+    hold timeout 30s
+    hold obsolete 30s
+frontend hub
+    bind :14091
+    default_backend slots
+backend slots
+    server blue wbsaleshub-staging-blue:4091 resolvers docker init-addr none disabled
+    server green wbsaleshub-staging-green:4091 resolvers docker init-addr libc,none
+'
+proxy_file='{
+  "services": {
+    "wbsaleshub-staging-proxy": {
+      "image": "haproxy:2.6",
+      "container_name": "wbsaleshub-staging-proxy",
+      "restart": "unless-stopped",
+      "profiles": [
+        "staging"
+      ],
+      "command": [
+        "haproxy",
+        "-f",
+        "/etc/workhub/haproxy.cfg"
+      ],
+      "ports": [
+        {
+          "target": 14091,
+          "published": "14091",
+          "host_ip": "127.0.0.1",
+          "protocol": "tcp"
+        }
+      ],
+      "volumes": [
+        {
+          "type": "bind",
+          "source": "../proxy/wbsaleshub-staging",
+          "target": "/etc/workhub",
+          "read_only": true
+        }
+      ],
+      "networks": [
+        "workhub-staging"
+      ],
+      "labels": {
+        "workhub.hub": "wbsaleshub",
+        "workhub.stack": "staging",
+        "workhub.role": "proxy"
+      }
+    }
+  },
+  "networks": {
+    "workhub-staging": {
+      "external": true,
+      "name": "workhub-staging"
+    }
+  }
+}'
+state="$HOME/.workhub"
+compose_dir="$state/compose"
+env_dir="$state/env"
+secrets_dir="$state/secrets"
+proxy_dir="$state/proxy/$base"
 compose() { (cd "$compose_dir" && docker compose "$@"); }
-# Writes this hub's service running image $1 (or removes it when $1 is empty), then the .env
-# naming every file, under a lock: the hubs of a stack deploy side by side.
-write_service() {
+exists() { docker container inspect "$1" >/dev/null 2>&1; }
+running() { [ "$(docker container inspect --format '{{.State.Running}}' "$1" 2>/dev/null)" = true ]; }
+# The .env naming every Compose file and every stack's profile (run with the compose lock held).
+publish_files() {
+  local files profiles
+  files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -) || true
+  profiles=$(cd "$compose_dir" && sed -n 's/.*"\{0,1\}workhub\.stack"\{0,1\}: "\([^"]*\)".*/\1/p' ./*.yml 2>/dev/null \
+    | sort -u | paste -sd, -) || true
+  printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
+  mv "$compose_dir/.env.tmp" "$compose_dir/.env"
+}
+# put_file NAME TEXT: the Compose file NAME.yml holds TEXT; drop_file NAME: it is gone. Under a
+# lock, since the hubs of a stack deploy side by side.
+put_file() {
+  mkdir -p "$compose_dir"
   (
     flock 8
-    if [ -n "$1" ]; then
-      {
-        printf 'services:\n  %s:\n' "$container"
-        printf '    image: "%s"\n    container_name: "%s"\n    restart: unless-stopped\n' "$1" "$container"
-        printf '    profiles: ["%s"]\n    environment:\n      PORT: "%s"\n' "$stack" "$port"
-        printf '    ports: ["%s:%s:%s"]\n' "$publish_address" "$host_port" "$port"
-        printf '    labels:\n      workhub.hub: "%s"\n      workhub.stack: "%s"\n' "$hub" "$stack"
-      } >"$compose_dir/$container.yml.tmp"
-      mv "$compose_dir/$container.yml.tmp" "$compose_dir/$container.yml"
-    else
-      rm -f "$compose_dir/$container.yml"
-    fi
-    files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -)
-    profiles=$(cd "$compose_dir" && sed -n 's/^    profiles: \["\(.*\)"\]$/\1/p' ./*.yml 2>/dev/null | sort -u | paste -sd, -)
-    printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
-    mv "$compose_dir/.env.tmp" "$compose_dir/.env"
+    printf '%s\n' "$2" >"$compose_dir/$1.yml.tmp"
+    mv "$compose_dir/$1.yml.tmp" "$compose_dir/$1.yml"
+    publish_files
   ) 8>>"$compose_dir/.lock"
 }
-
-probe_host=$publish_address
-[ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
-healthy() {
-  local status
-  exec 3<>"/dev/tcp/$probe_host/$1" || return 1
-  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$probe_host" >&3
-  IFS= read -r status <&3 || return 1
-  case "$status" in "HTTP/1."[01]" 200"*) return 0 ;; esac
-  return 1
+drop_file() {
+  [ -d "$compose_dir" ] || return 0
+  (
+    flock 8
+    rm -f "$compose_dir/$1.yml"
+    publish_files
+  ) 8>>"$compose_dir/.lock"
+}
+# The slot whose container the proxy's config names (what it serves, even after a reboot); none
+# before the first deploy.
+live_slot() {
+  case "$(sed -n "s/^$live_mark//p" "$proxy_dir/haproxy.cfg" 2>/dev/null | head -n 1)" in
+    blue) echo blue ;; green) echo green ;;
+  esac
+}
+# remove_slot CONTAINER: the container, its Compose file, env file and secret files are gone.
+remove_slot() {
+  docker rm -f "$1" >/dev/null 2>&1 || true
+  drop_file "$1"
+  rm -rf "$env_dir/$1.env" "$secrets_dir/$1"
 }
 
+probe_src='exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || { echo refused; exit 0; }
+printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
+IFS= read -r line <&3 || { echo no-answer; exit 0; }
+case "$line" in HTTP/1.[01]\ [0-9][0-9][0-9]*) echo "${line:9:3}" ;; *) echo no-answer ;; esac'
+probe() { timeout 5 bash -c "$probe_src" probe "$@" 2>/dev/null || echo no-answer; }
+probe_host=$publish_address
+[ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
+
 say() { printf 'run: %s\n' "$*" >&2; }
-wait_healthy() {
-  for _ in $(seq "$health_timeout"); do
-    if (healthy "$host_port" "$health_path") 2>/dev/null; then return 0; fi
-    sleep 1
+now_ms() { date +%s%3N; }
+proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
+slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }
+ip_of() {
+  docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
+}
+
+# What the probes of a new container saw, as words: "answered 500 (12 times), refused the connection (3 times)".
+declare -A seen=()
+saw() { seen[$1]=$(( ${seen[$1]:-0} + 1 )); }
+what_was_seen() {
+  local key words=()
+  for key in "${!seen[@]}"; do
+    case "$key" in
+      refused) words+=("${seen[$key]}:refused the connection") ;;
+      no-answer) words+=("${seen[$key]}:gave no answer") ;;
+      stopped) words+=("${seen[$key]}:was not running") ;;
+      *) words+=("${seen[$key]}:answered $key") ;;
+    esac
+  done
+  printf '%s\n' "${words[@]}" | sort -t: -k1,1nr | awk -F: '{ printf "%s%s (%s time%s)", (NR > 1 ? ", " : ""), $2, $1, ($1 == 1 ? "" : "s") }'
+}
+# passes PROBE PAUSE: the function PROBE (it prints what one probe saw) sees 200 healthy_passes
+# times in a row within health_timeout seconds, PAUSE seconds apart; what it saw is counted in `seen`.
+passes() {
+  local deadline count=0 outcome
+  deadline=$(( $(date +%s) + health_timeout ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    outcome=$("$1")
+    saw "$outcome"
+    if [ "$outcome" = 200 ]; then
+      count=$((count + 1))
+      [ "$count" -ge "$healthy_passes" ] && return 0
+    else
+      count=0
+    fi
+    sleep "$2"
   done
   return 1
 }
-start() {
-  write_service "$1"
-  compose up --detach --no-deps --no-build "$container" >&2
+# The new container's health path, probed directly on the stack's network.
+new_container_answers() {
+  if running "$new_container"; then probe "$(ip_of "$new_container")" "$port" "$health_path"; else echo stopped; fi
 }
+# The hub's health path through its host port (the proxy).
+host_port_answers() { probe "$probe_host" "$host_port" "$health_path"; }
+wait_healthy() { passes new_container_answers "$health_interval"; }
+through_proxy() { passes host_port_answers 0.2; }
+# api COMMAND: one command to the proxy's runtime API (inside its container); its answer on stdout.
+# It fails when HAProxy answers with an error.
+api() {
+  local answer
+  answer=$(docker exec "$proxy" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" && printf "%s\n" "$1" >&3 && cat <&3' \
+    api "$1" "$proxy_api_port" 2>&1) || { printf '%s\n' "$answer" >&2; return 1; }
+  case "$answer" in
+    *"No such"* | *"Unknown command"* | *"Require "* | *"nvalid"* | *"not allowed"* | *"Permission denied"*)
+      printf 'the proxy refused "%s": %s\n' "$1" "$answer" >&2
+      return 1 ;;
+  esac
+  printf '%s\n' "$answer"
+}
+# known_address SLOT IP: the proxy has found SLOT's container at IP through Docker's DNS (a new
+# container is found within a second or two).
+known_address() {
+  local _
+  for _ in $(seq 40); do
+    [ "$(api "show servers state $backend" | awk -v server="$1" '$4 == server { print $5 }')" = "$2" ] && return 0
+    sleep 0.25
+  done
+  say "the proxy has not found $base-$1 at $2 through Docker's DNS after 10 s"
+  return 1
+}
+# switch_to SLOT: the proxy sends every new request to SLOT's container and none to the other's
+# (requests in flight finish where they are; no connection is closed), and its config file says so
+# for its next start.
+switch_to() {
+  local other ip
+  if [ "$1" = blue ]; then other=green; else other=blue; fi
+  mkdir -p "$proxy_dir"
+  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
+  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  running "$proxy" || return 0
+  ip=$(ip_of "$base-$1")
+  if [ -z "$ip" ]; then
+    say "$base-$1 has no address on $network"
+    return 1
+  fi
+  known_address "$1" "$ip" \
+    && api "set server $backend/$1 state ready" >/dev/null \
+    && api "set server $backend/$other state maint" >/dev/null
+}
+# reload_to SLOT: the running proxy takes its new config, with SLOT live, in a graceful reload: a
+# new process gets the listening sockets and serves SLOT, the old one finishes its requests.
+reload_to() {
+  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
+  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  docker kill --signal USR2 "$proxy" >/dev/null
+  sleep 1
+  known_address "$1" "$(ip_of "$base-$1")"
+}
+# drain SLOT: wait until the proxy has no request in flight on SLOT's server, for at most
+# stop_grace seconds.
+drain() {
+  local deadline current
+  deadline=$(( $(date +%s) + stop_grace ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    current=$(api "show stat" | awk -F, -v backend="$backend" -v server="$1" '$1 == backend && $2 == server { print $5 }') \
+      || return 0
+    [ "${current:-0}" -eq 0 ] && return 0
+    sleep 0.5
+  done
+  say "$base-$1 still had requests in flight after $stop_grace s (workhub:deploy.stopGraceSeconds); stopping it anyway"
+}
+new_container=""
+started=false
+switched=false
+abandon_new() {
+  started=false
+  say "removing $new_container; ${live_container:-nothing} keeps serving"
+  remove_slot "$new_container"
+}
+# However the script ends, a new container that never got traffic does not stay behind.
+finish() {
+  if [ "$started" = true ] && [ "$switched" = false ]; then abandon_new; fi
+  rm -rf "$work"
+}
+work=$(mktemp -d)
+trap finish EXIT
+mkdir -p "$state" "$proxy_dir"
+install -d -m 700 "$env_dir" "$secrets_dir"
+# One deploy of this hub at a time: an interrupted one may still be finishing on the host.
+exec 7>>"$state/deploy-$base.lock"
+if ! flock -n 7; then
+  say "waiting for another deploy of $base to finish"
+  flock 7
+fi
 if ! docker image inspect "$image" >/dev/null 2>&1; then
   say "FAILED: $image is not on the host; build or promote it first"
   exit 1
 fi
-previous=$(docker inspect --format '{{.Config.Image}}' "$container" 2>/dev/null) || previous=""
-if [ -n "$previous" ] && [ -z "$(docker inspect --format '{{index .Config.Labels "com.docker.compose.project"}}' "$container")" ]; then
-  docker rm -f "$container" >/dev/null  # started before workhub ran hubs under Compose
+if ! docker image inspect "$proxy_image" >/dev/null 2>&1; then
+  say "pulling the proxy image $proxy_image"
+  docker pull --quiet "$proxy_image" >&2 || { say "FAILED: cannot pull $proxy_image; set workhub:proxyImage to an image the host has"; exit 1; }
 fi
-say "starting $container from $image on $publish_address:$host_port (PORT $port); previous image: ${previous:-none}"
-start "$image"
-if wait_healthy; then
-  say "$container answers $health_path"
-  printf '{"container": "%s", "url": "http://%s:%s", "image": "%s", "image_id": "%s", "previous_image": "%s", "verified_at": "%s"}\n' \
-    "$container" "$probe_host" "$host_port" "$image" "$(docker image inspect --format '{{.Id}}' "$image")" \
-    "$previous" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  exit 0
+docker network inspect "$network" >/dev/null 2>&1 \
+  || docker network create --label "workhub.stack=$stack" "$network" >/dev/null 2>&1 \
+  || docker network inspect "$network" >/dev/null
+
+# What serves now: the live slot behind the proxy, or a container from before workhub ran a proxy.
+live=$(live_slot)
+live_container=""
+if [ -n "$live" ] && running "$base-$live"; then
+  live_container="$base-$live"
+  if running "$proxy" && [ "$(cat "$compose_dir/$proxy.yml" 2>/dev/null)" = "$proxy_file" ] \
+    && [ "$(cat "$proxy_dir/haproxy.cfg")" = "$(proxy_config "$live")" ]; then
+    # The proxy runs as its config says (an interrupted deploy may have written it and not switched).
+    switch_to "$live"
+  fi
 fi
-say "FAILED: $container did not answer $health_path on $probe_host:$host_port within $health_timeout s; its last log lines:"
-docker logs --tail 40 "$container" >&2 2>&1 || true
-if [ -n "$previous" ] && [ "$previous" != "$image" ]; then
-  say "rolling back $container to $previous"
-  start "$previous"
-  if wait_healthy; then say "rolled back: $container answers again from $previous"; else say "the rolled-back $container does not answer either"; fi
+legacy=""
+if exists "$base" && [ -z "$(docker container inspect --format '{{index .Config.Labels "workhub.slot"}}' "$base")" ]; then
+  legacy=$base
+  [ -n "$live_container" ] || live_container=$legacy
 fi
-exit 1
+previous=""
+[ -n "$live_container" ] && previous=$(docker container inspect --format '{{.Config.Image}}' "$live_container")
+if [ "$live" = blue ]; then slot=green; else slot=blue; fi
+new_container="$base-$slot"
+if exists "$new_container"; then
+  say "removing $new_container, left from an earlier deploy that did not finish"
+  remove_slot "$new_container"
+fi
+
+# Named volumes: created on the first deploy, never removed by a deploy. A volume made now for a
+# path where the container from before the proxy kept data gets that data first; that container
+# stops for the copy, so nothing it writes meanwhile is lost (the one pause of the move to the proxy).
+for i in "${!volumes[@]}"; do
+  docker volume inspect "${volumes[$i]}" >/dev/null 2>&1 && continue
+  if [ -n "$legacy" ] && running "$legacy"; then
+    say "stopping $legacy (from before the proxy) to move its data into workhub's volumes"
+    docker stop --time "$stop_grace" "$legacy" >/dev/null
+  fi
+  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" \
+    --label "workhub.volume=${volume_keys[$i]}" "${volumes[$i]}" >/dev/null
+  say "created volume ${volumes[$i]} for ${volume_targets[$i]}"
+  if [ -n "$legacy" ] && docker cp "$legacy:${volume_targets[$i]}/." - >"$work/seed.tar" 2>/dev/null; then
+    docker run --rm -i --user 0 --network none -v "${volumes[$i]}:/seed" --entrypoint tar "$proxy_image" \
+      -xf - -C /seed <"$work/seed.tar"
+    say "moved $(tar -tf "$work/seed.tar" | grep -vc '/$') file(s) from $legacy:${volume_targets[$i]} into ${volumes[$i]}"
+  fi
+done
+
+# The new container's settings: the plain ones and the one-line secrets in its env file, the
+# others as files; none of it in a command line or a log.
+umask 077
+{
+  printf '%s' "$env_plain"
+  for i in "${!secret_env[@]}"; do
+    var="secret_$i"
+    printf '%s=%s\n' "${secret_env[$i]}" "${!var}"
+  done
+} >"$env_dir/$new_container.env.tmp"
+mv "$env_dir/$new_container.env.tmp" "$env_dir/$new_container.env"
+if [ "${#secret_files[@]}" -gt 0 ]; then
+  mkdir -p "$secrets_dir/$new_container"
+  for i in "${!secret_files[@]}"; do
+    var="secret_$(( ${#secret_env[@]} + i ))"
+    printf '%s' "${!var}" >"$secrets_dir/$new_container/${secret_files[$i]}"
+  done
+fi
+umask 022
+
+say "starting $new_container from $image beside ${live_container:-nothing} (PORT $port); previous image: ${previous:-none}"
+put_file "$new_container" "$(slot_file "$slot")"
+started=true
+if [ "${#secret_files[@]}" -gt 0 ]; then
+  compose up --no-start --no-deps --no-build "$new_container" >&2
+  # Secrets with line breaks become files readable in the container, put there before it starts.
+  tar -C "$secrets_dir/$new_container" --owner=0 --group=0 --mode=0444 --transform 's|^|run/secrets/|' \
+    -cf - "${secret_files[@]}" | docker cp - "$new_container:/"
+  docker start "$new_container" >/dev/null
+else
+  compose up --detach --no-deps --no-build "$new_container" >&2
+fi
+if ! wait_healthy; then
+  restarts=$(docker container inspect --format '{{.RestartCount}} {{.State.ExitCode}}' "$new_container" 2>/dev/null || echo '0 0')
+  exited=""
+  [ "${restarts% *}" -gt 0 ] && exited=" It exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s)."
+  say "FAILED: $new_container never answered $health_path with 200 $healthy_passes time(s) in a row within $health_timeout s (workhub:deploy.healthTimeoutSeconds): it $(what_was_seen).$exited It got no request from clients. Its last log lines:"
+  docker logs --tail 40 "$new_container" >&2 2>&1 || true
+  abandon_new
+  if [ -n "$legacy" ] && ! running "$legacy"; then docker start "$legacy" >/dev/null && say "restarted $legacy"; fi
+  exit 1
+fi
+healthy_ms=$(now_ms)
+say "$new_container answers $health_path ($healthy_passes time(s) in a row); switching the proxy to it"
+
+# The switch. A proxy that runs as configured switches through its runtime API. One whose config
+# changed otherwise (the hub's port, a timeout) switches in a graceful reload. One that is new, or
+# whose image or port changed, starts now, after the container from before the proxy gave up the port.
+if running "$proxy" && [ "$(cat "$compose_dir/$proxy.yml" 2>/dev/null)" = "$proxy_file" ] && [ -n "$live" ] \
+  && [ "$(cat "$proxy_dir/haproxy.cfg" 2>/dev/null)" != "$(proxy_config "$live")" ]; then
+  say "the proxy's config changed beyond its live slot: it switches in a graceful reload"
+  switched=true
+  if ! reload_to "$slot"; then
+    say "FAILED: the proxy did not come back from its reload serving $new_container"
+    exit 1
+  fi
+elif running "$proxy" && [ "$(cat "$compose_dir/$proxy.yml" 2>/dev/null)" = "$proxy_file" ]; then
+  if ! switch_to "$slot"; then
+    say "FAILED: the proxy did not take the switch (above)"
+    [ -n "$live" ] && switch_to "$live" || true
+    abandon_new
+    exit 1
+  fi
+else
+  switch_to "$slot"
+  if [ -n "$legacy" ] && running "$legacy"; then
+    say "stopping $legacy (from before the proxy), so the proxy can take port $host_port"
+    docker stop --time "$stop_grace" "$legacy" >/dev/null
+  fi
+  gap_start=$(now_ms)
+  put_file "$proxy" "$proxy_file"
+  # From here the proxy's config names the new container: it stays, whatever happens next.
+  switched=true
+  compose up --detach --no-deps --no-build "$proxy" >&2
+  if ! through_proxy; then
+    say "FAILED: the proxy $proxy does not answer on $probe_host:$host_port; its log:"
+    docker logs --tail 40 "$proxy" >&2 2>&1 || true
+    exit 1
+  fi
+  say "the proxy $proxy serves port $host_port (it was not there, or was replaced: about $(( $(now_ms) - gap_start )) ms without it)"
+fi
+switched_ms=$(now_ms)
+switched=true
+if ! through_proxy; then
+  say "FAILED: $probe_host:$host_port does not answer $health_path through the proxy after the switch"
+  if [ -n "$live" ] && running "$live_container"; then
+    switch_to "$live" && say "switched back to $live_container"
+    abandon_new
+  fi
+  exit 1
+fi
+say "$base serves from $new_container (switched $(( switched_ms - healthy_ms )) ms after it was healthy)"
+
+# The old container finishes its requests, then stops; its env file goes with it.
+if [ -n "$live_container" ] && [ "$live_container" != "$new_container" ]; then
+  if [ "$live_container" = "$legacy" ]; then
+    docker stop --time "$stop_grace" "$legacy" >/dev/null 2>&1 || true
+    docker rm "$legacy" >/dev/null
+    drop_file "$legacy"
+    say "removed $legacy (from before the proxy); its anonymous volumes, if any, are kept: docker volume ls -f dangling=true"
+  else
+    drain "$live"
+    docker stop --time "$stop_grace" "$live_container" >/dev/null 2>&1 || true
+    remove_slot "$live_container"
+    say "stopped $live_container"
+  fi
+fi
+printf '{"container": "%s", "slot": "%s", "proxy": "%s", "url": "http://%s:%s", "image": "%s", "image_id": "%s", "previous_image": "%s", "verified_at": "%s", "switch_ms": %s}\n' \
+  "$new_container" "$slot" "$proxy" "$probe_host" "$host_port" "$image" "$(docker image inspect --format '{{.Id}}' "$image")" \
+  "$previous" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$((switched_ms - healthy_ms))"

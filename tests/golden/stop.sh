@@ -1,36 +1,69 @@
 set -eu
 hub=wbsaleshub
 stack=staging
-container=wbsaleshub-staging
+base=wbsaleshub-staging
+proxy=wbsaleshub-staging-proxy
+network=workhub-staging
 port=4091
-host_port=14091
 publish_address=127.0.0.1
-compose_dir="$HOME/.workhub/compose"
-mkdir -p "$compose_dir"
+live_mark='# workhub live slot: '
+state="$HOME/.workhub"
+compose_dir="$state/compose"
+env_dir="$state/env"
+secrets_dir="$state/secrets"
+proxy_dir="$state/proxy/$base"
 compose() { (cd "$compose_dir" && docker compose "$@"); }
-# Writes this hub's service running image $1 (or removes it when $1 is empty), then the .env
-# naming every file, under a lock: the hubs of a stack deploy side by side.
-write_service() {
+exists() { docker container inspect "$1" >/dev/null 2>&1; }
+running() { [ "$(docker container inspect --format '{{.State.Running}}' "$1" 2>/dev/null)" = true ]; }
+# The .env naming every Compose file and every stack's profile (run with the compose lock held).
+publish_files() {
+  local files profiles
+  files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -) || true
+  profiles=$(cd "$compose_dir" && sed -n 's/.*"\{0,1\}workhub\.stack"\{0,1\}: "\([^"]*\)".*/\1/p' ./*.yml 2>/dev/null \
+    | sort -u | paste -sd, -) || true
+  printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
+  mv "$compose_dir/.env.tmp" "$compose_dir/.env"
+}
+# put_file NAME TEXT: the Compose file NAME.yml holds TEXT; drop_file NAME: it is gone. Under a
+# lock, since the hubs of a stack deploy side by side.
+put_file() {
+  mkdir -p "$compose_dir"
   (
     flock 8
-    if [ -n "$1" ]; then
-      {
-        printf 'services:\n  %s:\n' "$container"
-        printf '    image: "%s"\n    container_name: "%s"\n    restart: unless-stopped\n' "$1" "$container"
-        printf '    profiles: ["%s"]\n    environment:\n      PORT: "%s"\n' "$stack" "$port"
-        printf '    ports: ["%s:%s:%s"]\n' "$publish_address" "$host_port" "$port"
-        printf '    labels:\n      workhub.hub: "%s"\n      workhub.stack: "%s"\n' "$hub" "$stack"
-      } >"$compose_dir/$container.yml.tmp"
-      mv "$compose_dir/$container.yml.tmp" "$compose_dir/$container.yml"
-    else
-      rm -f "$compose_dir/$container.yml"
-    fi
-    files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -)
-    profiles=$(cd "$compose_dir" && sed -n 's/^    profiles: \["\(.*\)"\]$/\1/p' ./*.yml 2>/dev/null | sort -u | paste -sd, -)
-    printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
-    mv "$compose_dir/.env.tmp" "$compose_dir/.env"
+    printf '%s\n' "$2" >"$compose_dir/$1.yml.tmp"
+    mv "$compose_dir/$1.yml.tmp" "$compose_dir/$1.yml"
+    publish_files
   ) 8>>"$compose_dir/.lock"
 }
+drop_file() {
+  [ -d "$compose_dir" ] || return 0
+  (
+    flock 8
+    rm -f "$compose_dir/$1.yml"
+    publish_files
+  ) 8>>"$compose_dir/.lock"
+}
+# The slot whose container the proxy's config names (what it serves, even after a reboot); none
+# before the first deploy.
+live_slot() {
+  case "$(sed -n "s/^$live_mark//p" "$proxy_dir/haproxy.cfg" 2>/dev/null | head -n 1)" in
+    blue) echo blue ;; green) echo green ;;
+  esac
+}
+# remove_slot CONTAINER: the container, its Compose file, env file and secret files are gone.
+remove_slot() {
+  docker rm -f "$1" >/dev/null 2>&1 || true
+  drop_file "$1"
+  rm -rf "$env_dir/$1.env" "$secrets_dir/$1"
+}
 
-docker rm -f "$container" >/dev/null 2>&1 || true
-write_service ""
+for container in "$base-blue" "$base-green" "$proxy" "$base"; do
+  docker rm -f "$container" >/dev/null 2>&1 || true
+  drop_file "$container"
+  rm -rf "$env_dir/$container.env" "$secrets_dir/$container"
+done
+rm -rf "$proxy_dir"
+# The stack's network goes with its last container; the hub's volumes stay (destroy --purge-data
+# removes them).
+docker network rm "$network" >/dev/null 2>&1 || true
+printf 'run: %s: containers and proxy removed; its volumes are kept\n' "$base" >&2

@@ -1,0 +1,659 @@
+"""Pure builders of the scripts that run a hub on the host: deploy (start beside, check, switch,
+drain), stop, status, and the data scripts (purge, backup, restore). Typed config in, script text out;
+config values enter only through `shell.script`, the documents they write come from `compose`.
+
+A deploy never sends a request to a container that has not answered its health path, and never
+stops the old container while it has requests in flight:
+
+1. the new version starts in the slot that is not live (blue or green), beside the old one, with
+   the same volumes, its settings in an env file only the deploy user can read;
+2. it must answer its health path with 200 `healthyPasses` times in a row, probed directly on the
+   stack's network, within `healthTimeoutSeconds`; if it does not, it is removed, the old one never
+   stopped serving, and the deploy fails saying what the probes saw and the new container's last
+   log lines;
+3. the hub's proxy (HAProxy, which owns the host port) switches its backend to the new slot through
+   its runtime API, with no reload: new requests go there, requests in flight finish on the old one,
+   and no client connection is closed;
+4. once the proxy holds no request to the old container (or `stopGraceSeconds` passed), the old one
+   gets SIGTERM and the same grace period, and is removed with its env file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .compose import (BACKEND, LIVE_MARK, PROXY_API_PORT, SLOTS, base_name, env_file, network_name, proxy_compose,
+                      proxy_config, proxy_container, slot_compose)
+from .config import DeploySettings, Hub
+from .runtime import Runtime, volume_name
+from .shell import Value, script
+
+# Paths on the host, and the Compose project every hub of every stack belongs to: one file per
+# container under ~/.workhub/compose, all named in its .env, so `docker compose ps` (or `logs`)
+# there shows exactly what Pulumi deployed.
+_LAYOUT = r"""
+state="$HOME/.workhub"
+compose_dir="$state/compose"
+env_dir="$state/env"
+secrets_dir="$state/secrets"
+proxy_dir="$state/proxy/$base"
+compose() { (cd "$compose_dir" && docker compose "$@"); }
+exists() { docker container inspect "$1" >/dev/null 2>&1; }
+running() { [ "$(docker container inspect --format '{{.State.Running}}' "$1" 2>/dev/null)" = true ]; }
+# The .env naming every Compose file and every stack's profile (run with the compose lock held).
+publish_files() {
+  local files profiles
+  files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -) || true
+  profiles=$(cd "$compose_dir" && sed -n 's/.*"\{0,1\}workhub\.stack"\{0,1\}: "\([^"]*\)".*/\1/p' ./*.yml 2>/dev/null \
+    | sort -u | paste -sd, -) || true
+  printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
+  mv "$compose_dir/.env.tmp" "$compose_dir/.env"
+}
+# put_file NAME TEXT: the Compose file NAME.yml holds TEXT; drop_file NAME: it is gone. Under a
+# lock, since the hubs of a stack deploy side by side.
+put_file() {
+  mkdir -p "$compose_dir"
+  (
+    flock 8
+    printf '%s\n' "$2" >"$compose_dir/$1.yml.tmp"
+    mv "$compose_dir/$1.yml.tmp" "$compose_dir/$1.yml"
+    publish_files
+  ) 8>>"$compose_dir/.lock"
+}
+drop_file() {
+  [ -d "$compose_dir" ] || return 0
+  (
+    flock 8
+    rm -f "$compose_dir/$1.yml"
+    publish_files
+  ) 8>>"$compose_dir/.lock"
+}
+# The slot whose container the proxy's config names (what it serves, even after a reboot); none
+# before the first deploy.
+live_slot() {
+  case "$(sed -n "s/^$live_mark//p" "$proxy_dir/haproxy.cfg" 2>/dev/null | head -n 1)" in
+    blue) echo blue ;; green) echo green ;;
+  esac
+}
+# remove_slot CONTAINER: the container, its Compose file, env file and secret files are gone.
+remove_slot() {
+  docker rm -f "$1" >/dev/null 2>&1 || true
+  drop_file "$1"
+  rm -rf "$env_dir/$1.env" "$secrets_dir/$1"
+}
+"""
+
+# `probe HOST PORT PATH` prints the HTTP status HOST:PORT answers PATH with, or why there is none
+# (refused, no-answer). Plain bash, since the host may have no curl; run under `timeout`, so a
+# probe never hangs.
+_PROBE = r"""
+probe_src='exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || { echo refused; exit 0; }
+printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
+IFS= read -r line <&3 || { echo no-answer; exit 0; }
+case "$line" in HTTP/1.[01]\ [0-9][0-9][0-9]*) echo "${line:9:3}" ;; *) echo no-answer ;; esac'
+probe() { timeout 5 bash -c "$probe_src" probe "$@" 2>/dev/null || echo no-answer; }
+probe_host=$publish_address
+[ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
+"""
+
+_DEPLOY = _LAYOUT + _PROBE + r"""
+say() { printf 'run: %s\n' "$*" >&2; }
+now_ms() { date +%s%3N; }
+proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
+slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }
+ip_of() {
+  docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
+}
+
+# What the probes of a new container saw, as words: "answered 500 (12 times), refused the connection (3 times)".
+declare -A seen=()
+saw() { seen[$1]=$(( ${seen[$1]:-0} + 1 )); }
+what_was_seen() {
+  local key words=()
+  for key in "${!seen[@]}"; do
+    case "$key" in
+      refused) words+=("${seen[$key]}:refused the connection") ;;
+      no-answer) words+=("${seen[$key]}:gave no answer") ;;
+      stopped) words+=("${seen[$key]}:was not running") ;;
+      *) words+=("${seen[$key]}:answered $key") ;;
+    esac
+  done
+  printf '%s\n' "${words[@]}" | sort -t: -k1,1nr | awk -F: '{ printf "%s%s (%s time%s)", (NR > 1 ? ", " : ""), $2, $1, ($1 == 1 ? "" : "s") }'
+}
+# passes PROBE PAUSE: the function PROBE (it prints what one probe saw) sees 200 healthy_passes
+# times in a row within health_timeout seconds, PAUSE seconds apart; what it saw is counted in `seen`.
+passes() {
+  local deadline count=0 outcome
+  deadline=$(( $(date +%s) + health_timeout ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    outcome=$("$1")
+    saw "$outcome"
+    if [ "$outcome" = 200 ]; then
+      count=$((count + 1))
+      [ "$count" -ge "$healthy_passes" ] && return 0
+    else
+      count=0
+    fi
+    sleep "$2"
+  done
+  return 1
+}
+# The new container's health path, probed directly on the stack's network.
+new_container_answers() {
+  if running "$new_container"; then probe "$(ip_of "$new_container")" "$port" "$health_path"; else echo stopped; fi
+}
+# The hub's health path through its host port (the proxy).
+host_port_answers() { probe "$probe_host" "$host_port" "$health_path"; }
+wait_healthy() { passes new_container_answers "$health_interval"; }
+through_proxy() { passes host_port_answers 0.2; }
+# api COMMAND: one command to the proxy's runtime API (inside its container); its answer on stdout.
+# It fails when HAProxy answers with an error.
+api() {
+  local answer
+  answer=$(docker exec "$proxy" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" && printf "%s\n" "$1" >&3 && cat <&3' \
+    api "$1" "$proxy_api_port" 2>&1) || { printf '%s\n' "$answer" >&2; return 1; }
+  case "$answer" in
+    *"No such"* | *"Unknown command"* | *"Require "* | *"nvalid"* | *"not allowed"* | *"Permission denied"*)
+      printf 'the proxy refused "%s": %s\n' "$1" "$answer" >&2
+      return 1 ;;
+  esac
+  printf '%s\n' "$answer"
+}
+# known_address SLOT IP: the proxy has found SLOT's container at IP through Docker's DNS (a new
+# container is found within a second or two).
+known_address() {
+  local _
+  for _ in $(seq 40); do
+    [ "$(api "show servers state $backend" | awk -v server="$1" '$4 == server { print $5 }')" = "$2" ] && return 0
+    sleep 0.25
+  done
+  say "the proxy has not found $base-$1 at $2 through Docker's DNS after 10 s"
+  return 1
+}
+# switch_to SLOT: the proxy sends every new request to SLOT's container and none to the other's
+# (requests in flight finish where they are; no connection is closed), and its config file says so
+# for its next start.
+switch_to() {
+  local other ip
+  if [ "$1" = blue ]; then other=green; else other=blue; fi
+  mkdir -p "$proxy_dir"
+  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
+  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  running "$proxy" || return 0
+  ip=$(ip_of "$base-$1")
+  if [ -z "$ip" ]; then
+    say "$base-$1 has no address on $network"
+    return 1
+  fi
+  known_address "$1" "$ip" \
+    && api "set server $backend/$1 state ready" >/dev/null \
+    && api "set server $backend/$other state maint" >/dev/null
+}
+# reload_to SLOT: the running proxy takes its new config, with SLOT live, in a graceful reload: a
+# new process gets the listening sockets and serves SLOT, the old one finishes its requests.
+reload_to() {
+  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
+  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  docker kill --signal USR2 "$proxy" >/dev/null
+  sleep 1
+  known_address "$1" "$(ip_of "$base-$1")"
+}
+# drain SLOT: wait until the proxy has no request in flight on SLOT's server, for at most
+# stop_grace seconds.
+drain() {
+  local deadline current
+  deadline=$(( $(date +%s) + stop_grace ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    current=$(api "show stat" | awk -F, -v backend="$backend" -v server="$1" '$1 == backend && $2 == server { print $5 }') \
+      || return 0
+    [ "${current:-0}" -eq 0 ] && return 0
+    sleep 0.5
+  done
+  say "$base-$1 still had requests in flight after $stop_grace s (workhub:deploy.stopGraceSeconds); stopping it anyway"
+}
+new_container=""
+started=false
+switched=false
+abandon_new() {
+  started=false
+  say "removing $new_container; ${live_container:-nothing} keeps serving"
+  remove_slot "$new_container"
+}
+# However the script ends, a new container that never got traffic does not stay behind.
+finish() {
+  if [ "$started" = true ] && [ "$switched" = false ]; then abandon_new; fi
+  rm -rf "$work"
+}
+work=$(mktemp -d)
+trap finish EXIT
+mkdir -p "$state" "$proxy_dir"
+install -d -m 700 "$env_dir" "$secrets_dir"
+# One deploy of this hub at a time: an interrupted one may still be finishing on the host.
+exec 7>>"$state/deploy-$base.lock"
+if ! flock -n 7; then
+  say "waiting for another deploy of $base to finish"
+  flock 7
+fi
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+  say "FAILED: $image is not on the host; build or promote it first"
+  exit 1
+fi
+if ! docker image inspect "$proxy_image" >/dev/null 2>&1; then
+  say "pulling the proxy image $proxy_image"
+  docker pull --quiet "$proxy_image" >&2 || { say "FAILED: cannot pull $proxy_image; set workhub:proxyImage to an image the host has"; exit 1; }
+fi
+docker network inspect "$network" >/dev/null 2>&1 \
+  || docker network create --label "workhub.stack=$stack" "$network" >/dev/null 2>&1 \
+  || docker network inspect "$network" >/dev/null
+
+# What serves now: the live slot behind the proxy, or a container from before workhub ran a proxy.
+live=$(live_slot)
+live_container=""
+if [ -n "$live" ] && running "$base-$live"; then
+  live_container="$base-$live"
+  if running "$proxy" && [ "$(cat "$compose_dir/$proxy.yml" 2>/dev/null)" = "$proxy_file" ] \
+    && [ "$(cat "$proxy_dir/haproxy.cfg")" = "$(proxy_config "$live")" ]; then
+    # The proxy runs as its config says (an interrupted deploy may have written it and not switched).
+    switch_to "$live"
+  fi
+fi
+legacy=""
+if exists "$base" && [ -z "$(docker container inspect --format '{{index .Config.Labels "workhub.slot"}}' "$base")" ]; then
+  legacy=$base
+  [ -n "$live_container" ] || live_container=$legacy
+fi
+previous=""
+[ -n "$live_container" ] && previous=$(docker container inspect --format '{{.Config.Image}}' "$live_container")
+if [ "$live" = blue ]; then slot=green; else slot=blue; fi
+new_container="$base-$slot"
+if exists "$new_container"; then
+  say "removing $new_container, left from an earlier deploy that did not finish"
+  remove_slot "$new_container"
+fi
+
+# Named volumes: created on the first deploy, never removed by a deploy. A volume made now for a
+# path where the container from before the proxy kept data gets that data first; that container
+# stops for the copy, so nothing it writes meanwhile is lost (the one pause of the move to the proxy).
+for i in "${!volumes[@]}"; do
+  docker volume inspect "${volumes[$i]}" >/dev/null 2>&1 && continue
+  if [ -n "$legacy" ] && running "$legacy"; then
+    say "stopping $legacy (from before the proxy) to move its data into workhub's volumes"
+    docker stop --time "$stop_grace" "$legacy" >/dev/null
+  fi
+  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" \
+    --label "workhub.volume=${volume_keys[$i]}" "${volumes[$i]}" >/dev/null
+  say "created volume ${volumes[$i]} for ${volume_targets[$i]}"
+  if [ -n "$legacy" ] && docker cp "$legacy:${volume_targets[$i]}/." - >"$work/seed.tar" 2>/dev/null; then
+    docker run --rm -i --user 0 --network none -v "${volumes[$i]}:/seed" --entrypoint tar "$proxy_image" \
+      -xf - -C /seed <"$work/seed.tar"
+    say "moved $(tar -tf "$work/seed.tar" | grep -vc '/$') file(s) from $legacy:${volume_targets[$i]} into ${volumes[$i]}"
+  fi
+done
+
+# The new container's settings: the plain ones and the one-line secrets in its env file, the
+# others as files; none of it in a command line or a log.
+umask 077
+{
+  printf '%s' "$env_plain"
+  for i in "${!secret_env[@]}"; do
+    var="secret_$i"
+    printf '%s=%s\n' "${secret_env[$i]}" "${!var}"
+  done
+} >"$env_dir/$new_container.env.tmp"
+mv "$env_dir/$new_container.env.tmp" "$env_dir/$new_container.env"
+if [ "${#secret_files[@]}" -gt 0 ]; then
+  mkdir -p "$secrets_dir/$new_container"
+  for i in "${!secret_files[@]}"; do
+    var="secret_$(( ${#secret_env[@]} + i ))"
+    printf '%s' "${!var}" >"$secrets_dir/$new_container/${secret_files[$i]}"
+  done
+fi
+umask 022
+
+say "starting $new_container from $image beside ${live_container:-nothing} (PORT $port); previous image: ${previous:-none}"
+put_file "$new_container" "$(slot_file "$slot")"
+started=true
+if [ "${#secret_files[@]}" -gt 0 ]; then
+  compose up --no-start --no-deps --no-build "$new_container" >&2
+  # Secrets with line breaks become files readable in the container, put there before it starts.
+  tar -C "$secrets_dir/$new_container" --owner=0 --group=0 --mode=0444 --transform 's|^|run/secrets/|' \
+    -cf - "${secret_files[@]}" | docker cp - "$new_container:/"
+  docker start "$new_container" >/dev/null
+else
+  compose up --detach --no-deps --no-build "$new_container" >&2
+fi
+if ! wait_healthy; then
+  restarts=$(docker container inspect --format '{{.RestartCount}} {{.State.ExitCode}}' "$new_container" 2>/dev/null || echo '0 0')
+  exited=""
+  [ "${restarts% *}" -gt 0 ] && exited=" It exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s)."
+  say "FAILED: $new_container never answered $health_path with 200 $healthy_passes time(s) in a row within $health_timeout s (workhub:deploy.healthTimeoutSeconds): it $(what_was_seen).$exited It got no request from clients. Its last log lines:"
+  docker logs --tail 40 "$new_container" >&2 2>&1 || true
+  abandon_new
+  if [ -n "$legacy" ] && ! running "$legacy"; then docker start "$legacy" >/dev/null && say "restarted $legacy"; fi
+  exit 1
+fi
+healthy_ms=$(now_ms)
+say "$new_container answers $health_path ($healthy_passes time(s) in a row); switching the proxy to it"
+
+# The switch. A proxy that runs as configured switches through its runtime API. One whose config
+# changed otherwise (the hub's port, a timeout) switches in a graceful reload. One that is new, or
+# whose image or port changed, starts now, after the container from before the proxy gave up the port.
+if running "$proxy" && [ "$(cat "$compose_dir/$proxy.yml" 2>/dev/null)" = "$proxy_file" ] && [ -n "$live" ] \
+  && [ "$(cat "$proxy_dir/haproxy.cfg" 2>/dev/null)" != "$(proxy_config "$live")" ]; then
+  say "the proxy's config changed beyond its live slot: it switches in a graceful reload"
+  switched=true
+  if ! reload_to "$slot"; then
+    say "FAILED: the proxy did not come back from its reload serving $new_container"
+    exit 1
+  fi
+elif running "$proxy" && [ "$(cat "$compose_dir/$proxy.yml" 2>/dev/null)" = "$proxy_file" ]; then
+  if ! switch_to "$slot"; then
+    say "FAILED: the proxy did not take the switch (above)"
+    [ -n "$live" ] && switch_to "$live" || true
+    abandon_new
+    exit 1
+  fi
+else
+  switch_to "$slot"
+  if [ -n "$legacy" ] && running "$legacy"; then
+    say "stopping $legacy (from before the proxy), so the proxy can take port $host_port"
+    docker stop --time "$stop_grace" "$legacy" >/dev/null
+  fi
+  gap_start=$(now_ms)
+  put_file "$proxy" "$proxy_file"
+  # From here the proxy's config names the new container: it stays, whatever happens next.
+  switched=true
+  compose up --detach --no-deps --no-build "$proxy" >&2
+  if ! through_proxy; then
+    say "FAILED: the proxy $proxy does not answer on $probe_host:$host_port; its log:"
+    docker logs --tail 40 "$proxy" >&2 2>&1 || true
+    exit 1
+  fi
+  say "the proxy $proxy serves port $host_port (it was not there, or was replaced: about $(( $(now_ms) - gap_start )) ms without it)"
+fi
+switched_ms=$(now_ms)
+switched=true
+if ! through_proxy; then
+  say "FAILED: $probe_host:$host_port does not answer $health_path through the proxy after the switch"
+  if [ -n "$live" ] && running "$live_container"; then
+    switch_to "$live" && say "switched back to $live_container"
+    abandon_new
+  fi
+  exit 1
+fi
+say "$base serves from $new_container (switched $(( switched_ms - healthy_ms )) ms after it was healthy)"
+
+# The old container finishes its requests, then stops; its env file goes with it.
+if [ -n "$live_container" ] && [ "$live_container" != "$new_container" ]; then
+  if [ "$live_container" = "$legacy" ]; then
+    docker stop --time "$stop_grace" "$legacy" >/dev/null 2>&1 || true
+    docker rm "$legacy" >/dev/null
+    drop_file "$legacy"
+    say "removed $legacy (from before the proxy); its anonymous volumes, if any, are kept: docker volume ls -f dangling=true"
+  else
+    drain "$live"
+    docker stop --time "$stop_grace" "$live_container" >/dev/null 2>&1 || true
+    remove_slot "$live_container"
+    say "stopped $live_container"
+  fi
+fi
+printf '{"container": "%s", "slot": "%s", "proxy": "%s", "url": "http://%s:%s", "image": "%s", "image_id": "%s", "previous_image": "%s", "verified_at": "%s", "switch_ms": %s}\n' \
+  "$new_container" "$slot" "$proxy" "$probe_host" "$host_port" "$image" "$(docker image inspect --format '{{.Id}}' "$image")" \
+  "$previous" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$((switched_ms - healthy_ms))"
+"""
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How a stack serves its hubs on the host: where the proxies publish, how a new container takes
+    over, and the proxy's image."""
+
+    publish_address: str
+    deploy: DeploySettings
+    proxy_image: str
+
+
+def _hub_values(hub: Hub, stack: str, publish_address: str) -> dict[str, Value]:
+    return {
+        "hub": hub.name,
+        "stack": stack,
+        "base": base_name(hub.name, stack),
+        "proxy": proxy_container(hub.name, stack),
+        "network": network_name(stack),
+        "port": hub.port,
+        "publish_address": publish_address,
+        "live_mark": LIVE_MARK,
+    }
+
+
+def run_script(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtime, serving: Serving) -> str:
+    """Deploy `image` as the hub's new version behind its proxy, without dropping a request: start
+    it beside the live one, wait for `healthyPasses` answers of 200, switch the proxy, drain and
+    stop the old one; a new version that never gets healthy is removed and the old one keeps
+    serving. The secret values arrive at run time as secret_0, secret_1, ... (see Runtime)."""
+    deploy, publish_address, proxy_image = serving.deploy, serving.publish_address, serving.proxy_image
+    return script(
+        {
+            **_hub_values(hub, stack, publish_address),
+            "host_port": host_port,
+            "image": image,
+            "health_path": hub.health_path,
+            "health_timeout": deploy.health_timeout_seconds,
+            "healthy_passes": deploy.healthy_passes,
+            "health_interval": f"{deploy.health_interval_ms / 1000:g}",
+            "stop_grace": deploy.stop_grace_seconds,
+            "proxy_image": proxy_image,
+            "proxy_api_port": PROXY_API_PORT,
+            "backend": BACKEND,
+            "env_plain": env_file(runtime),
+            "secret_env": list(runtime.secret_env),
+            "secret_files": list(runtime.secret_files),
+            "volumes": [volume.docker_name for volume in runtime.volumes],
+            "volume_keys": [volume.name for volume in runtime.volumes],
+            "volume_targets": [volume.target for volume in runtime.volumes],
+            **{f"compose_{slot}": slot_compose(hub, stack, slot, image, runtime, deploy) for slot in SLOTS},
+            **{f"proxy_{slot}": proxy_config(hub, stack, slot, host_port, deploy) for slot in SLOTS},
+            "proxy_file": proxy_compose(hub, stack, host_port, publish_address, proxy_image),
+        },
+        _DEPLOY,
+    )
+
+
+_STOP = _LAYOUT + r"""
+for container in "$base-blue" "$base-green" "$proxy" "$base"; do
+  docker rm -f "$container" >/dev/null 2>&1 || true
+  drop_file "$container"
+  rm -rf "$env_dir/$container.env" "$secrets_dir/$container"
+done
+rm -rf "$proxy_dir"
+# The stack's network goes with its last container; the hub's volumes stay (destroy --purge-data
+# removes them).
+docker network rm "$network" >/dev/null 2>&1 || true
+printf 'run: %s: containers and proxy removed; its volumes are kept\n' "$base" >&2
+"""
+
+
+def stop_script(hub: Hub, stack: str, publish_address: str) -> str:
+    """Remove a hub's containers, its proxy and their files; keep its volumes."""
+    return script(_hub_values(hub, stack, publish_address), _STOP)
+
+
+_STATUS = _PROBE + r"""
+state="$HOME/.workhub"
+field() { printf '%s' "$1" | sed -n "s/.*\"$2\": \"\{0,1\}\([^\",}]*\)\"\{0,1\}.*/\1/p"; }
+for i in "${!hubs[@]}"; do
+  hub=${hubs[$i]}
+  base="$hub-$stack"
+  live=$(sed -n "s/^$live_mark//p" "$state/proxy/$base/haproxy.cfg" 2>/dev/null | head -n 1)
+  container=$base${live:+-$live}
+  image=$(docker inspect --format '{{.Config.Image}}' "$container" 2>/dev/null) || image=none
+  since=$(docker inspect --format '{{.State.StartedAt}}' "$container" 2>/dev/null) || since=none
+  proxy=$(docker inspect --format '{{.State.Status}}' "$base-proxy" 2>/dev/null) || proxy=none
+  if [ "$(probe "$probe_host" "${host_ports[$i]}" "${health_paths[$i]}")" = 200 ]; then health=ok; else health=failing; fi
+  last=$(grep -F "\"hub\": \"$hub\", \"stack\": \"$stack\"," "$state/builds.jsonl" 2>/dev/null | tail -n 1)
+  printf '{"hub": "%s", "container": "%s", "image": "%s", "since": "%s", "health": "%s", "proxy": "%s", "last_build": "%s", "attempts": "%s", "log": "%s"}\n' \
+    "$hub" "$container" "$image" "$(printf '%s' "${since:-none}" | cut -c1-19)" "$health" "$proxy" "$(field "$last" result)" \
+    "$(field "$last" attempts)" "$(field "$last" log)"
+done
+"""
+
+
+def status_script(stack: str, hubs: list[Hub], host_ports: dict[str, int], publish_address: str) -> str:
+    """One JSON line per hub: the container its proxy serves from, its image, since when, whether
+    the host port answers the health path, the proxy's state, and the last build's result."""
+    return script(
+        {
+            "stack": stack,
+            "publish_address": publish_address,
+            "live_mark": LIVE_MARK,
+            "hubs": [hub.name for hub in hubs],
+            "host_ports": [host_ports[hub.name] for hub in hubs],
+            "health_paths": [hub.health_path for hub in hubs],
+        },
+        _STATUS,
+    )
+
+
+# The image a hub serves from: its live slot's, or (before the proxy) its container's.
+_SERVING = r"""
+serving_image() {
+  local live
+  live=$(sed -n "s/^$live_mark//p" "$HOME/.workhub/proxy/$1-$stack/haproxy.cfg" 2>/dev/null | head -n 1)
+  docker inspect --format '{{.Config.Image}}' "$1-$stack${live:+-$live}" 2>/dev/null || true
+}
+"""
+
+_PRUNE = _SERVING + r"""
+say() { printf 'prune: %s\n' "$*" >&2; }
+for hub in "${hubs[@]}"; do
+  running=$(serving_image "$hub")
+  kept=0
+  # Newest first; the running image is always kept and counts towards the number kept.
+  for ref in $(docker image ls "$hub" --format '{{.Repository}}:{{.Tag}}' | grep -F ":$stack-"); do
+    if [ "$ref" = "$running" ] || [ "$kept" -lt "$keep" ]; then
+      kept=$((kept + 1))
+      continue
+    fi
+    docker image rm "$ref" >/dev/null && say "removed $ref"
+  done
+done
+if [ "$reset_cache" = true ]; then
+  say "resetting the whole build cache, npm cache mounts included: the next builds download everything"
+  docker builder prune --all --force >&2
+fi
+"""
+
+
+def prune_script(stack: str, hubs: list[Hub], keep: int, reset_cache: bool) -> str:
+    """Keep the newest `keep` images of each hub in this stack (and the one running); optionally
+    reset the whole BuildKit cache (the PRD's cache reset)."""
+    return script(
+        {"stack": stack, "live_mark": LIVE_MARK, "hubs": [hub.name for hub in hubs], "keep": keep,
+         "reset_cache": reset_cache},
+        _PRUNE,
+    )
+
+
+_PURGE = r"""
+say() { printf 'purge: %s\n' "$*" >&2; }
+found=$(docker volume ls --quiet --filter "label=workhub.stack=$stack")
+if [ -z "$found" ]; then
+  say "stack $stack has no volumes on this host"
+  exit 0
+fi
+for volume in $found; do
+  if docker volume rm "$volume" >/dev/null; then say "removed volume $volume"; else say "FAILED: $volume is in use; destroy the stack first"; exit 1; fi
+done
+"""
+
+
+def purge_script(stack: str) -> str:
+    """Remove every volume workhub made for the stack (its hubs' data): the explicit purge."""
+    return script({"stack": stack}, _PURGE)
+
+
+_VOLUME_INFO = _SERVING + r"""
+for i in "${!hubs[@]}"; do
+  exists=false
+  docker volume inspect "${volumes[$i]}" >/dev/null 2>&1 && exists=true
+  printf '{"hub": "%s", "volume": "%s", "docker_volume": "%s", "exists": %s, "image": "%s"}\n' \
+    "${hubs[$i]}" "${keys[$i]}" "${volumes[$i]}" "$exists" "$(serving_image "${hubs[$i]}")"
+done
+"""
+
+
+def volume_info_script(stack: str, volumes: list[tuple[Hub, str]]) -> str:
+    """One JSON line per (hub, volume name): its Docker volume, whether it exists, and the image the
+    hub serves from."""
+    return script(
+        {"stack": stack, "live_mark": LIVE_MARK, "hubs": [hub.name for hub, _ in volumes],
+         "keys": [name for _, name in volumes],
+         "volumes": [volume_name(stack, hub.name, name) for hub, name in volumes]},
+        _VOLUME_INFO,
+    )
+
+
+_BACKUP = r"""
+if ! docker volume inspect "$volume" >/dev/null 2>&1; then
+  printf 'backup: FAILED: volume %s does not exist on this host\n' "$volume" >&2
+  exit 1
+fi
+# A gzipped tar of the volume's files on stdout, read through a throwaway container (read-only).
+docker run --rm --user 0 --network none -v "$volume:/data:ro" --entrypoint tar "$helper_image" -czf - -C /data .
+"""
+
+
+def backup_script(volume: str, helper_image: str) -> str:
+    """Write a gzipped tar of the volume's content to stdout (the hub keeps running)."""
+    return script({"volume": volume, "helper_image": helper_image}, _BACKUP)
+
+
+_RESTORE = _LAYOUT + _PROBE + r"""
+say() { printf 'restore: %s\n' "$*" >&2; }
+archive=$(mktemp)
+trap 'rm -f "$archive"' EXIT
+cat >"$archive"
+got=$(sha256sum "$archive" | cut -d' ' -f1)
+if [ "$got" != "$sha256" ]; then
+  say "FAILED: the archive arrived with sha256 $got, not $sha256; nothing was changed"
+  exit 1
+fi
+live=$(live_slot)
+container=""
+[ -n "$live" ] && running "$base-$live" && container="$base-$live"
+docker volume inspect "$volume" >/dev/null 2>&1 || docker volume create --label "workhub.stack=$stack" \
+  --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" "$volume" >/dev/null
+if [ -n "$container" ]; then
+  say "stopping $container while $volume is replaced"
+  docker stop --time "$stop_grace" "$container" >/dev/null
+fi
+docker run --rm -i --user 0 --network none -v "$volume:/data" --entrypoint sh "$helper_image" \
+  -c 'find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf - -C /data' <"$archive"
+say "restored $volume ($(stat -c %s "$archive") bytes)"
+if [ -n "$container" ]; then
+  docker start "$container" >/dev/null
+  for _ in $(seq "$health_timeout"); do
+    if [ "$(probe "$probe_host" "$host_port" "$health_path")" = 200 ]; then
+      say "$container answers $health_path again"
+      exit 0
+    fi
+    sleep 1
+  done
+  say "FAILED: $container does not answer $health_path after the restore; its last log lines:"
+  docker logs --tail 40 "$container" >&2 2>&1 || true
+  exit 1
+fi
+"""
+
+
+def restore_script(hub: Hub, stack: str, volume_key: str, sha256: str, host_port: int, serving: Serving) -> str:
+    """Replace a hub's volume with the gzipped tar on stdin (checked against `sha256` first),
+    stopping the hub's container around it and waiting until it answers again."""
+    return script(
+        {**_hub_values(hub, stack, serving.publish_address), "host_port": host_port, "health_path": hub.health_path,
+         "health_timeout": serving.deploy.health_timeout_seconds, "stop_grace": serving.deploy.stop_grace_seconds,
+         "volume": volume_name(stack, hub.name, volume_key), "volume_key": volume_key, "sha256": sha256,
+         "helper_image": serving.proxy_image},
+        _RESTORE,
+    )
+

@@ -1,0 +1,142 @@
+"""Run-time settings and secrets on the test host, with the real engine: plain settings and secrets
+reach the app (a one-line secret in its environment, one with line breaks as a file), a changed
+secret restarts only the hub that uses it and the preview names it, and no secret value shows up
+in the state, the engine's output, the stack outputs, the preview JSON, the PR summary or the
+host's other files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.e2e_fixtures import deploy_home, docker, forget_local_images, new_local_stack, serving_container
+from workhub.engine import print_line
+from workhub.preview import preview_json
+from workhub.summary import summarize
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MARK = uuid.uuid4().hex[:12]
+HUBS = [
+    {"name": "wbhubmanager", "context": "WBHubManager", "port": 4090, "healthPath": "/health",
+     "env": {"LOG_LEVEL": "debug"}, "stackEnv": ["PUBLIC_URL"], "secrets": ["SESSION_SECRET"]},
+    {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health",
+     "secrets": ["LEDGER_SIGNING_KEY"], "volumes": {"data": "/app/data"}},
+]
+# Every character an env file or a shell would take for something else.
+SESSION = f"s3cr3t-{MARK} with spaces, 'single' \"double\" $HOME ${{PATH}} #not-a-comment `id` back\\slash\\"
+KEY = f"-----BEGIN TEST KEY-----\nMIIB{MARK}{'x' * 48}\n{'y' * 64}\n-----END TEST KEY-----"
+NEW_SESSION = f"rotated-{MARK}-{uuid.uuid4().hex}"
+
+
+def digests(url: str) -> dict:
+    with urllib.request.urlopen(url + "/debug/digests", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def started_at(container: str) -> str:
+    return docker("inspect", "--format", "{{.State.StartedAt}}", container)
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for value in (SESSION, KEY, NEW_SESSION):
+        assert value not in text, f"a secret value is in {where}"
+    assert MARK not in text, f"a secret value (its marker {MARK}) is in {where}"
+
+
+SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
+
+
+def without_secrets(value):
+    """`value` (exported state) with every value marked secret left out."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG[0]) == SECRET_SIG[1]:
+            return "[secret]"
+        return {key: without_secrets(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [without_secrets(inner) for inner in value]
+    return value
+
+
+def host_files_outside_secrets() -> list[Path]:
+    """Every file workhub keeps on the host, but the env files and secret files themselves."""
+    root = deploy_home() / ".workhub"
+    return [path for path in root.rglob("*") if path.is_file()
+            and not {"env", "secrets", "contexts", "builds"} & set(path.relative_to(root).parts[:1])]
+
+
+def test_settings_and_secrets_reach_the_app_and_nothing_else(tmp_path, toolchain, test_host, npm_registry, sources):
+    engine, stack = new_local_stack(
+        tmp_path, test_host, npm_registry, hubs=HUBS, source_root=sources,
+        secrets={"wbhubmanager": {"SESSION_SECRET": SESSION}, "wbfinhub": {"LEDGER_SIGNING_KEY": KEY}},
+        overrides={"workhub:env.wbhubmanager.PUBLIC_URL": "https://hubs.example.test/manager"})
+    forget_local_images()
+    seen: list[str] = []
+    try:
+        up = stack.up(on_output=seen.append, color="never")
+        hubs = up.outputs["hubs"].value
+        manager, finance = digests(hubs["wbhubmanager"]["url"]), digests(hubs["wbfinhub"]["url"])
+        assert manager["settings"] == {"LOG_LEVEL": "debug", "PUBLIC_URL": "https://hubs.example.test/manager"}
+        assert manager["secrets"]["SESSION_SECRET"] == {"sha256": sha256(SESSION), "bytes": len(SESSION.encode()),
+                                                        "source": "env"}
+        assert finance["secrets"]["LEDGER_SIGNING_KEY"] == {"sha256": sha256(KEY), "bytes": len(KEY.encode()),
+                                                            "source": "file"}, "a secret with line breaks is a file"
+
+        # On the host the secrets live in files only the deploy user can read.
+        home = deploy_home() / ".workhub"
+        env_file = home / "env" / f"{serving_container('wbhubmanager', 'e2e')}.env"
+        key_file = home / "secrets" / serving_container("wbfinhub", "e2e") / "LEDGER_SIGNING_KEY"
+        for path in (env_file, key_file):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE((home / "env").stat().st_mode) == 0o700
+        assert key_file.read_text() == KEY
+
+        # One secret changes: the preview and its summary name it, and only its hub restarts.
+        finance_container = serving_container("wbfinhub", "e2e")
+        finance_started = started_at(finance_container)
+        engine.set_secret(stack.name, "workhub:secrets.wbhubmanager.SESSION_SECRET", NEW_SESSION, path=True)
+        preview = preview_json(stack)
+        summary = summarize(preview, stack.name)
+        print(summary)
+        assert "| wbhubmanager | restart only | secret SESSION_SECRET changed |" in summary
+        assert "wbfinhub" not in summary.split("| --- |", 1)[1].split("**Host:**")[0], summary
+        again = stack.up(on_output=seen.append, color="never")
+        assert again.summary.resource_changes.get("update") == 1, again.summary.resource_changes
+        assert digests(hubs["wbhubmanager"]["url"])["secrets"]["SESSION_SECRET"]["sha256"] == sha256(NEW_SESSION)
+        assert serving_container("wbfinhub", "e2e") == finance_container
+        assert started_at(finance_container) == finance_started, "wbfinhub did not restart"
+
+        # Nowhere else: the engine's output, the outputs, the state, the preview, the summary, the host.
+        assert_no_secret("\n".join(seen), "the engine's output")
+        assert_no_secret(json.dumps({k: v.value for k, v in again.outputs.items()}), "the stack outputs")
+        # The Automation API exports with --show-secrets: a secret must sit only inside a secret's envelope.
+        assert_no_secret(json.dumps(without_secrets(stack.export_stack().deployment)), "the state's plain values")
+        for path in (tmp_path / "state").rglob("*"):
+            if path.is_file():
+                assert_no_secret(path.read_text(errors="replace"), f"the state backend's {path.name}")
+        assert_no_secret(json.dumps(preview), "the preview JSON")
+        assert_no_secret(summary, "the PR summary")
+        for path in host_files_outside_secrets():
+            assert_no_secret(path.read_text(errors="replace"), f"the host's {path}")
+    finally:
+        stack.destroy(on_output=print_line, color="never")
+
+
+def test_a_dockerfile_volume_without_a_named_volume_is_reported_in_the_preview(tmp_path, toolchain, test_host):
+    """The sample Dockerfiles declare VOLUME /app/data; a hub that keeps no named volume there gets a
+    warning naming the path and the setting that keeps its data, before anything runs."""
+    hub = {"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091, "healthPath": "/health"}
+    _, stack = new_local_stack(tmp_path, test_host, hubs=[hub])
+    preview = stack.preview(color="never")
+    assert "wbsaleshub: " in preview.stdout and "declares VOLUME /app/data, but workhub:hubs[0].volumes" in preview.stdout
+    assert "add `volumes: {data: /app/data}` to hub wbsaleshub in Pulumi.yaml" in preview.stdout
