@@ -7,6 +7,7 @@ command that fixes it.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import posixpath
 import re
@@ -25,6 +26,20 @@ _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$")
 
 
+def _no_bool(value: Any) -> Any:
+    """YAML's true/false are not numbers (pydantic would take true for 1)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+"""A whole number: written as a number or as its digits (`pulumi config set --path` gives text)."""
+Port = Annotated[Int, Field(ge=1, le=65535)]
+# A size in MB no disk has (16 TiB), so the host's shell can still compare it.
+MAX_MB = 16 * 1024 * 1024
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -34,18 +49,18 @@ class HostConfig(_Section):
 
     address: str = Field(description="DNS name or IP address of the host.")
     user: str = Field(description="SSH user; it must be allowed to use Docker.")
-    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    port: Int = Field(22, ge=1, le=65535, description="SSH port.")
     host_key: str = Field(
         alias="hostKey",
         description="The host's public key, `<type> <base64>` as in ssh-keyscan output without the name.",
     )
-    dial_error_limit: int = Field(
+    dial_error_limit: Int = Field(
         10, alias="dialErrorLimit", ge=1, le=100, description="SSH connection attempts before giving up."
     )
-    per_dial_timeout: int = Field(
+    per_dial_timeout: Int = Field(
         15, alias="perDialTimeout", ge=1, le=300, description="Seconds one SSH connection attempt may take."
     )
-    keep_alive_interval: int = Field(
+    keep_alive_interval: Int = Field(
         30,
         alias="keepAliveInterval",
         ge=0,
@@ -56,14 +71,14 @@ class HostConfig(_Section):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        if not _HOSTNAME.match(value):
+        if not _HOSTNAME.fullmatch(value):
             raise ValueError("must be a DNS name or an IP address (letters, digits, '.', ':', '-')")
         return value
 
     @field_validator("user")
     @classmethod
     def _user(cls, value: str) -> str:
-        if not _USER.match(value):
+        if not _USER.fullmatch(value):
             raise ValueError("must be a POSIX user name (lower-case letters, digits, '_', '-')")
         return value
 
@@ -71,20 +86,27 @@ class HostConfig(_Section):
     @classmethod
     def _host_key(cls, value: str) -> str:
         value = value.strip()
-        if not _HOST_KEY.match(value):
+        if not _HOST_KEY.fullmatch(value):
             raise ValueError(
                 "must be one public key line such as 'ssh-ed25519 AAAA...' "
                 "(take it from `ssh-keyscan -t ed25519 <host>`, without the host name)"
             )
+        from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+        try:
+            load_ssh_public_key(value.encode())  # the key's own format, its length and curve point
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"is not a valid {value.split()[0]} public key ({error}); take it again from "
+                             "`ssh-keyscan -t ed25519 <host>`") from None
         return value
 
 
 _HUB_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")
+# Any path Docker takes (the scripts quote every value), but for control characters.
+_PATH = re.compile(r"[^\x00-\x1f\x7f]+")
 _HTTP_PATH = re.compile(r"^/[A-Za-z0-9._~/-]*$")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URL = re.compile(r"^https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/-]*)?$")
-_ADDRESS = re.compile(r"^[0-9a-fA-F.:]+$")
 _SERVER = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
 _REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 _PLATFORM = re.compile(r"^linux/(amd64|arm64|arm/v7|arm/v6|386|ppc64le|s390x|riscv64)$")
@@ -99,6 +121,8 @@ RESERVED_BUILD_ARGS = (
     "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT",
     "NPM_CONFIG_PREFER_OFFLINE",
 )
+
+
 
 
 def _env_text(value: Any) -> Any:
@@ -119,7 +143,7 @@ def _matches(pattern: re.Pattern, rule: str, allow_parent: bool = False) -> Any:
     """A field validator: the value matches `pattern` (and, unless allowed, has no '..' step)."""
 
     def check(cls, value: str) -> str:
-        if not pattern.match(value) or (not allow_parent and ".." in value.split("/")):
+        if not pattern.fullmatch(value) or (not allow_parent and ".." in value.split("/")):
             raise ValueError(rule)
         return value
 
@@ -132,7 +156,7 @@ class Hub(_Section):
     name: str = Field(description="Lower-case name; the image is `<name>:<stack>-<hash>`.")
     context: str = Field(description="Build context directory, relative to workhub:sourceRoot.")
     dockerfile: str = Field("Dockerfile", description="Dockerfile path, relative to the context.")
-    port: int = Field(ge=1, le=65535, description="The container's PORT: the same in every stack.")
+    port: Int = Field(ge=1, le=65535, description="The container's PORT: the same in every stack.")
     health_path: str = Field("/health", alias="healthPath", description="Answers 200 when the hub is up.")
     build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs", description="Extra build args.")
     build_mode: str = Field(
@@ -160,9 +184,9 @@ class Hub(_Section):
         None, alias="portEnv", description="Another variable the app reads its port from (PORT is always set).",
     )
 
-    _name = field_validator("name")(_matches(_HUB_NAME, "must be lower-case letters, digits and '-', starting with a letter"))
+    _name = field_validator("name")(_matches(_HUB_NAME, "must be lower-case letters, digits and '-', starting with a letter, at most 31 characters"))
     _context = field_validator("context", "dockerfile")(
-        _matches(_PATH, "must be a relative path of letters, digits, '.', '_', '-' and '/', without '..'")
+        _matches(_PATH, "must be a relative path without '..' or control characters")
     )
     _health = field_validator("health_path")(_matches(_HTTP_PATH, "must be a URL path such as /health"))
 
@@ -184,7 +208,7 @@ class Hub(_Section):
     @classmethod
     def _args(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not _ARG_NAME.match(key):
+            if not _ARG_NAME.fullmatch(key):
                 raise ValueError(f"{key!r} is not a build arg name (letters, digits, '_')")
             if key in RESERVED_BUILD_ARGS:
                 raise ValueError(f"{key} is set by workhub from workhub:build; set it there")
@@ -196,29 +220,29 @@ class Hub(_Section):
 class BuildSettings(_Section):
     """How every hub is built: Node heap, npm's network settings, progress output."""
 
-    node_heap_mb: int = Field(4096, alias="nodeHeapMb", ge=256, le=65536,
+    node_heap_mb: Int = Field(4096, alias="nodeHeapMb", ge=256, le=65536,
                               description="NODE_OPTIONS=--max-old-space-size for the build.")
-    npm_fetch_retries: int = Field(5, alias="npmFetchRetries", ge=0, le=20)
-    npm_fetch_timeout_ms: int = Field(30000, alias="npmFetchTimeoutMs", ge=1000, le=600000)
-    npm_fetch_retry_min_timeout_ms: int = Field(2000, alias="npmFetchRetryMinTimeoutMs", ge=100, le=600000)
-    npm_fetch_retry_max_timeout_ms: int = Field(15000, alias="npmFetchRetryMaxTimeoutMs", ge=100, le=600000)
+    npm_fetch_retries: Int = Field(5, alias="npmFetchRetries", ge=0, le=20)
+    npm_fetch_timeout_ms: Int = Field(30000, alias="npmFetchTimeoutMs", ge=1000, le=600000)
+    npm_fetch_retry_min_timeout_ms: Int = Field(2000, alias="npmFetchRetryMinTimeoutMs", ge=100, le=600000)
+    npm_fetch_retry_max_timeout_ms: Int = Field(15000, alias="npmFetchRetryMaxTimeoutMs", ge=100, le=600000)
     npm_prefer_offline: bool = Field(
         True, alias="npmPreferOffline",
         description="Use the cache mount's packages without asking the registry first; only what is missing is fetched.",
     )
     progress: str = Field("plain", description="BuildKit progress output; plain shows every step's log.")
-    attempts: int = Field(5, ge=1, le=10, description="Tries of a build that fails from the network.")
-    attempt_timeout_seconds: int = Field(
+    attempts: Int = Field(5, ge=1, le=10, description="Tries of a build that fails from the network.")
+    attempt_timeout_seconds: Int = Field(
         1800, alias="attemptTimeoutSeconds", ge=60, le=86400,
         description="A try still running after this long is stopped and counts as a network failure.",
     )
-    retry_backoff_seconds: int = Field(10, alias="retryBackoffSeconds", ge=0, le=600,
+    retry_backoff_seconds: Int = Field(10, alias="retryBackoffSeconds", ge=0, le=600,
                                        description="Pause before try n+1: n times this.")
-    cache_keep_storage_mb: int = Field(
-        4096, alias="cacheKeepStorageMb", ge=0,
+    cache_keep_storage_mb: Int = Field(
+        4096, alias="cacheKeepStorageMb", ge=0, le=MAX_MB,
         description="Build cache kept besides the npm cache mounts; older layers are collected before builds.",
     )
-    min_free_disk_mb: int = Field(2048, alias="minFreeDiskMb", ge=0)
+    min_free_disk_mb: Int = Field(2048, alias="minFreeDiskMb", ge=0, le=MAX_MB)
 
     @field_validator("progress")
     @classmethod
@@ -231,17 +255,17 @@ class BuildSettings(_Section):
 class DeploySettings(_Section):
     """How a new container takes over from the old one behind the hub's proxy."""
 
-    health_timeout_seconds: int = Field(
+    health_timeout_seconds: Int = Field(
         60, alias="healthTimeoutSeconds", ge=1, le=3600,
         description="How long a new container has to answer its health path; it gets no traffic until then.",
     )
-    healthy_passes: int = Field(
+    healthy_passes: Int = Field(
         3, alias="healthyPasses", ge=1, le=100,
         description="Answers of 200 in a row the new container must give before traffic switches to it.",
     )
-    health_interval_ms: int = Field(500, alias="healthIntervalMs", ge=100, le=10000,
+    health_interval_ms: Int = Field(500, alias="healthIntervalMs", ge=100, le=10000,
                                     description="Pause between two health probes of the new container.")
-    stop_grace_seconds: int = Field(
+    stop_grace_seconds: Int = Field(
         30, alias="stopGraceSeconds", ge=0, le=3600,
         description="How long the old container has to finish its in-flight requests after the switch.",
     )
@@ -250,10 +274,10 @@ class DeploySettings(_Section):
 class SshKeepAlive(_Section):
     """Keep-alives written on the host, so a quiet build never drops an SSH session."""
 
-    server_alive_interval: int = Field(60, alias="serverAliveInterval", ge=0, le=3600)
-    server_alive_count_max: int = Field(120, alias="serverAliveCountMax", ge=1, le=10000)
-    client_alive_interval: int = Field(60, alias="clientAliveInterval", ge=0, le=3600)
-    client_alive_count_max: int = Field(120, alias="clientAliveCountMax", ge=1, le=10000)
+    server_alive_interval: Int = Field(60, alias="serverAliveInterval", ge=0, le=3600)
+    server_alive_count_max: Int = Field(120, alias="serverAliveCountMax", ge=1, le=10000)
+    client_alive_interval: Int = Field(60, alias="clientAliveInterval", ge=0, le=3600)
+    client_alive_count_max: Int = Field(120, alias="clientAliveCountMax", ge=1, le=10000)
 
 
 class RegistryConfig(_Section):
@@ -286,7 +310,7 @@ class StackConfig(_Section):
         description="The Node base image the hub Dockerfiles start FROM; the host checks BuildKit with it.",
     )
     hubs: list[Hub] = Field(default_factory=list, description="Declared once, in Pulumi.yaml.")
-    host_ports: dict[str, int] = Field(default_factory=dict, alias="hostPorts")
+    host_ports: dict[str, Port] = Field(default_factory=dict, alias="hostPorts")
     source_root: str = Field("..", alias="sourceRoot", description="Where the hub contexts are, from the project.")
     npm_registry: Optional[str] = Field(None, alias="npmRegistry")
     publish_address: str = Field("127.0.0.1", alias="publishAddress")
@@ -315,10 +339,17 @@ class StackConfig(_Section):
 
     _image = field_validator("base_image", "proxy_image")(_matches(_IMAGE, "must be an image reference such as 'node:20-bookworm-slim'"))
     _root = field_validator("source_root")(
-        _matches(_PATH, "must be a path of letters, digits, '.', '_', '-' and '/'", allow_parent=True)
+        _matches(_PATH, "must be a path without control characters", allow_parent=True)
     )
     _registry = field_validator("npm_registry")(_matches(_URL, "must be an http(s) URL such as http://127.0.0.1:4873/"))
-    _publish = field_validator("publish_address")(_matches(_ADDRESS, "must be an IP address such as 127.0.0.1 or 0.0.0.0"))
+    @field_validator("publish_address")
+    @classmethod
+    def _publish(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
+        return value
 
     _promote = field_validator("promote_from")(
         _matches(re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,2}$"), "must be a stack name such as staging")
@@ -328,17 +359,10 @@ class StackConfig(_Section):
     @classmethod
     def _pins(cls, value: dict[str, str]) -> dict[str, str]:
         for name, image in value.items():
-            if not _IMAGE.match(image):
+            if not _IMAGE.fullmatch(image):
                 raise ValueError(f"{name}: {image!r} is not an image tag such as wbsaleshub:production-0123456789ab")
         return value
 
-    @field_validator("host_ports")
-    @classmethod
-    def _ports(cls, value: dict[str, int]) -> dict[str, int]:
-        for name, port in value.items():
-            if not isinstance(port, int) or not 1 <= port <= 65535:
-                raise ValueError(f"{name}: {port!r} is not a port number (1-65535)")
-        return value
 
 
 @dataclass(frozen=True)
@@ -427,7 +451,7 @@ def fix_for(path: str, stack: str, unknown: bool = False) -> str:
         section = top if top != path else ""
         return (f"remove it (pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'); "
                 f"known settings here: {_KNOWN.get(section, '')}")
-    example = _EXAMPLES.get(path, "<value>")
+    example = _EXAMPLES.get(path, "<port>" if path.startswith("hostPorts.") else "<value>")
     return f"pulumi config set --stack {stack} --path '{NAMESPACE}:{path}' {example}"
 
 
@@ -525,7 +549,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
     if NOTIFY_WEBHOOK in raw:
         if NOTIFY_WEBHOOK not in secret_keys:
             problems.append(stored_in_plain_text(NOTIFY_WEBHOOK, hook_fix))
-        elif not re.match(r"^https?://\S+$", str(raw[NOTIFY_WEBHOOK])):
+        elif not re.fullmatch(r"https?://\S+", str(raw[NOTIFY_WEBHOOK])):
             problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", "must be an http(s) URL", hook_fix))
     if config is not None:
         problems += registry_problems(config, stack, raw, secret_keys)

@@ -268,6 +268,12 @@ if [ "$live" = blue ]; then slot=green; else slot=blue; fi
 new_container="$base-$slot"
 if exists "$new_container"; then
   say "removing $new_container, left from an earlier deploy that did not finish"
+  # An interrupted deploy may have left it serving next to the live one: out of rotation first,
+  # then its requests in flight finish.
+  if running "$proxy"; then
+    api "set server $backend/$slot state maint" >/dev/null 2>&1 || true
+    drain "$slot"
+  fi
   remove_slot "$new_container"
 fi
 

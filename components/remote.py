@@ -27,6 +27,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
 
 from .context import archive, content_hash, context_files
+from .lifeline import end_with_the_engine
 from .shell import assignments
 
 # State keeps at most this much of a command's stdout: enough for the facts a script reports.
@@ -89,6 +90,10 @@ class Upload:
 
 class RemoteCommandError(Exception):
     """A remote script failed, or the host could not be reached or trusted."""
+
+
+class ConnectionDropped(RemoteCommandError):
+    """The SSH connection went away while a command ran; what the command started goes on."""
 
 
 def _private_key(text: str) -> paramiko.PKey:
@@ -182,6 +187,38 @@ class _Lines:
             self._partial = b""
 
 
+class _Output:
+    """What a command printed: every line to the log (labelled), the last lines for an error
+    message, and a bounded tail of stdout (or, with a sink, all of stdout to the sink)."""
+
+    def __init__(self, label: str, log: Callable[[str], None], sink: Optional[BinaryIO]):
+        self.label, self.log, self.sink = label, log, sink
+        self.started = self.last = time.monotonic()
+        self.tail: list[str] = []
+        self.stdout = bytearray()
+        self.out, self.err = _Lines(self.line), _Lines(self.line)
+
+    def line(self, text: str) -> None:
+        self.last = time.monotonic()
+        self.log(f"{self.label}: {text}")
+        self.tail.append(text)
+        del self.tail[:-ERROR_TAIL_LINES]
+
+    def stdout_data(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink.write(data)
+            return
+        self.stdout += data
+        del self.stdout[:-STDOUT_LIMIT]
+        self.out.feed(data)
+
+    def heartbeat(self, every: float) -> None:
+        now = time.monotonic()
+        if now - self.last >= every:
+            self.log(f"{self.label}: still running after {int(now - self.started)} s (quiet for {int(now - self.last)} s)")
+            self.last = now
+
+
 def _execute(
     transport: paramiko.Transport,
     command: str,
@@ -193,56 +230,43 @@ def _execute(
 ) -> tuple[int, bytes, list[str]]:
     """Run `command`, feeding it `stdin` (bytes, or a file read to its end); stream its lines;
     return (status, stdout tail, last lines). With `sink`, stdout is data: all of it goes there,
-    none to the log."""
-    started = time.monotonic()
-    last_output = started
-    tail: list[str] = []
-    stdout = bytearray()
-
-    def line(text: str) -> None:
-        nonlocal last_output
-        last_output = time.monotonic()
-        log(f"{label}: {text}")
-        tail.append(text)
-        del tail[:-ERROR_TAIL_LINES]
-
-    out_lines, err_lines = _Lines(line), _Lines(line)
-    channel = transport.open_session()
-    channel.exec_command(command)
-    if isinstance(stdin, bytes):
-        channel.sendall(stdin)
-    else:
-        while chunk := stdin.read(1 << 16):
-            channel.sendall(chunk)
-    channel.shutdown_write()
-    while True:
-        busy = False
-        if channel.recv_ready():
-            data = channel.recv(32768)
-            if sink is not None:
-                sink.write(data)
-            else:
-                stdout += data
-                del stdout[:-STDOUT_LIMIT]
-                out_lines.feed(data)
-            busy = True
-        if channel.recv_stderr_ready():
-            err_lines.feed(channel.recv_stderr(32768))
-            busy = True
-        if busy:
-            continue
-        if channel.exit_status_ready():
-            break
-        if not transport.is_active():
-            raise RemoteCommandError(f"{label}: the SSH connection dropped")
-        now = time.monotonic()
-        if now - last_output >= heartbeat:
-            log(f"{label}: still running after {int(now - started)} s (quiet for {int(now - last_output)} s)")
-            last_output = now
-        time.sleep(0.05)
-    out_lines.close()
-    err_lines.close()
-    return channel.recv_exit_status(), bytes(stdout), tail
+    none to the log. Raises ConnectionDropped when the connection goes away before the command's
+    exit status arrives."""
+    output = _Output(label, log, sink)
+    try:
+        channel = transport.open_session()
+        channel.exec_command(command)
+        if isinstance(stdin, bytes):
+            channel.sendall(stdin)
+        else:
+            while chunk := stdin.read(1 << 16):
+                channel.sendall(chunk)
+        channel.shutdown_write()
+        while True:
+            busy = False
+            if channel.recv_ready():
+                output.stdout_data(channel.recv(32768))
+                busy = True
+            if channel.recv_stderr_ready():
+                output.err.feed(channel.recv_stderr(32768))
+                busy = True
+            if busy:
+                continue
+            if channel.exit_status_ready():
+                break
+            if not transport.is_active():
+                raise ConnectionDropped(f"{label}: the SSH connection dropped")
+            output.heartbeat(heartbeat)
+            time.sleep(0.05)
+    except (OSError, EOFError, paramiko.SSHException) as error:
+        raise ConnectionDropped(f"{label}: the SSH connection dropped ({error or type(error).__name__})") from None
+    output.out.close()
+    output.err.close()
+    status = channel.recv_exit_status()
+    if status == -1:
+        # The channel closed with no exit status: the session went away under the command.
+        raise ConnectionDropped(f"{label}: the SSH session ended before the command did")
+    return status, bytes(output.stdout), output.tail
 
 
 def run_script(
@@ -261,35 +285,74 @@ def run_script(
     With `upload` (a gzipped tar and a directory under the user's home), that directory is first
     replaced by the archive's content, over the same connection. With `data_in`, the script reads
     that file's bytes on its stdin (after its own text); with `data_out`, its stdout is data
-    written there (a backup), and only its stderr is logged."""
-    transport = connect(conn, private_key, log)
-    try:
-        if upload is not None:
-            archive, remote_dir = upload
-            target = '"$HOME"/' + shlex.quote(remote_dir)
-            command = f"rm -rf -- {target} && mkdir -p -- {target} && tar -xzf - -C {target}"
-            status, _, tail = _execute(transport, command, archive, label, log, heartbeat)
-            if status != 0:
+    written there (a backup), and only its stderr is logged.
+
+    When the connection drops while the script runs, it connects again (up to the dial error
+    limit, with connect's growing pause) and runs the script again: workhub's scripts are made for
+    that (a build attaches to the one running on the host, by its content id; a deploy takes up
+    where the last one was). Only when the host cannot be reached again does it fail, saying what
+    goes on there."""
+    drops = 0
+    while True:
+        try:
+            transport = connect(conn, private_key, log)
+        except RemoteCommandError as error:
+            if not drops:
+                raise
+            raise RemoteCommandError(
+                f"{label}: the SSH connection to {conn.describe()} dropped and could not be made again ({error}). "
+                "What the command started goes on on the host: a build keeps building (its log is under "
+                "~/.workhub/builds/ there), a deploy finishes or leaves the old container serving. Once the host "
+                "answers, run `scripts/workhub up` again: it attaches to what runs there instead of starting "
+                "again."
+            ) from None
+        try:
+            status, stdout, tail = _run_once(transport, conn, script, label, log, heartbeat, upload, data_in,
+                                             data_out)
+            break
+        except ConnectionDropped as dropped:
+            drops += 1
+            streams = [stream for stream in (data_in, data_out) if stream is not None]
+            if drops >= conn.dial_error_limit or not all(stream.seekable() for stream in streams):
                 raise RemoteCommandError(
-                    f"{label}: uploading the build context to ~/{remote_dir} on {conn.describe()} failed "
-                    f"with exit code {status}:\n" + "\n".join(f"    {t}" for t in tail)
-                )
-            log(f"{label}: uploaded {len(archive)} bytes to ~/{remote_dir}")
-        # The script goes in on stdin: nothing of it shows in the host's process list. With data to
-        # pass on, the script is read whole first (bash -c of a variable read from stdin).
-        if data_in is None:
-            status, stdout, tail = _execute(transport, "bash -s", script.encode(), label, log, heartbeat, data_out)
-        else:
-            status, stdout, tail = _execute(transport, _SCRIPT_THEN_DATA, _Chain(_framed(script), data_in), label,
-                                            log, heartbeat, data_out)
-    finally:
-        transport.close()
+                    f"{dropped}, {drops} time(s); what the command started goes on on the host. Run "
+                    "`scripts/workhub up` again: it attaches to it.") from None
+            log(f"{label}: the SSH connection to {conn.describe()} dropped; connecting again (what the command "
+                "started on the host goes on, and running it again attaches to it)")
+            for stream in streams:
+                stream.seek(0)
+                if stream is data_out:
+                    stream.truncate()
+        finally:
+            transport.close()
     if status != 0:
         raise RemoteCommandError(
             f"{label} failed with exit code {status} on {conn.describe()}; its last lines:\n"
             + "\n".join(f"    {t}" for t in tail)
         )
     return stdout.decode("utf-8", "replace")
+
+
+def _run_once(transport: paramiko.Transport, conn: Connection, script: str, label: str, log: Callable[[str], None],
+              heartbeat: float, upload: Optional[tuple[bytes, str]], data_in: Optional[BinaryIO],
+              data_out: Optional[BinaryIO]) -> tuple[int, bytes, list[str]]:
+    """One run of the upload (if any) and the script over one connection."""
+    if upload is not None:
+        archive, remote_dir = upload
+        target = '"$HOME"/' + shlex.quote(remote_dir)
+        command = f"rm -rf -- {target} && mkdir -p -- {target} && tar -xzf - -C {target}"
+        status, _, tail = _execute(transport, command, archive, label, log, heartbeat)
+        if status != 0:
+            raise RemoteCommandError(
+                f"{label}: uploading the build context to ~/{remote_dir} on {conn.describe()} failed "
+                f"with exit code {status}:\n" + "\n".join(f"    {t}" for t in tail)
+            )
+        log(f"{label}: uploaded {len(archive)} bytes to ~/{remote_dir}")
+    # The script goes in on stdin: nothing of it shows in the host's process list. With data to
+    # pass on, the script is read whole first (bash -c of a variable read from stdin).
+    if data_in is None:
+        return _execute(transport, "bash -s", script.encode(), label, log, heartbeat, data_out)
+    return _execute(transport, _SCRIPT_THEN_DATA, _Chain(_framed(script), data_in), label, log, heartbeat, data_out)
 
 
 # Reads a script of a given length from stdin, then runs it with the rest of stdin as its own
@@ -440,3 +503,13 @@ class RemoteCommand(pulumi.dynamic.Resource):
             opts, pulumi.ResourceOptions(additional_secret_outputs=["privateKey", "notifyUrl", "secretValues"])
         )
         super().__init__(RemoteCommandProvider(), name, props, opts)
+
+
+
+def _in_the_provider_process() -> bool:
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return spec is not None and spec.name == "pulumi.dynamic.__main__"
+
+
+if _in_the_provider_process():
+    end_with_the_engine()

@@ -45,12 +45,22 @@ buildkit_works() {
 }
 """
 
+# Each figure is checked to be a whole number: a test like [ "$a" -lt "$b" ] on anything else
+# would fail quietly inside an `if`, and skip the check it stands for.
 _RESOURCES = r"""
 cpus=$(getconf _NPROCESSORS_ONLN)
 memory_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 swap_mb=$(awk '/^SwapTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 docker_root=$(docker info --format '{{.DockerRootDir}}')
 disk_free_mb=$(df -Pm "$docker_root" | awk 'NR == 2 { print $4 }')
+for figure in cpus memory_mb swap_mb disk_free_mb; do
+  case "${!figure}" in
+    '' | *[!0-9]*)
+      printf 'FAILED: cannot read %s on this host (got "%s"); check /proc/meminfo, getconf and df -Pm %s\n' \
+        "$figure" "${!figure}" "$docker_root" >&2
+      exit 1 ;;
+  esac
+done
 """
 
 _HOST_FACTS = _BUILDER + _BUILDKIT_CHECK + _RESOURCES + r"""

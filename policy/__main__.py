@@ -23,8 +23,10 @@ from pulumi_policy import (  # noqa: E402
 )
 
 import guardrails as g  # noqa: E402
+from components.lifeline import end_with_the_engine  # noqa: E402
 
 g.keep_secrets_marked()
+end_with_the_engine()
 
 
 def _command(args: ResourceValidationArgs):

@@ -4,7 +4,7 @@ import pytest
 
 from components.config import ConfigError, StackConfig, namespaced, parse_stack_config
 
-HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtestkeytestkeytestkeytestkeytestkeytest"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
 
 
 def valid() -> dict:
@@ -158,12 +158,15 @@ def test_every_hub_needs_a_host_port_and_every_port_a_hub():
     [
         ("name", "wb;rm -rf", "must be lower-case letters, digits and '-'"),
         ("name", "$(reboot)", "must be lower-case letters, digits and '-'"),
-        ("context", "WB Sales", "must be a relative path"),
+        ("name", "wbsaleshub\n", "must be lower-case letters, digits and '-'"),
+        ("name", "a" * 32, "at most 31 characters"),
         ("context", "../../etc", "without '..'"),
-        ("context", "x`id`", "must be a relative path"),
-        ("dockerfile", "Docker;file", "must be a relative path"),
+        ("context", "/srv/WBSalesHub", "must be relative"),
+        ("context", "WBSalesHub\n", "without '..' or control characters"),
         ("healthPath", "/health; reboot", "must be a URL path"),
+        ("healthPath", "/health\n", "must be a URL path"),
         ("port", 0, "greater than or equal to 1"),
+        ("port", True, "must be a whole number, not true or false"),
     ],
 )
 def test_hub_names_and_paths_with_shell_metacharacters_are_refused(field, value, message):
@@ -174,6 +177,15 @@ def test_hub_names_and_paths_with_shell_metacharacters_are_refused(field, value,
     assert found[0].startswith(f"workhub:hubs[1].{field}: ")
     assert message in found[0]
     assert "in the config: section of Pulumi.yaml" in found[0]
+
+
+@pytest.mark.parametrize("field, value", [("context", "WB Sales"), ("context", "x`id`$(y)"),
+                                          ("dockerfile", "docker/Docker;file")])
+def test_paths_docker_accepts_are_accepted(field, value):
+    """Docker takes any path in a context; every value reaches a shell quoted, so workhub does too."""
+    raw = with_hubs()
+    raw["hubs"][1] = dict(raw["hubs"][1], **{field: value})
+    assert getattr(parse(raw).hubs[1], field) == value
 
 
 def test_reserved_build_args_belong_to_build_settings():
@@ -260,3 +272,47 @@ def test_registry_login_needs_its_password_as_a_secret():
     orphan = {**registry_stack(server="127.0.0.1:5000"), "registryPassword": "hunter22"}
     (found,) = problems(orphan, secret_keys=secrets)
     assert found.startswith("workhub:registryPassword: is set, but workhub:registry.username is not")
+
+
+def test_an_out_of_range_or_boolean_host_port_names_that_hub_alone():
+    """Each bad host port is its own key, with a fix for that key, not for the whole map."""
+    found = problems(with_hubs(hostPorts={"wbhubmanager": 70000, "wbsaleshub": True}))
+    assert found == [
+        "workhub:hostPorts.wbhubmanager: Input should be less than or equal to 65535\n"
+        "    fix: pulumi config set --stack staging --path 'workhub:hostPorts.wbhubmanager' <port>",
+        "workhub:hostPorts.wbsaleshub: must be a whole number, not true or false\n"
+        "    fix: pulumi config set --stack staging --path 'workhub:hostPorts.wbsaleshub' <port>",
+    ]
+
+
+def test_a_host_key_of_the_right_type_with_bad_key_data_is_refused_at_config_time():
+    raw = valid()
+    raw["host"]["hostKey"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/fl"
+    (found,) = problems(raw)
+    assert found.startswith("workhub:host.hostKey: is not a valid ssh-ed25519 public key (")
+
+
+@pytest.mark.parametrize("value", ["localhost", "0.0.0.0\n", "300.1.1.1", "127.0.0.1; id"])
+def test_a_publish_address_is_an_ip_address(value):
+    raw = valid()
+    raw["publishAddress"] = value
+    (found,) = problems(raw)
+    assert found.startswith("workhub:publishAddress: must be an IP address such as 127.0.0.1")
+
+
+def test_sizes_have_an_upper_bound_the_hosts_shell_can_compare():
+    raw = valid()
+    raw["build"] = {"minFreeDiskMb": 10 ** 12, "cacheKeepStorageMb": 10 ** 12}
+    found = problems(raw)
+    assert [line.split(":", 2)[1] for line in found] == ["build.cacheKeepStorageMb", "build.minFreeDiskMb"]
+    assert all("less than or equal to 16777216" in line and "Pulumi.yaml" in line for line in found)
+
+
+@pytest.mark.parametrize("key, value", [("host", {"user": "deploy\n"}), ("baseImage", "node:20\n"),
+                                        ("npmRegistry", "http://127.0.0.1:4873/\n"), ("promoteFrom", "staging\n")])
+def test_text_ending_in_a_line_break_is_refused(key, value):
+    """Every pattern is matched whole: `$` would also match before a final line break."""
+    raw = valid()
+    raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+    (found,) = problems(raw)
+    assert found.startswith(f"workhub:{key}") and "fix: " in found

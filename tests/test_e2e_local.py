@@ -62,7 +62,7 @@ def test_up_fails_with_a_clear_message_when_sshd_is_down(tmp_path, toolchain):
 
 def test_up_refuses_a_host_with_another_host_key(tmp_path, toolchain, test_host):
     """A host that offers a key other than the pinned one is refused before anything runs."""
-    other_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOtherOtherOtherOtherOtherOtherOtherOtherOth"
+    other_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK7Y7QnO0UtXI7QiKy25GxK5IOTxLaAH3p9wn+9iCJ2a"
     _, stack = new_local_stack(tmp_path, test_host, hubs=[], overrides={"workhub:host.hostKey": other_key})
     with pytest.raises(auto.errors.CommandError) as caught:
         stack.up(color="never")

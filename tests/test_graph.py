@@ -9,7 +9,7 @@ import pytest
 
 from components.scripts import host_facts_script
 
-HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtestkeytestkeytestkeytestkeytestkeytest"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
 PRIVATE_KEY = "-----BEGIN " + "OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
 FACTS = {"docker_version": "20.10.24", "builder": "docker-build", "buildkit": True,
          "cpus": 2, "memory_mb": 24000, "swap_mb": 0, "disk_free_mb": 50000}

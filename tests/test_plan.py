@@ -9,7 +9,7 @@ import yaml
 from components.config import StackConfig, parse_stack_config
 from components.plan import plan_stack
 
-HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtestkeytestkeytestkeytestkeytestkeytest"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
 CANONICAL = (Path(__file__).parent / "fixtures" / "dockerfiles" / "canonical.Dockerfile").read_text()
 HUBS = [{"name": "wbhubmanager", "context": "WBHubManager", "port": 4090},
         {"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091}]

@@ -18,7 +18,7 @@ from components.runtime import fingerprint, hub_runtime
 from components.shell import assignments
 from workhub.summary import setting_reasons
 
-HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHtestkeytestkeytestkeytestkeytestkeytest"
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
 KEY = "-----BEGIN " + "OPENSSH PRIVATE KEY-----...\n"
 
 

@@ -30,7 +30,7 @@ HUB = Hub(name="wbsaleshub", context="WBSalesHub", port=4091, healthPath="/healt
           stackEnv=["PUBLIC_URL"], secrets=["LEADS_API_TOKEN", "SIGNING_KEY"], volumes={"data": "/app/data"})
 BUILD = BuildSettings()
 STACK = StackConfig.model_validate({
-    "host": {"address": "build.example.test", "user": "deploy", "hostKey": "ssh-ed25519 AAAA"},
+    "host": {"address": "build.example.test", "user": "deploy", "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"},
     "hubs": [HUB.model_dump(by_alias=True)], "hostPorts": {"wbsaleshub": 14091},
     "env": {"wbsaleshub": {"PUBLIC_URL": "https://sales.example.test"}}})
 SECRETS = {"LEADS_API_TOKEN": "not-a-real-token", "SIGNING_KEY": "-----BEGIN TEST KEY-----\nabc\n-----END TEST KEY-----\n"}

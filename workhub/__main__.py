@@ -17,7 +17,7 @@ from pulumi import automation as auto
 
 from components.deploy import prune_script, status_script
 
-from . import data
+from . import data, locks
 from . import engine as eng
 
 
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=int, default=3, help="prune: images kept per hub (default 3)")
     parser.add_argument("--reset-cache", action="store_true",
                         help="prune: also empty the whole build cache, npm cache mounts included")
+    parser.add_argument("--force-unlock", action="store_true",
+                        help="up, refresh, destroy: clear the stack's lock even if another machine holds it")
     parser.add_argument("--purge-data", action="store_true",
                         help="destroy: also remove the hubs' volumes (their data) from the host")
     parser.add_argument("--hub", help="backup, restore: only this hub's volumes")
@@ -92,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workhub: {args.operation} of {args.stack!r} failed: {error}", file=sys.stderr)
         return 1
     try:
+        if args.operation in ("up", "refresh", "destroy"):
+            locks.prepare(stack, engine.env(), engine.work_dir, engine.backend_url, args.force_unlock,
+                          say=lambda line: print(line, file=sys.stderr))
         result = eng.run(args.operation, stack)
+    except locks.LockHeld as error:
+        print(f"workhub: {args.operation} of {args.stack!r} did not start: {error}", file=sys.stderr)
+        return 1
     except auto.errors.CommandError as error:
         print(f"workhub: {args.operation} of {args.stack!r} failed:\n{error}", file=sys.stderr)
         return 1

@@ -30,6 +30,14 @@ memory_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 swap_mb=$(awk '/^SwapTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 docker_root=$(docker info --format '{{.DockerRootDir}}')
 disk_free_mb=$(df -Pm "$docker_root" | awk 'NR == 2 { print $4 }')
+for figure in cpus memory_mb swap_mb disk_free_mb; do
+  case "${!figure}" in
+    '' | *[!0-9]*)
+      printf 'FAILED: cannot read %s on this host (got "%s"); check /proc/meminfo, getconf and df -Pm %s\n' \
+        "$figure" "${!figure}" "$docker_root" >&2
+      exit 1 ;;
+  esac
+done
 
 say() { printf 'host-facts: %s\n' "$*" >&2; }
 docker_version=$(docker version --format '{{.Server.Version}}')

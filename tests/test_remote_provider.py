@@ -1,0 +1,370 @@
+"""RemoteCommand's provider end to end against a real SSH server: a paramiko server in a thread on
+127.0.0.1 that takes one client key and runs each `exec` request with `bash -c` in a temporary
+home, so `connect`, `run_script`, `_pack` and the provider's create, diff, update and delete run
+their real code paths without sshd. Each test fails when its line in components/remote.py breaks:
+the host key check, the inputs diff compares, the inputs that rerun the script, the delete script,
+the planned-hash check of an upload, the stdout bound and the webhook notices."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from components.context import content_hash, context_files
+from components.remote import (STDOUT_LIMIT, Connection, RemoteCommandError, RemoteCommandProvider, Upload,
+                               run_script)
+
+USER = "deploy"
+
+
+class Key:
+    """A fresh Ed25519 key (paramiko cannot generate one): as paramiko's key, as the private key text
+    the stack holds, and as the `ssh-ed25519 AAAA...` line the stack pins."""
+
+    def __init__(self):
+        self.text = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ).decode()
+        self.pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(self.text))
+        self.line = f"{self.pkey.get_name()} {self.pkey.get_base64()}"
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, Key]:
+    return {"host": Key(), "other_host": Key(), "client": Key()}
+
+
+class Host:
+    """An SSH server offering `host_key`, letting in only `client_key`, running every command with
+    bash in `home` (feeding it the channel's stdin, streaming back stdout and stderr, then sending
+    the exit status). `commands` lists what it was asked to run."""
+
+    def __init__(self, home: Path, host_key: paramiko.PKey, client_key: paramiko.PKey):
+        self.home, self.host_key, self.client_key = home, host_key, client_key
+        self.commands: list[str] = []
+        self.transports: list[paramiko.Transport] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(sock)
+            transport.add_server_key(self.host_key)
+            self.transports.append(transport)
+            try:
+                transport.start_server(server=_Server(self))
+            except (paramiko.SSHException, EOFError, OSError):
+                transport.close()
+
+    def execute(self, channel: paramiko.Channel, command: str) -> None:
+        env = {"HOME": str(self.home), "PATH": os.environ["PATH"], "LC_ALL": "C.UTF-8"}
+        proc = subprocess.Popen(["bash", "-c", command], cwd=self.home, env=env, bufsize=0,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        def feed() -> None:
+            writing = True
+            while data := channel.recv(65536):
+                if writing:
+                    try:
+                        proc.stdin.write(data)
+                    except BrokenPipeError:
+                        writing = False  # keep draining, so the client's send never blocks
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+        def pump(stream, send) -> None:
+            while data := os.read(stream.fileno(), 65536):
+                send(data)
+
+        threading.Thread(target=feed, daemon=True).start()
+        pumps = [threading.Thread(target=pump, args=(proc.stdout, channel.sendall)),
+                 threading.Thread(target=pump, args=(proc.stderr, channel.sendall_stderr))]
+        for thread in pumps:
+            thread.start()
+        for thread in pumps:
+            thread.join()
+        channel.send_exit_status(proc.wait())
+        channel.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        for transport in self.transports:
+            transport.close()
+
+
+class _Server(paramiko.ServerInterface):
+    def __init__(self, host: Host):
+        self.host = host
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        if username == USER and key.asbytes() == self.host.client_key.asbytes():
+            return paramiko.AUTH_SUCCESSFUL
+        return paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        self.host.commands.append(command.decode())
+        threading.Thread(target=self.host.execute, args=(channel, command.decode()), daemon=True).start()
+        return True
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def host(home, keys):
+    server = Host(home, keys["host"].pkey, keys["client"].pkey)
+    yield server
+    server.close()
+
+
+class Webhook:
+    """A local HTTP server recording the JSON body of every POST."""
+
+    def __init__(self):
+        posts = self.posts = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+    hook.server.server_close()
+
+
+def connection(port: int, host_key: str) -> Connection:
+    return Connection(host="127.0.0.1", port=port, user=USER, host_key=host_key, dial_error_limit=2,
+                      per_dial_timeout=5, keep_alive_interval=30)
+
+
+# The create script leaves its mark in the host's home: one line per run, saying which script ran.
+CREATE = 'echo created >>"$HOME/runs"\necho "{\\"runs\\": $(wc -l <"$HOME/runs")}"\n'
+DELETE = 'echo deleted >>"$HOME/runs"\n'
+
+
+def props(port: int, keys: dict[str, Key], **changes) -> dict:
+    """A RemoteCommand's inputs as the provider receives them (the shape of `RemoteCommand.__init__`,
+    secrets already plain)."""
+    inputs = {
+        "label": "wbsaleshub-build",
+        "connection": connection(port, keys["host"].line).to_props(),
+        "privateKey": keys["client"].text,
+        "create": CREATE,
+        "delete": None,
+        "triggers": ["a"],
+        "upload": None,
+        "notifyUrl": None,
+        "secretValues": None,
+        "stdout": None,
+    }
+    inputs.update(changes)
+    return inputs
+
+
+def runs(home: Path) -> list[str]:
+    path = home / "runs"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def planned(root: Path, remote_dir: str = ".workhub/contexts/staging/wbsaleshub") -> dict:
+    """The upload input for `root` as the program plans it: with the content hash of its files now."""
+    return Upload(str(root), remote_dir, content_hash(root, context_files(root))).to_props()
+
+
+@pytest.fixture
+def context(tmp_path) -> Path:
+    root = tmp_path / "context"
+    root.mkdir()
+    (root / "Dockerfile").write_text("FROM node:20-bookworm-slim\n")
+    (root / "server.js").write_text("console.log('v1')\n")
+    (root / ".dockerignore").write_text("secret.txt\n")
+    (root / "secret.txt").write_text("not for the host\n")
+    return root
+
+
+# --- the host key ------------------------------------------------------------------------------
+
+def test_a_host_offering_another_key_is_refused_before_any_command_runs(home, keys):
+    impostor = Host(home, keys["other_host"].pkey, keys["client"].pkey)
+    try:
+        conn = connection(impostor.port, keys["host"].line)
+        with pytest.raises(RemoteCommandError) as caught:
+            run_script(conn, keys["client"].text, CREATE, "build", lambda _: None)
+    finally:
+        impostor.close()
+    message = str(caught.value)
+    assert message.startswith(f"host key mismatch for {USER}@127.0.0.1:{impostor.port}: it offered "
+                              f"{keys['other_host'].line}, the stack pins {keys['host'].line}.")
+    assert impostor.commands == [] and runs(home) == []
+
+
+def test_the_pinned_host_runs_the_script_on_stdin_and_returns_its_stdout(host, home, keys):
+    logs: list[str] = []
+    out = run_script(connection(host.port, keys["host"].line), keys["client"].text,
+                     CREATE + "echo to-the-log >&2\n", "build", logs.append)
+    assert out == '{"runs": 1}\n' and runs(home) == ["created"]
+    assert host.commands == ["bash -s"]
+    assert {"build: {\"runs\": 1}", "build: to-the-log"} <= set(logs)
+
+
+# --- diff ----------------------------------------------------------------------------------------
+
+def planned_stub() -> dict:
+    return {"localDir": "/src/WBSalesHub", "remoteDir": ".workhub/contexts/staging/wbsaleshub", "hash": "0" * 64}
+
+
+@pytest.mark.parametrize("key, value", [
+    ("create", "echo another script\n"),
+    ("triggers", ["b"]),
+    ("upload", {"localDir": "/src/WBSalesHub", "remoteDir": ".workhub/contexts/staging/wbsaleshub",
+                "hash": "f" * 64}),
+    ("secretValues", {"registry_password": "new"}),
+    ("privateKey", "-----BEGIN OPENSSH PRIVATE KEY-----\nanother\n-----END OPENSSH PRIVATE KEY-----\n"),
+    ("connection", connection(2222, "ssh-ed25519 AAAA").to_props()),
+    ("delete", "docker image rm x\n"),
+    ("label", "wbsaleshub-build-2"),
+])
+def test_diff_reports_a_change_of_each_input_it_compares(keys, key, value):
+    olds = {**props(22, keys, upload=planned_stub(), secretValues={"registry_password": "old"}),
+            "stdout": '{"runs": 1}\n'}
+    news = {**olds, "stdout": None, key: value}
+    assert RemoteCommandProvider().diff("id", olds, news).changes is True
+
+
+def test_diff_reports_nothing_when_no_input_changed(keys):
+    """The stdout the old state holds is an output, not an input: it is no change."""
+    news = props(22, keys, upload=planned_stub(), secretValues={"registry_password": "old"})
+    olds = {**news, "stdout": '{"runs": 1}\n'}
+    assert RemoteCommandProvider().diff("id", olds, dict(news)).changes is False
+
+
+
+# --- create, update, delete ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, reruns", [
+    ("create", True), ("triggers", True), ("upload", True), ("delete", False), ("label", False),
+])
+def test_update_reruns_the_script_only_when_create_triggers_or_upload_changed(host, home, keys, context, key,
+                                                                                reruns):
+    provider = RemoteCommandProvider()
+    olds = props(host.port, keys, upload=planned(context), delete=DELETE)
+    created = provider.create(olds)
+    assert runs(home) == ["created"] and created.outs["stdout"] == '{"runs": 1}\n'
+    if key == "upload":
+        (context / "server.js").write_text("console.log('v2')\n")
+    value = {"create": CREATE.replace("created", "created again"), "triggers": ["b"], "upload": planned(context),
+             "delete": 'echo "deleted, differently" >>"$HOME/runs"\n', "label": "renamed"}[key]
+    news = {**olds, key: value}
+    updated = provider.update(created.id, created.outs, news).outs
+    assert updated[key] == value
+    if reruns:
+        assert runs(home) == ["created", "created again" if key == "create" else "created"]
+        assert updated["stdout"] == '{"runs": 2}\n'
+    else:
+        assert runs(home) == ["created"] and updated["stdout"] == '{"runs": 1}\n'
+    uploaded = home / ".workhub/contexts/staging/wbsaleshub/server.js"
+    assert uploaded.read_text() == ("console.log('v2')\n" if key == "upload" else "console.log('v1')\n")
+
+
+def test_create_uploads_the_context_as_docker_sees_it_replacing_the_last_one(host, home, keys, context):
+    stale = home / ".workhub/contexts/staging/wbsaleshub/removed.js"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from the last upload\n")
+    check = 'cd "$HOME/.workhub/contexts/staging/wbsaleshub" && find . -type f | sort >&2 && cat server.js\n'
+    out = RemoteCommandProvider().create(props(host.port, keys, upload=planned(context), create=check)).outs
+    assert out["stdout"] == "console.log('v1')\n"
+    uploaded = sorted(p.name for p in stale.parent.iterdir())
+    assert uploaded == [".dockerignore", "Dockerfile", "server.js"], "ignored and stale files are not there"
+    assert host.commands[0].startswith("rm -rf -- \"$HOME\"/.workhub/contexts/staging/wbsaleshub && ")
+    assert host.commands[1:] == ["bash -s"]
+
+
+def test_an_upload_whose_content_changed_after_the_plan_is_refused(host, home, keys, context, webhook):
+    inputs = props(host.port, keys, upload=planned(context), notifyUrl=webhook.url)
+    (context / "server.js").write_text("console.log('edited after the preview')\n")
+    with pytest.raises(RemoteCommandError) as caught:
+        RemoteCommandProvider().create(inputs)
+    assert str(caught.value) == (f"{context} changed after this update was planned; run `pulumi up` again to "
+                                 "build what is there now")
+    assert host.commands == [] and runs(home) == []
+    assert [post["result"] for post in webhook.posts] == ["failed"]
+
+
+def test_delete_runs_the_delete_script_without_upload_or_notice(host, home, keys, context, webhook):
+    RemoteCommandProvider().delete("id", props(host.port, keys, delete=DELETE, upload=planned(context),
+                                               notifyUrl=webhook.url))
+    assert runs(home) == ["deleted"]
+    assert host.commands == ["bash -s"], "no upload before a delete"
+    assert webhook.posts == []
+
+
+def test_delete_without_a_delete_script_runs_nothing(host, home, keys):
+    RemoteCommandProvider().delete("id", props(host.port, keys))
+    assert host.commands == [] and runs(home) == []
+
+
+# --- what state keeps ---------------------------------------------------------------------------
+
+def test_only_the_last_stdout_limit_bytes_of_stdout_reach_the_state(host, keys):
+    big = "head -c 200000 /dev/zero | tr '\\0' x\necho end\n"
+    out = RemoteCommandProvider().create(props(host.port, keys, create=big)).outs["stdout"]
+    assert out == ("x" * 200000 + "end\n")[-STDOUT_LIMIT:]
+
+
+# --- the webhook ---------------------------------------------------------------------------------
+
+def test_a_failing_script_posts_one_failed_notice_with_the_errors_first_and_last_lines(host, keys, webhook):
+    failing = 'for i in $(seq 1 50); do echo "line $i"; done\nexit 3\n'
+    with pytest.raises(RemoteCommandError) as caught:
+        RemoteCommandProvider().create(props(host.port, keys, create=failing, notifyUrl=webhook.url))
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"wbsaleshub-build failed with exit code 3 on {USER}@127.0.0.1:{host.port}; its last lines:"
+    (notice,) = webhook.posts
+    assert notice == {"command": "wbsaleshub-build", "result": "failed",
+                      "detail": "\n".join([lines[0]] + [f"    line {i}" for i in range(31, 51)])}
+
+
+def test_a_succeeding_script_posts_one_succeeded_notice_with_its_last_stdout_line(host, keys, webhook):
+    RemoteCommandProvider().create(props(host.port, keys, notifyUrl=webhook.url))
+    assert webhook.posts == [{"command": "wbsaleshub-build", "result": "succeeded", "detail": '{"runs": 1}'}]
