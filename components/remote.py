@@ -28,6 +28,7 @@ from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateRes
 
 from .context import archive, content_hash, context_files
 from .lifeline import end_with_the_engine
+from .scripts import STREAM_MARK
 from .shell import assignments
 
 # State keeps at most this much of a command's stdout: enough for the facts a script reports.
@@ -93,7 +94,12 @@ class RemoteCommandError(Exception):
 
 
 class ConnectionDropped(RemoteCommandError):
-    """The SSH connection went away while a command ran; what the command started goes on."""
+    """The SSH connection went away while a command ran; what the command started goes on.
+    `streamed` is how many lines after its stream mark the command had printed (None: no mark)."""
+
+    def __init__(self, message: str, streamed: Optional[int] = None):
+        super().__init__(message)
+        self.streamed = streamed
 
 
 def _private_key(text: str) -> paramiko.PKey:
@@ -197,8 +203,15 @@ class _Output:
         self.tail: list[str] = []
         self.stdout = bytearray()
         self.out, self.err = _Lines(self.line), _Lines(self.line)
+        self.streamed: Optional[int] = None
+        """Lines after the script's stream mark (None before it printed one)."""
 
     def line(self, text: str) -> None:
+        if text == STREAM_MARK:
+            self.streamed = 0
+            return
+        if self.streamed is not None:
+            self.streamed += 1
         self.last = time.monotonic()
         self.log(f"{self.label}: {text}")
         self.tail.append(text)
@@ -255,17 +268,18 @@ def _execute(
             if channel.exit_status_ready():
                 break
             if not transport.is_active():
-                raise ConnectionDropped(f"{label}: the SSH connection dropped")
+                raise ConnectionDropped(f"{label}: the SSH connection dropped", output.streamed)
             output.heartbeat(heartbeat)
             time.sleep(0.05)
     except (OSError, EOFError, paramiko.SSHException) as error:
-        raise ConnectionDropped(f"{label}: the SSH connection dropped ({error or type(error).__name__})") from None
+        raise ConnectionDropped(f"{label}: the SSH connection dropped ({error or type(error).__name__})",
+                                output.streamed) from None
     output.out.close()
     output.err.close()
     status = channel.recv_exit_status()
     if status == -1:
         # The channel closed with no exit status: the session went away under the command.
-        raise ConnectionDropped(f"{label}: the SSH session ended before the command did")
+        raise ConnectionDropped(f"{label}: the SSH session ended before the command did", output.streamed)
     return status, bytes(output.stdout), output.tail
 
 
@@ -293,6 +307,7 @@ def run_script(
     where the last one was). Only when the host cannot be reached again does it fail, saying what
     goes on there."""
     drops = 0
+    stream_from = 1
     while True:
         try:
             transport = connect(conn, private_key, log)
@@ -307,7 +322,8 @@ def run_script(
                 "again."
             ) from None
         try:
-            status, stdout, tail = _run_once(transport, conn, script, label, log, heartbeat, upload, data_in,
+            resumed = script if stream_from == 1 else assignments({"stream_from": stream_from}) + "\n" + script
+            status, stdout, tail = _run_once(transport, conn, resumed, label, log, heartbeat, upload, data_in,
                                              data_out)
             break
         except ConnectionDropped as dropped:
@@ -317,6 +333,8 @@ def run_script(
                 raise RemoteCommandError(
                     f"{dropped}, {drops} time(s); what the command started goes on on the host. Run "
                     "`scripts/workhub up` again: it attaches to it.") from None
+            if dropped.streamed is not None:
+                stream_from += dropped.streamed
             log(f"{label}: the SSH connection to {conn.describe()} dropped; connecting again (what the command "
                 "started on the host goes on, and running it again attaches to it)")
             for stream in streams:

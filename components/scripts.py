@@ -11,6 +11,11 @@ from typing import Optional
 from .config import BuildSettings, Hub, SshKeepAlive
 from .shell import script
 
+# A script prints this line on stderr where the part it may resume begins (a build's log): the
+# provider counts the lines after it, and when it runs the script again after a dropped connection
+# it sets stream_from to the next one (components.remote).
+STREAM_MARK = "@@workhub-stream@@"
+
 # Where workhub keeps its files on the host, under the deploy user's home.
 STATE_DIR = ".workhub"
 
@@ -340,7 +345,10 @@ else
   printf '%s\n' "$!" >"$dir/pid"
   say "started the build of $image (pid $!, log: $dir/log)"
 fi
-tail -n +1 -F --pid="$(cat "$dir/pid")" "$dir/log" >&2 2>/dev/null || true
+# The log streams from its start, or (after the connection dropped and the provider connected
+# again) from the line it had got to: it says which in stream_from, counting from the mark.
+printf '%s\n' "$stream_mark" >&2
+tail -n +"${stream_from:-1}" -F --pid="$(cat "$dir/pid")" "$dir/log" >&2 2>/dev/null || true
 status=$(cat "$dir/status" 2>/dev/null || echo unknown)
 if [ "$status" != 0 ]; then
   say "FAILED: the build of $image ended with status $status; full log on the host: $dir/log"
@@ -357,7 +365,7 @@ def build_script(
     runner = build_runner(hub, stack, image, build_id, build, registry)
     outer = script(
         {"hub": hub.name, "stack": stack, "image": image, "build_id": build_id,
-         "context_dir": context_dir(stack, hub.name)},
+         "context_dir": context_dir(stack, hub.name), "stream_mark": STREAM_MARK},
         _BUILD,
     )
     return outer.replace(RUNNER_MARK, runner)

@@ -59,6 +59,9 @@ def test_a_dropped_connection_reconnects_and_the_same_up_attaches_to_the_build(
         text = "\n".join(lines)
         assert "dropped; connecting again" in text
         assert "attaching to the build of wbhubmanager:e2e-" in text, "the build streamed on, not built again"
+        # The engine shows each line as it comes (on its progress lines), then again in its summary.
+        streamed = [line for line in lines if "pulumi:pulumi:Stack" in line and "build: attempt 1 of 5: building" in line]
+        assert len(streamed) == 1, f"its log goes on from where it was, not from its start: {streamed}"
         (record,) = records_since(before)
         assert record["result"] == "succeeded" and Path(record["log"]).parent == run_dir
     finally:

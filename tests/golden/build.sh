@@ -4,6 +4,7 @@ stack=staging
 image=wbsaleshub:staging-0123456789ab
 build_id=0123456789ab
 context_dir=.workhub/contexts/staging/wbsaleshub
+stream_mark=@@workhub-stream@@
 say() { printf 'build: %s\n' "$*" >&2; }
 state="$HOME/.workhub"
 dir="$state/builds/$hub-$stack-$build_id"
@@ -119,7 +120,10 @@ WORKHUB_RUNNER_END
   printf '%s\n' "$!" >"$dir/pid"
   say "started the build of $image (pid $!, log: $dir/log)"
 fi
-tail -n +1 -F --pid="$(cat "$dir/pid")" "$dir/log" >&2 2>/dev/null || true
+# The log streams from its start, or (after the connection dropped and the provider connected
+# again) from the line it had got to: it says which in stream_from, counting from the mark.
+printf '%s\n' "$stream_mark" >&2
+tail -n +"${stream_from:-1}" -F --pid="$(cat "$dir/pid")" "$dir/log" >&2 2>/dev/null || true
 status=$(cat "$dir/status" 2>/dev/null || echo unknown)
 if [ "$status" != 0 ]; then
   say "FAILED: the build of $image ended with status $status; full log on the host: $dir/log"
