@@ -1,9 +1,17 @@
 """Hub Dockerfiles: the npm cache rules, checked on BuildKit's own parser, and a rewriter that applies them.
 
 Every hub installs its npm packages through a BuildKit cache mount, after copying only the package
-manifests, with workhub's npm settings declared as build args. `check_text` names each departure
-from that pattern with its line and the fix; `conform` makes the fixes and leaves every other byte
-of the file as it was.
+manifests of the folder it installs in, with workhub's npm settings declared as build args.
+`check_text` names each departure from that pattern with its line and the fix (and, as warnings,
+the network steps a weak link fails on next); `conform` makes the fixes and leaves every other
+byte of the file as it was.
+
+The parser is `dockerfile`, a binding of BuildKit's own Go parser, so a file parses here exactly
+when `docker build` parses it (heredocs, continuations, flags, exec form). dockerfile-parse, the
+other well-kept Python parser, was considered and not taken: it re-implements the syntax with its
+own regular expressions (no heredocs), so it can disagree with Docker. What no library does is
+the reasoning over that syntax tree (which folder an install runs in, what a COPY brings where,
+what a mount hides); that is written here.
 """
 
 from __future__ import annotations
@@ -14,9 +22,11 @@ import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import dockerfile
+
+from .context import context_files
 
 SYNTAX = "# syntax=docker/dockerfile:1"
 CACHE_MOUNT = "--mount=type=cache,target=/root/.npm,sharing=locked"
@@ -25,34 +35,99 @@ BUILD_ARGS = ("NODE_OPTIONS", "NPM_CONFIG_REGISTRY", "NPM_CONFIG_FETCH_RETRIES",
               "NPM_CONFIG_PREFER_OFFLINE")
 ARGS_COMMENT = "# Build settings arrive as build args from workhub; npm reads NPM_CONFIG_* from the environment."
 MANIFESTS = ("package.json", "package-lock.json")
+LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
+MANIFEST_NAMES = ("package.json",) + LOCKFILES
+APT_MOUNTS = ("--mount=type=cache,target=/var/cache/apt,sharing=locked "
+              "--mount=type=cache,target=/var/lib/apt,sharing=locked")
+APK_MOUNT = "--mount=type=cache,target=/etc/apk/cache,sharing=locked"
 
 _INSTALLS = {"ci", "install", "i"}
 _NPM_VALUE_OPTIONS = {"--loglevel", "--registry", "--cache", "--workspace", "-w", "--omit", "--include"}
 _NPM_CACHE = re.compile(r"^(/root|~|\$HOME|\$\{HOME\})/\.npm(/.*)?$")
 _NPM_CACHE_WORD = re.compile(r"[ \t]+(?:/root|~|\$HOME|\$\{HOME\})/\.npm(?:/\S*)?(?=\s|$)")
 _RUN_FLAGS = re.compile(r"^\s*RUN((?:(?:[ \t]|\\\n)+--\S+)*)(?:[ \t]|\\\n)*", re.IGNORECASE)
-# A whole-context COPY is moved only past instructions that cannot read the application's sources.
-_MOVABLE_PAST = {"ARG", "ENV", "LABEL", "EXPOSE", "USER", "COPY", "ADD"}
+# BuildKit's parser directives: leading comment lines `# key=value`, until the first other line.
+_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+# docker/dockerfile releases that keep RUN --mount in the stable channel: 1, 1.N and 1.N.M with
+# N >= 2 (1.2.0 moved mounts there), each also as -labs, by name or pinned by digest.
+_FRONTEND = re.compile(r"^(?:docker\.io/)?docker/dockerfile(?:-upstream)?:1(?:\.(\d+)(?:\.\d+)?)?(?:-labs)?"
+                       r"(?:@sha256:[0-9a-f]{64})?$")
+_GLOB = re.compile(r"[*?\[]")
+# A sources COPY is moved only past instructions that cannot read the application's sources.
+_MOVABLE_PAST = {"ARG", "ENV", "LABEL", "EXPOSE", "USER", "COPY", "ADD", "WORKDIR"}
 _SAFE_COMMANDS = {"apt-get", "apk", "cd", "mkdir"}
 _SAFE_NPM = _INSTALLS | {"config", "cache"}
+# OS package managers: the install subcommand, and the cache directories a mount may keep.
+_OS_INSTALLS = {"apt-get": ("install", ("/var/cache/apt", "/var/cache/apt/archives")),
+                "apt": ("install", ("/var/cache/apt", "/var/cache/apt/archives")),
+                "apk": ("add", ("/etc/apk/cache", "/var/cache/apk"))}
 
 
 @dataclass(frozen=True)
 class Violation:
-    """One departure from the hub Dockerfile pattern: where it is, which rule, and the fix."""
+    """One departure from the hub Dockerfile pattern: where it is, which rule, and the fix.
+    A warning (severity "warning") does not stop a deploy; it names a step likely to fail."""
 
     path: str
     line: int
     rule: str
     message: str
     fix: str
+    severity: str = "error"
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}\n    fix: {self.fix}"
+        kind = "warning: " if self.severity == "warning" else ""
+        return f"{self.path}:{self.line}: {kind}{self.message}\n    fix: {self.fix}"
 
 
 class DockerfileError(Exception):
     """The file cannot be parsed, or cannot be rewritten safely; the message says what to do."""
+
+
+def _context_path(source: str) -> str:
+    """A COPY source as a path in the build context ("" for the context itself)."""
+    path = posixpath.normpath("/" + source).lstrip("/")  # a leading / or .. cannot leave the context
+    return "" if path == "." else path
+
+
+class _Context:
+    """The build context's files as Docker sees them (honouring .dockerignore), to tell files from
+    folders, expand globs and know which manifests exist. Unknown (None): every named source is
+    assumed to exist, and one is a folder when it is `.`, ends with `/` or has no extension."""
+
+    def __init__(self, root: Optional[Path]):
+        self.files: Optional[set[str]] = set(context_files(root)) if root is not None else None
+        self.dirs = {""} | {posixpath.dirname(f) for f in self.files or ()}
+        for d in list(self.dirs):
+            while d:
+                d = posixpath.dirname(d)
+                self.dirs.add(d)
+
+    def expand(self, source: str) -> list[tuple[str, bool]]:
+        """The (context path, is a folder) pairs a COPY source names."""
+        path = _context_path(source)
+        if self.files is None:
+            base = posixpath.basename(path)
+            folder = not path or source.endswith("/") or not _GLOB.search(base) and "." not in base
+            return [(path, folder)]
+        if _GLOB.search(path):
+            depth = path.count("/")
+            return sorted((p, p in self.dirs) for p in self.files | self.dirs
+                          if p and p.count("/") == depth and fnmatch.fnmatchcase(p, path))
+        return [(path, path in self.dirs)] if path in self.dirs or path in self.files else []
+
+    def has(self, path: str) -> bool:
+        return self.files is None or path in self.files
+
+
+@dataclass(frozen=True)
+class _Landing:
+    """Where a COPY from the build context puts a context file (or a folder's contents)."""
+
+    cmd: dockerfile.Command
+    source: str  # context path ("" for the whole context)
+    target: str  # absolute path in the image: the file, or the folder that receives the contents
+    folder: bool
 
 
 @dataclass
@@ -60,8 +135,9 @@ class _Run:
     """A RUN instruction that installs npm packages."""
 
     cmd: dockerfile.Command
-    installs: list[tuple[str, Optional[str]]]  # (command, directory relative to WORKDIR; None for a global install)
+    installs: list[tuple[str, Optional[str]]]  # (command, absolute install folder; None for a global install)
     mount: Optional[str]  # its --mount flag with a cache at /root/.npm, if any
+    hiding: list[tuple[str, str]]  # (flag, target) of cache/tmpfs mounts over an install folder's packages
     wipes: list[str]  # the commands (or their parts) that empty the npm cache
 
 
@@ -71,11 +147,12 @@ class _Stage:
 
     instructions: list[dockerfile.Command] = field(default_factory=list)
     workdir: str = "/"
-    copied: set[tuple[str, str]] = field(default_factory=set)  # (directory, manifest) copied on its own
+    first_workdir: str = ""
+    landings: list[_Landing] = field(default_factory=list)  # COPY/ADD from the context, in order
+    dirs: set[str] = field(default_factory=lambda: {"/"})  # folders known to exist in the image
     args: set[str] = field(default_factory=set)  # ARGs declared before the first install
     runs: list[_Run] = field(default_factory=list)
-    missing: list[tuple[_Run, str]] = field(default_factory=list)  # installs whose manifests were not copied
-    context_copies: list[dockerfile.Command] = field(default_factory=list)  # `COPY . .` before the last install
+    workdirs: dict[int, str] = field(default_factory=dict)  # instruction start line -> WORKDIR there
 
 
 def _words(command: str) -> list[str]:
@@ -116,10 +193,16 @@ def _commands(cmd: dockerfile.Command) -> list[list[str]]:
     return [_words(line[a:b]) for line in lines for a, b in _segments(line)]
 
 
+def _program(words: list[str]) -> list[str]:
+    """The words without leading `VAR=value` assignments and `sudo`."""
+    while words and (re.match(r"^\w+=", words[0]) or words[0] == "sudo"):
+        words = words[1:]
+    return words
+
+
 def _npm(words: list[str]) -> Optional[tuple[str, list[str], Optional[str]]]:
     """(subcommand, its other words, --prefix) when `words` run npm, else None."""
-    while words and re.match(r"^\w+=", words[0]):
-        words = words[1:]
+    words = _program(words)
     if not words or posixpath.basename(words[0]) != "npm":
         return None
     sub, rest, prefix, i = "", [], None, 1
@@ -149,21 +232,38 @@ def _wipe(words: list[str]) -> Optional[str]:
     return None
 
 
+def _absolute(path: str, workdir: str) -> str:
+    return posixpath.normpath(posixpath.join(workdir, path))
+
+
+def _under(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or inside it (both absolute and normalized)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
 def _relative(path: str, workdir: str) -> str:
-    """`path` relative to WORKDIR, without `./` or a trailing slash ("" for WORKDIR itself)."""
-    path, base = posixpath.normpath(posixpath.join(workdir, path)), workdir.rstrip("/") + "/"
-    return "" if path == workdir else path[len(base):] if path.startswith(base) else path
+    """An absolute image path as COPY would name it under WORKDIR: `./x/`, `./`, or absolute."""
+    if path == workdir:
+        return "./"
+    return "./" + path[len(workdir.rstrip("/")) + 1:] + "/" if _under(path, workdir) else path.rstrip("/") + "/"
 
 
-def _mount(flags: tuple[str, ...]) -> Optional[str]:
-    """The --mount flag that mounts a cache at /root/.npm, if there is one."""
+def _mounts(flags: tuple[str, ...], workdir: str) -> list[tuple[str, dict[str, str], str]]:
+    """Each --mount flag with its options and its absolute target (BuildKit resolves a relative
+    target against WORKDIR)."""
+    found = []
     for flag in flags:
         if flag.startswith("--mount="):
             options = dict(o.split("=", 1) if "=" in o else (o, "") for o in flag[8:].split(","))
             target = options.get("target") or options.get("dst") or options.get("destination") or ""
-            if options.get("type") == "cache" and target.rstrip("/") == "/root/.npm":
-                return flag
-    return None
+            found.append((flag, options, _absolute(target, workdir) if target else ""))
+    return found
+
+
+def _cache_at(mounts: list[tuple[str, dict[str, str], str]], targets: Iterable[str]) -> Optional[str]:
+    """The flag of the cache mount at one of `targets`, if there is one."""
+    return next((flag for flag, options, target in mounts if options.get("type") == "cache" and target in targets),
+                None)
 
 
 def _locked(mount: Optional[str]) -> bool:
@@ -171,78 +271,287 @@ def _locked(mount: Optional[str]) -> bool:
 
 
 def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
-    """What the RUN installs, where, and what it wipes; None when it installs nothing."""
+    """What the RUN installs, where, what its mounts hide and what it wipes; None when it installs nothing."""
     installs, wipes, cwd = [], [], workdir
     for words in _commands(cmd):
         npm = _npm(words)
         if words[:1] == ["cd"] and len(words) > 1:
-            cwd = posixpath.normpath(posixpath.join(cwd, words[1]))
+            cwd = _absolute(words[1], cwd)
         elif npm and npm[0] in _INSTALLS:
-            where = None if {"-g", "--global"} & set(npm[1]) else _relative(posixpath.join(cwd, npm[2] or "."), workdir)
+            where = None if {"-g", "--global"} & set(npm[1]) else _absolute(npm[2] or ".", cwd)
             installs.append((" ".join(words), where))
         elif wipe := _wipe(words):
             wipes.append(wipe)
-    return _Run(cmd, installs, _mount(cmd.flags), wipes) if installs else None
+    if not installs:
+        return None
+    mounts = _mounts(cmd.flags, workdir)
+    folders = [d for _, d in installs if d is not None]
+    # A cache (or tmpfs) mount over an install folder's node_modules, or over the folder itself,
+    # keeps what npm installs there out of the image: the app ships without its packages.
+    hiding = [(flag, target) for flag, options, target in mounts if options.get("type") in ("cache", "tmpfs")
+              and target and any(_under(target, d + "/node_modules") or _under(d, target) for d in folders)]
+    return _Run(cmd, installs, _cache_at(mounts, ("/root/.npm",)), hiding, wipes)
 
 
-def _stages(text: str, path: str) -> list[_Stage]:
-    """Parse with BuildKit's parser and collect, per stage, what the rules look at."""
+def _parse(text: str, path: str) -> list[dockerfile.Command]:
     try:
-        commands = dockerfile.parse_string(text)
+        return dockerfile.parse_string(text)
     except dockerfile.GoParseError as error:
         raise DockerfileError(f"{path}: BuildKit cannot parse it ({error})\n"
                               "    fix: correct it until `docker build` accepts it") from None
+
+
+def _landings(cmd: dockerfile.Command, stage: _Stage, context: _Context) -> list[_Landing]:
+    """Where a COPY/ADD from the build context puts what it copies (Docker's rules: a folder's
+    contents go into the destination; a file goes into it when it is a folder, else becomes it)."""
+    if cmd.heredocs or any(f.startswith("--from=") for f in cmd.flags):
+        return []
+    *sources, dest = cmd.value
+    sources = [s for s in sources if not re.match(r"^[a-z][a-z0-9+.-]*://|^git@", s)]  # ADD of a URL
+    target = _absolute(dest, stage.workdir)
+    into = dest.endswith("/") or dest in (".", "..") or len(sources) > 1 or target in stage.dirs \
+        or any(_GLOB.search(s) for s in sources)
+    found = []
+    for source in sources:
+        for path, folder in context.expand(source):
+            found.append(_Landing(cmd, path, target if folder or not into else
+                                  posixpath.join(target, posixpath.basename(path)), folder))
+    return found
+
+
+def _stages(text: str, path: str, context: _Context) -> list[_Stage]:
+    """Parse with BuildKit's parser and collect, per stage, what the rules look at."""
     stages, names = [_Stage()], {}
-    for cmd in commands:
+    for cmd in _parse(text, path):
         kind, stage = cmd.cmd.upper(), stages[-1]
         if kind == "FROM":
             parent = names.get(cmd.value[0].lower(), _Stage())  # FROM an earlier stage starts with its files
-            stage = _Stage(workdir=parent.workdir, copied=set(parent.copied))
+            stage = _Stage(workdir=parent.workdir, first_workdir=parent.first_workdir,
+                           landings=list(parent.landings), dirs=set(parent.dirs))
             stages.append(stage)
             if len(cmd.value) == 3:
                 names[cmd.value[2].lower()] = stage
         stage.instructions.append(cmd)
+        stage.workdirs[cmd.start_line] = stage.workdir
         if kind == "WORKDIR":
-            stage.workdir = posixpath.normpath(posixpath.join(stage.workdir, cmd.value[0]))
+            stage.workdir = _absolute(cmd.value[0], stage.workdir)
+            stage.first_workdir = stage.first_workdir or stage.workdir
+            stage.dirs.add(stage.workdir)
         elif kind == "ARG" and not stage.runs:
             stage.args |= {v.split("=", 1)[0] for v in cmd.value}
-        elif kind in ("COPY", "ADD") and not any(f.startswith("--from=") for f in cmd.flags):
-            *sources, dest = cmd.value
-            if any(s in (".", "./") for s in sources):
-                stage.context_copies.append(cmd)
-            dest = _relative(dest, stage.workdir)
-            stage.copied |= {(dest, m) for m in MANIFESTS for s in sources
-                             if fnmatch.fnmatch(posixpath.join(dest, m), posixpath.normpath(s))}
+        elif kind in ("COPY", "ADD"):
+            landed = _landings(cmd, stage, context)
+            stage.landings += landed
+            stage.dirs |= {l.target if l.folder else posixpath.dirname(l.target) for l in landed}
         elif kind == "RUN" and (run := _install_run(cmd, stage.workdir)):
             stage.runs.append(run)
-            stage.missing += [(run, d) for _, d in run.installs
-                              if d is not None and not {(d, m) for m in MANIFESTS} <= stage.copied]
-    for stage in stages:
-        last = stage.runs[-1].cmd.start_line if stage.runs else 0
-        stage.context_copies = [c for c in stage.context_copies if c.start_line < last]
     return stages
 
 
-def _copy_manifests(directory: str) -> str:
-    if not directory:
-        return "COPY package.json package-lock.json ./"
-    return f"COPY {directory}/package.json {directory}/package-lock.json ./{directory}/"
+def _folders(stage: _Stage) -> list[str]:
+    """The folders the stage installs npm packages in, deepest first."""
+    found = {d for run in stage.runs for _, d in run.installs if d is not None}
+    return sorted(found, key=lambda d: (-d.count("/"), d))
 
 
-def check_text(text: str, path: str = "Dockerfile") -> list[Violation]:
-    """Every violation in the text of one Dockerfile, by line; an empty list means it follows the pattern."""
+def _context_dir(stage: _Stage, folder: str) -> str:
+    """The context folder whose files make up the image folder `folder`: from a manifest copied
+    there, else from a COPY that brings it (or an enclosing folder), else its path under WORKDIR."""
+    for landing in stage.landings:
+        if not landing.folder and posixpath.dirname(landing.target) == folder \
+                and posixpath.basename(landing.target) in MANIFEST_NAMES:
+            return posixpath.dirname(landing.source)
+    for landing in stage.landings:
+        if landing.folder and _under(folder, landing.target):
+            rest = folder[len(landing.target):].strip("/")
+            return _context_path(posixpath.join(landing.source, rest))
+    base = stage.first_workdir or "/"
+    return folder[len(base.rstrip("/")) + 1:] if _under(folder, base) and folder != base else \
+        ("" if folder == base else folder.lstrip("/"))
+
+
+def _lands(stage: _Stage, target: str, before: int) -> bool:
+    """Whether a COPY of files (not of a folder, which brings sources too) before line `before`
+    puts a context file at `target` (a manifest's image path)."""
+    return any(landing.cmd.start_line < before and not landing.folder
+               and fnmatch.fnmatchcase(target, landing.target) for landing in stage.landings)
+
+
+def _manifests(stage: _Stage, folder: str, context: _Context) -> list[str]:
+    """The context paths of the manifests `folder`'s install needs: package.json and each lockfile the
+    context has there (without a context: package.json and package-lock.json); [] when the context
+    has no package.json there."""
+    source = _context_dir(stage, folder)
+    if context.files is None:
+        return [posixpath.join(source, n) for n in MANIFESTS]
+    found = [posixpath.join(source, n) for n in MANIFEST_NAMES if posixpath.join(source, n) in context.files]
+    return found if found and posixpath.basename(found[0]) == "package.json" else []
+
+
+def _missing(stage: _Stage, run: _Run, folder: str, context: _Context) -> list[str]:
+    """The manifests of `folder` not copied on their own before `run`, as context paths."""
+    line = run.cmd.start_line
+    if context.files is None:  # any lockfile will do
+        if _lands(stage, posixpath.join(folder, "package.json"), line) and \
+                any(_lands(stage, posixpath.join(folder, n), line) for n in LOCKFILES):
+            return []
+        return _manifests(stage, folder, context)
+    return [m for m in _manifests(stage, folder, context)
+            if not _lands(stage, posixpath.join(folder, posixpath.basename(m)), line)]
+
+
+def _installs_without_package_json(stages: list[_Stage], context: _Context) -> list[tuple[_Run, str, str, str]]:
+    """(run, command, folder, context path) of each install whose folder has no package.json in the
+    context: the build fails there at once, and no COPY can fix it."""
     found = []
-    if text.split("\n", 1)[0] != SYNTAX:
-        found.append(Violation(path, 1, "syntax", f"the first line is not `{SYNTAX}`, so RUN --mount may not be "
-                               "understood", f"add `{SYNTAX}` as the first line"))
-    for stage in _stages(text, path):
+    for stage in stages:
+        for run in stage.runs:
+            for command, folder in run.installs:
+                if folder is not None and context.files is not None and not _manifests(stage, folder, context):
+                    found.append((run, command, folder, posixpath.join(_context_dir(stage, folder), "package.json")))
+    return found
+
+
+def _source_copies(stage: _Stage) -> list[tuple[dockerfile.Command, _Run, list[str]]]:
+    """Each COPY of this stage that brings an install folder's sources before that folder's install:
+    (the COPY, the last install it precedes, the folders). A COPY brings a folder's sources when it
+    copies that folder, an enclosing one, or a folder inside it that no deeper install owns."""
+    folders, own = _folders(stage), {id(c) for c in stage.instructions}
+    found: dict[int, tuple[dockerfile.Command, _Run, list[str]]] = {}
+    for landing in stage.landings:
+        if not landing.folder or id(landing.cmd) not in own:
+            continue
+        owner = next((d for d in folders if _under(landing.target, d)), None)
+        brought = [d for d in folders if _under(d, landing.target) or d == owner]
+        for run in stage.runs:
+            if run.cmd.start_line > landing.cmd.start_line and any(d in brought for _, d in run.installs):
+                cmd, _, known = found.get(landing.cmd.start_line, (landing.cmd, run, []))
+                found[landing.cmd.start_line] = (cmd, run, sorted(set(known) | {d for _, d in run.installs
+                                                                                if d in brought}))
+    return [found[line] for line in sorted(found)]
+
+
+def _syntax_problem(text: str, cmds: list[dockerfile.Command]) -> Optional[tuple[int, str, str]]:
+    """(line, message, fix) when the syntax directive does not select a docker/dockerfile:1 release
+    with RUN --mount (and, when the file uses heredocs, with heredocs: 1.4 or newer)."""
+    found = None
+    for number, line in enumerate(text.split("\n"), 1):
+        match = _DIRECTIVE.match(line)
+        if not match:
+            break
+        if match.group(1).lower() == "syntax":
+            found = (number, match.group(2))
+    if found is None:
+        return 1, f"the file has no `{SYNTAX}` line, so RUN --mount may not be understood", \
+            f"add `{SYNTAX}` as the first line"
+    number, value = found
+    match = _FRONTEND.match(value)
+    minor = int(match.group(1)) if match and match.group(1) else None
+    if match and (minor is None or minor >= 4 or minor >= 2 and not any(c.heredocs for c in cmds)):
+        return None
+    if not match:
+        why = "is not a docker/dockerfile:1 release, so RUN --mount may not be understood"
+    elif minor < 2:
+        why = "selects a Dockerfile frontend older than 1.2, which has no RUN --mount"
+    else:
+        why = "selects a Dockerfile frontend older than 1.4, which has no heredocs"
+    return number, f"`syntax={value}` {why}", f"replace line {number} with `{SYNTAX}`"
+
+
+def _image(ref: str) -> str:
+    """An image reference in one spelling: without docker.io/library/, with a tag."""
+    ref = re.sub(r"^(?:docker\.io|index\.docker\.io)/", "", ref)
+    ref = ref[len("library/"):] if ref.startswith("library/") else ref
+    return ref if "@" in ref or ":" in ref.rsplit("/", 1)[-1] else ref + ":latest"
+
+
+def _base_images(cmds: list[dockerfile.Command]) -> list[tuple[dockerfile.Command, str]]:
+    """Each FROM that pulls an image (not an earlier stage, not scratch), with the image as its
+    global ARG defaults make it; a FROM whose image depends on an ARG without a default is left out."""
+    defaults, names, found, seen_from = {}, set(), [], False
+    for cmd in cmds:
+        kind = cmd.cmd.upper()
+        if kind == "ARG" and not seen_from:
+            defaults.update(v.split("=", 1) for v in cmd.value if "=" in v)
+        elif kind == "FROM":
+            seen_from = True
+            image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults.get(m.group(1) or m.group(2), "\0"),
+                           cmd.value[0])
+            if image.lower() not in names and image.lower() != "scratch" and "\0" not in image:
+                found.append((cmd, image))
+            if len(cmd.value) == 3:
+                names.add(cmd.value[2].lower())
+    return found
+
+
+def _os_installs(cmd: dockerfile.Command) -> list[tuple[str, str]]:
+    """(package manager, command) of each OS package install the RUN makes without a cache mount
+    for that manager's downloads."""
+    mounts = _mounts(cmd.flags, "/")
+    found = []
+    for words in _commands(cmd):
+        words = _program(words)
+        if not words or posixpath.basename(words[0]) not in _OS_INSTALLS:
+            continue
+        manager = posixpath.basename(words[0])
+        sub, caches = _OS_INSTALLS[manager]
+        if sub in words[1:] and (_cache_at(mounts, caches) is None or "--no-cache" in words):
+            found.append((manager, " ".join(words)))
+    return found
+
+
+def _warnings(cmds: list[dockerfile.Command], path: str, base_image: Optional[str]) -> list[Violation]:
+    """The network steps a weak link fails on next: a base image the host was not checked to pull,
+    and OS package downloads that no cache mount keeps between builds."""
+    found = []
+    for cmd, image in _base_images(cmds) if base_image else []:
+        if _image(image) != _image(base_image):
+            found.append(Violation(
+                path, cmd.start_line, "base-image", f"`FROM {image}` is not workhub:baseImage ({base_image}), the "
+                "image the preflight checks the build host can pull; the host may not be able to pull this one",
+                f"start FROM {base_image}, or set workhub:baseImage to {image} (in Pulumi.yaml) so the preflight "
+                "checks it", "warning"))
+    for cmd in cmds:
+        if cmd.cmd.upper() != "RUN":
+            continue
+        for manager, command in _os_installs(cmd):
+            fix = (f"run it as `RUN {APK_MOUNT} apk add ...`, without --no-cache" if manager == "apk" else
+                   f"run it as `RUN {APT_MOUNTS} apt-get update && apt-get install ...`, after "
+                   "`RUN rm -f /etc/apt/apt.conf.d/docker-clean` (Debian images delete downloaded packages)")
+            found.append(Violation(
+                path, cmd.start_line, "os-packages", f"`{command}` downloads OS packages on every build (no cache "
+                "mount keeps them), the next network step to fail on a weak link", fix, "warning"))
+    return found
+
+
+def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = None,
+               base_image: Optional[str] = None) -> list[Violation]:
+    """Every violation in the text of one Dockerfile, by line; an empty list means it follows the pattern.
+
+    `context` is the build context directory: with it, the manifests each install needs are the
+    ones that folder of the context has. `base_image` (workhub:baseImage) adds a warning for
+    each FROM of another image."""
+    found, ctx = [], _Context(context)
+    cmds = _parse(text, path)
+    if problem := _syntax_problem(text, cmds):
+        found.append(Violation(path, *problem[:1], "syntax", *problem[1:]))
+    stages = _stages(text, path, ctx)
+    for run, command, folder, source in _installs_without_package_json(stages, ctx):
+        found.append(Violation(path, run.cmd.start_line, "manifests-first", f"`{command}` installs in {folder}, but "
+                               f"the build context has no {source}", "add the folder's package.json and lockfile "
+                               "to the context, or correct where the install runs"))
+    for stage in stages:
         for run in stage.runs:
             line, shown = run.cmd.start_line, ", ".join(command for command, _ in run.installs)
-            if run.mount is None:
+            for flag, target in run.hiding:
+                fix = f"drop `{flag}`" if run.mount else f"replace `{flag}` with `{CACHE_MOUNT}`"
+                found.append(Violation(path, line, "cache-mount", f"`{shown}` runs with a cache mount at {target}, "
+                                       "over the packages it installs, so the image ships without them", fix))
+            if run.mount is None and not run.hiding:
                 found.append(Violation(path, line, "cache-mount", f"`{shown}` runs without the npm cache mount, "
                                        "so every build downloads every package again",
                                        f"start the instruction with `RUN {CACHE_MOUNT}`"))
-            elif not _locked(run.mount):
+            elif run.mount is not None and not _locked(run.mount):
                 found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` is not "
                                        "sharing=locked, so two builds can write the cache at once",
                                        f"replace `{run.mount}` with `{CACHE_MOUNT}`"))
@@ -250,28 +559,40 @@ def check_text(text: str, path: str = "Dockerfile") -> list[Violation]:
                 found.append(Violation(path, line, "no-cache-clean", f"`{shown}` runs with `{wipe}`, which wipes "
                                        "the npm cache the mount keeps between builds",
                                        f"drop `{wipe}` from this RUN; the mounted cache never reaches the image"))
-        for run, directory in stage.missing:
-            files = " and ".join(posixpath.join(directory, m) for m in MANIFESTS)
-            command = next(c for c, d in run.installs if d == directory)
-            found.append(Violation(path, run.cmd.start_line, "manifests-first", f"`{command}` runs before {files} "
-                                   "are copied on their own", f"add `{_copy_manifests(directory)}` before it"))
-        for copy in stage.context_copies:
-            last = stage.runs[-1].cmd.start_line
-            found.append(Violation(path, copy.start_line, "manifests-first", f"`{copy.original}` copies the whole "
-                                   f"build context before the npm install at line {last}, so any source change "
-                                   "reinstalls every package", f"move it after line {last}"))
+            for command, folder in run.installs:
+                missing = None if folder is None else _missing(stage, run, folder, ctx)
+                if missing:
+                    fix = _copy_manifests(missing, folder, stage.workdirs[line])
+                    found.append(Violation(path, line, "manifests-first", f"`{command}` runs before "
+                                           f"{' and '.join(missing)} are copied on their own",
+                                           f"add `{fix}` before it"))
+        for copy, last, folders in _source_copies(stage):
+            what = "the whole build context" if copy.value[:-1] in ((".",), ("./",)) else \
+                "the sources of " + ", ".join(_context_dir(stage, d) + "/" if _context_dir(stage, d) else "./"
+                                              for d in folders)
+            found.append(Violation(path, copy.start_line, "manifests-first", f"`{copy.original}` copies {what} "
+                                   f"before the npm install at line {last.cmd.start_line}, so any source change "
+                                   "reinstalls every package", f"move it after line {last.cmd.start_line}"))
         missing = [a for a in BUILD_ARGS if a not in stage.args] if stage.runs else []
         if missing:
             first = stage.runs[0].cmd.start_line
             found.append(Violation(path, first, "build-args", f"{', '.join(missing)} not declared with ARG before "
                                    "the stage's first npm install, so workhub's build args for them are dropped",
                                    "add " + ", ".join(f"`ARG {a}`" for a in missing) + f" before line {first}"))
+    found += _warnings(cmds, path, base_image)
     return sorted(found, key=lambda violation: violation.line)
 
 
-def check_dockerfile(path: str | Path) -> list[Violation]:
+def check_dockerfile(path: str | Path, context: Optional[Path] = None,
+                     base_image: Optional[str] = None) -> list[Violation]:
     """Every violation in the Dockerfile at `path` (it is read, never written)."""
-    return check_text(Path(path).read_text(), str(path))
+    return check_text(Path(path).read_text(), str(path), context, base_image)
+
+
+def _copy_manifests(files: list[str], folder: str, workdir: str) -> str:
+    """The COPY of a folder's manifests (context paths) into `folder`, as written under `workdir`."""
+    dest = _relative(folder, workdir)
+    return f"COPY {' '.join(files)} {dest}"
 
 
 def _without_wipes(command: str) -> str:
@@ -291,7 +612,8 @@ def _without_wipes(command: str) -> str:
 
 
 def _fix_run(raw: str, run: _Run) -> str:
-    """The RUN's text with the locked npm cache mount and without its cache wipes; other flags stay."""
+    """The RUN's text with the locked npm cache mount (in place of a mount over its packages) and
+    without its cache wipes; other flags stay."""
     match = _RUN_FLAGS.match(raw)
     assert match, raw
     head, body = raw[:match.end()], raw[match.end():]
@@ -303,16 +625,22 @@ def _fix_run(raw: str, run: _Run) -> str:
         body = "".join(lines)
     elif run.wipes and not run.cmd.json:
         body = _without_wipes(body) + "\n"
-    if run.mount is None:
+    mount = run.mount
+    for flag, _ in run.hiding:
+        if mount is None:
+            head, mount = head.replace(flag, CACHE_MOUNT, 1), CACHE_MOUNT
+        else:
+            head = re.sub(r"(?:[ \t]|\\\n)+" + re.escape(flag) + r"(?=\s)", "", head, count=1)
+    if mount is None:
         head = head[:match.start(1)] + " " + CACHE_MOUNT + head[match.start(1):]
-    elif not _locked(run.mount):
-        options = [o for o in run.mount[8:].split(",") if not o.startswith("sharing=")]
-        head = head.replace(run.mount, "--mount=" + ",".join(options + ["sharing=locked"]), 1)
+    elif not _locked(mount):
+        options = [o for o in mount[8:].split(",") if not o.startswith("sharing=")]
+        head = head.replace(mount, "--mount=" + ",".join(options + ["sharing=locked"]), 1)
     return head + body
 
 
 def _movable(cmd: dockerfile.Command) -> bool:
-    """Whether a whole-context COPY can move past `cmd` without changing what `cmd` does."""
+    """Whether a sources COPY can move past `cmd` without changing what `cmd` does."""
     if cmd.cmd.upper() != "RUN":
         return cmd.cmd.upper() in _MOVABLE_PAST
     for words in _commands(cmd):
@@ -322,57 +650,121 @@ def _movable(cmd: dockerfile.Command) -> bool:
     return not cmd.heredocs
 
 
-def conform(text: str, path: str = "Dockerfile") -> str:
-    """The Dockerfile rewritten to follow every rule; a conforming file comes back unchanged.
+@dataclass
+class _Edits:
+    """Changes to a Dockerfile's text by instruction start line: replacements of whole instructions
+    (`ends` says where each ends) and texts inserted before a line."""
 
-    Only what a rule needs changes: the syntax line; the mount flag and cache wipes of each install
-    RUN; the missing ARGs and manifest COPYs, inserted just before the installs; and a whole-context
-    COPY that precedes an install, moved to just after the stage's last install. Raises
-    DockerfileError when that move could change what the build does.
-    """
-    newline = text.endswith("\n")
-    text = text if newline else text + "\n"
-    if text.split("\n", 1)[0] != SYNTAX:
-        text = SYNTAX + "\n" + (text.split("\n", 1)[1] if re.match(r"#\s*syntax\s*=", text) else text)
-    lines, stages = text.splitlines(keepends=True), _stages(text, path)
-    raw = {c.start_line: "".join(lines[c.start_line - 1:c.end_line]) for s in stages for c in s.instructions}
-    ends = {c.start_line: c.end_line for s in stages for c in s.instructions}
-    replace: dict[int, str] = {}  # instruction start line -> its new text
-    insert: dict[int, list[str]] = {}  # line -> text to insert before it
-    for stage in stages:
-        for run in stage.runs:
-            if not _locked(run.mount) or run.wipes:
-                replace[run.cmd.start_line] = _fix_run(raw[run.cmd.start_line], run)
-        if not stage.runs:
-            continue
-        last = stage.runs[-1].cmd
-        for copy in stage.context_copies:
-            blocker = next((c for c in stage.instructions if copy.start_line < c.start_line <= last.start_line
-                            and c not in stage.context_copies and not _movable(c)), None)
+    replace: dict[int, str] = field(default_factory=dict)
+    ends: dict[int, int] = field(default_factory=dict)
+    insert: dict[int, list[str]] = field(default_factory=dict)
+
+    def swap(self, cmd: dockerfile.Command, new: str) -> None:
+        self.replace[cmd.start_line], self.ends[cmd.start_line] = new, cmd.end_line
+
+    def apply(self, text: str) -> str:
+        lines, out, line = text.splitlines(keepends=True), [], 1
+        while line <= len(lines) + 1:
+            out += self.insert.get(line, [])
+            if line in self.replace:
+                out.append(self.replace[line])
+                line = self.ends[line] + 1
+            else:
+                out.append(lines[line - 1] if line <= len(lines) else "")
+                line += 1
+        return "".join(out)
+
+
+def _raw(text: str, cmd: dockerfile.Command) -> str:
+    return "".join(text.splitlines(keepends=True)[cmd.start_line - 1:cmd.end_line])
+
+
+def _fix_syntax(text: str, cmds: list[dockerfile.Command]) -> str:
+    problem = _syntax_problem(text, cmds)
+    if problem is None:
+        return text
+    lines = text.split("\n")
+    if _DIRECTIVE.match(lines[problem[0] - 1]) and problem[0] <= len(lines):
+        match = _DIRECTIVE.match(lines[problem[0] - 1])
+        if match and match.group(1).lower() == "syntax":
+            lines[problem[0] - 1] = SYNTAX
+            return "\n".join(lines)
+    return SYNTAX + "\n" + text
+
+
+def _move_sources(text: str, path: str, context: _Context) -> str:
+    """Each COPY that brings a folder's sources before its install, moved to just after that install
+    (its destination made absolute if WORKDIR differs there)."""
+    edits = _Edits()
+    for stage in _stages(text, path, context):
+        copies = _source_copies(stage)
+        moved = {id(copy) for copy, _, _ in copies}
+        for copy, last, _ in copies:
+            blocker = next((c for c in stage.instructions if copy.start_line < c.start_line <= last.cmd.start_line
+                            and id(c) not in moved and not _movable(c)), None)
             if blocker is not None:
                 raise DockerfileError(f"{path}:{copy.start_line}: `{copy.original}` cannot move after the npm "
-                                      f"install at line {last.start_line}: line {blocker.start_line} may need the "
-                                      "sources\n    fix: move the installs before it by hand (split a RUN that "
+                                      f"install at line {last.cmd.start_line}: line {blocker.start_line} may need "
+                                      "the sources\n    fix: move the installs before it by hand (split a RUN that "
                                       "also builds)")
-            replace[copy.start_line] = ""
-            insert.setdefault(last.end_line + 1, []).append(raw[copy.start_line])
+            raw, dest = _raw(text, copy), copy.value[-1]
+            there = stage.workdirs.get(last.cmd.start_line)
+            if there != stage.workdirs[copy.start_line] and not posixpath.isabs(dest):
+                if copy.json:
+                    raise DockerfileError(f"{path}:{copy.start_line}: `{copy.original}` cannot move past a WORKDIR "
+                                          "with a relative destination\n    fix: make its destination absolute")
+                cut = raw.rstrip().rfind(dest)
+                raw = raw[:cut] + _absolute(dest, stage.workdirs[copy.start_line]) + \
+                    ("/" if dest.endswith("/") else "") + raw[cut + len(dest):]
+            edits.swap(copy, "")
+            edits.insert.setdefault(last.cmd.end_line + 1, []).append(raw)
+    return edits.apply(text)
+
+
+def _fix_installs(text: str, path: str, context: _Context) -> str:
+    """Each install RUN with the locked npm cache mount and no wipes, after the stage's missing ARGs
+    and its folder's manifests."""
+    edits = _Edits()
+    insert = edits.insert
+    for stage in _stages(text, path, context):
+        for run in stage.runs:
+            if not _locked(run.mount) or run.wipes or run.hiding:
+                edits.swap(run.cmd, _fix_run(_raw(text, run.cmd), run))
+        if not stage.runs:
+            continue
         missing = [a for a in BUILD_ARGS if a not in stage.args]
         if missing:
             comment = [ARGS_COMMENT + "\n"] if len(missing) == len(BUILD_ARGS) else []
-            insert.setdefault(stage.runs[0].cmd.start_line, []).extend(
-                comment + [f"ARG {a}\n" for a in missing])
-        for run, directory in stage.missing:
-            insert.setdefault(run.cmd.start_line, []).append(_copy_manifests(directory) + "\n")
-    out, line = [], 1
-    while line <= len(lines) + 1:
-        out += insert.get(line, [])
-        if line in replace:
-            out.append(replace[line])
-            line = ends[line] + 1
-        else:
-            out.append(lines[line - 1] if line <= len(lines) else "")
-            line += 1
-    text = "".join(out)
+            insert.setdefault(stage.runs[0].cmd.start_line, []).extend(comment + [f"ARG {a}\n" for a in missing])
+        for run in stage.runs:
+            for command, folder in run.installs:
+                files = None if folder is None else _missing(stage, run, folder, context)
+                if not files:
+                    continue
+                copy = _copy_manifests(files, folder, stage.workdirs[run.cmd.start_line]) + "\n"
+                if copy not in insert.get(run.cmd.start_line, []):
+                    insert.setdefault(run.cmd.start_line, []).append(copy)
+    return edits.apply(text)
+
+
+def conform(text: str, path: str = "Dockerfile", context: Optional[Path] = None) -> str:
+    """The Dockerfile rewritten to follow every rule; a conforming file comes back unchanged.
+
+    Only what a rule needs changes: the syntax line; the mount flags and cache wipes of each install
+    RUN; a COPY that brings a folder's sources before its install, moved to just after it; the
+    missing ARGs and manifest COPYs (of the files `context` has), inserted just before the
+    installs. Raises DockerfileError when a move could change what the build does, or a folder has
+    no package.json to copy. Warnings are left for the user.
+    """
+    ctx = _Context(context)
+    newline = text.endswith("\n")
+    text = text if newline else text + "\n"
+    for run, command, folder, source in _installs_without_package_json(_stages(text, path, ctx), ctx):
+        raise DockerfileError(f"{path}:{run.cmd.start_line}: `{command}` installs in {folder}, but the build context "
+                              f"has no {source} to copy there first\n    fix: add it (and its lockfile) to the "
+                              "context, or correct where the install runs")
+    text = _fix_syntax(text, _parse(text, path))
+    text = _fix_installs(_move_sources(text, path, ctx), path, ctx)
     return text if newline else text[:-1]
 
 

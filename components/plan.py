@@ -91,11 +91,14 @@ def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[
                 fix_for(f"hubs[{index}].dockerfile", stack),
             ))
         else:
-            for violation in check_dockerfile(dockerfile):
+            for violation in check_dockerfile(dockerfile, context):
+                if violation.severity == "warning":
+                    continue  # dockerfile_warnings reports them; they do not stop the stack
                 problems.append(Problem(
                     f"{NAMESPACE}:hubs[{index}].dockerfile",
                     f"{violation.path}:{violation.line}: {violation.message} (hub {hub.name})",
-                    f"{violation.fix}; or rewrite it: python -m workhub dockerfile conform {dockerfile}",
+                    f"{violation.fix}; or rewrite it: python -m workhub dockerfile conform {dockerfile}"
+                    + (f" --context {context}" if dockerfile.parent != context else ""),
                 ))
     return problems
 
@@ -162,6 +165,23 @@ def plain_secret_problems(values: dict[str, Any], stack: str) -> list[Problem]:
                                         f"is stored in plain text in Pulumi.{stack}.yaml; it must be a secret",
                                         secret_fix_for(stack, hub, name)))
     return problems
+
+
+def dockerfile_warnings(config: StackConfig, project_dir: Path) -> list[str]:
+    """The Dockerfile check's warnings for each hub: a FROM other than workhub:baseImage, OS package
+    downloads no cache mount keeps (the network steps a weak link fails on next)."""
+    from .dockerfile import DockerfileError, check_dockerfile
+
+    warnings = []
+    for hub in config.hubs:
+        dockerfile = context_of(hub, config, project_dir) / hub.dockerfile
+        try:  # the warnings do not depend on the context's files, so it is not walked again here
+            found = check_dockerfile(dockerfile, base_image=config.base_image)
+        except (OSError, DockerfileError):
+            continue
+        warnings += [f"{hub.name}: {v.path}:{v.line}: {v.message}; fix: {v.fix}"
+                     for v in found if v.severity == "warning"]
+    return warnings
 
 
 def volume_warnings(config: StackConfig, project_dir: Path) -> list[str]:

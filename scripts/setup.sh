@@ -18,4 +18,7 @@ if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$wanted" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
   printf '%s\n' "$wanted" >.venv/.requirements.sha256
 fi
+# The project on the virtualenv's path, so `.venv/bin/python -m workhub` works from any directory.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+[ "$(cat "$site/workhub-project.pth" 2>/dev/null)" = "$PWD" ] || printf '%s\n' "$PWD" >"$site/workhub-project.pth"
 scripts/toolchain.sh >/dev/null

@@ -1,13 +1,17 @@
 """Hub Dockerfile rules: each rule's exact message, the incident's Dockerfiles, conform, and hadolint."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from components.dockerfile import CACHE_MOUNT, DockerfileError, check_dockerfile, check_text, conform
+from components.config import DEFAULT_BASE_IMAGE
+from components.dockerfile import (APK_MOUNT, APT_MOUNTS, CACHE_MOUNT, DockerfileError, check_dockerfile,
+                                 check_text, conform)
+from tests.hub_context import manifests
 from workhub.dockerfiles import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,11 +48,43 @@ def test_examples_conform():
     assert [str(v) for path in examples() for v in check_dockerfile(path)] == []
 
 
-def test_syntax_line():
-    """The first line must be exactly the dockerfile:1 syntax directive."""
-    assert rendered(with_("# syntax=docker/dockerfile:1\n", "# syntax=docker/dockerfile:1.4\n")) == [
-        "Dockerfile:1: the first line is not `# syntax=docker/dockerfile:1`, so RUN --mount may not be understood\n"
-        "    fix: add `# syntax=docker/dockerfile:1` as the first line"]
+@pytest.mark.parametrize("pin", ["1", "1.7", "1.7.0", "1-labs", "1.4-labs", "1.2", "docker.io/docker/dockerfile:1",
+                                 "1.7@sha256:" + "a" * 64])
+def test_syntax_any_dockerfile_1_pin_with_mounts(pin):
+    """Any docker/dockerfile:1-series release with RUN --mount in its stable channel (1.2 on) is fine,
+    as are spaces around `=` and other directives before it."""
+    pin = pin if "/" in pin else f"docker/dockerfile:{pin}"
+    assert check_text(with_("# syntax=docker/dockerfile:1\n", f"# syntax={pin}\n")) == []
+    assert check_text(with_("# syntax=docker/dockerfile:1\n", f"# escape=\\\n#  syntax = {pin}\n")) == []
+
+
+@pytest.mark.parametrize("line, message", [
+    ("# syntax=docker/dockerfile:1.1\n", "`syntax=docker/dockerfile:1.1` selects a Dockerfile frontend older than 1.2, "
+     "which has no RUN --mount"),
+    ("# syntax=docker/dockerfile:2\n", "`syntax=docker/dockerfile:2` is not a docker/dockerfile:1 release, so RUN "
+     "--mount may not be understood"),
+    ("", "the file has no `# syntax=docker/dockerfile:1` line, so RUN --mount may not be understood"),
+    ("\n# syntax=docker/dockerfile:1\n", "the file has no `# syntax=docker/dockerfile:1` line, so RUN --mount may not "
+     "be understood"),
+])
+def test_syntax_refused(line, message):
+    """A frontend without RUN --mount, another frontend, or no directive (BuildKit reads directives
+    only before the first other line) is named, and conform writes the dockerfile:1 line."""
+    text = with_("# syntax=docker/dockerfile:1\n", line)
+    (violation,) = check_text(text)
+    assert (violation.line, violation.rule, violation.message) == (1, "syntax", message)
+    assert check_text(conform(text)) == []
+
+
+def test_syntax_heredocs_need_1_4():
+    """A heredoc RUN needs dockerfile 1.4 or newer: 1.3 is refused there, accepted without heredocs."""
+    text = with_("# syntax=docker/dockerfile:1\n", "# syntax=docker/dockerfile:1.3\n")
+    assert check_text(text) == []
+    with_heredoc = text.replace(MOUNTED_CI, f"RUN {CACHE_MOUNT} <<EOT\nnpm ci\nEOT\n")
+    assert [(v.rule, v.message) for v in check_text(with_heredoc)] == [
+        ("syntax", "`syntax=docker/dockerfile:1.3` selects a Dockerfile frontend older than 1.4, which has no "
+                   "heredocs")]
+    assert conform(with_heredoc).startswith("# syntax=docker/dockerfile:1\nFROM")
 
 
 def test_cache_mount_missing():
@@ -160,7 +196,7 @@ def test_fixtures_fail_with_the_expected_violations():
     assert found == {
         "wbsaleshub": [(1, "syntax"), (6, "manifests-first"), (7, "cache-mount"), (7, "no-cache-clean"),
                        (7, "manifests-first"), (7, "build-args"), (8, "cache-mount"), (8, "manifests-first")],
-        "multistage": [(1, "syntax"), (9, "cache-mount"), (9, "build-args"), (11, "manifests-first"),
+        "multistage": [(9, "cache-mount"), (9, "build-args"), (11, "manifests-first"),
                        (12, "cache-mount"), (12, "manifests-first"), (21, "cache-mount"), (21, "no-cache-clean"),
                        (21, "no-cache-clean"), (21, "build-args")],
     }
@@ -214,11 +250,12 @@ def test_cli_check_and_conform(tmp_path, capsys):
     """check exits 1 listing violations; conform fixes in place, then says it already conforms."""
     path = tmp_path / "Dockerfile"
     path.write_text((FIXTURES / "wbsaleshub.Dockerfile").read_text())
+    manifests(tmp_path, "", "frontend")
     assert main(["check", str(path)]) == 1
-    assert capsys.readouterr().out.startswith(f"{path}:1: the first line is not")
+    assert capsys.readouterr().out.startswith(f"{path}:1: the file has no")
     assert main(["conform", str(path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"{path}: fixed 8 problem(s):\n  - line 1 (syntax): the first line is not")
+    assert out.startswith(f"{path}: fixed 8 problem(s):\n  - line 1 (syntax): the file has no")
     assert path.read_text() == (FIXTURES / "wbsaleshub.conformed.Dockerfile").read_text()
     assert main(["conform", str(path)]) == 0
     assert capsys.readouterr().out == f"{path}: already conforms\n"
@@ -234,3 +271,266 @@ def test_hadolint_passes_on_the_canonical_and_example_dockerfiles():
     result = subprocess.run([HADOLINT, "--no-color", "--config", REPO / ".hadolint.yaml", *files],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, f"hadolint failed:\n{result.stdout}{result.stderr}"
+
+
+# --- real-world layouts: per-folder installs, mounts over packages, warnings -------------------
+
+LAYOUTS = FIXTURES / "layouts"
+HEAD = "# syntax=docker/dockerfile:1\nFROM node:20-bookworm-slim\n"
+
+
+def layouts() -> list[str]:
+    return sorted(p.name for p in LAYOUTS.iterdir() if p.is_dir())
+
+
+def context_sources_exist(text: str, context: Path) -> list[str]:
+    """The sources of the text's COPY/ADD instructions from the build context that it does not have."""
+    import fnmatch
+
+    import dockerfile
+
+    from components.context import context_files
+    files = context_files(context)
+    dirs = {""} | {str(Path(f).parents[i]) for f in files for i in range(len(Path(f).parents) - 1)}
+    missing = []
+    for cmd in dockerfile.parse_string(text):
+        from_context = not cmd.heredocs and not any(f.startswith("--from=") for f in cmd.flags)
+        if cmd.cmd.upper() in ("COPY", "ADD") and from_context:
+            for source in cmd.value[:-1]:
+                path = source.strip("/").removeprefix("./") if source not in (".", "./") else ""
+                if not any(fnmatch.fnmatchcase(p, path) for p in [*files, *dirs]):
+                    missing.append(source)
+    return missing
+
+
+@pytest.mark.parametrize("name", layouts())
+def test_layout_goldens(name):
+    """For each real-world layout (its context has the manifests): the check's findings and the
+    fixed Dockerfile match their goldens; the fixed file breaks no rule, names only files the
+    context has, and conform leaves it unchanged."""
+    context = LAYOUTS / name
+    original = (context / "Dockerfile").read_text()
+    findings = "".join(f"{v}\n" for v in check_text(original, "Dockerfile", context, DEFAULT_BASE_IMAGE))
+    fixed = conform(original, "Dockerfile", context)
+    goldens = {context / "findings.txt": findings, context / "fixed.Dockerfile": fixed}
+    for golden, got in goldens.items():
+        if os.environ.get("WORKHUB_UPDATE_GOLDEN") == "1":
+            golden.write_text(got)
+        assert got == golden.read_text(), f"{golden} changed; review, then rerun with WORKHUB_UPDATE_GOLDEN=1"
+    left = check_text(fixed, "Dockerfile", context, DEFAULT_BASE_IMAGE)
+    assert [v for v in left if v.severity != "warning"] == []
+    assert {v.rule for v in left} <= {"base-image", "os-packages"}
+    assert context_sources_exist(fixed, context) == []
+    assert conform(fixed, "Dockerfile", context) == fixed
+
+
+def test_layout_without_root_manifest_gets_no_root_copy():
+    """backend/ + frontend/ with no package.json at the root: the fix copies each folder's manifests
+    and nothing at the root (the old fixer added `COPY package.json package-lock.json ./`)."""
+    fixed = (LAYOUTS / "backend-frontend" / "fixed.Dockerfile").read_text()
+    assert "COPY package.json" not in fixed
+    assert "COPY backend/package.json backend/package-lock.json ./backend/\n" in fixed
+    assert "COPY frontend/package.json frontend/package-lock.json ./frontend/\n" in fixed
+
+
+@pytest.mark.parametrize("mount, line", [
+    ("--mount=type=cache,target=/app/node_modules", 15),
+    ("--mount=type=cache,target=node_modules", 15),
+    ("--mount=type=cache,target=/app/node_modules/.cache", 15),
+    ("--mount=type=tmpfs,target=/app/node_modules", 15),
+])
+def test_cache_mount_over_node_modules_is_replaced(mount, line):
+    """A cache (or tmpfs) mount over the install folder's node_modules hides the packages from the
+    image: named with its target, and conform puts the npm cache mount in its place."""
+    text = with_(MOUNTED_CI, f"RUN {mount} npm ci\n")
+    (violation,) = check_text(text)
+    assert (violation.line, violation.rule) == (line, "cache-mount")
+    assert "over the packages it installs, so the image ships without them" in violation.message
+    assert violation.fix == f"replace `{mount}` with `{CACHE_MOUNT}`"
+    assert conform(text) == CANONICAL
+
+
+def test_cache_mount_over_a_subfolders_node_modules_is_dropped_beside_the_npm_mount():
+    """With the npm cache mount already there, the mount over frontend/node_modules is dropped."""
+    frontend = f"RUN {CACHE_MOUNT} npm --prefix frontend ci\n"
+    mount = "--mount=type=cache,target=/app/frontend/node_modules,sharing=locked"
+    text = with_(frontend, f"RUN {CACHE_MOUNT} {mount} \\\n    npm --prefix frontend ci\n")
+    assert [(v.line, v.fix) for v in check_text(text)] == [(17, f"drop `{mount}`")]
+    assert check_text(conform(text)) == []
+    assert mount not in conform(text)
+
+
+def test_cache_mount_elsewhere_is_not_an_install_folder():
+    """A cache mount for something else (a build tool's cache) next to the npm one is fine."""
+    assert check_text(with_(MOUNTED_CI, f"RUN {CACHE_MOUNT} --mount=type=cache,target=/tmp/vite npm ci\n")) == []
+
+
+@pytest.mark.parametrize("copy_and_install", [
+    "WORKDIR /app\nCOPY backend/package.json backend/package-lock.json ./backend/\nRUN {m} npm --prefix backend ci\n",
+    "WORKDIR /app/backend\nCOPY backend/package*.json ./\nRUN {m} npm ci\n",
+    "WORKDIR /app\nCOPY backend/package*.json backend/\nRUN {m} cd backend && npm ci\n",
+    'WORKDIR /app\nCOPY ["backend/package.json", "backend/package-lock.json", "/app/backend/"]\n'
+    "RUN {m} npm --prefix=backend ci\n",
+    "WORKDIR /srv\nCOPY backend/package.json backend/package-lock.json /srv/api/\nRUN {m} npm -C api ci\n",
+])
+def test_per_folder_manifest_copy_is_accepted(tmp_path, copy_and_install):
+    """A folder's manifests copied on their own before its install satisfy the rule, however the
+    install names its folder (--prefix, WORKDIR, cd) and wherever the folder lands."""
+    manifests(tmp_path, "backend")
+    text = HEAD + ARGS + copy_and_install.format(m=CACHE_MOUNT) + "COPY . .\n"
+    assert check_text(text, "Dockerfile", tmp_path) == []
+    assert check_text(text) == []
+    assert conform(text, "Dockerfile", tmp_path) == text
+
+
+def test_fixer_copies_only_the_manifests_the_context_has(tmp_path):
+    """No lockfile: only package.json is copied; a shrinkwrap is copied as the lockfile it is."""
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api" / "package.json").write_text("{}\n")
+    (tmp_path / "web").mkdir()
+    for name in ("package.json", "npm-shrinkwrap.json"):
+        (tmp_path / "web" / name).write_text("{}\n")
+    text = HEAD + ARGS + "WORKDIR /app\nCOPY . .\nRUN npm --prefix api install\nRUN cd web && npm ci\n"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert "COPY api/package.json ./api/\n" in fixed
+    assert "COPY web/package.json web/npm-shrinkwrap.json ./web/\n" in fixed
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
+    assert context_sources_exist(fixed, tmp_path) == []
+
+
+def test_an_install_folder_without_package_json_is_named(tmp_path):
+    """An install whose folder has no package.json in the context fails the build at once: the check
+    says so, and conform refuses instead of copying a file that does not exist."""
+    manifests(tmp_path, "frontend")
+    text = HEAD + ARGS + f"WORKDIR /app\nCOPY . .\nRUN {CACHE_MOUNT} npm --prefix backend ci\n"
+    (violation,) = [v for v in check_text(text, "Dockerfile", tmp_path) if v.line == 12]
+    assert violation.message == "`npm --prefix backend ci` installs in /app/backend, but the build context has " \
+        "no backend/package.json"
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:12: `npm --prefix backend ci` installs in /app/backend, "
+                                              r"but the build context has no backend/package.json to copy there"):
+        conform(text, "Dockerfile", tmp_path)
+
+
+def test_manifests_first_means_before_the_folders_sources(tmp_path):
+    """What the old fixer wrote: the manifest COPY after `ADD app /app/app`, which already brings
+    app's sources, so every source change reinstalls. The ADD is named, and conform moves it after
+    the install."""
+    manifests(tmp_path, "app")
+    text = HEAD + ARGS + "WORKDIR /app\nADD app /app/app\nCOPY app/package.json app/package-lock.json ./app/\n" \
+        f"RUN {CACHE_MOUNT} cd app && npm ci\nCMD [\"node\", \"app/server.js\"]\n"
+    assert [str(v) for v in check_text(text, "Dockerfile", tmp_path)] == [
+        "Dockerfile:11: `ADD app /app/app` copies the sources of app/ before the npm install at line 13, so any "
+        "source change reinstalls every package\n    fix: move it after line 13"]
+    assert conform(text, "Dockerfile", tmp_path) == HEAD + ARGS + "WORKDIR /app\n" \
+        "COPY app/package.json app/package-lock.json ./app/\n" \
+        f"RUN {CACHE_MOUNT} cd app && npm ci\nADD app /app/app\nCMD [\"node\", \"app/server.js\"]\n"
+
+
+@pytest.mark.parametrize("copy, flagged", [
+    ("COPY src ./src\n", True),            # a folder of the root install's sources
+    ("COPY src/ ./src/\n", True),
+    ("COPY .npmrc ./\n", False),            # one named file, copied on purpose
+    ("COPY frontend/ ./frontend/\n", False),  # another install folder's sources, after its install
+])
+def test_which_copies_bring_a_folders_sources(tmp_path, copy, flagged):
+    """A folder COPY inside an install folder (and owned by no deeper install) brings its sources;
+    a named file does not."""
+    manifests(tmp_path, "", "frontend")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "index.js").write_text("")
+    (tmp_path / ".npmrc").write_text("")
+    text = HEAD + ARGS + "WORKDIR /app\nCOPY frontend/package.json frontend/package-lock.json ./frontend/\n" \
+        f"RUN {CACHE_MOUNT} npm --prefix frontend ci\n" + copy + \
+        f"COPY package.json package-lock.json ./\nRUN {CACHE_MOUNT} npm ci\n"
+    assert [v.line for v in check_text(text, "Dockerfile", tmp_path) if v.rule == "manifests-first"] == \
+        ([13] if flagged else [])
+
+
+def test_moving_a_copy_past_a_workdir_keeps_its_destination(tmp_path):
+    """`COPY . .` moved past `WORKDIR /app/backend` is written with its absolute destination."""
+    manifests(tmp_path, "backend")
+    text = HEAD + ARGS + f"WORKDIR /app\nCOPY . .\nWORKDIR /app/backend\nCOPY backend/package*.json ./\n" \
+        f"RUN {CACHE_MOUNT} npm ci\nCMD [\"node\", \"server.js\"]\n"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert fixed == HEAD + ARGS + f"WORKDIR /app\nWORKDIR /app/backend\nCOPY backend/package*.json ./\n" \
+        f"RUN {CACHE_MOUNT} npm ci\nCOPY . /app\nCMD [\"node\", \"server.js\"]\n"
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
+
+
+@pytest.mark.parametrize("base, warned", [
+    ("FROM node:20-alpine\n", True),
+    ("FROM --platform=linux/amd64 node:22-bookworm-slim AS deps\n", True),
+    ("FROM docker.io/library/node:20-bookworm-slim\n", False),
+    ("ARG NODE_IMAGE=node:20-alpine\nFROM ${NODE_IMAGE}\n", True),
+    ("ARG NODE_IMAGE=node:20-bookworm-slim\nFROM $NODE_IMAGE\n", False),
+    ("ARG NODE_IMAGE\nFROM ${NODE_IMAGE}\n", False),  # set only by a build arg: cannot tell
+])
+def test_warning_for_a_base_image_other_than_workhub_base_image(base, warned):
+    text = "# syntax=docker/dockerfile:1\n" + base + CANONICAL.split("\n", 2)[2]
+    found = [v for v in check_text(text, base_image=DEFAULT_BASE_IMAGE) if v.rule == "base-image"]
+    assert len(found) == int(warned)
+    if warned:
+        assert found[0].severity == "warning"
+        assert str(found[0]).startswith(f"Dockerfile:{base.count(chr(10)) + 1}: warning: `FROM node:")
+        assert f"is not workhub:baseImage ({DEFAULT_BASE_IMAGE})" in found[0].message
+
+
+def test_no_base_image_warning_for_stages_and_scratch():
+    text = CANONICAL.replace("FROM node:20-bookworm-slim\n", "FROM node:20-bookworm-slim AS base\nFROM base\n") + \
+        "FROM scratch AS empty\n"
+    assert check_text(text, base_image=DEFAULT_BASE_IMAGE) == []
+
+
+@pytest.mark.parametrize("run, warned", [
+    ("RUN apt-get update && apt-get install -y --no-install-recommends curl\n", True),
+    ("RUN DEBIAN_FRONTEND=noninteractive apt install -y git\n", True),
+    (f"RUN {APT_MOUNTS} apt-get update && apt-get install -y curl\n", False),
+    ("RUN apk add --no-cache python3 make g++\n", True),
+    (f"RUN {APK_MOUNT} apk add --no-cache python3\n", True),  # --no-cache skips the mounted cache
+    (f"RUN {APK_MOUNT} apk add python3\n", False),
+    ("RUN apt-get update\n", False),
+])
+def test_warning_for_os_packages_without_a_cache_mount(run, warned):
+    text = CANONICAL.replace("WORKDIR /app\n", "WORKDIR /app\n" + run)
+    found = check_text(text, base_image=DEFAULT_BASE_IMAGE)
+    assert [(v.line, v.rule, v.severity) for v in found] == ([(4, "os-packages", "warning")] if warned else [])
+
+
+def test_warnings_do_not_stop_conform_or_fail_check(tmp_path, capsys):
+    """The fixed alpine layout has only warnings: check prints them and exits 0; conform keeps the file."""
+    context = tmp_path / "alpine"
+    shutil.copytree(LAYOUTS / "alpine", context)
+    (context / "Dockerfile").write_text((context / "fixed.Dockerfile").read_text())
+    assert main(["check", str(context / "Dockerfile")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": warning: ") == 2 and "`FROM node:20-alpine` is not workhub:baseImage" in out
+    assert main(["conform", str(context / "Dockerfile")]) == 0
+    assert capsys.readouterr().out.startswith(f"{context / 'Dockerfile'}: already conforms\n")
+
+
+def test_cli_context_option(tmp_path, capsys):
+    """--context names the build context when the Dockerfile lives elsewhere (docker build -f)."""
+    context = tmp_path / "app"
+    manifests(context, "backend")
+    dockerfile = tmp_path / "hub.Dockerfile"
+    dockerfile.write_text(HEAD + ARGS + "WORKDIR /app\nCOPY . .\nRUN npm --prefix backend ci\n")
+    assert main(["conform", "--context", str(context), str(dockerfile)]) == 0
+    assert "COPY backend/package.json backend/package-lock.json ./backend/\n" in dockerfile.read_text()
+    assert main(["check", "--context", str(tmp_path / "nowhere"), str(dockerfile)]) == 1
+    assert "is not a directory\n    fix: pass the hub's context directory with --context" in capsys.readouterr().err
+
+
+def test_cli_works_from_any_directory(tmp_path):
+    """`.venv/bin/python -m workhub dockerfile` and `scripts/workhub dockerfile` from outside the
+    project, with paths relative to where they were started."""
+    shutil.copytree(LAYOUTS / "backend-frontend", tmp_path / "hub")
+    python = subprocess.run([sys.executable, "-m", "workhub", "dockerfile", "check", "hub/Dockerfile"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert python.returncode == 1, python.stderr
+    assert python.stdout.startswith("hub/Dockerfile:1: the file has no `# syntax=docker/dockerfile:1` line")
+    script = subprocess.run([REPO / "scripts" / "workhub", "dockerfile", "conform", "Dockerfile"],
+                            cwd=tmp_path / "hub", capture_output=True, text=True)
+    assert script.returncode == 0, script.stderr
+    assert script.stdout.startswith("Dockerfile: fixed 8 problem(s):\n")
+    fixed = (LAYOUTS / "backend-frontend" / "fixed.Dockerfile").read_text()
+    assert (tmp_path / "hub" / "Dockerfile").read_text() == fixed

@@ -8,12 +8,12 @@ import pulumi
 import pytest
 
 from components.scripts import host_facts_script
+from tests.hub_context import write_hub_context
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
 PRIVATE_KEY = "-----BEGIN " + "OPENSSH PRIVATE KEY-----\nnot-a-real-key\n-----END OPENSSH PRIVATE KEY-----\n"
 FACTS = {"docker_version": "20.10.24", "builder": "docker-build", "buildkit": True,
          "cpus": 2, "memory_mb": 24000, "swap_mb": 0, "disk_free_mb": 50000}
-CANONICAL = Path(__file__).parent / "fixtures" / "dockerfiles" / "canonical.Dockerfile"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # Pulumi's marker for a secret value on the wire
 HUBS = [("wbhubmanager", "WBHubManager", 4090), ("wbsaleshub", "WBSalesHub", 4091), ("wbfinhub", "WBFinHub", 4092)]
 
@@ -38,9 +38,7 @@ class Mocks(pulumi.runtime.Mocks):
 
 def make_project(root: Path) -> Path:
     for _, context, _ in HUBS:
-        (root / "src" / context).mkdir(parents=True)
-        (root / "src" / context / "Dockerfile").write_text(CANONICAL.read_text())
-        (root / "src" / context / "server.js").write_text(f"// {context}\n")
+        write_hub_context(root / "src" / context, f"// {context}\n")
     (root / "project").mkdir()
     return root / "project"
 

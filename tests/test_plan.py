@@ -7,10 +7,11 @@ import pytest
 import yaml
 
 from components.config import StackConfig, parse_stack_config
-from components.plan import plan_stack
+from components.plan import dockerfile_warnings, plan_stack
+from tests.hub_context import CANONICAL as CANONICAL_PATH, write_hub_context
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
-CANONICAL = (Path(__file__).parent / "fixtures" / "dockerfiles" / "canonical.Dockerfile").read_text()
+CANONICAL = CANONICAL_PATH.read_text()
 HUBS = [{"name": "wbhubmanager", "context": "WBHubManager", "port": 4090},
         {"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091}]
 
@@ -34,10 +35,7 @@ def config(**extra) -> StackConfig:
 @pytest.fixture
 def project(tmp_path) -> Path:
     for hub in HUBS:
-        context = tmp_path / "src" / hub["context"]
-        context.mkdir(parents=True)
-        (context / "Dockerfile").write_text(CANONICAL)
-        (context / "server.js").write_text("//\n")
+        write_hub_context(tmp_path / "src" / hub["context"], "//\n")
     (tmp_path / "project").mkdir()
     return tmp_path / "project"
 
@@ -112,6 +110,28 @@ def test_non_conforming_dockerfile_names_file_line_and_fix(project):
     assert found.startswith(f"workhub:hubs[1].dockerfile: {path.resolve()}:{line}: `npm ci` runs without the npm cache mount")
     assert "fix: start the instruction with `RUN --mount=type=cache,target=/root/.npm,sharing=locked`" in found
     assert f"python -m workhub dockerfile conform {path.resolve()}" in found
+
+
+def test_dockerfile_warnings_do_not_stop_the_stack(project):
+    """A FROM other than workhub:baseImage and an apt-get install without a cache mount are preview
+    warnings with the hub, file:line and fix; the stack still plans."""
+    path = project.parent / "src" / "WBSalesHub" / "Dockerfile"
+    path.write_text(CANONICAL.replace("FROM node:20-bookworm-slim\n", "FROM node:20-alpine\nRUN apk add git\n"))
+    plans, found = plan_stack(config(), "staging", project)
+    assert found == [] and len(plans) == 2
+    warnings = dockerfile_warnings(config(), project)
+    assert [w.split(": ", 2)[:2] for w in warnings] == [["wbsaleshub", f"{path.resolve()}:2"],
+                                                        ["wbsaleshub", f"{path.resolve()}:3"]]
+    assert "`FROM node:20-alpine` is not workhub:baseImage (node:20-bookworm-slim)" in warnings[0]
+    assert "fix: run it as `RUN --mount=type=cache,target=/etc/apk/cache,sharing=locked apk add ...`" in warnings[1]
+
+
+def test_plan_checks_manifests_in_the_hubs_context(project):
+    """The check sees the hub's context: an install whose folder has no package.json there stops the stack."""
+    (project.parent / "src" / "WBSalesHub" / "frontend" / "package.json").unlink()
+    (found,) = problems(config(), project)
+    assert "`npm --prefix frontend ci` installs in /app/frontend, but the build context has no " \
+        "frontend/package.json (hub wbsaleshub)" in found
 
 
 def test_plan_changes_only_with_content(project):
