@@ -44,8 +44,10 @@ def test_canonical_conforms():
 
 
 def test_examples_conform():
-    """Every sample hub under examples/ follows the pattern (none yet is fine)."""
+    """Every sample hub under examples/ follows the pattern, against its own context too, with no
+    warning (none yet is fine)."""
     assert [str(v) for path in examples() for v in check_dockerfile(path)] == []
+    assert [str(v) for path in examples() for v in check_dockerfile(path, path.parent, DEFAULT_BASE_IMAGE)] == []
 
 
 @pytest.mark.parametrize("pin", ["1", "1.7", "1.7.0", "1-labs", "1.4-labs", "1.2", "docker.io/docker/dockerfile:1",
