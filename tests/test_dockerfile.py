@@ -1,12 +1,16 @@
 """Hub Dockerfile rules: each rule's exact message, the incident's Dockerfiles, conform, and hadolint."""
 
 import os
+import posixpath
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from components.config import DEFAULT_BASE_IMAGE
 from components.dockerfile import (APK_MOUNT, APT_MOUNTS, CACHE_MOUNT, DockerfileError, check_dockerfile,
@@ -536,3 +540,58 @@ def test_cli_works_from_any_directory(tmp_path):
     assert script.stdout.startswith("Dockerfile: fixed 8 problem(s):\n")
     fixed = (LAYOUTS / "backend-frontend" / "fixed.Dockerfile").read_text()
     assert (tmp_path / "hub" / "Dockerfile").read_text() == fixed
+
+
+FOLDERS = ["", "backend", "frontend", "api/server"]
+
+
+@st.composite
+def layouts_and_dockerfiles(draw):
+    """A context with install folders (each with package.json and maybe a lockfile) and a
+    Dockerfile that installs in each, in one of the ways real projects do, with its sources
+    copied too early in some of them."""
+    folders = draw(st.lists(st.sampled_from(FOLDERS), min_size=1, max_size=3, unique=True))
+    locks = {f: draw(st.sampled_from([("package-lock.json",), ("npm-shrinkwrap.json",), ()])) for f in folders}
+    syntax = draw(st.sampled_from(["", "# syntax=docker/dockerfile:1\n", "# syntax=docker/dockerfile:1.7\n",
+                                   "# syntax=docker/dockerfile:1.1\n"]))
+    lines = [syntax + "FROM node:20-bookworm-slim", "WORKDIR /app"]
+    if draw(st.booleans()):
+        lines.append("COPY . .")
+    for folder in folders:
+        mount = draw(st.sampled_from(["", "--mount=type=cache,target=/root/.npm ",
+                                      f"--mount=type=cache,target=/app/{folder + '/' if folder else ''}node_modules "]))
+        sub = draw(st.sampled_from(["ci", "install"]))
+        if folder and draw(st.booleans()):
+            lines.append(f"COPY {folder} ./{folder}")
+        form = draw(st.sampled_from(["prefix", "cd", "workdir"])) if folder else "root"
+        if form == "prefix":
+            lines.append(f"RUN {mount}npm --prefix {folder} {sub}")
+        elif form == "cd":
+            lines.append(f"RUN {mount}cd {folder} && npm {sub}")
+        elif form == "workdir":
+            lines += [f"WORKDIR /app/{folder}", f"RUN {mount}npm {sub}", "WORKDIR /app"]
+        else:
+            lines.append(f"RUN {mount}npm {sub} && npm cache clean --force")
+    lines += ["COPY . .", 'CMD ["node", "server.js"]']
+    return folders, locks, "\n".join(lines) + "\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(layouts_and_dockerfiles())
+def test_conform_fixes_any_such_layout(case):
+    """Whatever the layout: conform's output breaks no rule, names only files the context has, copies
+    each folder's manifests before its install, and conform leaves it unchanged."""
+    folders, locks, text = case
+    with tempfile.TemporaryDirectory() as directory:
+        context = Path(directory)
+        for folder in folders:
+            (context / folder).mkdir(parents=True, exist_ok=True)
+            for name in ("package.json", *locks[folder]):
+                (context / folder / name).write_text("{}\n")
+        fixed = conform(text, "Dockerfile", context)
+        assert check_text(fixed, "Dockerfile", context) == [], fixed
+        assert context_sources_exist(fixed, context) == [], fixed
+        assert conform(fixed, "Dockerfile", context) == fixed
+        for folder in folders:
+            wanted = " ".join(posixpath.join(folder, n) for n in ("package.json", *locks[folder]))
+            assert f"COPY {wanted} " in fixed, fixed
