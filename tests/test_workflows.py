@@ -1,6 +1,6 @@
 """The GitHub Actions workflows: actionlint finds nothing, and each does what its name says
-(pr.yml previews both stacks on a pull request, main.yml deploys staging only, promote.yml
-deploys production only after the production environment's approval)."""
+(pr.yml runs the whole test suite and previews both stacks on a pull request, main.yml deploys
+staging only, promote.yml deploys production only after the production environment's approval)."""
 
 from __future__ import annotations
 
@@ -90,8 +90,7 @@ def test_actionlint_finds_nothing(actionlint, shellcheck):
 def test_pr_runs_the_unit_suite_and_previews_both_stacks_with_a_summary():
     pr = workflow("pr.yml")
     assert triggers(pr) == {"pull_request"}
-    runs = [step.get("run", "") for job in pr["jobs"].values() for step in job.get("steps", [])]
-    assert any("pytest -m 'not e2e'" in run for run in runs)
+    assert any("not e2e" in s for job in pr["jobs"].values() for s in pytest_selections(job))
     previews = list(pulumi_steps(pr))
     assert {(command, stack) for _, _, command, stack in previews} == {("preview", "staging"), ("preview", "production")}
     for job_id, job, _, _ in previews:
@@ -101,6 +100,42 @@ def test_pr_runs_the_unit_suite_and_previews_both_stacks_with_a_summary():
         assert any("workhub.summary --json" in s.get("run", "") for s in job["steps"])
         assert any(s.get("uses", "").startswith("marocchino/sticky-pull-request-comment@") for s in job["steps"])
         assert job["permissions"]["pull-requests"] == "write"
+
+
+def pytest_selections(job: dict[str, Any]) -> list[str]:
+    """The marker expression of each test-suite run in a job's steps ("" for a run of every test)."""
+    found = []
+    for step in job.get("steps", []):
+        for line in step.get("run", "").splitlines():
+            command = re.search(r"\b(pytest|scripts/test)\b", line)
+            if command:
+                marker = re.search(r"\s-m\s+('([^']*)'|\"([^\"]*)\"|(\S+))", line[command.end():])
+                found.append(next(g for g in marker.groups()[1:] if g is not None) if marker else "")
+    return found
+
+
+def test_pr_runs_the_end_to_end_suite_with_the_toolchain_cached():
+    """Some job of pr.yml runs the e2e tests (together with the unit job: the whole suite), where
+    the test host can start its dockerd and sshd, with the toolchain directory cached between runs."""
+    pr = workflow("pr.yml")
+    selections = {job_id: pytest_selections(job) for job_id, job in pr["jobs"].items()}
+    assert any("not e2e" in s for runs in selections.values() for s in runs)
+    e2e = [job_id for job_id, runs in selections.items() if any(s in ("", "e2e") for s in runs)]
+    assert e2e, f"no job of pr.yml runs the end-to-end tests: {selections}"
+    for job_id in e2e:
+        job = pr["jobs"][job_id]
+        container = job.get("container") or {}
+        assert "--privileged" in container.get("options", ""), f"{job_id}: the test host cannot start dockerd"
+        assert "if" not in job, f"{job_id}: the end-to-end tests run on every pull request"
+        cache_dir = (job.get("env") or {}).get("WORKHUB_CACHE_DIR")
+        assert cache_dir, f"{job_id}: WORKHUB_CACHE_DIR is not set, so no cache step can name the toolchain's directory"
+        caches = [s["with"] for s in job["steps"] if s.get("uses", "").startswith("actions/cache@")]
+        toolchain = [c for c in caches if c["path"] == "${{ env.WORKHUB_CACHE_DIR }}/toolchain"]
+        assert toolchain, f"{job_id}: the toolchain directory is not cached: {caches}"
+        assert "hashFiles('scripts/toolchain.sh')" in toolchain[0]["key"], "a new toolchain version gets a new cache"
+        steps = [s.get("run", "") for s in job["steps"]]
+        assert steps.index(next(r for r in steps if "scripts/test" in r)) > [
+            i for i, s in enumerate(job["steps"]) if s.get("uses", "").startswith("actions/cache@")][-1]
 
 
 def test_main_deploys_staging_only():
