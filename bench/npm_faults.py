@@ -86,11 +86,15 @@ class Setup:
         return env
 
 
-def npm_defaults(env: dict[str, str]) -> dict[str, str]:
-    """npm's own defaults for the fetch settings, read from this npm (isolated from any npmrc)."""
+def npm_defaults(env: dict[str, str], image: str | None = None) -> dict[str, str]:
+    """npm's own defaults for the fetch settings, read from this npm (isolated from any npmrc), or
+    from the npm of `image` (the hub's base image, for --runner docker)."""
     out = {}
     for name, var in NPM_KEYS.items():
-        r = subprocess.run(["npm", "config", "get", name], env=env, capture_output=True, text=True, timeout=60)
+        argv = ["npm", "config", "get", name]
+        if image:
+            argv = ["/usr/bin/docker", "run", "--rm", "--network=none", image, *argv]
+        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise SystemExit(f"bench: npm config get {name} failed: {r.stderr.strip()}")
         out[var] = r.stdout.strip()
@@ -187,23 +191,38 @@ class Ctx:
     status_5xx_share: float
     env: dict[str, str]
     setups: dict[str, Setup]
+    runner: str = "host"     # host: this machine's npm; docker: a BuildKit build of the hub's Dockerfile
 
 
-def faults_for(level_pct: float, ctx: Ctx) -> Faults:
+FAULT_KINDS = ("mix", *FAULT_SPLIT)   # a cell's faults: the even mix, or one kind alone
+
+
+def cell_kind(level_pct: float, kind: str) -> str:
+    """A fault-free cell has no kind."""
+    return "none" if level_pct == 0 else kind
+
+
+def faults_for(level_pct: float, ctx: Ctx, kind: str = "mix") -> Faults:
+    """`level_pct` of tarball requests faulted: split evenly among reset, cut and stall (`mix`, with
+    --status-5xx-share of them 503s), or all of one kind."""
     p = level_pct / 100.0
+    stall_s = ctx.stall_s / ctx.scale
+    if kind in FAULT_SPLIT:
+        return Faults(**{kind: p}, stall_seconds=stall_s)
     five = p * ctx.status_5xx_share
     each = (p - five) / len(FAULT_SPLIT)
-    return Faults(reset=each, cut=each, stall=each, status_5xx=five, stall_seconds=ctx.stall_s / ctx.scale)
+    return Faults(reset=each, cut=each, stall=each, status_5xx=five, stall_seconds=stall_s)
 
 
 def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: int,
-              cache_from: Path | None) -> dict:
+              cache_from: Path | None, fault_kind: str = "mix") -> dict:
     """One deploy's install phase. kind is 'cold' (empty cache) or 'warm' (a copy of cache_from)."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"{setup.key}-{kind}-", dir=ctx.work))
     try:
         hub = run_dir / "hub"
         cache = run_dir / "npm-cache"
         copy_hub(ctx.hub, hub)
+        build_id = f"{setup.key.lower()}-{seed}"
         if cache_from is not None:
             subprocess.run(["cp", "-a", str(cache_from), str(cache)], check=True, timeout=300)
         else:
@@ -211,7 +230,7 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
         env = dict(ctx.env)
         env.update(setup.scaled_env(ctx.scale))
         env["NPM_CONFIG_CACHE"] = str(cache)
-        faults = faults_for(level, ctx)
+        faults = faults_for(level, ctx, fault_kind)
         done: set[str] = set()
         tries_log = []
         ok = False
@@ -224,7 +243,9 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
                 failed_step = None
                 hung = False
                 with open(log, "w") as out:
-                    for name, argv, sub in STEPS:
+                    if ctx.runner == "docker":
+                        failed_step, hung = docker_try(ctx, setup, hub, env, out, build_id, port, cold=cache_from is None)
+                    for name, argv, sub in (STEPS if ctx.runner == "host" else ()):
                         if name in done:  # BuildKit's layer cache: a finished step is not run again
                             continue
                         shutil.rmtree(hub / sub / "node_modules", ignore_errors=True)
@@ -261,14 +282,101 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
             wall = time.monotonic() - t0
             snap = stats.snapshot()
         return {
-            "setup": setup.key, "level_pct": level, "kind": kind, "seed": seed, "ok": ok,
+            "setup": setup.key, "level_pct": level, "fault_kind": cell_kind(level, fault_kind), "kind": kind,
+            "seed": seed, "ok": ok,
             "wall_s": round(wall, 2), "tries": len(tries_log), "tries_detail": tries_log,
             "reason": "" if ok else reason,
             "requests": snap["requests"], "tarball_requests": snap["tarball_requests"],
             "bytes": snap["bytes_sent"], "faults": snap["faults"],
         }
     finally:
+        if ctx.runner == "docker":
+            subprocess.run([DOCKER, "image", "rm", "--force", f"{BENCH_IMAGE}:{build_id}"], capture_output=True)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The docker runner: the installs inside a real BuildKit build of the hub's own Dockerfile
+
+
+DOCKER = "/usr/bin/docker"    # Debian's 20.10 client builds with BuildKit natively (as the test host does)
+BENCH_IMAGE = "workhub-bench-install"
+NPM_CACHE = "/root/.npm"
+# Settings every setup gets alike (see base_env); in a build they arrive as build args.
+COMMON_BUILD_ARGS = {"NPM_CONFIG_AUDIT": "false", "NPM_CONFIG_FUND": "false", "NPM_CONFIG_UPDATE_NOTIFIER": "false"}
+
+
+def install_dockerfile(dockerfile: str, cache_id: str | None) -> str:
+    """The hub's Dockerfile up to its last `npm ... ci` step (the install phase, run as the hub
+    builds it: its base image, its npm, its cache mounts), for one benchmark build.
+
+    `cache_id` names the npm cache mount of this setup and job (None: the setup has no cache mount,
+    so every mount is dropped and npm's cache lives in the step's own layer, empty each build). After
+    FROM come the build args every setup gets and `WORKHUB_BENCH_BUILD`, whose value is new in each
+    build, so no step of an earlier build is a layer-cache hit, while the tries of one build share
+    it: a step that succeeded in an earlier try is CACHED, as in workhub's own retries. A cold build
+    with a cache mount first empties the mount (in a step of its own, also cached across tries)."""
+    lines = dockerfile.splitlines()
+    installs = [i for i, line in enumerate(lines) if re.match(r"RUN\b.*\bnpm\b.*\bci\b", line)]
+    if not installs:
+        raise SystemExit("bench: the hub's Dockerfile has no `RUN ... npm ... ci` step")
+    out: list[str] = []
+    for line in lines[:installs[-1] + 1]:
+        if line.startswith("RUN") and "--mount=type=cache" in line:
+            line = re.sub(r"--mount=type=cache,(\S+)\s*",
+                          (lambda m: f"--mount=type=cache,id={cache_id},{m.group(1)} ") if cache_id else "", line)
+        out.append(line)
+        if re.match(r"FROM\s", line, re.I):
+            out += [f"ARG {name}" for name in COMMON_BUILD_ARGS] + ["ARG WORKHUB_BENCH_BUILD"]
+            if cache_id:
+                out.append(f"RUN --mount=type=cache,id={cache_id},target={NPM_CACHE},sharing=locked "
+                           f"echo \"build $WORKHUB_BENCH_BUILD\" && find {NPM_CACHE} -mindepth 1 -delete")
+    return "\n".join(out) + "\n"
+
+
+def docker_build_argv(setup: Setup, env: dict[str, str], build_id: str, context: Path) -> list[str]:
+    args = {**COMMON_BUILD_ARGS, **{k: v for k, v in env.items() if k in setup.npm_env or k == "NPM_CONFIG_REGISTRY"},
+            "WORKHUB_BENCH_BUILD": build_id}
+    words = [w for k, v in sorted(args.items()) for w in ("--build-arg", f"{k}={v}")]
+    return [DOCKER, "build", "--progress=plain", "--network=host", "--tag", f"{BENCH_IMAGE}:{build_id}",
+            *words, str(context)]
+
+
+def docker_failed_step(log: str) -> str:
+    """Which install step a failed build stopped in, from BuildKit's last error line."""
+    errors = [line for line in log.splitlines() if "executor failed running" in line or "did not complete" in line]
+    return "frontend" if errors and "--prefix frontend" in errors[-1] else "root"
+
+
+def docker_try(ctx: Ctx, setup: Setup, hub: Path, env: dict[str, str], out, build_id: str, port: int,
+               cold: bool) -> tuple[str | None, bool]:
+    """One try: one `docker build` of the install phase. (the failed step or None, whether it hung)."""
+    if not cold:
+        raise SystemExit("bench: --runner docker runs cold builds only (--warm-runs 0)")
+    cache_id = f"workhub-bench-{setup.key.lower()}-{port}" if setup.persist_cache else None
+    (hub / "Dockerfile").write_text(install_dockerfile((ctx.hub / "Dockerfile").read_text(), cache_id))
+    out.flush()
+    try:
+        r = subprocess.run(docker_build_argv(setup, env, build_id, hub), stdout=out, stderr=subprocess.STDOUT,
+                           env={**os.environ, "DOCKER_BUILDKIT": "1"}, timeout=STEP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        out.write(f"\nbench: the build was killed after {STEP_TIMEOUT_S} s\n")
+        return "root", True
+    out.flush()
+    return (None if r.returncode == 0 else docker_failed_step(Path(out.name).read_text(errors="replace"))), False
+
+
+def base_image_of(dockerfile: str) -> str:
+    return next(line.split()[1] for line in dockerfile.splitlines() if re.match(r"FROM\s", line, re.I))
+
+
+def base_image_npm(image: str) -> str:
+    """The npm version of the hub's base image (what its installs run with)."""
+    r = subprocess.run([DOCKER, "run", "--rm", "--network=none", image, "npm", "--version"],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise SystemExit(f"bench: cannot run npm in {image}: {r.stderr.strip()}")
+    return f"{r.stdout.strip()} (in {image})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,6 +384,12 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for k successes in n runs (95% for z = 1.96).
+
+    Written out here (a few lines, as in Wilson 1927 and Agresti & Coull 1998) because neither
+    scipy nor statsmodels is among this project's requirements; tests/test_benchmarks.py checks it
+    against published values. Unlike the normal approximation it stays inside 0..1 and gives a real
+    interval for n/n: its lower bound is n / (n + z^2)."""
     if n == 0:
         return (float("nan"), float("nan"))
     p = k / n
@@ -297,34 +411,56 @@ def fmt_s(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1f} s"
 
 
+def runs_to_show(rate: float, z: float = 1.96) -> int:
+    """How many runs, all successful, a Wilson interval needs for its lower bound to reach `rate`."""
+    return math.ceil(rate * z * z / (1 - rate))
+
+
+def fault_kind_of(r: dict) -> str:
+    """A build's fault kind (results from before --kinds were all the even mix)."""
+    return r.get("fault_kind") or cell_kind(r["level_pct"], "mix")
+
+
 def summarize(results: list[dict], setups: list[str], levels: list[float]) -> list[dict]:
+    """One row per setup, fault level and fault kind that has builds, from the builds' records."""
+    order = ("none", *FAULT_KINDS)
     rows = []
     for s in setups:
         for lv in levels:
-            cold = [r for r in results if r["setup"] == s and r["level_pct"] == lv and r["kind"] == "cold"]
-            warm = [r for r in results if r["setup"] == s and r["level_pct"] == lv and r["kind"] == "warm"]
-            k = sum(r["ok"] for r in cold)
-            lo, hi = wilson(k, len(cold))
-            wk = sum(r["ok"] for r in warm)
-            rows.append({
-                "setup": s, "level_pct": lv, "cold_n": len(cold), "cold_ok": k, "ci": (lo, hi),
-                "cold_median_ok_s": median([r["wall_s"] for r in cold if r["ok"]]),
-                "cold_median_all_s": median([r["wall_s"] for r in cold]),
-                "warm_n": len(warm), "warm_ok": wk,
-                "warm_median_s": median([r["wall_s"] for r in warm if r["ok"]]),
-                "cold_requests": statistics.mean([r["requests"] for r in cold]) if cold else None,
-                "cold_tarballs": statistics.mean([r["tarball_requests"] for r in cold]) if cold else None,
-                "cold_mb": statistics.mean([r["bytes"] for r in cold]) / 1e6 if cold else None,
-                "warm_requests": statistics.mean([r["requests"] for r in warm]) if warm else None,
-                "warm_tarballs": statistics.mean([r["tarball_requests"] for r in warm]) if warm else None,
-                "warm_mb": statistics.mean([r["bytes"] for r in warm]) / 1e6 if warm else None,
-                "tries": {t: sum(1 for r in cold if r["tries"] == t) for t in sorted({r["tries"] for r in cold})},
-            })
+            here = [r for r in results if r["setup"] == s and r["level_pct"] == lv]
+            for fk in sorted({fault_kind_of(r) for r in here}, key=order.index) or [cell_kind(lv, "mix")]:
+                rows.append(summarize_cell([r for r in here if fault_kind_of(r) == fk], s, lv, fk))
     return rows
 
 
+def summarize_cell(cell: list[dict], s: str, lv: float, fk: str) -> dict:
+    """The figures of one cell's builds."""
+    cold = [r for r in cell if r["kind"] == "cold"]
+    warm = [r for r in cell if r["kind"] == "warm"]
+    k = sum(r["ok"] for r in cold)
+    lo, hi = wilson(k, len(cold))
+    wk = sum(r["ok"] for r in warm)
+    return {
+        "setup": s, "level_pct": lv, "fault_kind": fk, "cold_n": len(cold), "cold_ok": k, "ci": (lo, hi),
+        "cold_median_ok_s": median([r["wall_s"] for r in cold if r["ok"]]),
+        "cold_median_all_s": median([r["wall_s"] for r in cold]),
+        "warm_n": len(warm), "warm_ok": wk,
+        "warm_median_s": median([r["wall_s"] for r in warm if r["ok"]]),
+        "cold_requests": statistics.mean([r["requests"] for r in cold]) if cold else None,
+        "cold_tarballs": statistics.mean([r["tarball_requests"] for r in cold]) if cold else None,
+        "cold_mb": statistics.mean([r["bytes"] for r in cold]) / 1e6 if cold else None,
+        "warm_requests": statistics.mean([r["requests"] for r in warm]) if warm else None,
+        "warm_tarballs": statistics.mean([r["tarball_requests"] for r in warm]) if warm else None,
+        "warm_mb": statistics.mean([r["bytes"] for r in warm]) / 1e6 if warm else None,
+        "tries": {t: sum(1 for r in cold if r["tries"] == t) for t in sorted({r["tries"] for r in cold})},
+        "injected": {f: statistics.mean(r["faults"].get(f, 0) for r in cold) if cold else None
+                     for f in ("reset", "cut", "stall", "status_5xx")},
+    }
+
+
 def render(doc: dict) -> str:
-    m, cfg, rows, results = doc["machine"], doc["config"], doc["rows"], doc["results"]
+    m, cfg, results = doc["machine"], doc["config"], doc["results"]
+    rows = summarize(results, cfg["setup_keys"], cfg["levels"])
     setups = {k: v for k, v in cfg["setups"].items() if k in cfg["setup_keys"]}
     scale = cfg["scale"]
     L: list[str] = []
@@ -340,14 +476,33 @@ def render(doc: dict) -> str:
       f"Load average at the start: {m['load_at_start'][0]:.1f} (the machine was shared with other work; "
       "times are noisy, success rates are not affected by load)." )
     a("")
+    a("The runs in this report (each a results file), where their installs ran and with which npm, and "
+      "their budgets (no new build starts once a run's budget is spent):")
+    a("")
+    a("| Run | Results | Installs | npm | Budget | Planned builds | Ran | Skipped |")
+    a("|---|---|---|---|---|---|---|---|")
+    for run in (doc, *doc.get("also", [])):
+        rc = run["config"]
+        a(f"| {run.get('name', 'Main run')} ({run['date']}) | `{run.get('path', rc.get('json'))}` | "
+          f"{'BuildKit builds of the Dockerfile' if runner_of(rc) == 'docker' else 'outside Docker'} | "
+          f"{npm_of(run)} | {rc['budget_minutes']:g} min | {rc['planned']} | {rc['planned'] - rc['skipped']} | "
+          f"{rc['skipped']} |")
+    a("")
     a("## What was measured")
     a("")
     a(f"A deploy fails where a hub's Docker build installs its dependencies, so each build here is that "
       f"phase of the sample hub `examples/{cfg['hub_name']}`, run as its Dockerfile runs it: `npm ci`, then "
-      f"`npm --prefix frontend ci` ({cfg['tarballs_hint']}), with this machine's npm, in a fresh copy of the "
-      "two package.json/package-lock.json pairs, through `tools/faultproxy.py` in front of the local "
-      "verdaccio (`scripts/registry.sh`), which holds every package already. No Docker is involved; "
-      "each setup's cache mount is an npm cache directory.")
+      f"`npm --prefix frontend ci` ({cfg['tarballs_hint']}), "
+      + ("with this machine's npm, in a fresh copy of the two package.json/package-lock.json pairs, "
+         if runner_of(cfg) == "host" else
+         "inside a BuildKit build (`docker build`, `--network=host` as workhub builds) of the hub's own "
+         "Dockerfile up to its last install step, so with its base image's npm and its cache mounts, ")
+      + "through `tools/faultproxy.py` in front of the local verdaccio (`scripts/registry.sh`), which "
+      "holds every package already. "
+      + ("No Docker is involved; each setup's cache mount is an npm cache directory."
+         if runner_of(cfg) == "host" else
+         "Each setup's cache mount is a BuildKit cache mount of its own, emptied at the start of each "
+         "build; setup A's steps have none."))
     a("")
     a("| Setup | Cache | npm fetch settings (real values) | Tries |")
     a("|---|---|---|---|")
@@ -394,14 +549,15 @@ def render(doc: dict) -> str:
     a("")
     a("## Results")
     a("")
-    a("| Setup | Faults | Cold deploys OK | 95% CI (Wilson) | Median cold time (OK builds) | Warm OK | Median warm time | "
+    a("| Setup | Faults | Cold deploys OK | 95% CI (Wilson) | Median cold time (OK builds) | Tries per build | "
+      "Injected per cold build: resets / cuts / stalls / 503s | Warm OK | Median warm time | "
       "Cold build: requests (tarballs) / MB | Warm build: requests (tarballs) / MB |")
-    a("|---|---|---|---|---|---|---|---|---|")
+    a("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = setups[r["setup"]]
         lo, hi = r["ci"]
         ci = "n/a" if not r["cold_n"] else f"{pct(lo)} - {pct(hi)}"
-        coldok = f"{r['cold_ok']}/{r['cold_n']} ({pct(r['cold_ok'] / r['cold_n'])})" if r["cold_n"] else "n/a"
+        coldok = count_label(r)
         if not s["persist_cache"]:
             warm_ok, warm_t, warm_tr = "no warm (no cache)", "n/a", "n/a"
         elif r["warm_n"]:
@@ -412,12 +568,16 @@ def render(doc: dict) -> str:
             warm_ok, warm_t, warm_tr = "not run", "n/a", "n/a"
         cold_tr = (f"{r['cold_requests']:.0f} ({r['cold_tarballs']:.0f}) / {r['cold_mb']:.1f}"
                    if r["cold_n"] else "n/a")
-        a(f"| {r['setup']}: {s['title']} | {r['level_pct']:g}% | {coldok} | {ci} | {fmt_s(r['cold_median_ok_s'])} | "
-          f"{warm_ok} | {warm_t} | {cold_tr} | {warm_tr} |")
+        a(f"| {r['setup']}: {s['title']} | {faults_label(r)} | {coldok} | {ci} | {fmt_s(r['cold_median_ok_s'])} | "
+          f"{tries_label(r)} | {injected_label(r)} | {warm_ok} | {warm_t} | {cold_tr} | {warm_tr} |")
     a("")
-    a("Cold success is over N independent cold builds with fresh seeds; the interval is the 95% Wilson "
-      "score interval, so n/n successes reads as \"at least the lower bound, at 95% confidence\". "
-      "Cold requests/MB are means over all cold builds, failed ones included (a failed build stops early).")
+    a("Cold success is a count over N independent cold builds with fresh seeds, with its 95% Wilson score "
+      "interval: the true success rate lies in it at 95% confidence, so n/n successes shows a rate of at "
+      f"least the lower bound, no more (showing 99% takes {runs_to_show(0.99)} builds without a failure). "
+      "\"not run\": the budget ended before any build of the cell. Faults: the share of tarball requests "
+      "faulted, and how (mix: resets, cuts and stalls evenly; or one kind alone); injected: the mean count "
+      "of each kind per cold build. Cold requests/MB are means over all cold builds, failed ones included "
+      "(a failed build stops early).")
     solo = doc.get("solo") or []
     if solo:
         a("")
@@ -431,19 +591,18 @@ def render(doc: dict) -> str:
     for extra in doc.get("also", []):
         xs = extra["config"]["setups"]
         a("")
-        a(f"What-if run ({extra['date']}, {extra['elapsed_min']:.0f} min, same machine and method, "
-          f"{extra['config']['jobs']} builds at a time): "
+        a(f"{extra.get('caption', 'Another run')}. Run {extra['date']}, {extra['elapsed_min']:.0f} min, same "
+          f"machine, {extra['config']['jobs']} builds at a time, setups "
           + "; ".join(f"{k}: {xs[k]['title']}" for k in extra["config"]["setup_keys"]) + ".")
         a("")
-        a("| Setup | Faults | Cold deploys OK | 95% CI (Wilson) | Median cold time (OK builds) | Tries per build |")
-        a("|---|---|---|---|---|---|")
-        for r in extra["rows"]:
-            if not r["cold_n"]:
-                continue
+        a("| Setup | Faults | Cold deploys OK | 95% CI (Wilson) | Median cold time (OK builds) | Tries per build | "
+          "Injected per cold build: resets / cuts / stalls / 503s |")
+        a("|---|---|---|---|---|---|---|")
+        for r in summarize(extra["results"], extra["config"]["setup_keys"], extra["config"]["levels"]):
             lo, hi = r["ci"]
-            tries = ", ".join(f"{v} x {k}" for k, v in sorted(r["tries"].items(), key=lambda kv: int(kv[0])))
-            a(f"| {r['setup']}: {xs[r['setup']]['title']} | {r['level_pct']:g}% | {r['cold_ok']}/{r['cold_n']} "
-              f"({pct(r['cold_ok'] / r['cold_n'])}) | {pct(lo)} - {pct(hi)} | {fmt_s(r['cold_median_ok_s'])} | {tries} |")
+            ci = f"{pct(lo)} - {pct(hi)}" if r["cold_n"] else "n/a"
+            a(f"| {r['setup']}: {xs[r['setup']]['title']} | {faults_label(r)} | {count_label(r)} | {ci} | "
+              f"{fmt_s(r['cold_median_ok_s'])} | {tries_label(r)} | {injected_label(r)} |")
     a("")
     a("## Reading")
     a("")
@@ -453,34 +612,61 @@ def render(doc: dict) -> str:
     return "\n".join(L).rstrip() + "\n"
 
 
+def runner_of(cfg: dict) -> str:
+    return cfg.get("runner", "host")
+
+
+def npm_of(doc: dict) -> str:
+    """The npm the installs ran with (runs from before --runner recorded only this machine's)."""
+    return doc["config"].get("npm_version") or f"{doc['machine']['npm']} (this machine's)"
+
+
+def faults_label(r: dict) -> str:
+    return "0%" if r["fault_kind"] == "none" else f"{r['level_pct']:g}% {r['fault_kind']}"
+
+
+def count_label(r: dict) -> str:
+    return f"{r['cold_ok']}/{r['cold_n']}" if r["cold_n"] else "not run"
+
+
+def tries_label(r: dict) -> str:
+    return ", ".join(f"{v} x {k}" for k, v in sorted(r["tries"].items(), key=lambda kv: int(kv[0]))) or "n/a"
+
+
+def injected_label(r: dict) -> str:
+    inj = r.get("injected") or {}
+    if not r["cold_n"]:
+        return "n/a"
+    return " / ".join(f"{inj[f]:.1f}" for f in ("reset", "cut", "stall", "status_5xx"))
+
+
 def _hung(r: dict) -> bool:
     return any(t.get("hung") for t in r.get("tries_detail", [])) or r["wall_s"] >= STEP_TIMEOUT_S - 1
 
 
 def reading(doc: dict) -> list[str]:
-    rows, results, cfg = doc["rows"], doc["results"], doc["config"]
+    results, cfg = doc["results"], doc["config"]
+    rows = summarize(results, cfg["setup_keys"], cfg["levels"])
     out = []
     levels = cfg["levels"]
     top = max(levels)
-    by = {(r["setup"], r["level_pct"]): r for r in rows}
+    by = {(r["setup"], r["level_pct"]): r for r in rows if r["fault_kind"] in ("none", "mix")}
 
     def rate(s: str, lv: float) -> str:
         r = by.get((s, lv))
         if not r or not r["cold_n"]:
             return "not measured"
         lo, hi = r["ci"]
-        return f"{r['cold_ok']}/{r['cold_n']} ({pct(r['cold_ok'] / r['cold_n'])}, 95% CI {pct(lo)}-{pct(hi)})"
+        return f"{r['cold_ok']}/{r['cold_n']} (95% Wilson interval {pct(lo)}-{pct(hi)})"
 
     c = by.get(("C", top))
     if c and c["cold_n"]:
-        lo, _ = c["ci"]
-        verdict = ("at least 99% of its deploys" if c["cold_ok"] / c["cold_n"] >= 0.99 else
-                   "FEWER than 99% of its deploys")
-        out.append(f"**At {top:g}% injected tarball faults, workhub's defaults (C) completed {verdict}: "
-                   f"{rate('C', top)} cold builds succeeded; side by side, A (no cache mount, npm defaults) "
-                   f"{rate('A', top)} and B (the PRD's settings) {rate('B', top)}.** "
-                   f"With {c['cold_n']} runs the data support a true rate of at least {pct(lo)} at 95% confidence "
-                   "(to show 99% at that confidence would take about 380 builds without a failure).")
+        lo, hi = c["ci"]
+        out.append(f"**At {top:g}% injected tarball faults (resets, cuts and stalls evenly), {rate('C', top)} "
+                   f"cold builds of workhub's defaults (C) succeeded; side by side, A (no cache mount, npm "
+                   f"defaults) {rate('A', top)} and B (the PRD's settings) {rate('B', top)}.** "
+                   f"From {c['cold_n']} runs that is a success rate between {pct(lo)} and {pct(hi)} at 95% "
+                   f"confidence, and no more: showing 99% would take {runs_to_show(0.99)} builds without a failure.")
     # FINDINGS #4: cut downloads
     failed_ab = [r for r in results if r["kind"] == "cold" and r["setup"] in ("A", "B") and not r["ok"]]
     if failed_ab:
@@ -544,13 +730,14 @@ def reading(doc: dict) -> list[str]:
                 tail += (f" {len(ran_out)} of them failed from the network in all {att} tries (each output matched "
                          "`transient()`): they ran out of tries.")
         for other in doc.get("also", []):
-            for r in other["rows"]:
+            oc = other["config"]
+            for r in summarize(other["results"], oc["setup_keys"], oc["levels"]):
                 if r["setup"] == "C" and r["cold_n"]:
-                    lo, _ = r["ci"]
+                    lo, hi = r["ci"]
                     most = max(int(k) for k in r["tries"])
-                    tail += (f" In the what-if run with {other['config']['setups']['C']['attempts']} attempts, "
-                             f"{r['cold_ok']}/{r['cold_n']} cold builds at {r['level_pct']:g}% succeeded (95% CI lower "
-                             f"bound {pct(lo)}), the most tries any of them needed was {most}.")
+                    tail += (f" In the run of {other['date']} (up to {oc['setups']['C']['attempts']} tries), "
+                             f"{r['cold_ok']}/{r['cold_n']} cold builds at {faults_label(r)} succeeded (95% Wilson "
+                             f"interval {pct(lo)}-{pct(hi)}), the most tries any of them needed was {most}.")
         out.append("FINDINGS #8 (retry the whole install inside the cache-mounted step): "
                    f"C's cold builds needed, {'; '.join(parts)} (up to {doc['config']['setups']['C']['attempts']})." + extra + tail)
     # prefer-offline
@@ -635,6 +822,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--levels", type=parse_levels, default=parse_levels("0,1,3"),
                    help="percent of tarball requests faulted, comma-separated (default 0,1,3)")
     p.add_argument("--setups", default="A,B,C", help="which setups (default A,B,C)")
+    p.add_argument("--kinds", default="mix",
+                   help="the faults of each faulted cell, comma-separated: mix (reset, cut and stall evenly), "
+                        "reset, cut, stall (that kind alone); default mix")
+    p.add_argument("--runner", choices=("host", "docker"), default="host",
+                   help="host: the installs with this machine's npm; docker: inside a BuildKit build of the "
+                        "hub's Dockerfile (its base image's npm, its cache mounts); cold builds only")
     p.add_argument("--scale", type=float, default=10.0, help="divide timeouts, stall and pauses by this (default 10)")
     p.add_argument("--stall-seconds", type=float, default=120.0, help="real stall length before scaling (default 120)")
     p.add_argument("--status-5xx-share", type=float, default=0.0,
@@ -666,6 +859,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     setup_keys = [s.strip().upper() for s in args.setups.split(",") if s.strip()]
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if not kinds or any(k not in FAULT_KINDS for k in kinds):
+        p.error(f"--kinds takes {', '.join(FAULT_KINDS)}")
+    if args.runner == "docker" and args.warm_runs:
+        p.error("--runner docker runs cold builds only: add --warm-runs 0")
     if args.jobs < 1 or args.jobs > 8:
         p.error("--jobs must be 1..8")
     if args.scale <= 0:
@@ -689,7 +887,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         env = base_env(work)
-        setups_all = make_setups(npm_defaults(env))
+        base_image = base_image_of((hub / "Dockerfile").read_text())
+        setups_all = make_setups(npm_defaults(env, base_image if args.runner == "docker" else None))
+        npm_version = (base_image_npm(base_image) if args.runner == "docker"
+                       else subprocess.run(["npm", "--version"], capture_output=True, text=True).stdout.strip()
+                       + " (this machine's)")
         if args.c_attempts is not None:
             c = setups_all["C"]
             c.attempts = args.c_attempts
@@ -698,7 +900,9 @@ def main(argv: list[str] | None = None) -> int:
         for k in setup_keys:
             if k not in setups_all:
                 p.error(f"unknown setup {k!r} (A, B or C)")
-        ctx = Ctx(upstream, hub, work, args.scale, args.stall_seconds, args.status_5xx_share, env, setups_all)
+        ctx = Ctx(upstream, hub, work, args.scale, args.stall_seconds, args.status_5xx_share, env, setups_all,
+                  args.runner)
+        log(f"runner {args.runner}: npm {npm_version}")
         for k in setup_keys:
             s = setups_all[k]
             log(f"setup {k} ({s.title}): {s.scaled_env(args.scale)} tries={s.attempts} (scaled 1/{args.scale:g})")
@@ -750,11 +954,12 @@ def main(argv: list[str] | None = None) -> int:
         first, rest = [], []
         for k in setup_keys:
             for lv in args.levels:
-                n = overrides.get((k, lv), args.runs)
-                for i in range(n):
-                    (first if i < max(args.runs, 30) else rest).append((k, lv, "cold"))
-                if setups_all[k].persist_cache:
-                    first += [(k, lv, "warm")] * args.warm_runs
+                for fk in (["none"] if lv == 0 else kinds):
+                    n = overrides.get((k, lv), args.runs)
+                    for i in range(n):
+                        (first if i < max(args.runs, 30) else rest).append((k, lv, "cold", fk))
+                    if setups_all[k].persist_cache:
+                        first += [(k, lv, "warm", fk)] * args.warm_runs
         rnd = random.Random(seed0)
         rnd.shuffle(first)
         rnd.shuffle(rest)
@@ -779,14 +984,15 @@ def main(argv: list[str] | None = None) -> int:
                         skipped[0] += len(queue)
                         queue.clear()
                         return
-                    i, (k, lv, kind) = queue.pop(0)
+                    i, (k, lv, kind, fk) = queue.pop(0)
                 s = setups_all[k]
-                r = run_build(ctx, s, lv, kind, next_seed(), port, templates.get((k, port)) if kind == "warm" else None)
+                r = run_build(ctx, s, lv, kind, next_seed(), port, templates.get((k, port)) if kind == "warm" else None,
+                              fk)
                 with res_lock:
                     results.append(r)
                     n = len(results)
                 f = r["faults"]
-                log(f"{n:3d}/{total} {k} {kind:4s} {lv:g}%: {'ok    ' if r['ok'] else 'FAILED'} {r['wall_s']:6.1f}s "
+                log(f"{n:3d}/{total} {k} {kind:4s} {lv:g}% {fk}: {'ok    ' if r['ok'] else 'FAILED'} {r['wall_s']:6.1f}s "
                     f"tries={r['tries']} req={r['requests']} tgz={r['tarball_requests']} {r['bytes'] / 1e6:.1f}MB "
                     f"faults r{f['reset']}/c{f['cut']}/s{f['stall']}/5xx{f['status_5xx']} seed={r['seed']}"
                     + ("" if r["ok"] else f" ({r['reason']})"))
@@ -806,7 +1012,8 @@ def main(argv: list[str] | None = None) -> int:
                 "setup_keys": setup_keys, "levels": args.levels, "scale": args.scale, "stall_s": args.stall_seconds,
                 "status_5xx_share": args.status_5xx_share, "jobs": args.jobs, "base_seed": seed0,
                 "hub_name": hub.name, "json": args.json, "budget_minutes": args.budget_minutes,
-                "planned": total, "skipped": skipped[0],
+                "planned": total, "skipped": skipped[0], "kinds": kinds, "runner": args.runner,
+                "npm_version": npm_version, "base_image": base_image,
                 "workdir_kind": "/dev/shm (tmpfs)" if str(work).startswith("/dev/shm") else str(work.parent),
                 "tarballs_hint": f"{lock_lines} lockfile entries; about "
                                  f"{statistics.median([r['tarball_requests'] for r in solo if r['kind'] == 'cold']):.0f} "
@@ -820,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for r in rows:
             lo, hi = r["ci"]
-            log(f"{r['setup']} {r['level_pct']:g}%: cold {r['cold_ok']}/{r['cold_n']} [{pct(lo) if r['cold_n'] else '-'}"
+            log(f"{r['setup']} {faults_label(r)}: cold {r['cold_ok']}/{r['cold_n']} [{pct(lo) if r['cold_n'] else '-'}"
                 f" - {pct(hi) if r['cold_n'] else '-'}] median {fmt_s(r['cold_median_ok_s'])}; warm {r['warm_ok']}/{r['warm_n']} "
                 f"{fmt_s(r['warm_median_s'])}")
         if args.json:

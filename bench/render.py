@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""docs/benchmarks.md, all of it, from the committed results files: the one command that writes it.
+
+    python bench/render.py            # write docs/benchmarks.md
+    python bench/render.py --check    # exit 1 (with a diff) when docs/benchmarks.md is not what it renders
+
+Every figure in the page comes from a results file below, so none can be edited by hand without
+tests/test_benchmarks.py failing. After a new benchmark run (`--json` to a results file), add or
+replace its file here and run this again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+DOC = Path("docs/benchmarks.md")
+
+# bench/npm_faults.py: the main run, then the other runs shown beside it, each with its name in the
+# page's table of runs and how the page introduces it (a run's own JSON cannot know what came after it).
+NPM_FAULTS_MAIN = "bench/results.json"
+NPM_FAULTS_ALSO = [
+    ("bench/results-10pct-host.json", "10% faults, each kind apart",
+     "A run at 10% of tarball requests faulted, one fault kind per cell (resets, cuts and stalls apart), "
+     "installs outside Docker with this machine's npm as in the main run; a small run, few builds per cell "
+     "(see the first table), so its intervals are wide"),
+    ("bench/results-whatif-attempts5.json", "What-if: 5 tries",
+     "What-if run, before 5 tries became the default: C with `build.attempts` 5, which is today's default"),
+    ("bench/results-3attempts.json", "Earlier: 3 tries",
+     "Earlier run, when workhub's defaults allowed only 3 tries (`workhub:build.attempts: 3`); its C rows "
+     "are that old default, not today's. Its 3% cell is why the default is now 5 tries"),
+]
+# bench/deploys.py
+DEPLOYS = "bench/results-deploys.json"
+
+
+def load(path: str) -> dict:
+    doc = json.loads((REPO / path).read_text())
+    doc["path"] = path
+    return doc
+
+
+def sections() -> list[tuple[str, str]]:
+    """(section name, Markdown) of every benchmark, in page order."""
+    import deploys
+    import npm_faults
+
+    main = load(NPM_FAULTS_MAIN)
+    main["also"] = [dict(load(path), name=name, caption=caption) for path, name, caption in NPM_FAULTS_ALSO]
+    return [("npm-faults", npm_faults.render(main)), ("deploys", deploys.render(load(DEPLOYS)))]
+
+
+def page() -> str:
+    """The whole of docs/benchmarks.md: each benchmark's section between its markers."""
+    return "\n".join(f"<!-- bench:{name} -->\n{text.strip()}\n<!-- /bench:{name} -->\n" for name, text in sections())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="only compare with docs/benchmarks.md")
+    args = p.parse_args(argv)
+    text, path = page(), REPO / DOC
+    if args.check:
+        old = path.read_text() if path.exists() else ""
+        if old != text:
+            sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True),
+                                                       str(DOC), "rendered"))
+            print(f"{DOC} is not what `python bench/render.py` renders from the results files", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(text)
+    print(f"wrote {DOC}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
