@@ -150,14 +150,19 @@ def test_a_failed_build_leaves_the_previous_container_serving(tmp_path, toolchai
         stack.destroy(color="never")
 
 
+# A tarball WBHubManager's root `npm ci` downloads; the proxy cuts its first download.
+CUT_TARBALL = "express@5.3.0"
+
+
 def test_a_deploy_succeeds_while_a_few_percent_of_registry_requests_fail(
     tmp_path, toolchain, test_host, npm_registry, sources
 ):
-    """Resets, cut downloads and 5xx answers on 3% of tarball requests: the deploy still succeeds,
-    from npm's own retries, the cache mount and workhub's bounded build retries."""
+    """Resets and 503 answers on 3% of tarball requests (npm retries those itself), and the first
+    download of one tarball cut short, which npm does not retry: workhub's own retry does. The
+    build's record shows it: its first attempt failed from the network, a later one succeeded."""
     from tools.faultproxy import Faults, running_proxy
 
-    faults = Faults(reset=0.01, cut=0.01, status_5xx=0.01)
+    faults = Faults(reset=0.015, status_5xx=0.015, cut_first=(CUT_TARBALL,))
     with running_proxy(npm_registry, faults, seed=20261129) as proxy:
         engine, stack = new_local_stack(tmp_path, test_host, proxy.url, hubs=[HUB], source_root=sources)
         forget_local_images()
@@ -167,11 +172,20 @@ def test_a_deploy_succeeds_while_a_few_percent_of_registry_requests_fail(
         try:
             result = stack.up(on_output=print_line, color="never")
             assert result.summary.result == "succeeded"
-            assert proxy.stats.faults_total > 0, "faults were injected"
             assert proxy.stats.tarball_requests > 100, "the build fetched through the proxy"
+            assert proxy.stats.faults["reset"] + proxy.stats.faults["status_5xx"] > 0, "faults were drawn"
+            cut = [e["target"] for e in proxy.stats.fault_events if e["kind"] == "cut"]
+            assert len(cut) == 1 and "/express-5.3.0.tgz" in cut[0], proxy.stats.fault_events
+            assert proxy.stats.tarballs[CUT_TARBALL] >= 2, "the cut tarball was downloaded again"
+
             (record,) = [r for r in records_since(before) if r["hub"] == "wbhubmanager"]
-            assert record["result"] == "succeeded"
             print(f"faults injected: {proxy.stats.faults}; build attempts: {record['attempts']}")
+            assert record["result"] == "succeeded" and record["attempts"] >= 2, record
+            log = Path(record["log"]).read_text()
+            first = (Path(record["log"]).parent / "attempt-1.log").read_text()
+            assert "ECONNRESET" in first or "aborted" in first, first[-2000:]
+            assert "build: attempt 1 failed from the network" in log, log[-2000:]
+            assert f"build: succeeded after {record['attempts']} attempt(s)" in log
             assert get(result.outputs["hubs"].value["wbhubmanager"]["url"] + "/health") == 200
         finally:
             stack.destroy(color="never")

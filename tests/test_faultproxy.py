@@ -253,6 +253,22 @@ def test_cut_sends_the_real_content_length_and_part_of_the_body(upstream):
     assert stats.faults["cut"] == 5
 
 
+def test_cut_first_cuts_only_the_first_download_of_the_named_tarball(upstream):
+    """The deterministic fault the e2e fault test counts on: one cut, then whole downloads."""
+    _, up_url = upstream
+    with running_proxy(up_url, Faults(cut_first=("fakepkg@1.0.0",)), seed=1) as (url, stats):
+        outcomes = [_outcome(url, TARBALL_PATH) for _ in range(4)]
+        assert _outcome(url, "/@fake/scoped/-/scoped-2.0.0.tgz") == "ok"
+    assert outcomes == ["cut", "ok", "ok", "ok"]
+    assert stats.faults["cut"] == 1 and stats.fault_events == [{"kind": "cut", "method": "GET", "target": TARBALL_PATH}]
+
+
+@pytest.mark.parametrize("bad", ["fakepkg@1.0.0", ("fakepkg",), ("@scope/only",), (1,)])
+def test_cut_first_takes_package_at_version_names(bad):
+    with pytest.raises(ValueError, match="cut_first"):
+        Faults(cut_first=bad)
+
+
 def test_status_5xx_answers_503_and_keeps_the_connection(upstream):
     _, up_url = upstream
     with running_proxy(up_url, Faults(status_5xx=1.0), seed=1) as (url, stats):
