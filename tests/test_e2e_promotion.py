@@ -1,17 +1,20 @@
 """Promotion and rollout on the test host: production runs exactly the image staging verified,
-switching to it without dropping a request, both stacks serve at once, Compose shows what runs,
-and a hub that fails its health check never takes over from the one serving."""
+switching to it without dropping a request, and refuses one whose ID is no longer the verified
+one; both stacks serve at once, Compose shows what runs; a hub that fails its health check never
+takes over from the one serving; a `pinnedImages` rollback runs the pinned image, health-checked."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import (build_records, deploy_home, deploy_under_probe, forget_local_images, health,
-                                 mark_version, new_local_stack, records_since, running_image, serving_container)
+from tests.e2e_fixtures import (build_records, deploy_home, deploy_under_probe, docker, forget_local_images,
+                                 health, mark_version, new_local_stack, records_since, running_image,
+                                 serving_container)
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -47,9 +50,24 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         assert promoted["url"] != staged["url"]
         assert health(staged["url"]) == 200 and health(promoted["url"]) == 200, "both stacks serve at once"
 
-        # Staging verifies a new version; production promotes it under load without dropping a request.
+        # Staging verifies a new version. Before production promotes it, its tag is moved to another
+        # image (a rebuild or a hand-made tag under the same name): production refuses it by ID.
         mark_version(sources, "WBSalesHub", "promoted")
-        staging.up(on_output=print_line, color="never")
+        second = staging.up(on_output=print_line, color="never").outputs["hubs"].value["wbsaleshub"]["verified"]
+        other_id = docker("image", "inspect", "--format", "{{.Id}}", "node:20-bookworm-slim")
+        docker("tag", "node:20-bookworm-slim", second["image"])
+        with pytest.raises(auto.errors.CommandError) as caught:
+            production.up(color="never")
+        message = str(caught.value)
+        assert (f"FAILED: {second['image']} is now {other_id}, not the {second['image_id']} that was verified"
+                in message), message
+        assert running_image("wbsaleshub", "e2e-production") == tag and health(promoted["url"]) == 200
+        assert not any(ref.startswith("wbsaleshub:e2e-production-" + second["image"].rsplit("-", 1)[1])
+                       for ref in docker("image", "ls", "wbsaleshub", "--format", "{{.Repository}}:{{.Tag}}").split())
+
+        # With the verified image under its tag again, production promotes it under load without
+        # dropping a request.
+        docker("tag", second["image_id"], second["image"])
         deploy = deploy_under_probe(production, promoted["url"])
         assert deploy.report.failed == 0, deploy.report.summary()
         assert "promoted" not in list(deploy.report.bodies)[0] and "promoted" in list(deploy.report.bodies)[-1]
@@ -81,6 +99,32 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         assert health(staged["url"]) == 200
         running = running_image("wbsaleshub", "e2e-staging")
         assert running == staged["image"]
+
+        # Rollback by pin. A pinned image is health-checked like any other: one that exits at start
+        # never takes over from the one serving.
+        now = production.outputs()["hubs"].value["wbsaleshub"]
+        previous = now["verified"]["previous_image"]
+        assert previous == promoted["image"] and now["image"] == tag, now
+        subprocess.run(["/usr/bin/docker", "build", "--tag", "wbsaleshub:e2e-pinned-broken", "-"], check=True,
+                       input=f'FROM {tag}\nCMD ["node", "-e", "process.exit(4)"]\n', text=True,
+                       capture_output=True, env={**os.environ, "DOCKER_BUILDKIT": "0"})
+        production.set_config("workhub:pinnedImages.wbsaleshub", auto.ConfigValue("wbsaleshub:e2e-pinned-broken"),
+                              path=True)
+        deploy = deploy_under_probe(production, promoted["url"], fails=True)
+        assert "never answered /health" in deploy.error and "last exit code 4" in deploy.error, deploy.error
+        assert deploy.report.failed == 0, deploy.report.summary()
+        assert running_image("wbsaleshub", "e2e-production") == tag
+
+        # The one-line rollback of the README: pin the previous image; it runs, checked healthy.
+        production.set_config("workhub:pinnedImages.wbsaleshub", auto.ConfigValue(previous), path=True)
+        deploy = deploy_under_probe(production, promoted["url"])
+        assert deploy.report.failed == 0, deploy.report.summary()
+        assert "promoted" in list(deploy.report.bodies)[0] and "promoted" not in list(deploy.report.bodies)[-1]
+        pinned = deploy.result.outputs["hubs"].value["wbsaleshub"]
+        assert pinned["image"] == previous and running_image("wbsaleshub", "e2e-production") == previous
+        assert pinned["verified"]["image"] == previous and pinned["verified"]["verified_at"] > now["verified"]["verified_at"]
+        assert [r for r in records_since(before) if r["stack"] == "e2e-production"] == [], "production built nothing"
+        assert health(promoted["url"]) == 200
     finally:
         production.destroy(color="never")
         staging.destroy(color="never")
