@@ -29,6 +29,9 @@ NPM_FAULTS_ALSO = [
      "A run at 10% of tarball requests faulted, one fault kind per cell (resets, cuts and stalls apart), "
      "installs outside Docker with this machine's npm as in the main run; a small run, few builds per cell "
      "(see the first table), so its intervals are wide"),
+    ("bench/results-10pct-host-2.json", "10% faults, each kind apart, again",
+     "The same at 10%, run again right after with up to 5 builds per cell and a 14 min budget, while an "
+     "end-to-end test shared the machine (so its times are longer)"),
     ("bench/results-whatif-attempts5.json", "What-if: 5 tries",
      "What-if run, before 5 tries became the default: C with `build.attempts` 5, which is today's default"),
     ("bench/results-3attempts.json", "Earlier: 3 tries",
