@@ -4,8 +4,11 @@
 Run on demand (not a test): ``python bench/npm_faults.py --out docs/benchmarks.md``; see
 bench/README.md. A deploy fails where a hub's Docker build installs its dependencies, so this
 benchmark runs exactly that phase of one sample hub (``npm ci``, then ``npm --prefix frontend ci``,
-as in the hub's Dockerfile) with this machine's npm, through ``tools/faultproxy.py`` in front of the
-local verdaccio registry (``scripts/registry.sh``), once per build and with a fresh seed per build:
+as in the hub's Dockerfile) through ``tools/faultproxy.py`` in front of the local verdaccio registry
+(``scripts/registry.sh``), once per build and with a fresh seed per build: with this machine's npm
+(``--runner host``), or inside a BuildKit build of the hub's Dockerfile up to its last install, with
+its base image's npm and its cache mounts (``--runner docker``). The report is
+``bench/render.py``'s, from the results files (``--json``). The setups:
 
 - A "no cache mount, npm defaults": every build starts with an empty npm cache, npm's default
   fetch settings, one try.
