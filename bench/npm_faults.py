@@ -272,7 +272,7 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
                     break
                 entry["error"] = f"hung: no output, killed after {STEP_TIMEOUT_S} s" if hung else error_code(text)
                 entry["hung"] = hung
-                entry["error_lines"] = re.findall(r"npm (?:error|ERR!) .*", text)[:6]
+                entry["error_lines"] = re.findall(r"npm (?:error|ERR!) .*", text)[:6] or text.splitlines()[-6:]
                 entry["transient"] = is_transient(log)
                 tries_log.append(entry)
                 reason = f"{failed_step}: {entry['error']}"
@@ -309,7 +309,7 @@ NPM_CACHE = "/root/.npm"
 COMMON_BUILD_ARGS = {"NPM_CONFIG_AUDIT": "false", "NPM_CONFIG_FUND": "false", "NPM_CONFIG_UPDATE_NOTIFIER": "false"}
 
 
-def install_dockerfile(dockerfile: str, cache_id: str | None) -> str:
+def install_dockerfile(dockerfile: str, cache_id: str | None, empty_first: bool = True) -> str:
     """The hub's Dockerfile up to its last `npm ... ci` step (the install phase, run as the hub
     builds it: its base image, its npm, its cache mounts), for one benchmark build.
 
@@ -317,8 +317,9 @@ def install_dockerfile(dockerfile: str, cache_id: str | None) -> str:
     so every mount is dropped and npm's cache lives in the step's own layer, empty each build). After
     FROM come the build args every setup gets and `WORKHUB_BENCH_BUILD`, whose value is new in each
     build, so no step of an earlier build is a layer-cache hit, while the tries of one build share
-    it: a step that succeeded in an earlier try is CACHED, as in workhub's own retries. A cold build
-    with a cache mount first empties the mount (in a step of its own, also cached across tries)."""
+    it: a step that succeeded in an earlier try is CACHED, as in workhub's own retries. With
+    `empty_first`, a cold build with a cache mount first empties the mount (in a step of its own, also
+    cached across tries); without, the caller gives each build a new `cache_id`."""
     lines = dockerfile.splitlines()
     installs = [i for i, line in enumerate(lines) if re.match(r"RUN\b.*\bnpm\b.*\bci\b", line)]
     if not installs:
@@ -331,7 +332,7 @@ def install_dockerfile(dockerfile: str, cache_id: str | None) -> str:
         out.append(line)
         if re.match(r"FROM\s", line, re.I):
             out += [f"ARG {name}" for name in COMMON_BUILD_ARGS] + ["ARG WORKHUB_BENCH_BUILD"]
-            if cache_id:
+            if cache_id and empty_first:
                 out.append(f"RUN --mount=type=cache,id={cache_id},target={NPM_CACHE},sharing=locked "
                            f"echo \"build $WORKHUB_BENCH_BUILD\" && find {NPM_CACHE} -mindepth 1 -delete")
     return "\n".join(out) + "\n"
@@ -356,8 +357,12 @@ def docker_try(ctx: Ctx, setup: Setup, hub: Path, env: dict[str, str], out, buil
     """One try: one `docker build` of the install phase. (the failed step or None, whether it hung)."""
     if not cold:
         raise SystemExit("bench: --runner docker runs cold builds only (--warm-runs 0)")
-    cache_id = f"workhub-bench-{setup.key.lower()}-{port}" if setup.persist_cache else None
-    (hub / "Dockerfile").write_text(install_dockerfile((ctx.hub / "Dockerfile").read_text(), cache_id))
+    # An empty cache mount per cold build: one per setup and job, emptied by the build's first step,
+    # or (WORKHUB_BENCH_CACHE=fresh) a new one per build.
+    fresh = os.environ.get("WORKHUB_BENCH_CACHE") == "fresh"
+    cache_id = (None if not setup.persist_cache else f"workhub-bench-{build_id}" if fresh
+                else f"workhub-bench-{setup.key.lower()}-{port}")
+    (hub / "Dockerfile").write_text(install_dockerfile((ctx.hub / "Dockerfile").read_text(), cache_id, not fresh))
     out.flush()
     try:
         r = subprocess.run(docker_build_argv(setup, env, build_id, hub), stdout=out, stderr=subprocess.STDOUT,
