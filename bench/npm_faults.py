@@ -334,7 +334,9 @@ def install_dockerfile(dockerfile: str, cache_id: str | None, empty_first: bool 
             out += [f"ARG {name}" for name in COMMON_BUILD_ARGS] + ["ARG WORKHUB_BENCH_BUILD"]
             if cache_id and empty_first:
                 out.append(f"RUN --mount=type=cache,id={cache_id},target={NPM_CACHE},sharing=locked "
-                           f"echo \"build $WORKHUB_BENCH_BUILD\" && find {NPM_CACHE} -mindepth 1 -delete")
+                           f"echo \"build $WORKHUB_BENCH_BUILD\" && "
+                           # busybox's find (the test host's base image) has no -delete
+                           f"find {NPM_CACHE} -mindepth 1 -maxdepth 1 -exec rm -rf {{}} +")
     return "\n".join(out) + "\n"
 
 
@@ -1022,6 +1024,7 @@ def main(argv: list[str] | None = None) -> int:
                 "hub_name": hub.name, "json": args.json, "budget_minutes": args.budget_minutes,
                 "planned": total, "skipped": skipped[0], "kinds": kinds, "runner": args.runner,
                 "npm_version": npm_version, "base_image": base_image,
+                "docker_cache": (os.environ.get("WORKHUB_BENCH_CACHE") or "empty") if args.runner == "docker" else None,
                 "workdir_kind": "/dev/shm (tmpfs)" if str(work).startswith("/dev/shm") else str(work.parent),
                 "tarballs_hint": f"{lock_lines} lockfile entries; about "
                                  f"{statistics.median([r['tarball_requests'] for r in solo if r['kind'] == 'cold']):.0f} "

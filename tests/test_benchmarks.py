@@ -128,12 +128,14 @@ def test_the_docker_runner_builds_the_hubs_own_install_steps():
     assert lines[-1] == "RUN --mount=type=cache,id=workhub-bench-c-4000,target=/root/.npm,sharing=locked npm --prefix frontend ci"
     assert "RUN --mount=type=cache,id=workhub-bench-c-4000,target=/root/.npm,sharing=locked npm ci" in lines
     assert "COPY . ." not in lines and "ARG WORKHUB_BENCH_BUILD" in lines[2:8]
-    assert any(line.startswith("RUN --mount=type=cache,id=workhub-bench-c-4000,") and "-delete" in line for line in lines[2:9])
+    assert any(line.startswith("RUN --mount=type=cache,id=workhub-bench-c-4000,") and "-exec rm -rf" in line for line in lines[2:9])
     # Besides the benchmark's own lines, the hub's Dockerfile up to its last install, in order.
     ours = {f"ARG {name}" for name in (*npm_faults.COMMON_BUILD_ARGS, "WORKHUB_BENCH_BUILD")}
-    theirs = [line.replace("id=workhub-bench-c-4000,", "") for line in lines if line not in ours and "-delete" not in line]
+    theirs = [line.replace("id=workhub-bench-c-4000,", "") for line in lines if line not in ours and "-exec rm" not in line]
     upto = hub.splitlines()
     assert theirs == upto[:upto.index(lines[-1].replace("id=workhub-bench-c-4000,", "")) + 1]
+    fresh = npm_faults.install_dockerfile(hub, "workhub-bench-c-7", empty_first=False)
+    assert "rm -rf" not in fresh and "id=workhub-bench-c-7,target=/root/.npm,sharing=locked npm ci" in fresh
     no_cache = npm_faults.install_dockerfile(hub, None)
     assert "--mount" not in no_cache and "RUN npm ci" in no_cache.splitlines()
 
