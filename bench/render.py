@@ -32,6 +32,10 @@ NPM_FAULTS_ALSO = [
     ("bench/results-10pct-host-2.json", "10% faults, each kind apart, again",
      "The same at 10%, run again right after with up to 5 builds per cell and a 14 min budget, while an "
      "end-to-end test shared the machine (so its times are longer)"),
+    ("bench/results-10pct-docker.json", "10% faults, inside real builds",
+     "The same cells at 10%, with the installs inside real BuildKit builds of the hub's Dockerfile: its base "
+     "image's npm (the first table says which) and its cache mounts, a new one per build "
+     "(`WORKHUB_BENCH_CACHE=fresh`); 2 builds per cell"),
     ("bench/results-whatif-attempts5.json", "What-if: 5 tries",
      "What-if run, before 5 tries became the default: C with `build.attempts` 5, which is today's default"),
     ("bench/results-3attempts.json", "Earlier: 3 tries",
