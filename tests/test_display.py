@@ -124,8 +124,7 @@ def test_the_failure_is_said_once_in_workhubs_words_with_no_traceback():
     report = failure_report("up", "e2e", display.failures)
     assert report == "\n".join(["workhub: up of stack 'e2e' failed",
                                 *(f"  {line}" for line in failure_message("wbfinhub-run", HOST, 1, RUN_TAIL)
-                                  .splitlines()),
-                                f"  {DEBUG_HINT}"])
+                                  .splitlines())])
     whole = "\n".join([*said, report])
     assert "Traceback" not in whole and "update failed" not in whole
     assert whole.count("it answered 500 for 59 s (118 times)") == 1
@@ -136,6 +135,12 @@ def test_with_debug_the_failure_shows_the_providers_traceback():
     report = failure_report("up", "e2e", display.failures, debug=True)
     assert report.count("Traceback (most recent call last):") == 1 and DEBUG_HINT not in report
     assert 'raise error' in report and "hub: wbfinhub" in report
+
+
+def test_an_unforeseen_error_names_its_type_and_says_how_to_see_its_traceback():
+    report = failure_report("up", "e2e", [Failure("wbfinhub-build", provider_traceback(KeyError("create")))])
+    assert report.splitlines() == ["workhub: up of stack 'e2e' failed", "  step: wbfinhub-build",
+                                   "  reason: KeyError: 'create'", f"  {DEBUG_HINT}"]
 
 
 def test_an_error_that_is_not_a_scripts_names_its_step_and_the_engines_own_stays_when_alone():

@@ -142,13 +142,13 @@ def test_destroy_removes_what_workhub_put_on_the_host_and_keeps_the_volumes(tmp_
         mark_version(sources, "WBFinHub", "two")
         stack.up(on_output=print_line, color="never")
         assert len(stack_images("wbfinhub", "e2e")) == 2, "the update leaves the previous image for a rollback"
-        assert docker("ps", "--all", "--filter", "name=^wbfinhub-e2e", "--format", "{{.Names}}")
+        assert docker("ps", "--all", "--filter", "name=wbfinhub-e2e", "--format", "{{.Names}}")
         assert list((home / "compose").glob("wbfinhub-e2e-*.yml"))
         assert (home / "contexts" / "e2e" / "wbfinhub").is_dir()
 
         result, out = reported("destroy", stack)
         assert result is not None, out[-1]
-        assert docker("ps", "--all", "--filter", "name=^wbfinhub-e2e", "--format", "{{.Names}}") == ""
+        assert docker("ps", "--all", "--filter", "name=wbfinhub-e2e", "--format", "{{.Names}}") == ""
         assert list((home / "compose").glob("wbfinhub-e2e-*.yml")) == []
         assert "wbfinhub-e2e" not in (home / "compose" / ".env").read_text()
         assert list((home / "env").glob("wbfinhub-e2e-*")) == [] and not (home / "proxy" / "wbfinhub-e2e").exists()

@@ -169,7 +169,7 @@ def test_a_failing_build_stops_the_chain_and_names_the_hub(tmp_path, toolchain, 
         assert whole.count(reason.strip()) == 1, "the reason is said once, at the end"
         assert "    build: attempt 1 failed (exit code 1), and not from the network: not trying again" in report
         assert any("App.tsx" in line for line in report), "the compile error is among the last log lines"
-        log = report[-1].removeprefix("  log on the host: ")
+        (log,) = [line.removeprefix("  log on the host: ") for line in report if line.startswith("  log on the host: ")]
         assert log.endswith("/log") and "App.tsx" in Path(log).read_text()
         hubs = [(r["hub"], r["result"]) for r in records_since(before)]
         assert hubs[-1] == ("wbsaleshub", "failed") and "wbfinhub" not in [h for h, _ in hubs], hubs

@@ -35,27 +35,30 @@ VERBS = {"create": ("creating", "created"), "update": ("updating", "updated"), "
          "refresh": ("refreshing", "refreshed")}
 
 
-def exception_message(text: str) -> str:
-    """The message of the last exception a Python traceback in `text` shows (its type named unless
-    it is one of workhub's own); text with no traceback, as it is."""
+def _last_exception(text: str) -> tuple[Optional[str], str]:
+    """The type (None when `text` shows no traceback) and message of the last exception a Python
+    traceback in `text` shows; text with no traceback is all message."""
     text = text.strip()
     for prefix in PROGRAM_PREFIXES:
         text = text.removeprefix(prefix).strip()
     if TRACEBACK not in text:
-        return text
+        return None, text
     after = text.rsplit(TRACEBACK, 1)[1].splitlines()
     # The frames are indented; the exception's line is the first that is not, and its message
     # goes on to the end.
     start = next((i for i, line in enumerate(after) if line and not line[0].isspace()), None)
     if start is None:
-        return text
+        return None, text
     message = "\n".join(after[start:]).strip()
     found = _EXCEPTION.match(message)
-    if found and found.group(1) in OWN_ERRORS:
-        return message[found.end():]
-    if found:
-        return f"{found.group(1)}: {message[found.end():]}"
-    return message
+    return (found.group(1), message[found.end():]) if found else ("", message)
+
+
+def exception_message(text: str) -> str:
+    """The message of the last exception a Python traceback in `text` shows (its type named unless
+    it is one of workhub's own); text with no traceback, as it is."""
+    kind, message = _last_exception(text)
+    return f"{kind}: {message}" if kind and kind not in OWN_ERRORS else message
 
 
 def resource_name(urn: Optional[str]) -> str:
@@ -83,7 +86,9 @@ def failure_report(operation: str, stack: str, failures: list[Failure], debug: b
         if message in seen:
             continue
         seen.add(message)
-        tracebacks = tracebacks or TRACEBACK in failure.text
+        # Only an error workhub did not foresee (a bug) has a traceback worth reading.
+        kind, _ = _last_exception(failure.text)
+        tracebacks = tracebacks or (kind is not None and kind not in OWN_ERRORS)
         if failure.resource and not message.startswith(("hub:", "step:")):
             lines.append(f"  step: {failure.resource}")
             message = message if debug else f"reason: {message}"
