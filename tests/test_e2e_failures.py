@@ -58,7 +58,7 @@ def test_a_failed_health_check_is_said_once_last_with_what_was_seen(tmp_path, to
         assert "wbfinhub-e2e-blue never answered /health with 200 3 time(s) in a row within 8 s" in reason
         assert re.search(r"it answered 500 for [1-9]\d* s \(\d+ times\)", reason), reason
         assert whole.count(reason) == 1, "the reason is said once, in the report"
-        assert "last log lines:" in lines and any("listening on 0.0.0.0:4092" in line for line in lines), report
+        assert "  last log lines:" in lines and any("listening on 0.0.0.0:4092" in line for line in lines), report
         log = Path(field(report, "log on the host"))
         assert "listening on 0.0.0.0:4092" in log.read_text(), "the container's whole log stays on the host"
     finally:

@@ -167,7 +167,7 @@ def test_a_failing_build_stops_the_chain_and_names_the_hub(tmp_path, toolchain, 
         reason = report[3]
         assert re.fullmatch(r"  reason: the build of wbsaleshub:e2e-[0-9a-f]{12} ended with status 1", reason), report
         assert whole.count(reason.strip()) == 1, "the reason is said once, at the end"
-        assert "    build: attempt 1 failed (exit code 1), and not from the network: not trying again" in report
+        assert "      build: attempt 1 failed (exit code 1), and not from the network: not trying again" in report
         assert any("App.tsx" in line for line in report), "the compile error is among the last log lines"
         (log,) = [line.removeprefix("  log on the host: ") for line in report if line.startswith("  log on the host: ")]
         assert log.endswith("/log") and "App.tsx" in Path(log).read_text()
