@@ -26,6 +26,7 @@ from .compose import (BACKEND, LIVE_MARK, PROXY_API_PORT, SLOTS, base_name, env_
                       proxy_config, proxy_container, slot_compose)
 from .config import DeploySettings, Hub
 from .runtime import Runtime, volume_name
+from .scripts import STACK_IMAGES
 from .shell import Value, script
 
 # Paths on the host, and the Compose project every hub of every stack belongs to: one file per
@@ -105,20 +106,27 @@ ip_of() {
   docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
 }
 
-# What the probes of a new container saw, as words: "answered 500 (12 times), refused the connection (3 times)".
-declare -A seen=()
-saw() { seen[$1]=$(( ${seen[$1]:-0} + 1 )); }
+# What the probes of a new container saw, as words, with how long each went on (from its first
+# probe to its last): "answered 500 for 58 s (116 times), refused the connection (1 time)".
+declare -A seen=() seen_first=() seen_last=()
+saw() {
+  seen[$1]=$(( ${seen[$1]:-0} + 1 ))
+  seen_first[$1]=${seen_first[$1]:-$(now_ms)}
+  seen_last[$1]=$(now_ms)
+}
 what_was_seen() {
-  local key words=()
+  local key words=() span
   for key in "${!seen[@]}"; do
+    span=$(( (seen_last[$key] - seen_first[$key] + 500) / 1000 ))
     case "$key" in
-      refused) words+=("${seen[$key]}:refused the connection") ;;
-      no-answer) words+=("${seen[$key]}:gave no answer") ;;
-      stopped) words+=("${seen[$key]}:was not running") ;;
-      *) words+=("${seen[$key]}:answered $key") ;;
+      refused) words+=("${seen[$key]}:$span:refused the connection") ;;
+      no-answer) words+=("${seen[$key]}:$span:gave no answer") ;;
+      stopped) words+=("${seen[$key]}:$span:was not running") ;;
+      *) words+=("${seen[$key]}:$span:answered $key") ;;
     esac
   done
-  printf '%s\n' "${words[@]}" | sort -t: -k1,1nr | awk -F: '{ printf "%s%s (%s time%s)", (NR > 1 ? ", " : ""), $2, $1, ($1 == 1 ? "" : "s") }'
+  printf '%s\n' "${words[@]}" | sort -t: -k1,1nr | awk -F: '{
+    printf "%s%s%s (%s time%s)", (NR > 1 ? ", " : ""), $3, ($2 > 0 ? " for " $2 " s" : ""), $1, ($1 == 1 ? "" : "s") }'
 }
 # passes PROBE PAUSE: the function PROBE (it prints what one probe saw) sees 200 healthy_passes
 # times in a row within health_timeout seconds, PAUSE seconds apart; what it saw is counted in `seen`.
@@ -332,10 +340,14 @@ if ! wait_healthy; then
   restarts=$(docker container inspect --format '{{.RestartCount}} {{.State.ExitCode}}' "$new_container" 2>/dev/null || echo '0 0')
   exited=""
   [ "${restarts% *}" -gt 0 ] && exited=" It exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s)."
-  say "FAILED: $new_container never answered $health_path with 200 $healthy_passes time(s) in a row within $health_timeout s (workhub:deploy.healthTimeoutSeconds): it $(what_was_seen).$exited It got no request from clients. Its last log lines:"
-  docker logs --tail 40 "$new_container" >&2 2>&1 || true
+  # Its whole log stays on the host (the container goes); its last lines go to the update's log.
+  mkdir -p "$state/logs"
+  log="$state/logs/$new_container-$(date -u +%Y%m%dT%H%M%SZ).log"
+  docker logs "$new_container" >"$log" 2>&1 || true
+  tail -n 40 "$log" >&2
   abandon_new
   if [ -n "$legacy" ] && ! running "$legacy"; then docker start "$legacy" >/dev/null && say "restarted $legacy"; fi
+  say "FAILED: $new_container never answered $health_path with 200 $healthy_passes time(s) in a row within $health_timeout s (workhub:deploy.healthTimeoutSeconds): it $(what_was_seen).$exited It got no request from clients; full log on the host: $log"
   exit 1
 fi
 healthy_ms=$(now_ms)
@@ -496,17 +508,22 @@ for i in "${!hubs[@]}"; do
   since=$(docker inspect --format '{{.State.StartedAt}}' "$container" 2>/dev/null) || since=none
   proxy=$(docker inspect --format '{{.State.Status}}' "$base-proxy" 2>/dev/null) || proxy=none
   if [ "$(probe "$probe_host" "${host_ports[$i]}" "${health_paths[$i]}")" = 200 ]; then health=ok; else health=failing; fi
-  last=$(grep -F "\"hub\": \"$hub\", \"stack\": \"$stack\"," "$state/builds.jsonl" 2>/dev/null | tail -n 1)
-  printf '{"hub": "%s", "container": "%s", "image": "%s", "since": "%s", "health": "%s", "proxy": "%s", "last_build": "%s", "attempts": "%s", "log": "%s"}\n' \
-    "$hub" "$container" "$image" "$(printf '%s' "${since:-none}" | cut -c1-19)" "$health" "$proxy" "$(field "$last" result)" \
-    "$(field "$last" attempts)" "$(field "$last" log)"
+  records=$(grep -F "\"hub\": \"$hub\", \"stack\": \"$stack\"," "$state/builds.jsonl" 2>/dev/null) || true
+  # The build (or pull) that made the running image, and the last one tried when it was another.
+  made=$(printf '%s\n' "$records" | grep -F "\"image\": \"$image\"," | grep -F '"result": "succeeded"' | tail -n 1)
+  last=$(printf '%s\n' "$records" | tail -n 1)
+  [ "$last" = "$made" ] && last=""
+  printf '{"hub": "%s", "container": "%s", "image": "%s", "since": "%s", "health": "%s", "proxy": "%s", "build": "%s", "attempts": "%s", "log": "%s", "last_attempt": "%s", "last_image": "%s", "last_log": "%s"}\n' \
+    "$hub" "$container" "$image" "$(printf '%s' "${since:-none}" | cut -c1-19)" "$health" "$proxy" "$(field "$made" result)" \
+    "$(field "$made" attempts)" "$(field "$made" log)" "$(field "$last" result)" "$(field "$last" image)" "$(field "$last" log)"
 done
 """
 
 
 def status_script(stack: str, hubs: list[Hub], host_ports: dict[str, int], publish_address: str) -> str:
     """One JSON line per hub: the container its proxy serves from, its image, since when, whether
-    the host port answers the health path, the proxy's state, and the last build's result."""
+    the host port answers the health path, the proxy's state, the build (or pull) that made the
+    running image, and the last one tried when it made another image."""
     return script(
         {
             "stack": stack,
@@ -529,13 +546,13 @@ serving_image() {
 }
 """
 
-_PRUNE = _SERVING + r"""
+_PRUNE = _SERVING + STACK_IMAGES + r"""
 say() { printf 'prune: %s\n' "$*" >&2; }
 for hub in "${hubs[@]}"; do
   running=$(serving_image "$hub")
   kept=0
   # Newest first; the running image is always kept and counts towards the number kept.
-  for ref in $(docker image ls "$hub" --format '{{.Repository}}:{{.Tag}}' | grep -F ":$stack-"); do
+  for ref in $(stack_images "$hub"); do
     if [ "$ref" = "$running" ] || [ "$kept" -lt "$keep" ]; then
       kept=$((kept + 1))
       continue

@@ -89,7 +89,7 @@ class HubImage(pulumi.ComponentResource):
                 "pull",
                 pull_script(plan.hub, plan.stack, plan.image, plan.build_id, push.remote, args.registry.server,
                             args.registry.username, args.build),
-                remove_image_script(plan.image),
+                remove_image_script(plan.hub, plan.stack, plan.image),
                 [*args.after, *pushed],
                 triggers=plan.triggers,
                 notify_url=args.notify_url,
@@ -99,7 +99,7 @@ class HubImage(pulumi.ComponentResource):
             self.build = command(
                 "build",
                 build_script(plan.hub, plan.stack, plan.image, plan.build_id, args.build, args.npm_registry),
-                remove_image_script(plan.image),
+                remove_image_script(plan.hub, plan.stack, plan.image),
                 args.after,
                 triggers=plan.triggers,
                 upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"]),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shlex
 import socket
 import sys
@@ -91,6 +92,42 @@ class Upload:
 
 class RemoteCommandError(Exception):
     """A remote script failed, or the host could not be reached or trusted."""
+
+
+# What a command's role (the end of its label, `<hub>-<role>` or `build-host-<role>`) does, in words.
+STEP_WORDS = {"build": "build", "pull": "pull", "run": "deploy", "promote": "promotion", "facts": "host facts",
+              "preflight": "preflight", "setup": "host setup"}
+HOST_STEPS = "build-host-"
+# A workhub script says why it fails on one line, `<step>: FAILED: <reason>`, and where its whole
+# log is kept with "full log on the host: <path>" at the end of that line (components.scripts, deploy).
+_FAILED = re.compile(r"^(?:[\w-]+: )?FAILED: (.*)$")
+_LOG_PATH = re.compile(r"[;,.]? *full log on the host: (\S+?)\.?$")
+FAILURE_TAIL_LINES = 15
+
+
+def failure_message(label: str, host: str, code: int, tail: list[str]) -> str:
+    """What a failed script tells the user, from its last lines: the hub, the step, the reason (its
+    FAILED line), its other last lines and where its whole log is on the host."""
+    hub, _, role = label.rpartition("-")
+    if label.startswith(HOST_STEPS):
+        hub = ""
+    step = STEP_WORDS.get(role, label)
+    failed = [i for i, line in enumerate(tail) if _FAILED.match(line)]
+    reason, log, others = f"the script ended with exit code {code}", "", tail
+    if failed:
+        reason = _FAILED.match(tail[failed[-1]]).group(1)
+        found = _LOG_PATH.search(reason)
+        if found:
+            reason, log = reason[:found.start()].rstrip(" ;,"), found.group(1)
+        others = [line for i, line in enumerate(tail) if i not in failed]
+    others = [line for line in others if line.strip()][-FAILURE_TAIL_LINES:]
+    lines = [f"hub: {hub}"] if hub else []
+    lines += [f"step: {step} ({label} on {host}, exit code {code})", f"reason: {reason}"]
+    if others:
+        lines += ["last log lines:", *(f"    {line}" for line in others)]
+    if log:
+        lines.append(f"log on the host: {log}")
+    return "\n".join(lines)
 
 
 class ConnectionDropped(RemoteCommandError):
@@ -344,10 +381,7 @@ def run_script(
         finally:
             transport.close()
     if status != 0:
-        raise RemoteCommandError(
-            f"{label} failed with exit code {status} on {conn.describe()}; its last lines:\n"
-            + "\n".join(f"    {t}" for t in tail)
-        )
+        raise RemoteCommandError(failure_message(label, conn.describe(), status, tail))
     return stdout.decode("utf-8", "replace")
 
 

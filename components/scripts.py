@@ -98,7 +98,7 @@ fi
 if [ "$builds_here" = false ]; then
   say "no hub builds on this host in this update (registry mode): the BuildKit check is skipped"
 elif ! buildkit_works; then
-  fail "a BuildKit build with a cache mount FROM $base_image does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit"
+  fail "a BuildKit build with a cache mount FROM $base_image (workhub:baseImage) does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit, or set workhub:baseImage to an image the host has"
 fi
 # Collect old layers and uploaded contexts beyond the budget; the npm cache mounts
 # (type exec.cachemount) are never collected here, so installs stay warm on a small disk.
@@ -236,6 +236,15 @@ now_ms() { date +%s%3N; }
 transient() {
   grep -qiE 'ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)' "$1"
 }
+# The first lines of a try's log that name an error (the compiler's, npm's, the Dockerfile's; not
+# BuildKit's echo of the exit code, nor a stack trace), said again last, where a failure's message
+# takes the last lines from.
+first_errors() {
+  local found
+  found=$(grep -iE 'error|err!|failed to solve' "$1" | grep -vE 'executor failed running|^#[0-9]+ ERROR: |[[:space:]]at [^ ]+ \(' \
+    | head -n 5) || true
+  [ -z "$found" ] || { note "its first error lines:"; printf '%s\n' "$found" | sed 's/^/  /'; }
+}
 record() {
   printf '{"hub": "%s", "stack": "%s", "hash": "%s", "image": "%s", "start_ms": %s, "end_ms": %s, "result": "%s", "attempts": %s, "packages_added": %s, "log": "%s"}\n' \
     "$hub" "$stack" "$build_id" "$image" "$1" "$2" "$3" "$4" "$5" "$dir/log" >>"$state/builds.jsonl"
@@ -267,6 +276,7 @@ while [ "$attempt" -lt "$max_attempts" ]; do
     note "attempt $attempt ran past $attempt_timeout s and was stopped"
   elif ! transient "$dir/attempt-$attempt.log"; then
     note "attempt $attempt failed (exit code $code), and not from the network: not trying again"
+    first_errors "$dir/attempt-$attempt.log"
     break
   fi
   pause_after note "$attempt" "$code"
@@ -332,8 +342,11 @@ fi
 if running; then
   say "attaching to the build of $image already running (pid $(cat "$dir/pid"))"
 else
-  if [ -e "$dir/status" ]; then
-    say "the last build of $image failed; building it again"
+  if [ "$(cat "$dir/status" 2>/dev/null)" = 0 ]; then
+    # Its build records stay after a destroy or a prune; its image does not.
+    say "$image was built before (log: $dir/log) but is no longer on the host (a destroy or prune removed it); building it again"
+  elif [ -e "$dir/status" ]; then
+    say "the last build of $image failed (status $(cat "$dir/status")); building it again"
   fi
   rm -rf "$dir/context" "$dir/status" "$dir"/attempt-*.log
   : >"$dir/log"
@@ -459,13 +472,41 @@ def pull_script(hub: Hub, stack: str, image: str, build_id: str, remote: str, se
     )
 
 
-_REMOVE_IMAGE = r"""
+# `stack_images HUB`: the hub's images in the stack $stack, `<hub>:<stack>-<content id>`, newest
+# first; exactly those (stack e2e's are not e2e-x's).
+STACK_IMAGES = r"""
+stack_images() {
+  local ref id
+  for ref in $(docker image ls "$1" --format '{{.Repository}}:{{.Tag}}'); do
+    id=${ref#"$1:$stack-"}
+    if [ "$id" != "$ref" ] && [[ $id =~ ^[0-9a-f]{12}$ ]]; then printf '%s\n' "$ref"; fi
+  done
+}
+"""
+
+# A hub's images in a stack are all `<hub>:<stack>-<content id>`: the one it runs now and the earlier
+# ones an update left for a rollback (prune keeps a few). Removing a tag another stack shares (a
+# promoted image) only untags it. The build logs and records stay; so does the build cache (its npm
+# cache mounts keep the next build fast; `prune --reset-cache` empties it).
+_REMOVE_IMAGE = STACK_IMAGES + r"""
+say() { printf 'remove: %s\n' "$*" >&2; }
+state="$HOME/.workhub"
+for ref in $(stack_images "$hub"); do
+  docker image rm "$ref" >/dev/null 2>&1 && say "removed image $ref"
+done
 docker image rm "$image" >/dev/null 2>&1 || true
+rm -rf "$HOME/$context_dir"
+for dir in "$state/builds/$hub-$stack-"*; do
+  [ -d "$dir/context" ] && rm -rf "$dir/context"
+done
+say "removed the build context uploads of $hub in stack $stack; its build logs stay under $state/builds"
 """
 
 
-def remove_image_script(image: str) -> str:
-    return script({"image": image}, _REMOVE_IMAGE)
+def remove_image_script(hub: Hub, stack: str, image: str) -> str:
+    """Remove every image of the hub in this stack and its build context uploads."""
+    return script({"hub": hub.name, "stack": stack, "image": image, "context_dir": context_dir(stack, hub.name)},
+                  _REMOVE_IMAGE)
 
 
 _PROMOTE = r"""

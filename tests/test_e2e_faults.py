@@ -26,6 +26,7 @@ from tests.e2e_fixtures import (
 )
 from components.deploy import prune_script, status_script
 from workhub import engine as eng
+from workhub.__main__ import format_status
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -126,19 +127,25 @@ def test_a_failed_build_leaves_the_previous_container_serving(tmp_path, toolchai
         break_frontend(sources, "WBHubManager")
         with pytest.raises(auto.errors.CommandError) as caught:
             stack.up(color="never")
-        assert "wbhubmanager-build failed" in str(caught.value)
+        assert "step: build (wbhubmanager-build on deploy@" in str(caught.value)
         assert get(url + "/health") == 200
         running = running_image("wbhubmanager", "e2e")
         assert running == image, "the container still runs the image that last built"
         assert json.loads(urllib.request.urlopen(url + "/health", timeout=10).read())["hub"] == "wbhubmanager"
 
-        # The status command tells the same story: the old image serving, the last build failed.
+        # The status command tells the same story: the old image serving with the log of the build
+        # that made it, and the failed build of the new one apart, with its own log.
         config = eng.stack_config(stack)[0]
         out = eng.on_host(stack, lambda c: status_script(stack.name, c.hubs, c.host_ports, c.publish_address),
                           "status", log=lambda line: None)
         (row,) = [json.loads(line) for line in out.splitlines() if line.strip()]
-        assert (row["hub"], row["image"], row["health"], row["last_build"]) == ("wbhubmanager", image, "ok", "failed")
-        assert row["log"].endswith("/log") and config.hubs[0].name == "wbhubmanager"
+        assert (row["hub"], row["image"], row["health"], row["build"]) == ("wbhubmanager", image, "ok", "succeeded")
+        assert row["log"].endswith(f"/wbhubmanager-e2e-{image.rsplit('-', 1)[1]}/log"), row
+        assert row["last_attempt"] == "failed" and row["last_image"] != image, row
+        assert row["last_log"].endswith(f"/wbhubmanager-e2e-{row['last_image'].rsplit('-', 1)[1]}/log"), row
+        assert config.hubs[0].name == "wbhubmanager"
+        table = format_status([row])
+        assert f"failed: {row['last_image']} (log {row['last_log']})" in table
 
         # Prune always keeps the running image; with --keep 0, nothing else of this stack.
         subprocess.run(["/usr/bin/docker", "tag", image, "wbhubmanager:e2e-000000000000"], check=True)
@@ -237,7 +244,7 @@ def test_webhook_notices_and_cache_collection_that_keeps_the_npm_cache(
             with pytest.raises(auto.errors.CommandError):
                 stack.up(color="never")
             assert notices[-1]["command"] == "wbhubmanager-build" and notices[-1]["result"] == "failed"
-            assert "wbhubmanager-build failed" in notices[-1]["detail"]
+            assert "step: build (wbhubmanager-build on deploy@" in notices[-1]["detail"]
         finally:
             stack.destroy(color="never")
             server.shutdown()

@@ -51,8 +51,8 @@ def test_failure_names_the_host_exit_code_and_last_lines(ssh):
     with pytest.raises(RemoteCommandError) as caught:
         run_script(conn, key, "echo step one\necho 'it broke' >&2\nexit 3\n", "build", lambda _: None)
     message = str(caught.value)
-    assert message.startswith(f"build failed with exit code 3 on deploy@127.0.0.1:{conn.port}; its last lines:")
-    assert message.endswith("    step one\n    it broke")
+    assert message.startswith(f"step: build (build on deploy@127.0.0.1:{conn.port}, exit code 3)\n")
+    assert message.endswith("last log lines:\n    step one\n    it broke")
 
 
 @pytest.mark.e2e

@@ -359,10 +359,11 @@ def test_a_failing_script_posts_one_failed_notice_with_the_errors_first_and_last
     with pytest.raises(RemoteCommandError) as caught:
         RemoteCommandProvider().create(props(host.port, keys, create=failing, notifyUrl=webhook.url))
     lines = str(caught.value).splitlines()
-    assert lines[0] == f"wbsaleshub-build failed with exit code 3 on {USER}@127.0.0.1:{host.port}; its last lines:"
+    assert lines[:4] == ["hub: wbsaleshub", f"step: build (wbsaleshub-build on {USER}@127.0.0.1:{host.port}, exit code 3)",
+                         "reason: the script ended with exit code 3", "last log lines:"]
+    assert lines[4:] == [f"    line {i}" for i in range(36, 51)]
     (notice,) = webhook.posts
-    assert notice == {"command": "wbsaleshub-build", "result": "failed",
-                      "detail": "\n".join([lines[0]] + [f"    line {i}" for i in range(31, 51)])}
+    assert notice == {"command": "wbsaleshub-build", "result": "failed", "detail": "\n".join(lines)}
 
 
 def test_a_succeeding_script_posts_one_succeeded_notice_with_its_last_stdout_line(host, keys, webhook):

@@ -47,7 +47,7 @@ def all_scripts() -> dict[str, str]:
         "preflight.sh": preflight_script("node:20-bookworm-slim", BUILD),
         "host_setup.sh": host_setup_script(SshKeepAlive()),
         "build.sh": build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, "http://127.0.0.1:4873/"),
-        "remove_image.sh": remove_image_script(IMAGE),
+        "remove_image.sh": remove_image_script(HUB, "staging", IMAGE),
         "run.sh": run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
         "stop.sh": stop_script(HUB, "staging", "127.0.0.1"),
         "purge.sh": purge_script("staging"),
@@ -149,3 +149,43 @@ def test_assignments_render_in_order_and_quote():
 def test_bad_variable_names_are_refused():
     with pytest.raises(ValueError):
         assignments({"bad-name": "x"})
+
+
+def test_a_failed_health_check_says_what_each_probe_outcome_was_and_for_how_long():
+    """The deploy's words for what the probes saw: each outcome, most frequent first, how long it
+    went on (first to last probe) and how many times (the clock is a stand-in)."""
+    rendered = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+    functions = rendered[rendered.index("declare -A seen=()"):rendered.index("# passes PROBE PAUSE")]
+    clock = "t=0\nnow_ms() { echo $t; }\n"
+    probes = "t=1000; saw 500; t=31400; saw 500; saw 500; t=31500; saw refused\nwhat_was_seen\n"
+    done = subprocess.run(["bash", "-c", clock + functions + probes], capture_output=True, text=True, check=True)
+    assert done.stdout == "answered 500 for 30 s (3 times), refused the connection (1 time)"
+
+
+# A stand-in Docker CLI for the destroy step: it lists $FAKE/images and logs every `image rm`.
+LISTING_DOCKER = """#!/bin/bash
+if [ "$1 $2" = "image ls" ]; then grep "^$3:" "$FAKE/images"; exit 0; fi
+if [ "$1 $2" = "image rm" ]; then printf '%s\\n' "$3" >>"$FAKE/removed"; exit 0; fi
+exit 0
+"""
+
+
+def test_destroy_removes_every_image_of_the_hub_in_the_stack_and_its_context_uploads(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(LISTING_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    (tmp_path / "images").write_text("\n".join([
+        IMAGE, "wbsaleshub:staging-aaaaaaaaaaaa", "wbsaleshub:staging-x-bbbbbbbbbbbb", "wbsaleshub:production-cccccccccccc",
+        "wbsaleshub:staging-latest"]) + "\n")
+    build_dir = tmp_path / ".workhub" / "builds" / "wbsaleshub-staging-aaaaaaaaaaaa"
+    (build_dir / "context").mkdir(parents=True)
+    (build_dir / "log").write_text("built\n")
+    upload = tmp_path / ".workhub" / "contexts" / "staging" / "wbsaleshub"
+    upload.mkdir(parents=True)
+    subprocess.run(["bash", "-c", remove_image_script(HUB, "staging", IMAGE)], check=True,
+                   env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "FAKE": str(tmp_path)})
+    removed = (tmp_path / "removed").read_text().split()
+    assert sorted(set(removed)) == sorted([IMAGE, "wbsaleshub:staging-aaaaaaaaaaaa"]), "exactly this stack's"
+    assert not upload.exists() and not (build_dir / "context").exists()
+    assert (build_dir / "log").read_text() == "built\n", "the build log stays"

@@ -21,12 +21,37 @@ from . import data, locks
 from . import engine as eng
 
 
+def last_attempt(row: dict) -> str:
+    """The last build tried of a hub when it made another image than the one running: its result,
+    its image and its log; "-" when the running image is the last one built."""
+    if not row.get("last_attempt"):
+        return "-"
+    log = f" (log {row['last_log']})" if row.get("last_log") else ""
+    return f"{row['last_attempt']}: {row.get('last_image') or '?'}{log}"
+
+
 def format_status(rows: list[dict]) -> str:
-    """The status lines as an aligned table."""
-    columns = ["hub", "container", "image", "since", "health", "proxy", "last_build", "attempts", "log"]
+    """The status lines as an aligned table: the build (result, attempts, log) is the one that made
+    the running image; a later build tried of another image shows apart, in LAST_ATTEMPT."""
+    columns = ["hub", "container", "image", "since", "health", "proxy", "build", "attempts", "log", "last_attempt"]
+    rows = [{**row, "last_attempt": last_attempt(row)} for row in rows]
     table = [[c.upper() for c in columns]] + [[str(row.get(c) or "-") for c in columns] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table)
+
+
+def destroyed_message(stack: str, purged: bool) -> str:
+    """What a destroy removed from the host, and what it keeps and why."""
+    kept = [] if purged else ["the hubs' named volumes (their data; `scripts/workhub destroy --purge-data` removes them)"]
+    kept += ["the build cache with its npm cache mounts (so a new stack builds fast; "
+             "`scripts/workhub prune --reset-cache` empties it)",
+             "the build logs and records under ~/.workhub/builds (the history `status` reads)",
+             "the base and proxy images (other stacks use them)"]
+    removed = "containers, proxies, Compose and env files, images and build context uploads"
+    if purged:
+        removed += ", and its volumes"
+    return "\n".join([f"workhub: stack {stack!r} destroyed: its {removed} are gone from the host; it keeps:",
+                      *(f"  - {item}" for item in kept)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="up, refresh, destroy: clear the stack's lock even if another machine holds it")
     parser.add_argument("--purge-data", action="store_true",
                         help="destroy: also remove the hubs' volumes (their data) from the host")
+    parser.add_argument("--debug", action="store_true",
+                        help="up, refresh, destroy: a failure shows the Python traceback of the step that failed")
     parser.add_argument("--hub", help="backup, restore: only this hub's volumes")
     parser.add_argument("--volume", help="restore: only this volume")
     parser.add_argument("--out", type=Path, help="backup: the directory to write (default .workhub/backups/<stack>/<time>)")
@@ -97,20 +124,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.operation in ("up", "refresh", "destroy"):
             locks.prepare(stack, engine.env(), engine.work_dir, engine.backend_url, args.force_unlock,
                           say=lambda line: print(line, file=sys.stderr))
-        result = eng.run(args.operation, stack)
+            result = eng.run_reported(args.operation, stack, debug=args.debug)
+            if result is None:
+                return 1
+        else:
+            result = eng.run(args.operation, stack)
     except locks.LockHeld as error:
         print(f"workhub: {args.operation} of {args.stack!r} did not start: {error}", file=sys.stderr)
         return 1
-    except auto.errors.CommandError as error:
-        print(f"workhub: {args.operation} of {args.stack!r} failed:\n{error}", file=sys.stderr)
+    except auto.errors.CommandError:
+        # The preview: the engine's own display (its diff, then its diagnostics) said why, last.
+        print(f"workhub: {args.operation} of {args.stack!r} failed (the engine's message is above)", file=sys.stderr)
         return 1
     if args.operation == "destroy":
         if args.purge_data:
             data.purge(stack, log)
-            print(f"workhub: stack {args.stack!r} destroyed, and its volumes removed")
-        else:
-            print(f"workhub: stack {args.stack!r} destroyed; its hubs' volumes are kept on the host "
-                  "(scripts/workhub destroy --purge-data removes them)")
+        print(destroyed_message(args.stack, args.purge_data))
     if args.operation == "up":
         print(f"\nworkhub: stack {args.stack!r} is up; what changed: {result.summary.resource_changes}")
         print(eng.outputs_summary(result.outputs))

@@ -25,6 +25,7 @@ from components.config import SSH_KEY, StackConfig, namespaced, parse_stack_conf
 from components.program import program_for
 from components.registry_image import Pusher, push_with_docker
 from components.remote import run_script
+from workhub.display import Display, command_stderr, failure_report, print_err
 from workhub.policy import policy_packs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -233,14 +234,32 @@ def outputs_summary(outputs: Mapping[str, auto.OutputValue]) -> str:
     return "\n".join(lines)
 
 
-def run(operation: str, stack: auto.Stack, on_output: Callable[[str], None] = print_line) -> Any:
+def run_reported(operation: str, stack: auto.Stack, say: Callable[[str], None] = print_line,
+                 say_failure: Callable[[str], None] = print_err, debug: bool = False) -> Optional[Any]:
+    """Run up, refresh or destroy, printing its progress from the engine's events through `say`;
+    its result, or None when it failed, after printing why through `say_failure`, once, last (no
+    Python traceback unless `debug`)."""
+    display = Display(say)
+    try:
+        return run(operation, stack, on_output=None, on_event=display)
+    except auto.errors.CommandError as error:
+        if display.failures:
+            say_failure(failure_report(operation, stack.name, display.failures, debug))
+        else:
+            say_failure(f"workhub: {operation} of stack {stack.name!r} failed:\n{command_stderr(error)}")
+        return None
+
+
+def run(operation: str, stack: auto.Stack, on_output: Optional[Callable[[str], None]] = print_line,
+        on_event: Optional[Callable[[auto.events.EngineEvent], None]] = None) -> Any:
     """Run one engine operation, streaming the engine's output."""
     if operation == "up":
-        return stack.up(on_output=on_output, color="never", policy_packs=policy_packs())
+        return stack.up(on_output=on_output, on_event=on_event, color="never", policy_packs=policy_packs())
     if operation == "preview":
-        return stack.preview(on_output=on_output, color="never", diff=True, policy_packs=policy_packs())
+        return stack.preview(on_output=on_output, on_event=on_event, color="never", diff=True,
+                             policy_packs=policy_packs())
     if operation == "refresh":
-        return stack.refresh(on_output=on_output, color="never")
+        return stack.refresh(on_output=on_output, on_event=on_event, color="never")
     if operation == "destroy":
-        return stack.destroy(on_output=on_output, color="never")
+        return stack.destroy(on_output=on_output, on_event=on_event, color="never")
     raise ValueError(f"unknown operation {operation!r}")

@@ -27,8 +27,11 @@ fi
 if running; then
   say "attaching to the build of $image already running (pid $(cat "$dir/pid"))"
 else
-  if [ -e "$dir/status" ]; then
-    say "the last build of $image failed; building it again"
+  if [ "$(cat "$dir/status" 2>/dev/null)" = 0 ]; then
+    # Its build records stay after a destroy or a prune; its image does not.
+    say "$image was built before (log: $dir/log) but is no longer on the host (a destroy or prune removed it); building it again"
+  elif [ -e "$dir/status" ]; then
+    say "the last build of $image failed (status $(cat "$dir/status")); building it again"
   fi
   rm -rf "$dir/context" "$dir/status" "$dir"/attempt-*.log
   : >"$dir/log"
@@ -71,6 +74,15 @@ now_ms() { date +%s%3N; }
 transient() {
   grep -qiE 'ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)' "$1"
 }
+# The first lines of a try's log that name an error (the compiler's, npm's, the Dockerfile's; not
+# BuildKit's echo of the exit code, nor a stack trace), said again last, where a failure's message
+# takes the last lines from.
+first_errors() {
+  local found
+  found=$(grep -iE 'error|err!|failed to solve' "$1" | grep -vE 'executor failed running|^#[0-9]+ ERROR: |[[:space:]]at [^ ]+ \(' \
+    | head -n 5) || true
+  [ -z "$found" ] || { note "its first error lines:"; printf '%s\n' "$found" | sed 's/^/  /'; }
+}
 record() {
   printf '{"hub": "%s", "stack": "%s", "hash": "%s", "image": "%s", "start_ms": %s, "end_ms": %s, "result": "%s", "attempts": %s, "packages_added": %s, "log": "%s"}\n' \
     "$hub" "$stack" "$build_id" "$image" "$1" "$2" "$3" "$4" "$5" "$dir/log" >>"$state/builds.jsonl"
@@ -102,6 +114,7 @@ while [ "$attempt" -lt "$max_attempts" ]; do
     note "attempt $attempt ran past $attempt_timeout s and was stopped"
   elif ! transient "$dir/attempt-$attempt.log"; then
     note "attempt $attempt failed (exit code $code), and not from the network: not trying again"
+    first_errors "$dir/attempt-$attempt.log"
     break
   fi
   pause_after note "$attempt" "$code"

@@ -54,7 +54,7 @@ fi
 if [ "$builds_here" = false ]; then
   say "no hub builds on this host in this update (registry mode): the BuildKit check is skipped"
 elif ! buildkit_works; then
-  fail "a BuildKit build with a cache mount FROM $base_image does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit"
+  fail "a BuildKit build with a cache mount FROM $base_image (workhub:baseImage) does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit, or set workhub:baseImage to an image the host has"
 fi
 # Collect old layers and uploaded contexts beyond the budget; the npm cache mounts
 # (type exec.cachemount) are never collected here, so installs stay warm on a small disk.

@@ -10,12 +10,20 @@ serving_image() {
   docker inspect --format '{{.Config.Image}}' "$1-$stack${live:+-$live}" 2>/dev/null || true
 }
 
+stack_images() {
+  local ref id
+  for ref in $(docker image ls "$1" --format '{{.Repository}}:{{.Tag}}'); do
+    id=${ref#"$1:$stack-"}
+    if [ "$id" != "$ref" ] && [[ $id =~ ^[0-9a-f]{12}$ ]]; then printf '%s\n' "$ref"; fi
+  done
+}
+
 say() { printf 'prune: %s\n' "$*" >&2; }
 for hub in "${hubs[@]}"; do
   running=$(serving_image "$hub")
   kept=0
   # Newest first; the running image is always kept and counts towards the number kept.
-  for ref in $(docker image ls "$hub" --format '{{.Repository}}:{{.Tag}}' | grep -F ":$stack-"); do
+  for ref in $(stack_images "$hub"); do
     if [ "$ref" = "$running" ] || [ "$kept" -lt "$keep" ]; then
       kept=$((kept + 1))
       continue

@@ -313,20 +313,27 @@ ip_of() {
   docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
 }
 
-# What the probes of a new container saw, as words: "answered 500 (12 times), refused the connection (3 times)".
-declare -A seen=()
-saw() { seen[$1]=$(( ${seen[$1]:-0} + 1 )); }
+# What the probes of a new container saw, as words, with how long each went on (from its first
+# probe to its last): "answered 500 for 58 s (116 times), refused the connection (1 time)".
+declare -A seen=() seen_first=() seen_last=()
+saw() {
+  seen[$1]=$(( ${seen[$1]:-0} + 1 ))
+  seen_first[$1]=${seen_first[$1]:-$(now_ms)}
+  seen_last[$1]=$(now_ms)
+}
 what_was_seen() {
-  local key words=()
+  local key words=() span
   for key in "${!seen[@]}"; do
+    span=$(( (seen_last[$key] - seen_first[$key] + 500) / 1000 ))
     case "$key" in
-      refused) words+=("${seen[$key]}:refused the connection") ;;
-      no-answer) words+=("${seen[$key]}:gave no answer") ;;
-      stopped) words+=("${seen[$key]}:was not running") ;;
-      *) words+=("${seen[$key]}:answered $key") ;;
+      refused) words+=("${seen[$key]}:$span:refused the connection") ;;
+      no-answer) words+=("${seen[$key]}:$span:gave no answer") ;;
+      stopped) words+=("${seen[$key]}:$span:was not running") ;;
+      *) words+=("${seen[$key]}:$span:answered $key") ;;
     esac
   done
-  printf '%s\n' "${words[@]}" | sort -t: -k1,1nr | awk -F: '{ printf "%s%s (%s time%s)", (NR > 1 ? ", " : ""), $2, $1, ($1 == 1 ? "" : "s") }'
+  printf '%s\n' "${words[@]}" | sort -t: -k1,1nr | awk -F: '{
+    printf "%s%s%s (%s time%s)", (NR > 1 ? ", " : ""), $3, ($2 > 0 ? " for " $2 " s" : ""), $1, ($1 == 1 ? "" : "s") }'
 }
 # passes PROBE PAUSE: the function PROBE (it prints what one probe saw) sees 200 healthy_passes
 # times in a row within health_timeout seconds, PAUSE seconds apart; what it saw is counted in `seen`.
@@ -540,10 +547,14 @@ if ! wait_healthy; then
   restarts=$(docker container inspect --format '{{.RestartCount}} {{.State.ExitCode}}' "$new_container" 2>/dev/null || echo '0 0')
   exited=""
   [ "${restarts% *}" -gt 0 ] && exited=" It exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s)."
-  say "FAILED: $new_container never answered $health_path with 200 $healthy_passes time(s) in a row within $health_timeout s (workhub:deploy.healthTimeoutSeconds): it $(what_was_seen).$exited It got no request from clients. Its last log lines:"
-  docker logs --tail 40 "$new_container" >&2 2>&1 || true
+  # Its whole log stays on the host (the container goes); its last lines go to the update's log.
+  mkdir -p "$state/logs"
+  log="$state/logs/$new_container-$(date -u +%Y%m%dT%H%M%SZ).log"
+  docker logs "$new_container" >"$log" 2>&1 || true
+  tail -n 40 "$log" >&2
   abandon_new
   if [ -n "$legacy" ] && ! running "$legacy"; then docker start "$legacy" >/dev/null && say "restarted $legacy"; fi
+  say "FAILED: $new_container never answered $health_path with 200 $healthy_passes time(s) in a row within $health_timeout s (workhub:deploy.healthTimeoutSeconds): it $(what_was_seen).$exited It got no request from clients; full log on the host: $log"
   exit 1
 fi
 healthy_ms=$(now_ms)

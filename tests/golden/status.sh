@@ -24,8 +24,12 @@ for i in "${!hubs[@]}"; do
   since=$(docker inspect --format '{{.State.StartedAt}}' "$container" 2>/dev/null) || since=none
   proxy=$(docker inspect --format '{{.State.Status}}' "$base-proxy" 2>/dev/null) || proxy=none
   if [ "$(probe "$probe_host" "${host_ports[$i]}" "${health_paths[$i]}")" = 200 ]; then health=ok; else health=failing; fi
-  last=$(grep -F "\"hub\": \"$hub\", \"stack\": \"$stack\"," "$state/builds.jsonl" 2>/dev/null | tail -n 1)
-  printf '{"hub": "%s", "container": "%s", "image": "%s", "since": "%s", "health": "%s", "proxy": "%s", "last_build": "%s", "attempts": "%s", "log": "%s"}\n' \
-    "$hub" "$container" "$image" "$(printf '%s' "${since:-none}" | cut -c1-19)" "$health" "$proxy" "$(field "$last" result)" \
-    "$(field "$last" attempts)" "$(field "$last" log)"
+  records=$(grep -F "\"hub\": \"$hub\", \"stack\": \"$stack\"," "$state/builds.jsonl" 2>/dev/null) || true
+  # The build (or pull) that made the running image, and the last one tried when it was another.
+  made=$(printf '%s\n' "$records" | grep -F "\"image\": \"$image\"," | grep -F '"result": "succeeded"' | tail -n 1)
+  last=$(printf '%s\n' "$records" | tail -n 1)
+  [ "$last" = "$made" ] && last=""
+  printf '{"hub": "%s", "container": "%s", "image": "%s", "since": "%s", "health": "%s", "proxy": "%s", "build": "%s", "attempts": "%s", "log": "%s", "last_attempt": "%s", "last_image": "%s", "last_log": "%s"}\n' \
+    "$hub" "$container" "$image" "$(printf '%s' "${since:-none}" | cut -c1-19)" "$health" "$proxy" "$(field "$made" result)" \
+    "$(field "$made" attempts)" "$(field "$made" log)" "$(field "$last" result)" "$(field "$last" image)" "$(field "$last" log)"
 done
