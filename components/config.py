@@ -300,6 +300,75 @@ class RegistryConfig(_Section):
                                                                 "linux/arm64"))
 
 
+# --- a stack on a Docker Swarm (rules across fields: components/swarm_config.py) ---
+
+_NODE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?$")
+
+
+class NodeLabels(_Section):
+    """What a node is for; workhub sets them as the node's `workhub.*` labels."""
+
+    serve: bool = Field(False, description="Runs the proxy, which publishes every hub's host port here.")
+    build: bool = Field(False, description="Builds the host-built hubs (one node only) and pushes them.")
+    data: list[str] = Field(default_factory=list, description="Hubs whose volumes live on this node.")
+
+
+class SwarmNode(_Section):
+    """One node of the Swarm, reached over SSH with a pinned host key."""
+
+    name: str = Field(description="The node's host name, as `docker node ls` shows it.")
+    address: str = Field(description="DNS name or IP address the other nodes and workhub reach it at.")
+    port: Int = Field(22, ge=1, le=65535, description="SSH port.")
+    host_key: str = Field(alias="hostKey", description="The node's SSH host key, `<type> <base64>`.")
+    labels: NodeLabels = Field(default_factory=NodeLabels)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NODE_NAME.fullmatch(value):
+            raise ValueError("must be a host name (letters, digits, '.', '-'), as `docker node ls` shows it")
+        return value
+
+    _address = field_validator("address")(lambda cls, value: HostConfig._address(value))
+    _host_key = field_validator("host_key")(lambda cls, value: HostConfig._host_key(value))
+
+
+class SwarmHub(_Section):
+    """How one hub runs in the Swarm of this stack."""
+
+    replicas: Int = Field(1, ge=0, le=100, description="Tasks of the hub the Swarm keeps running.")
+    memory_mb: Optional[Int] = Field(None, alias="memoryMb", ge=6, le=1024 * 1024,
+                                     description="Memory limit of each task (Docker's least is 6 MB).")
+
+
+class SwarmConfig(_Section):
+    """The Swarm a stack deploys to."""
+
+    user: str = Field(description="The SSH user on every node; it must be allowed to use Docker.")
+    managers: list[str] = Field(description="Names of the manager nodes; the Swarm is created on the first.")
+    nodes: list[SwarmNode] = Field(description="Every node of the Swarm, managers included.")
+    hubs: dict[str, SwarmHub] = Field(default_factory=dict, description="Replicas and memory per hub.")
+    monitor_seconds: Int = Field(
+        30, alias="monitorSeconds", ge=1, le=3600,
+        description="How long a new task must stay healthy after an update before Swarm moves on (or rolls back).",
+    )
+
+    _user = field_validator("user")(lambda cls, value: HostConfig._user(value))
+
+    def node(self, name: str) -> SwarmNode:
+        return next(node for node in self.nodes if node.name == name)
+
+    def hub(self, name: str) -> SwarmHub:
+        return self.hubs.get(name, SwarmHub())
+
+    def build_node(self) -> Optional[SwarmNode]:
+        return next((node for node in self.nodes if node.labels.build), None)
+
+    def data_node(self, hub: str) -> Optional[SwarmNode]:
+        """The node that holds the hub's volumes."""
+        return next((node for node in self.nodes if hub in node.labels.data), None)
+
+
 class StackConfig(_Section):
     """Everything one stack declares (project-level values included)."""
 
@@ -333,6 +402,7 @@ class StackConfig(_Section):
         DEFAULT_PROXY_IMAGE, alias="proxyImage",
         description="The HAProxy image of the proxy that owns each hub's host port on the host.",
     )
+    swarm: Optional[SwarmConfig] = Field(None, description="The Docker Swarm this stack runs on, instead of one host.")
     build: BuildSettings = Field(default_factory=BuildSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
@@ -426,6 +496,7 @@ _KNOWN = {
     "build": _keys(BuildSettings),
     "deploy": _keys(DeploySettings),
     "sshKeepAlive": _keys(SshKeepAlive),
+    "swarm": _keys(SwarmConfig),
 }
 
 
@@ -531,15 +602,17 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
     already decoded); `secret_keys` names the keys that are stored as secrets. The SSH key is only
     checked for presence and secrecy: its value never reaches the typed config.
     """
-    problems: list[Problem] = []
-    values = {k: v for k, v in raw.items() if k not in SECRET_SETTINGS}
+    from .swarm_config import derive_host, swarm_problems, without_derived_host
+
+    values, problems = derive_host({k: v for k, v in raw.items() if k not in SECRET_SETTINGS}, stack)
     config: Optional[StackConfig] = None
     try:
         config = StackConfig.model_validate(values)
     except ValidationError as error:
-        problems += _problems_from(error, values, stack)
+        found = _problems_from(error, values, stack)
+        problems += without_derived_host(found) if "swarm" in values else found
     else:
-        problems += cross_checks(config, stack)
+        problems += cross_checks(config, stack) + swarm_problems(config, stack)
     key_fix = secret_fix(SSH_KEY, stack, "< <path to the deploy key>")
     if raw.get(SSH_KEY) in (None, ""):
         problems.append(Problem(f"{NAMESPACE}:{SSH_KEY}", "is not set", key_fix))
