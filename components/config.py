@@ -352,6 +352,10 @@ class SwarmConfig(_Section):
         30, alias="monitorSeconds", ge=1, le=3600,
         description="How long a new task must stay healthy after an update before Swarm moves on (or rolls back).",
     )
+    health_interval_seconds: Int = Field(
+        2, alias="healthIntervalSeconds", ge=1, le=300,
+        description="Seconds between two runs of a task's own health check (Docker's; the proxy checks more often).",
+    )
 
     _user = field_validator("user")(lambda cls, value: HostConfig._user(value))
 

@@ -112,7 +112,7 @@ def test_unknown_keys_in_the_section_are_refused():
     assert found[0].startswith("workhub:swarm.nodes[0].labels.serving: is not a known setting")
     assert found[1].startswith("workhub:swarm.manager: is not a known setting\n    fix: remove it (pulumi config rm "
                                "--stack staging --path 'workhub:swarm.manager'); known settings here: user, managers, "
-                               "nodes, hubs, monitorSeconds")
+                               "nodes, hubs, monitorSeconds, healthIntervalSeconds")
 
 
 def test_managers_must_be_nodes_named_once():

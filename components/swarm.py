@@ -1,0 +1,260 @@
+"""The documents a stack runs from on a Docker Swarm, as data: the stack file `docker stack deploy`
+reads, the proxy's HAProxy config, and the labels of each node. Pure functions of the same typed
+config and hub data the single host's Compose files come from (components/compose.py).
+
+The shape follows two limits of the Swarms workhub runs on (see the README's Swarm section):
+- no IPVS in the kernel, so no virtual IPs and no routing mesh: every service is `endpoint_mode:
+  dnsrr`, its tasks found by `tasks.<service>` in Docker's DNS;
+- a start-first update of a service that publishes a host-mode port cannot place its new task (the
+  port is taken), so hub services publish nothing. The proxy, a global service on the serving nodes,
+  publishes each hub's host port (host mode) and routes it to the hub's tasks, re-resolved every
+  second and health-checked, so a task that is starting, failing or stopping gets no new request.
+
+Hubs roll out start-first: the new task starts beside the old one, must pass its health check and
+stay healthy for the monitor window, else Swarm rolls back. Secrets are Docker secrets (encrypted in
+the Swarm's Raft log), mounted as files; their names carry a fingerprint of the value, so a new value
+is a new secret and the service update that follows is a rollout like any other. No value is in
+these documents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping
+
+from .compose import BACKEND, DOCKER_DNS, PROXY_API_PORT, PROXY_CONFIG, literal
+from .config import FILE_SUFFIX, DeploySettings, Hub, StackConfig, SwarmConfig, SwarmNode
+from .runtime import SECRETS_DIR, Runtime
+
+STACK_FILE_VERSION = "3.8"
+NETWORK = "hubs"
+PROXY_SERVICE = "proxy"
+LABEL_PREFIX = "workhub"
+# Docker's longest secret or config name.
+MAX_NAME = 64
+
+
+def namespace(stack: str) -> str:
+    """The Swarm stack (`docker stack deploy ... NAME`) a workhub stack runs as."""
+    return f"workhub-{stack}"
+
+
+def service_name(stack: str, hub: str) -> str:
+    """The full name of a hub's service: what `tasks.<name>` resolves to its tasks' addresses."""
+    return f"{namespace(stack)}_{hub}"
+
+
+def secret_name(stack: str, hub: str, name: str, fingerprint: str) -> str:
+    """The Docker secret holding one value of a hub's secret: a new value, a new name (Docker's secrets
+    cannot change), named by the keyed fingerprint of the value, never by the value."""
+    return f"{stack}-{hub}-{name}-{fingerprint[:12]}"[:MAX_NAME]
+
+
+def node_labels(node: SwarmNode) -> dict[str, str]:
+    """The `workhub.*` labels workhub keeps on a node (`docker node update --label-add`)."""
+    labels = {}
+    if node.labels.serve:
+        labels[f"{LABEL_PREFIX}.serve"] = "true"
+    if node.labels.build:
+        labels[f"{LABEL_PREFIX}.build"] = "true"
+    labels.update({f"{LABEL_PREFIX}.data.{hub}": "true" for hub in node.labels.data})
+    return labels
+
+
+def _labels(hub: str, stack: str, role: str) -> dict[str, str]:
+    return {"workhub.hub": hub, "workhub.stack": stack, "workhub.role": role}
+
+
+def health_command(hub: Hub) -> list[str]:
+    """The task's own health check: its health path answers 200 on its port. Node is in every hub's
+    image (they start FROM the Node base image), and the only tool the check can count on."""
+    probe = (f"require('http').get({{host:'127.0.0.1',port:{hub.port},path:'{hub.health_path}',timeout:2000}},"
+             "r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))")
+    return ["CMD", "node", "-e", probe]
+
+
+def placement(hub: Hub, swarm: SwarmConfig) -> list[str]:
+    """Where a hub's tasks may run: a hub with volumes on the node that holds them; any other off
+    the build node (builds would starve it), unless there is no other node."""
+    if hub.volumes:
+        return [f"node.labels.{LABEL_PREFIX}.data.{hub.name} == true"]
+    if len(swarm.nodes) > 1 and swarm.build_node() is not None:
+        return [f"node.labels.{LABEL_PREFIX}.build != true"]
+    return []
+
+
+def _secret_key(hub: str, name: str) -> str:
+    return f"{hub}_{name}"
+
+
+def hub_service(hub: Hub, stack: str, image: str, runtime: Runtime, swarm: SwarmConfig,
+                deploy: DeploySettings) -> dict[str, Any]:
+    """One hub's service: its image, settings, secrets as files, volumes, health check, and how the
+    Swarm runs, places and rolls it out."""
+    settings = swarm.hub(hub.name)
+    # Docker secrets are files only: a one-line secret reaches the container as a file too, named by
+    # <NAME>_FILE as a multi-line one is on one host.
+    env = {**runtime.env, **{name + FILE_SUFFIX: f"{SECRETS_DIR}/{name}" for name in runtime.secret_env}}
+    monitor = f"{swarm.monitor_seconds}s"
+    rollout = {"parallelism": 1, "delay": "0s", "order": "start-first", "monitor": monitor}
+    service: dict[str, Any] = {
+        "image": image,
+        "environment": env,
+        "networks": [NETWORK],
+        "healthcheck": {
+            "test": health_command(hub),
+            "interval": f"{swarm.health_interval_seconds}s",
+            "timeout": "3s",
+            "retries": 3,
+            "start_period": f"{deploy.health_timeout_seconds}s",
+        },
+        "stop_grace_period": f"{deploy.stop_grace_seconds}s",
+        "deploy": {
+            "mode": "replicated",
+            "replicas": settings.replicas,
+            "endpoint_mode": "dnsrr",
+            "update_config": {**rollout, "failure_action": "rollback", "max_failure_ratio": 0},
+            "rollback_config": {**rollout, "failure_action": "pause"},
+            "restart_policy": {"condition": "any", "delay": "2s"},
+            "labels": _labels(hub.name, stack, "hub"),
+        },
+    }
+    constraints = placement(hub, swarm)
+    if constraints:
+        service["deploy"]["placement"] = {"constraints": constraints}
+    if settings.memory_mb is not None:
+        service["deploy"]["resources"] = {"limits": {"memory": f"{settings.memory_mb}M"}}
+    if runtime.secret_names:
+        service["secrets"] = [{"source": _secret_key(hub.name, name), "target": name, "uid": "0", "gid": "0",
+                               "mode": 0o444} for name in runtime.secret_names]
+    if runtime.volumes:
+        service["volumes"] = [{"type": "volume", "source": volume.docker_name, "target": volume.target}
+                              for volume in runtime.volumes]
+    return service
+
+
+def proxy_service(config: StackConfig, stack: str) -> dict[str, Any]:
+    """The proxy: HAProxy on every serving node, publishing each hub's host port there (host mode).
+    It cannot start beside itself (the ports are taken), so it updates stop-first, one node at a time."""
+    ports = [{"target": port, "published": port, "protocol": "tcp", "mode": "host"}
+             for port in (config.host_ports[hub.name] for hub in config.hubs)]
+    return {
+        "image": config.proxy_image,
+        "command": ["haproxy", "-f", PROXY_CONFIG],
+        "networks": [NETWORK],
+        "ports": ports,
+        "configs": [{"source": PROXY_SERVICE, "target": PROXY_CONFIG, "mode": 0o444}],
+        "deploy": {
+            "mode": "global",
+            "endpoint_mode": "dnsrr",
+            "placement": {"constraints": [f"node.labels.{LABEL_PREFIX}.serve == true"]},
+            "update_config": {"parallelism": 1, "delay": "5s", "order": "stop-first", "failure_action": "rollback",
+                              "monitor": "10s"},
+            "restart_policy": {"condition": "any", "delay": "2s"},
+            "labels": _labels(PROXY_SERVICE, stack, "proxy"),
+        },
+    }
+
+
+def proxy_config_name(stack: str, text: str) -> str:
+    """The Docker config holding the proxy's config: versioned by its content (configs cannot change)."""
+    return f"{namespace(stack)}-proxy-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+PROXY_CONFIG_FILE = "haproxy.cfg"
+"""Where the proxy's config lies beside the stack file when `docker stack deploy` reads them."""
+
+
+def stack_file(config: StackConfig, stack: str, images: Mapping[str, str], runtimes: Mapping[str, Runtime],
+               proxy_text: str) -> str:
+    """The whole stack file: every hub's service, the proxy, their overlay network, the hubs' secrets
+    (made beforehand, by name) and volumes, and the proxy's config (read from PROXY_CONFIG_FILE)."""
+    assert config.swarm is not None
+    services = {hub.name: hub_service(hub, stack, images[hub.name], runtimes[hub.name], config.swarm, config.deploy)
+                for hub in config.hubs}
+    services[PROXY_SERVICE] = proxy_service(config, stack)
+    secrets = {_secret_key(hub.name, name): {"external": True, "name": secret_name(
+        stack, hub.name, name, runtimes[hub.name].fingerprints[name])}
+        for hub in config.hubs for name in runtimes[hub.name].secret_names}
+    volumes = {volume.docker_name: {"name": volume.docker_name}
+               for hub in config.hubs for volume in runtimes[hub.name].volumes}
+    document: dict[str, Any] = {
+        "version": STACK_FILE_VERSION,
+        "services": services,
+        "networks": {NETWORK: {"driver": "overlay"}},
+        "configs": {PROXY_SERVICE: {"name": proxy_config_name(stack, proxy_text), "file": f"./{PROXY_CONFIG_FILE}"}},
+    }
+    if secrets:
+        document["secrets"] = secrets
+    if volumes:
+        document["volumes"] = volumes
+    return json.dumps(literal(document), indent=2)
+
+
+def task_slots(replicas: int) -> int:
+    """Servers the proxy keeps for a hub's tasks: its replicas twice over (a start-first update runs
+    old and new side by side), and one more."""
+    return 2 * max(replicas, 1) + 1
+
+
+def proxy_config(config: StackConfig, stack: str) -> str:
+    """The proxy's whole config: per hub, a frontend on its host port and a backend of its tasks,
+    found by `tasks.<service>` in Docker's DNS (re-resolved every second: a new task is found, a
+    stopped one dropped) and checked on their health path (a task gets requests only after
+    `healthyPasses` answers of 200 in a row). A request whose connection fails (a task stopping) is
+    sent to another task. Every value here is a validated name or number."""
+    assert config.swarm is not None
+    deploy = config.deploy
+    lines = [
+        f"# The proxy of stack {stack} on its Swarm, written by workhub: edits are overwritten.",
+        "global",
+        "    log stdout format raw daemon warning",
+        f"    stats socket ipv4@127.0.0.1:{PROXY_API_PORT} level admin",
+        "    stats timeout 30s",
+        f"    hard-stop-after {max(deploy.stop_grace_seconds, 1) + 5}s",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option dontlognull",
+        "    option forwardfor",
+        "    timeout connect 5s",
+        "    timeout client 60s",
+        "    timeout http-request 30s",
+        "    timeout http-keep-alive 60s",
+        "    timeout server 300s",
+        "    timeout tunnel 1h",
+        # A task that stops (an update, a lost node) refuses or closes: the request goes to another.
+        "    retries 3",
+        "    retry-on conn-failure empty-response",
+        "    option redispatch 1",
+        "resolvers docker",
+        f"    nameserver docker {DOCKER_DNS}",
+        "    accepted_payload_size 8192",
+        "    resolve_retries 3",
+        "    timeout resolve 1s",
+        "    timeout retry 1s",
+        # Tasks come and go: every answer is kept one second only, so the backend follows them.
+        "    hold valid 1s",
+        "    hold other 1s",
+        "    hold refused 1s",
+        "    hold nx 1s",
+        "    hold timeout 1s",
+        "    hold obsolete 1s",
+    ]
+    for hub in config.hubs:
+        name = f"{BACKEND}-{hub.name}"
+        lines += [
+            f"frontend {hub.name}",
+            f"    bind :{config.host_ports[hub.name]}",
+            f"    default_backend {name}",
+            f"backend {name}",
+            "    option httpchk",
+            f"    http-check send meth GET uri {hub.health_path}",
+            "    http-check expect status 200",
+            f"    default-server check inter {deploy.health_interval_ms}ms fall 2 rise {deploy.healthy_passes} "
+            "resolvers docker init-addr none resolve-prefer ipv4",
+            f"    server-template task {task_slots(config.swarm.hub(hub.name).replicas)} "
+            f"tasks.{service_name(stack, hub.name)}:{hub.port}",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,141 @@
+"""The documents of a stack on a Docker Swarm: the stack file, the proxy's HAProxy config and the
+nodes' labels, rendered from the same hub data as one host's Compose files; golden files for the
+exact text, and the properties that keep requests and secret values safe."""
+
+import json
+import subprocess
+
+import yaml
+
+from components.config import StackConfig, hub_secret_values, parse_stack_config
+from components.runtime import hub_runtime
+from components.swarm import (node_labels, proxy_config, proxy_config_name, secret_name, service_name, stack_file,
+                              task_slots)
+from tests.test_scripts import golden
+from tests.test_swarm_config import swarm_stack
+
+SECRET_VALUES = {"wbhubmanager": {"SESSION_SECRET": "s3cr3t $HOME `id`"},
+                 "wbsaleshub": {"LEADS_API_TOKEN": "line one\nline two"}}
+IMAGES = {"wbhubmanager": "10.0.0.1:5000/workhub/wbhubmanager:staging-0123456789ab",
+          "wbsaleshub": "10.0.0.1:5000/workhub/wbsaleshub@sha256:" + "ab" * 32}
+
+
+def config_and_runtimes():
+    raw = swarm_stack()
+    raw["hubs"][0].update(env={"LOG_LEVEL": "info", "PRICE": "$5"}, secrets=["SESSION_SECRET"])
+    raw["hubs"][1].update(secrets=["LEADS_API_TOKEN"], stackEnv=["PUBLIC_URL"], portEnv="APP_PORT")
+    raw["env"] = {"wbsaleshub": {"PUBLIC_URL": "https://sales.staging.example.test"}}
+    raw["secrets"] = SECRET_VALUES
+    config = parse_stack_config(raw, stack="staging", secret_keys={"sshPrivateKey", "secrets"})
+    secrets = hub_secret_values(raw)
+    runtimes = {hub.name: hub_runtime(hub, config, "staging", secrets[hub.name], raw["sshPrivateKey"])
+                for hub in config.hubs}
+    return config, runtimes
+
+
+def rendered() -> tuple[StackConfig, str, str]:
+    config, runtimes = config_and_runtimes()
+    proxy = proxy_config(config, "staging")
+    return config, stack_file(config, "staging", IMAGES, runtimes, proxy), proxy
+
+
+def test_stack_file_golden():
+    golden("swarm-stack.json", rendered()[1])
+
+
+def test_proxy_config_golden():
+    golden("swarm-proxy.cfg", rendered()[2])
+
+
+def test_hubs_roll_out_start_first_and_roll_back_on_failure():
+    """Every hub: dnsrr, start-first, rollback on failure after a monitor window, its health check."""
+    config, text, _ = rendered()
+    services = yaml.safe_load(text)["services"]
+    for hub in config.hubs:
+        service = services[hub.name]
+        deploy = service["deploy"]
+        assert deploy["endpoint_mode"] == "dnsrr"
+        assert deploy["update_config"]["order"] == "start-first"
+        assert deploy["update_config"]["failure_action"] == "rollback"
+        assert deploy["update_config"]["monitor"] == "30s"
+        assert f"port:{hub.port},path:'{hub.health_path}'" in service["healthcheck"]["test"][3]
+        assert "ports" not in service, "a hub service that publishes a port cannot update start-first"
+    assert services["wbhubmanager"]["deploy"]["replicas"] == 2
+    assert services["wbhubmanager"]["deploy"]["resources"] == {"limits": {"memory": "256M"}}
+
+
+def test_placement_follows_the_labels():
+    """A hub with volumes runs on its data node; the others keep off the build node."""
+    _, text, _ = rendered()
+    services = yaml.safe_load(text)["services"]
+    assert services["wbsaleshub"]["deploy"]["placement"] == {"constraints": ["node.labels.workhub.data.wbsaleshub == true"]}
+    assert services["wbhubmanager"]["deploy"]["placement"] == {"constraints": ["node.labels.workhub.build != true"]}
+    assert services["proxy"]["deploy"]["mode"] == "global"
+    assert services["proxy"]["deploy"]["placement"] == {"constraints": ["node.labels.workhub.serve == true"]}
+    assert services["proxy"]["ports"] == [{"target": 24090, "published": 24090, "protocol": "tcp", "mode": "host"},
+                                          {"target": 24091, "published": 24091, "protocol": "tcp", "mode": "host"}]
+    config, _ = config_and_runtimes()
+    assert [node_labels(node) for node in config.swarm.nodes] == [
+        {"workhub.serve": "true", "workhub.build": "true"},
+        {"workhub.serve": "true", "workhub.data.wbsaleshub": "true"},
+        {},
+    ]
+
+
+def test_secrets_are_docker_secrets_by_versioned_name_never_values():
+    """Each secret is an external Docker secret named by its value's fingerprint, mounted as a file
+    that <NAME>_FILE names; no value is anywhere in the documents."""
+    config, runtimes = config_and_runtimes()
+    _, text, proxy = rendered()
+    for values in SECRET_VALUES.values():
+        for value in values.values():
+            assert value not in text and value not in proxy
+            assert json.dumps(value)[1:-1] not in text
+    document = yaml.safe_load(text)
+    fingerprint = runtimes["wbhubmanager"].fingerprints["SESSION_SECRET"]
+    assert document["secrets"]["wbhubmanager_SESSION_SECRET"] == {
+        "external": True, "name": f"staging-wbhubmanager-SESSION_SECRET-{fingerprint[:12]}"}
+    service = document["services"]["wbhubmanager"]
+    assert service["secrets"] == [{"source": "wbhubmanager_SESSION_SECRET", "target": "SESSION_SECRET",
+                                   "uid": "0", "gid": "0", "mode": 0o444}]
+    assert service["environment"]["SESSION_SECRET_FILE"] == "/run/secrets/SESSION_SECRET"
+    assert document["services"]["wbsaleshub"]["environment"]["LEADS_API_TOKEN_FILE"] == "/run/secrets/LEADS_API_TOKEN"
+
+
+def test_a_new_secret_value_is_a_new_secret_name():
+    assert secret_name("staging", "wbhubmanager", "S", "a" * 16) != secret_name("staging", "wbhubmanager", "S", "b" * 16)
+    assert len(secret_name("s" * 40, "h" * 31, "N" * 60, "f" * 16)) == 64
+
+
+def test_settings_reach_the_stack_file_literally():
+    """`$` is doubled, so `docker stack deploy` does not read it as one of its variables."""
+    _, text, _ = rendered()
+    assert '"PRICE": "$$5"' in text
+    assert yaml.safe_load(text)["services"]["wbsaleshub"]["environment"]["APP_PORT"] == "4091"
+
+
+def test_the_proxy_routes_each_host_port_to_the_hubs_tasks_health_checked():
+    config, _, proxy = rendered()
+    assert "    bind :24091\n    default_backend slots-wbsaleshub\n" in proxy
+    assert f"    server-template task 5 tasks.{service_name('staging', 'wbhubmanager')}:4090\n" in proxy
+    assert "    http-check send meth GET uri /health\n    http-check expect status 200\n" in proxy
+    assert "check inter 500ms fall 2 rise 3 resolvers docker init-addr none" in proxy
+    assert "    hold valid 1s\n" in proxy and "    option redispatch 1\n" in proxy
+    assert task_slots(1) == 3 and task_slots(0) == 3
+
+
+def test_the_proxy_config_is_versioned_by_its_text():
+    """Docker configs cannot change: new text, new name; the stack file names the one it reads."""
+    _, text, proxy = rendered()
+    name = proxy_config_name("staging", proxy)
+    assert yaml.safe_load(text)["configs"]["proxy"] == {"name": name, "file": "./haproxy.cfg"}
+    assert proxy_config_name("staging", proxy + "#") != name
+
+
+def test_haproxy_accepts_the_proxy_config(tmp_path):
+    """HAProxy's own check (the version the proxy image is made from) passes the rendered config."""
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(rendered()[2])
+    checked = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "Configuration file is valid" in checked.stdout
