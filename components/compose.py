@@ -35,6 +35,29 @@ LIVE_MARK = "# workhub live slot: "
 DOCKER_DNS = "127.0.0.11:53"
 
 
+# The proxy's defaults section, on one host and on a Swarm.
+PROXY_DEFAULTS = [
+    "defaults",
+    "    mode http",
+    "    log global",
+    "    option dontlognull",
+    "    option forwardfor",
+    # On a reload, an idle kept-alive client connection of the old process is closed only after
+    # its next answer (which says so), never under a request on its way.
+    "    option idle-close-on-response",
+    "    timeout connect 5s",
+    "    timeout client 60s",
+    "    timeout http-request 30s",
+    "    timeout http-keep-alive 60s",
+    # A long request (an upload, a report) runs as long as the hub takes, up to this.
+    "    timeout server 300s",
+    "    timeout tunnel 1h",
+    # A connection to the live container that fails (Docker restarting it) is tried again.
+    "    retries 3",
+    "    retry-on conn-failure empty-response",
+]
+
+
 def base_name(hub: str, stack: str) -> str:
     """What names a hub's things in one stack: its files on the host, and (with a suffix) its containers."""
     return f"{hub}-{stack}"
@@ -144,24 +167,7 @@ def proxy_config(hub: Hub, stack: str, live: str, host_port: int, deploy: Deploy
         # A config reload (only when this file changes other than by a switch) leaves old workers
         # this long to finish their requests.
         f"    hard-stop-after {max(deploy.stop_grace_seconds, 1) + 5}s",
-        "defaults",
-        "    mode http",
-        "    log global",
-        "    option dontlognull",
-        "    option forwardfor",
-        # On a reload, an idle kept-alive client connection of the old process is closed only after
-        # its next answer (which says so), never under a request on its way.
-        "    option idle-close-on-response",
-        "    timeout connect 5s",
-        "    timeout client 60s",
-        "    timeout http-request 30s",
-        "    timeout http-keep-alive 60s",
-        # A long request (an upload, a report) runs as long as the hub takes, up to this.
-        "    timeout server 300s",
-        "    timeout tunnel 1h",
-        # A connection to the live container that fails (Docker restarting it) is tried again.
-        "    retries 3",
-        "    retry-on conn-failure empty-response",
+        *PROXY_DEFAULTS,
         "resolvers docker",
         f"    nameserver docker {DOCKER_DNS}",
         # A new or restarted container is found within a second; an answer that fails keeps the last

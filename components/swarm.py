@@ -23,7 +23,7 @@ import hashlib
 import json
 from typing import Any, Mapping
 
-from .compose import BACKEND, DOCKER_DNS, PROXY_API_PORT, PROXY_CONFIG, literal
+from .compose import BACKEND, DOCKER_DNS, PROXY_API_PORT, PROXY_CONFIG, PROXY_DEFAULTS, literal
 from .config import FILE_SUFFIX, DeploySettings, Hub, StackConfig, SwarmConfig, SwarmNode
 from .runtime import SECRETS_DIR, Runtime
 
@@ -213,20 +213,8 @@ def proxy_config(config: StackConfig, stack: str) -> str:
         f"    stats socket ipv4@127.0.0.1:{PROXY_API_PORT} level admin",
         "    stats timeout 30s",
         f"    hard-stop-after {max(deploy.stop_grace_seconds, 1) + 5}s",
-        "defaults",
-        "    mode http",
-        "    log global",
-        "    option dontlognull",
-        "    option forwardfor",
-        "    timeout connect 5s",
-        "    timeout client 60s",
-        "    timeout http-request 30s",
-        "    timeout http-keep-alive 60s",
-        "    timeout server 300s",
-        "    timeout tunnel 1h",
+        *PROXY_DEFAULTS,
         # A task that stops (an update, a lost node) refuses or closes: the request goes to another.
-        "    retries 3",
-        "    retry-on conn-failure empty-response",
         "    option redispatch 1",
         "resolvers docker",
         f"    nameserver docker {DOCKER_DNS}",
