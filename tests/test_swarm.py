@@ -11,6 +11,8 @@ from components.config import StackConfig, hub_secret_values, parse_stack_config
 from components.runtime import hub_runtime
 from components.swarm import (node_labels, proxy_config, proxy_config_name, secret_name, service_name, stack_file,
                               task_slots)
+from components.swarm_scripts import (deploy_script, deploy_secret_values, init_script, join_script, join_token_script,
+                                      labels_script)
 from tests.test_scripts import golden
 from tests.test_swarm_config import swarm_stack
 
@@ -139,3 +141,41 @@ def test_haproxy_accepts_the_proxy_config(tmp_path):
     checked = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "Configuration file is valid" in checked.stdout
+
+
+def deploy_text() -> str:
+    config, runtimes = config_and_runtimes()
+    _, text, proxy = rendered()
+    return deploy_script(config, "staging", runtimes, text, proxy, proxy_config_name("staging", proxy),
+                         config.registry, 300)
+
+
+def test_swarm_scripts_golden():
+    config, _ = config_and_runtimes()
+    golden("swarm-labels.sh", labels_script(config))
+    golden("swarm-deploy.sh", deploy_text())
+
+
+def test_swarm_scripts_are_bash_and_hold_no_secret_value():
+    config, runtimes = config_and_runtimes()
+    for text in (labels_script(config), deploy_text()):
+        assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+        for values in SECRET_VALUES.values():
+            assert not any(value in text for value in values.values())
+    # The values go in as secret_0, secret_1 in the order of the script's secret_names.
+    assert deploy_secret_values(config, runtimes) == {"secret_0": "s3cr3t $HOME `id`",
+                                                      "secret_1": "line one\nline two"}
+    assert "secret_names=(staging-wbhubmanager-SESSION_SECRET-" in deploy_text()
+
+
+def test_swarm_member_scripts_golden():
+    """Creating the Swarm on the first manager and joining it, each a no-op on a node already in one;
+    the join token only as the secret variable join_token."""
+    config, _ = config_and_runtimes()
+    first, second, _ = config.swarm.nodes
+    golden("swarm-init.sh", init_script(first))
+    golden("swarm-join.sh", join_script(second, first, "manager"))
+    assert join_token_script("worker").endswith('docker swarm join-token --quiet "$role"\n')
+    for text in (init_script(first), join_script(second, first, "worker")):
+        assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+        assert "join_token=" not in text

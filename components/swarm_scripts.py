@@ -1,0 +1,207 @@
+"""Pure builders of the scripts that run a stack on its Swarm, from the documents of
+components/swarm.py: creating and joining the Swarm, the node labels, and the deploy (`docker stack deploy`, then waiting for every
+service's rollout and saying, at the end, why one rolled back). Config values enter only through
+`shell.script`; secret values only as shell variables put in front of the script when it runs
+(`remote.with_secrets`), never on a command line.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+from .config import RegistryConfig, StackConfig, SwarmNode
+from .runtime import Runtime
+from .shell import script
+from .swarm import LABEL_PREFIX, PROXY_CONFIG_FILE, namespace, node_labels, secret_name, service_name
+
+_MEMBER = r"""
+say() { printf 'swarm: %s\n' "$*" >&2; }
+state=$(docker info --format '{{.Swarm.LocalNodeState}}')
+case "$state" in
+  active)
+    say "$node is in the Swarm already (as $(docker info --format '{{if .Swarm.ControlAvailable}}manager{{else}}worker{{end}}'))"
+    ;;
+  inactive)
+    if [ -z "$manager" ]; then
+      docker swarm init --advertise-addr "$address" >/dev/null
+      say "$node: created the Swarm (advertised at $address)"
+    else
+      # The token is a shell variable put in front of this script (a secret), never in a file.
+      docker swarm join --advertise-addr "$address" --token "$join_token" "$manager:2377" >/dev/null
+      say "$node: joined the Swarm of $manager as a $role"
+    fi
+    ;;
+  *) say "FAILED: $node's engine is $state in Swarm terms; see docker info on it"; exit 1 ;;
+esac
+"""
+
+
+def init_script(node: SwarmNode) -> str:
+    """Creates the Swarm on its first manager, unless the node is in one already."""
+    return script({"node": node.name, "address": node.address, "manager": "", "role": "manager"}, _MEMBER)
+
+
+def join_script(node: SwarmNode, manager: SwarmNode, role: str) -> str:
+    """Joins `node` to the Swarm of `manager` as a manager or worker, unless it is in one already; the
+    join token is the shell variable `join_token`, put in front of the script as a secret."""
+    assert role in ("manager", "worker")
+    return script({"node": node.name, "address": node.address, "manager": manager.address, "role": role}, _MEMBER)
+
+
+def join_token_script(role: str) -> str:
+    """Prints the Swarm's join token for `role`, on a manager: its output is a secret (never logged)."""
+    assert role in ("manager", "worker")
+    return script({"role": role}, 'docker swarm join-token --quiet "$role"')
+
+
+_LABELS = r"""
+say() { printf 'swarm-labels: %s\n' "$*" >&2; }
+# Each node's workhub.* labels are exactly the ones its config gives: the others are removed.
+for i in "${!nodes[@]}"; do
+  node=${nodes[$i]}
+  read -r -a want <<<"${labels[$i]}"
+  args=()
+  for label in $(docker node inspect --format '{{range $k, $v := .Spec.Labels}}{{$k}}={{$v}} {{end}}' "$node"); do
+    case "$label" in "$prefix".*) ;; *) continue ;; esac
+    keep=false
+    for wanted in "${want[@]}"; do [ "$wanted" = "$label" ] && keep=true; done
+    "$keep" || args+=(--label-rm "${label%%=*}")
+  done
+  for wanted in "${want[@]}"; do args+=(--label-add "$wanted"); done
+  [ "${#args[@]}" -eq 0 ] || docker node update "${args[@]}" "$node" >/dev/null
+  say "$node: ${labels[$i]:-no workhub labels}"
+done
+"""
+
+
+def labels_script(config: StackConfig) -> str:
+    """Sets every node's `workhub.*` labels (serve, build, data.<hub>) on a manager."""
+    assert config.swarm is not None
+    rows = [" ".join(f"{key}={value}" for key, value in node_labels(node).items()) for node in config.swarm.nodes]
+    return script({"prefix": LABEL_PREFIX, "nodes": [node.name for node in config.swarm.nodes], "labels": rows},
+                  _LABELS)
+
+
+_DEPLOY = r"""
+say() { printf 'swarm-deploy: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
+dir="$HOME/.workhub/swarm/$stack"
+umask 077
+mkdir -p "$dir"
+printf '%s\n' "$stack_file" >"$dir/stack.json.tmp" && mv "$dir/stack.json.tmp" "$dir/stack.json"
+printf '%s' "$proxy_config" >"$dir/$proxy_config_file"
+
+# A secret's value goes in through stdin, under a name of its own (a new value is a new name).
+for i in "${!secret_names[@]}"; do
+  name=${secret_names[$i]}
+  docker secret inspect "$name" >/dev/null 2>&1 && continue
+  var="secret_$i"
+  printf '%s' "${!var}" | docker secret create --label "workhub.stack=$stack" "$name" - >/dev/null
+  say "created secret $name"
+done
+
+# The registry login lives in a client config that is gone when this script ends; the nodes get it
+# from the manager with the services (--with-registry-auth), never on their disks.
+DOCKER_CONFIG=$(mktemp -d)
+export DOCKER_CONFIG
+trap 'rm -rf "$DOCKER_CONFIG"' EXIT
+if [ -n "$registry_user" ]; then
+  printf '%s' "${registry_password:-}" | docker login --username "$registry_user" --password-stdin \
+    "$registry_server" >/dev/null || fail "the registry $registry_server refused the login of $registry_user"
+fi
+
+# When each service's last rollout started, to tell its rollout now from an older one.
+started() { docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}' "$1" 2>/dev/null || true; }
+before=()
+for service in "${services[@]}"; do before+=("$(started "$service")"); done
+(cd "$dir" && docker stack deploy --with-registry-auth --resolve-image always --compose-file stack.json "$stack") >&2
+
+# Whether this deploy changed what the service's tasks run (then Swarm rolls them out); a new
+# service, or one only scaled or left as it was, just has to have its tasks running.
+rolls_out() {
+  [ "$(docker service inspect --format '{{json .Spec.TaskTemplate}}' "$1")" != \
+    "$(docker service inspect --format '{{if .PreviousSpec}}{{json .PreviousSpec.TaskTemplate}}{{end}}' "$1")" ] \
+    && [ -n "$(docker service inspect --format '{{if .PreviousSpec}}x{{end}}' "$1")" ]
+}
+why_failed() {
+  docker service ps --no-trunc --filter desired-state=shutdown --format '{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' \
+    "$1" 2>/dev/null | head -n 3
+}
+failed=()
+for i in "${!services[@]}"; do
+  service=${services[$i]}
+  deadline=$(( $(date +%s) + timeout ))
+  rolling=false
+  rolls_out "$service" && rolling=true
+  while :; do
+    state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$service")
+    if ! "$rolling"; then
+      replicas=$(docker service ls --filter "name=$service" --format '{{.Name}} {{.Replicas}}' | sed -n "s|^$service ||p")
+      running=${replicas%%/*} desired=${replicas#*/}
+      desired=${desired%% *}
+      if [ -n "$replicas" ] && [ "$running" = "$desired" ]; then
+        say "$service: $running/$desired task(s) running"
+        break
+      fi
+    elif [ "$(started "$service")" != "${before[$i]}" ]; then
+      case "$state" in
+        completed) say "$service: rolled out"; break ;;
+        rollback_completed|rollback_paused|paused)
+          message=$(docker service inspect --format '{{.UpdateStatus.Message}}' "$service")
+          case "$state" in paused) done_to="paused it" ;; *) done_to="rolled it back" ;; esac
+          failed+=("$service: its update did not stay healthy and Swarm $done_to ($message); $(why_failed "$service" | paste -sd';' -)")
+          break ;;
+      esac
+    fi
+    [ "$(date +%s)" -lt "$deadline" ] || { failed+=("$service: not converged within $timeout s (state: ${state:-new})"); break; }
+    sleep 1
+  done
+done
+
+# Secrets and proxy configs of this stack no service uses any more (Docker refuses the others).
+for name in $(docker secret ls --filter "label=workhub.stack=$stack" --format '{{.Name}}'); do
+  case " ${secret_names[*]} " in *" $name "*) ;; *) docker secret rm "$name" >/dev/null 2>&1 || true ;; esac
+done
+for name in $(docker config ls --filter "label=com.docker.stack.namespace=$stack" --format '{{.Name}}'); do
+  [ "$name" = "$proxy_config_name" ] || docker config rm "$name" >/dev/null 2>&1 || true
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  for line in "${failed[@]}"; do say "FAILED: $line"; done
+  say "the services above run their previous version; the others run this one"
+  exit 1
+fi
+say "stack $stack is up on its Swarm"
+"""
+
+
+def deploy_secret_values(config: StackConfig, runtimes: Mapping[str, Runtime]) -> dict[str, str]:
+    """The values of every hub's secrets as the deploy script reads them (secret_0, secret_1, ...
+    in the order of its secret_names): only ever passed as a Pulumi secret."""
+    values = []
+    for hub in config.hubs:
+        runtime = runtimes[hub.name]
+        values += [runtime.secret_values[f"secret_{i}"] for i in range(len(runtime.secret_names))]
+    return {f"secret_{i}": value for i, value in enumerate(values)}
+
+
+def deploy_script(config: StackConfig, stack: str, runtimes: Mapping[str, Runtime], stack_text: str,
+                  proxy_text: str, proxy_config_name: str, registry: Optional[RegistryConfig],
+                  timeout_seconds: int) -> str:
+    """Deploys the stack on a manager and waits for each service to run its new version; a service
+    Swarm rolled back is named at the end with why, and the script fails."""
+    secret_names = [secret_name(stack, hub.name, name, runtimes[hub.name].fingerprints[name])
+                    for hub in config.hubs for name in runtimes[hub.name].secret_names]
+    services = [service_name(stack, hub.name) for hub in config.hubs] + [f"{namespace(stack)}_proxy"]
+    return script({
+        "stack": namespace(stack),
+        "stack_file": stack_text,
+        "proxy_config": proxy_text,
+        "proxy_config_file": PROXY_CONFIG_FILE,
+        "proxy_config_name": proxy_config_name,
+        "secret_names": secret_names,
+        "services": services,
+        "registry_server": registry.server if registry else "",
+        "registry_user": (registry.username or "") if registry else "",
+        "timeout": timeout_seconds,
+    }, _DEPLOY)

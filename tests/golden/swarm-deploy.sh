@@ -1,0 +1,386 @@
+set -eu
+stack=workhub-staging
+stack_file='{
+  "version": "3.8",
+  "services": {
+    "wbhubmanager": {
+      "image": "10.0.0.1:5000/workhub/wbhubmanager:staging-0123456789ab",
+      "environment": {
+        "PORT": "4090",
+        "LOG_LEVEL": "info",
+        "PRICE": "$$5",
+        "SESSION_SECRET_FILE": "/run/secrets/SESSION_SECRET"
+      },
+      "networks": [
+        "hubs"
+      ],
+      "healthcheck": {
+        "test": [
+          "CMD",
+          "node",
+          "-e",
+          "require('"'"'http'"'"').get({host:'"'"'127.0.0.1'"'"',port:4090,path:'"'"'/health'"'"',timeout:2000},r=>process.exit(r.statusCode===200?0:1)).on('"'"'error'"'"',()=>process.exit(1))"
+        ],
+        "interval": "2s",
+        "timeout": "3s",
+        "retries": 3,
+        "start_period": "60s"
+      },
+      "stop_grace_period": "30s",
+      "deploy": {
+        "mode": "replicated",
+        "replicas": 2,
+        "endpoint_mode": "dnsrr",
+        "update_config": {
+          "parallelism": 1,
+          "delay": "0s",
+          "order": "start-first",
+          "monitor": "30s",
+          "failure_action": "rollback",
+          "max_failure_ratio": 0
+        },
+        "rollback_config": {
+          "parallelism": 1,
+          "delay": "0s",
+          "order": "start-first",
+          "monitor": "30s",
+          "failure_action": "pause"
+        },
+        "restart_policy": {
+          "condition": "any",
+          "delay": "2s"
+        },
+        "labels": {
+          "workhub.hub": "wbhubmanager",
+          "workhub.stack": "staging",
+          "workhub.role": "hub"
+        },
+        "placement": {
+          "constraints": [
+            "node.labels.workhub.build != true"
+          ]
+        },
+        "resources": {
+          "limits": {
+            "memory": "256M"
+          }
+        }
+      },
+      "secrets": [
+        {
+          "source": "wbhubmanager_SESSION_SECRET",
+          "target": "SESSION_SECRET",
+          "uid": "0",
+          "gid": "0",
+          "mode": 292
+        }
+      ]
+    },
+    "wbsaleshub": {
+      "image": "10.0.0.1:5000/workhub/wbsaleshub@sha256:abababababababababababababababababababababababababababababababab",
+      "environment": {
+        "PORT": "4091",
+        "APP_PORT": "4091",
+        "PUBLIC_URL": "https://sales.staging.example.test",
+        "LEADS_API_TOKEN_FILE": "/run/secrets/LEADS_API_TOKEN"
+      },
+      "networks": [
+        "hubs"
+      ],
+      "healthcheck": {
+        "test": [
+          "CMD",
+          "node",
+          "-e",
+          "require('"'"'http'"'"').get({host:'"'"'127.0.0.1'"'"',port:4091,path:'"'"'/health'"'"',timeout:2000},r=>process.exit(r.statusCode===200?0:1)).on('"'"'error'"'"',()=>process.exit(1))"
+        ],
+        "interval": "2s",
+        "timeout": "3s",
+        "retries": 3,
+        "start_period": "60s"
+      },
+      "stop_grace_period": "30s",
+      "deploy": {
+        "mode": "replicated",
+        "replicas": 1,
+        "endpoint_mode": "dnsrr",
+        "update_config": {
+          "parallelism": 1,
+          "delay": "0s",
+          "order": "start-first",
+          "monitor": "30s",
+          "failure_action": "rollback",
+          "max_failure_ratio": 0
+        },
+        "rollback_config": {
+          "parallelism": 1,
+          "delay": "0s",
+          "order": "start-first",
+          "monitor": "30s",
+          "failure_action": "pause"
+        },
+        "restart_policy": {
+          "condition": "any",
+          "delay": "2s"
+        },
+        "labels": {
+          "workhub.hub": "wbsaleshub",
+          "workhub.stack": "staging",
+          "workhub.role": "hub"
+        },
+        "placement": {
+          "constraints": [
+            "node.labels.workhub.data.wbsaleshub == true"
+          ]
+        }
+      },
+      "secrets": [
+        {
+          "source": "wbsaleshub_LEADS_API_TOKEN",
+          "target": "LEADS_API_TOKEN",
+          "uid": "0",
+          "gid": "0",
+          "mode": 292
+        }
+      ],
+      "volumes": [
+        {
+          "type": "volume",
+          "source": "workhub-staging-wbsaleshub-data",
+          "target": "/app/data"
+        }
+      ]
+    },
+    "proxy": {
+      "image": "haproxy:2.6",
+      "command": [
+        "haproxy",
+        "-f",
+        "/etc/workhub/haproxy.cfg"
+      ],
+      "networks": [
+        "hubs"
+      ],
+      "ports": [
+        {
+          "target": 24090,
+          "published": 24090,
+          "protocol": "tcp",
+          "mode": "host"
+        },
+        {
+          "target": 24091,
+          "published": 24091,
+          "protocol": "tcp",
+          "mode": "host"
+        }
+      ],
+      "configs": [
+        {
+          "source": "proxy",
+          "target": "/etc/workhub/haproxy.cfg",
+          "mode": 292
+        }
+      ],
+      "deploy": {
+        "mode": "global",
+        "endpoint_mode": "dnsrr",
+        "placement": {
+          "constraints": [
+            "node.labels.workhub.serve == true"
+          ]
+        },
+        "update_config": {
+          "parallelism": 1,
+          "delay": "5s",
+          "order": "stop-first",
+          "failure_action": "rollback",
+          "monitor": "10s"
+        },
+        "restart_policy": {
+          "condition": "any",
+          "delay": "2s"
+        },
+        "labels": {
+          "workhub.hub": "proxy",
+          "workhub.stack": "staging",
+          "workhub.role": "proxy"
+        }
+      }
+    }
+  },
+  "networks": {
+    "hubs": {
+      "driver": "overlay"
+    }
+  },
+  "configs": {
+    "proxy": {
+      "name": "workhub-staging-proxy-3239a2faa30a",
+      "file": "./haproxy.cfg"
+    }
+  },
+  "secrets": {
+    "wbhubmanager_SESSION_SECRET": {
+      "external": true,
+      "name": "staging-wbhubmanager-SESSION_SECRET-29e6a9d49617"
+    },
+    "wbsaleshub_LEADS_API_TOKEN": {
+      "external": true,
+      "name": "staging-wbsaleshub-LEADS_API_TOKEN-5bb462bf94b3"
+    }
+  },
+  "volumes": {
+    "workhub-staging-wbsaleshub-data": {
+      "name": "workhub-staging-wbsaleshub-data"
+    }
+  }
+}'
+proxy_config='# The proxy of stack staging on its Swarm, written by workhub: edits are overwritten.
+global
+    log stdout format raw daemon warning
+    stats socket ipv4@127.0.0.1:9999 level admin
+    stats timeout 30s
+    hard-stop-after 35s
+defaults
+    mode http
+    log global
+    option dontlognull
+    option forwardfor
+    option idle-close-on-response
+    timeout connect 5s
+    timeout client 60s
+    timeout http-request 30s
+    timeout http-keep-alive 60s
+    timeout server 300s
+    timeout tunnel 1h
+    retries 3
+    retry-on conn-failure empty-response
+    option redispatch 1
+resolvers docker
+    nameserver docker 127.0.0.11:53
+    accepted_payload_size 8192
+    resolve_retries 3
+    timeout resolve 1s
+    timeout retry 1s
+    hold valid 1s
+    hold other 1s
+    hold refused 1s
+    hold nx 1s
+    hold timeout 1s
+    hold obsolete 1s
+frontend wbhubmanager
+    bind :24090
+    default_backend slots-wbhubmanager
+backend slots-wbhubmanager
+    option httpchk
+    http-check send meth GET uri /health
+    http-check expect status 200
+    default-server check inter 500ms fall 2 rise 3 resolvers docker init-addr none resolve-prefer ipv4
+    server-template task 5 tasks.workhub-staging_wbhubmanager:4090
+frontend wbsaleshub
+    bind :24091
+    default_backend slots-wbsaleshub
+backend slots-wbsaleshub
+    option httpchk
+    http-check send meth GET uri /health
+    http-check expect status 200
+    default-server check inter 500ms fall 2 rise 3 resolvers docker init-addr none resolve-prefer ipv4
+    server-template task 3 tasks.workhub-staging_wbsaleshub:4091
+'
+proxy_config_file=haproxy.cfg
+proxy_config_name=workhub-staging-proxy-3239a2faa30a
+secret_names=(staging-wbhubmanager-SESSION_SECRET-29e6a9d49617 staging-wbsaleshub-LEADS_API_TOKEN-5bb462bf94b3)
+services=(workhub-staging_wbhubmanager workhub-staging_wbsaleshub workhub-staging_proxy)
+registry_server=''
+registry_user=''
+timeout=300
+say() { printf 'swarm-deploy: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
+dir="$HOME/.workhub/swarm/$stack"
+umask 077
+mkdir -p "$dir"
+printf '%s\n' "$stack_file" >"$dir/stack.json.tmp" && mv "$dir/stack.json.tmp" "$dir/stack.json"
+printf '%s' "$proxy_config" >"$dir/$proxy_config_file"
+
+# A secret's value goes in through stdin, under a name of its own (a new value is a new name).
+for i in "${!secret_names[@]}"; do
+  name=${secret_names[$i]}
+  docker secret inspect "$name" >/dev/null 2>&1 && continue
+  var="secret_$i"
+  printf '%s' "${!var}" | docker secret create --label "workhub.stack=$stack" "$name" - >/dev/null
+  say "created secret $name"
+done
+
+# The registry login lives in a client config that is gone when this script ends; the nodes get it
+# from the manager with the services (--with-registry-auth), never on their disks.
+DOCKER_CONFIG=$(mktemp -d)
+export DOCKER_CONFIG
+trap 'rm -rf "$DOCKER_CONFIG"' EXIT
+if [ -n "$registry_user" ]; then
+  printf '%s' "${registry_password:-}" | docker login --username "$registry_user" --password-stdin \
+    "$registry_server" >/dev/null || fail "the registry $registry_server refused the login of $registry_user"
+fi
+
+# When each service's last rollout started, to tell its rollout now from an older one.
+started() { docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}' "$1" 2>/dev/null || true; }
+before=()
+for service in "${services[@]}"; do before+=("$(started "$service")"); done
+(cd "$dir" && docker stack deploy --with-registry-auth --resolve-image always --compose-file stack.json "$stack") >&2
+
+# Whether this deploy changed what the service's tasks run (then Swarm rolls them out); a new
+# service, or one only scaled or left as it was, just has to have its tasks running.
+rolls_out() {
+  [ "$(docker service inspect --format '{{json .Spec.TaskTemplate}}' "$1")" != \
+    "$(docker service inspect --format '{{if .PreviousSpec}}{{json .PreviousSpec.TaskTemplate}}{{end}}' "$1")" ] \
+    && [ -n "$(docker service inspect --format '{{if .PreviousSpec}}x{{end}}' "$1")" ]
+}
+why_failed() {
+  docker service ps --no-trunc --filter desired-state=shutdown --format '{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' \
+    "$1" 2>/dev/null | head -n 3
+}
+failed=()
+for i in "${!services[@]}"; do
+  service=${services[$i]}
+  deadline=$(( $(date +%s) + timeout ))
+  rolling=false
+  rolls_out "$service" && rolling=true
+  while :; do
+    state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$service")
+    if ! "$rolling"; then
+      replicas=$(docker service ls --filter "name=$service" --format '{{.Name}} {{.Replicas}}' | sed -n "s|^$service ||p")
+      running=${replicas%%/*} desired=${replicas#*/}
+      desired=${desired%% *}
+      if [ -n "$replicas" ] && [ "$running" = "$desired" ]; then
+        say "$service: $running/$desired task(s) running"
+        break
+      fi
+    elif [ "$(started "$service")" != "${before[$i]}" ]; then
+      case "$state" in
+        completed) say "$service: rolled out"; break ;;
+        rollback_completed|rollback_paused|paused)
+          message=$(docker service inspect --format '{{.UpdateStatus.Message}}' "$service")
+          case "$state" in paused) done_to="paused it" ;; *) done_to="rolled it back" ;; esac
+          failed+=("$service: its update did not stay healthy and Swarm $done_to ($message); $(why_failed "$service" | paste -sd';' -)")
+          break ;;
+      esac
+    fi
+    [ "$(date +%s)" -lt "$deadline" ] || { failed+=("$service: not converged within $timeout s (state: ${state:-new})"); break; }
+    sleep 1
+  done
+done
+
+# Secrets and proxy configs of this stack no service uses any more (Docker refuses the others).
+for name in $(docker secret ls --filter "label=workhub.stack=$stack" --format '{{.Name}}'); do
+  case " ${secret_names[*]} " in *" $name "*) ;; *) docker secret rm "$name" >/dev/null 2>&1 || true ;; esac
+done
+for name in $(docker config ls --filter "label=com.docker.stack.namespace=$stack" --format '{{.Name}}'); do
+  [ "$name" = "$proxy_config_name" ] || docker config rm "$name" >/dev/null 2>&1 || true
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  for line in "${failed[@]}"; do say "FAILED: $line"; done
+  say "the services above run their previous version; the others run this one"
+  exit 1
+fi
+say "stack $stack is up on its Swarm"
