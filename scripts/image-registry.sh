@@ -11,6 +11,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/image-registry"
 REGISTRY=/usr/bin/docker-registry
 USER_NAME=workhub-ci
+# The address it listens on: loopback, or (for the Swarm test bed) the bridge its nodes share.
+ADDRESS="${WORKHUB_IMAGE_REGISTRY_ADDRESS:-127.0.0.1}"
 
 log() { printf 'image-registry: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -23,7 +25,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # The registry answers /v2/ (401 without a login): it is up.
 answers() {
   local status
-  status="$( (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 \
+  status="$( (exec 3<>"/dev/tcp/$ADDRESS/$1" && printf 'GET /v2/ HTTP/1.0\r\nHost: %s\r\n\r\n' "$ADDRESS" >&3 \
     && head -n 1 <&3) 2>/dev/null || true)"
   [[ "$status" == "HTTP/1."[01]" 401"* || "$status" == "HTTP/1."[01]" 200"* ]]
 }
@@ -62,7 +64,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:$1
+  addr: $ADDRESS:$1
   secret: $(cat "$STATE/http-secret")
 auth:
   htpasswd:
@@ -82,19 +84,19 @@ cmd_up() {
   port="$(cat "$STATE/port")"
   write_config "$port" >"$STATE/config.yml"
   if ! pid_running "$(read_pid "$STATE/registry.pid")"; then
-    log "starting docker-registry on 127.0.0.1:$port"
+    log "starting docker-registry on $ADDRESS:$port"
     setsid nohup "$REGISTRY" serve "$STATE/config.yml" >>"$STATE/registry.log" 2>&1 </dev/null &
     echo $! >"$STATE/registry.pid"
   fi
   for _ in $(seq 50); do answers "$port" && break; sleep 0.2; done
-  answers "$port" || { tail -n 30 "$STATE/registry.log" >&2; die "docker-registry does not answer on 127.0.0.1:$port"; }
+  answers "$port" || { tail -n 30 "$STATE/registry.log" >&2; die "docker-registry does not answer on $ADDRESS:$port"; }
   print_env
 }
 
 print_env() {
   [[ -s "$STATE/port" ]] || die "no image registry in $STATE; run '$0 up' first"
-  printf '{"server": "127.0.0.1:%s", "username": "%s", "password_file": "%s", "storage": "%s"}\n' \
-    "$(cat "$STATE/port")" "$USER_NAME" "$STATE/password" "$STATE/storage"
+  printf '{"server": "%s:%s", "username": "%s", "password_file": "%s", "storage": "%s"}\n' \
+    "$ADDRESS" "$(cat "$STATE/port")" "$USER_NAME" "$STATE/password" "$STATE/storage"
 }
 
 cmd_down() {

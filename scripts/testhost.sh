@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Local stand-in for a remote deploy host: a Docker engine plus an sshd on 127.0.0.1.
 # Usage: scripts/testhost.sh up | env | down [--purge] | logs
+# Sourced (by scripts/swarm-testbed.sh), it only defines its functions.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +30,7 @@ read_pid() { cat "$1" 2>/dev/null || true; }
 pid_exists() { [[ -n "$1" && -d "/proc/$1" ]] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 # The name check keeps a recycled pid from a stale pidfile from being signalled.
 pid_running() { pid_exists "$1" && [[ "$(cat "/proc/$1/comm" 2>/dev/null)" == "$2" ]]; }
-tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+tcp_open() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 ensure_packages() {
@@ -53,9 +54,16 @@ start_dockerd() {
   # Verified on Debian 12 / docker.io 20.10 with the default bridge, no extra flags.
   setsid nohup /usr/sbin/dockerd --iptables=false --storage-driver="$driver" --pidfile="$DOCKERD_DIR/dockerd.pid" \
     >>"$DOCKERD_DIR/dockerd.log" 2>&1 </dev/null &
-  local pid=$!
+  wait_answering $! "$DOCKER" info
+}
+
+# wait_answering PID COMMAND...: 0 once COMMAND succeeds; 1 when PID exits first, or (killing PID)
+# when 60 s pass.
+wait_answering() {
+  local pid="$1"
+  shift
   for _ in $(seq 60); do
-    "$DOCKER" info >/dev/null 2>&1 && return 0
+    "$@" >/dev/null 2>&1 && return 0
     pid_exists "$pid" || return 1
     sleep 1
   done
@@ -107,10 +115,12 @@ ssh_port() {
   cat "$STATE/sshd.port"
 }
 
+# write_sshd_config PORT [ADDRESS [VAR=value...]]: the sshd config of a test host with the host key
+# and pidfile in $STATE, listening on ADDRESS (127.0.0.1), its sessions given the extra variables.
 write_sshd_config() {
-  local port="$1"
+  local port="$1" address="${2:-127.0.0.1}" extra="${*:3}"
   cat <<EOF
-ListenAddress 127.0.0.1
+ListenAddress $address
 Port $port
 HostKey $STATE/ssh_host_ed25519_key
 PidFile $STATE/sshd.pid
@@ -127,7 +137,7 @@ MaxStartups 100:30:200
 MaxSessions 100
 Subsystem sftp internal-sftp
 # sshd's default PATH puts /usr/local/bin first, where the buildx-less v28 client lives.
-SetEnv PATH=/usr/bin:/bin:/usr/sbin:/sbin
+SetEnv PATH=/usr/bin:/bin:/usr/sbin:/sbin${extra:+ $extra}
 EOF
 }
 
@@ -267,6 +277,7 @@ cmd_logs() {
   done
 }
 
+[[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0
 [[ -d "$STATE" ]] && STATE="$(cd "$STATE" && pwd)"
 case "${1:-}" in
   up) cmd_up ;;
