@@ -319,7 +319,8 @@ export DOCKER_CONFIG
 trap 'rm -rf "$DOCKER_CONFIG"' EXIT
 if [ -n "$registry_user" ]; then
   printf '%s' "${registry_password:-}" | docker login --username "$registry_user" --password-stdin \
-    "$registry_server" >/dev/null || fail "the registry $registry_server refused the login of $registry_user"
+    "$registry_server" >/dev/null 2>"$DOCKER_CONFIG/login.log" \
+    || { cat "$DOCKER_CONFIG/login.log" >&2; fail "the registry $registry_server refused the login of $registry_user"; }
 fi
 
 # When each service's last rollout started, to tell its rollout now from an older one.
@@ -328,13 +329,6 @@ before=()
 for service in "${services[@]}"; do before+=("$(started "$service")"); done
 (cd "$dir" && docker stack deploy --with-registry-auth --resolve-image always --compose-file stack.json "$stack") >&2
 
-# Whether this deploy changed what the service's tasks run (then Swarm rolls them out); a new
-# service, or one only scaled or left as it was, just has to have its tasks running.
-rolls_out() {
-  [ "$(docker service inspect --format '{{json .Spec.TaskTemplate}}' "$1")" != \
-    "$(docker service inspect --format '{{if .PreviousSpec}}{{json .PreviousSpec.TaskTemplate}}{{end}}' "$1")" ] \
-    && [ -n "$(docker service inspect --format '{{if .PreviousSpec}}x{{end}}' "$1")" ]
-}
 why_failed() {
   docker service ps --no-trunc --filter desired-state=shutdown --format '{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' \
     "$1" 2>/dev/null | head -n 3
@@ -343,19 +337,20 @@ failed=()
 for i in "${!services[@]}"; do
   service=${services[$i]}
   deadline=$(( $(date +%s) + timeout ))
-  rolling=false
-  rolls_out "$service" && rolling=true
+  # A deploy that changed what the tasks run starts a rollout at once; one that did not (a new
+  # service, a scaled one, or one left as it was) starts none within a few seconds.
+  settled=$(( $(date +%s) + 5 ))
   while :; do
     state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$service")
-    if ! "$rolling"; then
+    if [ "$(started "$service")" = "${before[$i]}" ]; then
       replicas=$(docker service ls --filter "name=$service" --format '{{.Name}} {{.Replicas}}' | sed -n "s|^$service ||p")
       running=${replicas%%/*} desired=${replicas#*/}
       desired=${desired%% *}
-      if [ -n "$replicas" ] && [ "$running" = "$desired" ]; then
+      if [ "$(date +%s)" -ge "$settled" ] && [ -n "$replicas" ] && [ "$running" = "$desired" ]; then
         say "$service: $running/$desired task(s) running"
         break
       fi
-    elif [ "$(started "$service")" != "${before[$i]}" ]; then
+    else
       case "$state" in
         completed) say "$service: rolled out"; break ;;
         rollback_completed|rollback_paused|paused)
