@@ -275,7 +275,7 @@ def test_a_hub_rolls_out_and_back_on_the_swarm_without_a_failed_request(swarm):
     assert len(set(tasks.split())) == 2, f"the two replicas run on two nodes: {tasks}"
     assert "node1" not in tasks.split(), "a hub without data keeps off the build node"
 
-    probers = [Prober(url, rate=10, timeout=10).start() for url in serving]
+    probers = [Prober(url, rate=10, timeout=10, path="/").start() for url in serving]
     try:
         rolled = deploy(env, v2)
         assert rolled.returncode == 0, rolled.stderr[-3000:]
