@@ -102,7 +102,8 @@ class HubImage(pulumi.ComponentResource):
                 remove_image_script(plan.hub, plan.stack, plan.image),
                 args.after,
                 triggers=plan.triggers,
-                upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"]),
+                upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"],
+                              plan.build_files),
                 notify_url=args.notify_url,
             )
         self.run = command(

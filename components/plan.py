@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from .config import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, Problem, StackConfig, fix_for, secret_fix_for
-from .context import content_hash, context_files
+from .context import DockerignoreError, build_files, content_hash, context_files, read_rules
 from .scripts import build_args
 
 
@@ -28,6 +28,8 @@ class HubPlan:
     host_port: int
     triggers: dict[str, str]
     """Why a rebuild happens: the hash of the context files, of the Dockerfile, of the settings."""
+    build_files: tuple[str, ...] = ()
+    """The Dockerfile and .dockerignore when .dockerignore leaves them out (uploaded all the same)."""
 
     @property
     def build_id(self) -> str:
@@ -48,6 +50,7 @@ def context_of(hub: Hub, config: StackConfig, project_dir: Path) -> Path:
 
 def plan_hub(hub: Hub, config: StackConfig, stack: str, project_dir: Path) -> HubPlan:
     context = context_of(hub, config, project_dir)
+    files = context_files(context)
     settings = {
         "baseImage": config.base_image,
         "buildArgs": build_args(hub, config.build, config.npm_registry),
@@ -62,10 +65,11 @@ def plan_hub(hub: Hub, config: StackConfig, stack: str, project_dir: Path) -> Hu
         context=context,
         host_port=config.host_ports[hub.name],
         triggers={
-            "source": content_hash(context, context_files(context)),
+            "source": content_hash(context, files),
             "dockerfile": _sha((context / hub.dockerfile).read_bytes()),
             "settings": _sha(json.dumps(settings, sort_keys=True)),
         },
+        build_files=build_files(context, files, hub.dockerfile),
     )
 
 
@@ -74,10 +78,20 @@ def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[
     from .dockerfile import check_dockerfile
 
     problems = []
+    root = (project_dir / config.source_root).resolve()
     for index, hub in enumerate(config.hubs):
         context = context_of(hub, config, project_dir)
         dockerfile = context / hub.dockerfile
-        if not context.is_dir():
+        if not context.is_relative_to(root):
+            # `..` is refused with the config; a symlinked directory on the way resolves elsewhere.
+            problems.append(Problem(
+                f"{NAMESPACE}:hubs[{index}].context",
+                f"{hub.context} resolves to {context}, outside workhub:sourceRoot ({root}) through a symbolic "
+                f"link (hub {hub.name}); workhub uploads nothing from outside sourceRoot",
+                f"put the hub's source itself under {root} (not a link to it), or set workhub:sourceRoot to "
+                f"a directory that holds it: pulumi config set --stack {stack} workhub:sourceRoot <dir>",
+            ))
+        elif not context.is_dir():
             problems.append(Problem(
                 f"{NAMESPACE}:hubs[{index}].context",
                 f"{context} is not a directory (hub {hub.name}, workhub:sourceRoot {config.source_root!r})",
@@ -91,6 +105,14 @@ def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[
                 fix_for(f"hubs[{index}].dockerfile", stack),
             ))
         else:
+            try:
+                read_rules(context)
+            except DockerignoreError as error:
+                problems.append(Problem(
+                    f"{NAMESPACE}:hubs[{index}].context",
+                    f"{context}/{error} (hub {hub.name})",
+                    f"correct line {error.line} of {context / '.dockerignore'}",
+                ))
             for violation in check_dockerfile(dockerfile, context):
                 if violation.severity == "warning":
                     continue  # dockerfile_warnings reports them; they do not stop the stack

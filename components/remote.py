@@ -85,9 +85,15 @@ class Upload:
     local_dir: str
     remote_dir: str
     content_hash: str
+    build_files: tuple[str, ...] = ()
+    """Files the engine reads besides the context (a Dockerfile .dockerignore leaves out)."""
 
-    def to_props(self) -> dict[str, str]:
-        return {"localDir": self.local_dir, "remoteDir": self.remote_dir, "hash": self.content_hash}
+    def to_props(self) -> dict[str, Any]:
+        props: dict[str, Any] = {"localDir": self.local_dir, "remoteDir": self.remote_dir, "hash": self.content_hash}
+        if self.build_files:
+            # Only then: the props of every other upload stay as they were, so nothing runs again.
+            props["buildFiles"] = list(self.build_files)
+        return props
 
 
 class RemoteCommandError(Exception):
@@ -470,7 +476,7 @@ def _pack(upload: Mapping[str, Any]) -> tuple[bytes, str]:
         raise RemoteCommandError(
             f"{root} changed after this update was planned; run `pulumi up` again to build what is there now"
         )
-    return archive(root, files), upload["remoteDir"]
+    return archive(root, sorted([*files, *upload.get("buildFiles", [])])), upload["remoteDir"]
 
 
 class RemoteCommandProvider(ResourceProvider):

@@ -1,6 +1,7 @@
 """The build plan and the checks that need the project's files: each bad setup gives one clear
 error naming its key and the fix, and yields no plan (so nothing is registered or run)."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,42 @@ def test_missing_context(project):
     assert found.startswith("workhub:hubs[0].context: ")
     assert "is not a directory (hub wbhubmanager, workhub:sourceRoot '../elsewhere')" in found
     assert "pulumi config set --stack staging workhub:sourceRoot <dir>" in found
+
+
+def test_a_context_that_a_symlinked_directory_takes_outside_the_source_root_is_refused(project, tmp_path):
+    """`..` is refused with the config; a link on the way is only seen on disk, at preview."""
+    elsewhere = tmp_path / "home" / "private"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "Dockerfile").write_text(CANONICAL)
+    sales = project.parent / "src" / "WBSalesHub"
+    shutil.rmtree(sales)
+    sales.symlink_to(elsewhere, target_is_directory=True)
+    (found,) = problems(config(), project)
+    assert found == (
+        f"workhub:hubs[1].context: WBSalesHub resolves to {elsewhere}, outside workhub:sourceRoot "
+        f"({(project.parent / 'src').resolve()}) through a symbolic link (hub wbsaleshub); workhub uploads "
+        "nothing from outside sourceRoot\n"
+        f"    fix: put the hub's source itself under {(project.parent / 'src').resolve()} (not a link to it), "
+        "or set workhub:sourceRoot to a directory that holds it: "
+        "pulumi config set --stack staging workhub:sourceRoot <dir>"
+    )
+
+
+def test_a_link_inside_the_source_root_is_accepted(project):
+    src = project.parent / "src"
+    (src / "WBSalesHub").rename(src / "sales-checkout")
+    (src / "WBSalesHub").symlink_to("sales-checkout", target_is_directory=True)
+    plans, found = plan_stack(config(), "staging", project)
+    assert found == [] and plans[1].context == (src / "sales-checkout").resolve()
+
+
+def test_a_dockerignore_docker_refuses_stops_the_preview(project):
+    ignore = project.parent / "src" / "WBSalesHub" / ".dockerignore"
+    ignore.write_text("node_modules\n!\n")
+    (found,) = problems(config(), project)
+    assert found.startswith("workhub:hubs[1].context: ")
+    assert ".dockerignore:2: a `!` with no pattern after it (Docker refuses it) (hub wbsaleshub)" in found
+    assert f"fix: correct line 2 of {ignore.resolve()}" in found
 
 
 def test_non_conforming_dockerfile_names_file_line_and_fix(project):

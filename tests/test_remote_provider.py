@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from components.context import content_hash, context_files
+from components.context import build_files, content_hash, context_files
 from components.remote import (STDOUT_LIMIT, Connection, RemoteCommandError, RemoteCommandProvider, Upload,
                                run_script)
 
@@ -318,6 +318,24 @@ def test_create_uploads_the_context_as_docker_sees_it_replacing_the_last_one(hos
     assert uploaded == [".dockerignore", "Dockerfile", "server.js"], "ignored and stale files are not there"
     assert host.commands[0].startswith("rm -rf -- \"$HOME\"/.workhub/contexts/staging/wbsaleshub && ")
     assert host.commands[1:] == ["bash -s"]
+
+
+def test_the_upload_carries_links_as_links_and_the_build_files_docker_reads_anyway(host, home, keys, context,
+                                                                                    tmp_path):
+    """A link to a file outside the context arrives as the same link (never the file), and a Dockerfile
+    and .dockerignore that .dockerignore leaves out of the context arrive all the same."""
+    (tmp_path / "id_ed25519").write_text("PRIVATE KEY MATERIAL\n")
+    (context / "key").symlink_to(tmp_path / "id_ed25519")
+    (context / ".dockerignore").write_text("secret.txt\nDockerfile\n.dockerignore\n")
+    files = context_files(context)
+    assert files == ["key", "server.js"]
+    upload = Upload(str(context), ".workhub/contexts/staging/wbsaleshub", content_hash(context, files),
+                    build_files(context, files, "Dockerfile")).to_props()
+    assert upload["buildFiles"] == ["Dockerfile", ".dockerignore"]
+    RemoteCommandProvider().create(props(host.port, keys, upload=upload, create="true\n"))
+    uploaded = home / ".workhub/contexts/staging/wbsaleshub"
+    assert sorted(p.name for p in uploaded.iterdir()) == [".dockerignore", "Dockerfile", "key", "server.js"]
+    assert os.readlink(uploaded / "key") == str(tmp_path / "id_ed25519")
 
 
 def test_an_upload_whose_content_changed_after_the_plan_is_refused(host, home, keys, context, webhook):
