@@ -27,10 +27,12 @@ pytestmark = pytest.mark.e2e
 # Where Debian's Docker 20.10 client (BuildKit without buildx, the test host's) walks the context
 # otherwise than BuildKit's walker today (buildx, tests/test_context_buildkit.py), which workhub
 # follows: its old matcher takes a parent directory to match a pattern only as deep as the pattern
-# (so `**/b` leaves x/y/b/c in), and it does not enter an excluded directory for an exception with
-# a wildcard (`!build/**/*.map`). case: (only the old client sends, only BuildKit today sends).
+# (so `**/b` leaves x/y/b/c in), it does not enter an excluded directory for an exception with a
+# wildcard (`!build/**/*.map`), and it has no `**text` shortcut (its `**.log` is only a name
+# `.log`). case: (only the old client sends, only BuildKit today sends).
 OLD_CLIENT = {
     "exceptions-below-a-parent": ({"x/y/b/c"}, {"build/js/", "build/js/app.js.map"}),
+    "comments-and-escapes": ({"deep/app.log"}, set()),
 }
 
 
