@@ -96,8 +96,11 @@ class _Context:
     assumed to exist, and one is a folder when it is `.`, ends with `/` or has no extension."""
 
     def __init__(self, root: Optional[Path]):
-        self.files: Optional[set[str]] = set(context_files(root)) if root is not None else None
-        self.dirs = {""} | {posixpath.dirname(f) for f in self.files or ()}
+        entries = context_files(root) if root is not None else []
+        self.files: Optional[set[str]] = {e for e in entries if not e.endswith("/")} if root is not None else None
+        # Directories: those of the files, and the empty ones the context lists as `dir/`.
+        self.dirs = {""} | {posixpath.dirname(f) for f in self.files or ()} | {
+            e.rstrip("/") for e in entries if e.endswith("/")}
         for d in list(self.dirs):
             while d:
                 d = posixpath.dirname(d)

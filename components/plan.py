@@ -73,6 +73,14 @@ def plan_hub(hub: Hub, config: StackConfig, stack: str, project_dir: Path) -> Hu
     )
 
 
+def _dockerignore_error(context: Path) -> DockerignoreError | None:
+    try:
+        read_rules(context)
+    except DockerignoreError as error:
+        return error
+    return None
+
+
 def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[Problem]:
     """Each hub's context and Dockerfile exist, and the Dockerfile follows the cached-install pattern."""
     from .dockerfile import check_dockerfile
@@ -104,15 +112,13 @@ def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[
                 f"{dockerfile} does not exist (hub {hub.name})",
                 fix_for(f"hubs[{index}].dockerfile", stack),
             ))
+        elif (error := _dockerignore_error(context)) is not None:
+            problems.append(Problem(
+                f"{NAMESPACE}:hubs[{index}].context",
+                f"{context}/{error} (hub {hub.name})",
+                f"correct line {error.line} of {context / '.dockerignore'}",
+            ))
         else:
-            try:
-                read_rules(context)
-            except DockerignoreError as error:
-                problems.append(Problem(
-                    f"{NAMESPACE}:hubs[{index}].context",
-                    f"{context}/{error} (hub {hub.name})",
-                    f"correct line {error.line} of {context / '.dockerignore'}",
-                ))
             for violation in check_dockerfile(dockerfile, context):
                 if violation.severity == "warning":
                     continue  # dockerfile_warnings reports them; they do not stop the stack
