@@ -12,7 +12,7 @@ from .build_host import BuildHost, parse_last_json
 from .config import BuildSettings, RegistryConfig
 from .plan import HubPlan
 from .registry_image import Push, Pusher, push_with_docker
-from .deploy import Serving, run_script, stop_script
+from .deploy import Serving, check_script, run_script, stop_script
 from .promotion import PROMOTED_HUB_PATH, run_alias
 from .remote import RemoteCommand, Upload
 from .runtime import Runtime
@@ -113,6 +113,7 @@ class HubImage(pulumi.ComponentResource):
             aliases=[run_alias(PROMOTED_HUB_PATH, plan.hub.name)],
             triggers=args.runtime.triggers,
             secret_values=args.runtime.secret_values or None,
+            check=check_script(plan.hub, plan.stack, plan.image, plan.host_port, args.runtime, args.serving),
         )
         self.result = self.run.stdout.apply(parse_last_json)
         self.url = self.result.apply(lambda out: out["url"])

@@ -110,6 +110,17 @@ def test_host_port_change_restarts_only_that_hub():
     assert host_line(summarize(preview, STACK)) == ""
 
 
+def test_drift_a_refresh_found_restarts_that_hub_and_says_what_it_found():
+    """After a refresh found WBFinHub's live container gone, its run is an update that runs again."""
+    preview = copy.deepcopy(fixture("host-port-change"))
+    (run,) = steps_named(preview, "wbfinhub-run")
+    run["newState"]["inputs"]["create"] = run["oldState"]["inputs"]["create"]
+    run["oldState"]["inputs"]["drift"] = ["the live container wbfinhub-summary-blue is gone"]
+    rows = table(summarize(preview, STACK))
+    assert rows["wbfinhub"]["action"] == "restart only"
+    assert rows["wbfinhub"]["why"] == "drift: the live container wbfinhub-summary-blue is gone"
+
+
 def test_nothing_changing_says_no_changes():
     preview = copy.deepcopy(fixture("source-change"))
     for step in preview["steps"]:
