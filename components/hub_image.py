@@ -16,7 +16,7 @@ from .deploy import Serving, check_script, run_script, stop_script
 from .promotion import PROMOTED_HUB_PATH, run_alias
 from .remote import RemoteCommand, Upload
 from .runtime import Runtime
-from .scripts import build_script, context_dir, pull_script, remove_image_script
+from .scripts import build_script, context_dir, image_check_script, pull_script, remove_image_script
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class HubImage(pulumi.ComponentResource):
                 triggers=plan.triggers,
                 notify_url=args.notify_url,
                 secret_values=secrets,
+                check=image_check_script(plan.image),
             )
         else:
             self.build = command(
@@ -104,6 +105,7 @@ class HubImage(pulumi.ComponentResource):
                 triggers=plan.triggers,
                 upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"]),
                 notify_url=args.notify_url,
+                check=image_check_script(plan.image),
             )
         self.run = command(
             "run",

@@ -13,7 +13,7 @@ from .config import Hub
 from .deploy import Serving, check_script, run_script, stop_script
 from .remote import RemoteCommand
 from .runtime import Runtime
-from .scripts import not_promoted_script, promote_script, untag_script
+from .scripts import image_check_script, not_promoted_script, promote_script, untag_script
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class PromotedHub(pulumi.ComponentResource):
                 **kwargs,
             )
 
-        self.promote = command("promote", promote, untag, after)
+        self.promote = command("promote", promote, untag, after, check=image_check_script(image) if image else None)
         settings = {"triggers": runtime.triggers, "secret_values": runtime.secret_values or None,
                     "check": check_script(hub, stack, image, candidate.host_port, runtime, serving)} if image else {}
         self.run = command("run", run, stop_script(hub, stack, serving.publish_address) if image else run,

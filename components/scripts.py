@@ -513,6 +513,18 @@ def remove_image_script(hub: Hub, stack: str, image: str) -> str:
                   _REMOVE_IMAGE)
 
 
+# What a refresh runs for the command that put an image on the host (its build, pull or promotion):
+# a drift line when the image is gone (removed by hand), so the next update makes it again.
+_IMAGE_CHECK = r"""
+docker image inspect "$image" >/dev/null 2>&1 || printf '%sthe image %s is not on the host\n' "$drift_mark" "$image"
+"""
+
+
+def image_check_script(image: str) -> str:
+    """A DRIFT_MARK line on stdout when `image` is not on the host; nothing when it is."""
+    return script({"image": image, "drift_mark": DRIFT_MARK}, _IMAGE_CHECK)
+
+
 _PROMOTE = r"""
 say() { printf 'promote: %s\n' "$*" >&2; }
 if ! found=$(docker image inspect --format '{{.Id}}' "$source_image" 2>/dev/null); then

@@ -1,7 +1,7 @@
-"""The drift check a refresh runs for a hub's run command (components.deploy.check_script), run by
-bash against a stand-in `docker` that answers from a table of containers: what it prints for each
-way a host can differ from what the last deploy left there, and that it prints nothing when it
-does not differ. (tests/test_e2e_drift.py runs it against the real Docker engine.)"""
+"""The drift checks a refresh runs, by bash against a stand-in `docker` that answers from a table of
+containers: a hub's run command's (components.deploy.check_script), for each way a host can differ
+from what the last deploy left there, and nothing when it does not; and a build's (the image is
+there). tests/test_e2e_drift.py runs the run's check against the real Docker engine."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from components.compose import LIVE_MARK, proxy_compose, slot_compose
 from components.deploy import check_script
+from components.scripts import image_check_script
 from tests.test_scripts import HUB, IMAGE, RUNTIME, SERVING
 
 BASE = "wbsaleshub-staging"
@@ -140,3 +141,13 @@ def test_the_check_only_looks(host):
     host.check()
     calls = log.read_text().splitlines()
     assert calls and all(call.startswith(("container inspect", "compose config --hash")) for call in calls), calls
+
+
+@pytest.mark.parametrize("present, printed", [(True, []), (False, [f"drift: the image {IMAGE} is not on the host"])])
+def test_the_build_check_says_when_its_image_is_gone(tmp_path, present, printed):
+    docker = tmp_path / "docker"
+    docker.write_text(f"#!/bin/sh\n[ \"$1 $2 $3\" = \"image inspect {IMAGE}\" ] && exit {0 if present else 1}\nexit 2\n")
+    docker.chmod(0o755)
+    done = subprocess.run(["bash", "-s"], input=image_check_script(IMAGE), capture_output=True, text=True, check=True,
+                          env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    assert done.stdout.splitlines() == printed

@@ -1,8 +1,8 @@
 """Drift, end to end on the test host with the real engine, sshd and Docker: a hub's live container
-removed by hand, then one replaced by hand with a container of another image. Each time `refresh`
-reports it (the run command's check), the preview plans an update of that run only, and the next
-`up` brings the hub back healthy from its own image; a refresh of a host as the last deploy left it
-finds nothing."""
+removed by hand, then one replaced by hand with a container of another image, then its image
+removed. Each time `refresh` reports it (the run's or the build's check), the preview plans an
+update of that command only, and the next `up` brings the hub back healthy from its own image; a
+refresh of a host as the last deploy left it finds nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from workhub.engine import print_line
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 HUB = {"name": "wbhubmanager", "context": "WBHubManager", "port": 4090, "healthPath": "/health",
-       "secrets": ["SESSION_SECRET"]}
+       "secrets": ["SESSION_SECRET"], "volumes": {"data": "/app/data"}}
+VOLUME = "workhub-e2e-wbhubmanager-data"
 DEPLOY = {"healthTimeoutSeconds": 30, "healthIntervalMs": 300, "stopGraceSeconds": 5}
 
 
@@ -73,7 +74,16 @@ def test_refresh_reports_a_container_removed_or_replaced_by_hand_and_up_repairs_
                       f"name={live}") == "", "the container made by hand is gone"
         assert eng.drift_found(stack) == {}
 
+        # 3. The hub's image removed by hand (the container runs on from it, untagged): the build's check.
+        docker("image", "rm", "--force", image)
+        changes, printed = refresh(stack)
+        assert eng.drift_found(stack) == {"wbhubmanager-build": [f"the image {image} is not on the host"]}, printed
+        stack.up(on_output=print_line, color="never")
+        assert docker("image", "inspect", "--format", "{{.Id}}", image) and eng.drift_found(stack) == {}
+        assert health(url) == 200
+
         (state_file,) = (tmp_path / "state").rglob("e2e.json")
         assert "PRIVATE KEY" not in state_file.read_text(), "the refreshes kept the SSH key encrypted"
     finally:
         stack.destroy(color="never")
+        docker("volume", "rm", VOLUME, check=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.scripts import host_facts_script
+from components.scripts import host_facts_script, image_check_script
 from tests.hub_context import write_hub_context
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
@@ -286,9 +286,10 @@ def test_a_stack_with_no_hubs_runs_only_the_hosts_own_commands_and_says_so(mocks
 
 
 @pulumi.runtime.test
-def test_each_hubs_run_carries_the_drift_check_of_what_it_deploys(mocks, project):
+def test_each_hubs_run_and_build_carry_the_drift_check_of_what_they_leave(mocks, project):
     """A refresh checks each hub's run against the host (components.deploy.check_script, for the same
-    image, port and settings the run deploys); the host's commands and the builds have no check."""
+    image, port and settings the run deploys) and its build (the image is there); the host's own
+    commands have no check."""
 
     def check(host, chain, urns):
         for name, _, port in HUBS:
@@ -296,8 +297,9 @@ def test_each_hubs_run_carries_the_drift_check_of_what_it_deploys(mocks, project
             image = [i.image for i in chain.images if i.image.startswith(f"{name}:")][0]
             assert f"\nimage={image}\n" in run.inputs["check"] and f"\nbase={name}-staging\n" in run.inputs["check"]
             assert f'"published": "{10000 + port}"' in run.inputs["check"], "the proxy's Compose file, host port and all"
+            assert by_name(mocks, f"{name}-build").inputs["check"] == image_check_script(image)
         for resource in commands(mocks):
-            if not resource.name.endswith("-run"):
+            if resource.name.startswith("build-host-"):
                 assert resource.inputs.get("check") is None, resource.name
 
     return run(project, check)
