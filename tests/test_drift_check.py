@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -23,13 +24,13 @@ LIVE = f"{BASE}-blue"
 PROXY = f"{BASE}-proxy"
 
 # Answers `docker container inspect [--format F] NAME` from $FAKE/<NAME>.json ({"status", "image",
-# "hash"}), and `docker compose config --hash NAME` with the sha256 of ./NAME.yml (the check runs
+# "hash"}), and `docker compose -f NAME.yml config --hash NAME` with the sha256 of ./NAME.yml (the check runs
 # Compose in the compose directory), as Compose's fingerprint of the service.
 FAKE_DOCKER = r"""#!/bin/bash
 set -eu
 if [ "$1" = compose ]; then
-  [ "$2 $3" = "config --hash" ] || exit 2
-  printf '%s %s\n' "$4" "$(sha256sum "$4.yml" | cut -d' ' -f1)"
+  [ "$2 $3 $4 $5" = "-f $6.yml config --hash" ] || exit 2
+  printf '%s %s\n' "$6" "$(sha256sum "$6.yml" | cut -d' ' -f1)"
   exit 0
 fi
 [ "$1 $2" = "container inspect" ] || exit 2
@@ -140,7 +141,8 @@ def test_the_check_only_looks(host):
     (host.fake / f"{LIVE}.json").unlink()
     host.check()
     calls = log.read_text().splitlines()
-    assert calls and all(call.startswith(("container inspect", "compose config --hash")) for call in calls), calls
+    assert calls and all(call.startswith("container inspect ") or re.fullmatch(r"compose -f \S+\.yml config --hash \S+", call)
+                         for call in calls), calls
 
 
 @pytest.mark.parametrize("present, printed", [(True, []), (False, [f"drift: the image {IMAGE} is not on the host"])])
@@ -151,3 +153,16 @@ def test_the_build_check_says_when_its_image_is_gone(tmp_path, present, printed)
     done = subprocess.run(["bash", "-s"], input=image_check_script(IMAGE), capture_output=True, text=True, check=True,
                           env={"PATH": f"{tmp_path}:{os.environ['PATH']}"})
     assert done.stdout.splitlines() == printed
+
+
+def test_the_refresh_ends_with_each_commands_drift_and_what_up_does():
+    from workhub.engine import drift_summary
+
+    assert drift_summary({}) == "the host is as the last update left it"
+    assert drift_summary({"wbsaleshub-run": [f"the live container {LIVE} is gone", f"the proxy {PROXY} is gone"],
+                          "wbfinhub-build": ["the image wbfinhub:staging-0123456789ab is not on the host"]}) == (
+        "the host differs from what the last update left there:\n"
+        "  wbfinhub-build: the image wbfinhub:staging-0123456789ab is not on the host\n"
+        f"  wbsaleshub-run: the live container {LIVE} is gone\n"
+        f"  wbsaleshub-run: the proxy {PROXY} is gone\n"
+        "`scripts/workhub up` runs those commands again (a hub's deploy: beside what serves, health-gated)")

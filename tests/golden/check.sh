@@ -218,7 +218,9 @@ check() {
   fi
   status=$(docker container inspect --format '{{.State.Status}}' "$1")
   [ "$status" = running ] || drift "$3 $1 is not running (it is $status)"
-  if [ "$(compose config --hash "$1" 2>/dev/null | awk '{ print $2 }')" != "$(label "$1" com.docker.compose.config-hash)" ]; then
+  # Compose's fingerprint of the service from its own file alone, so no other hub's file can spoil it.
+  if [ "$(compose -f "$1.yml" config --hash "$1" 2>/dev/null | awk '{ print $2 }')" \
+    != "$(label "$1" com.docker.compose.config-hash)" ]; then
     drift "$3 $1 was not made from its Compose file (started or changed by hand?)"
   fi
 }
