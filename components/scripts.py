@@ -121,7 +121,8 @@ fi
 def preflight_script(base_image: str, build: BuildSettings, builds_here: bool = True) -> str:
     """Fail, before any build, when the host cannot hold the Node heap, lacks disk, or lacks
     BuildKit; then collect old build cache, keeping the npm cache mounts. When no hub builds on the
-    host (`builds_here` false: they all come from the registry), only the disk is checked."""
+    host (`builds_here` false: the stack has none, or they are pulled, promoted or pinned), only the
+    disk is checked."""
     return script(
         {"base_image": base_image, "node_heap_mb": build.node_heap_mb, "min_free_disk_mb": build.min_free_disk_mb,
          "cache_keep_storage_mb": build.cache_keep_storage_mb, "builds_here": builds_here},
