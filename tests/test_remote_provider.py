@@ -422,7 +422,7 @@ def test_a_failing_check_fails_the_refresh_with_its_last_lines(host, keys):
     state = created(host, keys, check="echo 'docker: not found' >&2\nexit 127\n")
     with pytest.raises(RemoteCommandError) as caught:
         RemoteCommandProvider().read("id", state)
-    assert "wbsaleshub-build failed with exit code 127" in str(caught.value) and "docker: not found" in str(caught.value)
+    assert "exit code 127" in str(caught.value) and "docker: not found" in str(caught.value)
 
 
 def test_recorded_drift_makes_the_diff_an_update_and_the_update_runs_create_again(host, home, keys):
