@@ -26,7 +26,7 @@ from .compose import (BACKEND, LIVE_MARK, PROXY_API_PORT, SLOTS, base_name, env_
                       proxy_config, proxy_container, slot_compose)
 from .config import DeploySettings, Hub
 from .runtime import Runtime, volume_name
-from .scripts import STACK_IMAGES
+from .scripts import DRIFT_MARK, STACK_IMAGES
 from .shell import Value, script
 
 # Paths on the host, and the Compose project every hub of every stack belongs to: one file per
@@ -97,11 +97,15 @@ probe_host=$publish_address
 [ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
 """
 
-_DEPLOY = _LAYOUT + _PROBE + r"""
+# slot_file SLOT: the Compose file a deploy writes for SLOT's container.
+_SLOT_FILE = r"""
+slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }
+"""
+
+_DEPLOY = _LAYOUT + _SLOT_FILE + _PROBE + r"""
 say() { printf 'run: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
-slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }
 ip_of() {
   docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
 }
@@ -257,6 +261,9 @@ docker network inspect "$network" >/dev/null 2>&1 \
 # What serves now: the live slot behind the proxy, or a container from before workhub ran a proxy.
 live=$(live_slot)
 live_container=""
+# A live slot whose container was removed or stopped by hand (drift): its files go once the new one serves.
+stale=""
+[ -n "$live" ] && ! running "$base-$live" && stale="$base-$live"
 if [ -n "$live" ] && running "$base-$live"; then
   live_container="$base-$live"
   if running "$proxy" && [ "$(cat "$compose_dir/$proxy.yml" 2>/dev/null)" = "$proxy_file" ] \
@@ -415,6 +422,10 @@ if [ -n "$live_container" ] && [ "$live_container" != "$new_container" ]; then
     say "stopped $live_container"
   fi
 fi
+if [ -n "$stale" ]; then
+  remove_slot "$stale"
+  say "removed what was left of $stale (it was not running)"
+fi
 printf '{"container": "%s", "slot": "%s", "proxy": "%s", "url": "http://%s:%s", "image": "%s", "image_id": "%s", "previous_image": "%s", "verified_at": "%s", "switch_ms": %s}\n' \
   "$new_container" "$slot" "$proxy" "$probe_host" "$host_port" "$image" "$(docker image inspect --format '{{.Id}}' "$image")" \
   "$previous" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$((switched_ms - healthy_ms))"
@@ -444,6 +455,15 @@ def _hub_values(hub: Hub, stack: str, publish_address: str) -> dict[str, Value]:
     }
 
 
+def _documents(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtime,
+               serving: Serving) -> dict[str, Value]:
+    """The Compose files a deploy of `image` writes (each slot's, the proxy's): what the check compares."""
+    return {
+        **{f"compose_{slot}": slot_compose(hub, stack, slot, image, runtime, serving.deploy) for slot in SLOTS},
+        "proxy_file": proxy_compose(hub, stack, host_port, serving.publish_address, serving.proxy_image),
+    }
+
+
 def run_script(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtime, serving: Serving) -> str:
     """Deploy `image` as the hub's new version behind its proxy, without dropping a request: start
     it beside the live one, wait for `healthyPasses` answers of 200, switch the proxy, drain and
@@ -469,11 +489,60 @@ def run_script(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtim
             "volumes": [volume.docker_name for volume in runtime.volumes],
             "volume_keys": [volume.name for volume in runtime.volumes],
             "volume_targets": [volume.target for volume in runtime.volumes],
-            **{f"compose_{slot}": slot_compose(hub, stack, slot, image, runtime, deploy) for slot in SLOTS},
             **{f"proxy_{slot}": proxy_config(hub, stack, slot, host_port, deploy) for slot in SLOTS},
-            "proxy_file": proxy_compose(hub, stack, host_port, publish_address, proxy_image),
+            **_documents(hub, stack, image, host_port, runtime, serving),
         },
         _DEPLOY,
+    )
+
+
+# Prints one line per way the host differs from what the last deploy left (nothing when it does
+# not): the live slot's container is there, running, from the deployed image and as its Compose
+# file says (Compose's own fingerprint of the service, against the one the container was made
+# with), and so is the proxy. It changes nothing on the host.
+_CHECK = _LAYOUT + _SLOT_FILE + r"""
+drift() { printf '%s%s\n' "$drift_mark" "$*"; }
+label() { docker container inspect --format "{{index .Config.Labels \"$2\"}}" "$1" 2>/dev/null; }
+# check CONTAINER FILE WHAT: CONTAINER runs as the Compose file FILE (its text) says; WHAT names it.
+check() {
+  local status
+  if [ "$(cat "$compose_dir/$1.yml" 2>/dev/null)" != "$2" ]; then
+    drift "$3 $1: its Compose file ~/.workhub/compose/$1.yml is not the one the last deploy wrote"
+  fi
+  if ! exists "$1"; then
+    drift "$3 $1 is gone"
+    return 0
+  fi
+  status=$(docker container inspect --format '{{.State.Status}}' "$1")
+  [ "$status" = running ] || drift "$3 $1 is not running (it is $status)"
+  # Compose's fingerprint of the service from its own file alone, so no other hub's file can spoil it.
+  if [ "$(compose -f "$1.yml" config --hash "$1" 2>/dev/null | awk '{ print $2 }')" \
+    != "$(label "$1" com.docker.compose.config-hash)" ]; then
+    drift "$3 $1 was not made from its Compose file (started or changed by hand?)"
+  fi
+}
+live=$(live_slot)
+if [ -z "$live" ]; then
+  drift "the proxy's config ~/.workhub/proxy/$base/haproxy.cfg names no live slot"
+else
+  check "$base-$live" "$(slot_file "$live")" "the live container"
+  if exists "$base-$live"; then
+    actual=$(docker container inspect --format '{{.Config.Image}}' "$base-$live")
+    [ "$actual" = "$image" ] || drift "the live container $base-$live runs $actual, not $image"
+  fi
+fi
+check "$proxy" "$proxy_file" "the proxy"
+"""
+
+
+def check_script(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtime, serving: Serving) -> str:
+    """What a refresh runs for the hub's run command: one DRIFT_MARK line on stdout for each way
+    the host differs from what `run_script` deployed (the live container gone, stopped, running
+    another image or not from its Compose file; the proxy likewise); nothing when it matches."""
+    return script(
+        {**_hub_values(hub, stack, serving.publish_address), "image": image, "drift_mark": DRIFT_MARK,
+         **_documents(hub, stack, image, host_port, runtime, serving)},
+        _CHECK,
     )
 
 

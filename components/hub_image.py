@@ -12,11 +12,11 @@ from .build_host import BuildHost, parse_last_json
 from .config import BuildSettings, RegistryConfig
 from .plan import HubPlan
 from .registry_image import Push, Pusher, push_with_docker
-from .deploy import Serving, run_script, stop_script
+from .deploy import Serving, check_script, run_script, stop_script
 from .promotion import PROMOTED_HUB_PATH, run_alias
 from .remote import RemoteCommand, Upload
 from .runtime import Runtime
-from .scripts import build_script, context_dir, pull_script, remove_image_script
+from .scripts import build_script, context_dir, image_check_script, pull_script, remove_image_script
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class HubImage(pulumi.ComponentResource):
                 triggers=plan.triggers,
                 notify_url=args.notify_url,
                 secret_values=secrets,
+                check=image_check_script(plan.image),
             )
         else:
             self.build = command(
@@ -105,6 +106,7 @@ class HubImage(pulumi.ComponentResource):
                 upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"],
                               plan.build_files),
                 notify_url=args.notify_url,
+                check=image_check_script(plan.image),
             )
         self.run = command(
             "run",
@@ -114,6 +116,7 @@ class HubImage(pulumi.ComponentResource):
             aliases=[run_alias(PROMOTED_HUB_PATH, plan.hub.name)],
             triggers=args.runtime.triggers,
             secret_values=args.runtime.secret_values or None,
+            check=check_script(plan.hub, plan.stack, plan.image, plan.host_port, args.runtime, args.serving),
         )
         self.result = self.run.stdout.apply(parse_last_json)
         self.url = self.result.apply(lambda out: out["url"])

@@ -195,6 +195,16 @@ def plain_secret_problems(values: dict[str, Any], stack: str) -> list[Problem]:
     return problems
 
 
+def host_only_warnings(config: StackConfig) -> list[str]:
+    """A stack with no hub in workhub:hubs is a host check, and says so: only the host's own
+    commands run (its facts, the preflight, the SSH keep-alive setup); nothing is built or deployed."""
+    if config.hubs:
+        return []
+    return ["workhub:hubs is empty: this stack builds and deploys nothing, it only checks the host (its facts "
+            "and the preflight) and keeps its SSH sessions alive; to deploy a hub, add it to workhub:hubs in "
+            "Pulumi.yaml and its host port as workhub:hostPorts.<hub> in each stack"]
+
+
 def dockerfile_warnings(config: StackConfig, project_dir: Path) -> list[str]:
     """The Dockerfile check's warnings for each hub: a FROM other than workhub:baseImage, OS package
     downloads no cache mount keeps (the network steps a weak link fails on next)."""

@@ -15,7 +15,7 @@ from .build_host import BuildHost, BuildHostArgs
 from .config import (NAMESPACE, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, SSH_KEY, ConfigError, StackConfig, built_hubs,
                      hub_secret_values, namespaced, parse_stack_config)
 from .deploy import Serving
-from .plan import HubPlan, dockerfile_warnings, plan_stack, volume_warnings
+from .plan import HubPlan, dockerfile_warnings, host_only_warnings, plan_stack, volume_warnings
 from .promotion import PromotedHub, candidates
 from .registry_image import Pusher, push_with_docker
 from .runtime import Runtime, hub_runtime
@@ -65,7 +65,8 @@ def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[Build
     config, plans, runtimes = checked_plan(project_dir)
     stack = pulumi.get_stack()
     built = config.model_copy(update={"hubs": built_hubs(config)})
-    for warning in dockerfile_warnings(built, project_dir) + volume_warnings(built, project_dir):
+    warnings = host_only_warnings(config) + dockerfile_warnings(built, project_dir) + volume_warnings(built, project_dir)
+    for warning in warnings:
         pulumi.log.warn(warning)
     serving = Serving(config.publish_address, config.deploy, config.proxy_image)
     settings = pulumi.Config(NAMESPACE)

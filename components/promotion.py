@@ -10,10 +10,10 @@ import pulumi
 
 from .build_host import BuildHost, parse_last_json
 from .config import Hub
-from .deploy import Serving, run_script, stop_script
+from .deploy import Serving, check_script, run_script, stop_script
 from .remote import RemoteCommand
 from .runtime import Runtime
-from .scripts import not_promoted_script, promote_script, untag_script
+from .scripts import image_check_script, not_promoted_script, promote_script, untag_script
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,9 @@ class PromotedHub(pulumi.ComponentResource):
                 **kwargs,
             )
 
-        self.promote = command("promote", promote, untag, after)
-        settings = {"triggers": runtime.triggers, "secret_values": runtime.secret_values or None} if image else {}
+        self.promote = command("promote", promote, untag, after, check=image_check_script(image) if image else None)
+        settings = {"triggers": runtime.triggers, "secret_values": runtime.secret_values or None,
+                    "check": check_script(hub, stack, image, candidate.host_port, runtime, serving)} if image else {}
         self.run = command("run", run, stop_script(hub, stack, serving.publish_address) if image else run,
                            [self.promote], aliases=[run_alias(HUB_IMAGE_PATH, hub.name)], **settings)
         self.result = self.run.stdout.apply(parse_last_json)

@@ -25,11 +25,11 @@ from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 import paramiko
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
 from .context import archive, content_hash, context_files
 from .lifeline import end_with_the_engine
-from .scripts import STREAM_MARK
+from .scripts import DRIFT_MARK, STREAM_MARK
 from .shell import assignments
 
 # State keeps at most this much of a command's stdout: enough for the facts a script reports.
@@ -481,7 +481,8 @@ def _pack(upload: Mapping[str, Any]) -> tuple[bytes, str]:
 
 class RemoteCommandProvider(ResourceProvider):
     """Runs `create` when the resource is created and whenever `create` or `triggers` change;
-    runs `delete`, if given, when it is deleted."""
+    runs `delete`, if given, when it is deleted; on refresh, runs `check`, if given, and records
+    the drift it finds, so the next update runs `create` again."""
 
     def _run(self, props: Mapping[str, Any], script: str, deploying: bool = True) -> str:
         """Run a script for `props`; when deploying (create, update), upload first and notify after."""
@@ -510,18 +511,41 @@ class RemoteCommandProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         changed = [k for k in ("create", "triggers", "upload", "connection", "privateKey", "delete", "label",
-                               "secretValues")
+                               "secretValues", "check")
                    if olds.get(k) != news.get(k)]
+        # Drift a refresh found: the update runs `create` again (never a replace, whose delete would
+        # stop what still runs).
+        changed += ["drift"] if olds.get("drift") else []
         return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        if _runs(olds) == _runs(news):
+        if _runs(olds) == _runs(news) and not olds.get("drift"):
             return UpdateResult(outs={**news, "stdout": olds.get("stdout", "")})
         return UpdateResult(outs={**news, "stdout": self._run(news, news["create"])})
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         if props.get("delete"):
             self._run(props, props["delete"], deploying=False)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        """On refresh, a command with a `check` script runs it on the host (with no secret values:
+        it only looks); each `drift: ...` line it prints is a way the host differs from what the
+        command's last run left there. They are kept as `drift`, in the outputs and in the inputs
+        the next diff compares, so the refresh shows them and the next update runs `create` again;
+        a refresh that finds none clears them. A command without a check keeps its state as it is."""
+        check = props.get("check")
+        if not check:
+            return ReadResult(id_, props)
+        stdout = run_script(Connection.from_props(props["connection"]), props["privateKey"], check, props["label"],
+                            _log_to_engine)
+        found = [line[len(DRIFT_MARK):] for line in stdout.splitlines() if line.startswith(DRIFT_MARK)]
+        outs = {key: value for key, value in props.items() if key != "drift"}
+        if found:
+            outs["drift"] = found
+        if not found and not props.get("drift"):
+            return ReadResult(id_, outs)
+        # The inputs are the outputs but for what the command printed (an output only).
+        return ReadResult(id_, outs, inputs={**outs, "stdout": None})
 
 
 class RemoteCommand(pulumi.dynamic.Resource):
@@ -541,10 +565,13 @@ class RemoteCommand(pulumi.dynamic.Resource):
         upload: Optional[Upload] = None,
         notify_url: Optional[pulumi.Input[str]] = None,
         secret_values: Optional[Mapping[str, pulumi.Input[str]]] = None,
+        check: Optional[pulumi.Input[str]] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         """`secret_values` are shell variables the scripts read (a registry password): always stored
-        and passed as secrets, and set in front of the script only when it runs."""
+        and passed as secrets, and set in front of the script only when it runs. `check` is a script
+        a refresh runs to find drift: it prints a `drift: <what differs>` line for each way the host
+        differs from what `create` left, and changes nothing."""
         props = {
             "label": name,
             "connection": connection.to_props(),
@@ -555,6 +582,7 @@ class RemoteCommand(pulumi.dynamic.Resource):
             "upload": upload.to_props() if upload else None,
             "notifyUrl": pulumi.Output.secret(notify_url) if notify_url is not None else None,
             "secretValues": pulumi.Output.secret(dict(secret_values)) if secret_values else None,
+            "check": check,
             "stdout": None,
         }
         opts = pulumi.ResourceOptions.merge(

@@ -16,6 +16,10 @@ from .shell import script
 # it sets stream_from to the next one (components.remote).
 STREAM_MARK = "@@workhub-stream@@"
 
+# A check script (run on refresh) prints a line starting with this for each way the host differs
+# from what its command left there (components.remote keeps them as the command's drift).
+DRIFT_MARK = "drift: "
+
 # Where workhub keeps its files on the host, under the deploy user's home.
 STATE_DIR = ".workhub"
 
@@ -96,7 +100,7 @@ if [ "$disk_free_mb" -lt "$min_free_disk_mb" ]; then
   fail "only $disk_free_mb MB free under $docker_root, workhub:build.minFreeDiskMb asks for $min_free_disk_mb MB; free space on the host (docker image prune) or lower workhub:build.minFreeDiskMb"
 fi
 if [ "$builds_here" = false ]; then
-  say "no hub builds on this host in this update (registry mode): the BuildKit check is skipped"
+  say "no hub builds on this host in this update (the stack has none, or they are pulled, promoted or pinned): the BuildKit check is skipped"
 elif ! buildkit_works; then
   fail "a BuildKit build with a cache mount FROM $base_image (workhub:baseImage) does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit, or set workhub:baseImage to an image the host has"
 fi
@@ -117,7 +121,8 @@ fi
 def preflight_script(base_image: str, build: BuildSettings, builds_here: bool = True) -> str:
     """Fail, before any build, when the host cannot hold the Node heap, lacks disk, or lacks
     BuildKit; then collect old build cache, keeping the npm cache mounts. When no hub builds on the
-    host (`builds_here` false: they all come from the registry), only the disk is checked."""
+    host (`builds_here` false: the stack has none, or they are pulled, promoted or pinned), only the
+    disk is checked."""
     return script(
         {"base_image": base_image, "node_heap_mb": build.node_heap_mb, "min_free_disk_mb": build.min_free_disk_mb,
          "cache_keep_storage_mb": build.cache_keep_storage_mb, "builds_here": builds_here},
@@ -507,6 +512,18 @@ def remove_image_script(hub: Hub, stack: str, image: str) -> str:
     """Remove every image of the hub in this stack and its build context uploads."""
     return script({"hub": hub.name, "stack": stack, "image": image, "context_dir": context_dir(stack, hub.name)},
                   _REMOVE_IMAGE)
+
+
+# What a refresh runs for the command that put an image on the host (its build, pull or promotion):
+# a drift line when the image is gone (removed by hand), so the next update makes it again.
+_IMAGE_CHECK = r"""
+docker image inspect "$image" >/dev/null 2>&1 || printf '%sthe image %s is not on the host\n' "$drift_mark" "$image"
+"""
+
+
+def image_check_script(image: str) -> str:
+    """A DRIFT_MARK line on stdout when `image` is not on the host; nothing when it is."""
+    return script({"image": image, "drift_mark": DRIFT_MARK}, _IMAGE_CHECK)
 
 
 _PROMOTE = r"""

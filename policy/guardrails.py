@@ -31,7 +31,7 @@ DYNAMIC = "pulumi-python:dynamic:Resource"
 NAMESPACE = "workhub"
 SECRET_INPUTS = ("privateKey", "notifyUrl", "secretValues")
 DOCKER_IMAGE = "docker:index/image:Image"
-SCRIPT_INPUTS = ("create", "delete", "triggers")
+SCRIPT_INPUTS = ("create", "delete", "triggers", "check")
 # The Dockerfile rules that keep the npm cache mount working (check_dockerfile's rule names).
 CACHE_RULES = ("syntax", "cache-mount", "no-cache-clean")
 

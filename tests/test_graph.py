@@ -7,7 +7,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.scripts import host_facts_script
+from components.scripts import host_facts_script, image_check_script
 from tests.hub_context import write_hub_context
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
@@ -256,5 +256,50 @@ def test_a_hubs_secrets_reach_only_its_run_and_only_as_secrets(mocks, project, m
             by_name(mocks, "wbhubmanager-run").inputs["secretValues"] is None
         (alias,) = aliases["wbsaleshub-run"]
         assert alias.parent == "urn:pulumi:staging::workhub::workhub:hub:PromotedHub::wbsaleshub"
+
+    return run(project, check)
+
+
+@pulumi.runtime.test
+def test_a_stack_with_no_hubs_runs_only_the_hosts_own_commands_and_says_so(mocks, project, monkeypatch):
+    """An empty workhub:hubs is a host check: facts, preflight and SSH setup only, and one warning
+    naming the key and how to add a hub."""
+    warnings: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warnings.append(message))
+    pulumi.runtime.set_all_config({**config(), "workhub:hubs": "[]", "workhub:hostPorts": "{}"},
+                                  secret_keys=["workhub:sshPrivateKey"])
+
+    def check(host, chain, urns):
+        assert sorted(r.name for r in commands(mocks)) == ["build-host-facts", "build-host-preflight",
+                                                           "build-host-setup"]
+        assert chain.images == []
+        (warning,) = warnings
+        assert warning.startswith("workhub:hubs is empty: this stack builds and deploys nothing, it only checks the host")
+        assert "add it to workhub:hubs in Pulumi.yaml and its host port as workhub:hostPorts.<hub>" in warning
+        assert "(registry mode)" not in by_name(mocks, "build-host-preflight").inputs["create"]
+
+    from components.program import program
+
+    host, chain, _ = program(project)
+    return pulumi.Output.all(host.facts_command.urn, *[command.urn for command in host.ready]).apply(
+        lambda _: check(host, chain, []))
+
+
+@pulumi.runtime.test
+def test_each_hubs_run_and_build_carry_the_drift_check_of_what_they_leave(mocks, project):
+    """A refresh checks each hub's run against the host (components.deploy.check_script, for the same
+    image, port and settings the run deploys) and its build (the image is there); the host's own
+    commands have no check."""
+
+    def check(host, chain, urns):
+        for name, _, port in HUBS:
+            run = by_name(mocks, f"{name}-run")
+            image = [i.image for i in chain.images if i.image.startswith(f"{name}:")][0]
+            assert f"\nimage={image}\n" in run.inputs["check"] and f"\nbase={name}-staging\n" in run.inputs["check"]
+            assert f'"published": "{10000 + port}"' in run.inputs["check"], "the proxy's Compose file, host port and all"
+            assert by_name(mocks, f"{name}-build").inputs["check"] == image_check_script(image)
+        for resource in commands(mocks):
+            if resource.name.startswith("build-host-"):
+                assert resource.inputs.get("check") is None, resource.name
 
     return run(project, check)

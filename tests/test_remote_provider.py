@@ -3,7 +3,8 @@
 home, so `connect`, `run_script`, `_pack` and the provider's create, diff, update and delete run
 their real code paths without sshd. Each test fails when its line in components/remote.py breaks:
 the host key check, the inputs diff compares, the inputs that rerun the script, the delete script,
-the planned-hash check of an upload, the stdout bound and the webhook notices."""
+the planned-hash check of an upload, the stdout bound, the webhook notices and the drift a
+refresh's check finds."""
 
 from __future__ import annotations
 
@@ -196,6 +197,7 @@ def props(port: int, keys: dict[str, Key], **changes) -> dict:
         "upload": None,
         "notifyUrl": None,
         "secretValues": None,
+        "check": None,
         "stdout": None,
     }
     inputs.update(changes)
@@ -264,6 +266,7 @@ def planned_stub() -> dict:
     ("connection", connection(2222, "ssh-ed25519 AAAA").to_props()),
     ("delete", "docker image rm x\n"),
     ("label", "wbsaleshub-build-2"),
+    ("check", "echo 'drift: another check'\n"),
 ])
 def test_diff_reports_a_change_of_each_input_it_compares(keys, key, value):
     olds = {**props(22, keys, upload=planned_stub(), secretValues={"registry_password": "old"}),
@@ -387,3 +390,67 @@ def test_a_failing_script_posts_one_failed_notice_with_the_errors_first_and_last
 def test_a_succeeding_script_posts_one_succeeded_notice_with_its_last_stdout_line(host, keys, webhook):
     RemoteCommandProvider().create(props(host.port, keys, notifyUrl=webhook.url))
     assert webhook.posts == [{"command": "wbsaleshub-build", "result": "succeeded", "detail": '{"runs": 1}'}]
+
+
+# --- refresh: the check and the drift it finds -----------------------------------------------------
+
+CHECK = 'echo "drift: the live container wbsaleshub-e2e-blue is gone"\necho "not a drift line"\n'
+
+
+def created(host, keys, **changes) -> dict:
+    """A command's state after its create ran once on the host (the engine's outputs)."""
+    return RemoteCommandProvider().create(props(host.port, keys, **changes)).outs
+
+
+def test_read_without_a_check_keeps_the_state_and_runs_nothing(host, home, keys):
+    state = {**props(host.port, keys), "stdout": '{"runs": 1}\n'}
+    read = RemoteCommandProvider().read("id", dict(state))
+    assert (read.id, read.outs, read.inputs) == ("id", state, None)
+    assert host.commands == []
+
+
+def test_read_keeps_each_drift_line_of_the_check_in_the_outputs_and_the_inputs(host, home, keys):
+    state = created(host, keys, check=CHECK)
+    read = RemoteCommandProvider().read("id", dict(state))
+    assert read.outs == {**state, "drift": ["the live container wbsaleshub-e2e-blue is gone"]}
+    assert read.inputs == {**read.outs, "stdout": None}, "the next diff compares the drift, not what create printed"
+    assert runs(home) == ["created"], "the check ran, create did not"
+
+
+def test_the_check_runs_without_the_secret_values(host, keys):
+    check = 'echo "drift: the secret is ${registry_password:-not here}"\n'
+    state = created(host, keys, check=check, secretValues={"registry_password": "s3cret"})
+    assert RemoteCommandProvider().read("id", state).outs["drift"] == ["the secret is not here"]
+
+
+def test_a_check_finding_nothing_clears_the_drift_an_earlier_refresh_found(host, keys):
+    state = {**created(host, keys, check="true\n"), "drift": ["the proxy wbsaleshub-e2e-proxy is gone"]}
+    read = RemoteCommandProvider().read("id", dict(state))
+    assert "drift" not in read.outs and "drift" not in read.inputs
+    assert read.outs == {key: value for key, value in state.items() if key != "drift"}
+
+
+def test_a_check_finding_nothing_where_nothing_was_found_changes_nothing(host, keys):
+    state = created(host, keys, check="true\n")
+    read = RemoteCommandProvider().read("id", dict(state))
+    assert (read.outs, read.inputs) == (state, None)
+
+
+def test_a_failing_check_fails_the_refresh_with_its_last_lines(host, keys):
+    state = created(host, keys, check="echo 'docker: not found' >&2\nexit 127\n")
+    with pytest.raises(RemoteCommandError) as caught:
+        RemoteCommandProvider().read("id", state)
+    assert "exit code 127" in str(caught.value) and "docker: not found" in str(caught.value)
+
+
+def test_recorded_drift_makes_the_diff_an_update_and_the_update_runs_create_again(host, home, keys):
+    provider = RemoteCommandProvider()
+    state = created(host, keys, check=CHECK)
+    news = props(host.port, keys, check=CHECK)
+    assert provider.diff("id", state, dict(news)).changes is False
+    drifted = provider.read("id", dict(state)).outs
+    diff = provider.diff("id", drifted, dict(news))
+    assert diff.changes is True and diff.replaces == [], "an update, never a replace (its delete would stop the hub)"
+    updated = provider.update("id", drifted, dict(news)).outs
+    assert runs(home) == ["created", "created"] and updated["stdout"] == '{"runs": 2}\n'
+    assert "drift" not in updated and provider.diff("id", updated, dict(news)).changes is False

@@ -8,7 +8,7 @@ import pytest
 
 from components.compose import proxy_compose, proxy_config, slot_compose
 from components.config import BuildSettings, DeploySettings, Hub, SshKeepAlive, StackConfig
-from components.deploy import (Serving, backup_script, prune_script, purge_script, restore_script, run_script,
+from components.deploy import (Serving, backup_script, check_script, prune_script, purge_script, restore_script, run_script,
                                status_script, stop_script, volume_info_script)
 from components.runtime import hub_runtime
 from components.scripts import (
@@ -17,6 +17,7 @@ from components.scripts import (
     build_script,
     host_facts_script,
     host_setup_script,
+    image_check_script,
     preflight_script,
     promote_script,
     pull_script,
@@ -49,6 +50,8 @@ def all_scripts() -> dict[str, str]:
         "build.sh": build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, "http://127.0.0.1:4873/"),
         "remove_image.sh": remove_image_script(HUB, "staging", IMAGE),
         "run.sh": run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
+        "check.sh": check_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
+        "image_check.sh": image_check_script(IMAGE),
         "stop.sh": stop_script(HUB, "staging", "127.0.0.1"),
         "purge.sh": purge_script("staging"),
         "volume_info.sh": volume_info_script("staging", [(HUB, "data")]),

@@ -110,6 +110,30 @@ def test_host_port_change_restarts_only_that_hub():
     assert host_line(summarize(preview, STACK)) == ""
 
 
+def test_drift_a_refresh_found_restarts_that_hub_and_says_what_it_found():
+    """After a refresh found WBFinHub's live container gone, its run is an update that runs again."""
+    preview = copy.deepcopy(fixture("host-port-change"))
+    (run,) = steps_named(preview, "wbfinhub-run")
+    run["newState"]["inputs"]["create"] = run["oldState"]["inputs"]["create"]
+    run["oldState"]["inputs"]["drift"] = ["the live container wbfinhub-summary-blue is gone"]
+    rows = table(summarize(preview, STACK))
+    assert rows["wbfinhub"]["action"] == "restart only"
+    assert rows["wbfinhub"]["why"] == "drift: the live container wbfinhub-summary-blue is gone"
+
+
+def test_an_image_removed_from_the_host_rebuilds_that_hub():
+    """After a refresh found WBSalesHub's image gone, its build runs again, for that reason."""
+    preview = copy.deepcopy(fixture("source-change"))
+    (build,) = steps_named(preview, "wbsaleshub-build")
+    (run,) = steps_named(preview, "wbsaleshub-run")
+    run["op"] = "same"
+    build["newState"]["inputs"] = {**build["oldState"]["inputs"]}
+    build["oldState"]["inputs"]["drift"] = ["the image wbsaleshub:summary-0123456789ab is not on the host"]
+    assert table(summarize(preview, STACK))["wbsaleshub"] | {"image": ""} == {
+        "action": "build only", "why": "drift: the image wbsaleshub:summary-0123456789ab is not on the host",
+        "image": ""}
+
+
 def test_nothing_changing_says_no_changes():
     preview = copy.deepcopy(fixture("source-change"))
     for step in preview["steps"]:

@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.purge_data:
             data.purge(stack, log)
         print(destroyed_message(args.stack, args.purge_data))
+    if args.operation == "refresh":
+        print(f"\nworkhub: refresh of {args.stack!r}: {eng.drift_summary(eng.drift_found(stack))}")
     if args.operation == "up":
         print(f"\nworkhub: stack {args.stack!r} is up; what changed: {result.summary.resource_changes}")
         print(eng.outputs_summary(result.outputs))

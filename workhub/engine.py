@@ -234,6 +234,25 @@ def outputs_summary(outputs: Mapping[str, auto.OutputValue]) -> str:
     return "\n".join(lines)
 
 
+def drift_found(stack: auto.Stack) -> dict[str, list[str]]:
+    """What the last refresh found on the host that differs from what the commands left there, by
+    command (a hub's run: its live container or its proxy gone, stopped, replaced): the next `up`
+    runs those commands again."""
+    resources = stack.export_stack().deployment.get("resources") or []
+    return {(resource.get("outputs") or {}).get("label", resource["urn"]): resource["outputs"]["drift"]
+            for resource in resources if (resource.get("outputs") or {}).get("drift")}
+
+
+def drift_summary(found: Mapping[str, list[str]]) -> str:
+    """The drift a refresh found, as the last lines the user reads."""
+    if not found:
+        return "the host is as the last update left it"
+    lines = ["the host differs from what the last update left there:"]
+    lines += [f"  {command}: {what}" for command, whats in sorted(found.items()) for what in whats]
+    lines.append("`scripts/workhub up` runs those commands again (a hub's deploy: beside what serves, health-gated)")
+    return "\n".join(lines)
+
+
 def run_reported(operation: str, stack: auto.Stack, say: Callable[[str], None] = print_line,
                  say_failure: Callable[[str], None] = print_err, debug: bool = False) -> Optional[Any]:
     """Run up, refresh or destroy, printing its progress from the engine's events through `say`;

@@ -33,7 +33,8 @@ TRIGGER_REASONS = {
 SUMMARY_WORDS = [("create", "to create"), ("update", "to update"), ("replace", "to replace"),
                  ("delete", "to delete"), ("same", "unchanged")]
 # What a command's provider compares to decide whether its script runs again (components/remote.py).
-RUN_INPUTS = ("create", "triggers", "upload")
+# Drift a refresh found (components.remote) makes the command run again too.
+RUN_INPUTS = ("create", "triggers", "upload", "drift")
 ASSIGNMENT = re.compile(r"^([a-z_][a-z0-9_]*)=(.*)$")
 
 
@@ -226,9 +227,17 @@ def _fallback(step: Step) -> list[str]:
     return [f"{', '.join(changed)} changed"]
 
 
+def drift_reasons(step: Step) -> list[str]:
+    """What a refresh found on the host that differs from what the command left there."""
+    drift = step.old.get("drift")
+    return [f"drift: {what}" for what in drift] if isinstance(drift, list) else []
+
+
 def build_reasons(step: Step) -> list[str]:
     if step.kind != "update":
         return [f"build {step.kind}d"]
+    if drift_reasons(step):
+        return drift_reasons(step)
     old, new = step.old.get("triggers"), step.new.get("triggers")
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         keys = [key for key in TRIGGER_REASONS if old.get(key) != new.get(key)]
@@ -268,7 +277,7 @@ def setting_reasons(old: Any, new: Any) -> list[str]:
 def run_reasons(step: Step, rebuilt: bool) -> list[str]:
     if step.kind != "update":
         return [f"container {step.kind}d"]
-    reasons = setting_reasons(step.old.get("triggers"), step.new.get("triggers"))
+    reasons = drift_reasons(step) + setting_reasons(step.old.get("triggers"), step.new.get("triggers"))
     if step.old.get("create") == step.new.get("create"):
         return reasons or ([] if rebuilt else _fallback(step))
     old, new = script_values(step.old.get("create")), script_values(step.new.get("create"))

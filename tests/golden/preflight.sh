@@ -52,7 +52,7 @@ if [ "$disk_free_mb" -lt "$min_free_disk_mb" ]; then
   fail "only $disk_free_mb MB free under $docker_root, workhub:build.minFreeDiskMb asks for $min_free_disk_mb MB; free space on the host (docker image prune) or lower workhub:build.minFreeDiskMb"
 fi
 if [ "$builds_here" = false ]; then
-  say "no hub builds on this host in this update (registry mode): the BuildKit check is skipped"
+  say "no hub builds on this host in this update (the stack has none, or they are pulled, promoted or pinned): the BuildKit check is skipped"
 elif ! buildkit_works; then
   fail "a BuildKit build with a cache mount FROM $base_image (workhub:baseImage) does not work on this host (its log is above); install docker buildx, or a Docker engine with BuildKit, or set workhub:baseImage to an image the host has"
 fi

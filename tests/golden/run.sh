@@ -28,6 +28,82 @@ secret_files=(SIGNING_KEY)
 volumes=(workhub-staging-wbsaleshub-data)
 volume_keys=(data)
 volume_targets=(/app/data)
+proxy_blue='# workhub live slot: blue
+# The proxy of hub wbsaleshub in stack staging, written by workhub: edits are overwritten.
+global
+    log stdout format raw daemon warning
+    stats socket ipv4@127.0.0.1:9999 level admin
+    stats socket /var/lib/haproxy/admin.sock mode 600 level admin expose-fd listeners
+    stats timeout 30s
+    hard-stop-after 35s
+defaults
+    mode http
+    log global
+    option dontlognull
+    option forwardfor
+    option idle-close-on-response
+    timeout connect 5s
+    timeout client 60s
+    timeout http-request 30s
+    timeout http-keep-alive 60s
+    timeout server 300s
+    timeout tunnel 1h
+    retries 3
+    retry-on conn-failure empty-response
+resolvers docker
+    nameserver docker 127.0.0.11:53
+    timeout resolve 1s
+    hold valid 10s
+    hold other 30s
+    hold refused 30s
+    hold nx 30s
+    hold timeout 30s
+    hold obsolete 30s
+frontend hub
+    bind :14091
+    default_backend slots
+backend slots
+    server blue wbsaleshub-staging-blue:4091 resolvers docker init-addr libc,none
+    server green wbsaleshub-staging-green:4091 resolvers docker init-addr none disabled
+'
+proxy_green='# workhub live slot: green
+# The proxy of hub wbsaleshub in stack staging, written by workhub: edits are overwritten.
+global
+    log stdout format raw daemon warning
+    stats socket ipv4@127.0.0.1:9999 level admin
+    stats socket /var/lib/haproxy/admin.sock mode 600 level admin expose-fd listeners
+    stats timeout 30s
+    hard-stop-after 35s
+defaults
+    mode http
+    log global
+    option dontlognull
+    option forwardfor
+    option idle-close-on-response
+    timeout connect 5s
+    timeout client 60s
+    timeout http-request 30s
+    timeout http-keep-alive 60s
+    timeout server 300s
+    timeout tunnel 1h
+    retries 3
+    retry-on conn-failure empty-response
+resolvers docker
+    nameserver docker 127.0.0.11:53
+    timeout resolve 1s
+    hold valid 10s
+    hold other 30s
+    hold refused 30s
+    hold nx 30s
+    hold timeout 30s
+    hold obsolete 30s
+frontend hub
+    bind :14091
+    default_backend slots
+backend slots
+    server blue wbsaleshub-staging-blue:4091 resolvers docker init-addr none disabled
+    server green wbsaleshub-staging-green:4091 resolvers docker init-addr libc,none
+'
 compose_blue='{
   "services": {
     "wbsaleshub-staging-blue": {
@@ -124,82 +200,6 @@ compose_green='{
     }
   }
 }'
-proxy_blue='# workhub live slot: blue
-# The proxy of hub wbsaleshub in stack staging, written by workhub: edits are overwritten.
-global
-    log stdout format raw daemon warning
-    stats socket ipv4@127.0.0.1:9999 level admin
-    stats socket /var/lib/haproxy/admin.sock mode 600 level admin expose-fd listeners
-    stats timeout 30s
-    hard-stop-after 35s
-defaults
-    mode http
-    log global
-    option dontlognull
-    option forwardfor
-    option idle-close-on-response
-    timeout connect 5s
-    timeout client 60s
-    timeout http-request 30s
-    timeout http-keep-alive 60s
-    timeout server 300s
-    timeout tunnel 1h
-    retries 3
-    retry-on conn-failure empty-response
-resolvers docker
-    nameserver docker 127.0.0.11:53
-    timeout resolve 1s
-    hold valid 10s
-    hold other 30s
-    hold refused 30s
-    hold nx 30s
-    hold timeout 30s
-    hold obsolete 30s
-frontend hub
-    bind :14091
-    default_backend slots
-backend slots
-    server blue wbsaleshub-staging-blue:4091 resolvers docker init-addr libc,none
-    server green wbsaleshub-staging-green:4091 resolvers docker init-addr none disabled
-'
-proxy_green='# workhub live slot: green
-# The proxy of hub wbsaleshub in stack staging, written by workhub: edits are overwritten.
-global
-    log stdout format raw daemon warning
-    stats socket ipv4@127.0.0.1:9999 level admin
-    stats socket /var/lib/haproxy/admin.sock mode 600 level admin expose-fd listeners
-    stats timeout 30s
-    hard-stop-after 35s
-defaults
-    mode http
-    log global
-    option dontlognull
-    option forwardfor
-    option idle-close-on-response
-    timeout connect 5s
-    timeout client 60s
-    timeout http-request 30s
-    timeout http-keep-alive 60s
-    timeout server 300s
-    timeout tunnel 1h
-    retries 3
-    retry-on conn-failure empty-response
-resolvers docker
-    nameserver docker 127.0.0.11:53
-    timeout resolve 1s
-    hold valid 10s
-    hold other 30s
-    hold refused 30s
-    hold nx 30s
-    hold timeout 30s
-    hold obsolete 30s
-frontend hub
-    bind :14091
-    default_backend slots
-backend slots
-    server blue wbsaleshub-staging-blue:4091 resolvers docker init-addr none disabled
-    server green wbsaleshub-staging-green:4091 resolvers docker init-addr libc,none
-'
 proxy_file='{
   "services": {
     "wbsaleshub-staging-proxy": {
@@ -297,6 +297,8 @@ remove_slot() {
   rm -rf "$env_dir/$1.env" "$secrets_dir/$1"
 }
 
+slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }
+
 probe_src='exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || { echo refused; exit 0; }
 printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
 IFS= read -r line <&3 || { echo no-answer; exit 0; }
@@ -308,7 +310,6 @@ probe_host=$publish_address
 say() { printf 'run: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
-slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }
 ip_of() {
   docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
 }
@@ -464,6 +465,9 @@ docker network inspect "$network" >/dev/null 2>&1 \
 # What serves now: the live slot behind the proxy, or a container from before workhub ran a proxy.
 live=$(live_slot)
 live_container=""
+# A live slot whose container was removed or stopped by hand (drift): its files go once the new one serves.
+stale=""
+[ -n "$live" ] && ! running "$base-$live" && stale="$base-$live"
 if [ -n "$live" ] && running "$base-$live"; then
   live_container="$base-$live"
   if running "$proxy" && [ "$(cat "$compose_dir/$proxy.yml" 2>/dev/null)" = "$proxy_file" ] \
@@ -621,6 +625,10 @@ if [ -n "$live_container" ] && [ "$live_container" != "$new_container" ]; then
     remove_slot "$live_container"
     say "stopped $live_container"
   fi
+fi
+if [ -n "$stale" ]; then
+  remove_slot "$stale"
+  say "removed what was left of $stale (it was not running)"
 fi
 printf '{"container": "%s", "slot": "%s", "proxy": "%s", "url": "http://%s:%s", "image": "%s", "image_id": "%s", "previous_image": "%s", "verified_at": "%s", "switch_ms": %s}\n' \
   "$new_container" "$slot" "$proxy" "$probe_host" "$host_port" "$image" "$(docker image inspect --format '{{.Id}}' "$image")" \
