@@ -5,8 +5,8 @@
 #
 #   scripts/toolchain.sh            # ensure, then print the bin directory on stdout
 #
-# Progress goes to stderr. Nothing is downloaded when the engine runs: automatic plugin
-# downloads are off in the environment workhub gives the engine.
+# Progress goes to stderr, and nothing when all was ready. Nothing is downloaded when the engine
+# runs: automatic plugin downloads are off in the environment workhub gives the engine.
 set -euo pipefail
 
 PULUMI_VERSION=3.274.1         # the CLI; the pinned Python SDK (3.272.0) accepts any newer CLI
@@ -94,21 +94,25 @@ install_sdk_scripts() {
 
 main() {
   mkdir -p "$BIN"
-  local existing
+  local existing made=0
   if [ -x "$BIN/pulumi" ]; then
     :
   elif existing=$(installed_pulumi); then
     say "using the installed $existing ($("$existing" version))"
     ln -sf "$existing" "$BIN/pulumi"
+    made=1
   else
     build_cli
+    made=1
   fi
   if [ ! -x "$BIN/pulumi-resource-pulumi-python" ] || [ ! -x "$BIN/pulumi-language-python-exec" ]; then
     say "installing the Python SDK's plugin scripts"
     install_sdk_scripts
+    made=1
   fi
   "$BIN/pulumi" version >/dev/null || die "$BIN/pulumi does not run"
-  say "ready: pulumi $("$BIN/pulumi" version) in $BIN"
+  # Said once, when this run made something ready; a warm run prints only the directory.
+  [ "$made" = 0 ] || say "ready: pulumi $("$BIN/pulumi" version) in $BIN"
   printf '%s\n' "$BIN"
 }
 

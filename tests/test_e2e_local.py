@@ -83,5 +83,5 @@ def test_committed_stacks_stop_before_touching_anything_until_the_host_is_set(tm
     message = str(caught.value)
     for key in ("workhub:host.address", "workhub:host.hostKey", "workhub:sshPrivateKey"):
         assert f"{key}: is not set" in message
-    assert f"pulumi config set --stack {stack_name} --secret workhub:sshPrivateKey" in message
+    assert f"scripts/workhub pulumi config set --stack {stack_name} --secret workhub:sshPrivateKey" in message
     assert "Traceback" not in message

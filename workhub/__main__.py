@@ -1,9 +1,10 @@
 """python -m workhub [up|preview|refresh|destroy|outputs|status|prune|backup|restore] [--stack NAME]
    python -m workhub dockerfile check|conform PATH...
+   python -m workhub pulumi ARGS...   (the project's Pulumi CLI; see workhub/pulumi_cli.py)
 
 With no stack, or `--stack local`, it works on the embedded default: it starts the throwaway
 SSH + Docker test host on 127.0.0.1 and points the `local` stack at it. Any other stack uses the
-backend you are logged in to (`pulumi login`) and the config its operator set.
+backend you are logged in to (`scripts/workhub pulumi login`) and the config its operator set.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import dockerfiles
 
         return dockerfiles.main(argv[1:])
+    if argv[:1] == ["pulumi"]:
+        from . import pulumi_cli
+
+        return pulumi_cli.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m workhub", description=__doc__.split("\n\n")[0])
     parser.add_argument("operation", nargs="?", default="up",
                         choices=["up", "preview", "refresh", "destroy", "outputs", "status", "prune", "backup",
