@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A local npm registry cache (verdaccio) on 127.0.0.1, so builds and tests install hub
 # dependencies without going back to the upstream registry each time.
-# Usage: scripts/registry.sh up | down | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]
+# Usage: scripts/registry.sh up | down [--if-started-here] | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]
 #
 # Everything lives in ${WORKHUB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/workhub}/verdaccio:
 # the verdaccio install, its generated config, its storage (the cached tarballs and metadata,
-# kept across runs), its pid, port, logs and the warm markers.
+# kept across runs), its pid, port, logs and the warm markers. One server serves every checkout on
+# the machine; the checkout (state directory) whose `up` started it keeps its pid in
+# ${WORKHUB_STATE_DIR:-.workhub}/npm-registry.pid, so `scripts/testhost.sh down` there stops it
+# (`down --if-started-here`) and leaves one another checkout started alone.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +33,7 @@ LOG="$DIR/verdaccio.log"      # verdaccio's own log: JSON lines, one per HTTP ev
 OUT="$DIR/verdaccio.out"      # the process's stdout/stderr (startup warnings, crashes)
 WARM="$DIR/warm"              # one marker per lockfile hash installed through this storage
 STATS_JS="$REPO_ROOT/scripts/lib/registry-stats.js"
+STARTED_HERE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/npm-registry.pid"
 
 log() { printf 'registry: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -203,6 +207,8 @@ cmd_up() {
   WORKHUB_REGISTRY_DIR="$DIR" setsid nohup node "$DIR/node_modules/verdaccio/bin/verdaccio" --config "$CONFIG" >>"$OUT" 2>&1 </dev/null 9>&- &
   pid=$!
   echo "$pid" >"$PIDFILE"
+  mkdir -p "$(dirname "$STARTED_HERE")"
+  echo "$pid" >"$STARTED_HERE"
   url="$(url_for "$port")"
   for _ in $(seq 120); do
     ping_url "$url" && { log "verdaccio answers at $url"; echo "$url"; return 0; }
@@ -224,6 +230,17 @@ cmd_down() {
   local pid
   take_lock up
   pid="$(read_pid "$PIDFILE")"
+  if [[ "${1:-}" == --if-started-here ]]; then
+    if ! pid_ours "$pid"; then
+      rm -f "$STARTED_HERE"
+      return 0
+    fi
+    if [[ "$(read_pid "$STARTED_HERE")" != "$pid" ]]; then
+      log "leaving verdaccio (pid $pid) running: another checkout started it ('scripts/registry.sh down' stops it)"
+      return 0
+    fi
+  fi
+  rm -f "$STARTED_HERE"
   if pid_ours "$pid"; then
     log "stopping verdaccio (pid $pid)"
     stop_pid "$pid"
@@ -312,11 +329,11 @@ require("readline").createInterface({ input: process.stdin }).on("line", (l) => 
 
 case "${1:-}" in
   up) cmd_up ;;
-  down) cmd_down ;;
+  down) cmd_down "${2:-}" ;;
   url) cmd_url ;;
   warm) shift; cmd_warm "$@" ;;
   mark) cmd_mark ;;
   stats) shift; cmd_stats "$@" ;;
   logs) cmd_logs "${2:-}" ;;
-  *) echo "usage: $0 up | down | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down [--if-started-here] | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]" >&2; exit 2 ;;
 esac

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Local stand-in for a remote deploy host: a Docker engine plus an sshd on 127.0.0.1.
-# Usage: scripts/testhost.sh up | env | down [--purge] | logs
+# Usage: scripts/testhost.sh up | env | check | down [--purge] | logs
+#
+# `check` starts nothing: it prints what `env` prints when the test host runs (its sshd answers and
+# reaches the Docker engine), and otherwise exits 3 saying what is not running.
+# `down` stops everything workhub started locally from this state directory: the sshd, the Docker
+# engine if this test host started it, the throwaway image registry (scripts/image-registry.sh)
+# and the npm registry cache (scripts/registry.sh) if this checkout started it.
 # Sourced (by scripts/swarm-testbed.sh), it only defines its functions.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/testhost"
+STATE_ROOT="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}"
+STATE="$STATE_ROOT/testhost"
 # One Docker engine serves every test host on the machine, so its log and pid live in one place.
 DOCKERD_DIR=/run/workhub-testhost
 # /usr/local/bin/docker (v28) refuses to build without buildx; Debian's 20.10 client builds natively.
@@ -227,6 +234,19 @@ print(json.dumps({
     "state_dir": e["STATE"], "docker_started_by_us": e["STARTED"] == "true"}))'
 }
 
+not_running() { log "$*; 'scripts/workhub up' (or 'scripts/testhost.sh up') starts it"; exit 3; }
+
+cmd_check() {
+  [[ -s "$STATE/sshd.port" && -f "$STATE/client_key" && -f "$STATE/known_hosts" ]] \
+    || not_running "there is no test host (no state in $STATE)"
+  local port
+  port="$(cat "$STATE/sshd.port")"
+  pid_running "$(read_pid "$STATE/sshd.pid")" sshd && tcp_open "$port" \
+    || not_running "the test host is not running: its sshd (127.0.0.1:$port) is stopped"
+  "$DOCKER" info >/dev/null 2>&1 || not_running "the test host is not running: its Docker engine does not answer"
+  print_env
+}
+
 cmd_up() {
   [[ $EUID -eq 0 ]] || die "must run as root"
   mkdir -p "$STATE"
@@ -254,7 +274,15 @@ forget_client_key() {
 }
 
 cmd_down() {
-  [[ -d "$STATE" ]] || { log "nothing to stop"; return 0; }
+  stop_test_host "$@"
+  if [[ -d "$STATE_ROOT/image-registry" ]]; then
+    WORKHUB_STATE_DIR="$STATE_ROOT" "$REPO_ROOT/scripts/image-registry.sh" down "$@"
+  fi
+  WORKHUB_STATE_DIR="$STATE_ROOT" "$REPO_ROOT/scripts/registry.sh" down --if-started-here
+}
+
+stop_test_host() {
+  [[ -d "$STATE" ]] || { log "no test host to stop"; return 0; }
   log "stopping sshd"
   stop_pidfile "$STATE/sshd.pid" sshd
   if [[ -f "$STATE/dockerd.started-by-us" ]]; then
@@ -282,7 +310,8 @@ cmd_logs() {
 case "${1:-}" in
   up) cmd_up ;;
   env) print_env ;;
+  check) cmd_check ;;
   down) cmd_down "${2:-}" ;;
   logs) cmd_logs ;;
-  *) echo "usage: $0 up | env | down [--purge] | logs" >&2; exit 2 ;;
+  *) echo "usage: $0 up | env | check | down [--purge] | logs" >&2; exit 2 ;;
 esac

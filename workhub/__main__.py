@@ -21,6 +21,9 @@ from components.deploy import prune_script, status_script
 from . import data, locks
 from . import engine as eng
 
+# Operations on a deployed stack: for the local stack they start nothing, they only connect.
+CONNECT_ONLY = {"outputs", "status", "prune", "backup", "restore"}
+
 
 def last_attempt(row: dict) -> str:
     """The last build tried of a hub when it made another image than the one running: its result,
@@ -53,6 +56,23 @@ def destroyed_message(stack: str, purged: bool) -> str:
         removed += ", and its volumes"
     return "\n".join([f"workhub: stack {stack!r} destroyed: its {removed} are gone from the host; it keeps:",
                       *(f"  - {item}" for item in kept)])
+
+
+def connect_local(engine: eng.Engine, needs_host: bool) -> auto.Stack:
+    """The deployed local stack, and with `needs_host` a check that the test host it points at
+    runs; starts nothing (NotRunning says what is missing and what starts it)."""
+    try:
+        stack = engine.stack(eng.LOCAL_STACK, create=False)
+    except auto.errors.StackNotFoundError:
+        raise eng.NotRunning("the local stack was never deployed; 'scripts/workhub up' deploys it") from None
+    if needs_host:
+        host = eng.testhost_running(engine.state_dir)
+        config = {key: value.value for key, value in stack.get_all_config().items()}
+        if (config.get("workhub:host.port"), config.get("workhub:host.hostKey")) != (str(host["port"]),
+                                                                                  host["host_public_key"]):
+            raise eng.NotRunning(f"the local stack points at another test host than the one on "
+                                     f"127.0.0.1:{host['port']}; 'scripts/workhub up' points it there")
+    return stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +109,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"workhub: {args.operation} of stack {args.stack!r}", file=sys.stderr, flush=True)
     eng.ensure_toolchain()
-    if args.stack == eng.LOCAL_STACK:
+    if args.stack == eng.LOCAL_STACK and args.operation in CONNECT_ONLY:
+        engine = eng.local_engine()
+        try:
+            stack = connect_local(engine, needs_host=args.operation != "outputs")
+        except eng.NotRunning as error:
+            print(f"workhub: {args.operation} of stack {args.stack!r} did not run: {error}", file=sys.stderr)
+            return 1
+    elif args.stack == eng.LOCAL_STACK:
         engine = eng.local_engine()
         host = eng.testhost_up()
         print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}", file=sys.stderr)

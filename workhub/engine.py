@@ -72,10 +72,11 @@ class Engine:
         env.update(self.extra_env)
         return env
 
-    def stack(self, name: str) -> auto.Stack:
+    def stack(self, name: str, create: bool = True) -> auto.Stack:
+        """The stack `name`; with `create=False` only one that exists (else StackNotFoundError)."""
         program = program_for(self.work_dir, self.pusher)
         workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
-        return auto.Stack.create_or_select(name, workspace)
+        return (auto.Stack.create_or_select if create else auto.Stack.select)(name, workspace)
 
     def set_secret(self, stack: str, key: str, value: str, path: bool = False) -> None:
         """Set a secret through stdin, so its value is in no process's arguments; with `path`, `key`
@@ -136,6 +137,21 @@ def registry_up() -> str:
 def testhost_up(state_dir: Path = STATE_DIR) -> dict[str, Any]:
     """Start the throwaway SSH + Docker host (idempotent); how to reach it."""
     return json.loads(testhost("up", state_dir=state_dir))
+
+
+class NotRunning(Exception):
+    """The local stack or its test host is not there (the message says what is not, and what starts it)."""
+
+
+def testhost_running(state_dir: Path = STATE_DIR) -> dict[str, Any]:
+    """How to reach the test host when it runs; NotRunning otherwise. Starts nothing."""
+    done = subprocess.run([str(REPO / "scripts" / "testhost.sh"), "check"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, "WORKHUB_STATE_DIR": str(state_dir)})
+    if done.returncode == 3:
+        raise NotRunning(done.stderr.strip().removeprefix("testhost: "))
+    if done.returncode != 0:
+        raise NotRunning(f"scripts/testhost.sh check failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
 
 
 def local_config(
