@@ -35,8 +35,14 @@ WARM="$DIR/warm"              # one marker per lockfile hash installed through t
 STATS_JS="$REPO_ROOT/scripts/lib/registry-stats.js"
 STARTED_HERE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/npm-registry.pid"
 
+# log: a step that changes something; note: what was found ready, into $INSTALL_LOG only, so a
+# warm `up` and `warm` print nothing but their answer. Installers' output goes there too.
+INSTALL_LOG="$DIR/install.log"
 log() { printf 'registry: %s\n' "$*" >&2; }
+note() { mkdir -p "$DIR" && printf '%s registry: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$INSTALL_LOG"; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=SCRIPTDIR/lib/logged.sh
+source "$REPO_ROOT/scripts/lib/logged.sh"
 read_pid() { cat "$1" 2>/dev/null || true; }
 # Ours only if its environment carries our marker (verdaccio rewrites its command line to
 # "verdaccio", so that cannot tell): a recycled pid is never signalled.
@@ -76,11 +82,10 @@ ensure_installed() {
   if [[ "$have" == "$VERDACCIO_VERSION" && "$want" == "$(cat "$DIR/package.json" 2>/dev/null)" ]]; then
     return 0
   fi
-  log "installing verdaccio $VERDACCIO_VERSION into $DIR (once)"
+  log "installing verdaccio $VERDACCIO_VERSION into $DIR (once; log: $INSTALL_LOG)"
   printf '%s\n' "$want" >"$DIR/package.json"
   rm -rf "$DIR/node_modules" "$DIR/package-lock.json"
-  (cd "$DIR" && npm install --no-audit --no-fund --omit=dev --loglevel=error >&2) \
-    || die "npm install of verdaccio $VERDACCIO_VERSION failed"
+  logged "npm install verdaccio" "$INSTALL_LOG" npm install --prefix "$DIR" --no-audit --no-fund --omit=dev
 }
 
 # The upstream is whatever npm is configured to use here, read at run time (never hard-coded).
@@ -171,7 +176,7 @@ cmd_up() {
     if [[ -n "${WORKHUB_REGISTRY_PORT:-}" && "$url" != "$(url_for "$WORKHUB_REGISTRY_PORT")" ]]; then
       die "verdaccio already runs at $url, not on WORKHUB_REGISTRY_PORT=$WORKHUB_REGISTRY_PORT; run 'scripts/registry.sh down' first"
     fi
-    log "verdaccio already running at $url"
+    note "verdaccio already running at $url"
     echo "$url"
     return 0
   fi
@@ -211,7 +216,7 @@ cmd_up() {
   echo "$pid" >"$STARTED_HERE"
   url="$(url_for "$port")"
   for _ in $(seq 120); do
-    ping_url "$url" && { log "verdaccio answers at $url"; echo "$url"; return 0; }
+    ping_url "$url" && { note "verdaccio answers at $url"; echo "$url"; return 0; }
     pid_ours "$pid" || { tail -n 30 "$OUT" >&2; die "verdaccio exited during startup (log: $OUT)"; }
     sleep 0.5
   done
@@ -273,22 +278,20 @@ cmd_warm() {
     [[ -f "$d/package.json" && -f "$d/package-lock.json" ]] || die "$d has no package.json + package-lock.json"
     hash="$(cat "$d/package.json" "$d/package-lock.json" | sha256sum | cut -d' ' -f1)"
     if [[ -f "$WARM/$hash" ]]; then
-      log "warm already: ${d#"$REPO_ROOT"/}"
+      note "warm already: ${d#"$REPO_ROOT"/}"
       continue
     fi
-    log "warming ${d#"$REPO_ROOT"/} through $url"
+    log "warming ${d#"$REPO_ROOT"/} through $url (log: $INSTALL_LOG)"
     tmp="$(mktemp -d)"
     cp "$d/package.json" "$d/package-lock.json" "$tmp/"
     start=$SECONDS
     # --cache in the temp dir: nothing comes from ~/.npm, every tarball goes through verdaccio.
-    if ! (cd "$tmp" && env -u NODE_ENV npm ci --registry "$url" --cache "$tmp/.npm" --include=dev \
-          --ignore-scripts --no-audit --no-fund --loglevel=error >&2); then
-      rm -rf "$tmp"
-      die "npm ci of ${d#"$REPO_ROOT"/} through $url failed"
-    fi
+    logged "npm ci of ${d#"$REPO_ROOT"/} through $url" "$INSTALL_LOG" \
+      env -u NODE_ENV npm ci --prefix "$tmp" --registry "$url" --cache "$tmp/.npm" --include=dev \
+      --ignore-scripts --no-audit --no-fund
     rm -rf "$tmp"
     printf '%s\n' "$d" >"$WARM/$hash"
-    log "warmed ${d#"$REPO_ROOT"/} in $((SECONDS - start)) s"
+    note "warmed ${d#"$REPO_ROOT"/} in $((SECONDS - start)) s"
   done
 }
 

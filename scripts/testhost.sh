@@ -20,6 +20,8 @@ DOCKER=/usr/bin/docker
 BASE_IMAGE=node:20-bookworm-slim
 SSH_USER=deploy
 PACKAGES=(docker.io openssh-server busybox-static)
+# shellcheck source=SCRIPTDIR/lib/logged.sh
+source "$REPO_ROOT/scripts/lib/logged.sh"
 # shellcheck source=SCRIPTDIR/lib/base-image.sh
 source "$REPO_ROOT/scripts/lib/base-image.sh"
 # shellcheck source=SCRIPTDIR/lib/dockerfile-frontend.sh
@@ -30,7 +32,10 @@ source "$REPO_ROOT/scripts/lib/compose-plugin.sh"
 source "$REPO_ROOT/scripts/lib/proxy-image.sh"
 STARTED_DOCKERD=0
 
+# log: what `up` does (a step that changes something); note: what it found ready, into its log
+# only, so a warm `up` prints nothing but its answer.
 log() { printf 'testhost: %s\n' "$*" >&2; }
+note() { [[ -d "$STATE" ]] && printf '%s testhost: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$STATE/up.log"; return 0; }
 die() { log "error: $*"; exit 1; }
 read_pid() { cat "$1" 2>/dev/null || true; }
 # Zombies count as dead (kill -0 would say alive).
@@ -46,9 +51,10 @@ ensure_packages() {
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
-  log "installing ${missing[*]}"
-  apt-get update -qq >&2
-  NEEDRESTART_SUSPEND=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  log "installing ${missing[*]} (log: $STATE/install.log)"
+  logged "apt-get update" "$STATE/install.log" apt-get update -qq
+  logged "apt-get install ${missing[*]}" "$STATE/install.log" \
+    env NEEDRESTART_SUSPEND=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 }
 
 # Returns non-zero if dockerd exits or does not answer within 60 s.
@@ -80,7 +86,7 @@ wait_answering() {
 
 ensure_docker() {
   if "$DOCKER" info >/dev/null 2>&1; then
-    log "docker engine already answering"
+    note "docker engine already answering"
     return 0
   fi
   rm -f "$STATE/dockerd.started-by-us"
@@ -180,7 +186,7 @@ ensure_sshd() {
     -o BatchMode=yes -o IdentitiesOnly=yes -p "$port" "$SSH_USER@127.0.0.1" \
     docker version --format '{{.Server.Version}}')" || die "ssh $SSH_USER@127.0.0.1:$port cannot run docker"
   [[ -n "$version" ]] || die "remote docker printed no server version"
-  log "ssh $SSH_USER@127.0.0.1:$port reaches docker $version"
+  note "ssh $SSH_USER@127.0.0.1:$port reaches docker $version"
 }
 
 smoke_test_image() {
@@ -204,12 +210,12 @@ smoke_test_image() {
   done
   "$DOCKER" rm -f "$cid" >/dev/null
   [[ "$out" == *hi ]] || die "published port 127.0.0.1:$port does not reach the container"
-  log "$BASE_IMAGE runs node/npm/sh, BuildKit cache mounts and published ports work"
+  note "$BASE_IMAGE runs node/npm/sh, BuildKit cache mounts and published ports work"
 }
 
 ensure_base_image() {
   if "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-    log "$BASE_IMAGE present"
+    note "$BASE_IMAGE present"
     [[ "$STARTED_DOCKERD" == 1 ]] && smoke_test_image
     return 0
   fi
@@ -241,8 +247,9 @@ cmd_check() {
     || not_running "there is no test host (no state in $STATE)"
   local port
   port="$(cat "$STATE/sshd.port")"
-  pid_running "$(read_pid "$STATE/sshd.pid")" sshd && tcp_open "$port" \
-    || not_running "the test host is not running: its sshd (127.0.0.1:$port) is stopped"
+  if ! pid_running "$(read_pid "$STATE/sshd.pid")" sshd || ! tcp_open "$port"; then
+    not_running "the test host is not running: its sshd (127.0.0.1:$port) is stopped"
+  fi
   "$DOCKER" info >/dev/null 2>&1 || not_running "the test host is not running: its Docker engine does not answer"
   print_env
 }

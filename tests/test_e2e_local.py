@@ -144,3 +144,14 @@ def test_testhost_down_stops_everything_workhub_started_locally(tmp_path, test_h
     finally:
         subprocess.run([str(eng.REPO / "scripts" / "testhost.sh"), "down", "--purge"], env=env, capture_output=True)
         subprocess.run([str(eng.REPO / "scripts" / "registry.sh"), "down"], env=env, capture_output=True)
+
+
+def test_a_warm_test_host_and_registry_print_nothing_but_their_answer(test_host, host_state, npm_registry):
+    """What they found ready goes to their logs; a warm `up` prints one line per step it ran: none."""
+    env = {**os.environ, "WORKHUB_STATE_DIR": str(host_state)}
+    host = _script("testhost.sh", "up", env=env)
+    assert host.stderr == "" and json.loads(host.stdout)["port"] == test_host["port"]
+    for args in (["up"], ["warm"]):
+        done = _script("registry.sh", *args, env=env)
+        assert done.stderr == "", done.stderr
+    assert "present" in (host_state / "testhost" / "up.log").read_text()

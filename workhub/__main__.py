@@ -20,6 +20,7 @@ from components.deploy import prune_script, status_script
 
 from . import data, locks
 from . import engine as eng
+from .outputs import changes, outputs_table
 
 # Operations on a deployed stack: for the local stack they start nothing, they only connect.
 CONNECT_ONLY = {"outputs", "status", "prune", "backup", "restore"}
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = engine.stack(args.stack)
 
     if args.operation == "outputs":
-        print(eng.outputs_summary(stack.outputs()))
+        print(outputs_table(stack.outputs()))
         return 0
     if args.operation == "status":
         out = eng.on_host(stack, lambda c: status_script(args.stack, c.hubs, c.host_ports, c.publish_address),
@@ -173,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             data.purge(stack, log)
         print(destroyed_message(args.stack, args.purge_data))
     if args.operation == "up":
-        print(f"\nworkhub: stack {args.stack!r} is up; what changed: {result.summary.resource_changes}")
-        print(eng.outputs_summary(result.outputs))
+        print(f"\nworkhub: stack {args.stack!r} is up ({changes(result.summary.resource_changes or {})})")
+        print(outputs_table(result.outputs))
     return 0
 
 

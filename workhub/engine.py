@@ -242,14 +242,6 @@ def print_line(line: str) -> None:
     print(line, end="" if line.endswith("\n") else "\n", flush=True)
 
 
-def outputs_summary(outputs: Mapping[str, auto.OutputValue]) -> str:
-    lines = []
-    for key, out in sorted(outputs.items()):
-        value = "[secret]" if out.secret else json.dumps(out.value, sort_keys=True)
-        lines.append(f"  {key}: {value}")
-    return "\n".join(lines)
-
-
 def run_reported(operation: str, stack: auto.Stack, say: Callable[[str], None] = print_line,
                  say_failure: Callable[[str], None] = print_err, debug: bool = False) -> Optional[Any]:
     """Run up, refresh or destroy, printing its progress from the engine's events through `say`;
