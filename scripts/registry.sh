@@ -267,9 +267,10 @@ cmd_warm() {
   if [[ $# -gt 0 ]]; then
     for d in "$@"; do dirs+=("$(cd "$d" && pwd)"); done
   else
-    for lock in "$REPO_ROOT"/examples/*/package-lock.json "$REPO_ROOT"/examples/*/frontend/package-lock.json; do
-      [[ -f "$lock" ]] && dirs+=("$(dirname "$lock")")
-    done
+    # Every lockfile of the sample hubs (workhub's own `up` names its hubs' folders instead).
+    while IFS= read -r lock; do
+      dirs+=("$(dirname "$lock")")
+    done < <(find "$REPO_ROOT/examples" -name package-lock.json -not -path '*/node_modules/*' | sort)
   fi
   [[ ${#dirs[@]} -gt 0 ]] || die "no lockfiles to warm"
   mkdir -p "$WARM"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import posixpath
 import secrets
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import yaml
 from pulumi import automation as auto
 
 from components.build_host import connection_for
+from components.context import context_files
 from components.config import SSH_KEY, StackConfig, namespaced, parse_stack_config
 from components.program import program_for
 from components.registry_image import Pusher, push_with_docker
@@ -128,10 +130,29 @@ def registry(*args: str) -> str:
 
 
 def registry_up() -> str:
-    """Start the local npm registry cache, fill it with the sample hubs' packages; its URL."""
+    """Start the local npm registry cache, fill it with the local hubs' packages; its URL."""
     url = registry("up").strip()
-    registry("warm")
+    dirs = lockfile_dirs()
+    if dirs:
+        registry("warm", *map(str, dirs))
     return url
+
+
+def lockfile_dirs(work_dir: Path = REPO, template: Path = REPO / "stacks" / "local.yaml") -> list[Path]:
+    """Every folder of a local hub's build context with a package.json and package-lock.json, as
+    Docker sends the context (.dockerignore honoured, no node_modules): every lockfile the hub's
+    Dockerfile can install from (root, frontend/, backend/, packages/...), whichever it uses."""
+    source_root = (yaml.safe_load(template.read_text()) or {}).get("workhub:sourceRoot", "..")
+    found = []
+    for hub in project_hubs(work_dir):
+        context = (work_dir / source_root / hub["context"]).resolve()
+        files = set(context_files(context)) if context.is_dir() else set()
+        for path in sorted(files):
+            folder, name = posixpath.split(path)
+            if (name == "package-lock.json" and "node_modules" not in folder.split("/")
+                    and posixpath.join(folder, "package.json") in files):
+                found.append(context / folder)
+    return found
 
 
 def testhost_up(state_dir: Path = STATE_DIR) -> dict[str, Any]:
