@@ -70,3 +70,33 @@ def test_a_local_stack_connects_to_its_running_test_host_and_not_to_another(tmp_
         connect_local(other, needs_host=True)
     assert str(caught.value) == (f"the local stack points at another test host than the one on "
                                  f"127.0.0.1:{test_host['port']}; 'scripts/workhub up' points it there")
+
+
+def test_pointing_the_local_stack_at_its_test_host_again_sets_nothing(tmp_path, toolchain, monkeypatch):
+    """A no-op `up` runs no `pulumi config set`: only a value that differs is set."""
+    work = tmp_path / "project"
+    work.mkdir()
+    shutil.copy(REPO / "Pulumi.yaml", work / "Pulumi.yaml")
+    engine = eng.local_engine(work_dir=work, state_dir=tmp_path / "state")
+    stack = engine.stack(eng.LOCAL_STACK)
+    key = tmp_path / "client_key"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n")
+    values = {"workhub:host.address": "127.0.0.1", "workhub:host.port": "2222", "workhub:sourceRoot": "examples",
+              "workhub:hostPorts.wbfinhub": "24092"}
+    secrets = {"wbfinhub": {"LEDGER_SIGNING_KEY": "-----BEGIN TEST KEY-----\nAbC\n-----END TEST KEY-----",
+                            "TOKEN": "t0ken"}}
+    calls: list[str] = []
+    set_secret, set_all = engine.set_secret, stack.set_all_config
+    monkeypatch.setattr(engine, "set_secret", lambda *a, **k: (calls.append(a[1]), set_secret(*a, **k)))
+    monkeypatch.setattr(stack, "set_all_config", lambda *a, **k: (calls.append("plain"), set_all(*a, **k)))
+
+    eng.configure_local(engine, stack, {"private_key_path": str(key)}, values, secrets)
+    assert sorted(calls) == ["plain", "workhub:secrets.wbfinhub.LEDGER_SIGNING_KEY", "workhub:secrets.wbfinhub.TOKEN",
+                             "workhub:sshPrivateKey"]
+    calls.clear()
+    eng.configure_local(engine, stack, {"private_key_path": str(key)}, values, secrets)
+    assert calls == []
+    eng.configure_local(engine, stack, {"private_key_path": str(key)}, {**values, "workhub:host.port": "2223"},
+                        {"wbfinhub": {**secrets["wbfinhub"], "TOKEN": "other"}})
+    assert calls == ["plain", "workhub:secrets.wbfinhub.TOKEN"]
+    assert eng.flat_config(stack.get_all_config())["workhub:host.port"] == "2223"

@@ -231,17 +231,42 @@ def _random_secret(name: str) -> str:
 def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], values: Mapping[str, str],
                     hub_secrets: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
     """Point the local stack at the test host: the plain `values` (see local_config), then the
-    test host's SSH key and the hubs' secrets (by default local_secrets' values) as secrets."""
-    stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
-    engine.set_secret(stack.name, "workhub:sshPrivateKey", Path(host["private_key_path"]).read_text())
+    test host's SSH key and the hubs' secrets (by default local_secrets' values) as secrets. The
+    config is read once and only what differs is set, so a no-op `up` runs no `config set`."""
+    current = flat_config(stack.get_all_config())
+    if any(current.get(key) != value for key, value in values.items()):
+        stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
+    private_key = Path(host["private_key_path"]).read_text()
+    # `pulumi config set` drops the last line break of a value read from stdin.
+    if current.get(f"workhub:{SSH_KEY}") != private_key.removesuffix("\n"):
+        engine.set_secret(stack.name, f"workhub:{SSH_KEY}", private_key)
     if hub_secrets is None:
         hub_secrets = local_secrets(project_hubs(engine.work_dir), engine.state_dir)
-    configured = {key: value.value for key, value in stack.get_all_config().items() if key == "workhub:secrets"}
-    current = json.loads(configured["workhub:secrets"]) if configured else {}
     for hub, named in hub_secrets.items():
         for name, value in named.items():
-            if (current.get(hub) or {}).get(name) != value:
+            if current.get(f"workhub:secrets.{hub}.{name}") != value:
                 engine.set_secret(stack.name, f"workhub:secrets.{hub}.{name}", value, path=True)
+
+
+def flat_config(config: Mapping[str, auto.ConfigValue]) -> dict[str, str]:
+    """A stack's config (secrets in clear) as `--path` keys and text values, the way they are set:
+    {"workhub:host.port": "22", ...}."""
+    flat: dict[str, str] = {}
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for inner, leaf in value.items():
+                add(f"{key}.{inner}", leaf)
+        elif value is not None:
+            flat[key] = value if isinstance(value, str) else json.dumps(value)
+
+    for key, value in config.items():
+        try:
+            parsed = json.loads(value.value) if value.value.startswith("{") else None
+        except ValueError:
+            parsed = None
+        add(key, parsed if isinstance(parsed, dict) else value.value)
+    return flat
 
 
 def stack_config(stack: auto.Stack) -> tuple[StackConfig, str]:
