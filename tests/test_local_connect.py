@@ -59,7 +59,7 @@ def test_a_local_stack_whose_test_host_is_gone_or_stopped_says_which_and_what_st
 
 
 @pytest.mark.e2e
-def test_a_local_stack_connects_to_its_running_test_host_and_not_to_another(tmp_path, test_host, host_state):
+def test_a_local_stack_connects_to_its_running_test_host_and_not_to_another(tmp_path, toolchain, test_host, host_state):
     engine = _deployed_local_stack(tmp_path, test_host["port"], test_host["host_public_key"])
     engine.state_dir = host_state
     assert connect_local(engine, needs_host=True).name == eng.LOCAL_STACK
