@@ -229,6 +229,7 @@ stop_pid() {
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 40); do pid_ours "$pid" || return 0; sleep 0.25; done
   kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 40); do pid_ours "$pid" || return 0; sleep 0.25; done
 }
 
 cmd_down() {

@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -136,7 +137,11 @@ def test_testhost_down_stops_everything_workhub_started_locally(tmp_path, test_h
         assert _listens(registry_port)
 
         down = _script("testhost.sh", "down", "--purge", env=env)
-        assert not any(map(_listens, (host["port"], registry_port, image_port))), down.stderr
+        ports = {"sshd": host["port"], "npm registry": registry_port, "image registry": image_port}
+        deadline = time.monotonic() + 3
+        while any(map(_listens, ports.values())) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [name for name, port in ports.items() if _listens(port)] == [], down.stderr
         assert "stopping verdaccio" in down.stderr
         assert not (tmp_path / "state" / "testhost").exists() and not (tmp_path / "state" / "image-registry").exists()
         assert subprocess.run(["/usr/bin/docker", "info"], capture_output=True).returncode == 0
