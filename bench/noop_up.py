@@ -144,20 +144,17 @@ def timed(kind: str, work: Path) -> dict:
     return {"total": total, "steps": json.loads(done.stdout.splitlines()[-1])}
 
 
-def report(runs: list[dict]) -> str:
-    from report import machine_info
-
+def report(runs: list[dict], info: dict, when: str) -> str:
     empty = [r["empty"]["total"] for r in runs]
     whole = [r["workhub"]["total"] for r in runs]
     ratios = [w / e for w, e in zip(whole, empty)]
     engine = [r["workhub"]["steps"]["engine up"] / r["empty"]["steps"]["engine up"] for r in runs]
     steps = list(runs[0]["workhub"]["steps"])
     setup_s = [r["workhub"]["total"] - sum(r["workhub"]["steps"].values()) for r in runs]
-    info = machine_info()
     lines = [
         "## No-op `scripts/workhub up` against an empty program's `up`",
         "",
-        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; " + ", ".join(f"{k}: {v}" for k, v in info.items()),
+        f"{when}; " + ", ".join(f"{k}: {v}" for k, v in info.items()),
         f"`python bench/noop_up.py --runs {len(runs)}`: {len(runs)} pairs, interleaved (the order alternates),",
         "each run a fresh process; the sample hubs deployed to a `bench` stack on the test host.",
         "",
@@ -188,6 +185,9 @@ def main() -> int:
         kind, work = args.child
         print(json.dumps((empty_child if kind == "empty" else workhub_child)(Path(work))))
         return 0
+    from report import machine_info
+
+    info, when = machine_info(), f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
     with tempfile.TemporaryDirectory(prefix="workhub-bench-noop-") as tmp:
         work = Path(tmp)
         setup(work)
@@ -205,8 +205,9 @@ def main() -> int:
             stack = eng.local_engine(work_dir=work / "project", state_dir=work).stack(STACK)
             stack.destroy(color="never")
             eng.testhost("down", "--purge", state_dir=work / "host")
-    text = report(runs)
-    (REPO / "bench" / "results-noop-up.json").write_text(json.dumps(runs, indent=2))
+    text = report(runs, info, when)
+    (REPO / "bench" / "results-noop-up.json").write_text(json.dumps({"machine": info, "when": when, "runs": runs},
+                                                                    indent=2))
     print(text)
     if args.out:
         from report import write_section
