@@ -36,7 +36,7 @@ def _deployed_local_stack(tmp_path: Path, port: int, host_key: str) -> eng.Engin
     shutil.copy(REPO / "Pulumi.yaml", work / "Pulumi.yaml")
     engine = eng.local_engine(work_dir=work, state_dir=tmp_path / "state")
     engine.stack(eng.LOCAL_STACK).set_all_config({"workhub:host.port": auto.ConfigValue(str(port)),
-                                                  "workhub:host.hostKey": auto.ConfigValue(host_key)})
+                                                  "workhub:host.hostKey": auto.ConfigValue(host_key)}, path=True)
     return engine
 
 

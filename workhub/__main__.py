@@ -68,7 +68,7 @@ def connect_local(engine: eng.Engine, needs_host: bool) -> auto.Stack:
         raise eng.NotRunning("the local stack was never deployed; 'scripts/workhub up' deploys it") from None
     if needs_host:
         host = eng.testhost_running(engine.state_dir)
-        config = {key: value.value for key, value in stack.get_all_config().items()}
+        config = eng.flat_config(stack.get_all_config())
         if (config.get("workhub:host.port"), config.get("workhub:host.hostKey")) != (str(host["port"]),
                                                                                   host["host_public_key"]):
             raise eng.NotRunning(f"the local stack points at another test host than the one on "
