@@ -144,7 +144,14 @@ def timed(kind: str, work: Path) -> dict:
     return {"total": total, "steps": json.loads(done.stdout.splitlines()[-1])}
 
 
-def report(runs: list[dict], info: dict, when: str) -> str:
+def render(doc: dict) -> str:
+    """The section of docs/benchmarks.md (bench/render.py) from a results file, with its notes."""
+    machine = doc.get("machine_line") or ", ".join(f"{k}: {v}" for k, v in doc["machine"].items())
+    text = report(doc["runs"], machine, doc["when"])
+    return text + ("\n\n" + doc["notes"] if doc.get("notes") else "")
+
+
+def report(runs: list[dict], machine: str, when: str) -> str:
     empty = [r["empty"]["total"] for r in runs]
     whole = [r["workhub"]["total"] for r in runs]
     ratios = [w / e for w, e in zip(whole, empty)]
@@ -154,7 +161,7 @@ def report(runs: list[dict], info: dict, when: str) -> str:
     lines = [
         "## No-op `scripts/workhub up` against an empty program's `up`",
         "",
-        f"{when}; " + ", ".join(f"{k}: {v}" for k, v in info.items()),
+        f"{when}; {machine}",
         f"`python bench/noop_up.py --runs {len(runs)}`: {len(runs)} pairs, interleaved (the order alternates),",
         "each run a fresh process; the sample hubs deployed to a `bench` stack on the test host.",
         "",
@@ -205,7 +212,7 @@ def main() -> int:
             stack = eng.local_engine(work_dir=work / "project", state_dir=work).stack(STACK)
             stack.destroy(color="never")
             eng.testhost("down", "--purge", state_dir=work / "host")
-    text = report(runs, info, when)
+    text = report(runs, ", ".join(f"{k}: {v}" for k, v in info.items()), when)
     (REPO / "bench" / "results-noop-up.json").write_text(json.dumps({"machine": info, "when": when, "runs": runs},
                                                                     indent=2))
     print(text)
