@@ -97,7 +97,7 @@ def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[
                 f"{hub.context} resolves to {context}, outside workhub:sourceRoot ({root}) through a symbolic "
                 f"link (hub {hub.name}); workhub uploads nothing from outside sourceRoot",
                 f"put the hub's source itself under {root} (not a link to it), or set workhub:sourceRoot to "
-                f"a directory that holds it: pulumi config set --stack {stack} workhub:sourceRoot <dir>",
+                f"a directory that holds it: {PULUMI_CLI} config set --stack {stack} workhub:sourceRoot <dir>",
             ))
         elif not context.is_dir():
             problems.append(Problem(

@@ -117,7 +117,7 @@ def test_a_context_that_a_symlinked_directory_takes_outside_the_source_root_is_r
         "nothing from outside sourceRoot\n"
         f"    fix: put the hub's source itself under {(project.parent / 'src').resolve()} (not a link to it), "
         "or set workhub:sourceRoot to a directory that holds it: "
-        "pulumi config set --stack staging workhub:sourceRoot <dir>"
+        "scripts/workhub pulumi config set --stack staging workhub:sourceRoot <dir>"
     )
 
 

@@ -121,7 +121,7 @@ def test_every_hint_in_the_docs_to_run_pulumi_uses_the_projects_cli(path):
     assert _hints((REPO / path).read_text()) == []
 
 
-@pytest.mark.parametrize("path", ["components/config.py", "components/plan.py", "components/remote.py",
+@pytest.mark.parametrize("path", ["components/config.py", "components/plan.py", "components/remote.py", "components/swarm_config.py",
                                   "components/runtime.py", "policy/guardrails.py", "workhub/locks.py",
                                   "workhub/__main__.py", "workhub/engine.py", "workhub/data.py"])
 def test_every_hint_in_a_message_to_run_pulumi_uses_the_projects_cli(path):
