@@ -44,6 +44,8 @@ NPM_FAULTS_ALSO = [
 ]
 # bench/deploys.py
 DEPLOYS = "bench/results-deploys.json"
+# bench/noop_up.py
+NOOP_UP = "bench/results-noop-up.json"
 
 
 def load(path: str) -> dict:
@@ -55,11 +57,13 @@ def load(path: str) -> dict:
 def sections() -> list[tuple[str, str]]:
     """(section name, Markdown) of every benchmark, in page order."""
     import deploys
+    import noop_up
     import npm_faults
 
     main = load(NPM_FAULTS_MAIN)
     main["also"] = [dict(load(path), name=name, caption=caption) for path, name, caption in NPM_FAULTS_ALSO]
-    return [("npm-faults", npm_faults.render(main)), ("deploys", deploys.render(load(DEPLOYS)))]
+    return [("npm-faults", npm_faults.render(main)), ("deploys", deploys.render(load(DEPLOYS))),
+            ("noop-up", noop_up.render(load(NOOP_UP)))]
 
 
 def page() -> str:

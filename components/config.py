@@ -17,6 +17,8 @@ from typing import Annotated, Any, Mapping, Optional
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 NAMESPACE = "workhub"
+# How every fix names the Pulumi CLI: the project's own, with the stack's backend (workhub/pulumi_cli.py).
+PULUMI_CLI = "scripts/workhub pulumi"
 DEFAULT_BASE_IMAGE = "node:20-bookworm-slim"
 DEFAULT_PROXY_IMAGE = "haproxy:2.6"
 
@@ -174,7 +176,7 @@ class Hub(_Section):
     secrets: list[str] = Field(
         default_factory=list,
         description="Secret run-time settings each stack sets with "
-                    "`pulumi config set --secret --path workhub:secrets.<hub>.<NAME>`.",
+                    f"`{PULUMI_CLI} config set --secret --path workhub:secrets.<hub>.<NAME>`.",
     )
     volumes: dict[str, str] = Field(
         default_factory=dict,
@@ -524,10 +526,10 @@ def fix_for(path: str, stack: str, unknown: bool = False) -> str:
         return f"correct {NAMESPACE}:{path} in the config: section of Pulumi.yaml (one value for every stack)"
     if unknown:
         section = top if top != path else ""
-        return (f"remove it (pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'); "
+        return (f"remove it ({PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'); "
                 f"known settings here: {_KNOWN.get(section, '')}")
     example = _EXAMPLES.get(path, "<port>" if path.startswith("hostPorts.") else "<value>")
-    return f"pulumi config set --stack {stack} --path '{NAMESPACE}:{path}' {example}"
+    return f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' {example}"
 
 
 def _problems_from(error: ValidationError, raw: Mapping[str, Any], stack: str) -> list[Problem]:
@@ -569,28 +571,28 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
     for hub in config.hubs:
         if hub.name not in config.host_ports:
             problems.append(Problem(f"{NAMESPACE}:hostPorts.{hub.name}", f"is not set: hub {hub.name} needs a host port in this stack",
-                                    f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{hub.name}' <port>"))
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{hub.name}' <port>"))
     for name in config.host_ports:
         if name not in seen:
             problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", "names no hub in workhub:hubs",
-                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:hostPorts.{name}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:hostPorts.{name}'"))
     for name in config.pinned_images:
         if name not in seen:
             problems.append(Problem(f"{NAMESPACE}:pinnedImages.{name}", "names no hub in workhub:hubs",
-                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:pinnedImages.{name}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:pinnedImages.{name}'"))
     if config.promote_from == stack:
         problems.append(Problem(f"{NAMESPACE}:promoteFrom", "names this stack itself",
-                                f"pulumi config set --stack {stack} {NAMESPACE}:promoteFrom staging"))
+                                f"{PULUMI_CLI} config set --stack {stack} {NAMESPACE}:promoteFrom staging"))
     by_port: dict[int, str] = {}
     for name, port in config.host_ports.items():
         if port in by_port:
             problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is also the host port of {by_port[port]}",
-                                    f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' <a free port>"))
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' <a free port>"))
         by_port.setdefault(port, name)
     if config.host.port in by_port:
         name = by_port[config.host.port]
         problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {config.host.port} is the host's SSH port",
-                                f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' <a free port>"))
+                                f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' <a free port>"))
     heap = config.build
     if heap.npm_fetch_retry_min_timeout_ms > heap.npm_fetch_retry_max_timeout_ms:
         problems.append(Problem(f"{NAMESPACE}:build.npmFetchRetryMinTimeoutMs",
@@ -640,7 +642,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
 
 def secret_fix(key: str, stack: str, source: str) -> str:
     """The command that sets the secret setting `key`, its value coming from `source`."""
-    return f"pulumi config set --stack {stack} --secret {NAMESPACE}:{key} {source}"
+    return f"{PULUMI_CLI} config set --stack {stack} --secret {NAMESPACE}:{key} {source}"
 
 
 def stored_in_plain_text(key: str, fix: str) -> Problem:
@@ -804,7 +806,7 @@ def runtime_problems(config: StackConfig, stack: str) -> list[Problem]:
         hub = hubs.get(name)
         if hub is None:
             problems.append(Problem(f"{NAMESPACE}:env.{name}", "names no hub in workhub:hubs",
-                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:env.{name}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:env.{name}'"))
             continue
         index = config.hubs.index(hub)
         for key, value in values.items():
@@ -812,28 +814,28 @@ def runtime_problems(config: StackConfig, stack: str) -> list[Problem]:
             if key in hub.env:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{key} is pinned in Pulumi.yaml "
                                         f"(workhub:hubs[{index}].env.{key}), the same in every stack",
-                                        f"pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'; to let "
+                                        f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'; to let "
                                         f"stacks differ, move {key} from env to stackEnv of the hub in Pulumi.yaml"))
             elif key not in hub.stack_env:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{key} is not declared in workhub:hubs[{index}]."
                                         f"stackEnv (hub {name})", f"add {key} to stackEnv of the hub in Pulumi.yaml, "
-                                        f"or pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
+                                        f"or {PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
             elif _text_problem(value):
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{_text_problem(value)} (hub {name})",
-                                        f"pulumi config set --stack {stack} --path '{NAMESPACE}:{path}' <value>"))
+                                        f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' <value>"))
     for hub in config.hubs:
         for i, key in enumerate(hub.stack_env):
             if key not in config.env.get(hub.name, {}) and f"stackEnv[{i}]" in usable_declarations(hub):
                 path = f"env.{hub.name}.{key}"
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"is not set: hub {hub.name} declares {key} in "
                                         "stackEnv, so each stack gives it a value",
-                                        f"pulumi config set --stack {stack} --path '{NAMESPACE}:{path}' <value>"))
+                                        f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' <value>"))
     return problems
 
 
 def secret_fix_for(stack: str, hub: str, name: str) -> str:
     """The command that sets one hub secret (from a file, so a value with line breaks stays whole)."""
-    return (f"pulumi config set --stack {stack} --secret --path '{NAMESPACE}:{HUB_SECRETS}.{hub}.{name}' "
+    return (f"{PULUMI_CLI} config set --stack {stack} --secret --path '{NAMESPACE}:{HUB_SECRETS}.{hub}.{name}' "
             "<value>  (or < <file> for a value with line breaks)")
 
 
@@ -843,7 +845,7 @@ def secret_problems(config: StackConfig, stack: str, value: Any, is_secret: bool
     values = value if isinstance(value, Mapping) else {}
     if value is not None and not isinstance(value, Mapping):
         problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}", "must map hub names to their secrets",
-                                f"pulumi config rm --stack {stack} {NAMESPACE}:{HUB_SECRETS}, then set each with: "
+                                f"{PULUMI_CLI} config rm --stack {stack} {NAMESPACE}:{HUB_SECRETS}, then set each with: "
                                 + secret_fix_for(stack, "<hub>", "<NAME>")))
     elif value is not None and not is_secret:
         problems.append(stored_in_plain_text(HUB_SECRETS, secret_fix_for(stack, "<hub>", "<NAME>")
@@ -854,7 +856,7 @@ def secret_problems(config: StackConfig, stack: str, value: Any, is_secret: bool
         hub = hubs.get(name)
         if hub is None:
             problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}.{name}", "names no hub in workhub:hubs",
-                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:{HUB_SECRETS}.{name}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{HUB_SECRETS}.{name}'"))
             continue
         if not isinstance(found, Mapping):
             problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}.{name}", "must map secret names to their values",
@@ -866,7 +868,7 @@ def secret_problems(config: StackConfig, stack: str, value: Any, is_secret: bool
             if key not in hub.secrets:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{key} is not declared in workhub:hubs[{index}]."
                                         f"secrets (hub {name})", f"add {key} to secrets of the hub in Pulumi.yaml, "
-                                        f"or pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
+                                        f"or {PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
             elif not isinstance(secret, str):
                 problems.append(Problem(f"{NAMESPACE}:{path}", "must be text", secret_fix_for(stack, name, key)))
             elif "\0" in secret:

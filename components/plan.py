@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .config import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, Problem, StackConfig, fix_for, secret_fix_for
+from .config import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, PULUMI_CLI, Hub, Problem, StackConfig, fix_for, secret_fix_for
 from .context import DockerignoreError, build_files, content_hash, context_files, read_rules
 from .scripts import build_args
 
@@ -97,14 +97,14 @@ def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[
                 f"{hub.context} resolves to {context}, outside workhub:sourceRoot ({root}) through a symbolic "
                 f"link (hub {hub.name}); workhub uploads nothing from outside sourceRoot",
                 f"put the hub's source itself under {root} (not a link to it), or set workhub:sourceRoot to "
-                f"a directory that holds it: pulumi config set --stack {stack} workhub:sourceRoot <dir>",
+                f"a directory that holds it: {PULUMI_CLI} config set --stack {stack} workhub:sourceRoot <dir>",
             ))
         elif not context.is_dir():
             problems.append(Problem(
                 f"{NAMESPACE}:hubs[{index}].context",
                 f"{context} is not a directory (hub {hub.name}, workhub:sourceRoot {config.source_root!r})",
                 f"check out {hub.context} under {project_dir / config.source_root}, or set workhub:sourceRoot: "
-                f"pulumi config set --stack {stack} workhub:sourceRoot <dir>",
+                f"{PULUMI_CLI} config set --stack {stack} workhub:sourceRoot <dir>",
             ))
         elif not dockerfile.is_file():
             problems.append(Problem(
@@ -163,7 +163,7 @@ def stack_file_problems(config: StackConfig, stack: str, project_dir: Path) -> l
                     f"is set in Pulumi.{name}.yaml, but it is declared once for every stack in Pulumi.yaml "
                     "(so each hub keeps one container PORT everywhere)",
                     f"move the change into Pulumi.yaml and remove it from the stack: "
-                    f"pulumi config rm --stack {name} {NAMESPACE}:{key}",
+                    f"{PULUMI_CLI} config rm --stack {name} {NAMESPACE}:{key}",
                 ))
     problems += plain_secret_problems(files.get(stack, {}), stack)
     mine = {port: hub for hub, port in config.host_ports.items()}
@@ -176,7 +176,7 @@ def stack_file_problems(config: StackConfig, stack: str, project_dir: Path) -> l
                 problems.append(Problem(
                     f"{NAMESPACE}:hostPorts.{mine[port]}",
                     f"port {port} is also stack {name}'s host port for {hub}, on the same host",
-                    f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{mine[port]}' <a free port>",
+                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{mine[port]}' <a free port>",
                 ))
     return problems
 

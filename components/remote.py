@@ -27,6 +27,7 @@ import paramiko
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
+from .config import PULUMI_CLI
 from .context import archive, content_hash, context_files
 from .lifeline import end_with_the_engine
 from .scripts import DRIFT_MARK, STREAM_MARK
@@ -200,7 +201,7 @@ def connect(
             raise RemoteCommandError(
                 f"host key mismatch for {conn.describe()}: it offered {offered.get_name()} "
                 f"{offered.get_base64()}, the stack pins {conn.host_key}. If the host was rebuilt, "
-                "set the new key with `pulumi config set --path 'workhub:host.hostKey' '<key>'`."
+                f"set the new key with `{PULUMI_CLI} config set --stack <stack> --path 'workhub:host.hostKey' '<key>'`."
             )
         try:
             transport.auth_publickey(conn.user, key)
@@ -474,7 +475,7 @@ def _pack(upload: Mapping[str, Any]) -> tuple[bytes, str]:
     files = context_files(root)
     if content_hash(root, files) != upload["hash"]:
         raise RemoteCommandError(
-            f"{root} changed after this update was planned; run `pulumi up` again to build what is there now"
+            f"{root} changed after this update was planned; run `scripts/workhub up` again to build what is there now"
         )
     return archive(root, sorted([*files, *upload.get("buildFiles", [])])), upload["remoteDir"]
 

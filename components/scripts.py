@@ -443,7 +443,7 @@ done
 rm -f "$log"
 if [ "$code" -ne 0 ]; then
   record "$start" "$(now_ms)" failed "$attempt"
-  say "FAILED: could not pull $remote after $attempt attempt(s); was it pushed? (pulumi up pushes it before the host pulls)"
+  say "FAILED: could not pull $remote after $attempt attempt(s); was it pushed? (the same up pushes it before the host pulls)"
   exit 1
 fi
 want=$(docker version --format '{{.Server.Os}}/{{.Server.Arch}}')

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .config import NAMESPACE, Problem, StackConfig, built_hubs, fix_for
+from .config import NAMESPACE, PULUMI_CLI, Problem, StackConfig, built_hubs, fix_for
 
 # The ports Swarm's nodes use between them: no hub may take one of them as its host port.
 SWARM_PORTS = {2377: "Swarm's cluster management (2377/tcp)", 7946: "Swarm's node gossip (7946/tcp+udp)",
@@ -43,7 +43,7 @@ def derive_host(values: Mapping[str, Any], stack: str) -> tuple[dict[str, Any], 
     if "host" in values:
         problems.append(Problem(f"{NAMESPACE}:host", "is set, but this stack targets a Swarm (workhub:swarm): "
                                 "its nodes are in workhub:swarm.nodes",
-                                f"pulumi config rm --stack {stack} {NAMESPACE}:host"))
+                                f"{PULUMI_CLI} config rm --stack {stack} {NAMESPACE}:host"))
     nodes = swarm.get("nodes") if isinstance(swarm, Mapping) else None
     nodes = [node for node in nodes if isinstance(node, Mapping)] if isinstance(nodes, list) else []
     managers = swarm.get("managers") if isinstance(swarm, Mapping) else None
@@ -80,16 +80,16 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
         names.setdefault(node.name, index)
     if not swarm.managers:
         problems.append(Problem(f"{key}.managers", "names no node; a Swarm needs at least one manager",
-                                f"pulumi config set --stack {stack} --path '{NAMESPACE}:swarm.managers[0]' <node name>"))
+                                f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:swarm.managers[0]' <node name>"))
     for index, name in enumerate(swarm.managers):
         if name not in names:
             problems.append(Problem(f"{key}.managers[{index}]", f"{name} is not a node in workhub:swarm.nodes",
-                                    f"add a node named {name} to workhub:swarm.nodes, or pulumi config set --stack "
+                                    f"add a node named {name} to workhub:swarm.nodes, or {PULUMI_CLI} config set --stack "
                                     f"{stack} --path '{NAMESPACE}:swarm.managers[{index}]' <node name>"))
         elif swarm.managers.index(name) != index:
             problems.append(Problem(f"{key}.managers[{index}]", f"{name} is named twice",
-                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:swarm.managers[{index}]'"))
-    label_fix = "pulumi config set --stack {stack} --path '{ns}:swarm.nodes[<n>].labels.{label}' true"
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:swarm.managers[{index}]'"))
+    label_fix = PULUMI_CLI + " config set --stack {stack} --path '{ns}:swarm.nodes[<n>].labels.{label}' true"
     if not any(node.labels.serve for node in swarm.nodes):
         problems.append(Problem(f"{key}.nodes", "has no node labelled serve: the proxy that publishes the hubs' host "
                                 "ports runs on serving nodes",
@@ -103,13 +103,13 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
     for index in builders[1:]:
         problems.append(Problem(f"{key}.nodes[{index}].labels.build", f"is also set on swarm.nodes[{builders[0]}]: one "
                                 "node builds, one build at a time, with its warm npm cache",
-                                f"pulumi config rm --stack {stack} --path '{NAMESPACE}:swarm.nodes[{index}].labels.build'"))
+                                f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:swarm.nodes[{index}].labels.build'"))
     hubs = {hub.name: hub for hub in config.hubs}
     holders: dict[str, int] = {}
     for index, node in enumerate(swarm.nodes):
         for position, name in enumerate(node.labels.data):
             path = f"swarm.nodes[{index}].labels.data[{position}]"
-            rm = f"pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'"
+            rm = f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"
             if name not in hubs:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{name} names no hub in workhub:hubs", rm))
             elif not hubs[name].volumes:
@@ -122,30 +122,30 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
         if hub.volumes and name not in holders:
             problems.append(Problem(f"{key}.nodes", f"no node holds hub {name}'s volumes ({', '.join(hub.volumes)}): "
                                     "a hub with volumes is pinned to the node that keeps them",
-                                    f"pulumi config set --stack {stack} --path "
+                                    f"{PULUMI_CLI} config set --stack {stack} --path "
                                     f"'{NAMESPACE}:swarm.nodes[<n>].labels.data[0]' {name}"))
     for name, settings in swarm.hubs.items():
         path = f"swarm.hubs.{name}"
         if name not in hubs:
             problems.append(Problem(f"{NAMESPACE}:{path}", "names no hub in workhub:hubs",
-                                    f"pulumi config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
         elif settings.replicas > 1 and hubs[name].volumes:
             problems.append(Problem(f"{NAMESPACE}:{path}.replicas", f"is {settings.replicas}, but hub {name} keeps "
                                     f"its data in node-local volumes ({', '.join(hubs[name].volumes)}), which one "
                                     "task on one node can use",
-                                    f"pulumi config set --stack {stack} --path '{NAMESPACE}:{path}.replicas' 1; or "
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}.replicas' 1; or "
                                     "move the hub's data to a service of its own (a database) and remove its "
                                     "volumes from workhub:hubs in Pulumi.yaml"))
     for name, port in config.host_ports.items():
         if port in SWARM_PORTS:
             problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is {SWARM_PORTS[port]}",
-                                    f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
                                     "<a free port>"))
         # The stack's host (the build node) has its SSH port checked by the single-host rules.
         for index, node in enumerate(swarm.nodes if port != config.host.port else []):
             if port == node.port:
                 problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is the SSH port of node "
                                         f"{node.name} (swarm.nodes[{index}].port)",
-                                        f"pulumi config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+                                        f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
                                         "<a free port>"))
     return problems

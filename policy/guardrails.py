@@ -25,6 +25,7 @@ from pulumi_policy import Secret
 from pulumi_policy import proxy
 from pulumi_policy.proxy import UnknownValueError
 
+from components.config import PULUMI_CLI
 from components.dockerfile import DockerfileError, check_dockerfile
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
@@ -271,7 +272,7 @@ def stack_overrides(project_dir: Path) -> list[str]:
         if any(key == f"{NAMESPACE}:hubs" or key.startswith(f"{NAMESPACE}:hubs.") for key in config):
             stack = path.name[len("Pulumi."):-len(".yaml")]
             found.append(f"{path.name} sets {NAMESPACE}:hubs, so stack {stack} may run a hub on another container "
-                         f"port; fix: pulumi config rm --stack {stack} {NAMESPACE}:hubs (change the hub in Pulumi.yaml)")
+                         f"port; fix: {PULUMI_CLI} config rm --stack {stack} {NAMESPACE}:hubs (change the hub in Pulumi.yaml)")
     return found
 
 
@@ -322,7 +323,7 @@ def secret_problems(label: str, props: Mapping[str, Any], command: bool) -> list
             if value is not None and not isinstance(value, Secret):
                 problems.append(f"{label}: input {key} is plain text, so it is stored unencrypted in the state and "
                                 "shown in diffs; fix: pass it as a secret (pulumi.Output.secret, or "
-                                "pulumi.Config.require_secret of a `pulumi config set --secret` value)")
+                                f"pulumi.Config.require_secret of a `{PULUMI_CLI} config set --secret` value)")
     leaves = list(inputs(props))
     secrets = {leaf for _, leaf, secret in leaves if secret and isinstance(leaf, str) and len(leaf) >= 8}
     for path, leaf, secret in leaves:
@@ -335,7 +336,7 @@ def secret_problems(label: str, props: Mapping[str, Any], command: bool) -> list
                         if looks_like_webhook(url)})
         if hooks:
             problems.append(f"{label}: input {path} holds what looks like a webhook URL (host {', '.join(hooks)}) in "
-                            "plain text; fix: set it with `pulumi config set --secret workhub:notifyWebhook` and let "
+                            f"plain text; fix: set it with `{PULUMI_CLI} config set --secret workhub:notifyWebhook` and let "
                             "it reach the command only as the secret notifyUrl input")
         if any(value in leaf for value in secrets):
             problems.append(f"{label}: input {path} contains the value of one of its secret inputs in plain text; "

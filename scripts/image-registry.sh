@@ -107,6 +107,7 @@ cmd_down() {
     log "stopping docker-registry"
     kill "$pid"
     for _ in $(seq 50); do pid_running "$pid" || break; sleep 0.2; done
+    if pid_running "$pid"; then kill -9 "$pid"; fi
   fi
   rm -f "$STATE/registry.pid"
   if [[ "${1:-}" == --purge ]]; then

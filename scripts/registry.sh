@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A local npm registry cache (verdaccio) on 127.0.0.1, so builds and tests install hub
 # dependencies without going back to the upstream registry each time.
-# Usage: scripts/registry.sh up | down | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]
+# Usage: scripts/registry.sh up | down [--if-started-here] | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]
 #
 # Everything lives in ${WORKHUB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/workhub}/verdaccio:
 # the verdaccio install, its generated config, its storage (the cached tarballs and metadata,
-# kept across runs), its pid, port, logs and the warm markers.
+# kept across runs), its pid, port, logs and the warm markers. One server serves every checkout on
+# the machine; the checkout (state directory) whose `up` started it keeps its pid in
+# ${WORKHUB_STATE_DIR:-.workhub}/npm-registry.pid, so `scripts/testhost.sh down` there stops it
+# (`down --if-started-here`) and leaves one another checkout started alone.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,9 +33,16 @@ LOG="$DIR/verdaccio.log"      # verdaccio's own log: JSON lines, one per HTTP ev
 OUT="$DIR/verdaccio.out"      # the process's stdout/stderr (startup warnings, crashes)
 WARM="$DIR/warm"              # one marker per lockfile hash installed through this storage
 STATS_JS="$REPO_ROOT/scripts/lib/registry-stats.js"
+STARTED_HERE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/npm-registry.pid"
 
+# log: a step that changes something; note: what was found ready, into $INSTALL_LOG only, so a
+# warm `up` and `warm` print nothing but their answer. Installers' output goes there too.
+INSTALL_LOG="$DIR/install.log"
 log() { printf 'registry: %s\n' "$*" >&2; }
+note() { mkdir -p "$DIR" && printf '%s registry: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$INSTALL_LOG"; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=SCRIPTDIR/lib/logged.sh
+source "$REPO_ROOT/scripts/lib/logged.sh"
 read_pid() { cat "$1" 2>/dev/null || true; }
 # Ours only if its environment carries our marker (verdaccio rewrites its command line to
 # "verdaccio", so that cannot tell): a recycled pid is never signalled.
@@ -72,11 +82,10 @@ ensure_installed() {
   if [[ "$have" == "$VERDACCIO_VERSION" && "$want" == "$(cat "$DIR/package.json" 2>/dev/null)" ]]; then
     return 0
   fi
-  log "installing verdaccio $VERDACCIO_VERSION into $DIR (once)"
+  log "installing verdaccio $VERDACCIO_VERSION into $DIR (once; log: $INSTALL_LOG)"
   printf '%s\n' "$want" >"$DIR/package.json"
   rm -rf "$DIR/node_modules" "$DIR/package-lock.json"
-  (cd "$DIR" && npm install --no-audit --no-fund --omit=dev --loglevel=error >&2) \
-    || die "npm install of verdaccio $VERDACCIO_VERSION failed"
+  logged "npm install verdaccio" "$INSTALL_LOG" npm install --prefix "$DIR" --no-audit --no-fund --omit=dev
 }
 
 # The upstream is whatever npm is configured to use here, read at run time (never hard-coded).
@@ -167,7 +176,7 @@ cmd_up() {
     if [[ -n "${WORKHUB_REGISTRY_PORT:-}" && "$url" != "$(url_for "$WORKHUB_REGISTRY_PORT")" ]]; then
       die "verdaccio already runs at $url, not on WORKHUB_REGISTRY_PORT=$WORKHUB_REGISTRY_PORT; run 'scripts/registry.sh down' first"
     fi
-    log "verdaccio already running at $url"
+    note "verdaccio already running at $url"
     echo "$url"
     return 0
   fi
@@ -203,9 +212,11 @@ cmd_up() {
   WORKHUB_REGISTRY_DIR="$DIR" setsid nohup node "$DIR/node_modules/verdaccio/bin/verdaccio" --config "$CONFIG" >>"$OUT" 2>&1 </dev/null 9>&- &
   pid=$!
   echo "$pid" >"$PIDFILE"
+  mkdir -p "$(dirname "$STARTED_HERE")"
+  echo "$pid" >"$STARTED_HERE"
   url="$(url_for "$port")"
   for _ in $(seq 120); do
-    ping_url "$url" && { log "verdaccio answers at $url"; echo "$url"; return 0; }
+    ping_url "$url" && { note "verdaccio answers at $url"; echo "$url"; return 0; }
     pid_ours "$pid" || { tail -n 30 "$OUT" >&2; die "verdaccio exited during startup (log: $OUT)"; }
     sleep 0.5
   done
@@ -218,12 +229,24 @@ stop_pid() {
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 40); do pid_ours "$pid" || return 0; sleep 0.25; done
   kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 40); do pid_ours "$pid" || return 0; sleep 0.25; done
 }
 
 cmd_down() {
   local pid
   take_lock up
   pid="$(read_pid "$PIDFILE")"
+  if [[ "${1:-}" == --if-started-here ]]; then
+    if ! pid_ours "$pid"; then
+      rm -f "$STARTED_HERE"
+      return 0
+    fi
+    if [[ "$(read_pid "$STARTED_HERE")" != "$pid" ]]; then
+      log "leaving verdaccio (pid $pid) running: another checkout started it ('scripts/registry.sh down' stops it)"
+      return 0
+    fi
+  fi
+  rm -f "$STARTED_HERE"
   if pid_ours "$pid"; then
     log "stopping verdaccio (pid $pid)"
     stop_pid "$pid"
@@ -245,9 +268,10 @@ cmd_warm() {
   if [[ $# -gt 0 ]]; then
     for d in "$@"; do dirs+=("$(cd "$d" && pwd)"); done
   else
-    for lock in "$REPO_ROOT"/examples/*/package-lock.json "$REPO_ROOT"/examples/*/frontend/package-lock.json; do
-      [[ -f "$lock" ]] && dirs+=("$(dirname "$lock")")
-    done
+    # Every lockfile of the sample hubs (workhub's own `up` names its hubs' folders instead).
+    while IFS= read -r lock; do
+      dirs+=("$(dirname "$lock")")
+    done < <(find "$REPO_ROOT/examples" -name package-lock.json -not -path '*/node_modules/*' | sort)
   fi
   [[ ${#dirs[@]} -gt 0 ]] || die "no lockfiles to warm"
   mkdir -p "$WARM"
@@ -256,22 +280,20 @@ cmd_warm() {
     [[ -f "$d/package.json" && -f "$d/package-lock.json" ]] || die "$d has no package.json + package-lock.json"
     hash="$(cat "$d/package.json" "$d/package-lock.json" | sha256sum | cut -d' ' -f1)"
     if [[ -f "$WARM/$hash" ]]; then
-      log "warm already: ${d#"$REPO_ROOT"/}"
+      note "warm already: ${d#"$REPO_ROOT"/}"
       continue
     fi
-    log "warming ${d#"$REPO_ROOT"/} through $url"
+    log "warming ${d#"$REPO_ROOT"/} through $url (log: $INSTALL_LOG)"
     tmp="$(mktemp -d)"
     cp "$d/package.json" "$d/package-lock.json" "$tmp/"
     start=$SECONDS
     # --cache in the temp dir: nothing comes from ~/.npm, every tarball goes through verdaccio.
-    if ! (cd "$tmp" && env -u NODE_ENV npm ci --registry "$url" --cache "$tmp/.npm" --include=dev \
-          --ignore-scripts --no-audit --no-fund --loglevel=error >&2); then
-      rm -rf "$tmp"
-      die "npm ci of ${d#"$REPO_ROOT"/} through $url failed"
-    fi
+    logged "npm ci of ${d#"$REPO_ROOT"/} through $url" "$INSTALL_LOG" \
+      env -u NODE_ENV npm ci --prefix "$tmp" --registry "$url" --cache "$tmp/.npm" --include=dev \
+      --ignore-scripts --no-audit --no-fund
     rm -rf "$tmp"
     printf '%s\n' "$d" >"$WARM/$hash"
-    log "warmed ${d#"$REPO_ROOT"/} in $((SECONDS - start)) s"
+    note "warmed ${d#"$REPO_ROOT"/} in $((SECONDS - start)) s"
   done
 }
 
@@ -312,11 +334,11 @@ require("readline").createInterface({ input: process.stdin }).on("line", (l) => 
 
 case "${1:-}" in
   up) cmd_up ;;
-  down) cmd_down ;;
+  down) cmd_down "${2:-}" ;;
   url) cmd_url ;;
   warm) shift; cmd_warm "$@" ;;
   mark) cmd_mark ;;
   stats) shift; cmd_stats "$@" ;;
   logs) cmd_logs "${2:-}" ;;
-  *) echo "usage: $0 up | down | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down [--if-started-here] | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]" >&2; exit 2 ;;
 esac

@@ -2,11 +2,16 @@
 # Installs what workhub runs on: the Python virtualenv with the pinned requirements, and the
 # Pulumi toolchain (scripts/toolchain.sh). Idempotent; a warm run takes a few seconds.
 # The Docker engine and sshd are the test host's business: scripts/testhost.sh installs and
-# starts them when something needs them.
+# starts them when something needs them. A warm run prints nothing; installers' output goes to
+# .venv/install.log (and the toolchain's build log), one line per step on the terminal.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { printf 'setup: %s\n' "$*" >&2; }
+log() { say "$@"; }
+die() { say "error: $*"; exit 1; }
+# shellcheck source=SCRIPTDIR/lib/logged.sh
+source scripts/lib/logged.sh
 
 if [ ! -x .venv/bin/python ]; then
   say "creating the virtualenv .venv"
@@ -14,8 +19,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$wanted" ]; then
-  say "installing the pinned Python requirements"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  say "installing the pinned Python requirements (log: .venv/install.log)"
+  logged "pip install -r requirements.txt" .venv/install.log \
+    .venv/bin/python -m pip install --disable-pip-version-check -r requirements.txt
   printf '%s\n' "$wanted" >.venv/.requirements.sha256
 fi
 # The project on the virtualenv's path, so `.venv/bin/python -m workhub` works from any directory.

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Local stand-in for a remote deploy host: a Docker engine plus an sshd on 127.0.0.1.
-# Usage: scripts/testhost.sh up | env | down [--purge] | logs
+# Usage: scripts/testhost.sh up | env | check | down [--purge] | logs
+#
+# `check` starts nothing: it prints what `env` prints when the test host runs (its sshd answers and
+# reaches the Docker engine), and otherwise exits 3 saying what is not running.
+# `down` stops everything workhub started locally from this state directory: the sshd, the Docker
+# engine if this test host started it, the throwaway image registry (scripts/image-registry.sh)
+# and the npm registry cache (scripts/registry.sh) if this checkout started it.
 # Sourced (by scripts/swarm-testbed.sh), it only defines its functions.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/testhost"
+STATE_ROOT="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}"
+STATE="$STATE_ROOT/testhost"
 # One Docker engine serves every test host on the machine, so its log and pid live in one place.
 DOCKERD_DIR=/run/workhub-testhost
 # /usr/local/bin/docker (v28) refuses to build without buildx; Debian's 20.10 client builds natively.
@@ -13,6 +20,8 @@ DOCKER=/usr/bin/docker
 BASE_IMAGE=node:20-bookworm-slim
 SSH_USER=deploy
 PACKAGES=(docker.io openssh-server busybox-static)
+# shellcheck source=SCRIPTDIR/lib/logged.sh
+source "$REPO_ROOT/scripts/lib/logged.sh"
 # shellcheck source=SCRIPTDIR/lib/base-image.sh
 source "$REPO_ROOT/scripts/lib/base-image.sh"
 # shellcheck source=SCRIPTDIR/lib/dockerfile-frontend.sh
@@ -23,7 +32,10 @@ source "$REPO_ROOT/scripts/lib/compose-plugin.sh"
 source "$REPO_ROOT/scripts/lib/proxy-image.sh"
 STARTED_DOCKERD=0
 
+# log: what `up` does (a step that changes something); note: what it found ready, into its log
+# only, so a warm `up` prints nothing but its answer.
 log() { printf 'testhost: %s\n' "$*" >&2; }
+note() { [[ -d "$STATE" ]] && printf '%s testhost: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$STATE/up.log"; return 0; }
 die() { log "error: $*"; exit 1; }
 read_pid() { cat "$1" 2>/dev/null || true; }
 # Zombies count as dead (kill -0 would say alive).
@@ -39,9 +51,10 @@ ensure_packages() {
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   [[ ${#missing[@]} -eq 0 ]] && return 0
-  log "installing ${missing[*]}"
-  apt-get update -qq >&2
-  NEEDRESTART_SUSPEND=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  log "installing ${missing[*]} (log: $STATE/install.log)"
+  logged "apt-get update" "$STATE/install.log" apt-get update -qq
+  logged "apt-get install ${missing[*]}" "$STATE/install.log" \
+    env NEEDRESTART_SUSPEND=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 }
 
 # Returns non-zero if dockerd exits or does not answer within 60 s.
@@ -73,7 +86,7 @@ wait_answering() {
 
 ensure_docker() {
   if "$DOCKER" info >/dev/null 2>&1; then
-    log "docker engine already answering"
+    note "docker engine already answering"
     return 0
   fi
   rm -f "$STATE/dockerd.started-by-us"
@@ -173,7 +186,7 @@ ensure_sshd() {
     -o BatchMode=yes -o IdentitiesOnly=yes -p "$port" "$SSH_USER@127.0.0.1" \
     docker version --format '{{.Server.Version}}')" || die "ssh $SSH_USER@127.0.0.1:$port cannot run docker"
   [[ -n "$version" ]] || die "remote docker printed no server version"
-  log "ssh $SSH_USER@127.0.0.1:$port reaches docker $version"
+  note "ssh $SSH_USER@127.0.0.1:$port reaches docker $version"
 }
 
 smoke_test_image() {
@@ -197,12 +210,12 @@ smoke_test_image() {
   done
   "$DOCKER" rm -f "$cid" >/dev/null
   [[ "$out" == *hi ]] || die "published port 127.0.0.1:$port does not reach the container"
-  log "$BASE_IMAGE runs node/npm/sh, BuildKit cache mounts and published ports work"
+  note "$BASE_IMAGE runs node/npm/sh, BuildKit cache mounts and published ports work"
 }
 
 ensure_base_image() {
   if "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-    log "$BASE_IMAGE present"
+    note "$BASE_IMAGE present"
     [[ "$STARTED_DOCKERD" == 1 ]] && smoke_test_image
     return 0
   fi
@@ -225,6 +238,20 @@ print(json.dumps({
     "private_key_path": e["STATE"] + "/client_key", "public_key_path": e["STATE"] + "/client_key.pub",
     "host_public_key": e["HOST_KEY"], "known_hosts_path": e["STATE"] + "/known_hosts",
     "state_dir": e["STATE"], "docker_started_by_us": e["STARTED"] == "true"}))'
+}
+
+not_running() { log "$*; 'scripts/workhub up' (or 'scripts/testhost.sh up') starts it"; exit 3; }
+
+cmd_check() {
+  [[ -s "$STATE/sshd.port" && -f "$STATE/client_key" && -f "$STATE/known_hosts" ]] \
+    || not_running "there is no test host (no state in $STATE)"
+  local port
+  port="$(cat "$STATE/sshd.port")"
+  if ! pid_running "$(read_pid "$STATE/sshd.pid")" sshd || ! tcp_open "$port"; then
+    not_running "the test host is not running: its sshd (127.0.0.1:$port) is stopped"
+  fi
+  "$DOCKER" info >/dev/null 2>&1 || not_running "the test host is not running: its Docker engine does not answer"
+  print_env
 }
 
 cmd_up() {
@@ -254,7 +281,15 @@ forget_client_key() {
 }
 
 cmd_down() {
-  [[ -d "$STATE" ]] || { log "nothing to stop"; return 0; }
+  stop_test_host "$@"
+  if [[ -d "$STATE_ROOT/image-registry" ]]; then
+    WORKHUB_STATE_DIR="$STATE_ROOT" "$REPO_ROOT/scripts/image-registry.sh" down "$@"
+  fi
+  WORKHUB_STATE_DIR="$STATE_ROOT" "$REPO_ROOT/scripts/registry.sh" down --if-started-here
+}
+
+stop_test_host() {
+  [[ -d "$STATE" ]] || { log "no test host to stop"; return 0; }
   log "stopping sshd"
   stop_pidfile "$STATE/sshd.pid" sshd
   if [[ -f "$STATE/dockerd.started-by-us" ]]; then
@@ -282,7 +317,8 @@ cmd_logs() {
 case "${1:-}" in
   up) cmd_up ;;
   env) print_env ;;
+  check) cmd_check ;;
   down) cmd_down "${2:-}" ;;
   logs) cmd_logs ;;
-  *) echo "usage: $0 up | env | down [--purge] | logs" >&2; exit 2 ;;
+  *) echo "usage: $0 up | env | check | down [--purge] | logs" >&2; exit 2 ;;
 esac

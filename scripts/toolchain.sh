@@ -5,8 +5,8 @@
 #
 #   scripts/toolchain.sh            # ensure, then print the bin directory on stdout
 #
-# Progress goes to stderr. Nothing is downloaded when the engine runs: automatic plugin
-# downloads are off in the environment workhub gives the engine.
+# Progress goes to stderr, and nothing when all was ready. Nothing is downloaded when the engine
+# runs: automatic plugin downloads are off in the environment workhub gives the engine.
 set -euo pipefail
 
 PULUMI_VERSION=3.274.1         # the CLI; the pinned Python SDK (3.272.0) accepts any newer CLI
@@ -16,26 +16,13 @@ CACHE=${WORKHUB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/workhub}/toolchain/pu
 BIN=$CACHE/bin
 
 say() { printf 'toolchain: %s\n' "$*" >&2; }
+log() { say "$@"; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=SCRIPTDIR/lib/logged.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/logged.sh"
 
 version_at_least() {  # version_at_least HAVE WANT
   [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]
-}
-
-# Runs a long command, printing a heartbeat every 30 s so the step never looks hung.
-with_heartbeat() {
-  local what=$1 log=$2; shift 2
-  "$@" >"$log" 2>&1 &
-  local pid=$! waited=0
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 5
-    waited=$((waited + 5))
-    if [ $((waited % 30)) -eq 0 ]; then say "$what: still working ($waited s; last: $(tail -n 1 "$log" | cut -c1-100))"; fi
-  done
-  if ! wait "$pid"; then
-    tail -n 30 "$log" >&2
-    die "$what failed (full log: $log)"
-  fi
 }
 
 installed_pulumi() {
@@ -71,9 +58,9 @@ package tools
 
 import _ "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"
 EOF
-  say "building the Pulumi CLI v$PULUMI_VERSION from the Go module proxy (3-10 minutes on a fresh machine)"
-  (cd "$work" && with_heartbeat "resolving modules" "$work/tidy.log" go mod tidy)
-  (cd "$work" && with_heartbeat "compiling the CLI" "$work/build.log" \
+  say "building the Pulumi CLI v$PULUMI_VERSION from the Go module proxy (3-10 minutes on a fresh machine; log: $work/build.log)"
+  (cd "$work" && logged "resolving modules" "$work/build.log" go mod tidy)
+  (cd "$work" && logged "compiling the CLI" "$work/build.log" \
     go build -trimpath -o "$BIN/pulumi.new" \
       -ldflags "-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
       github.com/pulumi/pulumi/pkg/v3/cmd/pulumi)
@@ -83,10 +70,13 @@ EOF
 # The dynamic-provider and language-host scripts ship in the SDK module beside the CLI.
 install_sdk_scripts() {
   local sdk
-  sdk=$(cd "$CACHE/build" 2>/dev/null && go list -m -f '{{.Dir}}' "github.com/pulumi/pulumi/sdk/v3" 2>/dev/null) || true
+  local log_file="$CACHE/build/sdk.log"
+  mkdir -p "$CACHE/build"
+  # go's "go: downloading ..." lines go to the log; only the module's directory comes back.
+  sdk=$(cd "$CACHE/build" && go list -m -f '{{.Dir}}' "github.com/pulumi/pulumi/sdk/v3" 2>>"$log_file") || true
   if [ -z "$sdk" ]; then
-    sdk=$(GOFLAGS=-mod=mod go mod download -json "github.com/pulumi/pulumi/sdk/v3@v$PULUMI_VERSION" |
-      python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+    sdk=$(GOFLAGS=-mod=mod go mod download -json "github.com/pulumi/pulumi/sdk/v3@v$PULUMI_VERSION" 2>>"$log_file" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') || die "could not download the Pulumi SDK module (log: $log_file)"
   fi
   install -m 0755 "$sdk/python/dist/pulumi-resource-pulumi-python" "$BIN/"
   install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$BIN/"
@@ -94,21 +84,25 @@ install_sdk_scripts() {
 
 main() {
   mkdir -p "$BIN"
-  local existing
+  local existing made=0
   if [ -x "$BIN/pulumi" ]; then
     :
   elif existing=$(installed_pulumi); then
     say "using the installed $existing ($("$existing" version))"
     ln -sf "$existing" "$BIN/pulumi"
+    made=1
   else
     build_cli
+    made=1
   fi
   if [ ! -x "$BIN/pulumi-resource-pulumi-python" ] || [ ! -x "$BIN/pulumi-language-python-exec" ]; then
     say "installing the Python SDK's plugin scripts"
     install_sdk_scripts
+    made=1
   fi
   "$BIN/pulumi" version >/dev/null || die "$BIN/pulumi does not run"
-  say "ready: pulumi $("$BIN/pulumi" version) in $BIN"
+  # Said once, when this run made something ready; a warm run prints only the directory.
+  [ "$made" = 0 ] || say "ready: pulumi $("$BIN/pulumi" version) in $BIN"
   printf '%s\n' "$BIN"
 }
 

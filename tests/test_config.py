@@ -39,9 +39,9 @@ def test_missing_host_names_the_key_and_the_command():
     found = problems({})
     assert found == [
         "workhub:host: is not set\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:host' <value>",
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:host' <value>",
         "workhub:sshPrivateKey: is not set\n"
-        "    fix: pulumi config set --stack staging --secret workhub:sshPrivateKey < <path to the deploy key>",
+        "    fix: scripts/workhub pulumi config set --stack staging --secret workhub:sshPrivateKey < <path to the deploy key>",
     ]
 
 
@@ -52,9 +52,9 @@ def test_missing_address_and_host_key():
     found = problems(raw)
     assert found == [
         "workhub:host.address: is not set\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:host.address' <address>",
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:host.address' <address>",
         "workhub:host.hostKey: is not set\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:host.hostKey' 'ssh-ed25519 AAAA...'",
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:host.hostKey' 'ssh-ed25519 AAAA...'",
     ]
 
 
@@ -65,10 +65,10 @@ def test_unknown_key_is_rejected():
     raw["buildz"] = 1
     found = problems(raw)
     assert "workhub:host.adress: is not a known setting" in found[0]
-    assert "pulumi config rm --stack staging --path 'workhub:host.adress'" in found[0]
+    assert "scripts/workhub pulumi config rm --stack staging --path 'workhub:host.adress'" in found[0]
     assert "known settings here: address, user, port, hostKey" in found[0]
     assert found[1].startswith("workhub:buildz: is not a known setting")
-    assert "pulumi config rm --stack staging --path 'workhub:buildz'" in found[1]
+    assert "scripts/workhub pulumi config rm --stack staging --path 'workhub:buildz'" in found[1]
 
 
 def test_plaintext_private_key_is_rejected():
@@ -76,7 +76,7 @@ def test_plaintext_private_key_is_rejected():
     found = problems(valid(), secret_keys=set())
     assert found == [
         "workhub:sshPrivateKey: is stored in plain text; it must be a secret\n"
-        "    fix: pulumi config set --stack staging --secret workhub:sshPrivateKey < <path to the deploy key>"
+        "    fix: scripts/workhub pulumi config set --stack staging --secret workhub:sshPrivateKey < <path to the deploy key>"
     ]
 
 
@@ -143,7 +143,7 @@ def test_duplicate_host_ports_in_one_stack():
     (found,) = problems(with_hubs(hostPorts={"wbhubmanager": 14090, "wbsaleshub": 14090}))
     assert found == (
         "workhub:hostPorts.wbsaleshub: port 14090 is also the host port of wbhubmanager\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:hostPorts.wbsaleshub' <a free port>"
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:hostPorts.wbsaleshub' <a free port>"
     )
 
 
@@ -239,7 +239,7 @@ def test_unknown_build_mode_names_the_modes():
 def test_registry_hubs_need_a_registry_unless_the_stack_builds_nothing():
     (found,) = problems(registry_stack())
     assert found.startswith("workhub:registry.server: is not set, but wbsaleshub build(s) in registry mode")
-    assert "fix: pulumi config set --stack staging --path 'workhub:registry.server' <registry host[:port]>" in found
+    assert "fix: scripts/workhub pulumi config set --stack staging --path 'workhub:registry.server' <registry host[:port]>" in found
     promoting = {**registry_stack(), "promoteFrom": "staging-eu"}
     assert parse(promoting).promote_from == "staging-eu", "a promoting stack pulls nothing from a registry"
     pinned = {**registry_stack(), "pinnedImages": {"wbsaleshub": "wbsaleshub:staging-0123456789ab"}}
@@ -256,14 +256,14 @@ def test_registry_hubs_need_a_registry_unless_the_stack_builds_nothing():
 def test_bad_registry_settings_name_their_key(field, value, message):
     (found,) = problems(registry_stack(**{"server": "127.0.0.1:5000", field: value}))
     assert found.startswith(f"workhub:registry.{field}: {message}")
-    assert f"fix: pulumi config set --stack staging --path 'workhub:registry.{field}'" in found
+    assert f"fix: scripts/workhub pulumi config set --stack staging --path 'workhub:registry.{field}'" in found
 
 
 def test_registry_login_needs_its_password_as_a_secret():
     secrets = {"sshPrivateKey", "registryPassword"}
     (missing,) = problems(registry_stack(server="127.0.0.1:5000", username="ci"))
     assert missing == ("workhub:registryPassword: is not set, but workhub:registry.username (ci) is\n"
-                       "    fix: pulumi config set --stack staging --secret workhub:registryPassword "
+                       "    fix: scripts/workhub pulumi config set --stack staging --secret workhub:registryPassword "
                        "< <file holding the password>")
     plain = {**registry_stack(server="127.0.0.1:5000", username="ci"), "registryPassword": "hunter22"}
     (found,) = problems(plain)
@@ -279,9 +279,9 @@ def test_an_out_of_range_or_boolean_host_port_names_that_hub_alone():
     found = problems(with_hubs(hostPorts={"wbhubmanager": 70000, "wbsaleshub": True}))
     assert found == [
         "workhub:hostPorts.wbhubmanager: Input should be less than or equal to 65535\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:hostPorts.wbhubmanager' <port>",
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:hostPorts.wbhubmanager' <port>",
         "workhub:hostPorts.wbsaleshub: must be a whole number, not true or false\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:hostPorts.wbsaleshub' <port>",
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:hostPorts.wbsaleshub' <port>",
     ]
 
 

@@ -158,7 +158,7 @@ def test_a_killed_up_leaves_nothing_running_and_the_next_one_clears_its_lock_and
 
         said: list[str] = []
         locks.prepare(stack, engine.env(), engine.work_dir, engine.backend_url, say=said.append)
-        assert any("which no longer runs: clearing the lock (pulumi cancel)" in line for line in said), said
+        assert any("which no longer runs: clearing the lock (scripts/workhub pulumi cancel)" in line for line in said), said
         assert any("operation(s) unfinished" in line and "they run again now" in line for line in said), said
         again = stack.up(on_output=print_line, color="never")
         assert "attaching to the build" in again.stdout or "adopting the finished build" in again.stdout

@@ -1,6 +1,13 @@
 """End to end: the real Pulumi engine, over a real sshd, against a real Docker engine."""
 
+import json
+import os
 import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+from pathlib import Path
 
 import pytest
 from pulumi import automation as auto
@@ -83,5 +90,73 @@ def test_committed_stacks_stop_before_touching_anything_until_the_host_is_set(tm
     message = str(caught.value)
     for key in ("workhub:host.address", "workhub:host.hostKey", "workhub:sshPrivateKey"):
         assert f"{key}: is not set" in message
-    assert f"pulumi config set --stack {stack_name} --secret workhub:sshPrivateKey" in message
+    assert f"scripts/workhub pulumi config set --stack {stack_name} --secret workhub:sshPrivateKey" in message
     assert "Traceback" not in message
+
+
+def _services_env(tmp_path: Path) -> dict[str, str]:
+    """An environment whose test host, image registry and npm registry cache are this test's own:
+    its state directory, and a cache directory whose verdaccio is the machine's install."""
+    installed = Path(os.environ.get("WORKHUB_CACHE_DIR") or Path.home() / ".cache" / "workhub") / "verdaccio"
+    cache = tmp_path / "cache" / "verdaccio"
+    cache.mkdir(parents=True)
+    shutil.copy(installed / "package.json", cache / "package.json")
+    (cache / "node_modules").symlink_to(installed / "node_modules")
+    env = {k: v for k, v in os.environ.items() if k not in ("WORKHUB_REGISTRY_PORT", "WORKHUB_TESTHOST_SSH_PORT")}
+    return {**env, "WORKHUB_STATE_DIR": str(tmp_path / "state"), "WORKHUB_CACHE_DIR": str(tmp_path / "cache")}
+
+
+def _script(name: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(eng.REPO / "scripts" / name), *args], env=env, text=True, capture_output=True,
+                          timeout=600)
+    assert done.returncode == 0, f"{name} {' '.join(args)}:\n{done.stderr}"
+    return done
+
+
+def _listens(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_testhost_down_stops_everything_workhub_started_locally(tmp_path, test_host, npm_registry):
+    """`scripts/testhost.sh down` stops the test host's sshd, its image registry and the npm
+    registry cache its checkout started; it leaves a cache another checkout started, and the
+    Docker engine it did not start."""
+    env = _services_env(tmp_path)
+    try:
+        host = json.loads(_script("testhost.sh", "up", env=env).stdout)
+        url = _script("registry.sh", "up", env=env).stdout.strip()
+        images = json.loads(_script("image-registry.sh", "up", env=env).stdout)
+        registry_port = int(urllib.parse.urlsplit(url).port)
+        image_port = int(images["server"].rsplit(":", 1)[1])
+        assert url != npm_registry and all(map(_listens, (host["port"], registry_port, image_port)))
+
+        other = _script("testhost.sh", "down", env={**env, "WORKHUB_STATE_DIR": str(tmp_path / "other")})
+        assert "another checkout started it" in other.stderr
+        assert _listens(registry_port)
+
+        down = _script("testhost.sh", "down", "--purge", env=env)
+        ports = {"sshd": host["port"], "npm registry": registry_port, "image registry": image_port}
+        deadline = time.monotonic() + 3
+        while any(map(_listens, ports.values())) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert [name for name, port in ports.items() if _listens(port)] == [], down.stderr
+        assert "stopping verdaccio" in down.stderr
+        assert not (tmp_path / "state" / "testhost").exists() and not (tmp_path / "state" / "image-registry").exists()
+        assert subprocess.run(["/usr/bin/docker", "info"], capture_output=True).returncode == 0
+        assert _listens(int(urllib.parse.urlsplit(npm_registry).port)), "the session's shared cache still runs"
+    finally:
+        subprocess.run([str(eng.REPO / "scripts" / "testhost.sh"), "down", "--purge"], env=env, capture_output=True)
+        subprocess.run([str(eng.REPO / "scripts" / "registry.sh"), "down"], env=env, capture_output=True)
+
+
+def test_a_warm_test_host_and_registry_print_nothing_but_their_answer(test_host, host_state, npm_registry):
+    """What they found ready goes to their logs; a warm `up` prints one line per step it ran: none."""
+    env = {**os.environ, "WORKHUB_STATE_DIR": str(host_state)}
+    host = _script("testhost.sh", "up", env=env)
+    assert host.stderr == "" and json.loads(host.stdout)["port"] == test_host["port"]
+    for args in (["up"], ["warm"]):
+        done = _script("registry.sh", *args, env=env)
+        assert done.stderr == "", done.stderr
+    assert "present" in (host_state / "testhost" / "up.log").read_text()

@@ -68,7 +68,7 @@ def test_container_port_drift_in_a_stack_file_is_refused(project):
         "workhub:hubs: is set in Pulumi.production.yaml, but it is declared once for every stack in "
         "Pulumi.yaml (so each hub keeps one container PORT everywhere)\n"
         "    fix: move the change into Pulumi.yaml and remove it from the stack: "
-        "pulumi config rm --stack production workhub:hubs"
+        "scripts/workhub pulumi config rm --stack production workhub:hubs"
     )
 
 
@@ -99,7 +99,7 @@ def test_missing_context(project):
     assert second.startswith("workhub:hubs[1].context: ")
     assert found.startswith("workhub:hubs[0].context: ")
     assert "is not a directory (hub wbhubmanager, workhub:sourceRoot '../elsewhere')" in found
-    assert "pulumi config set --stack staging workhub:sourceRoot <dir>" in found
+    assert "scripts/workhub pulumi config set --stack staging workhub:sourceRoot <dir>" in found
 
 
 def test_a_context_that_a_symlinked_directory_takes_outside_the_source_root_is_refused(project, tmp_path):
@@ -117,7 +117,7 @@ def test_a_context_that_a_symlinked_directory_takes_outside_the_source_root_is_r
         "nothing from outside sourceRoot\n"
         f"    fix: put the hub's source itself under {(project.parent / 'src').resolve()} (not a link to it), "
         "or set workhub:sourceRoot to a directory that holds it: "
-        "pulumi config set --stack staging workhub:sourceRoot <dir>"
+        "scripts/workhub pulumi config set --stack staging workhub:sourceRoot <dir>"
     )
 
 

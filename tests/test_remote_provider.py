@@ -346,7 +346,7 @@ def test_an_upload_whose_content_changed_after_the_plan_is_refused(host, home, k
     (context / "server.js").write_text("console.log('edited after the preview')\n")
     with pytest.raises(RemoteCommandError) as caught:
         RemoteCommandProvider().create(inputs)
-    assert str(caught.value) == (f"{context} changed after this update was planned; run `pulumi up` again to "
+    assert str(caught.value) == (f"{context} changed after this update was planned; run `scripts/workhub up` again to "
                                  "build what is there now")
     assert host.commands == [] and runs(home) == []
     assert [post["result"] for post in webhook.posts] == ["failed"]

@@ -121,16 +121,16 @@ def test_stack_values_must_be_declared_and_never_override_pulumi_yaml():
     assert found == [
         "workhub:env.wbsaleshub.LOG_LEVEL: LOG_LEVEL is pinned in Pulumi.yaml (workhub:hubs[0].env.LOG_LEVEL), the "
         "same in every stack\n"
-        "    fix: pulumi config rm --stack staging --path 'workhub:env.wbsaleshub.LOG_LEVEL'; to let stacks differ, "
+        "    fix: scripts/workhub pulumi config rm --stack staging --path 'workhub:env.wbsaleshub.LOG_LEVEL'; to let stacks differ, "
         "move LOG_LEVEL from env to stackEnv of the hub in Pulumi.yaml",
         "workhub:env.wbsaleshub.EXTRA: EXTRA is not declared in workhub:hubs[0].stackEnv (hub wbsaleshub)\n"
-        "    fix: add EXTRA to stackEnv of the hub in Pulumi.yaml, or pulumi config rm --stack staging --path "
+        "    fix: add EXTRA to stackEnv of the hub in Pulumi.yaml, or scripts/workhub pulumi config rm --stack staging --path "
         "'workhub:env.wbsaleshub.EXTRA'",
         "workhub:env.other: names no hub in workhub:hubs\n"
-        "    fix: pulumi config rm --stack staging --path 'workhub:env.other'",
+        "    fix: scripts/workhub pulumi config rm --stack staging --path 'workhub:env.other'",
         "workhub:env.wbsaleshub.PUBLIC_URL: is not set: hub wbsaleshub declares PUBLIC_URL in stackEnv, so each "
         "stack gives it a value\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:env.wbsaleshub.PUBLIC_URL' <value>",
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:env.wbsaleshub.PUBLIC_URL' <value>",
     ]
 
 
@@ -138,12 +138,12 @@ def test_every_declared_secret_is_set_as_a_secret_and_nothing_else_is():
     missing = problems(raw({"secrets": ["SESSION_SECRET"]}))
     assert missing == [
         "workhub:secrets.wbsaleshub.SESSION_SECRET: is not set: hub wbsaleshub declares the secret SESSION_SECRET\n"
-        "    fix: pulumi config set --stack staging --secret --path 'workhub:secrets.wbsaleshub.SESSION_SECRET' "
+        "    fix: scripts/workhub pulumi config set --stack staging --secret --path 'workhub:secrets.wbsaleshub.SESSION_SECRET' "
         "<value>  (or < <file> for a value with line breaks)"]
     plain = problems(raw({"secrets": ["S"]}, secrets={"wbsaleshub": {"S": "x"}}), secret_keys=("sshPrivateKey",))
     assert plain == [
         "workhub:secrets: is stored in plain text; it must be a secret\n"
-        "    fix: pulumi config set --stack staging --secret --path 'workhub:secrets.<hub>.<NAME>' <value>  (or < "
+        "    fix: scripts/workhub pulumi config set --stack staging --secret --path 'workhub:secrets.<hub>.<NAME>' <value>  (or < "
         "<file> for a value with line breaks) for each of them"]
     stray = problems(raw({"secrets": ["S"]}, secrets={"wbsaleshub": {"S": "x", "T": "y", "N": "a\0b"},
                                                       "nohub": {"S": "x"}}))

@@ -87,7 +87,7 @@ def test_setting_host_as_well_is_refused():
     raw["host"] = {"address": "build.example.test", "user": "deploy", "hostKey": KEYS[0]}
     assert problems(raw) == [
         "workhub:host: is set, but this stack targets a Swarm (workhub:swarm): its nodes are in workhub:swarm.nodes\n"
-        "    fix: pulumi config rm --stack staging workhub:host"]
+        "    fix: scripts/workhub pulumi config rm --stack staging workhub:host"]
 
 
 def test_a_bad_node_is_named_once_at_its_swarm_key():
@@ -100,7 +100,7 @@ def test_a_bad_node_is_named_once_at_its_swarm_key():
     assert len(found) == 3
     assert found[0].startswith("workhub:swarm.nodes[0].address: must be a DNS name or an IP address")
     assert found[1] == ("workhub:swarm.nodes[1].hostKey: is not set\n"
-                        "    fix: pulumi config set --stack staging --path 'workhub:swarm.nodes[1].hostKey' <value>")
+                        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:swarm.nodes[1].hostKey' <value>")
     assert found[2].startswith("workhub:swarm.nodes[2].hostKey: is not a valid ssh-ed25519 public key")
 
 
@@ -110,7 +110,7 @@ def test_unknown_keys_in_the_section_are_refused():
     raw["swarm"]["nodes"][0]["labels"]["serving"] = True
     found = problems(raw)
     assert found[0].startswith("workhub:swarm.nodes[0].labels.serving: is not a known setting")
-    assert found[1].startswith("workhub:swarm.manager: is not a known setting\n    fix: remove it (pulumi config rm "
+    assert found[1].startswith("workhub:swarm.manager: is not a known setting\n    fix: remove it (scripts/workhub pulumi config rm "
                                "--stack staging --path 'workhub:swarm.manager'); known settings here: user, managers, "
                                "nodes, hubs, monitorSeconds, healthIntervalSeconds")
 
@@ -120,10 +120,10 @@ def test_managers_must_be_nodes_named_once():
     raw["swarm"]["managers"] = ["node1", "node9", "node1"]
     assert problems(raw) == [
         "workhub:swarm.managers[1]: node9 is not a node in workhub:swarm.nodes\n"
-        "    fix: add a node named node9 to workhub:swarm.nodes, or pulumi config set --stack staging --path "
+        "    fix: add a node named node9 to workhub:swarm.nodes, or scripts/workhub pulumi config set --stack staging --path "
         "'workhub:swarm.managers[1]' <node name>",
         "workhub:swarm.managers[2]: node1 is named twice\n"
-        "    fix: pulumi config rm --stack staging --path 'workhub:swarm.managers[2]'",
+        "    fix: scripts/workhub pulumi config rm --stack staging --path 'workhub:swarm.managers[2]'",
     ]
     raw["swarm"]["managers"] = []
     assert problems(raw)[0].startswith("workhub:swarm.managers: names no node; a Swarm needs at least one manager")
@@ -134,7 +134,7 @@ def test_node_names_are_unique():
     raw["swarm"]["nodes"][2]["name"] = "node2"
     raw["swarm"]["managers"] = ["node1", "node2"]
     assert problems(raw) == ["workhub:swarm.nodes[2].name: node2 is also swarm.nodes[1]\n"
-                             "    fix: pulumi config set --stack staging --path 'workhub:swarm.nodes[2].name' <value>"]
+                             "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:swarm.nodes[2].name' <value>"]
 
 
 def test_a_serving_node_and_one_build_node():
@@ -145,16 +145,16 @@ def test_a_serving_node_and_one_build_node():
     found = problems(raw)
     assert found == [
         "workhub:swarm.nodes: has no node labelled serve: the proxy that publishes the hubs' host ports runs on "
-        "serving nodes\n    fix: pulumi config set --stack staging --path 'workhub:swarm.nodes[<n>].labels.serve' true",
+        "serving nodes\n    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:swarm.nodes[<n>].labels.serve' true",
         "workhub:swarm.nodes: has no node labelled build, but wbhubmanager, wbsaleshub build(s) on a host "
         "(buildMode: remote)\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:swarm.nodes[<n>].labels.build' true",
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:swarm.nodes[<n>].labels.build' true",
     ]
     raw = swarm_stack()
     raw["swarm"]["nodes"][2]["labels"] = {"build": True}
     assert problems(raw) == [
         "workhub:swarm.nodes[2].labels.build: is also set on swarm.nodes[0]: one node builds, one build at a time, "
-        "with its warm npm cache\n    fix: pulumi config rm --stack staging --path 'workhub:swarm.nodes[2].labels.build'"]
+        "with its warm npm cache\n    fix: scripts/workhub pulumi config rm --stack staging --path 'workhub:swarm.nodes[2].labels.build'"]
 
 
 def test_replicas_above_one_with_a_node_local_volume_is_refused():
@@ -164,7 +164,7 @@ def test_replicas_above_one_with_a_node_local_volume_is_refused():
     assert problems(raw) == [
         "workhub:swarm.hubs.wbsaleshub.replicas: is 2, but hub wbsaleshub keeps its data in node-local volumes "
         "(data), which one task on one node can use\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:swarm.hubs.wbsaleshub.replicas' 1; or move the "
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:swarm.hubs.wbsaleshub.replicas' 1; or move the "
         "hub's data to a service of its own (a database) and remove its volumes from workhub:hubs in Pulumi.yaml"]
 
 
@@ -174,16 +174,16 @@ def test_a_hub_with_volumes_lives_on_exactly_one_data_node():
     assert problems(raw) == [
         "workhub:swarm.nodes: no node holds hub wbsaleshub's volumes (data): a hub with volumes is pinned to the "
         "node that keeps them\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:swarm.nodes[<n>].labels.data[0]' wbsaleshub"]
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:swarm.nodes[<n>].labels.data[0]' wbsaleshub"]
     raw = swarm_stack()
     raw["swarm"]["nodes"][2]["labels"] = {"data": ["wbsaleshub", "wbhubmanager", "nohub"]}
     assert problems(raw) == [
         "workhub:swarm.nodes[2].labels.data[0]: hub wbsaleshub's data is also on swarm.nodes[1]; a volume lives on "
-        "one node\n    fix: pulumi config rm --stack staging --path 'workhub:swarm.nodes[2].labels.data[0]'",
+        "one node\n    fix: scripts/workhub pulumi config rm --stack staging --path 'workhub:swarm.nodes[2].labels.data[0]'",
         "workhub:swarm.nodes[2].labels.data[1]: hub wbhubmanager has no volumes to keep here\n"
-        "    fix: pulumi config rm --stack staging --path 'workhub:swarm.nodes[2].labels.data[1]'",
+        "    fix: scripts/workhub pulumi config rm --stack staging --path 'workhub:swarm.nodes[2].labels.data[1]'",
         "workhub:swarm.nodes[2].labels.data[2]: nohub names no hub in workhub:hubs\n"
-        "    fix: pulumi config rm --stack staging --path 'workhub:swarm.nodes[2].labels.data[2]'",
+        "    fix: scripts/workhub pulumi config rm --stack staging --path 'workhub:swarm.nodes[2].labels.data[2]'",
     ]
 
 
@@ -195,7 +195,7 @@ def test_hub_settings_name_hubs_and_have_sane_values():
     assert found[1].startswith("workhub:swarm.hubs.wbhubmanager.memoryMb: Input should be greater than or equal to 6")
     raw["swarm"]["hubs"] = {"nohub": {}}
     assert problems(raw) == ["workhub:swarm.hubs.nohub: names no hub in workhub:hubs\n"
-                             "    fix: pulumi config rm --stack staging --path 'workhub:swarm.hubs.nohub'"]
+                             "    fix: scripts/workhub pulumi config rm --stack staging --path 'workhub:swarm.hubs.nohub'"]
 
 
 def test_host_ports_keep_off_swarms_ports_and_the_nodes_ssh():
@@ -203,14 +203,14 @@ def test_host_ports_keep_off_swarms_ports_and_the_nodes_ssh():
     raw["hostPorts"] = {"wbhubmanager": 7946, "wbsaleshub": 2222}
     assert problems(raw) == [
         "workhub:hostPorts.wbhubmanager: port 7946 is Swarm's node gossip (7946/tcp+udp)\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:hostPorts.wbhubmanager' <a free port>",
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:hostPorts.wbhubmanager' <a free port>",
         "workhub:hostPorts.wbsaleshub: port 2222 is the SSH port of node node3 (swarm.nodes[2].port)\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:hostPorts.wbsaleshub' <a free port>",
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:hostPorts.wbsaleshub' <a free port>",
     ]
     raw["hostPorts"] = {"wbhubmanager": 22, "wbsaleshub": 24091}
     assert problems(raw) == [
         "workhub:hostPorts.wbhubmanager: port 22 is the host's SSH port\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:hostPorts.wbhubmanager' <a free port>"]
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:hostPorts.wbhubmanager' <a free port>"]
 
 
 def test_the_user_is_checked_like_the_hosts():
@@ -218,7 +218,7 @@ def test_the_user_is_checked_like_the_hosts():
     raw["swarm"]["user"] = "Root!"
     assert problems(raw) == [
         "workhub:swarm.user: must be a POSIX user name (lower-case letters, digits, '_', '-')\n"
-        "    fix: pulumi config set --stack staging --path 'workhub:swarm.user' <value>"]
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:swarm.user' <value>"]
     raw = copy.deepcopy(swarm_stack())
     del raw["swarm"]["user"]
     assert problems(raw)[0].startswith("workhub:swarm.user: is not set")

@@ -1,9 +1,10 @@
 """python -m workhub [up|preview|refresh|destroy|outputs|status|prune|backup|restore] [--stack NAME]
    python -m workhub dockerfile check|conform PATH...
+   python -m workhub pulumi ARGS...   (the project's Pulumi CLI; see workhub/pulumi_cli.py)
 
 With no stack, or `--stack local`, it works on the embedded default: it starts the throwaway
 SSH + Docker test host on 127.0.0.1 and points the `local` stack at it. Any other stack uses the
-backend you are logged in to (`pulumi login`) and the config its operator set.
+backend you are logged in to (`scripts/workhub pulumi login`) and the config its operator set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from components.deploy import prune_script, status_script
 
 from . import data, locks
 from . import engine as eng
+from .outputs import changes, outputs_table
+
+# Operations on a deployed stack: for the local stack they start nothing, they only connect.
+CONNECT_ONLY = {"outputs", "status", "prune", "backup", "restore"}
 
 
 def last_attempt(row: dict) -> str:
@@ -54,12 +59,33 @@ def destroyed_message(stack: str, purged: bool) -> str:
                       *(f"  - {item}" for item in kept)])
 
 
+def connect_local(engine: eng.Engine, needs_host: bool) -> auto.Stack:
+    """The deployed local stack, and with `needs_host` a check that the test host it points at
+    runs; starts nothing (NotRunning says what is missing and what starts it)."""
+    try:
+        stack = engine.stack(eng.LOCAL_STACK, create=False)
+    except auto.errors.StackNotFoundError:
+        raise eng.NotRunning("the local stack was never deployed; 'scripts/workhub up' deploys it") from None
+    if needs_host:
+        host = eng.testhost_running(engine.state_dir)
+        config = eng.flat_config(stack.get_all_config())
+        if (config.get("workhub:host.port"), config.get("workhub:host.hostKey")) != (str(host["port"]),
+                                                                                  host["host_public_key"]):
+            raise eng.NotRunning(f"the local stack points at another test host than the one on "
+                                     f"127.0.0.1:{host['port']}; 'scripts/workhub up' points it there")
+    return stack
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dockerfile"]:
         from . import dockerfiles
 
         return dockerfiles.main(argv[1:])
+    if argv[:1] == ["pulumi"]:
+        from . import pulumi_cli
+
+        return pulumi_cli.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m workhub", description=__doc__.split("\n\n")[0])
     parser.add_argument("operation", nargs="?", default="up",
                         choices=["up", "preview", "refresh", "destroy", "outputs", "status", "prune", "backup",
@@ -84,7 +110,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"workhub: {args.operation} of stack {args.stack!r}", file=sys.stderr, flush=True)
     eng.ensure_toolchain()
-    if args.stack == eng.LOCAL_STACK:
+    if args.stack == eng.LOCAL_STACK and args.operation in CONNECT_ONLY:
+        engine = eng.local_engine()
+        try:
+            stack = connect_local(engine, needs_host=args.operation != "outputs")
+        except eng.NotRunning as error:
+            print(f"workhub: {args.operation} of stack {args.stack!r} did not run: {error}", file=sys.stderr)
+            return 1
+    elif args.stack == eng.LOCAL_STACK:
         engine = eng.local_engine()
         host = eng.testhost_up()
         print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}", file=sys.stderr)
@@ -97,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         stack = engine.stack(args.stack)
 
     if args.operation == "outputs":
-        print(eng.outputs_summary(stack.outputs()))
+        print(outputs_table(stack.outputs()))
         return 0
     if args.operation == "status":
         out = eng.on_host(stack, lambda c: status_script(args.stack, c.hubs, c.host_ports, c.publish_address),
@@ -143,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.operation == "refresh":
         print(f"\nworkhub: refresh of {args.stack!r}: {eng.drift_summary(eng.drift_found(stack))}")
     if args.operation == "up":
-        print(f"\nworkhub: stack {args.stack!r} is up; what changed: {result.summary.resource_changes}")
-        print(eng.outputs_summary(result.outputs))
+        print(f"\nworkhub: stack {args.stack!r} is up ({changes(result.summary.resource_changes or {})})")
+        print(outputs_table(result.outputs))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import posixpath
 import secrets
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import yaml
 from pulumi import automation as auto
 
 from components.build_host import connection_for
+from components.context import context_files
 from components.config import SSH_KEY, StackConfig, namespaced, parse_stack_config
 from components.program import program_for
 from components.registry_image import Pusher, push_with_docker
@@ -72,10 +74,11 @@ class Engine:
         env.update(self.extra_env)
         return env
 
-    def stack(self, name: str) -> auto.Stack:
+    def stack(self, name: str, create: bool = True) -> auto.Stack:
+        """The stack `name`; with `create=False` only one that exists (else StackNotFoundError)."""
         program = program_for(self.work_dir, self.pusher)
         workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
-        return auto.Stack.create_or_select(name, workspace)
+        return (auto.Stack.create_or_select if create else auto.Stack.select)(name, workspace)
 
     def set_secret(self, stack: str, key: str, value: str, path: bool = False) -> None:
         """Set a secret through stdin, so its value is in no process's arguments; with `path`, `key`
@@ -127,15 +130,49 @@ def registry(*args: str) -> str:
 
 
 def registry_up() -> str:
-    """Start the local npm registry cache, fill it with the sample hubs' packages; its URL."""
+    """Start the local npm registry cache, fill it with the local hubs' packages; its URL."""
     url = registry("up").strip()
-    registry("warm")
+    dirs = lockfile_dirs()
+    if dirs:
+        registry("warm", *map(str, dirs))
     return url
+
+
+def lockfile_dirs(work_dir: Path = REPO, template: Path = REPO / "stacks" / "local.yaml") -> list[Path]:
+    """Every folder of a local hub's build context with a package.json and package-lock.json, as
+    Docker sends the context (.dockerignore honoured, no node_modules): every lockfile the hub's
+    Dockerfile can install from (root, frontend/, backend/, packages/...), whichever it uses."""
+    source_root = (yaml.safe_load(template.read_text()) or {}).get("workhub:sourceRoot", "..")
+    found = []
+    for hub in project_hubs(work_dir):
+        context = (work_dir / source_root / hub["context"]).resolve()
+        files = set(context_files(context)) if context.is_dir() else set()
+        for path in sorted(files):
+            folder, name = posixpath.split(path)
+            if (name == "package-lock.json" and "node_modules" not in folder.split("/")
+                    and posixpath.join(folder, "package.json") in files):
+                found.append(context / folder)
+    return found
 
 
 def testhost_up(state_dir: Path = STATE_DIR) -> dict[str, Any]:
     """Start the throwaway SSH + Docker host (idempotent); how to reach it."""
     return json.loads(testhost("up", state_dir=state_dir))
+
+
+class NotRunning(Exception):
+    """The local stack or its test host is not there (the message says what is not, and what starts it)."""
+
+
+def testhost_running(state_dir: Path = STATE_DIR) -> dict[str, Any]:
+    """How to reach the test host when it runs; NotRunning otherwise. Starts nothing."""
+    done = subprocess.run([str(REPO / "scripts" / "testhost.sh"), "check"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, "WORKHUB_STATE_DIR": str(state_dir)})
+    if done.returncode == 3:
+        raise NotRunning(done.stderr.strip().removeprefix("testhost: "))
+    if done.returncode != 0:
+        raise NotRunning(f"scripts/testhost.sh check failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
 
 
 def local_config(
@@ -194,17 +231,42 @@ def _random_secret(name: str) -> str:
 def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], values: Mapping[str, str],
                     hub_secrets: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
     """Point the local stack at the test host: the plain `values` (see local_config), then the
-    test host's SSH key and the hubs' secrets (by default local_secrets' values) as secrets."""
-    stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
-    engine.set_secret(stack.name, "workhub:sshPrivateKey", Path(host["private_key_path"]).read_text())
+    test host's SSH key and the hubs' secrets (by default local_secrets' values) as secrets. The
+    config is read once and only what differs is set, so a no-op `up` runs no `config set`."""
+    current = flat_config(stack.get_all_config())
+    if any(current.get(key) != value for key, value in values.items()):
+        stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
+    private_key = Path(host["private_key_path"]).read_text()
+    # `pulumi config set` drops the last line break of a value read from stdin.
+    if current.get(f"workhub:{SSH_KEY}") != private_key.removesuffix("\n"):
+        engine.set_secret(stack.name, f"workhub:{SSH_KEY}", private_key)
     if hub_secrets is None:
         hub_secrets = local_secrets(project_hubs(engine.work_dir), engine.state_dir)
-    configured = {key: value.value for key, value in stack.get_all_config().items() if key == "workhub:secrets"}
-    current = json.loads(configured["workhub:secrets"]) if configured else {}
     for hub, named in hub_secrets.items():
         for name, value in named.items():
-            if (current.get(hub) or {}).get(name) != value:
+            if current.get(f"workhub:secrets.{hub}.{name}") != value:
                 engine.set_secret(stack.name, f"workhub:secrets.{hub}.{name}", value, path=True)
+
+
+def flat_config(config: Mapping[str, auto.ConfigValue]) -> dict[str, str]:
+    """A stack's config (secrets in clear) as `--path` keys and text values, the way they are set:
+    {"workhub:host.port": "22", ...}."""
+    flat: dict[str, str] = {}
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for inner, leaf in value.items():
+                add(f"{key}.{inner}", leaf)
+        elif value is not None:
+            flat[key] = value if isinstance(value, str) else json.dumps(value)
+
+    for key, value in config.items():
+        try:
+            parsed = json.loads(value.value) if value.value.startswith("{") else None
+        except ValueError:
+            parsed = None
+        add(key, parsed if isinstance(parsed, dict) else value.value)
+    return flat
 
 
 def stack_config(stack: auto.Stack) -> tuple[StackConfig, str]:
@@ -224,14 +286,6 @@ def on_host(stack: auto.Stack, render: Callable[[StackConfig], str], label: str,
 
 def print_line(line: str) -> None:
     print(line, end="" if line.endswith("\n") else "\n", flush=True)
-
-
-def outputs_summary(outputs: Mapping[str, auto.OutputValue]) -> str:
-    lines = []
-    for key, out in sorted(outputs.items()):
-        value = "[secret]" if out.secret else json.dumps(out.value, sort_keys=True)
-        lines.append(f"  {key}: {value}")
-    return "\n".join(lines)
 
 
 def drift_found(stack: auto.Stack) -> dict[str, list[str]]:

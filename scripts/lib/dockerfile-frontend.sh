@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/testhost.sh (uses its log, die and DOCKER).
+# Sourced by scripts/testhost.sh (uses its log, die, logged, DOCKER and STATE).
 
 # The hub Dockerfiles start with `# syntax=docker/dockerfile:1`, which makes BuildKit load that
 # frontend image. Production hosts pull it; here no image can be pulled, so build BuildKit's own
@@ -9,19 +9,20 @@ FRONTEND_IMAGE=docker/dockerfile:1
 FRONTEND_MODULE=github.com/moby/buildkit
 FRONTEND_VERSION=v0.12.5
 
+build_frontend_in() {
+  cd "$1" || return 1
+  [[ -f go.mod ]] || go mod init workhub.local/dockerfile-frontend
+  GOFLAGS=-mod=mod go get "$FRONTEND_MODULE@$FRONTEND_VERSION"
+  CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$2" "$FRONTEND_MODULE/frontend/dockerfile/cmd/dockerfile-frontend"
+}
+
 build_frontend_binary() {
   local out="$1" work
   work="$(dirname "$out")/build"
   mkdir -p "$work"
   command -v go >/dev/null || die "Go is needed to build the Dockerfile frontend"
-  log "building BuildKit's Dockerfile frontend $FRONTEND_VERSION from the Go module proxy"
-  (
-    cd "$work"
-    [[ -f go.mod ]] || go mod init workhub.local/dockerfile-frontend >/dev/null 2>&1
-    GOFLAGS=-mod=mod go get "$FRONTEND_MODULE@$FRONTEND_VERSION" >/dev/null 2>&1
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$out.new" \
-      "$FRONTEND_MODULE/frontend/dockerfile/cmd/dockerfile-frontend"
-  ) >&2 || die "could not build the Dockerfile frontend"
+  log "building BuildKit's Dockerfile frontend $FRONTEND_VERSION from the Go module proxy (log: $work/build.log)"
+  logged "building the Dockerfile frontend" "$work/build.log" build_frontend_in "$work" "$out.new"
   mv "$out.new" "$out"
 }
 

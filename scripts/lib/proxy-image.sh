@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by scripts/testhost.sh (uses its log, die, free_port, DOCKER and STATE).
+# Sourced by scripts/testhost.sh (uses its log, note, die, logged, free_port, DOCKER and STATE).
 
 # Each hub and stack gets an HAProxy reverse proxy in front of it, run from the official image
 # haproxy:2.6. Production hosts pull it; here no image can be pulled, so build an equivalent from
@@ -11,26 +11,6 @@
 PROXY_IMAGE=haproxy:2.6
 PROXY_CONFIG_PATH=/usr/local/etc/haproxy/haproxy.cfg
 PROXY_UPSTREAM_IMAGE="${BASE_IMAGE:-node:20-bookworm-slim}"
-
-# Runs "$@" with its output in a log file, saying every 30 s that it still works; on failure
-# prints the log's tail and dies.
-proxy_with_heartbeat() {
-  local what="$1" log_file="$2" pid waited=0
-  shift 2
-  "$@" >"$log_file" 2>&1 &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 1
-    waited=$((waited + 1))
-    if ((waited % 30 == 0)); then
-      log "$what: still working ($waited s; last: $(tail -n 1 "$log_file" | cut -c1-100))"
-    fi
-  done
-  if ! wait "$pid"; then
-    tail -n 30 "$log_file" >&2
-    die "$what failed (full log: $log_file)"
-  fi
-}
 
 # Processes of this machine (not of a container: same mount namespace) running the package's binary.
 host_haproxy_pids() {
@@ -96,7 +76,7 @@ ensure_haproxy_package() {
   fi
   local log_file="$STATE/haproxy-install.log" start=$SECONDS
   log "installing Debian's haproxy package (its service kept stopped and disabled; log: $log_file)"
-  proxy_with_heartbeat "apt-get install haproxy" "$log_file" apt_install_haproxy
+  logged "apt-get install haproxy" "$log_file" apt_install_haproxy
   disable_host_haproxy
   log "haproxy $(dpkg-query -W -f='${Version}' haproxy) installed in $((SECONDS - start)) s"
 }
@@ -339,14 +319,14 @@ EOF
     proxy_api "$proxy" "set server slots/blue state maint" >/dev/null
     proxy_expect "$port" 200 green \
       || die "GET / does not reach green ($green_ip:8080) with blue in maintenance (got: $PROXY_LAST_ANSWER)"
-    log "$PROXY_IMAGE proxies to upstreams by container name and answers its runtime API through bash:" \
+    note "$PROXY_IMAGE proxies to upstreams by container name and answers its runtime API through bash:" \
       "maint, ready and a switch to a slot started after it work (checked in $((SECONDS - start)) s)"
   )
 }
 
 ensure_proxy_image() {
   if "$DOCKER" image inspect "$PROXY_IMAGE" >/dev/null 2>&1; then
-    log "$PROXY_IMAGE present"
+    note "$PROXY_IMAGE present"
     return 0
   fi
   local start=$SECONDS version
