@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, Optional
 
+from docker_image.reference import InvalidReference, Reference
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 NAMESPACE = "workhub"
@@ -25,7 +26,6 @@ DEFAULT_PROXY_IMAGE = "haproxy:2.6"
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*$")
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$")
 
 
 def _no_bool(value: Any) -> Any:
@@ -139,6 +139,32 @@ def _env_text(value: Any) -> Any:
 
 EnvValue = Annotated[StrictStr, BeforeValidator(_env_text)]
 """A run-time setting's value: text, or a YAML number or boolean (taken as written)."""
+
+
+def image_reference_problem(value: str) -> Optional[str]:
+    """Why Docker would refuse `value` as an image reference, or None. docker-image-py ports the
+    grammar of distribution/reference, which Docker itself parses with (a registry with a port,
+    a digest, a path of several parts); its patterns end in `$`, which matches before a final
+    line break, so a value must also be free of whitespace and control characters."""
+    if not value or any(ch.isspace() or not ch.isprintable() for ch in value):
+        return "has a space, a line break or a control character"
+    try:
+        Reference.parse(value)
+    except InvalidReference as error:
+        return str(error)
+    return None
+
+
+def _image(rule: str) -> Any:
+    """A field validator: the value is an image reference Docker accepts."""
+
+    def check(cls, value: str) -> str:
+        problem = image_reference_problem(value)
+        if problem:
+            raise ValueError(f"{rule} ({problem})")
+        return value
+
+    return classmethod(check)
 
 
 def _matches(pattern: re.Pattern, rule: str, allow_parent: bool = False) -> Any:
@@ -413,7 +439,9 @@ class StackConfig(_Section):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
 
-    _image = field_validator("base_image", "proxy_image")(_matches(_IMAGE, "must be an image reference such as 'node:20-bookworm-slim'"))
+    _image = field_validator("base_image", "proxy_image")(
+        _image("must be an image reference Docker accepts, such as 'node:20-bookworm-slim' or "
+               "'registry.example:5000/team/node:20'"))
     _root = field_validator("source_root")(
         _matches(_PATH, "must be a path without control characters", allow_parent=True)
     )
@@ -435,8 +463,10 @@ class StackConfig(_Section):
     @classmethod
     def _pins(cls, value: dict[str, str]) -> dict[str, str]:
         for name, image in value.items():
-            if not _IMAGE.fullmatch(image):
-                raise ValueError(f"{name}: {image!r} is not an image tag such as wbsaleshub:production-0123456789ab")
+            problem = image_reference_problem(image)
+            if problem:
+                raise ValueError(f"{name}: {image!r} is not an image reference such as "
+                                 f"wbsaleshub:production-0123456789ab ({problem})")
         return value
 
 

@@ -316,3 +316,26 @@ def test_text_ending_in_a_line_break_is_refused(key, value):
     raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
     (found,) = problems(raw)
     assert found.startswith(f"workhub:{key}") and "fix: " in found
+
+
+@pytest.mark.parametrize("image", ["node:20-bookworm-slim", "127.0.0.1:5000/team/haproxy:2.6",
+                                   "registry.example:5000/node@sha256:" + "a" * 64, "[::1]:5000/haproxy:2.6",
+                                   "team/sub/haproxy", "haproxy__x:2.6"])
+@pytest.mark.parametrize("key", ["baseImage", "proxyImage"])
+def test_image_references_docker_accepts_are_accepted(key, image):
+    """A registry with a port, a digest, several path parts: Docker's reference grammar."""
+    raw = valid()
+    raw[key] = image
+    assert getattr(parse(raw), {"baseImage": "base_image", "proxyImage": "proxy_image"}[key]) == image
+    raw = with_hubs(pinnedImages={"wbsaleshub": image})
+    assert parse(raw).pinned_images == {"wbsaleshub": image}
+
+
+@pytest.mark.parametrize("image, why", [("Node:20", "lowercase"), ("node:", "invalid reference format"),
+                                        ("node:20 ", "a space"), ("-node", "invalid reference format"),
+                                        ("a" * 256, "more than 255"), ("node@sha256:abc", "invalid")])
+def test_image_references_docker_refuses_are_refused_saying_why(image, why):
+    raw = valid()
+    raw["proxyImage"] = image
+    (found,) = problems(raw)
+    assert found.startswith("workhub:proxyImage") and why in found and "fix: " in found

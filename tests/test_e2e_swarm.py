@@ -217,6 +217,7 @@ def demo_stack(env: dict):
         "hostPorts": {"demo": DEMO_HOST_PORT},
         "registry": {"server": env["registry"]["server"], "username": env["registry"]["username"]},
         "registryPassword": Path(env["registry"]["password_file"]).read_text(),
+        "proxyImage": env["hub_images"]["proxy"],
         "deploy": {"healthTimeoutSeconds": 10, "healthyPasses": 2, "healthIntervalMs": 300, "stopGraceSeconds": 5},
         "swarm": {"user": env["user"], "managers": [node["name"] for node in nodes], "monitorSeconds": 5,
                   "healthIntervalSeconds": 1,
@@ -227,8 +228,6 @@ def demo_stack(env: dict):
         "sshPrivateKey": Path(env["private_key_path"]).read_text(),
     }
     config = parse_stack_config(raw, stack="e2e", secret_keys={"sshPrivateKey", "secrets", "registryPassword"})
-    # The proxy image's reference has a registry port, which workhub:proxyImage does not take yet.
-    config = config.model_copy(update={"proxy_image": env["hub_images"]["proxy"]})
     runtimes = {"demo": hub_runtime(config.hubs[0], config, "e2e", hub_secret_values(raw)["demo"], raw["sshPrivateKey"])}
     return config, runtimes, raw["registryPassword"]
 
