@@ -134,7 +134,8 @@ free = st.one_of(st.sampled_from([h for h in HOSTILE if "\n" not in h]),
        context=st.one_of(st.sampled_from([h for h in HOSTILE if h.strip() and "\n" not in h]),
                          st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1,
                                  max_size=20)),
-       image_tag=st.from_regex(r"[A-Za-z0-9._-]{1,10}", fullmatch=True))
+       # a tag as Docker's reference grammar has it: a word character, then up to 127 of [\w.-]
+       image_tag=st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,9}", fullmatch=True))
 def test_values_accepted_as_free_text_reach_every_script_as_data(arg, setting, secret, context, image_tag,
                                                                  tmp_path_factory):
     """Build args, settings, secrets and a context path may hold anything a shell would act on; the
