@@ -73,14 +73,14 @@ def test_a_link_to_a_file_outside_the_context_travels_as_a_link_never_its_conten
     """As Docker sends a context: the link and its target text, never what it points to."""
     (tmp_path / "home").mkdir()
     secret = tmp_path / "home" / "id_ed25519"
-    secret.write_text("PRIVATE KEY MATERIAL")
+    secret.write_text("the contents of a file outside the context")
     root = make(tmp_path / "ctx", {"Dockerfile": "FROM x\n"})
     (root / "key").symlink_to(secret)
     (root / "up").symlink_to("../home/id_ed25519")
     files = context_files(root)
     assert files == ["Dockerfile", "key", "up"]
     data = archive(root, files)
-    assert b"PRIVATE KEY MATERIAL" not in gzip.decompress(data)
+    assert b"the contents of a file outside the context" not in gzip.decompress(data)
     found = members(data)
     assert found["key"].issym() and found["key"].linkname == str(secret)
     assert found["up"].issym() and found["up"].linkname == "../home/id_ed25519"

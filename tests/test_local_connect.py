@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pulumi import automation as auto
 
 from workhub import engine as eng
@@ -80,7 +82,8 @@ def test_pointing_the_local_stack_at_its_test_host_again_sets_nothing(tmp_path, 
     engine = eng.local_engine(work_dir=work, state_dir=tmp_path / "state")
     stack = engine.stack(eng.LOCAL_STACK)
     key = tmp_path / "client_key"
-    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n")
+    key.write_text(Ed25519PrivateKey.generate().private_bytes(  # a client key made at run time
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode())
     values = {"workhub:host.address": "127.0.0.1", "workhub:host.port": "2222", "workhub:sourceRoot": "examples",
               "workhub:hostPorts.wbfinhub": "24092"}
     secrets = {"wbfinhub": {"LEDGER_SIGNING_KEY": "-----BEGIN TEST KEY-----\nAbC\n-----END TEST KEY-----",

@@ -262,7 +262,7 @@ def planned_stub() -> dict:
     ("upload", {"localDir": "/src/WBSalesHub", "remoteDir": ".workhub/contexts/staging/wbsaleshub",
                 "hash": "f" * 64}),
     ("secretValues", {"registry_password": "new"}),
-    ("privateKey", "-----BEGIN OPENSSH PRIVATE KEY-----\nanother\n-----END OPENSSH PRIVATE KEY-----\n"),
+    ("privateKey", Key().text),  # another key, made at run time
     ("connection", connection(2222, "ssh-ed25519 AAAA").to_props()),
     ("delete", "docker image rm x\n"),
     ("label", "wbsaleshub-build-2"),
@@ -327,7 +327,7 @@ def test_the_upload_carries_links_as_links_and_the_build_files_docker_reads_anyw
                                                                                     tmp_path):
     """A link to a file outside the context arrives as the same link (never the file), and a Dockerfile
     and .dockerignore that .dockerignore leaves out of the context arrive all the same."""
-    (tmp_path / "id_ed25519").write_text("PRIVATE KEY MATERIAL\n")
+    (tmp_path / "id_ed25519").write_text("the contents of a file outside the context\n")
     (context / "key").symlink_to(tmp_path / "id_ed25519")
     (context / ".dockerignore").write_text("secret.txt\nDockerfile\n.dockerignore\n")
     files = context_files(context)
