@@ -20,7 +20,7 @@ from components.deploy import prune_script, status_script
 
 from . import data, locks
 from . import engine as eng
-from .outputs import changes, outputs_table
+from .outputs import aligned, changes, outputs_table
 
 # Operations on a deployed stack: for the local stack they start nothing, they only connect.
 CONNECT_ONLY = {"outputs", "status", "prune", "backup", "restore"}
@@ -41,8 +41,7 @@ def format_status(rows: list[dict]) -> str:
     columns = ["hub", "container", "image", "since", "health", "proxy", "build", "attempts", "log", "last_attempt"]
     rows = [{**row, "last_attempt": last_attempt(row)} for row in rows]
     table = [[c.upper() for c in columns]] + [[str(row.get(c) or "-") for c in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table)
+    return "\n".join(aligned(table, indent=""))
 
 
 def destroyed_message(stack: str, purged: bool) -> str:
