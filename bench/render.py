@@ -46,6 +46,8 @@ NPM_FAULTS_ALSO = [
 DEPLOYS = "bench/results-deploys.json"
 # bench/noop_up.py
 NOOP_UP = "bench/results-noop-up.json"
+# bench/swarm_scaling.py
+SWARM = "bench/results-swarm.json"
 
 
 def load(path: str) -> dict:
@@ -59,11 +61,12 @@ def sections() -> list[tuple[str, str]]:
     import deploys
     import noop_up
     import npm_faults
+    import swarm_scaling
 
     main = load(NPM_FAULTS_MAIN)
     main["also"] = [dict(load(path), name=name, caption=caption) for path, name, caption in NPM_FAULTS_ALSO]
     return [("npm-faults", npm_faults.render(main)), ("deploys", deploys.render(load(DEPLOYS))),
-            ("noop-up", noop_up.render(load(NOOP_UP)))]
+            ("noop-up", noop_up.render(load(NOOP_UP))), ("swarm", swarm_scaling.render(load(SWARM)))]
 
 
 def page() -> str:

@@ -9,7 +9,8 @@
 # sshd on port 22, its dockerd on the unix socket /run/workhub-swarm/N/docker.sock (which the
 # deploy user's SSH sessions on that node get as DOCKER_HOST). `up` and `env` print all of it as
 # JSON. `up` puts a small busybox image in the registry; with --hub-images also the Node base image and
-# the proxy image (haproxy:2.6), made as the single test host makes them. One test bed per machine. `up` forms no Swarm: the nodes are plain engines until a test
+# the proxy image (haproxy:2.6), made as the single test host makes them, and node 1 gets BuildKit's
+# Dockerfile frontend (so it builds the hubs' Dockerfiles). One test bed per machine. `up` forms no Swarm: the nodes are plain engines until a test
 # (or workhub) inits and joins them.
 #
 # dockerd starts through `nsenter --net=`, not `ip netns exec` (which remounts /sys and hides the
@@ -161,6 +162,8 @@ ensure_hub_images() {
   proxy="$(hub_image_ref "$PROXY_IMAGE")"
   export DOCKER_CONFIG="$BED/docker-config"
   DOCKER=node1_docker
+  # Node 1 builds hubs (their Dockerfiles' `# syntax=docker/dockerfile:1`), as the single test host does.
+  ensure_dockerfile_frontend
   if ! node_docker 1 image inspect "$base" >/dev/null 2>&1; then
     log "making $base from this machine's node and busybox"
     import_base_image "$base"

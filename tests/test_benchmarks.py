@@ -34,7 +34,7 @@ def test_the_render_covers_every_benchmark_that_writes_a_section():
 
 
 def test_every_results_file_is_in_the_report():
-    listed = {render.NPM_FAULTS_MAIN, render.DEPLOYS, render.NOOP_UP, *(path for path, _, _ in render.NPM_FAULTS_ALSO)}
+    listed = {render.NPM_FAULTS_MAIN, render.DEPLOYS, render.NOOP_UP, render.SWARM, *(path for path, _, _ in render.NPM_FAULTS_ALSO)}
     committed = {f"bench/{path.name}" for path in (REPO / "bench").glob("results*.json")}
     assert committed == listed
 
@@ -158,3 +158,128 @@ def test_the_docker_runner_passes_the_setups_settings_as_build_args():
 ])
 def test_the_docker_runner_tells_which_step_failed(line, step):
     assert npm_faults.docker_failed_step(f"#12 [5/8] RUN npm ci\n#12 DONE 3.0s\n{line}\n") == step
+
+
+# bench/swarm_scaling.py: its pure parts
+
+import swarm_scaling  # noqa: E402
+
+WRK_OUT = """Running 10s test @ http://10.213.37.11:24191/health
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     4.01ms    2.10ms  41.20ms   90.00%
+  5012 requests in 10.00s, 1.50MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:    501.20
+WRK_JSON {"requests": 5012, "duration_us": 10000000, "bytes": 1572864, "connect": 0, "read": 1, "write": 0, "status": 3, "timeout": 0, "p50_us": 3500, "p90_us": 6000, "p99_us": 12250, "max_us": 41200}
+"""
+
+
+def test_wrk_output_is_read_from_its_report_line():
+    found = swarm_scaling.parse_wrk(WRK_OUT)
+    assert found["requests"] == 5012 and found["seconds"] == 10.0
+    assert found["rps"] == pytest.approx(500.9), "requests per second count the answers of 2xx/3xx only"
+    assert found["errors"] == {"connect": 0, "read": 1, "write": 0, "status": 3, "timeout": 0}
+    assert found["failed"] == 4, "a non-2xx answer is a failed request"
+    assert (found["p50_ms"], found["p99_ms"], found["max_ms"]) == (3.5, 12.25, 41.2)
+    with pytest.raises(ValueError, match="no WRK_JSON line"):
+        swarm_scaling.parse_wrk("Running 10s test @ http://x/\n")
+
+
+def test_wrk_reports_through_its_done_hook():
+    assert "done = function(summary, latency, requests)" in swarm_scaling.WRK_REPORT
+    assert "latency:percentile(99)" in swarm_scaling.WRK_REPORT and "WRK_JSON" in swarm_scaling.WRK_REPORT
+    argv = swarm_scaling.wrk_argv("http://10.0.0.1:1/health", 10, 8, "/tmp/r.lua")
+    assert argv[0] == "wrk" and argv[-1] == "http://10.0.0.1:1/health" and "--script" in argv
+
+
+def test_proxies_loaded_at_once_add_up():
+    a = dict(swarm_scaling.parse_wrk(WRK_OUT))
+    b = dict(a, rps=300.0, requests=3000, failed=0, p50_ms=2.0, p99_ms=20.0)
+    both = swarm_scaling.combine_wrk([a, b])
+    assert both["rps"] == pytest.approx(800.9) and both["requests"] == 8012 and both["failed"] == 4
+    assert (both["p50_ms"], both["p99_ms"]) == (3.5, 20.0) and both["per_proxy"] == [a, b]
+
+
+def test_a_cell_is_its_median_and_spread():
+    assert swarm_scaling.spread([3.0, 1.0, 2.0, 10.0]) == {"n": 4, "median": 2.5, "min": 1.0, "max": 10.0}
+    assert swarm_scaling.spread([]) is None
+
+
+def test_cells_are_interleaved_turning_around_each_repeat():
+    assert swarm_scaling.interleaved(["a", "b"], 3) == ["a", "b", "b", "a", "a", "b"]
+    plan = swarm_scaling.interleaved(["a", "b"], 4)
+    assert plan.count("a") == plan.count("b") == 4
+
+
+def test_each_hubs_data_is_on_one_node():
+    hubs = ["h1", "h2", "h3"]
+    assert swarm_scaling.data_labels(hubs, 3) == [["h1"], ["h2"], ["h3"]]
+    assert swarm_scaling.data_labels(hubs, 1) == [["h1", "h2", "h3"]]
+
+
+def bench_bed() -> dict:
+    from tests.test_swarm_config import KEYS
+
+    return {"user": "deploy", "nodes": [{"name": f"node{n}", "address": f"10.213.37.{10 + n}", "port": 22,
+                                         "host_public_key": KEYS[n - 1]} for n in (1, 2, 3)],
+            "registry": {"server": "10.213.37.1:5000", "username": "workhub-ci"},
+            "hub_images": {"proxy": "10.213.37.1:5000/workhub/haproxy:2.6"}}
+
+
+@pytest.mark.parametrize("nodes", [1, 3])
+def test_the_benchmarks_stack_is_a_valid_swarm_stack(nodes):
+    """The sample hubs as Pulumi.yaml declares them, each pinned to a node by its data label, on 1 or
+    3 nodes; and the stateless hub of the rps cells takes 3 replicas."""
+    from components.config import parse_stack_config
+    from workhub import engine as eng
+
+    hubs = eng.project_hubs(REPO)
+    secrets = {hub["name"]: {name: "x" for name in hub["secrets"]} for hub in hubs}
+    raw = swarm_scaling.stack_raw(bench_bed(), hubs, nodes, {}, secrets, "key", "pw")
+    config = parse_stack_config(raw, stack="bench", secret_keys={"sshPrivateKey", "secrets", "registryPassword"})
+    assert [node.name for node in config.swarm.nodes] == [f"node{n}" for n in range(1, nodes + 1)]
+    assert config.swarm.managers == [node.name for node in config.swarm.nodes]
+    assert {config.swarm.data_node(hub.name).name for hub in config.hubs} == {f"node{n}" for n in range(1, nodes + 1)}
+    assert all(node.labels.serve for node in config.swarm.nodes)
+    assert all(hub.build_mode == "registry" for hub in config.hubs)
+    stateless = [{k: v for k, v in hub.items() if k != "volumes"} for hub in hubs if hub["name"] == "wbsaleshub"]
+    raw = swarm_scaling.stack_raw(bench_bed(), stateless, 3, {"wbsaleshub": 3}, secrets, "key", "pw")
+    config = parse_stack_config(raw, stack="bench", secret_keys={"sshPrivateKey", "secrets", "registryPassword"})
+    assert config.swarm.hub("wbsaleshub").replicas == 3
+
+
+def swarm_doc(skipped: list[str]) -> dict:
+    machine = {"nproc": "2", "cpu": "x", "memory": "8 GiB", "os": "Debian", "kernel": "6", "load_at_start": [1.0, 1.0, 1.0]}
+    tasks = {"wbhubmanager": ["node1"], "wbsaleshub": ["node2"], "wbfinhub": ["node3"]}
+
+    def deploy(cell, seconds):
+        return {"cell": cell, "converged_s": seconds, "answering_s": seconds + 1, "tasks": tasks, "load": 2.0}
+
+    def rps(cell, rate, failed=0):
+        run = {"rps": rate / 3, "requests": 100, "failed": failed // 3, "errors": {"status": failed // 3, "read": 0},
+               "p50_ms": 2.0, "p99_ms": 9.0}
+        return {"cell": cell, "rps": rate, "requests": 300, "failed": failed, "p50_ms": 2.0, "p99_ms": 9.0,
+                "per_proxy": [run] * 3, "load": 2.0, "tasks": ["node3"] if cell == "rps-1" else ["node1", "node2", "node3"]}
+
+    cells = [deploy("deploy-1", 20.0), deploy("deploy-3", 30.0), deploy("deploy-3", 26.0), deploy("deploy-1", 22.0),
+             rps("rps-1", 400.0, failed=6), rps("rps-3", 600.0), rps("rps-3", 500.0), rps("rps-1", 500.0)]
+    return {"started": "2026-12-01 17:00 UTC", "minutes": 10.0, "machine": machine, "docker": "26.1.5",
+            "wrk_version": "4.1.0", "build_seconds": 12.0, "path": "bench/results-swarm.json", "skipped": skipped,
+            "warmup": {"converged_s": 40.0, "answering_s": 41.0}, "cells": cells,
+            "config": {"repeats": 2, "seconds": 10.0, "connections": 8, "warmup_seconds": 2.0, "path": "/health",
+                       "budget_minutes": 9.0}}
+
+
+def test_the_swarm_report_gives_medians_spreads_ratios_and_what_it_skipped():
+    text = swarm_scaling.render(swarm_doc(["deploy-1"]))
+    assert "| 1 node | 21.0 s (20.0 - 22.0, n=2) | 22.0 s (21.0 - 23.0, n=2) |" in text
+    assert "| 3 nodes | 28.0 s (26.0 - 30.0, n=2) | 29.0 s (27.0 - 31.0, n=2) |" in text
+    assert "3 nodes / 1 node, medians to every proxy answering: 1.32." in text
+    assert "| 1 replica | 450 (400 - 500, n=2) | 6 of 600 (status 6) | 2.0 | 9.0 | node3 |" in text
+    assert "| 3 replicas | 550 (500 - 600, n=2) | 0 of 600 | 2.0 | 9.0 | node1, node2, node3 |" in text
+    assert "Scaling ratio (3 replicas / 1 replica): 1.22 from the medians; per repeat 1.50, 1.00" in text
+    assert "Skipped for the budget: deploy-1." in text
+    assert "sharing its 2 CPUs" in text and "not through `pulumi up`" in text
+    assert "wrk 4.1.0" in text
+    assert "Skipped for the budget: none." in swarm_scaling.render(swarm_doc([]))
