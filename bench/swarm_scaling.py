@@ -60,6 +60,9 @@ HOST_PORTS = {"wbhubmanager": 24190, "wbsaleshub": 24191, "wbfinhub": 24192}
 RPS_HUB = "wbsaleshub"
 STATE_DIR = REPO / ".workhub" / "bench-swarm"
 WRK = "wrk"
+# The forward's port on the bridge: the same every run, since the npm registry's URL is a build arg
+# (another URL would miss node 1's build cache and rebuild every hub).
+FORWARD_PORT = 24873
 DOCKER = "/usr/bin/docker"
 
 # wrk's own report in a form to parse: its done() hook prints one JSON line (wrk's Lua API:
@@ -76,8 +79,11 @@ end
 """
 
 
+STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+    print(f"bench: [{time.monotonic() - STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
 # ---- pure parts (unit-tested in tests/test_benchmarks.py) ----
@@ -203,8 +209,8 @@ class Forward:
     builds reach it (the registry listens on loopback only). asyncio's streams: a byte pipe is all
     it takes, and no forwarding tool is installed here."""
 
-    def __init__(self, listen: str, target: tuple[str, int]):
-        self.listen, self.target = listen, target
+    def __init__(self, listen: str, port: int, target: tuple[str, int]):
+        self.listen, self.want, self.target = listen, port, target
         self.loop = asyncio.new_event_loop()
         self.port = 0
         ready = threading.Event()
@@ -231,7 +237,7 @@ class Forward:
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
         async def start():
-            server = await asyncio.start_server(handle, self.listen, 0)
+            server = await asyncio.start_server(handle, self.listen, self.want)
             self.port = server.sockets[0].getsockname()[1]
             ready.set()
             await server.serve_forever()
@@ -239,8 +245,8 @@ class Forward:
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(start())
-        except (asyncio.CancelledError, RuntimeError):
-            pass
+        except (asyncio.CancelledError, RuntimeError, OSError):
+            ready.set()  # a port taken: self.port stays 0
 
     @property
     def url(self) -> str:
@@ -261,7 +267,9 @@ def build_images(bed: Bed, hubs: list[dict]) -> dict[str, Any]:
     npm = eng.registry_up()
     host, port = re.match(r"http://([\d.]+):(\d+)/", npm).groups()
     gateway = bed.env["registry"]["server"].split(":")[0]
-    forward = Forward(gateway, (host, int(port)))
+    forward = Forward(gateway, FORWARD_PORT, (host, int(port)))
+    if not forward.port:
+        raise RuntimeError(f"could not listen on {gateway}:{FORWARD_PORT} for the npm registry's forward")
     images = {}
     try:
         # The hubs' Dockerfiles start FROM the Node base image by its plain name.
@@ -440,8 +448,8 @@ def render(doc: dict) -> str:
     lines = [
         "# Benchmarks: the sample hubs on a Docker Swarm",
         "",
-        f"Measured {doc['started']} with `python bench/swarm_scaling.py` ({doc['minutes']:.1f} min in all, a "
-        f"budget of {cfg['budget_minutes']:g} min for the cells; bench/README.md says how to run it). Raw results: "
+        f"Measured {doc['started']} with `python bench/swarm_scaling.py` ({doc['minutes']:.1f} min in all, with a "
+        f"budget of {cfg['budget_minutes']:g} min; bench/README.md says how to run it). Raw results: "
         f"`{doc['path']}`.",
         "",
         f"Machine: {machine['nproc']} CPUs ({machine['cpu']}), {machine['memory']} memory, {machine['os']} "
@@ -546,6 +554,10 @@ def sample_hubs() -> list[dict]:
     return eng.project_hubs(REPO)
 
 
+# What the run keeps of its budget for the end: the Swarm left, the test bed down.
+TEARDOWN_SECONDS = 30
+
+
 def run(args: argparse.Namespace) -> dict:
     started_at = time.monotonic()
     budget = args.budget_minutes * 60
@@ -564,10 +576,11 @@ def run(args: argparse.Namespace) -> dict:
         built = build_images(bed, hubs)
         doc["build_seconds"] = built["seconds"]
         images = built["images"]
-        cells_started = time.monotonic()
+        if args.prepare:
+            return doc
 
         def left() -> float:
-            return budget - (time.monotonic() - cells_started)
+            return budget - (time.monotonic() - started_at) - TEARDOWN_SECONDS
 
         def fits(estimate: float, name: str) -> bool:
             if left() < estimate:
@@ -634,10 +647,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-seconds", type=float, default=2.0)
     p.add_argument("--connections", type=int, default=8, help="wrk's connections per proxy (default 8)")
     p.add_argument("--path", default="/health", help="what wrk requests (default /health)")
-    p.add_argument("--budget-minutes", type=float, default=9.0,
-                   help="no cell starts that would end past this many minutes after the images are built")
+    p.add_argument("--budget-minutes", type=float, default=11.5,
+                   help="the whole run's budget: no cell starts that would end past it (default 11.5)")
     p.add_argument("--state", type=Path, default=STATE_DIR,
                    help="the test bed's state (kept: the next run reuses its images and build cache)")
+    p.add_argument("--prepare", action="store_true",
+                   help="only start the test bed, build and push the images, and stop it (fills the build cache)")
     p.add_argument("--json", type=Path, help="write the raw results here (bench/results-swarm.json)")
     p.add_argument("--render-from", type=Path, help="only render a report from a results file")
     p.add_argument("--out", type=Path, help="write the section into this Markdown file")
@@ -650,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which(WRK):
             p.error("wrk is not installed: apt-get install wrk")
         doc = run(args)
+        if args.prepare:
+            log(f"images built and pushed in {doc['build_seconds']:.0f} s; the test bed is down, its state kept")
+            return 0
         if args.json:
             args.json.write_text(json.dumps(doc, indent=1) + "\n")
         doc["path"] = str(args.json or "(not written)")
