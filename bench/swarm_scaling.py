@@ -489,6 +489,14 @@ def render(doc: dict) -> str:
     one, three = stat("deploy-1", "answering_s"), stat("deploy-3", "answering_s")
     if one and three:
         lines += ["", f"3 nodes / 1 node, medians to every proxy answering: {three['median'] / one['median']:.2f}."]
+    deploys = [c for c in cells if c["cell"].startswith("deploy")]
+    if deploys:
+        lag = spread(c["converged_s"] - c["answering_s"] for c in deploys)
+        lines += ["", f"The deploy script exits a median {lag['median']:.1f} s ({lag['min']:.1f} - {lag['max']:.1f}) "
+                      "after every proxy answers: it checks the services one after another, and a service that "
+                      "starts no rollout (a new one) is taken as converged only 5 s after its check began, so "
+                      f"this stack's {len(deploys[0]['tasks']) + 1} services (the hubs and the proxy) take at least "
+                      f"{5 * (len(deploys[0]['tasks']) + 1)} s however fast their tasks start."]
     placed = next((c["tasks"] for c in cells if c["cell"] == "deploy-3"), None)
     if placed:
         lines += ["", "Where the tasks ran on 3 nodes: " + "; ".join(

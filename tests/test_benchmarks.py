@@ -276,6 +276,7 @@ def test_the_swarm_report_gives_medians_spreads_ratios_and_what_it_skipped():
     assert "| 1 node | 21.0 s (20.0 - 22.0, n=2) | 22.0 s (21.0 - 23.0, n=2) |" in text
     assert "| 3 nodes | 28.0 s (26.0 - 30.0, n=2) | 29.0 s (27.0 - 31.0, n=2) |" in text
     assert "3 nodes / 1 node, medians to every proxy answering: 1.32." in text
+    assert "this stack's 4 services (the hubs and the proxy) take at least 20 s" in text
     assert "| 1 replica | 450 (400 - 500, n=2) | 6 of 600 (status 6) | 2.0 | 9.0 | node3 |" in text
     assert "| 3 replicas | 550 (500 - 600, n=2) | 0 of 600 | 2.0 | 9.0 | node1, node2, node3 |" in text
     assert "Scaling ratio (3 replicas / 1 replica): 1.22 from the medians; per repeat 1.50, 1.00" in text
