@@ -87,13 +87,14 @@ remove_slot() {
 # `probe HOST PORT PATH` prints the HTTP status HOST:PORT answers PATH with, or why there is none
 # (refused, no-answer). Plain bash, since the host may have no curl; run under `timeout`, so a
 # probe never hangs.
-_PROBE = r"""
+PROBE_FUNCTION = r"""
 probe_src='exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || { echo refused; exit 0; }
 printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
 IFS= read -r line <&3 || { echo no-answer; exit 0; }
 case "$line" in HTTP/1.[01]\ [0-9][0-9][0-9]*) echo "${line:9:3}" ;; *) echo no-answer ;; esac'
 probe() { timeout 5 bash -c "$probe_src" probe "$@" 2>/dev/null || echo no-answer; }
-probe_host=$publish_address
+"""
+_PROBE = PROBE_FUNCTION + r"""probe_host=$publish_address
 [ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
 """
 

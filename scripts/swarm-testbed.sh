@@ -3,6 +3,7 @@
 # with its own dockerd and sshd (the deploy user, a pinned host key), all joined by one bridge, and
 # one image registry (with a login) on the bridge that every node reaches.
 # Usage: scripts/swarm-testbed.sh up [--hub-images] | env | status | down [--purge] | logs
+#                                | stop-node N | start-node N
 #
 # Addresses: the bridge is $WORKHUB_SWARM_SUBNET.1 (10.213.37.1) in this machine's namespace, where
 # the registry listens; node N is $WORKHUB_SWARM_SUBNET.(10+N) in namespace workhub-swarm-N, its
@@ -11,7 +12,9 @@
 # JSON. `up` puts a small busybox image in the registry; with --hub-images also the Node base image and
 # the proxy image (haproxy:2.6), made as the single test host makes them, and node 1 gets BuildKit's
 # Dockerfile frontend (so it builds the hubs' Dockerfiles). One test bed per machine. `up` forms no Swarm: the nodes are plain engines until a test
-# (or workhub) inits and joins them.
+# (or workhub) inits and joins them. `stop-node N` stops node N's dockerd (its containers stop with it;
+# its namespace, address and sshd stay), as when that machine's engine dies; `start-node N` starts it
+# again with the same data root, so it rejoins its Swarm.
 #
 # dockerd starts through `nsenter --net=`, not `ip netns exec` (which remounts /sys and hides the
 # cgroup mounts dockerd needs), and in a UTS namespace of its own, so each node has its own host name.
@@ -313,6 +316,36 @@ cmd_down() {
   log "down"
 }
 
+# node_number NAME: N of node N given as N or nodeN, checked against the test bed's nodes.
+node_number() {
+  local n="${1#node}"
+  [[ "$n" =~ ^[0-9]+$ && "$n" -ge 1 && "$n" -le "$NODES" ]] || die "no node ${1:-(none)}: the nodes are 1..$NODES"
+  [[ -e "/var/run/netns/$(netns "$n")" ]] || die "node $n has no network namespace; run '$0 up' first"
+  echo "$n"
+}
+
+cmd_stop_node() {
+  local n pid
+  n="$(node_number "${1:-}")"
+  pid="$(read_pid "$RUN_DIR/$n/dockerd.pid")"
+  if ! pid_running "$pid" dockerd; then
+    log "node $n: dockerd is not running"
+    return 0
+  fi
+  log "node $n: stopping dockerd (and with it its containers)"
+  kill "$pid"
+  for _ in $(seq 120); do pid_running "$pid" dockerd || break; sleep 0.5; done
+  pid_running "$pid" dockerd && die "node $n: dockerd (pid $pid) did not stop within 60 s"
+  log "node $n: dockerd stopped"
+}
+
+cmd_start_node() {
+  local n
+  n="$(node_number "${1:-}")"
+  ensure_node_dockerd "$n"
+  log "node $n: dockerd answers"
+}
+
 cmd_logs() {
   local n f
   for n in $(seq "$NODES"); do
@@ -330,5 +363,7 @@ case "${1:-}" in
   status) cmd_status ;;
   down) cmd_down "${2:-}" ;;
   logs) cmd_logs ;;
-  *) echo "usage: $0 up | env | status | down [--purge] | logs" >&2; exit 2 ;;
+  stop-node) cmd_stop_node "${2:-}" ;;
+  start-node) cmd_start_node "${2:-}" ;;
+  *) echo "usage: $0 up | env | status | down [--purge] | logs | stop-node N | start-node N" >&2; exit 2 ;;
 esac

@@ -205,8 +205,9 @@ def build_demo(env: dict, version: str, health: int = 200) -> str:
     return image
 
 
-def demo_stack(env: dict):
-    """A stack of one hub (2 replicas, one secret) on the test bed's Swarm, as workhub validates it."""
+def demo_stack(env: dict, change=None):
+    """A stack of one hub (2 replicas, one secret) on the test bed's Swarm, as workhub validates it;
+    `change`, when given, edits the raw config first (more hubs, other labels)."""
     from components.config import hub_secret_values, parse_stack_config
     from components.runtime import hub_runtime
 
@@ -227,21 +228,25 @@ def demo_stack(env: dict):
         "secrets": {"demo": {"DEMO_TOKEN": DEMO_SECRET}},
         "sshPrivateKey": Path(env["private_key_path"]).read_text(),
     }
+    if change is not None:
+        change(raw)
     config = parse_stack_config(raw, stack="e2e", secret_keys={"sshPrivateKey", "secrets", "registryPassword"})
-    runtimes = {"demo": hub_runtime(config.hubs[0], config, "e2e", hub_secret_values(raw)["demo"], raw["sshPrivateKey"])}
+    secrets = hub_secret_values(raw)
+    runtimes = {hub.name: hub_runtime(hub, config, "e2e", secrets.get(hub.name, {}), raw["sshPrivateKey"])
+                for hub in config.hubs}
     return config, runtimes, raw["registryPassword"]
 
 
-def deploy(env: dict, image: str) -> subprocess.CompletedProcess:
+def deploy(env: dict, image: str, change=None) -> subprocess.CompletedProcess:
     """The labels and the stack deploy, run on the first manager as workhub runs them (the secrets in
-    front of the script, on its stdin)."""
+    front of the script, on its stdin); every hub runs `image`."""
     from components.remote import with_secrets
     from components.swarm import proxy_config, proxy_config_name, stack_file
     from components.swarm_scripts import deploy_script, deploy_secret_values, labels_script
 
-    config, runtimes, password = demo_stack(env)
+    config, runtimes, password = demo_stack(env, change)
     proxy = proxy_config(config, "e2e")
-    text = stack_file(config, "e2e", {"demo": image}, runtimes, proxy)
+    text = stack_file(config, "e2e", {hub.name: image for hub in config.hubs}, runtimes, proxy)
     script = deploy_script(config, "e2e", runtimes, text, proxy, proxy_config_name("e2e", proxy), config.registry, 240)
     ssh(env, 1, "bash -s", stdin=labels_script(config))
     secrets = {**deploy_secret_values(config, runtimes), "registry_password": password}

@@ -17,8 +17,9 @@ from pathlib import Path
 from pulumi import automation as auto
 
 from components.deploy import prune_script, status_script
+from components.remote import RemoteCommandError
 
-from . import data, locks
+from . import data, locks, swarm_status
 from . import engine as eng
 from .outputs import aligned, changes, outputs_table
 
@@ -132,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         print(outputs_table(stack.outputs()))
         return 0
     if args.operation == "status":
+        config, key = eng.stack_config(stack)
+        if config.swarm is not None:
+            try:
+                print(swarm_status.status(config, args.stack, key, log=lambda line: print(line, file=sys.stderr)))
+            except RemoteCommandError as error:
+                print(f"workhub: status of {args.stack!r} failed: {error}", file=sys.stderr)
+                return 1
+            return 0
         out = eng.on_host(stack, lambda c: status_script(args.stack, c.hubs, c.host_ports, c.publish_address),
                           "status", log=lambda line: None)
         print(format_status([json.loads(line) for line in out.splitlines() if line.strip()]))

@@ -9,14 +9,18 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 from pulumi import automation as auto
 
 from components.build_host import connection_for
-from components.config import Hub, StackConfig
+from components import swarm_data
+from components.config import NAMESPACE, REGISTRY_PASSWORD, Hub, StackConfig
 from components.deploy import Serving, backup_script, purge_script, restore_script, volume_info_script
-from components.remote import run_script
+from components.remote import run_script, with_secrets
+from components.runtime import volume_name
+from components.swarm_cluster import node_connection
+from components.swarm_scripts import labels_script
 
 from . import engine as eng
 
@@ -47,10 +51,12 @@ def backup(stack: auto.Stack, out_dir: Path, hub: Optional[str] = None,
     """Copy every volume of the stack's hubs (or of one hub) into `out_dir`, one `<hub>-<volume>.tar.gz`
     each, with `manifest.json` (hub, volume, stack, image, time, sha256); the manifest's path."""
     config, key = eng.stack_config(stack)
+    if config.swarm is not None:
+        return swarm_backup(config, key, stack.name, out_dir, hub, log, _registry_password(stack))
     conn = connection_for(config.host)
     pairs = [(h, name) for h in _hubs(config, hub) for name in h.volumes]
     if not pairs:
-        raise DataError("no hub of this stack has a volume (workhub:hubs[].volumes in Pulumi.yaml)")
+        raise DataError(NO_VOLUMES)
     found = [json.loads(line) for line in
              run_script(conn, key, volume_info_script(stack.name, pairs), "backup", lambda line: None).splitlines()
              if line.strip()]
@@ -65,32 +71,75 @@ def backup(stack: auto.Stack, out_dir: Path, hub: Optional[str] = None,
         with archive.open("wb") as sink:
             run_script(conn, key, backup_script(volume["docker_volume"], config.proxy_image),
                        f"{volume['hub']}/{volume['volume']}", log, data_out=sink)
-        entries.append({"hub": volume["hub"], "volume": volume["volume"], "docker_volume": volume["docker_volume"],
-                        "stack": stack.name, "image": volume["image"], "time": started.isoformat(timespec="seconds"),
-                        "file": archive.name, "bytes": archive.stat().st_size, "sha256": _sha256(archive)})
+        entries.append(_entry(stack.name, volume["hub"], volume["volume"], volume["docker_volume"], volume["image"],
+                              started, archive))
         log(f"backup: {volume['hub']}/{volume['volume']}: {archive} ({archive.stat().st_size} bytes)")
-    manifest = out_dir / MANIFEST
-    manifest.write_text(json.dumps({"stack": stack.name, "host": conn.describe(), "archives": entries}, indent=2) + "\n")
-    return manifest
+    return _write_manifest(out_dir, {"stack": stack.name, "host": conn.describe(), "archives": entries})
 
 
-def restore(stack: auto.Stack, source: Path, hub: Optional[str] = None, volume: Optional[str] = None,
-            log: Callable[[str], None] = print) -> int:
-    """Put back the volumes a backup in `source` (a directory with manifest.json, or the manifest)
-    holds, each checked against its sha256 first; the hub's container stops for it and must answer
-    its health path again. The number of volumes restored."""
+NO_VOLUMES = "no hub of this stack has a volume (workhub:hubs[].volumes in Pulumi.yaml)"
+
+
+def _entry(stack: str, hub: str, volume: str, docker_volume: str, image: str, started: datetime,
+           archive: Path, **more: str) -> dict:
+    return {"hub": hub, "volume": volume, "docker_volume": docker_volume, "stack": stack, "image": image,
+            "time": started.isoformat(timespec="seconds"), "file": archive.name, "bytes": archive.stat().st_size,
+            "sha256": _sha256(archive), **more}
+
+
+def _write_manifest(out_dir: Path, manifest: dict) -> Path:
+    path = out_dir / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def _registry_password(stack: auto.Stack) -> str:
+    value = stack.get_all_config().get(f"{NAMESPACE}:{REGISTRY_PASSWORD}")
+    return value.value if value is not None else ""
+
+
+def swarm_backup(config: StackConfig, key: str, stack: str, out_dir: Path, hub: Optional[str] = None,
+                 log: Callable[[str], None] = print, registry_password: str = "") -> Path:
+    """A Swarm stack's backup: each volume read on its hub's data node (the hub keeps running); the
+    manifest names that node for each archive."""
+    assert config.swarm is not None
+    pairs = [(h, name) for h in _hubs(config, hub) for name in h.volumes]
+    if not pairs:
+        raise DataError(NO_VOLUMES)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for target, name in pairs:
+        node = config.swarm.data_node(target.name)
+        assert node is not None
+        archive = out_dir / f"{target.name}-{name}.tar.gz"
+        started = datetime.now(timezone.utc)
+        with archive.open("wb") as sink:
+            run_script(node_connection(config, node), key,
+                       with_secrets(swarm_data.backup_script(config, stack, target, name),
+                                    {"registry_password": registry_password}),
+                       f"{target.name}/{name}", log, data_out=sink)
+        entries.append(_entry(stack, target.name, name, volume_name(stack, target.name, name), "", started, archive,
+                              node=node.name))
+        log(f"backup: {target.name}/{name} on {node.name}: {archive} ({archive.stat().st_size} bytes)")
+    return _write_manifest(out_dir, {"stack": stack, "swarm": [node.name for node in config.swarm.nodes],
+                                     "archives": entries})
+
+
+def _read_manifest(source: Path, stack: str) -> tuple[Path, dict]:
     manifest_path = source / MANIFEST if source.is_dir() else source
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as error:
         raise DataError(f"{manifest_path} is not a workhub backup manifest ({error})") from None
-    if manifest.get("stack") != stack.name:
-        raise DataError(f"{manifest_path} is a backup of stack {manifest.get('stack')!r}, not {stack.name!r}; "
+    if manifest.get("stack") != stack:
+        raise DataError(f"{manifest_path} is a backup of stack {manifest.get('stack')!r}, not {stack!r}; "
                         "restore it into the stack it came from")
-    config, key = eng.stack_config(stack)
-    conn = connection_for(config.host)
-    hubs = {h.name: h for h in _hubs(config, hub)}
-    serving = Serving(config.publish_address, config.deploy, config.proxy_image)
+    return manifest_path, manifest
+
+
+def _chosen(manifest_path: Path, manifest: dict, hubs: Mapping[str, Hub], hub: Optional[str],
+            volume: Optional[str]) -> list[dict]:
+    """The manifest's archives for these hubs (and volume), each checked against its sha256."""
     chosen = [entry for entry in manifest.get("archives", [])
               if entry["hub"] in hubs and volume in (None, entry["volume"])]
     if not chosen:
@@ -99,13 +148,60 @@ def restore(stack: auto.Stack, source: Path, hub: Optional[str] = None, volume: 
         archive = manifest_path.parent / entry["file"]
         if _sha256(archive) != entry["sha256"]:
             raise DataError(f"{archive} does not match the sha256 in {manifest_path}; it is damaged or was changed")
+        if entry["volume"] not in hubs[entry["hub"]].volumes:
+            raise DataError(f"hub {entry['hub']} has no volume {entry['volume']!r} in Pulumi.yaml any more")
+    return chosen
+
+
+def restore(stack: auto.Stack, source: Path, hub: Optional[str] = None, volume: Optional[str] = None,
+            log: Callable[[str], None] = print) -> int:
+    """Put back the volumes a backup in `source` (a directory with manifest.json, or the manifest)
+    holds, each checked against its sha256 first; the hub's container stops for it and must answer
+    its health path again. The number of volumes restored."""
+    manifest_path, manifest = _read_manifest(source, stack.name)
+    config, key = eng.stack_config(stack)
+    if config.swarm is not None:
+        return swarm_restore(config, key, stack.name, source, hub, volume, log, _registry_password(stack))
+    conn = connection_for(config.host)
+    hubs = {h.name: h for h in _hubs(config, hub)}
+    serving = Serving(config.publish_address, config.deploy, config.proxy_image)
+    chosen = _chosen(manifest_path, manifest, hubs, hub, volume)
+    for entry in chosen:
         target = hubs[entry["hub"]]
-        if entry["volume"] not in target.volumes:
-            raise DataError(f"hub {target.name} has no volume {entry['volume']!r} in Pulumi.yaml any more")
-        with archive.open("rb") as data:
+        with (manifest_path.parent / entry["file"]).open("rb") as data:
             run_script(conn, key, restore_script(target, stack.name, entry["volume"], entry["sha256"],
                                                  config.host_ports[target.name], serving),
                        f"{target.name}/{entry['volume']}", log, data_in=data)
+    return len(chosen)
+
+
+def swarm_restore(config: StackConfig, key: str, stack: str, source: Path, hub: Optional[str] = None,
+                  volume: Optional[str] = None, log: Callable[[str], None] = print,
+                  registry_password: str = "") -> int:
+    """A Swarm stack's restore, hub by hub: its service scaled to 0 on a manager, each volume put back
+    on the node the config names as its data node now (another than the backup's, when the hub
+    moves there), the nodes' labels set from the config, and the service scaled back to its replicas,
+    there. The number of volumes restored."""
+    assert config.swarm is not None
+    manifest_path, manifest = _read_manifest(source, stack)
+    hubs = {h.name: h for h in _hubs(config, hub)}
+    chosen = _chosen(manifest_path, manifest, hubs, hub, volume)
+    manager = node_connection(config, config.swarm.node(config.swarm.managers[0]))
+    for name in dict.fromkeys(entry["hub"] for entry in chosen):
+        target = hubs[name]
+        node = config.swarm.data_node(name)
+        assert node is not None
+        run_script(manager, key, swarm_data.scale_script(config, stack, target, 0), f"{name} (stop)", log)
+        for entry in (entry for entry in chosen if entry["hub"] == name):
+            with (manifest_path.parent / entry["file"]).open("rb") as data:
+                run_script(node_connection(config, node), key,
+                           with_secrets(swarm_data.restore_script(config, stack, target, entry["volume"],
+                                                                  entry["sha256"]),
+                                        {"registry_password": registry_password}),
+                           f"{name}/{entry['volume']}", log, data_in=data)
+        run_script(manager, key, labels_script(config), "labels", log)
+        run_script(manager, key, swarm_data.scale_script(config, stack, target, config.swarm.hub(name).replicas),
+                   f"{name} (start)", log)
     return len(chosen)
 
 

@@ -1,0 +1,115 @@
+"""Backup and restore of a hub's volumes on a Swarm: the volumes are local to the node that holds
+them (its `data` label), so the archive is made and put back there, over SSH to that node; the
+manager scales the hub's service to 0 around a restore and back to its replicas after, on the node
+the config names then (so a restore onto another node is how a hub whose node was lost comes back).
+
+Pure builders of the scripts, from the typed config; `workhub/data.py` runs them. The helper
+container that reads or writes the volume runs the proxy's image (as on one host), pulled with the
+registry login when the node does not have it (a node that serves no traffic may not): the password
+is the shell variable `registry_password`, put in front of the script as a secret.
+"""
+
+from __future__ import annotations
+
+from .config import Hub, StackConfig
+from .runtime import volume_name
+from .shell import script
+from .swarm import namespace, service_name
+
+_HELPER = r"""
+fail() { printf '%s: FAILED: %s\n' "$step" "$*" >&2; exit 1; }
+login_dir="" archive=""
+trap 'rm -rf ${login_dir:+"$login_dir"} ${archive:+"$archive"}' EXIT
+# The helper image, pulled (quietly: stdout may be the archive) with a login that is gone at exit.
+if ! docker image inspect "$helper_image" >/dev/null 2>&1; then
+  login_dir=$(mktemp -d)
+  export DOCKER_CONFIG="$login_dir"
+  if [ -n "$registry_user" ]; then
+    printf '%s' "${registry_password:-}" | docker login --username "$registry_user" --password-stdin \
+      "$registry_server" >/dev/null 2>&1 || fail "the registry $registry_server refused the login of $registry_user"
+  fi
+  docker pull --quiet "$helper_image" >/dev/null 2>&1 || fail "$node cannot pull $helper_image"
+fi
+"""
+
+_BACKUP = _HELPER + r"""
+docker volume inspect "$volume" >/dev/null 2>&1 \
+  || fail "volume $volume is not on $node; the hub's data is on the node labelled data: [$hub]"
+# A gzipped tar of the volume's files on stdout, read through a throwaway container (read-only).
+docker run --rm --user 0 --network none -v "$volume:/data:ro" --entrypoint tar "$helper_image" -czf - -C /data .
+"""
+
+_RESTORE = _HELPER + r"""
+say() { printf '%s: %s\n' "$step" "$*" >&2; }
+archive=$(mktemp)
+cat >"$archive"
+got=$(sha256sum "$archive" | cut -d' ' -f1)
+[ "$got" = "$sha256" ] || fail "the archive arrived with sha256 $got, not $sha256; nothing was changed"
+# The hub's task is stopped (its service scaled to 0) before this runs; wait for its container to go.
+for _ in $(seq "$stop_wait"); do
+  [ -z "$(docker ps --quiet --filter "volume=$volume")" ] && break
+  sleep 1
+done
+[ -z "$(docker ps --quiet --filter "volume=$volume")" ] \
+  || fail "a container on $node still uses $volume; scale $service to 0 first"
+docker volume inspect "$volume" >/dev/null 2>&1 || docker volume create --label "com.docker.stack.namespace=$namespace" \
+  --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" "$volume" >/dev/null
+docker run --rm -i --user 0 --network none -v "$volume:/data" --entrypoint sh "$helper_image" \
+  -c 'find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf - -C /data' <"$archive"
+say "restored $volume on $node ($(stat -c %s "$archive") bytes)"
+"""
+
+
+def _values(config: StackConfig, stack: str, hub: Hub, volume_key: str, step: str) -> dict:
+    assert config.swarm is not None
+    node = config.swarm.data_node(hub.name)
+    assert node is not None, f"hub {hub.name} has no data node (the config check refuses that)"
+    registry = config.registry
+    return {"step": step, "node": node.name, "hub": hub.name, "stack": stack, "namespace": namespace(stack),
+            "service": service_name(stack, hub.name), "volume": volume_name(stack, hub.name, volume_key),
+            "volume_key": volume_key, "helper_image": config.proxy_image,
+            "registry_server": registry.server if registry else "",
+            "registry_user": (registry.username or "") if registry and registry.username else ""}
+
+
+def backup_script(config: StackConfig, stack: str, hub: Hub, volume_key: str) -> str:
+    """On the hub's data node: a gzipped tar of one of its volumes on stdout (the hub keeps running)."""
+    return script(_values(config, stack, hub, volume_key, "backup"), _BACKUP)
+
+
+def restore_script(config: StackConfig, stack: str, hub: Hub, volume_key: str, sha256: str) -> str:
+    """On the hub's data node (the one its config names now): replace one of its volumes (made if it
+    is not there) with the gzipped tar on stdin, checked against `sha256` first; the hub's service
+    must be scaled to 0 (scale_script), and no container there may use the volume."""
+    return script({**_values(config, stack, hub, volume_key, "restore"), "sha256": sha256,
+                   "stop_wait": config.deploy.stop_grace_seconds + 10}, _RESTORE)
+
+
+_SCALE = r"""
+say() { printf 'scale: %s\n' "$*" >&2; }
+docker service inspect "$service" >/dev/null 2>&1 || { say "FAILED: $service is not on the Swarm; run up first"; exit 1; }
+docker service scale --detach "$service=$replicas" >/dev/null
+deadline=$(( $(date +%s) + timeout ))
+while :; do
+  running=$(docker service ps --filter desired-state=running --format '{{.CurrentState}}' "$service" | grep -c '^Running' || true)
+  # Scaled to 0: no container of it may be left, even one that is stopping.
+  left=$(docker service ps --format '{{.CurrentState}}' "$service" | grep -c -E '^(Running|Starting)' || true)
+  if [ "$running" -eq "$replicas" ] && { [ "$replicas" -gt 0 ] || [ "$left" -eq 0 ]; }; then
+    say "$service: $running/$replicas task(s) running"
+    exit 0
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    say "FAILED: $service has $running of $replicas task(s) running after $timeout s:"
+    docker service ps --no-trunc --format '  {{.Name}} on {{.Node}}: {{.CurrentState}} {{.Error}}' "$service" | head -n 5 >&2
+    exit 1
+  fi
+  sleep 1
+done
+"""
+
+
+def scale_script(config: StackConfig, stack: str, hub: Hub, replicas: int) -> str:
+    """On a manager: the hub's service at `replicas` tasks, waiting until that many run (for 0: until
+    none is left); it fails, naming where each task is, when they do not within the health timeout."""
+    timeout = config.deploy.health_timeout_seconds + config.deploy.stop_grace_seconds + 30
+    return script({"service": service_name(stack, hub.name), "replicas": replicas, "timeout": timeout}, _SCALE)

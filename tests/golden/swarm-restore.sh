@@ -1,0 +1,45 @@
+set -eu
+step=restore
+node=node2
+hub=wbsaleshub
+stack=staging
+namespace=workhub-staging
+service=workhub-staging_wbsaleshub
+volume=workhub-staging-wbsaleshub-data
+volume_key=data
+helper_image=haproxy:2.6
+registry_server=''
+registry_user=''
+sha256=0000000000000000000000000000000000000000000000000000000000000000
+stop_wait=40
+fail() { printf '%s: FAILED: %s\n' "$step" "$*" >&2; exit 1; }
+login_dir="" archive=""
+trap 'rm -rf ${login_dir:+"$login_dir"} ${archive:+"$archive"}' EXIT
+# The helper image, pulled (quietly: stdout may be the archive) with a login that is gone at exit.
+if ! docker image inspect "$helper_image" >/dev/null 2>&1; then
+  login_dir=$(mktemp -d)
+  export DOCKER_CONFIG="$login_dir"
+  if [ -n "$registry_user" ]; then
+    printf '%s' "${registry_password:-}" | docker login --username "$registry_user" --password-stdin \
+      "$registry_server" >/dev/null 2>&1 || fail "the registry $registry_server refused the login of $registry_user"
+  fi
+  docker pull --quiet "$helper_image" >/dev/null 2>&1 || fail "$node cannot pull $helper_image"
+fi
+
+say() { printf '%s: %s\n' "$step" "$*" >&2; }
+archive=$(mktemp)
+cat >"$archive"
+got=$(sha256sum "$archive" | cut -d' ' -f1)
+[ "$got" = "$sha256" ] || fail "the archive arrived with sha256 $got, not $sha256; nothing was changed"
+# The hub's task is stopped (its service scaled to 0) before this runs; wait for its container to go.
+for _ in $(seq "$stop_wait"); do
+  [ -z "$(docker ps --quiet --filter "volume=$volume")" ] && break
+  sleep 1
+done
+[ -z "$(docker ps --quiet --filter "volume=$volume")" ] \
+  || fail "a container on $node still uses $volume; scale $service to 0 first"
+docker volume inspect "$volume" >/dev/null 2>&1 || docker volume create --label "com.docker.stack.namespace=$namespace" \
+  --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" "$volume" >/dev/null
+docker run --rm -i --user 0 --network none -v "$volume:/data" --entrypoint sh "$helper_image" \
+  -c 'find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf - -C /data' <"$archive"
+say "restored $volume on $node ($(stat -c %s "$archive") bytes)"
