@@ -114,8 +114,9 @@ def test_backup_on_its_node_then_restore_there_and_onto_another_node(keeper_depl
     elsewhere, _, _ = demo_stack(env, with_keeper(1, setting="b"))
     assert data.swarm_restore(elsewhere, key, STACK, manifest, "keeper", None, logs.append, password) == 1
     assert running_on(env, KEEPER) == ["node1"], "\n".join(logs)
-    wait_for("keeper answers on node1", lambda: _answers(keeper_url(env, 3)), timeout=60)
     for node in (1, 2, 3):
+        # Each proxy finds the new task by DNS and sends it requests once it passed its checks.
+        wait_for(f"keeper on node1 through node{node}'s proxy", lambda: _answers(keeper_url(env, node)), timeout=60)
         assert get(keeper_url(env, node) + "/data") == "backed up"
     assert "node1" in volume_nodes(env, "workhub-e2e-keeper-data")
     # And a deploy of that config keeps it there, with its data.
