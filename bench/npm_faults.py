@@ -643,6 +643,9 @@ def render(doc: dict) -> str:
               f"{fmt_s(r['cold_median_ok_s'])} | {ratio_label(r, extra_rows)} | {tries_label(r)} | "
               + (f"{', '.join(str(n) for n in sorted(retries)) or 'n/a'} | " if in_step else "")
               + f"{injected_label(r)} |")
+        if in_step:
+            a("")
+            a(ratio_verdict(extra_rows, xs))
     a("")
     a("## Reading")
     a("")
@@ -680,6 +683,25 @@ def ratio(r: dict, rows: list[dict]) -> float | None:
 def ratio_label(r: dict, rows: list[dict]) -> str:
     x = ratio(r, rows)
     return "n/a" if x is None else f"{x:.2f}x"
+
+
+GOAL_RATIO = 1.5  # issue 13, item 9: each faulted cell at most 1.5x its setup's fault-free median
+
+
+def ratio_verdict(rows: list[dict], setups: dict) -> str:
+    """Which faulted cells are within GOAL_RATIO of their setup's fault-free median, setup by setup,
+    and whether any build failed."""
+    parts = []
+    for key in dict.fromkeys(r["setup"] for r in rows):
+        cells = [r for r in rows if r["setup"] == key and r["fault_kind"] != "none" and r["cold_n"]]
+        within = [r for r in cells if (x := ratio(r, rows)) is not None and x <= GOAL_RATIO]
+        over = [f"{faults_label(r)} {ratio_label(r, rows)}" for r in cells if r not in within]
+        failed = sum(r["cold_n"] - r["cold_ok"] for r in rows if r["setup"] == key)
+        parts.append(f"{key} ({setups[key]['title']}): {len(within)} of {len(cells)} faulted cells within "
+                     f"{GOAL_RATIO:g}x of its fault-free median" + (f", over it: {', '.join(over)}" if over else "")
+                     + f"; {failed} failed build(s)")
+    return ("Goal: every faulted cell at most " + f"{GOAL_RATIO:g}x its setup's fault-free median, no build lost. "
+            + "; ".join(parts) + ".")
 
 
 def tries_label(r: dict) -> str:
