@@ -299,11 +299,13 @@ transient() {
   grep -qiE "$transient_pattern" "$1" && ! grep -qF "$not_network" "$1"
 }
 # The first lines of a try's log that name an error (the compiler's, npm's, the Dockerfile's; not
-# BuildKit's echo of the exit code, nor a stack trace), said again last, where a failure's message
-# takes the last lines from.
+# BuildKit's echo of the exit code, nor a stack trace, nor a step's command line that holds the
+# install retry's text, whose error words are its pattern), said again last, where a failure's
+# message takes the last lines from.
 first_errors() {
   local found
-  found=$(grep -iE 'error|err!|failed to solve' "$1" | grep -vE 'executor failed running|^#[0-9]+ ERROR: |[[:space:]]at [^ ]+ \(' \
+  found=$(grep -iE 'error|err!|failed to solve' "$1" \
+    | grep -vE 'executor failed running|^#[0-9]+ ERROR: |[[:space:]]at [^ ]+ \(|workhub_retry' \
     | head -n 5) || true
   [ -z "$found" ] || { note "its first error lines:"; printf '%s\n' "$found" | sed 's/^/  /'; }
 }

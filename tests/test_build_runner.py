@@ -269,3 +269,16 @@ def test_an_install_that_ran_out_of_tries_is_tried_again_by_the_runner(run_with_
     assert "giving up after 3 tries" in build.log
     assert "build: attempt 1 failed from the network (exit code 1)" in build.log
     assert_result(build, "succeeded", 2, 0)
+
+
+def test_the_first_error_lines_leave_out_the_install_retrys_text(run_with_npm):
+    """BuildKit echoes each step's command with its build args expanded: the retry's pattern holds
+    error words, so that line would crowd out npm's own error in the failure's last lines."""
+    from tests.test_install_retry import OUT_OF_SYNC
+
+    echo = ('retry=$(printf "%s\\n" "$@" | sed -n "s/^WORKHUB_RETRY=//p"); '
+            'printf "#9 [4/6] RUN --mount=type=cache eval \\"%s\\" npm ci\\n" "$retry"; ')
+    build = run_with_npm([OUT_OF_SYNC], [echo + INSTALL_STEP])
+    lines = build.log.split("build: its first error lines:\n", 1)[1].splitlines()
+    assert lines[0] == "  npm error code EUSAGE" and not any("wr_pattern" in line for line in lines)
+    assert_result(build, "failed", 1, 1)
