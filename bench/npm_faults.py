@@ -86,6 +86,9 @@ class Setup:
         for k in MS_SETTINGS:
             if k in env:
                 env[k] = str(max(1, round(int(env[k]) / scale)))
+        if "WORKHUB_RETRY" in env:  # the install retry's pause (whole seconds), like the runner's
+            env["WORKHUB_RETRY"] = re.sub(r"\bwr_pause=(\d+);", lambda m: f"wr_pause={round(int(m.group(1)) / scale)};",
+                                          env["WORKHUB_RETRY"], count=1)
         return env
 
 
@@ -104,13 +107,22 @@ def npm_defaults(env: dict[str, str], image: str | None = None) -> dict[str, str
     return out
 
 
+# workhub's defaults before the install's own retry and the shorter npm timeouts (as committed
+# until then): setup P, beside C, so one run shows both.
+PREVIOUS_NPM = {"NPM_CONFIG_FETCH_RETRIES": "5", "NPM_CONFIG_FETCH_TIMEOUT": "30000",
+                "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT": "2000", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT": "15000",
+                "NPM_CONFIG_PREFER_OFFLINE": "true"}
+PREVIOUS_ATTEMPTS, PREVIOUS_BACKOFF_S = 5, 10.0
+
+
 def workhub_env() -> tuple[dict[str, str], BuildSettings]:
-    """The NPM_CONFIG_* build args workhub passes with its default BuildSettings()."""
+    """The NPM_CONFIG_* build args workhub passes with its default BuildSettings(), and its install
+    retry (WORKHUB_RETRY: used where the Dockerfile's installs run under `eval "$WORKHUB_RETRY"`)."""
     settings = BuildSettings()
     hub = type("BenchHub", (), {"build_args": {}})()
     words = workhub_scripts.build_args(hub, settings, None)
     args = dict(w.split("=", 1) for w in words[1::2])
-    return {k: v for k, v in args.items() if k.startswith("NPM_CONFIG_")}, settings
+    return {k: v for k, v in args.items() if k.startswith("NPM_CONFIG_") or k == "WORKHUB_RETRY"}, settings
 
 
 def make_setups(defaults: dict[str, str]) -> dict[str, Setup]:
@@ -120,7 +132,13 @@ def make_setups(defaults: dict[str, str]) -> dict[str, Setup]:
                 "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT": "120000"})
     c_env = dict(defaults)
     c_env.update(wh_env)
+    p_env = dict(defaults)
+    p_env.update(PREVIOUS_NPM)
     return {
+        "P": Setup("P", "workhub's previous defaults", True, p_env, attempts=PREVIOUS_ATTEMPTS,
+                   backoff_s=PREVIOUS_BACKOFF_S,
+                   note="cache mount, fetch-timeout 30000, retry min 2000 / max 15000, no install retry "
+                        f"inside the step, up to {PREVIOUS_ATTEMPTS} build tries on transient()"),
         "A": Setup("A", "no cache mount, npm defaults", False, dict(defaults),
                    note="empty npm cache in every build, one try"),
         "B": Setup("B", "the PRD's settings", True, prd,
@@ -136,7 +154,9 @@ def transient_function() -> str:
     m = re.search(r"^transient\(\) \{\n.*?\n\}\n", workhub_scripts._RUNNER, re.S | re.M)
     if not m:
         raise SystemExit("bench: no transient() function found in components.scripts._RUNNER")
-    return m.group(0)
+    values = workhub_scripts.assignments({"transient_pattern": workhub_scripts.TRANSIENT_PATTERN,
+                                          "not_network": workhub_scripts.NOT_NETWORK})
+    return values + "\n" + m.group(0)
 
 
 TRANSIENT_SH = transient_function()
@@ -265,7 +285,8 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
                             break
                         done.add(name)
                 text = log.read_text(errors="replace")
-                entry = {"try": attempt, "ok": failed_step is None, "failed_step": failed_step}
+                entry = {"try": attempt, "ok": failed_step is None, "failed_step": failed_step,
+                         "install_retries": len(re.findall(r"workhub: try \d+ of .* trying again", text))}
                 if failed_step is None:
                     tries_log.append(entry)
                     ok = True
@@ -288,6 +309,7 @@ def run_build(ctx: Ctx, setup: Setup, level: float, kind: str, seed: int, port: 
             "setup": setup.key, "level_pct": level, "fault_kind": cell_kind(level, fault_kind), "kind": kind,
             "seed": seed, "ok": ok,
             "wall_s": round(wall, 2), "tries": len(tries_log), "tries_detail": tries_log,
+            "install_retries": sum(t["install_retries"] for t in tries_log),
             "reason": "" if ok else reason,
             "requests": snap["requests"], "tarball_requests": snap["tarball_requests"],
             "bytes": snap["bytes_sent"], "faults": snap["faults"],
@@ -605,14 +627,25 @@ def render(doc: dict) -> str:
           f"machine, {extra['config']['jobs']} builds at a time, setups "
           + "; ".join(f"{k}: {xs[k]['title']}" for k in extra["config"]["setup_keys"]) + ".")
         a("")
-        a("| Setup | Faults | Cold deploys OK | 95% CI (Wilson) | Median cold time (OK builds) | Tries per build | "
-          "Injected per cold build: resets / cuts / stalls / 503s |")
-        a("|---|---|---|---|---|---|---|")
-        for r in summarize(extra["results"], extra["config"]["setup_keys"], extra["config"]["levels"]):
+        in_step = any("install_retries" in r for r in extra["results"])
+        a("| Setup | Faults | Cold deploys OK | 95% CI (Wilson) | Median cold time (OK builds) | "
+          "Against the setup's 0% | Tries per build | "
+          + ("Install retries inside the step per build | " if in_step else "")
+          + "Injected per cold build: resets / cuts / stalls / 503s |")
+        a("|---|---|---|---|---|---|---|---|" + ("---|" if in_step else ""))
+        extra_rows = summarize(extra["results"], extra["config"]["setup_keys"], extra["config"]["levels"])
+        for r in extra_rows:
             lo, hi = r["ci"]
             ci = f"{pct(lo)} - {pct(hi)}" if r["cold_n"] else "n/a"
+            retries = [x.get("install_retries", 0) for x in extra["results"] if x["setup"] == r["setup"]
+                       and x["level_pct"] == r["level_pct"] and fault_kind_of(x) == r["fault_kind"]]
             a(f"| {r['setup']}: {xs[r['setup']]['title']} | {faults_label(r)} | {count_label(r)} | {ci} | "
-              f"{fmt_s(r['cold_median_ok_s'])} | {tries_label(r)} | {injected_label(r)} |")
+              f"{fmt_s(r['cold_median_ok_s'])} | {ratio_label(r, extra_rows)} | {tries_label(r)} | "
+              + (f"{', '.join(str(n) for n in sorted(retries)) or 'n/a'} | " if in_step else "")
+              + f"{injected_label(r)} |")
+        if in_step:
+            a("")
+            a(ratio_verdict(extra_rows, xs))
     a("")
     a("## Reading")
     a("")
@@ -637,6 +670,38 @@ def faults_label(r: dict) -> str:
 
 def count_label(r: dict) -> str:
     return f"{r['cold_ok']}/{r['cold_n']}" if r["cold_n"] else "not run"
+
+
+def ratio(r: dict, rows: list[dict]) -> float | None:
+    """A cell's median successful cold time over the same setup's fault-free one in the same run."""
+    base = next((b for b in rows if b["setup"] == r["setup"] and b["fault_kind"] == "none"), None)
+    if not base or not base["cold_median_ok_s"] or not r["cold_median_ok_s"]:
+        return None
+    return r["cold_median_ok_s"] / base["cold_median_ok_s"]
+
+
+def ratio_label(r: dict, rows: list[dict]) -> str:
+    x = ratio(r, rows)
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
+GOAL_RATIO = 1.5  # issue 13, item 9: each faulted cell at most 1.5x its setup's fault-free median
+
+
+def ratio_verdict(rows: list[dict], setups: dict) -> str:
+    """Which faulted cells are within GOAL_RATIO of their setup's fault-free median, setup by setup,
+    and whether any build failed."""
+    parts = []
+    for key in dict.fromkeys(r["setup"] for r in rows):
+        cells = [r for r in rows if r["setup"] == key and r["fault_kind"] != "none" and r["cold_n"]]
+        within = [r for r in cells if (x := ratio(r, rows)) is not None and x <= GOAL_RATIO]
+        over = [f"{faults_label(r)} {ratio_label(r, rows)}" for r in cells if r not in within]
+        failed = sum(r["cold_n"] - r["cold_ok"] for r in rows if r["setup"] == key)
+        parts.append(f"{key} ({setups[key]['title']}): {len(within)} of {len(cells)} faulted cells within "
+                     f"{GOAL_RATIO:g}x of its fault-free median" + (f", over it: {', '.join(over)}" if over else "")
+                     + f"; {failed} failed build(s)")
+    return ("Goal: every faulted cell at most " + f"{GOAL_RATIO:g}x its setup's fault-free median, no build lost. "
+            + "; ".join(parts) + ".")
 
 
 def tries_label(r: dict) -> str:
@@ -823,6 +888,13 @@ def parse_cell(text: str) -> tuple[str, float, int]:
     return m.group(1).upper(), float(m.group(2)), int(m.group(3))
 
 
+def parse_level_kinds(text: str) -> tuple[float, list[str]]:
+    m = re.fullmatch(r"([0-9.]+)%?=([a-z_,]+)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected LEVEL=KIND[,KIND] such as 10=reset,cut, got {text!r}")
+    return float(m.group(1)), [k for k in m.group(2).split(",") if k]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=10, help="cold builds per setup and fault level (default 10)")
@@ -835,6 +907,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", default="mix",
                    help="the faults of each faulted cell, comma-separated: mix (reset, cut and stall evenly), "
                         "reset, cut, stall (that kind alone); default mix")
+    p.add_argument("--level-kinds", type=parse_level_kinds, action="append", default=[], metavar="LEVEL=KINDS",
+                   help="the kinds of one level instead of --kinds, e.g. 10=reset,cut (repeatable)")
     p.add_argument("--runner", choices=("host", "docker"), default="host",
                    help="host: the installs with this machine's npm; docker: inside a BuildKit build of the "
                         "hub's Dockerfile (its base image's npm, its cache mounts); cold builds only")
@@ -870,8 +944,11 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_keys = [s.strip().upper() for s in args.setups.split(",") if s.strip()]
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    if not kinds or any(k not in FAULT_KINDS for k in kinds):
-        p.error(f"--kinds takes {', '.join(FAULT_KINDS)}")
+    level_kinds = {lv: ks for lv, ks in args.level_kinds}
+    if not kinds or any(k not in FAULT_KINDS for k in kinds + [k for ks in level_kinds.values() for k in ks]):
+        p.error(f"--kinds and --level-kinds take {', '.join(FAULT_KINDS)}")
+    if set(level_kinds) - set(args.levels):
+        p.error("--level-kinds names a level that --levels does not have")
     if args.runner == "docker" and args.warm_runs:
         p.error("--runner docker runs cold builds only: add --warm-runs 0")
     if args.jobs < 1 or args.jobs > 8:
@@ -909,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
             c.note += f" (attempts overridden: {args.c_attempts})"
         for k in setup_keys:
             if k not in setups_all:
-                p.error(f"unknown setup {k!r} (A, B or C)")
+                p.error(f"unknown setup {k!r} (A, B, C or P)")
         ctx = Ctx(upstream, hub, work, args.scale, args.stall_seconds, args.status_5xx_share, env, setups_all,
                   args.runner)
         log(f"runner {args.runner}: npm {npm_version}")
@@ -964,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
         first, rest = [], []
         for k in setup_keys:
             for lv in args.levels:
-                for fk in (["none"] if lv == 0 else kinds):
+                for fk in (["none"] if lv == 0 else level_kinds.get(lv, kinds)):
                     n = overrides.get((k, lv), args.runs)
                     for i in range(n):
                         (first if i < max(args.runs, 30) else rest).append((k, lv, "cold", fk))
@@ -1022,7 +1099,8 @@ def main(argv: list[str] | None = None) -> int:
                 "setup_keys": setup_keys, "levels": args.levels, "scale": args.scale, "stall_s": args.stall_seconds,
                 "status_5xx_share": args.status_5xx_share, "jobs": args.jobs, "base_seed": seed0,
                 "hub_name": hub.name, "json": args.json, "budget_minutes": args.budget_minutes,
-                "planned": total, "skipped": skipped[0], "kinds": kinds, "runner": args.runner,
+                "planned": total, "skipped": skipped[0], "kinds": kinds,
+                "level_kinds": {f"{lv:g}": ks for lv, ks in level_kinds.items()}, "runner": args.runner,
                 "npm_version": npm_version, "base_image": base_image,
                 "docker_cache": (os.environ.get("WORKHUB_BENCH_CACHE") or "empty") if args.runner == "docker" else None,
                 "workdir_kind": "/dev/shm (tmpfs)" if str(work).startswith("/dev/shm") else str(work.parent),

@@ -36,6 +36,12 @@ NPM_FAULTS_ALSO = [
      "The same cells at 10%, with the installs inside real BuildKit builds of the hub's Dockerfile: its base "
      "image's npm (the first table says which) and its cache mounts, a new one per build "
      "(`WORKHUB_BENCH_CACHE=fresh`); 2 builds per cell"),
+    ("bench/results-faster-under-faults.json", "Faster under faults: previous vs new defaults",
+     "Side by side in one run (issue 13, item 9): P, workhub's previous defaults (npm fetch-timeout 30 s, retry "
+     "pauses 2-15 s, a cut download retried only by a new build try after a 10 s x try pause), and C, today's "
+     "(fetch-timeout 5 s, retry pauses 1-4 s, the install retried inside its step by `eval \"$WORKHUB_RETRY\" npm "
+     "ci`), with the installs inside real BuildKit builds of WBFinHub's Dockerfile, a new empty cache mount per "
+     "build, at real time (no scaling: `--scale 1`, the stall 120 s), while other work loaded the 2 CPUs"),
     ("bench/results-whatif-attempts5.json", "What-if: 5 tries",
      "What-if run, before 5 tries became the default: C with `build.attempts` 5, which is today's default"),
     ("bench/results-3attempts.json", "Earlier: 3 tries",

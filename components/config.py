@@ -122,6 +122,7 @@ RESERVED_BUILD_ARGS = (
     "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT",
     "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT",
     "NPM_CONFIG_PREFER_OFFLINE",
+    "WORKHUB_RETRY",
 )
 
 
@@ -251,13 +252,24 @@ class BuildSettings(_Section):
     node_heap_mb: Int = Field(4096, alias="nodeHeapMb", ge=256, le=65536,
                               description="NODE_OPTIONS=--max-old-space-size for the build.")
     npm_fetch_retries: Int = Field(5, alias="npmFetchRetries", ge=0, le=20)
-    npm_fetch_timeout_ms: Int = Field(30000, alias="npmFetchTimeoutMs", ge=1000, le=600000)
-    npm_fetch_retry_min_timeout_ms: Int = Field(2000, alias="npmFetchRetryMinTimeoutMs", ge=100, le=600000)
-    npm_fetch_retry_max_timeout_ms: Int = Field(15000, alias="npmFetchRetryMaxTimeoutMs", ge=100, le=600000)
+    # Measured (docs/benchmarks.md, "new defaults"): a stalled request costs one fetch-timeout of
+    # silence, a reset one retry pause; npm's fetch-retry-factor of 10 makes its second pause the
+    # maximum, so the maximum is kept short.
+    npm_fetch_timeout_ms: Int = Field(5000, alias="npmFetchTimeoutMs", ge=1000, le=600000,
+                                      description="How long npm waits for a byte from the registry.")
+    npm_fetch_retry_min_timeout_ms: Int = Field(1000, alias="npmFetchRetryMinTimeoutMs", ge=100, le=600000)
+    npm_fetch_retry_max_timeout_ms: Int = Field(4000, alias="npmFetchRetryMaxTimeoutMs", ge=100, le=600000)
     npm_prefer_offline: bool = Field(
         True, alias="npmPreferOffline",
         description="Use the cache mount's packages without asking the registry first; only what is missing is fetched.",
     )
+    install_tries: Int = Field(
+        3, alias="installTries", ge=1, le=10,
+        description="Tries of one npm install (inside its cache-mounted step) that fail from the network "
+                    "without fetching a new package; a try that fetched some is free.",
+    )
+    install_max_tries: Int = Field(10, alias="installMaxTries", ge=1, le=50,
+                                   description="Tries of one npm install in all, free ones included.")
     progress: str = Field("plain", description="BuildKit progress output; plain shows every step's log.")
     attempts: Int = Field(5, ge=1, le=10, description="Tries of a build that fails from the network.")
     attempt_timeout_seconds: Int = Field(
@@ -628,6 +640,11 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
         problems.append(Problem(f"{NAMESPACE}:build.npmFetchRetryMinTimeoutMs",
                                 f"{heap.npm_fetch_retry_min_timeout_ms} is more than npmFetchRetryMaxTimeoutMs ({heap.npm_fetch_retry_max_timeout_ms})",
                                 fix_for("build.npmFetchRetryMinTimeoutMs", stack)))
+    if heap.install_max_tries < heap.install_tries:
+        problems.append(Problem(f"{NAMESPACE}:build.installMaxTries",
+                                f"{heap.install_max_tries} is less than installTries ({heap.install_tries}), "
+                                "so an install could never use its tries",
+                                fix_for("build.installMaxTries", stack)))
     return problems
 
 

@@ -142,6 +142,7 @@ class _Run:
     mount: Optional[str]  # its --mount flag with a cache at /root/.npm, if any
     hiding: list[tuple[str, str]]  # (flag, target) of cache/tmpfs mounts over an install folder's packages
     wipes: list[str]  # the commands (or their parts) that empty the npm cache
+    retry: bool = False  # an install runs under workhub's retry (`eval "$WORKHUB_RETRY" npm ci`)
 
 
 @dataclass
@@ -196,10 +197,17 @@ def _commands(cmd: dockerfile.Command) -> list[list[str]]:
     return [_words(line[a:b]) for line in lines for a, b in _segments(line)]
 
 
+# `eval "$WORKHUB_RETRY" npm ci`: the install under workhub's own retry (components.scripts.install_retry).
+RETRY_PREFIX = ("eval", "$WORKHUB_RETRY")
+RETRY_ARG = "WORKHUB_RETRY"
+_RETRY_WORDS = (RETRY_PREFIX, ("eval", "${WORKHUB_RETRY}"))
+
+
 def _program(words: list[str]) -> list[str]:
-    """The words without leading `VAR=value` assignments and `sudo`."""
-    while words and (re.match(r"^\w+=", words[0]) or words[0] == "sudo"):
-        words = words[1:]
+    """The words without leading `VAR=value` assignments, `sudo` and workhub's retry prefix."""
+    while words and (re.match(r"^\w+=", words[0]) or words[0] == "sudo"
+                     or tuple(words[:2]) in _RETRY_WORDS):
+        words = words[1:] if words[0] != "eval" else words[2:]
     return words
 
 
@@ -282,7 +290,7 @@ def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
             cwd = _absolute(words[1], cwd)
         elif npm and npm[0] in _INSTALLS:
             where = None if {"-g", "--global"} & set(npm[1]) else _absolute(npm[2] or ".", cwd)
-            installs.append((" ".join(words), where))
+            installs.append((" ".join(words[2:] if tuple(words[:2]) in _RETRY_WORDS else words), where))
         elif wipe := _wipe(words):
             wipes.append(wipe)
     if not installs:
@@ -293,7 +301,8 @@ def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
     # keeps what npm installs there out of the image: the app ships without its packages.
     hiding = [(flag, target) for flag, options, target in mounts if options.get("type") in ("cache", "tmpfs")
               and target and any(_under(target, d + "/node_modules") or _under(d, target) for d in folders)]
-    return _Run(cmd, installs, _cache_at(mounts, ("/root/.npm",)), hiding, wipes)
+    retry = any(tuple(words[:2]) in _RETRY_WORDS for words in _commands(cmd))
+    return _Run(cmd, installs, _cache_at(mounts, ("/root/.npm",)), hiding, wipes, retry)
 
 
 def _parse(text: str, path: str) -> list[dockerfile.Command]:
@@ -576,7 +585,7 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
             found.append(Violation(path, copy.start_line, "manifests-first", f"`{copy.original}` copies {what} "
                                    f"before the npm install at line {last.cmd.start_line}, so any source change "
                                    "reinstalls every package", f"move it after line {last.cmd.start_line}"))
-        missing = [a for a in BUILD_ARGS if a not in stage.args] if stage.runs else []
+        missing = [a for a in _wanted_args(stage) if a not in stage.args]
         if missing:
             first = stage.runs[0].cmd.start_line
             found.append(Violation(path, first, "build-args", f"{', '.join(missing)} not declared with ARG before "
@@ -584,6 +593,14 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
                                    "add " + ", ".join(f"`ARG {a}`" for a in missing) + f" before line {first}"))
     found += _warnings(cmds, path, base_image)
     return sorted(found, key=lambda violation: violation.line)
+
+
+def _wanted_args(stage: _Stage) -> tuple[str, ...]:
+    """The ARGs a stage's installs need: workhub's settings, and WORKHUB_RETRY where an install
+    runs under it (undeclared, it is empty, and the install runs once)."""
+    if not stage.runs:
+        return ()
+    return BUILD_ARGS + ((RETRY_ARG,) if any(run.retry for run in stage.runs) else ())
 
 
 def check_dockerfile(path: str | Path, context: Optional[Path] = None,
@@ -735,7 +752,7 @@ def _fix_installs(text: str, path: str, context: _Context) -> str:
                 edits.swap(run.cmd, _fix_run(_raw(text, run.cmd), run))
         if not stage.runs:
             continue
-        missing = [a for a in BUILD_ARGS if a not in stage.args]
+        missing = [a for a in _wanted_args(stage) if a not in stage.args]
         if missing:
             comment = [ARGS_COMMENT + "\n"] if len(missing) == len(BUILD_ARGS) else []
             insert.setdefault(stage.runs[0].cmd.start_line, []).extend(comment + [f"ARG {a}\n" for a in missing])

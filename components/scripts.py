@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .config import BuildSettings, Hub, SshKeepAlive
-from .shell import script
+from .shell import assignments, script
 
 # A script prints this line on stderr where the part it may resume begins (a build's log): the
 # provider counts the lines after it, and when it runs the script again after a dropped connection
@@ -198,11 +198,68 @@ def build_arg_values(hub: Hub, build: BuildSettings, registry: Optional[str]) ->
         "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT": str(build.npm_fetch_retry_min_timeout_ms),
         "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT": str(build.npm_fetch_retry_max_timeout_ms),
         "NPM_CONFIG_PREFER_OFFLINE": "true" if build.npm_prefer_offline else "false",
+        "WORKHUB_RETRY": install_retry(build),
     }
     if registry:
         args["NPM_CONFIG_REGISTRY"] = registry
     args.update(hub.build_args)
     return args
+
+
+# npm's and BuildKit's words for a dropped, cut, stalled or refused download, or a registry's 5xx:
+# what counts as a passing network fault, for the build runner's retry and the install's own.
+TRANSIENT_PATTERN = (
+    r"ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)"
+    r"|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET"
+    r"|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)"
+)
+# What the install retry prints when a try failed from something else; the runner does not retry it.
+NOT_NETWORK = "not from the network: not trying again"
+
+# The install's own retry, run by `eval "$WORKHUB_RETRY" npm ci` inside the cache-mounted RUN step
+# (POSIX sh: dash, busybox ash): a try that fails from the network runs again at once in the same
+# step, with what the cache mount got so far (prefer-offline fetches only what is missing), instead
+# of failing the build. A try that stored new packages in the npm cache (its content-v2 count grew)
+# is free; $wr_tries tries without any cost the budget (the first of them is tried again at once,
+# the next after a growing pause); $wr_max ends it in
+# any case. Any other failure (a lockfile out of sync, a failing script) ends it at once. One line:
+# it travels as a build arg. Without the build arg the same line is a plain `npm ci`.
+_INSTALL_RETRY = " ".join(line.strip() for line in r"""
+wr_count() { find "${NPM_CONFIG_CACHE:-${npm_config_cache:-$HOME/.npm}}/_cacache/content-v2" -type f 2>/dev/null | wc -l; };
+workhub_retry() {
+  wr_dir=$(mktemp -d); wr_n=0; wr_spent=0; wr_have=$(wr_count);
+  while :; do
+    wr_n=$((wr_n + 1));
+    { "$@"; echo $? >"$wr_dir/rc"; } 2>&1 | tee "$wr_dir/out";
+    wr_code=$(cat "$wr_dir/rc");
+    if [ "$wr_code" = 0 ]; then rm -rf "$wr_dir"; return 0; fi;
+    if ! grep -qiE "$wr_pattern" "$wr_dir/out"; then
+      echo "workhub: $* failed (exit code $wr_code), @@NOT_NETWORK@@"; rm -rf "$wr_dir"; return "$wr_code";
+    fi;
+    wr_now=$(wr_count);
+    if [ "$wr_now" -gt "$wr_have" ]; then
+      wr_why="it stored $((wr_now - wr_have)) new files in the npm cache, so it is free"; wr_wait=0;
+    else
+      wr_spent=$((wr_spent + 1)); wr_why="nothing new fetched ($wr_spent of $wr_tries such tries)"; wr_wait=$((wr_pause * (wr_spent - 1)));
+    fi;
+    wr_have=$wr_now;
+    if [ "$wr_spent" -ge "$wr_tries" ] || [ "$wr_n" -ge "$wr_max" ]; then
+      echo "workhub: try $wr_n of $* failed from the network; $wr_why; giving up after $wr_n tries"; rm -rf "$wr_dir"; return "$wr_code";
+    fi;
+    echo "workhub: try $wr_n of $* failed from the network; $wr_why; trying again in $wr_wait s";
+    if [ "$wr_wait" -gt 0 ]; then sleep "$wr_wait"; fi;
+  done;
+};
+workhub_retry
+""".strip().splitlines()).replace("@@NOT_NETWORK@@", NOT_NETWORK)
+
+
+def install_retry(build: BuildSettings) -> str:
+    """The value of the WORKHUB_RETRY build arg: its settings, then the retry function and its call,
+    to which `eval` adds the install command's words."""
+    values = assignments({"wr_tries": build.install_tries, "wr_max": build.install_max_tries,
+                          "wr_pause": build.retry_backoff_seconds, "wr_pattern": TRANSIENT_PATTERN})
+    return "; ".join(values.splitlines()) + "; " + _INSTALL_RETRY
 
 
 def arg_words(args: dict[str, str]) -> list[str]:
@@ -235,18 +292,20 @@ exec >>"$dir/log" 2>&1
 echo "$$" >"$dir/pid"
 note() { printf 'build: %s\n' "$*"; }
 now_ms() { date +%s%3N; }
-# What counts as a passing network fault: npm's and BuildKit's words for a dropped, cut, stalled
-# or refused download, or a registry's 5xx. Anything else (a Dockerfile error, a failing
-# compile) fails at once.
+# What counts as a passing network fault ($transient_pattern: components.scripts.TRANSIENT_PATTERN),
+# unless the install's own retry found its last try failed from something else. Anything else (a
+# Dockerfile error, a failing compile) fails at once.
 transient() {
-  grep -qiE 'ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)' "$1"
+  grep -qiE "$transient_pattern" "$1" && ! grep -qF "$not_network" "$1"
 }
 # The first lines of a try's log that name an error (the compiler's, npm's, the Dockerfile's; not
-# BuildKit's echo of the exit code, nor a stack trace), said again last, where a failure's message
-# takes the last lines from.
+# BuildKit's echo of the exit code, nor a stack trace, nor a step's command line that holds the
+# install retry's text, whose error words are its pattern), said again last, where a failure's
+# message takes the last lines from.
 first_errors() {
   local found
-  found=$(grep -iE 'error|err!|failed to solve' "$1" | grep -vE 'executor failed running|^#[0-9]+ ERROR: |[[:space:]]at [^ ]+ \(' \
+  found=$(grep -iE 'error|err!|failed to solve' "$1" \
+    | grep -vE 'executor failed running|^#[0-9]+ ERROR: |[[:space:]]at [^ ]+ \(|workhub_retry' \
     | head -n 5) || true
   [ -z "$found" ] || { note "its first error lines:"; printf '%s\n' "$found" | sed 's/^/  /'; }
 }
@@ -314,6 +373,8 @@ def build_runner(
             "max_attempts": build.attempts,
             "attempt_timeout": build.attempt_timeout_seconds,
             "retry_backoff": build.retry_backoff_seconds,
+            "transient_pattern": TRANSIENT_PATTERN,
+            "not_network": NOT_NETWORK,
             "build_args": build_args(hub, build, registry),
         },
         _RUNNER,

@@ -125,8 +125,10 @@ def test_the_docker_runner_builds_the_hubs_own_install_steps():
     text = npm_faults.install_dockerfile(hub, "workhub-bench-c-4000")
     lines = text.splitlines()
     assert lines[0] == "# syntax=docker/dockerfile:1" and lines[1] == "FROM node:20-bookworm-slim"
-    assert lines[-1] == "RUN --mount=type=cache,id=workhub-bench-c-4000,target=/root/.npm,sharing=locked npm --prefix frontend ci"
-    assert "RUN --mount=type=cache,id=workhub-bench-c-4000,target=/root/.npm,sharing=locked npm ci" in lines
+    assert lines[-1] == ('RUN --mount=type=cache,id=workhub-bench-c-4000,target=/root/.npm,sharing=locked '
+                         'eval "$WORKHUB_RETRY" npm --prefix frontend ci')
+    assert ('RUN --mount=type=cache,id=workhub-bench-c-4000,target=/root/.npm,sharing=locked '
+            'eval "$WORKHUB_RETRY" npm ci') in lines
     assert "COPY . ." not in lines and "ARG WORKHUB_BENCH_BUILD" in lines[2:8]
     assert any(line.startswith("RUN --mount=type=cache,id=workhub-bench-c-4000,") and "-exec rm -rf" in line for line in lines[2:9])
     # Besides the benchmark's own lines, the hub's Dockerfile up to its last install, in order.
@@ -135,9 +137,9 @@ def test_the_docker_runner_builds_the_hubs_own_install_steps():
     upto = hub.splitlines()
     assert theirs == upto[:upto.index(lines[-1].replace("id=workhub-bench-c-4000,", "")) + 1]
     fresh = npm_faults.install_dockerfile(hub, "workhub-bench-c-7", empty_first=False)
-    assert "rm -rf" not in fresh and "id=workhub-bench-c-7,target=/root/.npm,sharing=locked npm ci" in fresh
+    assert "rm -rf" not in fresh and 'id=workhub-bench-c-7,target=/root/.npm,sharing=locked eval "$WORKHUB_RETRY" npm ci' in fresh
     no_cache = npm_faults.install_dockerfile(hub, None)
-    assert "--mount" not in no_cache and "RUN npm ci" in no_cache.splitlines()
+    assert "--mount" not in no_cache and 'RUN eval "$WORKHUB_RETRY" npm ci' in no_cache.splitlines()
 
 
 def test_the_docker_runner_passes_the_setups_settings_as_build_args():
@@ -146,9 +148,20 @@ def test_the_docker_runner_passes_the_setups_settings_as_build_args():
     argv = npm_faults.docker_build_argv(s, env, "c-7", Path("/ctx"))
     assert argv[:4] == ["/usr/bin/docker", "build", "--progress=plain", "--network=host"] and argv[-1] == "/ctx"
     args = dict(argv[i + 1].split("=", 1) for i, w in enumerate(argv) if w == "--build-arg")
-    assert args["NPM_CONFIG_FETCH_TIMEOUT"] == "3000" and args["NPM_CONFIG_REGISTRY"] == "http://127.0.0.1:4000/"
+    assert args["NPM_CONFIG_FETCH_TIMEOUT"] == "500" and args["NPM_CONFIG_REGISTRY"] == "http://127.0.0.1:4000/"
     assert args["WORKHUB_BENCH_BUILD"] == "c-7" and args["NPM_CONFIG_AUDIT"] == "false"
     assert "NPM_CONFIG_USERCONFIG" not in args, "a path of this machine means nothing in a build"
+    # workhub's install retry goes in as it renders, its pause scaled like the runner's
+    assert args["WORKHUB_RETRY"].startswith("wr_tries=3; wr_max=10; wr_pause=1; ")
+    assert args["WORKHUB_RETRY"].endswith("workhub_retry")
+
+
+def test_the_previous_defaults_run_beside_workhubs_without_the_install_retry():
+    setups = npm_faults.make_setups({var: "0" for var in npm_faults.NPM_KEYS.values()})
+    previous, current = setups["P"], setups["C"]
+    assert "WORKHUB_RETRY" not in previous.npm_env and "WORKHUB_RETRY" in current.npm_env
+    assert previous.npm_env["NPM_CONFIG_FETCH_TIMEOUT"] == "30000"
+    assert (previous.attempts, previous.backoff_s) == (current.attempts, current.backoff_s) == (5, 10.0)
 
 
 @pytest.mark.parametrize("line, step", [

@@ -104,7 +104,7 @@ def run(tmp_path):
 
     def run(steps: list[str], build: BuildSettings = settings()) -> Build:
         home, fake = tmp_path / "home", tmp_path / "fake"
-        (fake / "bin").mkdir(parents=True)
+        (fake / "bin").mkdir(parents=True, exist_ok=True)
         for name, text in (("docker", FAKE_DOCKER), ("sleep", FAKE_SLEEP)):
             (fake / "bin" / name).write_text(text)
             (fake / "bin" / name).chmod(0o755)
@@ -218,3 +218,67 @@ def test_the_record_counts_the_packages_added_over_all_attempts(run):
     assert (build.dir / "attempt-1.log").read_text().endswith("npm ERR! code ECONNRESET\n")
     assert (build.home / ".workhub" / "build.lock.holder").read_text() == "", "the lock holder is cleared"
     assert_result(build, "succeeded", 2, 0)
+
+
+# A build step that runs a hub Dockerfile's install as BuildKit would: `eval "$WORKHUB_RETRY" npm ci`
+# with the WORKHUB_RETRY build arg the runner passed (from the stand-in docker's own arguments),
+# against tests/test_install_retry.py's stand-in npm playing $FAKE/npm-steps.
+INSTALL_STEP = ('retry=$(printf "%s\\n" "$@" | sed -n "s/^WORKHUB_RETRY=//p"); '
+                'WORKHUB_RETRY="$retry" HOME="$FAKE/root" sh -c \'eval "$WORKHUB_RETRY" npm ci\'')
+
+
+@pytest.fixture
+def run_with_npm(run, tmp_path):
+    from tests.test_install_retry import FAKE_NPM
+
+    def go(npm_steps: list[str], build_steps: list[str], build: BuildSettings = settings()) -> Build:
+        fake = tmp_path / "fake"
+        (fake / "bin").mkdir(parents=True)
+        (fake / "bin" / "npm").write_text(FAKE_NPM)
+        (fake / "bin" / "npm").chmod(0o755)
+        (fake / "npm-steps").write_text("".join(f"{s}\n" for s in npm_steps))
+        return run(build_steps, build)
+
+    return go
+
+
+def test_a_cut_download_is_retried_inside_the_step_without_a_new_build_try(run_with_npm):
+    from tests.test_install_retry import CUT, OK
+
+    build = run_with_npm([CUT, OK], [INSTALL_STEP])
+    assert "workhub: try 1 of npm ci failed from the network; it stored 1 new files" in build.log
+    assert "build: attempt 1 failed" not in build.log
+    assert (build.fake / "npm-calls").read_text().splitlines() == ["ci", "ci"]
+    assert build.notes("pauses") == []
+    assert_result(build, "succeeded", 1, 0)
+
+
+def test_an_install_that_ends_on_a_non_network_error_is_not_tried_again_by_the_runner(run_with_npm):
+    """Its log names a network error from its first try, but the last one failed otherwise."""
+    from tests.test_install_retry import CUT, OUT_OF_SYNC
+
+    build = run_with_npm([CUT, OUT_OF_SYNC, OUT_OF_SYNC], [INSTALL_STEP, INSTALL_STEP])
+    assert "build: attempt 1 failed (exit code 1), and not from the network: not trying again" in build.log
+    assert_result(build, "failed", 1, 1)
+
+
+def test_an_install_that_ran_out_of_tries_is_tried_again_by_the_runner(run_with_npm):
+    from tests.test_install_retry import CUT_ALONE, OK
+
+    build = run_with_npm([CUT_ALONE] * 3 + [OK], [INSTALL_STEP, INSTALL_STEP], settings(attempts=3))
+    assert "giving up after 3 tries" in build.log
+    assert "build: attempt 1 failed from the network (exit code 1)" in build.log
+    assert_result(build, "succeeded", 2, 0)
+
+
+def test_the_first_error_lines_leave_out_the_install_retrys_text(run_with_npm):
+    """BuildKit echoes each step's command with its build args expanded: the retry's pattern holds
+    error words, so that line would crowd out npm's own error in the failure's last lines."""
+    from tests.test_install_retry import OUT_OF_SYNC
+
+    echo = ('retry=$(printf "%s\\n" "$@" | sed -n "s/^WORKHUB_RETRY=//p"); '
+            'printf "#9 [4/6] RUN --mount=type=cache eval \\"%s\\" npm ci\\n" "$retry"; ')
+    build = run_with_npm([OUT_OF_SYNC], [echo + INSTALL_STEP])
+    lines = build.log.split("build: its first error lines:\n", 1)[1].splitlines()
+    assert lines[0] == "  npm error code EUSAGE" and not any("wr_pattern" in line for line in lines)
+    assert_result(build, "failed", 1, 1)

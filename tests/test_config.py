@@ -207,6 +207,10 @@ def test_build_settings_cross_check():
     (found,) = problems(with_hubs(build={"npmFetchRetryMinTimeoutMs": 20000, "npmFetchRetryMaxTimeoutMs": 10000}))
     assert found.startswith("workhub:build.npmFetchRetryMinTimeoutMs: 20000 is more than npmFetchRetryMaxTimeoutMs")
 
+    (found,) = problems(with_hubs(build={"installTries": 5, "installMaxTries": 4}))
+    assert found.startswith("workhub:build.installMaxTries: 4 is less than installTries (5)")
+    assert parse(with_hubs(build={"installTries": 4, "installMaxTries": 4})).build.install_max_tries == 4
+
 
 # --- registry mode ------------------------------------------------------------------------------
 

@@ -189,6 +189,28 @@ def test_build_args():
         "    fix: add `ARG NODE_OPTIONS`, `ARG NPM_CONFIG_REGISTRY` before line 13"]
 
 
+RETRY_CI = f'RUN {CACHE_MOUNT} eval "$WORKHUB_RETRY" npm ci\n'
+
+
+def test_an_install_under_workhubs_retry_is_an_install():
+    """`eval "$WORKHUB_RETRY" npm ci` is checked as the `npm ci` it runs; the plain form stays valid."""
+    declared = with_("ARG NPM_CONFIG_PREFER_OFFLINE\n", "ARG NPM_CONFIG_PREFER_OFFLINE\nARG WORKHUB_RETRY\n")
+    assert rendered(declared.replace(MOUNTED_CI, 'RUN eval "$WORKHUB_RETRY" npm ci\n', 1)) == [
+        "Dockerfile:16: `npm ci` runs without the npm cache mount, so every build downloads every package again\n"
+        f"    fix: start the instruction with `RUN {CACHE_MOUNT}`"]
+    assert rendered(declared.replace(MOUNTED_CI, RETRY_CI, 1)) == []
+
+
+def test_an_install_under_workhubs_retry_needs_its_arg():
+    """Undeclared, WORKHUB_RETRY is empty in the step and the install runs once; conform declares it."""
+    text = with_(MOUNTED_CI, RETRY_CI)
+    assert rendered(text) == [
+        "Dockerfile:15: WORKHUB_RETRY not declared with ARG before the stage's first npm install, so workhub's "
+        "build args for them are dropped\n    fix: add `ARG WORKHUB_RETRY` before line 15"]
+    fixed = conform(text)
+    assert "ARG WORKHUB_RETRY\n" in fixed and check_text(fixed) == []
+
+
 def test_build_args_are_per_stage():
     """ARGs before FROM or in another stage do not reach a stage's installs."""
     text = f"# syntax=docker/dockerfile:1\n{ARGS}FROM node:20-bookworm-slim AS a\n{ARGS}" \

@@ -138,7 +138,7 @@ def test_a_non_conforming_dockerfile_fails_the_preview_with_file_line_and_fix(tm
     """A hub whose Dockerfile lost its cache mount stops `pulumi preview`; nothing is registered."""
     dockerfile = sources / "WBSalesHub" / "Dockerfile"
     lines = dockerfile.read_text().splitlines(keepends=True)
-    number = next(i for i, line in enumerate(lines, 1) if line.endswith("sharing=locked npm ci\n"))
+    number = next(i for i, line in enumerate(lines, 1) if "sharing=locked" in line and line.endswith(" npm ci\n"))
     lines[number - 1] = "RUN npm ci\n"
     dockerfile.write_text("".join(lines))
     engine, stack = new_local_stack(tmp_path, test_host, source_root=sources)

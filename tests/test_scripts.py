@@ -13,6 +13,7 @@ from components.deploy import (Serving, backup_script, check_script, prune_scrip
 from components.runtime import hub_runtime
 from components.scripts import (
     build_args,
+    install_retry,
     build_runner,
     build_script,
     host_facts_script,
@@ -117,10 +118,11 @@ def test_build_args_carry_settings_then_the_hubs_own():
     assert build_args(HUB, BUILD, "http://127.0.0.1:4873/") == [
         "--build-arg", "NODE_OPTIONS=--max-old-space-size=4096",
         "--build-arg", "NPM_CONFIG_FETCH_RETRIES=5",
-        "--build-arg", "NPM_CONFIG_FETCH_TIMEOUT=30000",
-        "--build-arg", "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=2000",
-        "--build-arg", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=15000",
+        "--build-arg", "NPM_CONFIG_FETCH_TIMEOUT=5000",
+        "--build-arg", "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=1000",
+        "--build-arg", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=4000",
         "--build-arg", "NPM_CONFIG_PREFER_OFFLINE=true",
+        "--build-arg", f"WORKHUB_RETRY={install_retry(BUILD)}",
         "--build-arg", "NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/",
         "--build-arg", "APP_FLAVOUR=it's $(odd)",
     ]

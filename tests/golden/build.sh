@@ -48,7 +48,9 @@ progress=plain
 max_attempts=5
 attempt_timeout=1800
 retry_backoff=10
-build_args=(--build-arg NODE_OPTIONS=--max-old-space-size=4096 --build-arg NPM_CONFIG_FETCH_RETRIES=5 --build-arg NPM_CONFIG_FETCH_TIMEOUT=30000 --build-arg NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=2000 --build-arg NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=15000 --build-arg NPM_CONFIG_PREFER_OFFLINE=true --build-arg NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/ --build-arg 'APP_FLAVOUR=it'"'"'s $(odd)')
+transient_pattern='ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)'
+not_network='not from the network: not trying again'
+build_args=(--build-arg NODE_OPTIONS=--max-old-space-size=4096 --build-arg NPM_CONFIG_FETCH_RETRIES=5 --build-arg NPM_CONFIG_FETCH_TIMEOUT=5000 --build-arg NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=1000 --build-arg NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=4000 --build-arg NPM_CONFIG_PREFER_OFFLINE=true --build-arg 'WORKHUB_RETRY=wr_tries=3; wr_max=10; wr_pause=10; wr_pattern='"'"'ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)'"'"'; wr_count() { find "${NPM_CONFIG_CACHE:-${npm_config_cache:-$HOME/.npm}}/_cacache/content-v2" -type f 2>/dev/null | wc -l; }; workhub_retry() { wr_dir=$(mktemp -d); wr_n=0; wr_spent=0; wr_have=$(wr_count); while :; do wr_n=$((wr_n + 1)); { "$@"; echo $? >"$wr_dir/rc"; } 2>&1 | tee "$wr_dir/out"; wr_code=$(cat "$wr_dir/rc"); if [ "$wr_code" = 0 ]; then rm -rf "$wr_dir"; return 0; fi; if ! grep -qiE "$wr_pattern" "$wr_dir/out"; then echo "workhub: $* failed (exit code $wr_code), not from the network: not trying again"; rm -rf "$wr_dir"; return "$wr_code"; fi; wr_now=$(wr_count); if [ "$wr_now" -gt "$wr_have" ]; then wr_why="it stored $((wr_now - wr_have)) new files in the npm cache, so it is free"; wr_wait=0; else wr_spent=$((wr_spent + 1)); wr_why="nothing new fetched ($wr_spent of $wr_tries such tries)"; wr_wait=$((wr_pause * (wr_spent - 1))); fi; wr_have=$wr_now; if [ "$wr_spent" -ge "$wr_tries" ] || [ "$wr_n" -ge "$wr_max" ]; then echo "workhub: try $wr_n of $* failed from the network; $wr_why; giving up after $wr_n tries"; rm -rf "$wr_dir"; return "$wr_code"; fi; echo "workhub: try $wr_n of $* failed from the network; $wr_why; trying again in $wr_wait s"; if [ "$wr_wait" -gt 0 ]; then sleep "$wr_wait"; fi; done; }; workhub_retry' --build-arg NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/ --build-arg 'APP_FLAVOUR=it'"'"'s $(odd)')
 state="$HOME/.workhub"
 dir="$state/builds/$hub-$stack-$build_id"
 
@@ -68,18 +70,20 @@ exec >>"$dir/log" 2>&1
 echo "$$" >"$dir/pid"
 note() { printf 'build: %s\n' "$*"; }
 now_ms() { date +%s%3N; }
-# What counts as a passing network fault: npm's and BuildKit's words for a dropped, cut, stalled
-# or refused download, or a registry's 5xx. Anything else (a Dockerfile error, a failing
-# compile) fails at once.
+# What counts as a passing network fault ($transient_pattern: components.scripts.TRANSIENT_PATTERN),
+# unless the install's own retry found its last try failed from something else. Anything else (a
+# Dockerfile error, a failing compile) fails at once.
 transient() {
-  grep -qiE 'ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)' "$1"
+  grep -qiE "$transient_pattern" "$1" && ! grep -qF "$not_network" "$1"
 }
 # The first lines of a try's log that name an error (the compiler's, npm's, the Dockerfile's; not
-# BuildKit's echo of the exit code, nor a stack trace), said again last, where a failure's message
-# takes the last lines from.
+# BuildKit's echo of the exit code, nor a stack trace, nor a step's command line that holds the
+# install retry's text, whose error words are its pattern), said again last, where a failure's
+# message takes the last lines from.
 first_errors() {
   local found
-  found=$(grep -iE 'error|err!|failed to solve' "$1" | grep -vE 'executor failed running|^#[0-9]+ ERROR: |[[:space:]]at [^ ]+ \(' \
+  found=$(grep -iE 'error|err!|failed to solve' "$1" \
+    | grep -vE 'executor failed running|^#[0-9]+ ERROR: |[[:space:]]at [^ ]+ \(|workhub_retry' \
     | head -n 5) || true
   [ -z "$found" ] || { note "its first error lines:"; printf '%s\n' "$found" | sed 's/^/  /'; }
 }
