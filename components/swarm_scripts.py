@@ -118,9 +118,11 @@ before=()
 for service in "${services[@]}"; do before+=("$(started "$service")"); done
 (cd "$dir" && docker stack deploy --with-registry-auth --resolve-image always --compose-file stack.json "$stack") >&2
 
+# The tasks of the service that ended with an error (an unhealthy new task), not those an update stopped.
 why_failed() {
-  docker service ps --no-trunc --filter desired-state=shutdown --format '{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' \
-    "$1" 2>/dev/null | head -n 3
+  docker service ps --no-trunc --filter desired-state=shutdown \
+    --format '{{.Error}}|{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' "$1" 2>/dev/null \
+    | grep -v '^|' | cut -d'|' -f2- | head -n 3 || true
 }
 failed=()
 for i in "${!services[@]}"; do

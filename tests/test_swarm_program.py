@@ -13,7 +13,8 @@ import pulumi
 import pytest
 
 from components.remote import failure_message
-from tests.test_graph import PRIVATE_KEY, SECRET_SIG, Mocks, by_name, commands, make_project
+from tests.test_graph import PRIVATE_KEY, SECRET_SIG, Mocks, by_name, commands
+from tests.test_graph import depends_on, project  # noqa: F401 (fixtures)
 from tests.test_swarm_config import KEYS
 
 SESSION = "not-a-real-session-secret-$HOME-`id`"
@@ -72,11 +73,6 @@ def mocks():
     pulumi.runtime.set_all_config({}, secret_keys=[])
 
 
-@pytest.fixture
-def project(tmp_path):
-    return make_project(tmp_path)
-
-
 class CiPushes:
     """Stands in for pulumi-docker: one resource per registry-mode push, which the deploy must wait for."""
 
@@ -86,22 +82,6 @@ class CiPushes:
     def __call__(self, push, opts):
         self.pushed.append(push.remote)
         return [pulumi.CustomResource("test:ci:Push", f"{push.plan.hub.name}-ci-push", {"image": push.remote}, opts)]
-
-
-@pytest.fixture
-def depends_on(monkeypatch) -> dict[str, list[str]]:
-    """The depends_on of each remote command, by name."""
-    from components.remote import RemoteCommand
-
-    seen: dict[str, list[str]] = {}
-    original = RemoteCommand.__init__
-
-    def spy(self, name, **kwargs):
-        seen[name] = [r._name for r in (kwargs["opts"].depends_on or [])]
-        original(self, name, **kwargs)
-
-    monkeypatch.setattr(RemoteCommand, "__init__", spy)
-    return seen
 
 
 def stack_file_of(script: str) -> dict:
