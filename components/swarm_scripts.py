@@ -11,7 +11,7 @@ from typing import Mapping, Optional
 
 from .config import BuildSettings, RegistryConfig, StackConfig, SwarmNode
 from .runtime import Runtime
-from .scripts import _PAUSE
+from .scripts import PAUSE_AFTER
 from .shell import script
 from .swarm import LABEL_PREFIX, PROXY_CONFIG_FILE, namespace, node_labels, secret_name, service_name
 
@@ -219,7 +219,7 @@ def deploy_script(config: StackConfig, stack: str, runtimes: Mapping[str, Runtim
     }, _DEPLOY)
 
 
-_PUSH = _PAUSE + r"""
+_PUSH = PAUSE_AFTER + r"""
 say() { printf 'push: %s\n' "$*" >&2; }
 if ! docker image inspect "$image" >/dev/null 2>&1; then
   say "FAILED: $image is not on the build node; its build did not leave it there (run up again to build it)"

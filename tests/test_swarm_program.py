@@ -264,3 +264,80 @@ def test_a_rolled_back_deploy_says_why_as_a_step_of_the_stack():
     assert message[1] == ("reason: workhub-staging_wbhubmanager: its update did not stay healthy and Swarm rolled it "
                           "back (update rolled back: task unhealthy)")
     assert failure_message("swarm-build", "h", 1, ["build: FAILED: x"]).splitlines()[0] == "hub: swarm"
+
+
+STUB_DOCKER = """#!/bin/bash
+# A stand-in docker: records each call's words (and a login's stdin); push fails $FAIL_PUSHES times.
+printf '%s\\n' "$*" >>"$CALLS"
+case "$1" in
+  login) printf 'stdin=%s\\n' "$(cat)" >>"$CALLS" ;;
+  push)
+    n=$(cat "$CALLS.pushes" 2>/dev/null || echo 0); echo $((n + 1)) >"$CALLS.pushes"
+    [ "$n" -lt "${FAIL_PUSHES:-0}" ] && { echo "net/http: TLS handshake timeout" >&2; exit 1; } ;;
+  image)
+    case "$2" in
+      inspect) [ "$3" = --format ] && echo "10.0.0.1:5000/workhub/wbhubmanager@sha256:abc other@sha256:def" ;;
+    esac ;;
+esac
+exit 0
+"""
+
+
+def run_push(tmp_path, fail_pushes: int = 0):
+    """The push script with a stand-in docker, the registry password in front of it as workhub puts it."""
+    import os
+    import subprocess
+
+    from components.config import BuildSettings, RegistryConfig
+    from components.remote import with_secrets
+    from components.swarm_scripts import push_script
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "docker").write_text(STUB_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    calls = tmp_path / "calls"
+    text = push_script("wbhubmanager:staging-0123456789ab", f"{REGISTRY}/workhub/wbhubmanager:staging-0123456789ab",
+                       RegistryConfig(server=REGISTRY, username="ci"),
+                       BuildSettings.model_validate({"attempts": 3, "retryBackoffSeconds": 0}))
+    done = subprocess.run(["bash", "-s"], input=with_secrets(text, {"registry_password": PASSWORD}), text=True,
+                          capture_output=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                                                    "CALLS": str(calls), "FAIL_PUSHES": str(fail_pushes)})
+    return done, calls.read_text().splitlines()
+
+
+def test_the_push_logs_in_from_stdin_tags_pushes_and_reports_the_digest(tmp_path):
+    done, calls = run_push(tmp_path, fail_pushes=1)
+    assert done.returncode == 0, done.stderr
+    remote = f"{REGISTRY}/workhub/wbhubmanager:staging-0123456789ab"
+    assert f"login --username ci --password-stdin {REGISTRY}" in calls
+    assert f"stdin={PASSWORD}" in calls and not any(PASSWORD in call for call in calls if not call.startswith("stdin="))
+    assert f"tag wbhubmanager:staging-0123456789ab {remote}" in calls
+    assert calls.count(f"push {remote}") == 2, "a push that failed from the network is tried again"
+    assert f"image rm {remote}" in calls, "only the registry's tag goes; the build node keeps its image"
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "image": "wbhubmanager:staging-0123456789ab", "pushed": remote,
+        "digest": f"{REGISTRY}/workhub/wbhubmanager@sha256:abc"}
+    assert PASSWORD not in done.stderr
+
+
+def test_a_push_that_keeps_failing_says_so_last(tmp_path):
+    done, calls = run_push(tmp_path, fail_pushes=5)
+    assert done.returncode == 1
+    assert calls.count(f"push {REGISTRY}/workhub/wbhubmanager:staging-0123456789ab") == 3
+    assert done.stderr.splitlines()[-1] == (f"push: FAILED: could not push {REGISTRY}/workhub/wbhubmanager:"
+                                            f"staging-0123456789ab to {REGISTRY} after 3 attempt(s)")
+
+
+def test_swarm_push_and_remove_scripts_golden():
+    from components.config import BuildSettings, RegistryConfig
+    from components.swarm_scripts import push_script, remove_script
+    from tests.test_scripts import golden
+
+    push = push_script("wbhubmanager:staging-0123456789ab", f"{REGISTRY}/workhub/wbhubmanager:staging-0123456789ab",
+                       RegistryConfig(server=REGISTRY, username="ci"), BuildSettings())
+    golden("swarm-push.sh", push)
+    golden("swarm-remove.sh", remove_script("staging"))
+    import subprocess
+    for text in (push, remove_script("staging")):
+        assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
