@@ -43,6 +43,26 @@ class HubImageArgs:
     """How a registry-mode image is built and pushed (pulumi-docker; tests stand in for CI)."""
 
 
+def host_build(name: str, plan: HubPlan, host: BuildHost, build: BuildSettings, npm_registry: Optional[str],
+               after: Sequence[pulumi.Resource], notify_url: Optional[pulumi.Input[str]],
+               parent: pulumi.Resource) -> RemoteCommand:
+    """The build of a hub's image on the build host (`<name>-build`): its context uploaded, BuildKit
+    run detached under the host's build lock (one build at a time), the image left on the host."""
+    return RemoteCommand(
+        f"{name}-build",
+        connection=host.connection,
+        private_key=host.private_key,
+        create=build_script(plan.hub, plan.stack, plan.image, plan.build_id, build, npm_registry),
+        delete=remove_image_script(plan.hub, plan.stack, plan.image),
+        triggers=plan.triggers,
+        upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"],
+                      plan.build_files),
+        notify_url=notify_url,
+        check=image_check_script(plan.image),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after)),
+    )
+
+
 class HubImage(pulumi.ComponentResource):
     """Puts `<hub>:<stack>-<id>` on the host and (re)starts the hub's container from it.
 
@@ -97,17 +117,7 @@ class HubImage(pulumi.ComponentResource):
                 check=image_check_script(plan.image),
             )
         else:
-            self.build = command(
-                "build",
-                build_script(plan.hub, plan.stack, plan.image, plan.build_id, args.build, args.npm_registry),
-                remove_image_script(plan.hub, plan.stack, plan.image),
-                args.after,
-                triggers=plan.triggers,
-                upload=Upload(str(plan.context), context_dir(plan.stack, plan.hub.name), plan.triggers["source"],
-                              plan.build_files),
-                notify_url=args.notify_url,
-                check=image_check_script(plan.image),
-            )
+            self.build = host_build(name, plan, host, args.build, args.npm_registry, args.after, args.notify_url, self)
         self.run = command(
             "run",
             run_script(plan.hub, plan.stack, plan.image, plan.host_port, args.runtime, args.serving),

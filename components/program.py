@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,9 +17,12 @@ from .config import (NAMESPACE, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, SSH_KEY, Conf
                      hub_secret_values, namespaced, parse_stack_config)
 from .deploy import Serving
 from .plan import HubPlan, dockerfile_warnings, host_only_warnings, plan_stack, volume_warnings
-from .promotion import PromotedHub, candidates
+from .promotion import PromotedHub, candidates, swarm_sources
 from .registry_image import Pusher, push_with_docker
 from .runtime import Runtime, hub_runtime
+from .swarm import namespace
+from .swarm_cluster import SwarmCluster, SwarmClusterArgs
+from .swarm_stack import SwarmStack, SwarmStackArgs, urls
 
 
 def read_stack_config() -> tuple[StackConfig, dict[str, Any]]:
@@ -59,45 +63,62 @@ def source_stack_hubs(name: str) -> dict[str, Any]:
     return details.value or details.secret_value or {}
 
 
-def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[BuildHost, BuildChain, list[PromotedHub]]:
-    """The whole stack. `pusher` builds and pushes registry-mode images (pulumi-docker, unless a
-    test stands in for CI)."""
-    config, plans, runtimes = checked_plan(project_dir)
-    stack = pulumi.get_stack()
+def _build_host_and_chain(project_dir: Path, config: StackConfig, plans: list[HubPlan], runtimes: dict[str, Runtime],
+                          pusher: Pusher) -> tuple[BuildHost, BuildChain]:
+    """The build host (on a Swarm: its build node) and the chain of builds on it, after the
+    warnings the plan gives."""
     built = config.model_copy(update={"hubs": built_hubs(config)})
     warnings = host_only_warnings(config) + dockerfile_warnings(built, project_dir) + volume_warnings(built, project_dir)
     for warning in warnings:
         pulumi.log.warn(warning)
     serving = Serving(config.publish_address, config.deploy, config.proxy_image)
     settings = pulumi.Config(NAMESPACE)
-    private_key = settings.require_secret(SSH_KEY)
-    notify_url = settings.get_secret(NOTIFY_WEBHOOK)
     host = BuildHost(
         "build-host",
-        BuildHostArgs(config.host, private_key, config.base_image, config.build, config.ssh_keep_alive,
-                      tuple(plan.image for plan in plans),
+        BuildHostArgs(config.host, settings.require_secret(SSH_KEY), config.base_image, config.build,
+                      config.ssh_keep_alive, tuple(plan.image for plan in plans),
                       builds_here=any(plan.hub.build_mode == "remote" for plan in plans)),
     )
     chain = BuildChain(
         "hubs",
-        BuildChainArgs(plans, host, config.build, config.npm_registry, serving, runtimes, notify_url,
-                       config.registry, settings.get_secret(REGISTRY_PASSWORD), pusher),
+        BuildChainArgs(plans, host, config.build, config.npm_registry, serving, runtimes,
+                       settings.get_secret(NOTIFY_WEBHOOK), config.registry, settings.get_secret(REGISTRY_PASSWORD),
+                       pusher, swarm=config.swarm is not None),
     )
+    return host, chain
+
+
+def _runtime_of(runtimes: dict[str, Runtime], hub: str) -> dict[str, Any]:
+    """What the hub's container gets, by name only: its settings, secrets and volumes."""
+    found = runtimes[hub]
+    return {"settings": sorted(found.env), "secrets": list(found.secret_names),
+            "volumes": {volume.name: volume.docker_name for volume in found.volumes}}
+
+
+def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[BuildHost, BuildChain, Any]:
+    """The whole stack: on one host, or (with workhub:swarm) on a Docker Swarm. `pusher` builds and
+    pushes registry-mode images (pulumi-docker, unless a test stands in for CI). Returns the build
+    host, the build chain, and the promoted hubs (one host) or the SwarmStack."""
+    config, plans, runtimes = checked_plan(project_dir)
     built = {plan.hub.name for plan in plans}
     source_hubs = source_stack_hubs(config.promote_from) if config.promote_from else {}
+    if config.swarm is not None:
+        sources, problems = swarm_sources([hub for hub in config.hubs if hub.name not in built], config.promote_from,
+                                          source_hubs, config.pinned_images)
+        if problems:
+            raise pulumi.RunError("nothing to deploy for some hubs:\n" + "\n".join(f"  {line}" for line in problems))
+        host, chain = _build_host_and_chain(project_dir, config, plans, runtimes, pusher)
+        return host, chain, swarm_program(config, host, chain, runtimes, sources)
+    host, chain = _build_host_and_chain(project_dir, config, plans, runtimes, pusher)
+    stack = pulumi.get_stack()
+    serving = Serving(config.publish_address, config.deploy, config.proxy_image)
     promoted = [
         PromotedHub(candidate.hub.name, candidate, host, serving, runtimes[candidate.hub.name], list(host.ready))
         for candidate in candidates([h for h in config.hubs if h.name not in built], stack, config.host_ports,
                                     config.promote_from, source_hubs, config.pinned_images)
     ]
     outputs: dict[str, Any] = {}
-
-    def runtime_of(hub: str) -> dict[str, Any]:
-        """What the hub's container gets, by name only: its settings, secrets and volumes."""
-        found = runtimes[hub]
-        return {"settings": sorted(found.env), "secrets": list(found.secret_names),
-                "volumes": {volume.name: volume.docker_name for volume in found.volumes}}
-
+    runtime_of = partial(_runtime_of, runtimes)
     for image, plan in zip(chain.images, plans):
         outputs[plan.hub.name] = {"image": image.image, "url": image.url, "port": plan.hub.port,
                                   "hostPort": plan.host_port, "mode": plan.hub.build_mode, "build": image.build_result,
@@ -114,6 +135,51 @@ def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[Build
     pulumi.export("hostFacts", host.facts)
     pulumi.export("hubs", outputs)
     return host, chain, promoted
+
+
+def swarm_program(config: StackConfig, host: BuildHost, chain: BuildChain, runtimes: dict[str, Runtime],
+                  sources: dict[str, tuple[str, str]]) -> SwarmStack:
+    """The stack on its Swarm: the Swarm formed (or found) and labelled, every hub's image in the
+    stack's registry (built ones pushed; the others, `sources`, promoted by digest or pinned), then
+    one deploy of all services on the first manager. Outputs per hub: the image its service runs (by
+    digest), its tasks running/desired and its URLs (one per serving node)."""
+    assert config.swarm is not None
+    stack = pulumi.get_stack()
+    settings = pulumi.Config(NAMESPACE)
+    private_key = settings.require_secret(SSH_KEY)
+    built = {image.plan.hub.name: image for image in chain.images}
+    images = {**{name: image.image for name, image in built.items()},
+              **{name: image for name, (image, _) in sources.items()}}
+    cluster = SwarmCluster("swarm", SwarmClusterArgs(config, private_key))
+    deployed = SwarmStack("swarm", SwarmStackArgs(
+        config, stack, images, runtimes, private_key, settings.get_secret(REGISTRY_PASSWORD),
+        after=[*cluster.ready, *(step for image in built.values() for step in image.ready)]))
+    outputs = partial(swarm_outputs, config, {name: image.image for name, image in built.items()}, sources, runtimes)
+    pulumi.export("host", host.connection.describe())
+    pulumi.export("hostFacts", host.facts)
+    pulumi.export("swarm", {"stack": namespace(stack), "managers": config.swarm.managers,
+                            "nodes": [node.name for node in config.swarm.nodes]})
+    pulumi.export("hubs", deployed.result.apply(outputs))
+    return deployed
+
+
+def swarm_outputs(config: StackConfig, pushed: dict[str, str], sources: dict[str, tuple[str, str]],
+                  runtimes: dict[str, Runtime], result: dict[str, Any]) -> dict[str, Any]:
+    """The `hubs` output of a Swarm stack, from what its deploy reported (`result`): each hub's image
+    by digest (what a promotion from this stack runs), its tasks running/desired, its URL on each
+    serving node; the registry tag pushed for a built hub, where a promoted or pinned one came from."""
+    found = urls(config)
+    outputs = {}
+    for hub in config.hubs:
+        service = result["hubs"][hub.name]
+        outputs[hub.name] = {"image": service["image"], "replicas": service["replicas"], "url": found[hub.name][0],
+                             "urls": found[hub.name], "port": hub.port, "hostPort": config.host_ports[hub.name],
+                             **_runtime_of(runtimes, hub.name)}
+        if hub.name in pushed:
+            outputs[hub.name].update(mode=hub.build_mode, pushed=pushed[hub.name])
+        else:
+            outputs[hub.name].update({"from": sources[hub.name][0], "origin": sources[hub.name][1]})
+    return outputs
 
 
 def program_for(project_dir: Path, pusher: Pusher = push_with_docker) -> Callable[[], None]:

@@ -115,3 +115,26 @@ class PromotedHub(pulumi.ComponentResource):
         self.result = self.run.stdout.apply(parse_last_json)
         self.url = self.result.apply(lambda out: out.get("url"))
         self.register_outputs({"url": self.url})
+
+
+def swarm_sources(hubs: list[Hub], source_stack: Optional[str], source_hubs: Mapping[str, Any],
+                  pinned: Mapping[str, str]) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """On a Swarm, what each hub this stack does not build runs, as (image, origin): a pin, or the
+    image the source stack's Swarm deployed and saw converge, by digest (its `hubs.<hub>.image`
+    output, which only a deploy that converged sets). A hub with neither is a problem: a service
+    needs an image, and its digest is what makes the promoted image the verified one."""
+    found, problems = {}, []
+    for hub in hubs:
+        if hub.name in pinned:
+            found[hub.name] = (pinned[hub.name], "pinned in workhub:pinnedImages")
+            continue
+        image = (source_hubs.get(hub.name) or {}).get("image") or ""
+        if "@sha256:" in image:
+            found[hub.name] = (image, f"stack {source_stack}, converged on its Swarm")
+        elif hub.name in source_hubs:
+            problems.append(f"{hub.name}: stack {source_stack} names no image by digest for it ({image or 'none'}); "
+                            f"deploy it on stack {source_stack}'s Swarm first, or pin an image in workhub:pinnedImages")
+        else:
+            problems.append(f"{hub.name}: stack {source_stack} has no {hub.name}; deploy it there first, or pin an "
+                            "image in workhub:pinnedImages")
+    return found, problems

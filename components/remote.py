@@ -102,9 +102,12 @@ class RemoteCommandError(Exception):
 
 
 # What a command's role (the end of its label, `<hub>-<role>` or `build-host-<role>`) does, in words.
-STEP_WORDS = {"build": "build", "pull": "pull", "run": "deploy", "promote": "promotion", "facts": "host facts",
-              "preflight": "preflight", "setup": "host setup"}
-HOST_STEPS = "build-host-"
+STEP_WORDS = {"build": "build", "pull": "pull", "push": "push", "run": "deploy", "promote": "promotion",
+              "facts": "host facts", "preflight": "preflight", "setup": "host setup", "deploy": "Swarm deploy"}
+HUB_STEPS = {"build", "pull", "push", "run", "promote"}
+# The steps of the whole stack, not of one hub: the build host's, and the Swarm's (swarm-init,
+# swarm-join-<node>, swarm-labels, swarm-deploy).
+STACK_STEPS = ("build-host-", "swarm-")
 # A workhub script says why it fails on one line, `<step>: FAILED: <reason>`, and where its whole
 # log is kept with "full log on the host: <path>" at the end of that line (components.scripts, deploy).
 _FAILED = re.compile(r"^(?:[\w-]+: )?FAILED: (.*)$")
@@ -116,7 +119,7 @@ def failure_message(label: str, host: str, code: int, tail: list[str]) -> str:
     """What a failed script tells the user, from its last lines: the hub, the step, the reason (its
     FAILED line), its other last lines and where its whole log is on the host."""
     hub, _, role = label.rpartition("-")
-    if label.startswith(HOST_STEPS):
+    if label.startswith(STACK_STEPS) and role not in HUB_STEPS:
         hub = ""
     step = STEP_WORDS.get(role, label)
     failed = [i for i, line in enumerate(tail) if _FAILED.match(line)]

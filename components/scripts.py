@@ -274,7 +274,7 @@ def build_args(hub: Hub, build: BuildSettings, registry: Optional[str]) -> list[
 
 # `pause_after LOG N CODE`: try N failed from the network with exit code CODE; unless it was the
 # last, say so through LOG and wait N times $retry_backoff seconds (a growing pause).
-_PAUSE = r"""
+PAUSE_AFTER = r"""
 pause_after() {
   [ "$2" -lt "$max_attempts" ] || return 0
   "$1" "attempt $2 failed from the network (exit code $3); trying again in $((retry_backoff * $2)) s"
@@ -287,7 +287,7 @@ pause_after() {
 _RUNNER = r"""
 state="$HOME/.workhub"
 dir="$state/builds/$hub-$stack-$build_id"
-""" + _BUILDER + _PAUSE + r"""
+""" + _BUILDER + PAUSE_AFTER + r"""
 exec >>"$dir/log" 2>&1
 echo "$$" >"$dir/pid"
 note() { printf 'build: %s\n' "$*"; }
@@ -454,7 +454,7 @@ def build_script(
 # content-derived tag and tags it as the build on the host would have, so run, health and
 # promotion are the same steps for both modes. A registry password arrives (from the provider, as
 # a secret) in the shell variable registry_password, never exported and never on a command line.
-_PULL = _PAUSE + r"""
+_PULL = PAUSE_AFTER + r"""
 say() { printf 'pull: %s\n' "$*" >&2; }
 state="$HOME/.workhub"
 mkdir -p "$state"

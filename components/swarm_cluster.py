@@ -1,9 +1,7 @@
 """SwarmCluster: the stack's Swarm as Pulumi resources. The first manager creates the Swarm (or finds
 it), every other node joins it (SwarmMember: the join token never leaves the provider), and the
-nodes' workhub.* labels are set from the config; a deploy of the stack's hubs waits for `ready`.
-
-Not yet part of the program: `pulumi up` of a stack with workhub:swarm does not build this yet (see
-the README's Swarm section).
+nodes' workhub.* labels are set from the config; the deploy of the stack's hubs (SwarmStack) waits
+for `ready`.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def without_derived_host(problems: list[Problem]) -> list[Problem]:
 
 def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
     """Rules across the Swarm's fields and the hubs: node names once each, managers among the nodes,
-    one build node when a hub builds on a host, a serving node, each hub with volumes on exactly one
+    one build node when a hub builds on a host, a serving node, an image registry for the nodes, each hub with volumes on exactly one
     data node and kept at one replica, and no host port on a port Swarm's nodes use."""
     swarm = config.swarm
     if swarm is None:
@@ -104,6 +104,10 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
         problems.append(Problem(f"{key}.nodes[{index}].labels.build", f"is also set on swarm.nodes[{builders[0]}]: one "
                                 "node builds, one build at a time, with its warm npm cache",
                                 f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:swarm.nodes[{index}].labels.build'"))
+    if config.registry is None:
+        problems.append(Problem(f"{NAMESPACE}:registry.server", "is not set, but this stack targets a Swarm: every "
+                                "node pulls the hubs' images from the stack's image registry",
+                                fix_for("registry.server", stack)))
     hubs = {hub.name: hub for hub in config.hubs}
     holders: dict[str, int] = {}
     for index, node in enumerate(swarm.nodes):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-from .config import RegistryConfig, StackConfig, SwarmNode
+from .config import BuildSettings, RegistryConfig, StackConfig, SwarmNode
 from .runtime import Runtime
+from .scripts import PAUSE_AFTER
 from .shell import script
 from .swarm import LABEL_PREFIX, PROXY_CONFIG_FILE, namespace, node_labels, secret_name, service_name
 
@@ -117,9 +118,11 @@ before=()
 for service in "${services[@]}"; do before+=("$(started "$service")"); done
 (cd "$dir" && docker stack deploy --with-registry-auth --resolve-image always --compose-file stack.json "$stack") >&2
 
+# The tasks of the service that ended with an error (an unhealthy new task), not those an update stopped.
 why_failed() {
-  docker service ps --no-trunc --filter desired-state=shutdown --format '{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' \
-    "$1" 2>/dev/null | head -n 3
+  docker service ps --no-trunc --filter desired-state=shutdown \
+    --format '{{.Error}}|{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' "$1" 2>/dev/null \
+    | grep -v '^|' | cut -d'|' -f2- | head -n 3 || true
 }
 failed=()
 for i in "${!services[@]}"; do
@@ -162,11 +165,24 @@ for name in $(docker config ls --filter "label=com.docker.stack.namespace=$stack
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
-  for line in "${failed[@]}"; do say "FAILED: $line"; done
+  # One FAILED line (the reason `up` ends with), naming every service that did not roll out.
+  reason=${failed[0]}
+  for line in "${failed[@]:1}"; do reason+=" | $line"; done
+  say "FAILED: $reason"
   say "the services above run their previous version; the others run this one"
   exit 1
 fi
 say "stack $stack is up on its Swarm"
+# What each hub's service runs now, for the stack's outputs: its image by digest (the deploy
+# resolved each tag to one) and its tasks running/desired.
+rows=()
+for i in "${!hubs[@]}"; do
+  service=${services[$i]}
+  image=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "$service")
+  replicas=$(docker service ls --filter "name=$service" --format '{{.Name}} {{.Replicas}}' | sed -n "s|^$service ||p")
+  rows+=("$(printf '"%s": {"image": "%s", "replicas": "%s"}' "${hubs[$i]}" "$image" "${replicas%% *}")")
+done
+printf '{"stack": "%s", "hubs": {%s}}\n' "$stack" "$(IFS=,; printf '%s' "${rows[*]}")"
 """
 
 
@@ -196,7 +212,86 @@ def deploy_script(config: StackConfig, stack: str, runtimes: Mapping[str, Runtim
         "proxy_config_name": proxy_config_name,
         "secret_names": secret_names,
         "services": services,
+        "hubs": [hub.name for hub in config.hubs],
         "registry_server": registry.server if registry else "",
         "registry_user": (registry.username or "") if registry else "",
         "timeout": timeout_seconds,
     }, _DEPLOY)
+
+
+_PUSH = PAUSE_AFTER + r"""
+say() { printf 'push: %s\n' "$*" >&2; }
+if ! docker image inspect "$image" >/dev/null 2>&1; then
+  say "FAILED: $image is not on the build node; its build did not leave it there (run up again to build it)"
+  exit 1
+fi
+# A Docker config of this push's own: the login it holds is gone when the push ends.
+DOCKER_CONFIG=$(mktemp -d)
+export DOCKER_CONFIG
+trap 'rm -rf "$DOCKER_CONFIG"' EXIT
+if [ -n "$username" ] && ! printf '%s' "${registry_password:-}" | docker login --username "$username" \
+  --password-stdin "$server" >/dev/null 2>"$DOCKER_CONFIG/login.log"; then
+  cat "$DOCKER_CONFIG/login.log" >&2
+  say "FAILED: $server refused the login of $username; check workhub:registry.username and workhub:registryPassword"
+  exit 1
+fi
+docker tag "$image" "$remote"
+attempt=0
+code=1
+while [ "$attempt" -lt "$max_attempts" ]; do
+  attempt=$((attempt + 1))
+  say "attempt $attempt of $max_attempts: pushing $remote"
+  code=0
+  timeout --kill-after=30 "$attempt_timeout" docker push "$remote" >"$DOCKER_CONFIG/push.log" 2>&1 || code=$?
+  [ "$code" -eq 0 ] && break
+  tail -n 5 "$DOCKER_CONFIG/push.log" >&2
+  grep -qiE 'unauthorized|denied|no basic auth' "$DOCKER_CONFIG/push.log" && break
+  pause_after say "$attempt" "$code"
+done
+digest=$(docker image inspect --format '{{join .RepoDigests " "}}' "$remote" | tr ' ' '\n' | grep -F "$repository@" | head -n 1)
+# Only the registry's tag goes; the image stays on the build node as $image.
+docker image rm "$remote" >/dev/null 2>&1 || true
+if [ "$code" -ne 0 ]; then
+  say "FAILED: could not push $remote to $server after $attempt attempt(s)"
+  exit 1
+fi
+say "pushed $remote ($digest) for the Swarm's nodes to pull"
+printf '{"image": "%s", "pushed": "%s", "digest": "%s"}\n' "$image" "$remote" "$digest"
+"""
+
+
+def push_script(image: str, remote: str, registry: RegistryConfig, build: BuildSettings) -> str:
+    """On the build node, after a hub's build: push its image to the stack's registry as `remote`
+    (a login of the push's own, its password the secret variable registry_password), trying again
+    when the push fails from the network; the image stays on the node for the next build's cache."""
+    return script({"image": image, "remote": remote, "repository": remote.rsplit(":", 1)[0],
+                   "server": registry.server, "username": registry.username or "",
+                   "max_attempts": build.attempts, "attempt_timeout": build.attempt_timeout_seconds,
+                   "retry_backoff": build.retry_backoff_seconds}, _PUSH)
+
+
+_REMOVE = r"""
+say() { printf 'swarm-remove: %s\n' "$*" >&2; }
+if [ -n "$(docker stack ps --quiet "$stack" 2>/dev/null | head -n 1)" ] \
+  || docker service ls --quiet --filter "label=com.docker.stack.namespace=$stack" | grep -q .; then
+  docker stack rm "$stack" >&2
+fi
+# The stack's tasks stop (each its grace period), then its network, secrets and configs can go.
+for _ in $(seq 120); do
+  docker service ls --quiet --filter "label=com.docker.stack.namespace=$stack" | grep -q . || break
+  sleep 1
+done
+for _ in $(seq 60); do
+  left=$(docker secret ls --quiet --filter "label=workhub.stack=$stack")
+  [ -z "$left" ] && break
+  # shellcheck disable=SC2086
+  docker secret rm $left >/dev/null 2>&1 || sleep 1
+done
+say "stack $stack is off its Swarm; the hubs' volumes stay on their nodes"
+"""
+
+
+def remove_script(stack: str) -> str:
+    """Takes the stack off its Swarm (its services, network, configs and secrets), on a manager;
+    the hubs' volumes stay on their nodes, like one host's."""
+    return script({"stack": namespace(stack)}, _REMOVE)

@@ -22,6 +22,7 @@ def swarm_stack() -> dict:
             {"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091, "volumes": {"data": "/app/data"}},
         ],
         "hostPorts": {"wbhubmanager": 24090, "wbsaleshub": 24091},
+        "registry": {"server": "10.0.0.1:5000"},
         "swarm": {
             "user": "deploy",
             "managers": ["node1", "node2", "node3"],

@@ -8,7 +8,7 @@ service=workhub-staging_wbsaleshub
 volume=workhub-staging-wbsaleshub-data
 volume_key=data
 helper_image=haproxy:2.6
-registry_server=''
+registry_server=10.0.0.1:5000
 registry_user=''
 fail() { printf '%s: FAILED: %s\n' "$step" "$*" >&2; exit 1; }
 login_dir="" archive=""

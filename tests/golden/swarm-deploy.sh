@@ -292,7 +292,8 @@ proxy_config_file=haproxy.cfg
 proxy_config_name=workhub-staging-proxy-3239a2faa30a
 secret_names=(staging-wbhubmanager-SESSION_SECRET-29e6a9d49617 staging-wbsaleshub-LEADS_API_TOKEN-5bb462bf94b3)
 services=(workhub-staging_wbhubmanager workhub-staging_wbsaleshub workhub-staging_proxy)
-registry_server=''
+hubs=(wbhubmanager wbsaleshub)
+registry_server=10.0.0.1:5000
 registry_user=''
 timeout=300
 say() { printf 'swarm-deploy: %s\n' "$*" >&2; }
@@ -329,9 +330,11 @@ before=()
 for service in "${services[@]}"; do before+=("$(started "$service")"); done
 (cd "$dir" && docker stack deploy --with-registry-auth --resolve-image always --compose-file stack.json "$stack") >&2
 
+# The tasks of the service that ended with an error (an unhealthy new task), not those an update stopped.
 why_failed() {
-  docker service ps --no-trunc --filter desired-state=shutdown --format '{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' \
-    "$1" 2>/dev/null | head -n 3
+  docker service ps --no-trunc --filter desired-state=shutdown \
+    --format '{{.Error}}|{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' "$1" 2>/dev/null \
+    | grep -v '^|' | cut -d'|' -f2- | head -n 3 || true
 }
 failed=()
 for i in "${!services[@]}"; do
@@ -374,8 +377,21 @@ for name in $(docker config ls --filter "label=com.docker.stack.namespace=$stack
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
-  for line in "${failed[@]}"; do say "FAILED: $line"; done
+  # One FAILED line (the reason `up` ends with), naming every service that did not roll out.
+  reason=${failed[0]}
+  for line in "${failed[@]:1}"; do reason+=" | $line"; done
+  say "FAILED: $reason"
   say "the services above run their previous version; the others run this one"
   exit 1
 fi
 say "stack $stack is up on its Swarm"
+# What each hub's service runs now, for the stack's outputs: its image by digest (the deploy
+# resolved each tag to one) and its tasks running/desired.
+rows=()
+for i in "${!hubs[@]}"; do
+  service=${services[$i]}
+  image=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "$service")
+  replicas=$(docker service ls --filter "name=$service" --format '{{.Name}} {{.Replicas}}' | sed -n "s|^$service ||p")
+  rows+=("$(printf '"%s": {"image": "%s", "replicas": "%s"}' "${hubs[$i]}" "$image" "${replicas%% *}")")
+done
+printf '{"stack": "%s", "hubs": {%s}}\n' "$stack" "$(IFS=,; printf '%s' "${rows[*]}")"
