@@ -17,9 +17,9 @@ from typing import Annotated, Any, Mapping, Optional
 from docker_image.reference import InvalidReference, Reference
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
+from .light import PULUMI_CLI
+
 NAMESPACE = "workhub"
-# How every fix names the Pulumi CLI: the project's own, with the stack's backend (workhub/pulumi_cli.py).
-PULUMI_CLI = "scripts/workhub pulumi"
 DEFAULT_BASE_IMAGE = "node:20-bookworm-slim"
 DEFAULT_PROXY_IMAGE = "haproxy:2.6"
 

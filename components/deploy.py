@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from .compose import (BACKEND, LIVE_MARK, PROXY_API_PORT, SLOTS, base_name, env_file, network_name, proxy_compose,
                       proxy_config, proxy_container, slot_compose)
 from .config import DeploySettings, Hub
+from .light import DRIFT_MARK
 from .runtime import Runtime, volume_name
-from .scripts import DRIFT_MARK, STACK_IMAGES
+from .scripts import STACK_IMAGES
 from .shell import Value, script
 
 # Paths on the host, and the Compose project every hub of every stack belongs to: one file per

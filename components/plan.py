@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-from .config import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, PULUMI_CLI, Hub, Problem, StackConfig, fix_for, secret_fix_for
+from .config import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, Problem, StackConfig, fix_for, secret_fix_for
 from .context import DockerignoreError, build_files, content_hash, context_files, read_rules
+from .light import PULUMI_CLI
 from .scripts import build_args
 
 

@@ -21,17 +21,20 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Mapping, Optional
 
-import paramiko
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
-from .config import PULUMI_CLI
 from .context import archive, content_hash, context_files
 from .lifeline import end_with_the_engine
-from .scripts import DRIFT_MARK, STREAM_MARK
+from .light import DRIFT_MARK, PULUMI_CLI, STREAM_MARK
 from .shell import assignments
+
+if TYPE_CHECKING:
+    import paramiko
+# paramiko (with cryptography, most of the provider's start) is imported by the functions that
+# talk SSH, when they first run: the provider's process answers a no-op's checks and diffs without.
 
 # State keeps at most this much of a command's stdout: enough for the facts a script reports.
 STDOUT_LIMIT = 64 * 1024
@@ -150,6 +153,8 @@ class ConnectionDropped(RemoteCommandError):
 
 
 def _private_key(text: str) -> paramiko.PKey:
+    import paramiko
+
     for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
             return kind.from_private_key(io.StringIO(text))
@@ -161,6 +166,8 @@ def _private_key(text: str) -> paramiko.PKey:
 
 
 def _host_key(line: str) -> paramiko.PKey:
+    import paramiko
+
     kind, data = line.split()[:2]
     return paramiko.PKey.from_type_string(kind, base64.b64decode(data))
 
@@ -176,6 +183,8 @@ def connect(
     Network errors are retried up to the dial error limit with a growing pause; a wrong host key
     or a refused login fails at once, since trying again cannot fix either.
     """
+    import paramiko
+
     key = _private_key(private_key)
     expected = _host_key(conn.host_key)
     last_error: Optional[Exception] = None
@@ -292,6 +301,8 @@ def _execute(
     return (status, stdout tail, last lines). With `sink`, stdout is data: all of it goes there,
     none to the log. Raises ConnectionDropped when the connection goes away before the command's
     exit status arrives."""
+    import paramiko
+
     output = _Output(label, log, sink)
     try:
         channel = transport.open_session()

@@ -9,16 +9,9 @@ from __future__ import annotations
 from typing import Optional
 
 from .config import BuildSettings, Hub, SshKeepAlive
+from .light import DRIFT_MARK, STREAM_MARK
 from .shell import assignments, script
 
-# A script prints this line on stderr where the part it may resume begins (a build's log): the
-# provider counts the lines after it, and when it runs the script again after a dropped connection
-# it sets stream_from to the next one (components.remote).
-STREAM_MARK = "@@workhub-stream@@"
-
-# A check script (run on refresh) prints a line starting with this for each way the host differs
-# from what its command left there (components.remote keeps them as the command's drift).
-DRIFT_MARK = "drift: "
 
 # Where workhub keeps its files on the host, under the deploy user's home.
 STATE_DIR = ".workhub"

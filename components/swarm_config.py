@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .config import NAMESPACE, PULUMI_CLI, Problem, StackConfig, built_hubs, fix_for
+from .config import NAMESPACE, Problem, StackConfig, built_hubs, fix_for
+from .light import PULUMI_CLI
 
 # The ports Swarm's nodes use between them: no hub may take one of them as its host port.
 SWARM_PORTS = {2377: "Swarm's cluster management (2377/tcp)", 7946: "Swarm's node gossip (7946/tcp+udp)",

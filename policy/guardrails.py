@@ -25,8 +25,7 @@ from pulumi_policy import Secret
 from pulumi_policy import proxy
 from pulumi_policy.proxy import UnknownValueError
 
-from components.config import PULUMI_CLI
-from components.dockerfile import DockerfileError, check_dockerfile
+from components.light import PULUMI_CLI
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
 NAMESPACE = "workhub"
@@ -202,6 +201,9 @@ def dockerfile_problems(label: str, path: Path) -> list[str]:
     """The Dockerfile runs every npm install under the npm cache mount (and declares NODE_OPTIONS)."""
     if not path.is_file():
         return [f"{label}: its Dockerfile {path} does not exist; fix: check out the hub's sources there"]
+    # Imported here: BuildKit's parser is only needed when the pack sees a build (not on a no-op).
+    from components.dockerfile import DockerfileError, check_dockerfile
+
     try:
         violations = check_dockerfile(path)
     except DockerfileError as error:

@@ -55,11 +55,16 @@ tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 url_for() { printf 'http://127.0.0.1:%s/\n' "$1"; }
 # 0 when GET <url>-/ping answers 200 within 3 s.
+# Through bash's /dev/tcp (no process started: a warm `up` and `warm` each ping once); the URL is
+# one url_for made, http://127.0.0.1:PORT/.
 ping_url() {
-  node -e '
-const r = require("http").get(process.argv[1] + "-/ping", { timeout: 3000 }, (res) => { res.resume(); process.exit(res.statusCode === 200 ? 0 : 1); });
-r.on("timeout", () => { r.destroy(); process.exit(1); });
-r.on("error", () => process.exit(1));' "$1"
+  local hostport="${1#http://}" status=""
+  hostport="${hostport%/}"
+  { exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}"; } 2>/dev/null || return 1
+  printf 'GET /-/ping HTTP/1.0\r\nHost: %s\r\n\r\n' "$hostport" >&3 2>/dev/null || { exec 3<&-; return 1; }
+  IFS= read -r -t 3 status <&3 || true
+  exec 3<&-
+  [[ "$status" =~ ^HTTP/1\.[01]\ 200 ]]
 }
 
 running_url() {

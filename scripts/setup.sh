@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what workhub runs on: the Python virtualenv with the pinned requirements, and the
-# Pulumi toolchain (scripts/toolchain.sh). Idempotent; a warm run takes a few seconds.
+# Pulumi toolchain (scripts/toolchain.sh). Idempotent; a warm run takes a fraction of a second.
 # The Docker engine and sshd are the test host's business: scripts/testhost.sh installs and
 # starts them when something needs them. A warm run prints nothing; installers' output goes to
 # .venv/install.log (and the toolchain's build log), one line per step on the terminal.
@@ -25,6 +25,15 @@ if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$wanted" ]; then
   printf '%s\n' "$wanted" >.venv/.requirements.sha256
 fi
 # The project on the virtualenv's path, so `.venv/bin/python -m workhub` works from any directory.
-site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# The venv's one site-packages found by its path (no Python start on a warm run), else asked.
+sites=(.venv/lib/python3*/site-packages)
+if [ "${#sites[@]}" = 1 ] && [ -d "${sites[0]}" ]; then
+  site=${sites[0]}
+else
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+fi
 [ "$(cat "$site/workhub-project.pth" 2>/dev/null)" = "$PWD" ] || printf '%s\n' "$PWD" >"$site/workhub-project.pth"
-scripts/toolchain.sh >/dev/null
+# --print-toolchain: the toolchain's bin directory on stdout (scripts/workhub passes it on, so
+# python -m workhub need not check the toolchain a second time).
+bin_dir=$(scripts/toolchain.sh)
+[ "${1:-}" != --print-toolchain ] || printf '%s\n' "$bin_dir"

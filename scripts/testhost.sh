@@ -254,8 +254,31 @@ cmd_check() {
   print_env
 }
 
+# A warm `up`'s one cheap check: everything the last `up` made is there, unchanged, and runs (the
+# sshd with the config `up` writes now, listening, the client key authorized, the Compose plugin
+# installed, and one Docker call that proves the engine answers and holds the images). Anything
+# missing or stopped fails it, and `up` takes its full path, which repairs what it finds.
+already_up() {
+  [[ -d "$STATE" && -s "$STATE/sshd.port" && -f "$STATE/client_key.pub" && -f "$STATE/known_hosts" \
+    && -f "$STATE/ssh_host_ed25519_key" ]] || return 1
+  local port
+  port="$(cat "$STATE/sshd.port")"
+  [[ -z "${WORKHUB_TESTHOST_SSH_PORT:-}" || "$WORKHUB_TESTHOST_SSH_PORT" == "$port" ]] || return 1
+  [[ "$(write_sshd_config "$port")" == "$(cat "$STATE/sshd_config" 2>/dev/null)" ]] || return 1
+  pid_running "$(read_pid "$STATE/sshd.pid")" sshd && tcp_open "$port" || return 1
+  grep -qxF "$(cat "$STATE/client_key.pub")" "$(getent passwd "$SSH_USER" | cut -d: -f6)/.ssh/authorized_keys" \
+    2>/dev/null || return 1
+  [[ -x "$COMPOSE_PLUGIN" ]] || return 1
+  "$DOCKER" image inspect "$BASE_IMAGE" "$PROXY_IMAGE" "$FRONTEND_IMAGE" >/dev/null 2>&1
+}
+
 cmd_up() {
   [[ $EUID -eq 0 ]] || die "must run as root"
+  if already_up; then
+    note "already up: sshd on 127.0.0.1:$(cat "$STATE/sshd.port") runs, the docker engine answers, images present"
+    print_env
+    return 0
+  fi
   mkdir -p "$STATE"
   STATE="$(cd "$STATE" && pwd)"
   ensure_packages

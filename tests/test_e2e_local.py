@@ -160,3 +160,31 @@ def test_a_warm_test_host_and_registry_print_nothing_but_their_answer(test_host,
         done = _script("registry.sh", *args, env=env)
         assert done.stderr == "", done.stderr
     assert "present" in (host_state / "testhost" / "up.log").read_text()
+
+
+def test_a_warm_test_host_up_checks_once_and_a_stopped_or_changed_sshd_takes_the_full_path(test_host, host_state):
+    """A warm `up` starts nothing (one check, noted in its log); with its sshd stopped or its sshd
+    config not what `up` writes, `up` takes the full path again and repairs it."""
+    env = {**os.environ, "WORKHUB_STATE_DIR": str(host_state)}
+    state = host_state / "testhost"
+    done = _script("testhost.sh", "up", env=env)
+    assert done.stderr == "" and json.loads(done.stdout)["port"] == test_host["port"]
+    assert (state / "up.log").read_text().splitlines()[-1].endswith("images present")
+    assert "already up" in (state / "up.log").read_text().splitlines()[-1]
+
+    pid = int((state / "sshd.pid").read_text())
+    os.kill(pid, 15)
+    for _ in range(50):
+        if not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.1)
+    done = _script("testhost.sh", "up", env=env)
+    assert f"starting sshd on 127.0.0.1:{test_host['port']}" in done.stderr, "sshd stopped: the full path"
+    assert json.loads(done.stdout)["port"] == test_host["port"]
+
+    (state / "sshd_config").write_text((state / "sshd_config").read_text().replace("MaxSessions 100", "MaxSessions 5"))
+    done = _script("testhost.sh", "up", env=env)
+    assert "starting sshd" in done.stderr, "a config other than `up` writes: rewritten, sshd restarted"
+    assert "MaxSessions 100" in (state / "sshd_config").read_text()
+    done = _script("testhost.sh", "up", env=env)
+    assert done.stderr == "" and "already up" in (state / "up.log").read_text().splitlines()[-1]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import PULUMI_CLI
+from components.light import PULUMI_CLI
 from workhub import engine as eng
 from workhub import pulumi_cli
 

@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}", file=sys.stderr)
         npm_registry = eng.registry_up()
         print(f"workhub: local npm registry cache ready: {npm_registry}", file=sys.stderr)
-        stack = engine.stack(args.stack)
-        eng.configure_local(engine, stack, host, eng.local_config(host, npm_registry))
+        stack = eng.local_stack(engine, args.stack, host, eng.local_config(host, npm_registry))
     else:
         engine = eng.Engine()
         stack = engine.stack(args.stack)

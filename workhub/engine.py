@@ -8,6 +8,7 @@ tests and CI, and no Python language-host binary is needed next to the CLI.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import posixpath
@@ -20,6 +21,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import yaml
 from pulumi import automation as auto
+from pulumi.automation._stack import StackInitMode
 
 from components.build_host import connection_for
 from components.context import context_files
@@ -27,6 +29,7 @@ from components.config import SSH_KEY, StackConfig, namespaced, parse_stack_conf
 from components.program import program_for
 from components.registry_image import Pusher, push_with_docker
 from components.remote import run_script
+from workhub import locks
 from workhub.display import Display, command_stderr, failure_report, print_err
 from workhub.policy import policy_packs
 
@@ -37,11 +40,21 @@ LOCAL_STACK = "local"
 LOCAL_PASSPHRASE = "workhub-local-test-host"
 
 
+# scripts/workhub sets it to what scripts/setup.sh's toolchain check printed a moment before.
+TOOLCHAIN_BIN_ENV = "WORKHUB_TOOLCHAIN_BIN"
+
+
 def ensure_toolchain() -> Path:
-    """Build or find the Pulumi CLI and put its directory first on PATH (progress on stderr)."""
-    bin_dir = subprocess.run(
-        [str(REPO / "scripts" / "toolchain.sh")], check=True, stdout=subprocess.PIPE, text=True
-    ).stdout.strip()
+    """Build or find the Pulumi CLI and put its directory first on PATH (progress on stderr). When
+    scripts/workhub's setup has just checked it (WORKHUB_TOOLCHAIN_BIN names a directory with a
+    runnable `pulumi`), that directory is used without checking again."""
+    checked = os.environ.get(TOOLCHAIN_BIN_ENV, "")
+    if checked and os.access(Path(checked) / "pulumi", os.X_OK):
+        bin_dir = checked
+    else:
+        bin_dir = subprocess.run(
+            [str(REPO / "scripts" / "toolchain.sh")], check=True, stdout=subprocess.PIPE, text=True
+        ).stdout.strip()
     os.environ["PATH"] = os.pathsep.join([bin_dir, str(Path(sys.executable).parent), os.environ["PATH"]])
     return Path(bin_dir)
 
@@ -79,6 +92,15 @@ class Engine:
         program = program_for(self.work_dir, self.pusher)
         workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
         return (auto.Stack.create_or_select if create else auto.Stack.select)(name, workspace)
+
+    def known_stack(self, name: str) -> auto.Stack:
+        """The stack `name`, known to exist (its config fingerprint matched), without the CLI run
+        `stack select` costs: every operation of the Automation API names its stack (`--stack`)."""
+        program = program_for(self.work_dir, self.pusher)
+        workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
+        stack = auto.Stack.__new__(auto.Stack)  # Stack() itself always runs `stack select`
+        stack.name, stack.workspace, stack._mode = name, workspace, StackInitMode.SELECT
+        return stack
 
     def set_secret(self, stack: str, key: str, value: str, path: bool = False) -> None:
         """Set a secret through stdin, so its value is in no process's arguments; with `path`, `key`
@@ -246,6 +268,59 @@ def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], 
         for name, value in named.items():
             if current.get(f"workhub:secrets.{hub}.{name}") != value:
                 engine.set_secret(stack.name, f"workhub:secrets.{hub}.{name}", value, path=True)
+
+
+def local_stack(engine: Engine, name: str, host: Mapping[str, Any], values: Mapping[str, str],
+                hub_secrets: Optional[Mapping[str, Mapping[str, str]]] = None) -> auto.Stack:
+    """The local stack `name`, created if missing and configured as configure_local does. When the
+    config fingerprint kept beside the state says all of it was set already (same values, key,
+    secrets and passphrase, the stack's config file untouched since, its state still there), no CLI
+    runs at all; otherwise the full path runs and the fingerprint is written anew."""
+    if hub_secrets is None:
+        hub_secrets = local_secrets(project_hubs(engine.work_dir), engine.state_dir)
+    private_key = Path(host["private_key_path"]).read_text()
+    wanted = config_fingerprint(engine, name, values, private_key, hub_secrets)
+    kept = fingerprint_path(engine, name)
+    record = _fingerprint_record(engine, name, wanted)
+    if record is not None and kept.is_file() and kept.read_text() == record:
+        return engine.known_stack(name)
+    kept.unlink(missing_ok=True)
+    stack = engine.stack(name)
+    configure_local(engine, stack, host, values, hub_secrets)
+    record = _fingerprint_record(engine, name, wanted)
+    if record is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(record)
+    return stack
+
+
+def config_fingerprint(engine: Engine, name: str, values: Mapping[str, str], private_key: str,
+                       hub_secrets: Mapping[str, Mapping[str, str]]) -> str:
+    """A SHA-256 of everything configure_local sets on stack `name` (secrets included, so only
+    their hash is kept, never their values) and of where: the project and the passphrase."""
+    what = {"stack": name, "project": str(Path(engine.work_dir).resolve()), "backend": engine.backend_url,
+            "passphrase": engine.passphrase, "values": dict(values), "key": private_key,
+            "secrets": {hub: dict(named) for hub, named in hub_secrets.items()}}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint_path(engine: Engine, name: str) -> Path:
+    """Where the config fingerprint of stack `name` is kept: beside the local backend's state."""
+    return engine.state_dir / "config-fingerprints" / f"{name}.sha256"
+
+
+def _fingerprint_record(engine: Engine, name: str, wanted: str) -> Optional[str]:
+    """The fingerprint with what must not have changed since it was written: the stack's config
+    file (a hand-made `config set` changes it); None when the stack has no state in the local
+    backend (never created, or `stack rm` removed it), which no fingerprint may skip."""
+    config_file = Path(engine.work_dir) / f"Pulumi.{name}.yaml"
+    file_hash = hashlib.sha256(config_file.read_bytes()).hexdigest() if config_file.is_file() else "-"
+    backend = locks.backend_dir(engine.backend_url)
+    project = (yaml.safe_load((Path(engine.work_dir) / "Pulumi.yaml").read_text()) or {}).get("name", "")
+    if backend is None or not any((backend / ".pulumi" / "stacks" / project / f"{name}{suffix}").is_file()
+                                  for suffix in (".json", ".json.gz")):
+        return None
+    return f"{wanted} config={file_hash}\n"
 
 
 def flat_config(config: Mapping[str, auto.ConfigValue]) -> dict[str, str]:

@@ -11,6 +11,7 @@ whether its process lives cannot be known from here.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import socket
@@ -108,6 +109,22 @@ def clear_pending_operations(env: dict[str, str], work_dir: Path, stack: str) ->
     return [op.get("resource", {}).get("urn", "?").rsplit("::", 1)[-1] for op in pending]
 
 
+def recorded_pending(backend: Path, project: str, stack: str) -> Optional[list]:
+    """The operations left unfinished in the stack's checkpoint in the file backend at `backend`,
+    read from the file itself (the `pending_operations` a `stack export` shows, without running
+    the CLI); None when there is no such file to read (then the CLI is asked)."""
+    base = backend / ".pulumi" / "stacks" / project / stack
+    for path, read in ((Path(f"{base}.json"), Path.read_bytes),
+                       (Path(f"{base}.json.gz"), lambda path: gzip.decompress(path.read_bytes()))):
+        if path.is_file():
+            try:
+                checkpoint = json.loads(read(path)).get("checkpoint") or {}
+            except (OSError, ValueError):
+                return None
+            return (checkpoint.get("latest") or {}).get("pending_operations") or []
+    return None
+
+
 def prepare(stack: auto.Stack, env: dict[str, str], work_dir: Path, backend_url: Optional[str],
             force_unlock: bool = False, say: Callable[[str], None] = print) -> None:
     """Make the stack ready for an operation after an interrupted one; raises LockHeld when another
@@ -130,7 +147,8 @@ def prepare(stack: auto.Stack, env: dict[str, str], work_dir: Path, backend_url:
         say(f"workhub: clearing the lock of stack {stack.name!r} as asked (scripts/workhub pulumi cancel)")
         subprocess.run(["pulumi", "cancel", "--yes", "--stack", stack.name], cwd=work_dir,
                        env={**os.environ, **env}, capture_output=True, text=True)
-    names = clear_pending_operations(env, work_dir, stack.name)
+    recorded = recorded_pending(backend, project, stack.name) if backend else None
+    names = clear_pending_operations(env, work_dir, stack.name) if recorded is None or recorded else []
     if names:
         say(f"workhub: the interrupted update left {len(names)} operation(s) unfinished ({', '.join(names)}); "
             "they run again now, and attach to what they started on the host")

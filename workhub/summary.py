@@ -373,9 +373,7 @@ def _stack(name: str):
     engine = eng.local_engine()
     host = eng.testhost_up()
     npm_registry = eng.registry_up()
-    stack = engine.stack(name)
-    eng.configure_local(engine, stack, host, eng.local_config(host, npm_registry))
-    return stack
+    return eng.local_stack(engine, name, host, eng.local_config(host, npm_registry))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
