@@ -216,6 +216,9 @@ def proxy_config(config: StackConfig, stack: str) -> str:
         *PROXY_DEFAULTS,
         # A task that stops (an update, a lost node) refuses or closes: the request goes to another.
         "    option redispatch 1",
+        # A health check's answer may take this long. Without it HAProxy allows only `inter`
+        # (500 ms), and a task slowed by load would be taken out and put back over and over (503s).
+        "    timeout check 2s",
         "resolvers docker",
         f"    nameserver docker {DOCKER_DNS}",
         "    accepted_payload_size 8192",

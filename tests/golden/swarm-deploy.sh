@@ -216,7 +216,7 @@ stack_file='{
   },
   "configs": {
     "proxy": {
-      "name": "workhub-staging-proxy-3239a2faa30a",
+      "name": "workhub-staging-proxy-a85319f6dd32",
       "file": "./haproxy.cfg"
     }
   },
@@ -257,6 +257,7 @@ defaults
     retries 3
     retry-on conn-failure empty-response
     option redispatch 1
+    timeout check 2s
 resolvers docker
     nameserver docker 127.0.0.11:53
     accepted_payload_size 8192
@@ -289,7 +290,7 @@ backend slots-wbsaleshub
     server-template task 3 tasks.workhub-staging_wbsaleshub:4091
 '
 proxy_config_file=haproxy.cfg
-proxy_config_name=workhub-staging-proxy-3239a2faa30a
+proxy_config_name=workhub-staging-proxy-a85319f6dd32
 secret_names=(staging-wbhubmanager-SESSION_SECRET-29e6a9d49617 staging-wbsaleshub-LEADS_API_TOKEN-5bb462bf94b3)
 services=(workhub-staging_wbhubmanager workhub-staging_wbsaleshub workhub-staging_proxy)
 hubs=(wbhubmanager wbsaleshub)
