@@ -120,7 +120,7 @@ for service in "${services[@]}"; do before+=("$(started "$service")"); done
 
 # The tasks of the service that ended with an error (an unhealthy new task), not those an update stopped.
 why_failed() {
-  docker service ps --no-trunc --filter desired-state=shutdown \
+  docker service ps --no-trunc \
     --format '{{.Error}}|{{.Name}} on {{.Node}}: {{.Error}} ({{.CurrentState}})' "$1" 2>/dev/null \
     | grep -v '^|' | cut -d'|' -f2- | head -n 3 || true
 }
@@ -147,7 +147,8 @@ for i in "${!services[@]}"; do
         rollback_completed|rollback_paused|paused)
           message=$(docker service inspect --format '{{.UpdateStatus.Message}}' "$service")
           case "$state" in paused) done_to="paused it" ;; *) done_to="rolled it back" ;; esac
-          failed+=("$service: its update did not stay healthy and Swarm $done_to ($message); $(why_failed "$service" | paste -sd';' -)")
+          why=$(why_failed "$service" | paste -sd';' -)
+          failed+=("$service: its update did not stay healthy and Swarm $done_to ($message)${why:+; $why}")
           break ;;
       esac
     fi

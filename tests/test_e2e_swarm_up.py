@@ -254,7 +254,8 @@ def test_up_deploys_the_sample_hubs_rolls_a_setting_out_and_a_bad_version_back_w
         reason = lines[2]
         assert reason.startswith(f"  reason: {SERVICE}: its update did not stay healthy and Swarm rolled it back ("), \
             report
-        assert "unhealthy" in reason, report
+        # Docker's own words on the failed tasks follow when it kept any (not after every rollback).
+        assert not reason.rstrip().endswith(";"), report
         assert whole.count(reason.removeprefix("  reason: ")) == 1, "the reason is said once, in the report"
         assert "Traceback" not in whole
         for probe in reports:
