@@ -181,7 +181,7 @@ def test_a_dockerfile_without_the_cache_mount_fails(stack, tmp_path):
 
     failed, output = failures(stack, lambda: hub_build(stack, context))
     assert failed == {"hub-build-npm-cache-and-heap"}
-    for line, install in ((15, "npm ci"), (17, "npm --prefix frontend ci")):
+    for line, install in ((16, "npm ci"), (18, "npm --prefix frontend ci")):
         assert f"{dockerfile}:{line}: `{install}` runs without the npm cache mount" in output
 
 
