@@ -275,6 +275,25 @@ pause_after() {
 }
 """
 
+
+# `registry_login FAIL USER SERVER`: USER logged in to SERVER in a Docker client config of this script's
+# own ($login_dir, gone at exit with $scratch, the one other temporary file a script may name there),
+# the password read from the secret variable registry_password (never exported, never on a command
+# line). No USER, no login: the registry takes none. A refusal goes to FAIL, which ends the script.
+REGISTRY_LOGIN = r"""
+login_dir="" scratch=""
+trap 'rm -rf ${login_dir:+"$login_dir"} ${scratch:+"$scratch"}' EXIT
+registry_login() {
+  login_dir=$(mktemp -d)
+  export DOCKER_CONFIG="$login_dir"
+  [ -n "$2" ] || return 0
+  printf '%s' "${registry_password:-}" | docker login --username "$2" --password-stdin "$3" \
+    >/dev/null 2>"$login_dir/login.log" && return 0
+  cat "$login_dir/login.log" >&2
+  "$1" "$3 refused the login of $2; check workhub:registry.username and workhub:registryPassword"
+}
+"""
+
 # Runs detached on the host (setsid nohup), so a build outlives the SSH session that started it.
 # Everything it prints goes to the build's log; its exit status goes to `status` when it is done.
 _RUNNER = r"""
@@ -447,8 +466,9 @@ def build_script(
 # content-derived tag and tags it as the build on the host would have, so run, health and
 # promotion are the same steps for both modes. A registry password arrives (from the provider, as
 # a secret) in the shell variable registry_password, never exported and never on a command line.
-_PULL = PAUSE_AFTER + r"""
+_PULL = PAUSE_AFTER + REGISTRY_LOGIN + r"""
 say() { printf 'pull: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
 state="$HOME/.workhub"
 mkdir -p "$state"
 now_ms() { date +%s%3N; }
@@ -467,18 +487,9 @@ if docker image inspect "$image" >/dev/null 2>&1; then
   result "$(digest_of "$image")" 0
   exit 0
 fi
-if [ -n "$username" ]; then
-  # A Docker config of this pull's own: the login it holds is gone when the pull ends.
-  DOCKER_CONFIG=$(mktemp -d)
-  export DOCKER_CONFIG
-  trap 'rm -rf "$DOCKER_CONFIG"' EXIT
-  if ! printf '%s' "${registry_password:-}" | docker login --username "$username" --password-stdin "$server" >/dev/null 2>"$DOCKER_CONFIG/login.log"; then
-    cat "$DOCKER_CONFIG/login.log" >&2
-    say "FAILED: $server refused the login of $username; check workhub:registry.username and workhub:registryPassword"
-    exit 1
-  fi
-fi
+registry_login fail "$username" "$server"
 log=$(mktemp)
+scratch=$log
 start=$(now_ms)
 attempt=0
 code=1

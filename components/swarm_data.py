@@ -13,21 +13,15 @@ from __future__ import annotations
 
 from .config import Hub, StackConfig
 from .runtime import volume_name
+from .scripts import REGISTRY_LOGIN
 from .shell import script
 from .swarm import namespace, service_name
 
-_HELPER = r"""
+_HELPER = REGISTRY_LOGIN + r"""
 fail() { printf '%s: FAILED: %s\n' "$step" "$*" >&2; exit 1; }
-login_dir="" archive=""
-trap 'rm -rf ${login_dir:+"$login_dir"} ${archive:+"$archive"}' EXIT
 # The helper image, pulled (quietly: stdout may be the archive) with a login that is gone at exit.
 if ! docker image inspect "$helper_image" >/dev/null 2>&1; then
-  login_dir=$(mktemp -d)
-  export DOCKER_CONFIG="$login_dir"
-  if [ -n "$registry_user" ]; then
-    printf '%s' "${registry_password:-}" | docker login --username "$registry_user" --password-stdin \
-      "$registry_server" >/dev/null 2>&1 || fail "the registry $registry_server refused the login of $registry_user"
-  fi
+  registry_login fail "$registry_user" "$registry_server"
   docker pull --quiet "$helper_image" >/dev/null 2>&1 || fail "$node cannot pull $helper_image"
 fi
 """
@@ -42,6 +36,7 @@ docker run --rm --user 0 --network none -v "$volume:/data:ro" --entrypoint tar "
 _RESTORE = _HELPER + r"""
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
 archive=$(mktemp)
+scratch=$archive
 cat >"$archive"
 got=$(sha256sum "$archive" | cut -d' ' -f1)
 [ "$got" = "$sha256" ] || fail "the archive arrived with sha256 $got, not $sha256; nothing was changed"

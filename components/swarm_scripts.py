@@ -11,7 +11,7 @@ from typing import Mapping, Optional
 
 from .config import BuildSettings, RegistryConfig, StackConfig, SwarmNode
 from .runtime import Runtime
-from .scripts import PAUSE_AFTER
+from .scripts import PAUSE_AFTER, REGISTRY_LOGIN
 from .shell import script
 from .swarm import LABEL_PREFIX, PROXY_CONFIG_FILE, namespace, node_labels, secret_name, service_name
 
@@ -83,7 +83,7 @@ def labels_script(config: StackConfig) -> str:
                   _LABELS)
 
 
-_DEPLOY = r"""
+_DEPLOY = REGISTRY_LOGIN + r"""
 say() { printf 'swarm-deploy: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
 dir="$HOME/.workhub/swarm/$stack"
@@ -103,14 +103,7 @@ done
 
 # The registry login lives in a client config that is gone when this script ends; the nodes get it
 # from the manager with the services (--with-registry-auth), never on their disks.
-DOCKER_CONFIG=$(mktemp -d)
-export DOCKER_CONFIG
-trap 'rm -rf "$DOCKER_CONFIG"' EXIT
-if [ -n "$registry_user" ]; then
-  printf '%s' "${registry_password:-}" | docker login --username "$registry_user" --password-stdin \
-    "$registry_server" >/dev/null 2>"$DOCKER_CONFIG/login.log" \
-    || { cat "$DOCKER_CONFIG/login.log" >&2; fail "the registry $registry_server refused the login of $registry_user"; }
-fi
+registry_login fail "$registry_user" "$registry_server"
 
 # When each service's last rollout started, to tell its rollout now from an older one.
 started() { docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}' "$1" 2>/dev/null || true; }
@@ -125,12 +118,13 @@ why_failed() {
     | grep -v '^|' | cut -d'|' -f2- | head -n 3 || true
 }
 failed=()
+# A deploy that changed what the tasks run starts a rollout at once; one that did not (a new
+# service, a scaled one, or one left as it was) starts none within a few seconds of the deploy
+# (one window for all the services, not one each).
+settled=$(( $(date +%s) + 5 ))
 for i in "${!services[@]}"; do
   service=${services[$i]}
   deadline=$(( $(date +%s) + timeout ))
-  # A deploy that changed what the tasks run starts a rollout at once; one that did not (a new
-  # service, a scaled one, or one left as it was) starts none within a few seconds.
-  settled=$(( $(date +%s) + 5 ))
   while :; do
     state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$service")
     if [ "$(started "$service")" = "${before[$i]}" ]; then
@@ -220,22 +214,14 @@ def deploy_script(config: StackConfig, stack: str, runtimes: Mapping[str, Runtim
     }, _DEPLOY)
 
 
-_PUSH = PAUSE_AFTER + r"""
+_PUSH = PAUSE_AFTER + REGISTRY_LOGIN + r"""
 say() { printf 'push: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
 if ! docker image inspect "$image" >/dev/null 2>&1; then
   say "FAILED: $image is not on the build node; its build did not leave it there (run up again to build it)"
   exit 1
 fi
-# A Docker config of this push's own: the login it holds is gone when the push ends.
-DOCKER_CONFIG=$(mktemp -d)
-export DOCKER_CONFIG
-trap 'rm -rf "$DOCKER_CONFIG"' EXIT
-if [ -n "$username" ] && ! printf '%s' "${registry_password:-}" | docker login --username "$username" \
-  --password-stdin "$server" >/dev/null 2>"$DOCKER_CONFIG/login.log"; then
-  cat "$DOCKER_CONFIG/login.log" >&2
-  say "FAILED: $server refused the login of $username; check workhub:registry.username and workhub:registryPassword"
-  exit 1
-fi
+registry_login fail "$username" "$server"
 docker tag "$image" "$remote"
 attempt=0
 code=1
@@ -243,10 +229,10 @@ while [ "$attempt" -lt "$max_attempts" ]; do
   attempt=$((attempt + 1))
   say "attempt $attempt of $max_attempts: pushing $remote"
   code=0
-  timeout --kill-after=30 "$attempt_timeout" docker push "$remote" >"$DOCKER_CONFIG/push.log" 2>&1 || code=$?
+  timeout --kill-after=30 "$attempt_timeout" docker push "$remote" >"$login_dir/push.log" 2>&1 || code=$?
   [ "$code" -eq 0 ] && break
-  tail -n 5 "$DOCKER_CONFIG/push.log" >&2
-  grep -qiE 'unauthorized|denied|no basic auth' "$DOCKER_CONFIG/push.log" && break
+  tail -n 5 "$login_dir/push.log" >&2
+  grep -qiE 'unauthorized|denied|no basic auth' "$login_dir/push.log" && break
   pause_after say "$attempt" "$code"
 done
 digest=$(docker image inspect --format '{{join .RepoDigests " "}}' "$remote" | tr ' ' '\n' | grep -F "$repository@" | head -n 1)

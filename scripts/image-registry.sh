@@ -8,6 +8,8 @@
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=SCRIPTDIR/lib/daemon.sh
+source "$REPO_ROOT/scripts/lib/daemon.sh"
 STATE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/image-registry"
 REGISTRY=/usr/bin/docker-registry
 USER_NAME=workhub-ci
@@ -85,7 +87,7 @@ cmd_up() {
   write_config "$port" >"$STATE/config.yml"
   if ! pid_running "$(read_pid "$STATE/registry.pid")"; then
     log "starting docker-registry on $ADDRESS:$port"
-    setsid nohup "$REGISTRY" serve "$STATE/config.yml" >>"$STATE/registry.log" 2>&1 </dev/null &
+    (close_inherited_fds && exec setsid nohup "$REGISTRY" serve "$STATE/config.yml") >>"$STATE/registry.log" 2>&1 </dev/null &
     echo $! >"$STATE/registry.pid"
   fi
   for _ in $(seq 50); do answers "$port" && break; sleep 0.2; done

@@ -76,11 +76,11 @@ start_node_dockerd() {
   dir="$(node_dir "$n")"
   log "node $n: starting dockerd (storage driver $driver)"
   # shellcheck disable=SC2016 # the inner shell expands them
-  in_netns "$n" unshare --uts -- sh -c 'hostname "$0" && exec "$@"' "node$n" /usr/sbin/dockerd \
-    --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$RUN_DIR/$n/exec" \
+  (close_inherited_fds && in_netns "$n" unshare --uts -- sh -c 'hostname "$0" && exec "$@"' "node$n" \
+    /usr/sbin/dockerd --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$RUN_DIR/$n/exec" \
     --pidfile "$RUN_DIR/$n/dockerd.pid" -H "unix://$(node_socket "$n")" --group docker \
     --storage-driver "$driver" --cgroup-parent "workhub-swarm-$n" \
-    --insecure-registry "$(registry_server)" >>"$dir/dockerd.log" 2>&1 </dev/null &
+    --insecure-registry "$(registry_server)") >>"$dir/dockerd.log" 2>&1 </dev/null &
   wait_answering $! node_docker "$n" info
 }
 
@@ -112,7 +112,7 @@ ensure_node_sshd() {
   /usr/sbin/sshd -t -f "$dir/sshd_config" || die "sshd rejected $dir/sshd_config"
   if ! pid_running "$(read_pid "$dir/sshd.pid")" sshd; then
     log "node $n: starting sshd on $address:22"
-    in_netns "$n" /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
+    (close_inherited_fds && in_netns "$n" /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log")
   fi
   for _ in $(seq 50); do tcp_open 22 "$address" && break; sleep 0.2; done
   tcp_open 22 "$address" || die "node $n: sshd is not listening on $address:22"

@@ -22,6 +22,8 @@ SSH_USER=deploy
 PACKAGES=(docker.io openssh-server busybox-static)
 # shellcheck source=SCRIPTDIR/lib/logged.sh
 source "$REPO_ROOT/scripts/lib/logged.sh"
+# shellcheck source=SCRIPTDIR/lib/daemon.sh
+source "$REPO_ROOT/scripts/lib/daemon.sh"
 # shellcheck source=SCRIPTDIR/lib/base-image.sh
 source "$REPO_ROOT/scripts/lib/base-image.sh"
 # shellcheck source=SCRIPTDIR/lib/dockerfile-frontend.sh
@@ -65,8 +67,8 @@ start_dockerd() {
   # proxy, on by default), which listens on 127.0.0.1:HOSTPORT and dials the container
   # over docker0; host-to-bridge traffic is plain local routing and needs no NAT rules.
   # Verified on Debian 12 / docker.io 20.10 with the default bridge, no extra flags.
-  setsid nohup /usr/sbin/dockerd --iptables=false --storage-driver="$driver" --pidfile="$DOCKERD_DIR/dockerd.pid" \
-    >>"$DOCKERD_DIR/dockerd.log" 2>&1 </dev/null &
+  (close_inherited_fds && exec setsid nohup /usr/sbin/dockerd --iptables=false --storage-driver="$driver" \
+    --pidfile="$DOCKERD_DIR/dockerd.pid") >>"$DOCKERD_DIR/dockerd.log" 2>&1 </dev/null &
   wait_answering $! "$DOCKER" info
 }
 
@@ -176,7 +178,7 @@ ensure_sshd() {
   /usr/sbin/sshd -t -f "$STATE/sshd_config" || die "sshd rejected $STATE/sshd_config"
   if ! pid_running "$(read_pid "$STATE/sshd.pid")" sshd; then
     log "starting sshd on 127.0.0.1:$port"
-    /usr/sbin/sshd -f "$STATE/sshd_config" -E "$STATE/sshd.log"
+    (close_inherited_fds && exec /usr/sbin/sshd -f "$STATE/sshd_config" -E "$STATE/sshd.log")
   fi
   for _ in $(seq 50); do tcp_open "$port" && break; sleep 0.2; done
   tcp_open "$port" || die "sshd is not listening on 127.0.0.1:$port"

@@ -9,6 +9,7 @@ Run under the shared lock: flock /tmp/workhub-e2e.lock scripts/test tests/test_e
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -26,9 +27,24 @@ RUN_DIR = "/run/workhub-swarm"
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def run_testbed(state: Path, *args: str) -> subprocess.CompletedProcess:
+def run_testbed(state: Path, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
     return subprocess.run([str(TESTBED), *args], env={**os.environ, "WORKHUB_STATE_DIR": str(state)},
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, pass_fds=pass_fds)
+
+
+def holders(path: Path) -> list[str]:
+    """The processes other than this one that hold `path` open: `pid command`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if any(os.readlink(fd) == str(path) for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{proc.name} {command[:120]}")
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +52,19 @@ def bed(tmp_path_factory):
     """The test bed with the hub images in its registry; after the module, `down` must leave nothing
     of it on the machine (a failure there is this fixture's error)."""
     state = tmp_path_factory.mktemp("swarm")
-    started = run_testbed(state, "up", "--hub-images")
+    # `up` runs holding a lock, as under `flock LOCK pytest ...`: the daemons it starts must not keep it.
+    lock = state / "caller.lock"
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        started = run_testbed(state, "up", "--hub-images", pass_fds=(held.fileno(),))
+        state_holders = holders(lock)
     if started.returncode != 0:
         logs = run_testbed(state, "logs").stdout
         run_testbed(state, "down", "--purge")
         pytest.fail(f"the Swarm test bed did not come up:\n{started.stderr[-3000:]}\n{logs[-5000:]}")
-    yield json.loads(started.stdout), state
+    env = json.loads(started.stdout)
+    env["lock_holders"] = state_holders
+    yield env, state
     assert run_testbed(state, "status").returncode == 0
     stopped = run_testbed(state, "down")
     left = leftovers(state)
@@ -124,6 +147,13 @@ def leftovers(state: Path) -> list[str]:
     if Path(RUN_DIR).exists():
         found.append(f"directory {RUN_DIR}")
     return found
+
+
+def test_the_beds_daemons_keep_none_of_their_starters_files(bed):
+    # The nodes' dockerds and sshds and the registry outlive `up`; a lock its caller held, inherited
+    # by one of them, would be held for the bed's whole life.
+    env, _ = bed
+    assert env["lock_holders"] == []
 
 
 def test_three_managers_an_overlay_and_a_dnsrr_service_on_every_node(swarm):

@@ -16,7 +16,20 @@ pause_after() {
   sleep $((retry_backoff * $2))
 }
 
+login_dir="" scratch=""
+trap 'rm -rf ${login_dir:+"$login_dir"} ${scratch:+"$scratch"}' EXIT
+registry_login() {
+  login_dir=$(mktemp -d)
+  export DOCKER_CONFIG="$login_dir"
+  [ -n "$2" ] || return 0
+  printf '%s' "${registry_password:-}" | docker login --username "$2" --password-stdin "$3" \
+    >/dev/null 2>"$login_dir/login.log" && return 0
+  cat "$login_dir/login.log" >&2
+  "$1" "$3 refused the login of $2; check workhub:registry.username and workhub:registryPassword"
+}
+
 say() { printf 'pull: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
 state="$HOME/.workhub"
 mkdir -p "$state"
 now_ms() { date +%s%3N; }
@@ -35,18 +48,9 @@ if docker image inspect "$image" >/dev/null 2>&1; then
   result "$(digest_of "$image")" 0
   exit 0
 fi
-if [ -n "$username" ]; then
-  # A Docker config of this pull's own: the login it holds is gone when the pull ends.
-  DOCKER_CONFIG=$(mktemp -d)
-  export DOCKER_CONFIG
-  trap 'rm -rf "$DOCKER_CONFIG"' EXIT
-  if ! printf '%s' "${registry_password:-}" | docker login --username "$username" --password-stdin "$server" >/dev/null 2>"$DOCKER_CONFIG/login.log"; then
-    cat "$DOCKER_CONFIG/login.log" >&2
-    say "FAILED: $server refused the login of $username; check workhub:registry.username and workhub:registryPassword"
-    exit 1
-  fi
-fi
+registry_login fail "$username" "$server"
 log=$(mktemp)
+scratch=$log
 start=$(now_ms)
 attempt=0
 code=1

@@ -10,17 +10,22 @@ volume_key=data
 helper_image=haproxy:2.6
 registry_server=10.0.0.1:5000
 registry_user=''
-fail() { printf '%s: FAILED: %s\n' "$step" "$*" >&2; exit 1; }
-login_dir="" archive=""
-trap 'rm -rf ${login_dir:+"$login_dir"} ${archive:+"$archive"}' EXIT
-# The helper image, pulled (quietly: stdout may be the archive) with a login that is gone at exit.
-if ! docker image inspect "$helper_image" >/dev/null 2>&1; then
+login_dir="" scratch=""
+trap 'rm -rf ${login_dir:+"$login_dir"} ${scratch:+"$scratch"}' EXIT
+registry_login() {
   login_dir=$(mktemp -d)
   export DOCKER_CONFIG="$login_dir"
-  if [ -n "$registry_user" ]; then
-    printf '%s' "${registry_password:-}" | docker login --username "$registry_user" --password-stdin \
-      "$registry_server" >/dev/null 2>&1 || fail "the registry $registry_server refused the login of $registry_user"
-  fi
+  [ -n "$2" ] || return 0
+  printf '%s' "${registry_password:-}" | docker login --username "$2" --password-stdin "$3" \
+    >/dev/null 2>"$login_dir/login.log" && return 0
+  cat "$login_dir/login.log" >&2
+  "$1" "$3 refused the login of $2; check workhub:registry.username and workhub:registryPassword"
+}
+
+fail() { printf '%s: FAILED: %s\n' "$step" "$*" >&2; exit 1; }
+# The helper image, pulled (quietly: stdout may be the archive) with a login that is gone at exit.
+if ! docker image inspect "$helper_image" >/dev/null 2>&1; then
+  registry_login fail "$registry_user" "$registry_server"
   docker pull --quiet "$helper_image" >/dev/null 2>&1 || fail "$node cannot pull $helper_image"
 fi
 

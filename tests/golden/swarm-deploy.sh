@@ -297,6 +297,18 @@ hubs=(wbhubmanager wbsaleshub)
 registry_server=10.0.0.1:5000
 registry_user=''
 timeout=300
+login_dir="" scratch=""
+trap 'rm -rf ${login_dir:+"$login_dir"} ${scratch:+"$scratch"}' EXIT
+registry_login() {
+  login_dir=$(mktemp -d)
+  export DOCKER_CONFIG="$login_dir"
+  [ -n "$2" ] || return 0
+  printf '%s' "${registry_password:-}" | docker login --username "$2" --password-stdin "$3" \
+    >/dev/null 2>"$login_dir/login.log" && return 0
+  cat "$login_dir/login.log" >&2
+  "$1" "$3 refused the login of $2; check workhub:registry.username and workhub:registryPassword"
+}
+
 say() { printf 'swarm-deploy: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
 dir="$HOME/.workhub/swarm/$stack"
@@ -316,14 +328,7 @@ done
 
 # The registry login lives in a client config that is gone when this script ends; the nodes get it
 # from the manager with the services (--with-registry-auth), never on their disks.
-DOCKER_CONFIG=$(mktemp -d)
-export DOCKER_CONFIG
-trap 'rm -rf "$DOCKER_CONFIG"' EXIT
-if [ -n "$registry_user" ]; then
-  printf '%s' "${registry_password:-}" | docker login --username "$registry_user" --password-stdin \
-    "$registry_server" >/dev/null 2>"$DOCKER_CONFIG/login.log" \
-    || { cat "$DOCKER_CONFIG/login.log" >&2; fail "the registry $registry_server refused the login of $registry_user"; }
-fi
+registry_login fail "$registry_user" "$registry_server"
 
 # When each service's last rollout started, to tell its rollout now from an older one.
 started() { docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}' "$1" 2>/dev/null || true; }
@@ -338,12 +343,13 @@ why_failed() {
     | grep -v '^|' | cut -d'|' -f2- | head -n 3 || true
 }
 failed=()
+# A deploy that changed what the tasks run starts a rollout at once; one that did not (a new
+# service, a scaled one, or one left as it was) starts none within a few seconds of the deploy
+# (one window for all the services, not one each).
+settled=$(( $(date +%s) + 5 ))
 for i in "${!services[@]}"; do
   service=${services[$i]}
   deadline=$(( $(date +%s) + timeout ))
-  # A deploy that changed what the tasks run starts a rollout at once; one that did not (a new
-  # service, a scaled one, or one left as it was) starts none within a few seconds.
-  settled=$(( $(date +%s) + 5 ))
   while :; do
     state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$service")
     if [ "$(started "$service")" = "${before[$i]}" ]; then

@@ -13,21 +13,25 @@ pause_after() {
   sleep $((retry_backoff * $2))
 }
 
+login_dir="" scratch=""
+trap 'rm -rf ${login_dir:+"$login_dir"} ${scratch:+"$scratch"}' EXIT
+registry_login() {
+  login_dir=$(mktemp -d)
+  export DOCKER_CONFIG="$login_dir"
+  [ -n "$2" ] || return 0
+  printf '%s' "${registry_password:-}" | docker login --username "$2" --password-stdin "$3" \
+    >/dev/null 2>"$login_dir/login.log" && return 0
+  cat "$login_dir/login.log" >&2
+  "$1" "$3 refused the login of $2; check workhub:registry.username and workhub:registryPassword"
+}
+
 say() { printf 'push: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
 if ! docker image inspect "$image" >/dev/null 2>&1; then
   say "FAILED: $image is not on the build node; its build did not leave it there (run up again to build it)"
   exit 1
 fi
-# A Docker config of this push's own: the login it holds is gone when the push ends.
-DOCKER_CONFIG=$(mktemp -d)
-export DOCKER_CONFIG
-trap 'rm -rf "$DOCKER_CONFIG"' EXIT
-if [ -n "$username" ] && ! printf '%s' "${registry_password:-}" | docker login --username "$username" \
-  --password-stdin "$server" >/dev/null 2>"$DOCKER_CONFIG/login.log"; then
-  cat "$DOCKER_CONFIG/login.log" >&2
-  say "FAILED: $server refused the login of $username; check workhub:registry.username and workhub:registryPassword"
-  exit 1
-fi
+registry_login fail "$username" "$server"
 docker tag "$image" "$remote"
 attempt=0
 code=1
@@ -35,10 +39,10 @@ while [ "$attempt" -lt "$max_attempts" ]; do
   attempt=$((attempt + 1))
   say "attempt $attempt of $max_attempts: pushing $remote"
   code=0
-  timeout --kill-after=30 "$attempt_timeout" docker push "$remote" >"$DOCKER_CONFIG/push.log" 2>&1 || code=$?
+  timeout --kill-after=30 "$attempt_timeout" docker push "$remote" >"$login_dir/push.log" 2>&1 || code=$?
   [ "$code" -eq 0 ] && break
-  tail -n 5 "$DOCKER_CONFIG/push.log" >&2
-  grep -qiE 'unauthorized|denied|no basic auth' "$DOCKER_CONFIG/push.log" && break
+  tail -n 5 "$login_dir/push.log" >&2
+  grep -qiE 'unauthorized|denied|no basic auth' "$login_dir/push.log" && break
   pause_after say "$attempt" "$code"
 done
 digest=$(docker image inspect --format '{{join .RepoDigests " "}}' "$remote" | tr ' ' '\n' | grep -F "$repository@" | head -n 1)
