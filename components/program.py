@@ -166,13 +166,15 @@ def swarm_program(config: StackConfig, host: BuildHost, chain: BuildChain, runti
 def swarm_outputs(config: StackConfig, pushed: dict[str, str], sources: dict[str, tuple[str, str]],
                   runtimes: dict[str, Runtime], result: dict[str, Any]) -> dict[str, Any]:
     """The `hubs` output of a Swarm stack, from what its deploy reported (`result`): each hub's image
-    by digest (what a promotion from this stack runs), its tasks running/desired, its URL on each
+    by digest (what a promotion from this stack runs), the image it ran before its last image change
+    (what a rollback pins; empty for a new service), its tasks running/desired, its URL on each
     serving node; the registry tag pushed for a built hub, where a promoted or pinned one came from."""
     found = urls(config)
     outputs = {}
     for hub in config.hubs:
         service = result["hubs"][hub.name]
-        outputs[hub.name] = {"image": service["image"], "replicas": service["replicas"], "url": found[hub.name][0],
+        outputs[hub.name] = {"image": service["image"], "previousImage": service.get("previous") or "",
+                             "replicas": service["replicas"], "url": found[hub.name][0],
                              "urls": found[hub.name], "port": hub.port, "hostPort": config.host_ports[hub.name],
                              **_runtime_of(runtimes, hub.name)}
         if hub.name in pushed:

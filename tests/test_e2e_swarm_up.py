@@ -106,41 +106,52 @@ def public_url(hub: str, rev: str = "") -> str:
     return f"http://10.213.37.11:{HOST_PORTS[hub]}/{rev}"
 
 
-def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str) -> tuple[eng.Engine, auto.Stack]:
-    """The stack `e2e` on the test bed's Swarm: the sample hubs (wbhubmanager with 2 replicas), its
-    project in a directory and file backend of its own."""
-    work = tmp_path / "project"
-    work.mkdir()
-    project = yaml.safe_load((eng.REPO / "Pulumi.yaml").read_text())
-    project["config"]["workhub:hubs"]["value"] = HUBS
-    project["config"]["workhub:deploy"]["value"].update(healthTimeoutSeconds=20, healthyPasses=2,
-                                                        healthIntervalMs=300, stopGraceSeconds=5)
-    (work / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str, *, name: str = STACK,
+                    hubs: list[dict] = HUBS, host_ports: dict[str, int] = HOST_PORTS,
+                    engine: eng.Engine | None = None, values: dict[str, str] | None = None,
+                    ) -> tuple[eng.Engine, auto.Stack]:
+    """The stack `name` (`e2e`) on the test bed's Swarm: `hubs` (the sample hubs; wbhubmanager with 2
+    replicas) on `host_ports`, `values` added to its config. Its project is in a directory and file
+    backend of its own, unless `engine` (another stack's) is given: then it shares that one's, as a
+    stack that promotes from the other must."""
+    if engine is None:
+        work = tmp_path / "project"
+        work.mkdir()
+        project = yaml.safe_load((eng.REPO / "Pulumi.yaml").read_text())
+        project["config"]["workhub:hubs"]["value"] = hubs
+        project["config"]["workhub:deploy"]["value"].update(healthTimeoutSeconds=20, healthyPasses=2,
+                                                            healthIntervalMs=300, stopGraceSeconds=5)
+        (work / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
+        engine = eng.local_engine(work_dir=work, state_dir=tmp_path)
+        engine.pusher = BedCi(bed)
     registry = bed["registry"]
+    names = {hub["name"] for hub in hubs}
+    # A node holds the data of this stack's hubs only (naming another hub is refused).
+    labels = [{key: [hub for hub in value if hub in names] if key == "data" else value for key, value in row.items()}
+              for row in LABELS]
     swarm = {"user": bed["user"], "managers": [node["name"] for node in bed["nodes"]], "monitorSeconds": 5,
              "healthIntervalSeconds": 1,
              "nodes": [{"name": node["name"], "address": node["address"], "hostKey": node["host_public_key"],
-                        "labels": labels} for node, labels in zip(bed["nodes"], LABELS)],
+                        "labels": row} for node, row in zip(bed["nodes"], labels)],
              "hubs": {"wbhubmanager": {"replicas": 2, "memoryMb": 256}}}
-    values = {
+    config = {
         "workhub:sourceRoot": str(sources),
         "workhub:npmRegistry": npm_registry,
         "workhub:registry.server": registry["server"],
         "workhub:registry.username": registry["username"],
         "workhub:proxyImage": bed["hub_images"]["proxy"],
         "workhub:swarm": json.dumps(swarm),
-        **{f"workhub:hostPorts.{hub}": str(port) for hub, port in HOST_PORTS.items()},
-        **{f"workhub:env.{hub}.PUBLIC_URL": public_url(hub) for hub in HOST_PORTS},
+        **{f"workhub:hostPorts.{hub}": str(port) for hub, port in host_ports.items()},
+        **{f"workhub:env.{hub}.PUBLIC_URL": f"http://10.213.37.11:{port}/" for hub, port in host_ports.items()},
+        **(values or {}),
     }
-    engine = eng.local_engine(work_dir=work, state_dir=tmp_path)
-    engine.pusher = BedCi(bed)
-    stack = engine.stack(STACK)
-    stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
-    engine.set_secret(STACK, "workhub:sshPrivateKey", Path(bed["private_key_path"]).read_text())
-    engine.set_secret(STACK, "workhub:registryPassword", Path(registry["password_file"]).read_text())
-    for hub, named in eng.local_secrets(HUBS, tmp_path).items():
-        for name, value in named.items():
-            engine.set_secret(STACK, f"workhub:secrets.{hub}.{name}", value, path=True)
+    stack = engine.stack(name)
+    stack.set_all_config({key: auto.ConfigValue(value) for key, value in config.items()}, path=True)
+    engine.set_secret(name, "workhub:sshPrivateKey", Path(bed["private_key_path"]).read_text())
+    engine.set_secret(name, "workhub:registryPassword", Path(registry["password_file"]).read_text())
+    for hub, named in eng.local_secrets(hubs, tmp_path).items():
+        for secret, value in named.items():
+            engine.set_secret(name, f"workhub:secrets.{hub}.{secret}", value, path=True)
     return engine, stack
 
 

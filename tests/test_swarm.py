@@ -3,6 +3,7 @@ nodes' labels, rendered from the same hub data as one host's Compose files; gold
 exact text, and the properties that keep requests and secret values safe."""
 
 import json
+import os
 import subprocess
 
 import yaml
@@ -179,3 +180,60 @@ def test_swarm_member_scripts_golden():
     for text in (init_script(first), join_script(second, first, "worker")):
         assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
         assert "join_token=" not in text
+
+
+FAKE_DOCKER = r"""#!/bin/bash
+# Just enough of the Docker CLI for the deploy script: a `docker stack deploy` sets each service's
+# image from the stack file and starts a rollout that has completed at once.
+state=$FAKE_STATE
+case "$1 $2" in
+  "stack deploy")
+    python3 - "${@: -1}" "$state" <<'PY'
+import json, pathlib, sys
+stack, state = sys.argv[1], pathlib.Path(sys.argv[2])
+for name, service in json.loads(pathlib.Path("stack.json").read_text())["services"].items():
+    (state / f"image.{stack}_{name}").write_text(service["image"])
+    started = state / f"started.{stack}_{name}"
+    started.write_text(str(int(started.read_text() if started.exists() else "0") + 1))
+PY
+    ;;
+  "service inspect")
+    case "$4" in
+      *StartedAt*) cat "$state/started.$5" 2>/dev/null ;;
+      *UpdateStatus.State*) echo completed ;;
+      *Image*) cat "$state/image.$5" ;;
+    esac ;;
+  "service ls") echo "${4#name=} 1/1" ;;
+  "login "*) cat >/dev/null ;;
+esac
+"""
+
+
+def test_the_deploy_reports_each_hubs_previous_image_until_its_image_changes_again(tmp_path):
+    """The image a rollback pins: what the service ran before the deploy that last changed its image,
+    kept through deploys that leave the image as it is, and none for a new service."""
+    config, runtimes = config_and_runtimes()
+    proxy = proxy_config(config, "staging")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").write_text(FAKE_DOCKER)
+    (fake / "docker").chmod(0o755)
+    (tmp_path / "state").mkdir()
+    env = {**os.environ, "HOME": str(tmp_path), "FAKE_STATE": str(tmp_path / "state"),
+           "PATH": f"{fake}:{os.environ['PATH']}"}
+    first, second = IMAGES["wbhubmanager"] + "@sha256:" + "01" * 32, IMAGES["wbhubmanager"] + "@sha256:" + "02" * 32
+
+    def deploy(image: str) -> dict:
+        text = stack_file(config, "staging", {**IMAGES, "wbhubmanager": image}, runtimes, proxy)
+        done = subprocess.run(["bash", "-c", deploy_script(config, "staging", runtimes, text, proxy,
+                                                          proxy_config_name("staging", proxy), config.registry, 30)],
+                              env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        hubs = json.loads(done.stdout.strip().splitlines()[-1])["hubs"]
+        assert hubs["wbhubmanager"]["image"] == image
+        return {hub: found["previous"] for hub, found in hubs.items()}
+
+    assert deploy(first) == {"wbhubmanager": "", "wbsaleshub": ""}
+    assert deploy(second) == {"wbhubmanager": first, "wbsaleshub": ""}
+    assert deploy(second) == {"wbhubmanager": first, "wbsaleshub": ""}, "a deploy that keeps the image keeps it"
+    assert deploy(first) == {"wbhubmanager": second, "wbsaleshub": ""}, "a rollback's own previous: undo it"

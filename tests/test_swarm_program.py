@@ -23,7 +23,8 @@ REGISTRY = "10.0.0.1:5000"
 DIGEST = "sha256:" + "ab" * 32
 DEPLOYED = {"stack": "workhub-staging", "hubs": {
     "wbhubmanager": {"image": f"{REGISTRY}/workhub/wbhubmanager:staging-0123456789ab@{DIGEST}", "replicas": "2/2"},
-    "wbsaleshub": {"image": f"{REGISTRY}/workhub/wbsaleshub:staging-0123456789ab@{DIGEST}", "replicas": "1/1"}}}
+    "wbsaleshub": {"image": f"{REGISTRY}/workhub/wbsaleshub:staging-0123456789ab@{DIGEST}", "replicas": "1/1",
+                   "previous": f"{REGISTRY}/workhub/wbsaleshub:staging-ba9876543210@sha256:{'cd' * 32}"}}}
 
 
 class SwarmMocks(Mocks):
@@ -198,6 +199,9 @@ def test_the_hubs_outputs_name_each_image_by_digest_its_replicas_and_urls():
     assert hub["pushed"] == f"{REGISTRY}/workhub/wbhubmanager:staging-0123456789ab" and hub["mode"] == "remote"
     assert hub["secrets"] == ["SESSION_SECRET"] and SESSION not in json.dumps(outputs)
     assert outputs["wbsaleshub"]["from"] == DEPLOYED["hubs"]["wbsaleshub"]["image"]
+    # The image a rollback pins: what the service ran before its last image change (none yet: empty).
+    assert outputs["wbsaleshub"]["previousImage"] == DEPLOYED["hubs"]["wbsaleshub"]["previous"]
+    assert hub["previousImage"] == ""
 
 
 @pulumi.runtime.test

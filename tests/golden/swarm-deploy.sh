@@ -334,6 +334,11 @@ registry_login fail "$registry_user" "$registry_server"
 started() { docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}' "$1" 2>/dev/null || true; }
 before=()
 for service in "${services[@]}"; do before+=("$(started "$service")"); done
+# What each hub's service runs before this deploy: when the deploy changes it, it is the hub's
+# previous image (the one a rollback pins), kept in $dir until the hub's image changes again.
+image_of() { docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "$1" 2>/dev/null || true; }
+was=()
+for i in "${!hubs[@]}"; do was+=("$(image_of "${services[$i]}")"); done
 (cd "$dir" && docker stack deploy --with-registry-auth --resolve-image always --compose-file stack.json "$stack") >&2
 
 # The tasks of the service that ended with an error (an unhealthy new task), not those an update stopped.
@@ -394,12 +399,16 @@ if [ "${#failed[@]}" -gt 0 ]; then
 fi
 say "stack $stack is up on its Swarm"
 # What each hub's service runs now, for the stack's outputs: its image by digest (the deploy
-# resolved each tag to one) and its tasks running/desired.
+# resolved each tag to one), the one it ran before, and its tasks running/desired.
 rows=()
 for i in "${!hubs[@]}"; do
   service=${services[$i]}
   image=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "$service")
+  kept="$dir/previous-image.${hubs[$i]}"
+  if [ -n "${was[$i]}" ] && [ "${was[$i]}" != "$image" ]; then printf '%s' "${was[$i]}" >"$kept"; fi
+  previous=$(cat "$kept" 2>/dev/null || true)
   replicas=$(docker service ls --filter "name=$service" --format '{{.Name}} {{.Replicas}}' | sed -n "s|^$service ||p")
-  rows+=("$(printf '"%s": {"image": "%s", "replicas": "%s"}' "${hubs[$i]}" "$image" "${replicas%% *}")")
+  rows+=("$(printf '"%s": {"image": "%s", "previous": "%s", "replicas": "%s"}' "${hubs[$i]}" "$image" "$previous" \
+    "${replicas%% *}")")
 done
 printf '{"stack": "%s", "hubs": {%s}}\n' "$stack" "$(IFS=,; printf '%s' "${rows[*]}")"

@@ -16,4 +16,6 @@ for _ in $(seq 60); do
   # shellcheck disable=SC2086
   docker secret rm $left >/dev/null 2>&1 || sleep 1
 done
+# A stack made again under this name starts with no previous images.
+rm -f "$HOME/.workhub/swarm/$stack"/previous-image.*
 say "stack $stack is off its Swarm; the hubs' volumes stay on their nodes"
