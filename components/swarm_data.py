@@ -108,3 +108,41 @@ def scale_script(config: StackConfig, stack: str, hub: Hub, replicas: int) -> st
     none is left); it fails, naming where each task is, when they do not within the health timeout."""
     timeout = config.deploy.health_timeout_seconds + config.deploy.stop_grace_seconds + 30
     return script({"service": service_name(stack, hub.name), "replicas": replicas, "timeout": timeout}, _SCALE)
+
+
+_PURGE = r"""
+say() { printf 'purge: %s\n' "$*" >&2; }
+# The stack's volumes here: the names its hubs' volumes have, and any other Docker labelled with
+# the stack (a hub since removed from the config); a restore onto another node left a copy here too.
+found=$({ printf '%s\n' "${volumes[@]}"
+          docker volume ls --quiet --filter "label=com.docker.stack.namespace=$namespace"; } | sort -u)
+removed=0 failed=0
+while read -r volume; do
+  [ -n "$volume" ] && docker volume inspect "$volume" >/dev/null 2>&1 || continue
+  # After `docker stack rm` each task's container stops (its grace period) and goes: a volume a
+  # container still refers to, even a stopped one, cannot be removed.
+  for _ in $(seq "$stop_wait"); do
+    [ -z "$(docker ps --all --quiet --filter "volume=$volume")" ] && break
+    sleep 1
+  done
+  if docker volume rm "$volume" >/dev/null 2>&1; then
+    printf 'removed %s\n' "$volume"
+    removed=$((removed + 1))
+  else
+    users=$(docker ps --all --format '{{.Names}}' --filter "volume=$volume" | paste -sd ' ' -)
+    say "FAILED: $volume on $node is still used by ${users:-a container}; destroy the stack first"
+    failed=$((failed + 1))
+  fi
+done <<<"$found"
+[ "$removed" -gt 0 ] || [ "$failed" -gt 0 ] || say "no volume of stack $stack on $node"
+[ "$failed" -eq 0 ]
+"""
+
+
+def purge_script(config: StackConfig, stack: str, node: str) -> str:
+    """On one node, after the stack is off the Swarm: remove the stack's volumes that are there (its
+    hubs' data), waiting for the containers of its stopping tasks to go first; `removed <volume>` on
+    stdout for each. Run on every node: a hub's data node, and one a restore elsewhere left a copy on."""
+    return script({"node": node, "stack": stack, "namespace": namespace(stack),
+                   "volumes": [volume_name(stack, hub.name, key) for hub in config.hubs for key in hub.volumes],
+                   "stop_wait": config.deploy.stop_grace_seconds + 30}, _PURGE)

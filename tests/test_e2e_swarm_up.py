@@ -5,20 +5,29 @@ sample hubs' images reach every node through the registry, and one deploy on the
 runs them as services behind the proxy of each serving node. Under a prober through each serving
 node's proxy: a changed setting rolls out with no failed request, and an update whose new version
 answers its health path with 500 is rolled back by Swarm with no failed request, `up` failing with
-the reason in its last lines.
+the reason in its last lines. Then, on that stack, what its operator runs as `scripts/workhub` (a
+subprocess of `python -m workhub` in the stack's project, its backend and passphrase in the
+environment): `backup`, `restore` and `status`; a one-host stack's backup (the test host) restored
+into it, as a move to a Swarm does; and `destroy`, which keeps the volumes on their nodes, and
+`destroy --purge-data`, which removes them there.
 
+The tests run in this order on one deployed stack (the `deployed` fixture runs the first `up`).
 Run under the shared lock: flock /tmp/workhub-e2e.lock scripts/test tests/test_e2e_swarm_up.py -x -q
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,8 +35,11 @@ import yaml
 from pulumi import automation as auto
 
 from components.scripts import arg_words
-from tests.e2e_fixtures import CiStandIn, break_health
+from tests.e2e_fixtures import CiStandIn, break_health, docker, new_local_stack, serving_container
 from tests.test_e2e_swarm import run_testbed
+from tests.test_e2e_swarm import ssh as ssh_on
+from tests.test_e2e_swarm_nodes import running_on as nodes_running
+from tests.test_e2e_swarm_nodes import volume_nodes as nodes_holding
 from workhub import engine as eng
 from workhub.engine import print_line
 
@@ -155,6 +167,32 @@ def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str,
     return engine, stack
 
 
+@dataclass
+class Deployed:
+    engine: eng.Engine
+    stack: auto.Stack
+    sources: Path
+    first_up: tuple[object, list[str]]
+    """The first `up`'s result and its lines."""
+    rolled_back: bool = False
+    """Whether wbhubmanager's last update was rolled back (the first test's last step)."""
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, toolchain, npm_registry, bed):
+    """The stack `e2e` on the test bed, deployed by a first `up` (the tests that follow see what it
+    did); destroyed after the module (a no-op when a test destroyed it already)."""
+    tmp = tmp_path_factory.mktemp("swarm-up")
+    sources = tmp / "examples"
+    shutil.copytree(eng.REPO / "examples", sources, ignore=shutil.ignore_patterns("node_modules", "dist"))
+    engine, stack = new_swarm_stack(tmp, bed, sources, npm_registry)
+    try:
+        yield Deployed(engine, stack, sources, reported(stack))
+    finally:
+        stack.destroy(color="never", on_output=print_line)
+        shutil.rmtree(tmp / "project", ignore_errors=True)
+
+
 def reported(stack: auto.Stack) -> tuple[object, list[str]]:
     """`up` as `scripts/workhub up` runs it; its result and every line it printed, in order."""
     out: list[str] = []
@@ -220,65 +258,231 @@ def public_urls_seen(report) -> list[str]:
 
 
 def test_up_deploys_the_sample_hubs_rolls_a_setting_out_and_a_bad_version_back_without_a_failed_request(
-        tmp_path, toolchain, npm_registry, bed, sources):
-    engine, stack = new_swarm_stack(tmp_path, bed, sources, npm_registry)
+        deployed, bed):
+    stack, sources, (result, out) = deployed.stack, deployed.sources, deployed.first_up
+    assert result is not None, "\n".join(out[-40:])
+    hubs = stack.outputs()["hubs"].value
+    for hub in HOST_PORTS:
+        assert "@sha256:" in hubs[hub]["image"], hubs[hub]
+        assert hubs[hub]["urls"] == serving_urls(bed, hub)
+        for url in serving_urls(bed, hub):
+            assert get(url + "/health")[0] == 200, f"{hub} through {url}"
+    assert hubs["wbhubmanager"]["replicas"] == "2/2" and hubs["wbsaleshub"]["replicas"] == "1/1"
+    nodes = ssh(bed, f"docker service ps {SERVICE} --filter desired-state=running --format '{{{{.Node}}}}'").split()
+    assert len(nodes) == 2 and len(set(nodes)) == 2, f"the two replicas run on two nodes: {nodes}"
+    assert "node1" not in nodes, "a hub without data keeps off the build node"
+    pinned = ssh(bed, f"docker service ps workhub-{STACK}_wbsaleshub --filter desired-state=running "
+                      "--format '{{.Node}}'").split()
+    assert pinned == ["node2"], "a hub with data runs on the node that keeps it"
+    first_image = hubs["wbhubmanager"]["image"]
+
+    # A changed setting: a rolling update of the two replicas, start-first, behind both proxies.
+    stack.set_config("workhub:env.wbhubmanager.PUBLIC_URL", auto.ConfigValue(public_url("wbhubmanager", "v2")),
+                     path=True)
+    result, out, reports = probed_up(bed, stack)
+    assert result is not None, "\n".join(out[-40:])
+    assert any(f"{SERVICE}: rolled out" in line for line in out), "\n".join(out[-40:])
+    for report in reports:
+        assert report.failed == 0, report.summary()
+        assert report.total >= 100, report.summary()
+        assert public_urls_seen(report) == [public_url("wbhubmanager"), public_url("wbhubmanager", "v2")], \
+            report.summary()
+    assert stack.outputs()["hubs"].value["wbhubmanager"]["image"] == first_image, "a setting is no new image"
+
+    # A new version whose health path answers 500: Swarm rolls it back, no request reaches it, and
+    # `up` fails saying why, last.
+    break_health(sources, "WBHubManager")
+    result, out, reports = probed_up(bed, stack)
+    assert result is None
+    whole, report = "\n".join(out), out[-1]
+    lines = report.splitlines()
+    assert lines[0] == f"workhub: up of stack '{STACK}' failed", report
+    assert lines[1].startswith("  step: Swarm deploy (swarm-deploy on deploy@10.213.37.11:22"), report
+    reason = lines[2]
+    assert reason.startswith(f"  reason: {SERVICE}: its update did not stay healthy and Swarm rolled it back ("), \
+        report
+    # Docker's own words on the failed tasks follow when it kept any (not after every rollback).
+    assert not reason.rstrip().endswith(";"), report
+    assert whole.count(reason.removeprefix("  reason: ")) == 1, "the reason is said once, in the report"
+    assert "Traceback" not in whole
+    for probe in reports:
+        assert probe.failed == 0, probe.summary()
+        assert probe.total >= 100, probe.summary()
+        assert public_urls_seen(probe) == [public_url("wbhubmanager", "v2")], probe.summary()
+    running = ssh(bed, f"docker service inspect --format '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' {SERVICE}")
+    assert running.strip() == first_image, "the service runs its previous version"
+    for url in serving_urls(bed, "wbhubmanager"):
+        assert get(url + "/health")[0] == 200
+
+
+
+def workhub(engine: eng.Engine, *args: str) -> subprocess.CompletedProcess:
+    """`scripts/workhub ARGS` as the stack's operator runs it: `python -m workhub` with the stack's
+    project (WORKHUB_PROJECT_DIR), backend and passphrase in its environment."""
+    env = {**os.environ, eng.PROJECT_DIR_ENV: str(engine.work_dir), "PULUMI_BACKEND_URL": engine.backend_url,
+           "PULUMI_CONFIG_PASSPHRASE": engine.passphrase, "WORKHUB_STATE_DIR": str(engine.state_dir),
+           eng.TOOLCHAIN_BIN_ENV: str(eng.ensure_toolchain())}
+    done = subprocess.run([sys.executable, "-m", "workhub", *args], cwd=eng.REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+    print(f"$ scripts/workhub {' '.join(args)}  (exit {done.returncode})\n{done.stderr}{done.stdout}", file=sys.stderr)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done
+
+
+def running_on(bed: dict, hub: str) -> list[str]:
+    return nodes_running(bed, f"workhub-{STACK}_{hub}")
+
+
+def volume_nodes(bed: dict, hub: str) -> list[str]:
+    """The nodes that hold the hub's `data` volume."""
+    return nodes_holding(bed, f"workhub-{STACK}-{hub}-data")
+
+
+def in_task(bed: dict, node: int, hub: str, command: str) -> str:
+    """`command` (sh) in the hub's running task container on node `node`."""
+    return ssh_on(bed, node, f"docker exec \"$(docker ps --quiet --filter label=com.docker.swarm.service.name="
+                             f"workhub-{STACK}_{hub})\" sh -c {shlex.quote(command)}")
+
+
+def files_seen(bed: dict, hub: str = "wbsaleshub") -> list[dict]:
+    """The hub's data files as it lists them itself (/debug/data), through each serving node's proxy,
+    once the proxies send it requests again."""
+    seen = []
+    for url in serving_urls(bed, hub):
+        deadline = time.monotonic() + 60
+        while get(url + "/health")[0] != 200:
+            assert time.monotonic() < deadline, f"{hub} does not answer through {url}"
+            time.sleep(0.5)
+        status, body = get(url + "/debug/data")
+        assert status == 200, f"{url}/debug/data answered {status}"
+        seen.append(json.loads(body)["files"])
+    return seen
+
+
+def table(lines: list[str], header: str) -> dict[str, list[str]]:
+    """The rows of the aligned table under the line starting with `header`, by first cell."""
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = {}
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        cells = re.split(r"\s{2,}", line.strip())
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_backup_restore_and_status_through_the_cli(deployed, bed, tmp_path):
+    """`backup` reads each pinned hub's volume on its own node into a manifest; `restore` puts the
+    volumes back (a file written after the backup is gone, one removed after it is back) and the
+    hubs run again with their replicas, there; `status` shows every hub's service and every node."""
+    engine = deployed.engine
+    in_task(bed, 2, "wbsaleshub", "printf 'before the backup' > /app/data/before.txt")
+    out_dir = tmp_path / "backup"
+    backed = workhub(engine, "backup", "--stack", STACK, "--out", str(out_dir))
+    assert backed.returncode == 0, backed.stderr[-3000:]
+    assert backed.stdout.splitlines()[-1] == f"workhub: backup of '{STACK}' written: {out_dir / 'manifest.json'}"
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert (manifest["stack"], manifest["swarm"]) == (STACK, ["node1", "node2", "node3"])
+    assert sorted((a["hub"], a["volume"], a["node"]) for a in manifest["archives"]) == \
+        [("wbfinhub", "data", "node3"), ("wbsaleshub", "data", "node2")], "each volume read on its own node"
+    for archive in manifest["archives"]:
+        assert hashlib.sha256((out_dir / archive["file"]).read_bytes()).hexdigest() == archive["sha256"]
+        assert f"backup: {archive['hub']}/data on {archive['node']}: " in backed.stderr
+
+    in_task(bed, 2, "wbsaleshub", "rm /app/data/before.txt && printf 'after the backup' > /app/data/after.txt")
+    assert all("after.txt" in files and "before.txt" not in files for files in files_seen(bed))
+    restored = workhub(engine, "restore", "--stack", STACK, "--from", str(out_dir))
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    assert restored.stdout.splitlines()[-1] == f"workhub: 2 volume(s) of '{STACK}' restored from {out_dir}"
+    assert "is a backup of stack" not in restored.stderr, "its own backup: nothing to say about it"
+    assert (running_on(bed, "wbsaleshub"), running_on(bed, "wbfinhub")) == (["node2"], ["node3"])
+    for files in files_seen(bed):
+        assert "after.txt" not in files, "written after the backup: gone"
+        assert files["before.txt"]["sha256"] == hashlib.sha256(b"before the backup").hexdigest()
+    assert all(get(url + "/health")[0] == 200 for url in serving_urls(bed, "wbfinhub"))
+
+    status = workhub(engine, "status", "--stack", STACK)
+    assert status.returncode == 0, status.stderr[-3000:]
+    lines = status.stdout.splitlines()
+    assert lines[0].split() == ["HUB", "REPLICAS", "NODES", "IMAGE", "HEALTH", "UPDATED", "UPDATE"], status.stdout
+    hubs = table(lines, "HUB ")
+    assert set(hubs) == set(HOST_PORTS), status.stdout
+    manager = hubs["wbhubmanager"]
+    assert manager[1] == "2/2" and manager[2] in ("node2, node3", "node2 x2", "node3 x2"), status.stdout
+    assert manager[4] == "ok", status.stdout
+    if deployed.rolled_back:
+        assert manager[6].startswith("rollback_completed: "), status.stdout
+    else:
+        assert manager[6] == "applied (no rollout)", status.stdout
+    assert hubs["wbsaleshub"][1:3] == ["1/1", "node2"] and hubs["wbfinhub"][1:3] == ["1/1", "node3"], status.stdout
+    assert all(row[3].startswith(bed["registry"]["server"] + "/") and f"/{hub}:" in row[3] and "@sha256:" in row[3]
+               and row[4] == "ok" for hub, row in hubs.items()), status.stdout
+    nodes = table(lines, "NODE ")
+    assert sorted(nodes) == ["node1", "node2", "node3"], status.stdout
+    assert [nodes[n][1] for n in ("node1", "node2", "node3")] == [node["address"] for node in bed["nodes"]]
+    assert nodes["node1"][2:5] == ["manager (leader)", "active", "ready"], status.stdout
+    assert (nodes["node1"][5], nodes["node2"][5], nodes["node3"][5]) == \
+        ("build,serve", "data.wbsaleshub,serve", "data.wbfinhub"), status.stdout
+
+
+ONE_HOST_HUB = {key: value for key, value in HUBS[1].items() if key != "buildMode"}
+
+
+def test_a_one_host_stacks_backup_restores_into_the_swarm_stack(deployed, bed, test_host, npm_registry, tmp_path):
+    """The move the README describes: a hub's data backed up on one host (the test host, stack
+    `onehost`) and restored into the Swarm stack's hub of the same name; restore says, once, whose
+    backup it is, and the file is on the hub's data node, read through the hub itself."""
+    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[ONE_HOST_HUB], name="onehost",
+                                    source_root=deployed.sources, deploy={"healthTimeoutSeconds": 30})
     try:
-        result, out = reported(stack)
-        assert result is not None, "\n".join(out[-40:])
-        hubs = stack.outputs()["hubs"].value
-        for hub in HOST_PORTS:
-            assert "@sha256:" in hubs[hub]["image"], hubs[hub]
-            assert hubs[hub]["urls"] == serving_urls(bed, hub)
-            for url in serving_urls(bed, hub):
-                assert get(url + "/health")[0] == 200, f"{hub} through {url}"
-        assert hubs["wbhubmanager"]["replicas"] == "2/2" and hubs["wbsaleshub"]["replicas"] == "1/1"
-        nodes = ssh(bed, f"docker service ps {SERVICE} --filter desired-state=running --format '{{{{.Node}}}}'").split()
-        assert len(nodes) == 2 and len(set(nodes)) == 2, f"the two replicas run on two nodes: {nodes}"
-        assert "node1" not in nodes, "a hub without data keeps off the build node"
-        pinned = ssh(bed, f"docker service ps workhub-{STACK}_wbsaleshub --filter desired-state=running "
-                          "--format '{{.Node}}'").split()
-        assert pinned == ["node2"], "a hub with data runs on the node that keeps it"
-        first_image = hubs["wbhubmanager"]["image"]
+        stack.up(on_output=print_line, color="never")
+        moved = os.urandom(50_000)
+        subprocess.run(["/usr/bin/docker", "exec", "-i", serving_container("wbsaleshub", "onehost"), "sh", "-c",
+                        "cat > /app/data/moved.bin"], input=moved, check=True)
+        out_dir = tmp_path / "from-one-host"
+        backed = workhub(engine, "backup", "--stack", "onehost", "--out", str(out_dir))
+        assert backed.returncode == 0, backed.stderr[-3000:]
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+        assert [(a["hub"], a["volume"], a["docker_volume"]) for a in manifest["archives"]] == \
+            [("wbsaleshub", "data", "workhub-onehost-wbsaleshub-data")] and "swarm" not in manifest
 
-        # A changed setting: a rolling update of the two replicas, start-first, behind both proxies.
-        stack.set_config("workhub:env.wbhubmanager.PUBLIC_URL", auto.ConfigValue(public_url("wbhubmanager", "v2")),
-                         path=True)
-        result, out, reports = probed_up(bed, stack)
-        assert result is not None, "\n".join(out[-40:])
-        assert any(f"{SERVICE}: rolled out" in line for line in out), "\n".join(out[-40:])
-        for report in reports:
-            assert report.failed == 0, report.summary()
-            assert report.total >= 100, report.summary()
-            assert public_urls_seen(report) == [public_url("wbhubmanager"), public_url("wbhubmanager", "v2")], \
-                report.summary()
-        assert stack.outputs()["hubs"].value["wbhubmanager"]["image"] == first_image, "a setting is no new image"
-
-        # A new version whose health path answers 500: Swarm rolls it back, no request reaches it, and
-        # `up` fails saying why, last.
-        break_health(sources, "WBHubManager")
-        result, out, reports = probed_up(bed, stack)
-        assert result is None
-        whole, report = "\n".join(out), out[-1]
-        lines = report.splitlines()
-        assert lines[0] == f"workhub: up of stack '{STACK}' failed", report
-        assert lines[1].startswith("  step: Swarm deploy (swarm-deploy on deploy@10.213.37.11:22"), report
-        reason = lines[2]
-        assert reason.startswith(f"  reason: {SERVICE}: its update did not stay healthy and Swarm rolled it back ("), \
-            report
-        # Docker's own words on the failed tasks follow when it kept any (not after every rollback).
-        assert not reason.rstrip().endswith(";"), report
-        assert whole.count(reason.removeprefix("  reason: ")) == 1, "the reason is said once, in the report"
-        assert "Traceback" not in whole
-        for probe in reports:
-            assert probe.failed == 0, probe.summary()
-            assert probe.total >= 100, probe.summary()
-            assert public_urls_seen(probe) == [public_url("wbhubmanager", "v2")], probe.summary()
-        running = ssh(bed, f"docker service inspect --format '{{{{.Spec.TaskTemplate.ContainerSpec.Image}}}}' {SERVICE}")
-        assert running.strip() == first_image, "the service runs its previous version"
-        for url in serving_urls(bed, "wbhubmanager"):
-            assert get(url + "/health")[0] == 200
+        restored = workhub(deployed.engine, "restore", "--stack", STACK, "--from", str(out_dir))
+        assert restored.returncode == 0, restored.stderr[-3000:]
+        assert restored.stdout.splitlines()[-1] == f"workhub: 1 volume(s) of '{STACK}' restored from {out_dir}"
+        said = [line for line in restored.stderr.splitlines() if "is a backup of stack" in line]
+        assert said == [f"restore: {out_dir / 'manifest.json'} is a backup of stack 'onehost' (made on the host "
+                        f"{test_host['user']}@{test_host['host']}:{test_host['port']}); restoring it into '{STACK}'"], said
+        assert running_on(bed, "wbsaleshub") == ["node2"] and volume_nodes(bed, "wbsaleshub") == ["node2"]
+        for files in files_seen(bed):
+            assert files["moved.bin"]["sha256"] == hashlib.sha256(moved).hexdigest()
+            assert "before.txt" not in files, "the volume holds what the one host's held, nothing else"
+        assert in_task(bed, 2, "wbsaleshub", "sha256sum /app/data/moved.bin").split()[0] == \
+            hashlib.sha256(moved).hexdigest()
     finally:
         stack.destroy(color="never", on_output=print_line)
+        docker("volume", "rm", "workhub-onehost-wbsaleshub-data", check=False)
+
+
+def test_destroy_keeps_the_volumes_on_their_nodes_and_purge_data_removes_them_there(deployed, bed):
+    engine = deployed.engine
+    destroyed = workhub(engine, "destroy", "--stack", STACK)
+    assert destroyed.returncode == 0, destroyed.stderr[-3000:]
+    message = destroyed.stdout.strip().splitlines()
+    start = next(i for i, line in enumerate(message) if line.startswith(f"workhub: stack '{STACK}' destroyed: "))
+    assert message[start].endswith("its hubs' and its proxy's services, its network, configs and secrets are off "
+                                   "its Swarm; it keeps:"), message
+    assert message[start + 1] == ("  - the hubs' volumes (their data) on their data nodes: wbsaleshub on node2, "
+                                  f"wbfinhub on node3 (`scripts/workhub destroy --stack {STACK} --purge-data` "
+                                  "removes them)"), message
+    assert message[start + 2].startswith("  - the Swarm: node1, node2, node3 stay in it"), message
     left = ssh(bed, f"docker service ls --filter label=com.docker.stack.namespace=workhub-{STACK} --format '{{{{.Name}}}}'")
     assert left.strip() == "", f"destroy left services: {left}"
-    shutil.rmtree(tmp_path / "project", ignore_errors=True)
+    assert (volume_nodes(bed, "wbsaleshub"), volume_nodes(bed, "wbfinhub")) == (["node2"], ["node3"])
+
+    purged = workhub(engine, "destroy", "--stack", STACK, "--purge-data")
+    assert purged.returncode == 0, purged.stderr[-3000:]
+    last = [line for line in purged.stdout.splitlines() if line.startswith(f"workhub: stack '{STACK}' destroyed: ")]
+    assert last and last[0].endswith(f"off its Swarm, and its volumes are gone: workhub-{STACK}-wbsaleshub-data on "
+                                     f"node2, workhub-{STACK}-wbfinhub-data on node3; it keeps:"), purged.stdout
+    assert "data nodes" not in purged.stdout
+    assert (volume_nodes(bed, "wbsaleshub"), volume_nodes(bed, "wbfinhub")) == ([], [])

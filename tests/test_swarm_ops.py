@@ -1,5 +1,6 @@
-"""Operating a stack on a Swarm: per-node backup and restore scripts (golden), the order a restore
-runs them in, and `status` read from outputs recorded on the Swarm test bed
+"""Operating a stack on a Swarm: per-node backup, restore and purge scripts (golden; the purge run by
+bash against a stand-in `docker`), the order a restore runs them in, a backup of another stack or
+of one host restored into it, and `status` read from outputs recorded on the Swarm test bed
 (tests/fixtures/swarm-status: a healthy stack, and the same stack while node3's dockerd is stopped)."""
 
 import json
@@ -12,7 +13,9 @@ from components import swarm_data
 from components.swarm_status import hub_rows, node_rows, parse_output, short_image, status_script
 from tests.test_scripts import golden
 from tests.test_swarm import SECRET_VALUES, config_and_runtimes
+from components.remote import RemoteCommandError
 from workhub import data
+from workhub.__main__ import destroyed_message
 from workhub.swarm_status import format_status
 
 RECORDED = Path(__file__).parent / "fixtures" / "swarm-status"
@@ -25,6 +28,7 @@ def scripts() -> dict[str, str]:
         "swarm-backup.sh": swarm_data.backup_script(config, "staging", hub, "data"),
         "swarm-restore.sh": swarm_data.restore_script(config, "staging", hub, "data", "0" * 64),
         "swarm-scale.sh": swarm_data.scale_script(config, "staging", hub, 0),
+        "swarm-purge.sh": swarm_data.purge_script(config, "staging", "node2"),
         "swarm-status.sh": status_script(config, "staging"),
     }
 
@@ -74,6 +78,61 @@ def test_a_swarm_restore_stops_the_hub_restores_on_its_data_node_then_starts_it_
     archive.write_bytes(b"changed")
     with pytest.raises(data.DataError, match="does not match the sha256"):
         data.swarm_restore(config, "key", "staging", tmp_path, "wbsaleshub", None, lambda line: None, "pw")
+
+
+def one_host_backup(folder: Path, archives: list[tuple[str, str]]) -> Path:
+    """A backup as `scripts/workhub backup` writes it for a one-host stack `home`."""
+    entries = []
+    for hub, volume in archives:
+        archive = folder / f"{hub}-{volume}.tar.gz"
+        archive.write_bytes(f"{hub} {volume}".encode())
+        entries.append({"hub": hub, "volume": volume, "docker_volume": f"workhub-home-{hub}-{volume}", "stack": "home",
+                        "image": f"{hub}:home-0123456789ab", "file": archive.name, "sha256": data._sha256(archive)})
+    (folder / data.MANIFEST).write_text(json.dumps({"stack": "home", "host": "deploy@10.0.0.5:22", "archives": entries}))
+    return folder
+
+
+def test_a_one_host_stacks_backup_restores_into_a_swarm_stack_saying_where_it_came_from(tmp_path, monkeypatch):
+    """The move from one host to a Swarm: another stack's backup, of another shape (no nodes), goes
+    onto the hub's data node in this stack; restore says once whose backup it is."""
+    config, _ = config_and_runtimes()
+    source = one_host_backup(tmp_path, [("wbsaleshub", "data")])
+    calls, logs = [], []
+
+    def run(conn, key, text, label, log, data_in=None, **_):
+        calls.append((conn.host, label, "\nvolume=workhub-staging-wbsaleshub-data\n" in text if data_in else None))
+        return ""
+
+    monkeypatch.setattr(data, "run_script", run)
+    assert data.swarm_restore(config, "key", "staging", source, None, None, logs.append, "pw") == 1
+    assert logs == [f"restore: {source / data.MANIFEST} is a backup of stack 'home' (made on the host "
+                    "deploy@10.0.0.5:22); restoring it into 'staging'"]
+    assert calls == [("10.0.0.11", "wbsaleshub (stop)", None), ("10.0.0.12", "wbsaleshub/data", True),
+                     ("10.0.0.11", "labels", None), ("10.0.0.11", "wbsaleshub (start)", None)]
+
+
+@pytest.mark.parametrize("archives, hub, volume, error", [
+    ([("wbsaleshub", "data"), ("wbfinhub", "data")], None, None,
+     "stack 'staging' has no hub wbfinhub (workhub:hubs in Pulumi.yaml), which {manifest} holds data of; restore the "
+     "others with --hub <hub>"),
+    ([("wbsaleshub", "uploads")], None, None,
+     "hub wbsaleshub of stack 'staging' has no volume 'uploads' (workhub:hubs[].volumes in Pulumi.yaml; it has data); "
+     "restore the others with --volume <name>"),
+    ([("wbsaleshub", "data")], None, "uploads",
+     "{manifest} holds no archive for hub any and volume uploads (it holds wbsaleshub/data)"),
+])
+def test_a_restore_stops_before_anything_changed_when_the_target_lacks_the_hub_or_volume(
+        tmp_path, monkeypatch, archives, hub, volume, error):
+    config, _ = config_and_runtimes()
+    source = one_host_backup(tmp_path, archives)
+    monkeypatch.setattr(data, "run_script", lambda *_, **__: pytest.fail("nothing may run"))
+    with pytest.raises(data.DataError) as failed:
+        data.swarm_restore(config, "key", "staging", source, hub, volume, lambda line: None, "pw")
+    assert str(failed.value) == error.format(manifest=source / data.MANIFEST)
+    # With --hub, the hub the target has restores alone.
+    if hub is None and len(archives) > 1:
+        monkeypatch.setattr(data, "run_script", lambda *_, **__: "")
+        assert data.swarm_restore(config, "key", "staging", source, "wbsaleshub", None, lambda line: None, "pw") == 1
 
 
 def test_short_image_cuts_the_digest():
@@ -198,3 +257,116 @@ def test_status_reads_on_the_first_manager_that_answers(tmp_path, monkeypatch):
     monkeypatch.setattr(swarm_status, "run_script", lambda *a, **k: (_ for _ in ()).throw(RemoteCommandError("x")))
     with pytest.raises(RemoteCommandError, match=r"no manager answered \(node1, node2, node3\)"):
         swarm_status.status(config, "e2e", "key", said.append)
+
+
+# A stand-in for the Docker CLI on one node: a volume is a file in $FAKE/volumes (its content: its
+# namespace label); $FAKE/users/<volume> holds the names of the containers using it, one line each,
+# and each `docker ps` lets one of them go (a stopping task) unless $FAKE/stuck is there.
+FAKE_DOCKER = r"""#!/usr/bin/env bash
+printf '%s\n' "$*" >>"$FAKE/calls"
+volume_of() { for arg; do case "$arg" in volume=*) echo "${arg#volume=}" ;; esac; done; }
+case "$1 $2" in
+  "volume ls") label=${5#label=com.docker.stack.namespace=}
+    for f in "$FAKE"/volumes/*; do [ -e "$f" ] && [ "$(cat "$f")" = "$label" ] && basename "$f"; done; true ;;
+  "volume inspect") [ -e "$FAKE/volumes/$3" ] ;;
+  "volume rm") [ -s "$FAKE/users/$3" ] && { echo "Error: volume is in use" >&2; exit 1; }
+    rm "$FAKE/volumes/$3" ;;
+  "ps --all") users="$FAKE/users/$(volume_of "$@")"
+    [ -s "$users" ] || exit 0
+    case "$*" in *--format*) cat "$users" ;; *) echo 0123456789ab ;; esac
+    [ -e "$FAKE/stuck" ] || sed -i 1d "$users" ;;
+  *) echo "unexpected: docker $*" >&2; exit 2 ;;
+esac
+"""
+
+
+@pytest.fixture
+def node(tmp_path):
+    fake = tmp_path / "fake"
+    for folder in ("bin", "volumes", "users"):
+        (fake / folder).mkdir(parents=True)
+    for name, text in {"docker": FAKE_DOCKER, "sleep": "#!/bin/sh\n"}.items():
+        (fake / "bin" / name).write_text(text)
+        (fake / "bin" / name).chmod(0o755)
+    return fake
+
+
+def purge_on(node: Path, volumes: dict[str, str], users: dict[str, list[str]] = {}) -> subprocess.CompletedProcess:
+    config, _ = config_and_runtimes()
+    for name, namespace in volumes.items():
+        (node / "volumes" / name).write_text(namespace)
+    for name, containers in users.items():
+        (node / "users" / name).write_text("".join(f"{c}\n" for c in containers))
+    return subprocess.run(["bash", "-s"], input=swarm_data.purge_script(config, "staging", "node2"),
+                          env={"PATH": f"{node / 'bin'}:/usr/bin:/bin", "FAKE": str(node)},
+                          capture_output=True, text=True)
+
+
+def test_purge_removes_the_stacks_volumes_on_the_node_once_its_stopping_tasks_are_gone(node):
+    """The hub's volume (its task's container still stopping), and one Docker labelled with the stack
+    that the config no longer names; another stack's volume stays."""
+    done = purge_on(node, {"workhub-staging-wbsaleshub-data": "workhub-staging", "workhub-staging-old-data":
+                           "workhub-staging", "workhub-production-wbsaleshub-data": "workhub-production"},
+                    {"workhub-staging-wbsaleshub-data": ["workhub-staging_wbsaleshub.1.x", "workhub-staging_wbsaleshub.1.y"]})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["removed workhub-staging-old-data", "removed workhub-staging-wbsaleshub-data"]
+    assert sorted(path.name for path in (node / "volumes").iterdir()) == ["workhub-production-wbsaleshub-data"]
+    calls = (node / "calls").read_text().splitlines()
+    assert calls.count("ps --all --quiet --filter volume=workhub-staging-wbsaleshub-data") == 3, "it waited for both"
+
+
+def test_purge_fails_naming_the_container_that_still_uses_a_volume_after_removing_the_others(node):
+    (node / "stuck").touch()
+    done = purge_on(node, {"workhub-staging-wbsaleshub-data": "workhub-staging", "workhub-staging-old-data":
+                           "workhub-staging"}, {"workhub-staging-wbsaleshub-data": ["someones-debug-shell"]})
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == ["removed workhub-staging-old-data"]
+    assert done.stderr.splitlines()[-1] == ("purge: FAILED: workhub-staging-wbsaleshub-data on node2 is still used by "
+                                            "someones-debug-shell; destroy the stack first")
+
+
+def test_purge_of_a_node_without_the_stacks_volumes_says_so(node):
+    done = purge_on(node, {"workhub-production-wbsaleshub-data": "workhub-production"})
+    assert (done.returncode, done.stdout) == (0, ""), done.stderr
+    assert done.stderr == "purge: no volume of stack staging on node2\n"
+
+
+def test_a_swarm_purge_runs_on_every_node_and_says_what_it_removed_where(monkeypatch):
+    """Every node: the data node, and any a restore elsewhere left a copy on; a node that does not
+    answer fails the purge after the others, naming it and how to finish."""
+    config, _ = config_and_runtimes()
+    seen = []
+
+    def run(conn, key, text, label, log, **_):
+        seen.append((conn.host, label))
+        if conn.host == "10.0.0.13":
+            raise RemoteCommandError("purge on node3: could not connect to deploy@10.0.0.13:22")
+        return "removed workhub-staging-wbsaleshub-data\n" if conn.host == "10.0.0.12" else ""
+
+    monkeypatch.setattr(data, "run_script", run)
+    with pytest.raises(data.DataError) as failed:
+        data.swarm_purge(config, "key", "staging", lambda line: None)
+    assert seen == [("10.0.0.11", "purge on node1"), ("10.0.0.12", "purge on node2"), ("10.0.0.13", "purge on node3")]
+    assert str(failed.value) == ("the volumes on node3: purge on node3: could not connect to deploy@10.0.0.13:22 were "
+                                 "not removed; once that is fixed, `scripts/workhub destroy --stack staging "
+                                 "--purge-data` removes them")
+    monkeypatch.setattr(data, "run_script", lambda conn, *_, **__: "removed workhub-staging-wbsaleshub-data\n"
+                        if conn.host == "10.0.0.12" else "")
+    assert data.swarm_purge(config, "key", "staging", lambda line: None) == \
+        {"node1": [], "node2": ["workhub-staging-wbsaleshub-data"], "node3": []}
+
+
+def test_destroy_of_a_swarm_stack_says_what_left_its_swarm_and_what_stays_on_its_nodes():
+    config, _ = config_and_runtimes()
+    kept = destroyed_message("staging", False, config).splitlines()
+    assert kept[0] == ("workhub: stack 'staging' destroyed: its hubs' and its proxy's services, its network, configs "
+                       "and secrets are off its Swarm; it keeps:")
+    assert kept[1] == ("  - the hubs' volumes (their data) on their data nodes: wbsaleshub on node2 "
+                       "(`scripts/workhub destroy --stack staging --purge-data` removes them)")
+    assert "the Swarm: node1, node2, node3 stay in it, with their labels" in kept[2]
+    assert "from the host" not in "\n".join(kept), "nothing of it is one host's"
+    purged = destroyed_message("staging", True, config, {"node1": [], "node2": ["workhub-staging-wbsaleshub-data"]})
+    assert purged.splitlines()[0].endswith("are off its Swarm, and its volumes are gone: "
+                                           "workhub-staging-wbsaleshub-data on node2; it keeps:")
+    assert "data nodes" not in purged and "--purge-data" not in purged
+    assert "no volume of it was on its nodes" in destroyed_message("staging", True, config, {"node1": []})

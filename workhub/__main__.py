@@ -4,7 +4,8 @@
 
 With no stack, or `--stack local`, it works on the embedded default: it starts the throwaway
 SSH + Docker test host on 127.0.0.1 and points the `local` stack at it. Any other stack uses the
-backend you are logged in to (`scripts/workhub pulumi login`) and the config its operator set.
+backend you are logged in to (`scripts/workhub pulumi login`) and the config its operator set, in
+this checkout's Pulumi.yaml and Pulumi.<stack>.yaml (or those in WORKHUB_PROJECT_DIR when it is set).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Mapping, Optional
 
 from pulumi import automation as auto
 
+from components.config import StackConfig
 from components.deploy import prune_script, status_script
 from components.remote import RemoteCommandError
 
@@ -45,18 +48,46 @@ def format_status(rows: list[dict]) -> str:
     return "\n".join(aligned(table, indent=""))
 
 
-def destroyed_message(stack: str, purged: bool) -> str:
-    """What a destroy removed from the host, and what it keeps and why."""
+def destroyed_message(stack: str, purged: bool, config: Optional[StackConfig] = None,
+                      removed: Mapping[str, list[str]] = {}) -> str:
+    """What a destroy removed from the host (or the Swarm: `config`, and with `purged` the volumes
+    `removed` on each node), and what it keeps and why."""
+    if config is not None and config.swarm is not None:
+        return swarm_destroyed_message(stack, purged, config, removed)
     kept = [] if purged else ["the hubs' named volumes (their data; `scripts/workhub destroy --purge-data` removes them)"]
     kept += ["the build cache with its npm cache mounts (so a new stack builds fast; "
              "`scripts/workhub prune --reset-cache` empties it)",
              "the build logs and records under ~/.workhub/builds (the history `status` reads)",
              "the base and proxy images (other stacks use them)"]
-    removed = "containers, proxies, Compose and env files, images and build context uploads"
+    removed_text = "containers, proxies, Compose and env files, images and build context uploads"
     if purged:
-        removed += ", and its volumes"
-    return "\n".join([f"workhub: stack {stack!r} destroyed: its {removed} are gone from the host; it keeps:",
+        removed_text += ", and its volumes"
+    return "\n".join([f"workhub: stack {stack!r} destroyed: its {removed_text} are gone from the host; it keeps:",
                       *(f"  - {item}" for item in kept)])
+
+
+def swarm_destroyed_message(stack: str, purged: bool, config: StackConfig, removed: Mapping[str, list[str]]) -> str:
+    """A Swarm stack's destroy: its services are off the Swarm; its volumes stay on their nodes (or,
+    purged, the ones removed, by node); the Swarm, its nodes, the images and the build node's cache stay."""
+    swarm = config.swarm
+    assert swarm is not None
+    holders = [f"{hub.name} on {node.name}" for hub in config.hubs
+               if hub.volumes and (node := swarm.data_node(hub.name)) is not None]
+    gone = "its hubs' and its proxy's services, its network, configs and secrets are off its Swarm"
+    if purged:
+        volumes = [f"{volume} on {node}" for node, names in removed.items() for volume in names]
+        gone += f", and its volumes are gone: {', '.join(volumes)}" if volumes else "; no volume of it was on its nodes"
+    kept = [] if purged or not holders else [
+        f"the hubs' volumes (their data) on their data nodes: {', '.join(holders)} "
+        f"(`scripts/workhub destroy --stack {stack} --purge-data` removes them)"]
+    build = swarm.build_node()
+    kept += [f"the Swarm: {', '.join(node.name for node in swarm.nodes)} stay in it, with their labels "
+             "(README, \"Going back to one host\": how to take them out)",
+             "the hubs' images in the registry and on the nodes, and the base and proxy images"]
+    if build is not None:
+        kept.append(f"on the build node {build.name}: the build cache with its npm cache mounts and the build logs "
+                    "under ~/.workhub/builds (`scripts/workhub prune --reset-cache` empties the cache)")
+    return "\n".join([f"workhub: stack {stack!r} destroyed: {gone}; it keeps:", *(f"  - {item}" for item in kept)])
 
 
 def connect_local(engine: eng.Engine, needs_host: bool) -> auto.Stack:
@@ -125,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workhub: local npm registry cache ready: {npm_registry}", file=sys.stderr)
         stack = eng.local_stack(engine, args.stack, host, eng.local_config(host, npm_registry))
     else:
-        engine = eng.Engine()
+        engine = eng.Engine(work_dir=eng.project_dir())
         stack = engine.stack(args.stack)
 
     if args.operation == "outputs":
@@ -177,9 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workhub: {args.operation} of {args.stack!r} failed (the engine's message is above)", file=sys.stderr)
         return 1
     if args.operation == "destroy":
+        config, _ = eng.stack_config(stack)
+        removed: Mapping[str, list[str]] = {}
         if args.purge_data:
-            data.purge(stack, log)
-        print(destroyed_message(args.stack, args.purge_data))
+            try:
+                removed = data.purge(stack, log)
+            except (data.DataError, RemoteCommandError) as error:
+                print(f"workhub: destroy of {args.stack!r}: the stack is destroyed, but its volumes were not "
+                      f"purged: {error}", file=sys.stderr)
+                return 1
+        print(destroyed_message(args.stack, args.purge_data, config, removed))
     if args.operation == "refresh":
         print(f"\nworkhub: refresh of {args.stack!r}: {eng.drift_summary(eng.drift_found(stack))}")
     if args.operation == "up":

@@ -17,7 +17,7 @@ from components.build_host import connection_for
 from components import swarm_data
 from components.config import NAMESPACE, REGISTRY_PASSWORD, Hub, StackConfig
 from components.deploy import Serving, backup_script, purge_script, restore_script, volume_info_script
-from components.remote import run_script, with_secrets
+from components.remote import RemoteCommandError, run_script, with_secrets
 from components.runtime import volume_name
 from components.swarm_cluster import node_connection
 from components.swarm_scripts import labels_script
@@ -125,31 +125,46 @@ def swarm_backup(config: StackConfig, key: str, stack: str, out_dir: Path, hub: 
                                      "archives": entries})
 
 
-def _read_manifest(source: Path, stack: str) -> tuple[Path, dict]:
+def _read_manifest(source: Path, stack: str, log: Callable[[str], None]) -> tuple[Path, dict]:
+    """The manifest in `source` (a backup directory or its manifest.json). A backup of another stack
+    (a one-host stack's moving to a Swarm, or back) restores too: `log` says so, once."""
     manifest_path = source / MANIFEST if source.is_dir() else source
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as error:
         raise DataError(f"{manifest_path} is not a workhub backup manifest ({error})") from None
     if manifest.get("stack") != stack:
-        raise DataError(f"{manifest_path} is a backup of stack {manifest.get('stack')!r}, not {stack!r}; "
-                        "restore it into the stack it came from")
+        made_on = (f"the Swarm {', '.join(manifest['swarm'])}" if manifest.get("swarm")
+                   else f"the host {manifest.get('host') or '?'}")
+        log(f"restore: {manifest_path} is a backup of stack {manifest.get('stack')!r} (made on {made_on}); "
+            f"restoring it into {stack!r}")
     return manifest_path, manifest
 
 
 def _chosen(manifest_path: Path, manifest: dict, hubs: Mapping[str, Hub], hub: Optional[str],
-            volume: Optional[str]) -> list[dict]:
-    """The manifest's archives for these hubs (and volume), each checked against its sha256."""
-    chosen = [entry for entry in manifest.get("archives", [])
-              if entry["hub"] in hubs and volume in (None, entry["volume"])]
+            volume: Optional[str], stack: str) -> list[dict]:
+    """The manifest's archives for these hubs (and volume), each checked against its sha256; a hub or
+    volume of the backup the target stack does not have stops the restore before anything changed."""
+    archives = manifest.get("archives", [])
+    chosen = [entry for entry in archives if hub in (None, entry["hub"]) and volume in (None, entry["volume"])]
     if not chosen:
-        raise DataError(f"{manifest_path} holds no archive for hub {hub or 'any'} and volume {volume or 'any'}")
+        held = ", ".join(f"{entry['hub']}/{entry['volume']}" for entry in archives) or "nothing"
+        raise DataError(f"{manifest_path} holds no archive for hub {hub or 'any'} and volume {volume or 'any'} "
+                        f"(it holds {held})")
+    missing = sorted({entry["hub"] for entry in chosen if entry["hub"] not in hubs})
+    if missing:
+        raise DataError(f"stack {stack!r} has no hub {', '.join(missing)} (workhub:hubs in Pulumi.yaml), which "
+                        f"{manifest_path} holds data of; restore the others with --hub <hub>")
+    for entry in chosen:
+        volumes = hubs[entry["hub"]].volumes
+        if entry["volume"] not in volumes:
+            raise DataError(f"hub {entry['hub']} of stack {stack!r} has no volume {entry['volume']!r} (workhub:hubs[]"
+                            f".volumes in Pulumi.yaml; it has {', '.join(volumes) or 'none'}); restore the others "
+                            "with --volume <name>")
     for entry in chosen:
         archive = manifest_path.parent / entry["file"]
         if _sha256(archive) != entry["sha256"]:
             raise DataError(f"{archive} does not match the sha256 in {manifest_path}; it is damaged or was changed")
-        if entry["volume"] not in hubs[entry["hub"]].volumes:
-            raise DataError(f"hub {entry['hub']} has no volume {entry['volume']!r} in Pulumi.yaml any more")
     return chosen
 
 
@@ -158,14 +173,14 @@ def restore(stack: auto.Stack, source: Path, hub: Optional[str] = None, volume: 
     """Put back the volumes a backup in `source` (a directory with manifest.json, or the manifest)
     holds, each checked against its sha256 first; the hub's container stops for it and must answer
     its health path again. The number of volumes restored."""
-    manifest_path, manifest = _read_manifest(source, stack.name)
     config, key = eng.stack_config(stack)
     if config.swarm is not None:
         return swarm_restore(config, key, stack.name, source, hub, volume, log, _registry_password(stack))
+    manifest_path, manifest = _read_manifest(source, stack.name, log)
     conn = connection_for(config.host)
     hubs = {h.name: h for h in _hubs(config, hub)}
     serving = Serving(config.publish_address, config.deploy, config.proxy_image)
-    chosen = _chosen(manifest_path, manifest, hubs, hub, volume)
+    chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack.name)
     for entry in chosen:
         target = hubs[entry["hub"]]
         with (manifest_path.parent / entry["file"]).open("rb") as data:
@@ -183,9 +198,9 @@ def swarm_restore(config: StackConfig, key: str, stack: str, source: Path, hub: 
     moves there), the nodes' labels set from the config, and the service scaled back to its replicas,
     there. The number of volumes restored."""
     assert config.swarm is not None
-    manifest_path, manifest = _read_manifest(source, stack)
+    manifest_path, manifest = _read_manifest(source, stack, log)
     hubs = {h.name: h for h in _hubs(config, hub)}
-    chosen = _chosen(manifest_path, manifest, hubs, hub, volume)
+    chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack)
     manager = node_connection(config, config.swarm.node(config.swarm.managers[0]))
     for name in dict.fromkeys(entry["hub"] for entry in chosen):
         target = hubs[name]
@@ -205,10 +220,35 @@ def swarm_restore(config: StackConfig, key: str, stack: str, source: Path, hub: 
     return len(chosen)
 
 
-def purge(stack: auto.Stack, log: Callable[[str], None] = print) -> None:
-    """Remove every volume the stack's hubs keep on the host (after destroy: their data is gone)."""
+def purge(stack: auto.Stack, log: Callable[[str], None] = print) -> dict[str, list[str]]:
+    """Remove every volume the stack's hubs keep (after destroy: their data is gone): on one host, there;
+    on a Swarm, on each node that holds one. The volumes removed on each Swarm node (empty on one host)."""
     config, key = eng.stack_config(stack)
+    if config.swarm is not None:
+        return swarm_purge(config, key, stack.name, log)
     run_script(connection_for(config.host), key, purge_script(stack.name), "purge", log)
+    return {}
+
+
+def swarm_purge(config: StackConfig, key: str, stack: str, log: Callable[[str], None] = print) -> dict[str, list[str]]:
+    """A Swarm stack's purge, once it is off the Swarm: on every node, the stack's volumes there
+    removed (a hub's data node, and a node a restore elsewhere left a copy on); by node, the volumes
+    removed. A node that does not answer, or a volume still in use, fails it after the other nodes."""
+    assert config.swarm is not None
+    removed: dict[str, list[str]] = {}
+    failed = []
+    for node in config.swarm.nodes:
+        try:
+            out = run_script(node_connection(config, node), key, swarm_data.purge_script(config, stack, node.name),
+                             f"purge on {node.name}", log)
+        except RemoteCommandError as error:
+            failed.append(f"{node.name}: {error}")
+            continue
+        removed[node.name] = [line.removeprefix("removed ") for line in out.splitlines() if line.startswith("removed ")]
+    if failed:
+        raise DataError("the volumes on " + "; ".join(failed) + " were not removed; once that is fixed, "
+                        f"`scripts/workhub destroy --stack {stack} --purge-data` removes them")
+    return removed
 
 
 def default_out_dir(stack: str) -> Path:

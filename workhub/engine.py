@@ -40,6 +40,16 @@ LOCAL_STACK = "local"
 LOCAL_PASSPHRASE = "workhub-local-test-host"
 
 
+# The project the commands work on (Pulumi.yaml, each stack's Pulumi.<stack>.yaml): this checkout,
+# unless it names another directory (stacks' config kept apart from workhub's code, a test's project).
+PROJECT_DIR_ENV = "WORKHUB_PROJECT_DIR"
+
+
+def project_dir() -> Path:
+    """The project directory of the stacks other than `local` (WORKHUB_PROJECT_DIR, or this checkout)."""
+    return Path(os.environ.get(PROJECT_DIR_ENV) or REPO)
+
+
 # scripts/workhub sets it to what scripts/setup.sh's toolchain check printed a moment before.
 TOOLCHAIN_BIN_ENV = "WORKHUB_TOOLCHAIN_BIN"
 

@@ -80,7 +80,8 @@ def main(args: Sequence[str]) -> int:
     """Replace this process with the project's `pulumi ARGS...` (its exit code is the command's)."""
     bin_dir = eng.ensure_toolchain()
     env = environment(args)
-    os.chdir(eng.REPO)
+    # The local stack is this checkout's; any other is in the project directory (WORKHUB_PROJECT_DIR).
+    os.chdir(eng.REPO if uses_local_backend(args) else eng.project_dir())
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(str(bin_dir / "pulumi"), ["pulumi", *args], env)
