@@ -115,10 +115,11 @@ PREVIOUS_NPM = {"NPM_CONFIG_FETCH_RETRIES": "5", "NPM_CONFIG_FETCH_TIMEOUT": "30
 PREVIOUS_ATTEMPTS, PREVIOUS_BACKOFF_S = 5, 10.0
 
 
-def workhub_env() -> tuple[dict[str, str], BuildSettings]:
-    """The NPM_CONFIG_* build args workhub passes with its default BuildSettings(), and its install
-    retry (WORKHUB_RETRY: used where the Dockerfile's installs run under `eval "$WORKHUB_RETRY"`)."""
-    settings = BuildSettings()
+def workhub_env(**overrides) -> tuple[dict[str, str], BuildSettings]:
+    """The NPM_CONFIG_* build args workhub passes with its default BuildSettings() (or with the
+    settings of `overrides`, by alias), and its install retry (WORKHUB_RETRY: used where the
+    Dockerfile's installs run under `eval "$WORKHUB_RETRY"`)."""
+    settings = BuildSettings(**overrides)
     hub = type("BenchHub", (), {"build_args": {}})()
     words = workhub_scripts.build_args(hub, settings, None)
     args = dict(w.split("=", 1) for w in words[1::2])
@@ -134,11 +135,19 @@ def make_setups(defaults: dict[str, str]) -> dict[str, Setup]:
     c_env.update(wh_env)
     p_env = dict(defaults)
     p_env.update(PREVIOUS_NPM)
+    # F: today's defaults before the cache fill (installFillCache false: the install retry as it
+    # was, each try after a cut a whole `npm ci` again), so one run shows the fill's effect.
+    f_env = dict(defaults)
+    f_env.update(workhub_env(installFillCache=False)[0])
     return {
         "P": Setup("P", "workhub's previous defaults", True, p_env, attempts=PREVIOUS_ATTEMPTS,
                    backoff_s=PREVIOUS_BACKOFF_S,
                    note="cache mount, fetch-timeout 30000, retry min 2000 / max 15000, no install retry "
                         f"inside the step, up to {PREVIOUS_ATTEMPTS} build tries on transient()"),
+        "F": Setup("F", "workhub's defaults without the cache fill", True, f_env, attempts=wh.attempts,
+                   backoff_s=float(wh.retry_backoff_seconds),
+                   note="C with build.installFillCache false: after a cut, the install retry runs the "
+                        "whole npm ci again (workhub's defaults until the fill)"),
         "A": Setup("A", "no cache mount, npm defaults", False, dict(defaults),
                    note="empty npm cache in every build, one try"),
         "B": Setup("B", "the PRD's settings", True, prd,

@@ -42,6 +42,15 @@ NPM_FAULTS_ALSO = [
      "(fetch-timeout 5 s, retry pauses 1-4 s, the install retried inside its step by `eval \"$WORKHUB_RETRY\" npm "
      "ci`), with the installs inside real BuildKit builds of WBFinHub's Dockerfile, a new empty cache mount per "
      "build, at real time (no scaling: `--scale 1`, the stall 120 s), while other work loaded the 2 CPUs"),
+    ("bench/results-cut-fill.json", "Cut downloads: the cache fill vs the retry before it",
+     "Side by side in one run (issue 13, item 9, the cut cells): F, workhub's defaults without the cache fill "
+     "(`build.installFillCache: false`: after a cut, the install retry runs the whole `npm ci` again, and npm "
+     "extracts everything else before a cut fails it, then removes it), and C, today's (the try stops at its first "
+     "cut tarball, the lockfile's packages are fetched into the npm cache by npm's own pacote, each download tried "
+     "again on its own, then one `npm ci` installs from the cache); inside real BuildKit builds of WBFinHub's "
+     "Dockerfile (137 root and 265 front-end lockfile entries), a new empty cache mount per build, at real time, "
+     "the cells interleaved in random order, while three other sessions' tests loaded the 2 CPUs (so single times "
+     "vary by 2x: compare medians of the same run)"),
     ("bench/results-whatif-attempts5.json", "What-if: 5 tries",
      "What-if run, before 5 tries became the default: C with `build.attempts` 5, which is today's default"),
     ("bench/results-3attempts.json", "Earlier: 3 tries",

@@ -270,6 +270,14 @@ class BuildSettings(_Section):
     )
     install_max_tries: Int = Field(10, alias="installMaxTries", ge=1, le=50,
                                    description="Tries of one npm install in all, free ones included.")
+    # Measured (docs/benchmarks.md, "cut downloads"): npm retries no cut body, and a failed `npm ci`
+    # extracts everything else before it fails, then removes it; so a cut cost a whole install.
+    install_fill_cache: bool = Field(
+        True, alias="installFillCache",
+        description="In an install run by `eval \"$WORKHUB_RETRY\" npm ci`: a try stops at the first cut "
+                    "download, the lockfile's missing packages are then fetched into the npm cache, each "
+                    "tried again on its own, and the next try installs from the cache.",
+    )
     progress: str = Field("plain", description="BuildKit progress output; plain shows every step's log.")
     attempts: Int = Field(5, ge=1, le=10, description="Tries of a build that fails from the network.")
     attempt_timeout_seconds: Int = Field(

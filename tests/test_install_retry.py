@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from components.config import BuildSettings
-from components.scripts import NOT_NETWORK, install_retry
+from components.scripts import _FILL_CACHE, _STOP_AT_CUT, NOT_NETWORK, install_retry
 
 # A stand-in npm: each call runs the next line of $FAKE/npm-steps as shell code and notes its
 # arguments in $FAKE/npm-calls; `store` puts one new file in the npm cache's content store, as a
 # download that arrived whole does.
 FAKE_NPM = r"""#!/bin/sh
 printf '%s\n' "$*" >>"$FAKE/npm-calls"
+printf '%s|%s|%s\n' "${NODE_OPTIONS:-}" "${WR_NODE_OPTIONS:-}" "${NPM_CONFIG_PREFER_OFFLINE:-}" >>"$FAKE/npm-env"
 store() {
   c="$HOME/.npm/_cacache/content-v2/sha512"; mkdir -p "$c"
   touch "$c/$(wc -l <"$FAKE/npm-calls" | tr -d ' ')-$(ls "$c" | wc -l | tr -d ' ')"
@@ -30,6 +32,14 @@ step=$(sed -n 1p "$FAKE/npm-steps")
 [ -n "$step" ] || { echo "unexpected npm call: no step left"; exit 99; }
 sed -i 1d "$FAKE/npm-steps"
 eval "$step"
+"""
+# A stand-in node: notes its arguments after the script (`node -e SCRIPT NPM ARGS...`: the cache
+# fill's, NPM as its base name) in $FAKE/node-calls; $FAKE/fill is run as its work.
+FAKE_NODE = r"""#!/bin/sh
+shift 2
+npm=$1; shift
+printf '%s %s\n' "${npm##*/}" "$*" >>"$FAKE/node-calls"
+if [ -f "$FAKE/fill" ]; then . "$FAKE/fill"; fi
 """
 # A stand-in `sleep` (a function: busybox's own applet would win over one on PATH) noting each pause.
 FAKE_SLEEP = "sleep() { printf '%s\\n' \"$1\" >>\"$FAKE/pauses\"; }; "
@@ -63,17 +73,28 @@ def step(request, tmp_path):
     """Runs `eval "$WORKHUB_RETRY" npm ci` with the shell of the parameter, `WORKHUB_RETRY` as
     workhub renders it (None: the build arg not given, as in a plain `docker build`)."""
 
-    def run(npm_steps: list[str], build: BuildSettings | None = settings(), command: str = "npm ci") -> Step:
-        fake = tmp_path / "fake"
+    def run(npm_steps: list[str], build: BuildSettings | None = settings(), command: str = "npm ci",
+            node: bool = True, fill: str = "", env_extra: dict[str, str] | None = None) -> Step:
+        here = Path(tempfile.mkdtemp(dir=tmp_path))  # a test may run the step more than once
+        fake = here / "fake"
         (fake / "bin").mkdir(parents=True)
-        (tmp_path / "root").mkdir()
-        (fake / "bin" / "npm").write_text(FAKE_NPM)
-        (fake / "bin" / "npm").chmod(0o755)
+        (here / "root").mkdir()
+        for name, text in (("npm", FAKE_NPM), ("node", FAKE_NODE)) if node else (("npm", FAKE_NPM),):
+            (fake / "bin" / name).write_text(text)
+            (fake / "bin" / name).chmod(0o755)
         (fake / "npm-steps").write_text("".join(f"{s}\n" for s in npm_steps))
-        env = {"PATH": f"{fake / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path / "root"), "FAKE": str(fake)}
+        if fill:
+            (fake / "fill").write_text(fill + "\n")
+        # Only the stand-ins and the shell's tools: no real node (or npm) on the PATH.
+        tools = fake / "tools"
+        tools.mkdir()
+        for tool in ("find", "wc", "tee", "cat", "grep", "mktemp", "rm", "mkdir", "touch", "ls", "sed", "tr", "env"):
+            (tools / tool).symlink_to(shutil.which(tool))
+        env = {"PATH": f"{fake / 'bin'}:{tools}", "HOME": str(here / "root"), "FAKE": str(fake),
+               **(env_extra or {})}
         if build is not None:
             env["WORKHUB_RETRY"] = install_retry(build)
-        shell = ["busybox", "sh"] if request.param == "busybox" else [request.param]
+        shell = [shutil.which("busybox"), "sh"] if request.param == "busybox" else [shutil.which(request.param)]
         done = subprocess.run([*shell, "-c", FAKE_SLEEP + f'eval "$WORKHUB_RETRY" {command}'], env=env, capture_output=True,
                               text=True, timeout=20)
         assert done.stderr == "", done.stderr
@@ -146,3 +167,66 @@ def test_the_retry_is_one_line_of_quoted_settings():
     assert "\n" not in text
     assert text.startswith("wr_tries=2; wr_max=7; wr_pause=3; wr_pattern='ECONNRESET|")
     assert text.endswith("; workhub_retry")
+
+
+# The cache fill (build.installFillCache, on by default): after a try that failed from the network,
+# node runs the fill with npm's path, the try budget and the install's npm words; the next try
+# installs with prefer-offline. The first try of `npm ci` has the stop-at-cut script preloaded, the
+# NODE_OPTIONS it had kept for npm's own children.
+STORE_ALL = 'c="$HOME/.npm/_cacache/content-v2/sha512"; mkdir -p "$c"; touch "$c/filled-1" "$c/filled-2"'
+
+
+def test_after_a_cut_the_fill_runs_and_the_next_try_installs_from_the_cache(step):
+    done = step([CUT_ALONE, OK], fill=STORE_ALL, env_extra={"NODE_OPTIONS": "--max-old-space-size=512"})
+    assert done.code == 0
+    assert done.notes("node-calls") == ["npm 10 ci"], "npm's path, installMaxTries, the npm words"
+    first, second = done.notes("npm-env")
+    assert first.startswith("--max-old-space-size=512 --require=") and first.endswith("/stop.js|--max-old-space-size=512|")
+    assert second.endswith("|true"), "after the fill, the next try prefers the cache"
+    assert "try 1 of npm ci failed from the network; it stored 2 new files in the npm cache, so it is free" in done.out, \
+        "what the fill stored counts as the try's progress: no pause, no budget"
+    assert done.notes("pauses") == []
+
+
+def test_the_fill_gets_the_installs_own_npm_words(step):
+    done = step([CUT, OK], command="npm --prefix frontend ci --omit=dev")
+    assert done.code == 0 and done.notes("node-calls") == ["npm 10 --prefix frontend ci --omit=dev"]
+    assert done.notes("npm-calls") == ["--prefix frontend ci --omit=dev"] * 2, "the command is run as written again"
+
+
+def test_no_fill_after_a_success_or_an_error_not_from_the_network_nor_after_the_last_try(step):
+    assert step([OK]).notes("node-calls") == []
+    assert step([OUT_OF_SYNC]).notes("node-calls") == []
+
+
+def test_no_fill_after_the_last_try(step):
+    done = step([CUT, CUT], settings(max_tries=2))
+    assert done.code == 1 and done.notes("node-calls") == ["npm 2 ci"], "only between tries"
+
+
+def test_without_node_or_with_the_fill_off_the_retry_is_as_before(step):
+    for done in (step([CUT, OK], node=False), step([CUT, OK], BuildSettings(installFillCache=False))):
+        assert done.code == 0 and done.notes("npm-calls") == ["ci", "ci"]
+        assert done.notes("node-calls") == []
+        assert [line.split("|")[0] for line in done.notes("npm-env")] == ["", ""], "no script preloaded"
+
+
+def test_a_command_that_is_not_npm_gets_no_fill(step):
+    done = step([CUT, OK], command="env npm ci")
+    assert done.code == 0 and done.notes("node-calls") == []
+
+
+def test_the_fill_scripts_are_quoted_settings_and_only_with_the_fill_on():
+    on, off = install_retry(BuildSettings()), install_retry(BuildSettings(installFillCache=False))
+    assert "\n" not in on
+    assert "; wr_fill=true; wr_stop_js='" in on and "; wr_fill_js='" in on
+    assert "; wr_fill=false; " in off and "wr_stop_js=" not in off and "wr_fill_js=" not in off
+    assert "'" not in _STOP_AT_CUT + _FILL_CACHE, "single-quoted as they are, so no quote in them"
+    # the stop script acts only in npm's own process, only for npm ci, only on a tarball's body
+    assert 'realpathSync(process.argv[1] || "/")' in _STOP_AT_CUT and '["ci", "clean-install", "ic", "install-clean"]' in _STOP_AT_CUT
+    assert 'req.method === "GET"' in _STOP_AT_CUT and r"/\/-\/[^/?]+\.tgz(\?|$)/" in _STOP_AT_CUT
+    assert 'process.env.NODE_OPTIONS = process.env.WR_NODE_OPTIONS || ""' in _STOP_AT_CUT
+    # the fill uses npm's own modules and config, skips what npm ci skips, tries each download apart
+    assert 'need("pacote")' in _FILL_CACHE and "await npm.load()" in _FILL_CACHE
+    assert "checks.checkPlatform" in _FILL_CACHE and "omit.has(kind)" in _FILL_CACHE
+    assert "if (n >= Number(tries))" in _FILL_CACHE and "length: 16" in _FILL_CACHE
