@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
@@ -55,19 +56,17 @@ LABELS = [{"serve": True, "build": True}, {"serve": True, "data": ["wbsaleshub"]
 def bed(tmp_path_factory):
     """The test bed with the Node base and proxy images in its registry; its nodes are plain
     engines (workhub forms the Swarm). Gone again after the module."""
-    # Not under pytest's own directory (only root may enter it): the deploy user's steps on the build
-    # node read its engine's data root (the free disk there), as on a real node.
-    state = Path(tempfile.mkdtemp(prefix="workhub-swarm-up-"))
-    state.chmod(0o755)
+    # Under pytest's own directory, which only root may enter: the nodes' engines keep their data
+    # elsewhere (scripts/swarm-testbed.sh), where the deploy user's steps on the build node read the
+    # free disk, as on a real node.
+    state = tmp_path_factory.mktemp("swarm-up")
     started = run_testbed(state, "up", "--hub-images")
     if started.returncode != 0:
         logs = run_testbed(state, "logs").stdout
         run_testbed(state, "down", "--purge")
-        shutil.rmtree(state, ignore_errors=True)
         pytest.fail(f"the Swarm test bed did not come up:\n{started.stderr[-3000:]}\n{logs[-5000:]}")
     yield json.loads(started.stdout)
     stopped = run_testbed(state, "down", "--purge")
-    shutil.rmtree(state, ignore_errors=True)
     assert stopped.returncode == 0, stopped.stderr
 
 
@@ -106,13 +105,15 @@ def public_url(hub: str, rev: str = "") -> str:
     return f"http://10.213.37.11:{HOST_PORTS[hub]}/{rev}"
 
 
-def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str) -> tuple[eng.Engine, auto.Stack]:
-    """The stack `e2e` on the test bed's Swarm: the sample hubs (wbhubmanager with 2 replicas), its
-    project in a directory and file backend of its own."""
+def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str, hubs: list[dict] = HUBS,
+                    labels: list[dict] = LABELS, swarm_hubs: Optional[dict] = None) -> tuple[eng.Engine, auto.Stack]:
+    """The stack `e2e` on the test bed's Swarm: the sample hubs (by default wbhubmanager with 2
+    replicas; `swarm_hubs` replaces workhub:swarm.hubs), node N with `labels[N - 1]`, its project in
+    a directory and file backend of its own."""
     work = tmp_path / "project"
     work.mkdir()
     project = yaml.safe_load((eng.REPO / "Pulumi.yaml").read_text())
-    project["config"]["workhub:hubs"]["value"] = HUBS
+    project["config"]["workhub:hubs"]["value"] = hubs
     project["config"]["workhub:deploy"]["value"].update(healthTimeoutSeconds=20, healthyPasses=2,
                                                         healthIntervalMs=300, stopGraceSeconds=5)
     (work / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
@@ -120,8 +121,9 @@ def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str)
     swarm = {"user": bed["user"], "managers": [node["name"] for node in bed["nodes"]], "monitorSeconds": 5,
              "healthIntervalSeconds": 1,
              "nodes": [{"name": node["name"], "address": node["address"], "hostKey": node["host_public_key"],
-                        "labels": labels} for node, labels in zip(bed["nodes"], LABELS)],
-             "hubs": {"wbhubmanager": {"replicas": 2, "memoryMb": 256}}}
+                        "labels": node_labels} for node, node_labels in zip(bed["nodes"], labels)],
+             "hubs": {"wbhubmanager": {"replicas": 2, "memoryMb": 256}} if swarm_hubs is None else swarm_hubs}
+    ports = {hub["name"]: HOST_PORTS[hub["name"]] for hub in hubs}
     values = {
         "workhub:sourceRoot": str(sources),
         "workhub:npmRegistry": npm_registry,
@@ -129,8 +131,8 @@ def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str)
         "workhub:registry.username": registry["username"],
         "workhub:proxyImage": bed["hub_images"]["proxy"],
         "workhub:swarm": json.dumps(swarm),
-        **{f"workhub:hostPorts.{hub}": str(port) for hub, port in HOST_PORTS.items()},
-        **{f"workhub:env.{hub}.PUBLIC_URL": public_url(hub) for hub in HOST_PORTS},
+        **{f"workhub:hostPorts.{hub}": str(port) for hub, port in ports.items()},
+        **{f"workhub:env.{hub}.PUBLIC_URL": public_url(hub) for hub in ports},
     }
     engine = eng.local_engine(work_dir=work, state_dir=tmp_path)
     engine.pusher = BedCi(bed)
@@ -138,7 +140,7 @@ def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str)
     stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
     engine.set_secret(STACK, "workhub:sshPrivateKey", Path(bed["private_key_path"]).read_text())
     engine.set_secret(STACK, "workhub:registryPassword", Path(registry["password_file"]).read_text())
-    for hub, named in eng.local_secrets(HUBS, tmp_path).items():
+    for hub, named in eng.local_secrets(hubs, tmp_path).items():
         for name, value in named.items():
             engine.set_secret(STACK, f"workhub:secrets.{hub}.{name}", value, path=True)
     return engine, stack
@@ -182,13 +184,12 @@ def serving_urls(bed: dict, hub: str) -> list[str]:
             if labels.get("serve")]
 
 
-def probed_up(bed: dict, stack: auto.Stack):
-    """`up` under a prober through each serving node's proxy to wbhubmanager's settings page; the
-    up's result, its lines, and the probers' reports."""
+def probed_up(stack: auto.Stack, urls: list[str], path: str = "/debug/digests"):
+    """`up` under a prober on each of `urls` (by default through a proxy to wbhubmanager's settings
+    page); the up's result, its lines, and the probers' reports."""
     from tools.prober import Prober
 
-    probers = [Prober(url, rate=10, timeout=10, path="/debug/digests").start()
-               for url in serving_urls(bed, "wbhubmanager")]
+    probers = [Prober(url, rate=10, timeout=10, path=path).start() for url in urls]
     try:
         result, out = reported(stack)
         time.sleep(2)
@@ -232,7 +233,7 @@ def test_up_deploys_the_sample_hubs_rolls_a_setting_out_and_a_bad_version_back_w
         # A changed setting: a rolling update of the two replicas, start-first, behind both proxies.
         stack.set_config("workhub:env.wbhubmanager.PUBLIC_URL", auto.ConfigValue(public_url("wbhubmanager", "v2")),
                          path=True)
-        result, out, reports = probed_up(bed, stack)
+        result, out, reports = probed_up(stack, serving_urls(bed, "wbhubmanager"))
         assert result is not None, "\n".join(out[-40:])
         assert any(f"{SERVICE}: rolled out" in line for line in out), "\n".join(out[-40:])
         for report in reports:
@@ -245,7 +246,7 @@ def test_up_deploys_the_sample_hubs_rolls_a_setting_out_and_a_bad_version_back_w
         # A new version whose health path answers 500: Swarm rolls it back, no request reaches it, and
         # `up` fails saying why, last.
         break_health(sources, "WBHubManager")
-        result, out, reports = probed_up(bed, stack)
+        result, out, reports = probed_up(stack, serving_urls(bed, "wbhubmanager"))
         assert result is None
         whole, report = "\n".join(out), out[-1]
         lines = report.splitlines()
