@@ -221,9 +221,8 @@ def build_images(bed: Bed, hubs: list[dict]) -> dict[str, Any]:
         raise RuntimeError(f"could not listen on {gateway}:{FORWARD_PORT} for the npm registry's forward")
     images = {}
     try:
-        # The hubs' Dockerfiles start FROM the Node base image by its plain name.
-        base = bed.env["hub_images"]["base"]
-        bed.node_docker(1, "tag", base, base.removeprefix(bed.env["registry"]["server"] + "/workhub/"), check=True)
+        # The hubs' Dockerfiles start FROM the Node base image by its plain name, which node 1 has
+        # (scripts/swarm-testbed.sh up --hub-images).
         for raw in hubs:
             hub = Hub.model_validate(raw)
             ref = f"{bed.env['registry']['server']}/workhub/bench-{hub.name}:bench"
