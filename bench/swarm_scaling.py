@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_info, write_section  # noqa: E402
+from tools.forward import Forward  # noqa: E402
 
 STACK = "bench"
 HOST_PORTS = {"wbhubmanager": 24190, "wbsaleshub": 24191, "wbfinhub": 24192}
@@ -204,58 +205,6 @@ class Bed:
         self.run_testbed(self.state, "down")
 
 
-class Forward:
-    """A TCP forward from the test bed's bridge to the local npm registry on 127.0.0.1, so node 1's
-    builds reach it (the registry listens on loopback only). asyncio's streams: a byte pipe is all
-    it takes, and no forwarding tool is installed here."""
-
-    def __init__(self, listen: str, port: int, target: tuple[str, int]):
-        self.listen, self.want, self.target = listen, port, target
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
-        ready.wait(10)
-
-    def _serve(self, ready: threading.Event) -> None:
-        async def pipe(reader, writer):
-            try:
-                while data := await reader.read(65536):
-                    writer.write(data)
-                    await writer.drain()
-            except OSError:
-                pass
-            finally:
-                writer.close()
-
-        async def handle(reader, writer):
-            try:
-                up_reader, up_writer = await asyncio.open_connection(*self.target)
-            except OSError:
-                writer.close()
-                return
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-        async def start():
-            server = await asyncio.start_server(handle, self.listen, self.want)
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            await server.serve_forever()
-
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(start())
-        except (asyncio.CancelledError, RuntimeError, OSError):
-            ready.set()  # a port taken: self.port stays 0
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.listen}:{self.port}/"
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
 def build_images(bed: Bed, hubs: list[dict]) -> dict[str, Any]:
     """Each sample hub built on node 1 with workhub's build args and pushed to the registry; the
     references, and how long that took (not part of any cell)."""
@@ -272,9 +221,8 @@ def build_images(bed: Bed, hubs: list[dict]) -> dict[str, Any]:
         raise RuntimeError(f"could not listen on {gateway}:{FORWARD_PORT} for the npm registry's forward")
     images = {}
     try:
-        # The hubs' Dockerfiles start FROM the Node base image by its plain name.
-        base = bed.env["hub_images"]["base"]
-        bed.node_docker(1, "tag", base, base.removeprefix(bed.env["registry"]["server"] + "/workhub/"), check=True)
+        # The hubs' Dockerfiles start FROM the Node base image by its plain name, which node 1 has
+        # (scripts/swarm-testbed.sh up --hub-images).
         for raw in hubs:
             hub = Hub.model_validate(raw)
             ref = f"{bed.env['registry']['server']}/workhub/bench-{hub.name}:bench"

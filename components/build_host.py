@@ -31,6 +31,9 @@ class BuildHostArgs:
     builds_here: bool = True
     """Whether any of them builds on the host (not all pulled from the registry): only then does
     the preflight check the Node heap and BuildKit."""
+    checked: bool = True
+    """Whether the host's facts, preflight and setup run at all: a Swarm's build node has nothing to
+    check when no hub builds there (its hubs run on the nodes, which pull their images)."""
 
 
 def connection_for(host: HostConfig) -> Connection:
@@ -56,11 +59,12 @@ def parse_last_json(stdout: str) -> dict[str, Any]:
 class BuildHost(pulumi.ComponentResource):
     """The build host, reached over SSH with a pinned host key.
 
-    `ready` lists what the first build must wait for: the preflight, then the host's SSH setup."""
+    `ready` lists what the first build must wait for: the preflight, then the host's SSH setup
+    (nothing, and no facts, when the host is not `checked`)."""
 
     connection: Connection
-    facts_command: RemoteCommand
-    facts: pulumi.Output[dict[str, Any]]
+    facts_command: Optional[RemoteCommand]
+    facts: Optional[pulumi.Output[dict[str, Any]]]
     ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: BuildHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -78,6 +82,10 @@ class BuildHost(pulumi.ComponentResource):
                 **kwargs,
             )
 
+        if not args.checked:
+            self.facts_command, self.facts, self.ready = None, None, []
+            self.register_outputs({})
+            return
         self.facts_command = command("facts", host_facts_script(args.base_image), [])
         self.facts = self.facts_command.stdout.apply(parse_last_json)
         preflight = command("preflight", preflight_script(args.base_image, args.build, args.builds_here), [],

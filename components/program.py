@@ -73,11 +73,14 @@ def _build_host_and_chain(project_dir: Path, config: StackConfig, plans: list[Hu
         pulumi.log.warn(warning)
     serving = Serving(config.publish_address, config.deploy, config.proxy_image)
     settings = pulumi.Config(NAMESPACE)
+    builds_here = any(plan.hub.build_mode == "remote" for plan in plans)
     host = BuildHost(
         "build-host",
         BuildHostArgs(config.host, settings.require_secret(SSH_KEY), config.base_image, config.build,
-                      config.ssh_keep_alive, tuple(plan.image for plan in plans),
-                      builds_here=any(plan.hub.build_mode == "remote" for plan in plans)),
+                      config.ssh_keep_alive, tuple(plan.image for plan in plans), builds_here=builds_here,
+                      # One host runs its hubs (its disk is checked in any case); a Swarm's build node
+                      # only builds.
+                      checked=builds_here or config.swarm is None),
     )
     chain = BuildChain(
         "hubs",
@@ -156,7 +159,8 @@ def swarm_program(config: StackConfig, host: BuildHost, chain: BuildChain, runti
         after=[*cluster.ready, *(step for image in built.values() for step in image.ready)]))
     outputs = partial(swarm_outputs, config, {name: image.image for name, image in built.items()}, sources, runtimes)
     pulumi.export("host", host.connection.describe())
-    pulumi.export("hostFacts", host.facts)
+    if host.facts is not None:
+        pulumi.export("hostFacts", host.facts)
     pulumi.export("swarm", {"stack": namespace(stack), "managers": config.swarm.managers,
                             "nodes": [node.name for node in config.swarm.nodes]})
     pulumi.export("hubs", deployed.result.apply(outputs))

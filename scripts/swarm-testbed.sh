@@ -11,7 +11,9 @@
 # deploy user's SSH sessions on that node get as DOCKER_HOST). `up` and `env` print all of it as
 # JSON. `up` puts a small busybox image in the registry; with --hub-images also the Node base image and
 # the proxy image (haproxy:2.6), made as the single test host makes them, and node 1 gets BuildKit's
-# Dockerfile frontend (so it builds the hubs' Dockerfiles). One test bed per machine. `up` forms no Swarm: the nodes are plain engines until a test
+# Dockerfile frontend and the base image by its plain name (so it builds the hubs' Dockerfiles, as a
+# Swarm's build node does; its npm reaches the local npm registry through a forward on the bridge
+# that the test starts, tools/forward.py). One test bed per machine. `up` forms no Swarm: the nodes are plain engines until a test
 # (or workhub) inits and joins them. `stop-node N` stops node N's dockerd (its containers stop with it;
 # its namespace, address and sshd stay), as when that machine's engine dies; `start-node N` starts it
 # again with the same data root, so it rejoins its Swarm.
@@ -40,6 +42,13 @@ PACKAGES=(docker.io openssh-server busybox-static iproute2 util-linux)
 netns() { echo "workhub-swarm-$1"; }
 node_ip() { echo "$SUBNET.$((10 + $1))"; }
 node_dir() { echo "$BED/node$1"; }
+# Each node's engine data (images, build cache, volumes) lives under /var/lib, not in $BED: the deploy
+# user's steps on a build node read the free disk under its engine's data root (df), and $BED may be
+# in a directory only root may enter (pytest's temporary directories). One directory per state
+# directory (a hash of $BED's path), removed by `down --purge`.
+DATA_TOP=/var/lib/workhub-swarm
+data_dir() { echo "$DATA_TOP/$(printf '%s' "$BED" | sha256sum | cut -c1-12)"; }
+node_data() { echo "$(data_dir)/node$1"; }
 node_socket() { echo "$RUN_DIR/$1/docker.sock"; }
 # The client itself, not $DOCKER: the single host's helpers run with DOCKER=node1_docker.
 DOCKER_CLI=/usr/bin/docker
@@ -77,7 +86,7 @@ start_node_dockerd() {
   log "node $n: starting dockerd (storage driver $driver)"
   # shellcheck disable=SC2016 # the inner shell expands them
   (close_inherited_fds && in_netns "$n" unshare --uts -- sh -c 'hostname "$0" && exec "$@"' "node$n" \
-    /usr/sbin/dockerd --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$RUN_DIR/$n/exec" \
+    /usr/sbin/dockerd --config-file "$dir/daemon.json" --data-root "$(node_data "$n")" --exec-root "$RUN_DIR/$n/exec" \
     --pidfile "$RUN_DIR/$n/dockerd.pid" -H "unix://$(node_socket "$n")" --group docker \
     --storage-driver "$driver" --cgroup-parent "workhub-swarm-$n" \
     --insecure-registry "$(registry_server)") >>"$dir/dockerd.log" 2>&1 </dev/null &
@@ -88,8 +97,8 @@ ensure_node_dockerd() {
   local n="$1" dir
   dir="$(node_dir "$n")"
   node_docker "$n" info >/dev/null 2>&1 && return 0
-  mkdir -p "$dir/data" "$RUN_DIR/$n"
-  chmod 755 "$RUN_DIR" "$RUN_DIR/$n"
+  mkdir -p "$dir" "$(node_data "$n")" "$RUN_DIR/$n"
+  chmod 755 "$RUN_DIR" "$RUN_DIR/$n" "$DATA_TOP" "$(data_dir)"
   # Its own (empty) config file: nothing of this machine's engine settings applies.
   [[ -f "$dir/daemon.json" ]] || echo '{}' >"$dir/daemon.json"
   if ! start_node_dockerd "$n" overlay2 && ! start_node_dockerd "$n" vfs; then
@@ -176,6 +185,9 @@ ensure_hub_images() {
     log "making $proxy from this machine's haproxy package"
     PROXY_IMAGE="$proxy" import_proxy_image "$(dpkg-query -W -f='${Version}' haproxy)"
   fi
+  # Node 1's builds start FROM it by its plain name (the hubs' Dockerfiles, workhub:baseImage), as the
+  # single test host has it.
+  node_docker 1 tag "$base" "$BASE_IMAGE"
   DOCKER=/usr/bin/docker
   node_docker 1 push -q "$base" >/dev/null
   node_docker 1 push -q "$proxy" >/dev/null
@@ -292,7 +304,7 @@ stop_node() {
     [[ -z "$pids" ]] || kill -9 $pids 2>/dev/null || true
   fi
   local mount
-  for mount in $(mounts_under "$RUN_DIR/$n" "$dir/data"); do umount -l "$mount" 2>/dev/null || true; done
+  for mount in $(mounts_under "$RUN_DIR/$n" "$(node_data "$n")"); do umount -l "$mount" 2>/dev/null || true; done
   rm -rf "${RUN_DIR:?}/$n"
   [[ -e "/var/run/netns/$(netns "$n")" ]] && ip netns del "$(netns "$n")"
   # A cgroup its containers left (cgroup v1: one per controller).
@@ -311,7 +323,8 @@ cmd_down() {
   if [[ "${1:-}" == --purge && -d "$BED" ]]; then
     log "removing $BED and its key from ~$SSH_USER/.ssh/authorized_keys"
     STATE="$BED" forget_client_key
-    rm -rf "$BED"
+    rm -rf "$BED" "$(data_dir)"
+    rmdir "$DATA_TOP" 2>/dev/null || true
   fi
   log "down"
 }

@@ -23,6 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 TESTBED = REPO / "scripts" / "swarm-testbed.sh"
 RUN_DIR = "/run/workhub-swarm"
+DATA_TOP = "/var/lib/workhub-swarm"  # the nodes' engine data (scripts/swarm-testbed.sh)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -130,7 +131,7 @@ def leftovers(state: Path) -> list[str]:
         found.append("bridge whswarm0")
     with open("/proc/self/mountinfo") as mounts:
         found += [f"mount {line.split()[4]}" for line in mounts
-                  if line.split()[4].startswith((RUN_DIR, str(state)))]
+                  if line.split()[4].startswith((RUN_DIR, str(state), DATA_TOP))]
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue

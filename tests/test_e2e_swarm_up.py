@@ -29,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
@@ -67,19 +68,17 @@ LABELS = [{"serve": True, "build": True}, {"serve": True, "data": ["wbsaleshub"]
 def bed(tmp_path_factory):
     """The test bed with the Node base and proxy images in its registry; its nodes are plain
     engines (workhub forms the Swarm). Gone again after the module."""
-    # Not under pytest's own directory (only root may enter it): the deploy user's steps on the build
-    # node read its engine's data root (the free disk there), as on a real node.
-    state = Path(tempfile.mkdtemp(prefix="workhub-swarm-up-"))
-    state.chmod(0o755)
+    # Under pytest's own directory, which only root may enter: the nodes' engines keep their data
+    # elsewhere (scripts/swarm-testbed.sh), where the deploy user's steps on the build node read the
+    # free disk, as on a real node.
+    state = tmp_path_factory.mktemp("swarm-up")
     started = run_testbed(state, "up", "--hub-images")
     if started.returncode != 0:
         logs = run_testbed(state, "logs").stdout
         run_testbed(state, "down", "--purge")
-        shutil.rmtree(state, ignore_errors=True)
         pytest.fail(f"the Swarm test bed did not come up:\n{started.stderr[-3000:]}\n{logs[-5000:]}")
     yield json.loads(started.stdout)
     stopped = run_testbed(state, "down", "--purge")
-    shutil.rmtree(state, ignore_errors=True)
     assert stopped.returncode == 0, stopped.stderr
 
 
@@ -114,18 +113,20 @@ class BedCi(CiStandIn):
         return []
 
 
-def public_url(hub: str, rev: str = "") -> str:
-    return f"http://10.213.37.11:{HOST_PORTS[hub]}/{rev}"
+def public_url(hub: str, rev: str = "", port: Optional[int] = None) -> str:
+    return f"http://10.213.37.11:{port or HOST_PORTS[hub]}/{rev}"
 
 
 def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str, *, name: str = STACK,
-                    hubs: list[dict] = HUBS, host_ports: dict[str, int] = HOST_PORTS,
+                    hubs: list[dict] = HUBS, host_ports: Optional[dict[str, int]] = None,
+                    labels: list[dict] = LABELS, swarm_hubs: Optional[dict] = None,
                     engine: eng.Engine | None = None, values: dict[str, str] | None = None,
                     ) -> tuple[eng.Engine, auto.Stack]:
-    """The stack `name` (`e2e`) on the test bed's Swarm: `hubs` (the sample hubs; wbhubmanager with 2
-    replicas) on `host_ports`, `values` added to its config. Its project is in a directory and file
-    backend of its own, unless `engine` (another stack's) is given: then it shares that one's, as a
-    stack that promotes from the other must."""
+    """The stack `name` (`e2e`) on the test bed's Swarm: `hubs` (the sample hubs) on `host_ports`
+    (by default HOST_PORTS), node N with `labels[N - 1]`, `swarm_hubs` as workhub:swarm.hubs (by
+    default wbhubmanager with 2 replicas), `values` added to its config. Its project is in a
+    directory and file backend of its own, unless `engine` (another stack's) is given: then it
+    shares that one's, as a stack that promotes from the other must."""
     if engine is None:
         work = tmp_path / "project"
         work.mkdir()
@@ -138,14 +139,15 @@ def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str,
         engine.pusher = BedCi(bed)
     registry = bed["registry"]
     names = {hub["name"] for hub in hubs}
+    host_ports = host_ports or {hub: port for hub, port in HOST_PORTS.items() if hub in names}
     # A node holds the data of this stack's hubs only (naming another hub is refused).
     labels = [{key: [hub for hub in value if hub in names] if key == "data" else value for key, value in row.items()}
-              for row in LABELS]
+              for row in labels]
     swarm = {"user": bed["user"], "managers": [node["name"] for node in bed["nodes"]], "monitorSeconds": 5,
              "healthIntervalSeconds": 1,
              "nodes": [{"name": node["name"], "address": node["address"], "hostKey": node["host_public_key"],
                         "labels": row} for node, row in zip(bed["nodes"], labels)],
-             "hubs": {"wbhubmanager": {"replicas": 2, "memoryMb": 256}}}
+             "hubs": {"wbhubmanager": {"replicas": 2, "memoryMb": 256}} if swarm_hubs is None else swarm_hubs}
     config = {
         "workhub:sourceRoot": str(sources),
         "workhub:npmRegistry": npm_registry,
@@ -154,7 +156,7 @@ def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str,
         "workhub:proxyImage": bed["hub_images"]["proxy"],
         "workhub:swarm": json.dumps(swarm),
         **{f"workhub:hostPorts.{hub}": str(port) for hub, port in host_ports.items()},
-        **{f"workhub:env.{hub}.PUBLIC_URL": f"http://10.213.37.11:{port}/" for hub, port in host_ports.items()},
+        **{f"workhub:env.{hub}.PUBLIC_URL": public_url(hub, port=port) for hub, port in host_ports.items()},
         **(values or {}),
     }
     stack = engine.stack(name)
@@ -231,13 +233,12 @@ def serving_urls(bed: dict, hub: str) -> list[str]:
             if labels.get("serve")]
 
 
-def probed_up(bed: dict, stack: auto.Stack):
-    """`up` under a prober through each serving node's proxy to wbhubmanager's settings page; the
-    up's result, its lines, and the probers' reports."""
+def probed_up(stack: auto.Stack, urls: list[str], path: str = "/debug/digests"):
+    """`up` under a prober on each of `urls` (by default through a proxy to wbhubmanager's settings
+    page); the up's result, its lines, and the probers' reports."""
     from tools.prober import Prober
 
-    probers = [Prober(url, rate=10, timeout=10, path="/debug/digests").start()
-               for url in serving_urls(bed, "wbhubmanager")]
+    probers = [Prober(url, rate=10, timeout=10, path=path).start() for url in urls]
     try:
         result, out = reported(stack)
         time.sleep(2)
@@ -279,7 +280,7 @@ def test_up_deploys_the_sample_hubs_rolls_a_setting_out_and_a_bad_version_back_w
     # A changed setting: a rolling update of the two replicas, start-first, behind both proxies.
     stack.set_config("workhub:env.wbhubmanager.PUBLIC_URL", auto.ConfigValue(public_url("wbhubmanager", "v2")),
                      path=True)
-    result, out, reports = probed_up(bed, stack)
+    result, out, reports = probed_up(stack, serving_urls(bed, "wbhubmanager"))
     assert result is not None, "\n".join(out[-40:])
     assert any(f"{SERVICE}: rolled out" in line for line in out), "\n".join(out[-40:])
     for report in reports:
@@ -292,7 +293,7 @@ def test_up_deploys_the_sample_hubs_rolls_a_setting_out_and_a_bad_version_back_w
     # A new version whose health path answers 500: Swarm rolls it back, no request reaches it, and
     # `up` fails saying why, last.
     break_health(sources, "WBHubManager")
-    result, out, reports = probed_up(bed, stack)
+    result, out, reports = probed_up(stack, serving_urls(bed, "wbhubmanager"))
     assert result is None
     whole, report = "\n".join(out), out[-1]
     lines = report.splitlines()

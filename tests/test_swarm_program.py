@@ -138,6 +138,38 @@ def test_images_reach_the_registry_then_one_deploy_on_the_first_manager(mocks, p
 
 
 @pulumi.runtime.test
+def test_the_build_node_is_checked_only_when_a_hub_builds_there(mocks, project):
+    """With every hub built by CI, nothing runs on the build node: no facts, preflight or SSH setup
+    (its disk, memory and BuildKit are no concern of the nodes that pull); the deploy still waits
+    for the Swarm and the pushes."""
+    settings = swarm_config()
+    hubs = json.loads(settings["workhub:hubs"])
+    hubs[0]["buildMode"] = "registry"
+    settings["workhub:hubs"] = json.dumps(hubs)
+    pulumi.runtime.set_all_config(settings, secret_keys=SECRET_KEYS)
+
+    def check(chain, deployed, pusher, _):
+        names = [r.name for r in commands(mocks)]
+        assert not [name for name in names if name.startswith("build-host-")], names
+        assert not [name for name in names if name.endswith(("-build", "-push"))], names
+        assert pusher.pushed == [image.image for image in chain.images]
+        assert "swarm-deploy" in names
+
+    return run(project, check)
+
+
+@pulumi.runtime.test
+def test_the_build_node_is_checked_before_a_host_build(mocks, project, depends_on):
+    def check(chain, deployed, pusher, _):
+        names = [r.name for r in commands(mocks)]
+        assert [name for name in names if name.startswith("build-host-")] == [
+            "build-host-facts", "build-host-preflight", "build-host-setup"]
+        assert by_name(mocks, "build-host-preflight").inputs["connection"]["host"] == "10.0.0.11"
+
+    return run(project, check)
+
+
+@pulumi.runtime.test
 def test_secrets_reach_the_deploy_and_the_push_only_as_secret_inputs(mocks, project):
     """The hub's secret and the registry password are one secret input of the deploy (and the
     password of the push); no other input of any command holds a value."""
