@@ -166,6 +166,17 @@ def test_status_shows_every_hubs_service_and_every_node(keeper_deployed, images)
     print(printed)
 
 
+def answers_200(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def test_a_lost_nodes_tasks_come_back_on_the_others(keeper_deployed, bed):
     """The dockerd of a node running a demo task stops (node3, or node2 when the rollout put both
     tasks there; never node1, the leader and the build node): its task comes back on the other
@@ -191,6 +202,11 @@ def test_a_lost_nodes_tasks_come_back_on_the_others(keeper_deployed, bed):
         stop_took = time.monotonic() - stopped_at
         wait_for(f"the demo's two tasks running on {other}",
                  lambda: running_on(env, SERVICE) == [other, other], timeout=180, pause=0.5)
+        # Moved = served again: running by Swarm's count, then health-checked by every surviving proxy
+        # (its next DNS resolution and check; when the rollout had put both tasks on the lost node,
+        # nothing served the hub until here).
+        wait_for("every surviving proxy answering", lambda: all(answers_200(url) for url in surviving),
+                 timeout=30, pause=0.1)
         moved_at = time.monotonic()
         time.sleep(15)
         status = status_output(env, config, "node-lost")
@@ -211,7 +227,7 @@ def test_a_lost_nodes_tasks_come_back_on_the_others(keeper_deployed, bed):
                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     MEASURED.parent.mkdir(parents=True, exist_ok=True)
     MEASURED.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"node loss: the tasks moved {moved:.1f} s after {lost}'s dockerd was told to stop "
+    print(f"node loss: the tasks moved (served again) {moved:.1f} s after {lost}'s dockerd was told to stop "
           f"(stopping took {stop_took:.1f} s); {figures}; written to {MEASURED}")
     assert failed_after == [], "\n".join(report.summary() for _, report in reports)
     for _, report in reports:
