@@ -37,7 +37,7 @@ from pulumi import automation as auto
 
 from components.scripts import arg_words
 from tests.e2e_fixtures import CiStandIn, break_health, docker, new_local_stack, serving_container
-from tests.test_e2e_swarm import run_testbed
+from tests.test_e2e_swarm import run_testbed, wait_for
 from tests.test_e2e_swarm import ssh as ssh_on
 from tests.test_e2e_swarm_nodes import running_on as nodes_running
 from tests.test_e2e_swarm_nodes import volume_nodes as nodes_holding
@@ -400,7 +400,10 @@ def test_backup_restore_and_status_through_the_cli(deployed, bed, tmp_path):
     for files in files_seen(bed):
         assert "after.txt" not in files, "written after the backup: gone"
         assert files["before.txt"]["sha256"] == hashlib.sha256(b"before the backup").hexdigest()
-    assert all(get(url + "/health")[0] == 200 for url in serving_urls(bed, "wbfinhub"))
+    # Running by Swarm's count when restore returns; served once each proxy's next DNS resolution and
+    # health check take the new task (about a second).
+    wait_for("wbfinhub served again through every proxy",
+             lambda: all(get(url + "/health")[0] == 200 for url in serving_urls(bed, "wbfinhub")), timeout=30, pause=0.2)
 
     status = workhub(engine, "status", "--stack", STACK)
     assert status.returncode == 0, status.stderr[-3000:]
