@@ -7,6 +7,7 @@ command that fixes it.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import posixpath
@@ -40,6 +41,9 @@ Int = Annotated[int, BeforeValidator(_no_bool)]
 Port = Annotated[Int, Field(ge=1, le=65535)]
 # A size in MB no disk has (16 TiB), so the host's shell can still compare it.
 MAX_MB = 16 * 1024 * 1024
+# The highest user id a hub may run as: a tar archive of its volume (backup, restore) keeps file
+# owners up to 7 octal digits in every tar format.
+MAX_UID = 0o7777777
 
 
 class _Section(BaseModel):
@@ -211,6 +215,11 @@ class Hub(_Section):
     )
     port_env: Optional[str] = Field(
         None, alias="portEnv", description="Another variable the app reads its port from (PORT is always set).",
+    )
+    uid: Optional[Int] = Field(
+        None, ge=1, le=MAX_UID,
+        description="The user id the hub's container runs as, and that owns the files of its volumes (never 0, "
+                    "root). Default: one of its own per stack, above every host account (components.config.run_uid).",
     )
 
     _name = field_validator("name")(_matches(_HUB_NAME, "must be lower-case letters, digits and '-', starting with a letter, at most 31 characters"))
@@ -643,6 +652,13 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
         name = by_port[config.host.port]
         problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {config.host.port} is the host's SSH port",
                                 f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' <a free port>"))
+    by_uid: dict[int, str] = {}
+    for index, hub in enumerate(config.hubs):
+        uid = run_uid(hub, stack)
+        if uid in by_uid and by_uid[uid] != hub.name:
+            problems.append(Problem(f"{NAMESPACE}:hubs[{index}].uid", f"{hub.name} would run as uid {uid}, as {by_uid[uid]} does",
+                                    f"give hubs[{index}] in Pulumi.yaml a uid of its own (uid: <a number no host account has>)"))
+        by_uid.setdefault(uid, hub.name)
     heap = config.build
     if heap.npm_fetch_retry_min_timeout_ms > heap.npm_fetch_retry_max_timeout_ms:
         problems.append(Problem(f"{NAMESPACE}:build.npmFetchRetryMinTimeoutMs",
@@ -702,6 +718,21 @@ def secret_fix(key: str, stack: str, source: str) -> str:
 
 def stored_in_plain_text(key: str, fix: str) -> Problem:
     return Problem(f"{NAMESPACE}:{key}", "is stored in plain text; it must be a secret", fix)
+
+
+# A hub's default user id: within a span no host account uses (system and login accounts stay
+# below 65536, and the usual subordinate id ranges of rootless containers start at 100000 with
+# 65536 ids per user), chosen by the stack and hub names so it stays the same across deploys.
+UID_BASE = 1_200_000
+UID_SPAN = MAX_UID - UID_BASE
+
+
+def run_uid(hub: Hub, stack: str) -> int:
+    """The user id `hub`'s containers run as in `stack`: its `uid`, or one of its own."""
+    if hub.uid is not None:
+        return hub.uid
+    digest = hashlib.sha256(f"workhub uid\0{stack}\0{hub.name}".encode()).digest()
+    return UID_BASE + int.from_bytes(digest[:8], "big") % UID_SPAN
 
 
 def built_hubs(config: StackConfig) -> list[Hub]:

@@ -343,3 +343,40 @@ def test_image_references_docker_refuses_are_refused_saying_why(image, why):
     raw["proxyImage"] = image
     (found,) = problems(raw)
     assert found.startswith("workhub:proxyImage") and why in found and "fix: " in found
+
+
+def one_hub(name: str, **extra) -> dict:
+    return {"name": name, "context": name, "port": 4090, **extra}
+
+
+def stack_of(*hubs: dict) -> dict:
+    raw = valid()
+    raw["hubs"] = list(hubs)
+    raw["hostPorts"] = {h["name"]: 5000 + i for i, h in enumerate(hubs)}
+    return raw
+
+
+def test_a_hub_runs_as_a_uid_of_its_own_above_every_host_account():
+    """By default each hub of a stack gets a stable uid of its own, above login accounts and the
+    usual subordinate id ranges, different in another stack, and low enough for any tar format."""
+    from components.config import MAX_UID, run_uid
+
+    config = parse(stack_of(one_hub("alpha"), one_hub("beta")))
+    uids = [run_uid(h, "staging") for h in config.hubs]
+    assert len(set(uids)) == 2
+    assert all(1_200_000 <= uid <= MAX_UID for uid in uids)
+    assert uids == [run_uid(h, "staging") for h in config.hubs]
+    assert run_uid(config.hubs[0], "production") != uids[0]
+
+
+def test_a_hub_uid_is_configurable_but_never_root_and_never_shared():
+    """`uid` sets it; 0 (root) and two hubs on one uid are refused, naming the key."""
+    from components.config import run_uid
+
+    config = parse(stack_of(one_hub("alpha", uid=5001)))
+    assert run_uid(config.hubs[0], "staging") == 5001
+    found = problems(stack_of(one_hub("alpha", uid=0)))
+    assert found[0].startswith("workhub:hubs[0].uid: ")
+    found = problems(stack_of(one_hub("alpha", uid=7000), one_hub("beta", uid=7000)))
+    assert found == ["workhub:hubs[1].uid: beta would run as uid 7000, as alpha does\n"
+                     "    fix: give hubs[1] in Pulumi.yaml a uid of its own (uid: <a number no host account has>)"]
