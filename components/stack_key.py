@@ -21,6 +21,8 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 from pulumi.runtime.sync_await import _sync_await
 
+from .light import PULUMI_CLI
+
 KEY_BYTES = 32
 NAME = "fingerprint-key"
 """The resource's name: one per stack, at its root (workhub.summary knows it by this name too)."""
@@ -55,10 +57,12 @@ class StackKey(pulumi.dynamic.Resource):
 
 
 def read_key(name: str = NAME) -> str:
-    """The stack's key, declared if need be and read now (what the stored resource holds, or at its
-    creation the one this run made)."""
+    """The stack's key: its resource declared, and its value read now (what the state holds, or at
+    its creation the one this run made)."""
     key = _sync_await(StackKey(name).key.future())
     if not key:
-        raise pulumi.RunError(f"the stack key {name} has no value in the state; remove it with "
-                              f"`scripts/workhub pulumi state delete` of its URN and run `up` again to make a new one")
+        # Only a state edited by hand gets here; a new key restarts each hub with secrets once.
+        raise pulumi.RunError(f"the stack's key ({name}) has no value in the state; take it out with "
+                              f"`{PULUMI_CLI} state delete --stack {pulumi.get_stack()} <its URN>`, and the next `up` "
+                              "makes a new one (each hub with secrets restarts once)")
     return key
