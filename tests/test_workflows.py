@@ -222,7 +222,7 @@ def production_secret(name: str, known_stacks: set[str]) -> bool:
     if name == EVERY_SECRET or "PROD" in upper:
         return True
     others = {stack.upper() for stack in known_stacks if not PRODUCTION_ENVIRONMENT.match(stack)}
-    return upper.startswith("PULUMI_") and not any(upper.endswith(f"_{stack}") for stack in others)
+    return upper.startswith("PULUMI_") and not any(re.search(rf"_{re.escape(stack)}(_|$)", upper) for stack in others)
 
 
 def secrets_named(value: Any) -> set[str]:
@@ -412,6 +412,13 @@ jobs:
     uses: ./.github/workflows/deploy.yml
     secrets: inherit
 """, "calls deploy.yml: job up: environment production on pull_request"),
+    "a Pulumi token that names another stack's name inside its own": ("""
+on: pull_request
+jobs:
+  preview:
+    env:
+      PULUMI_ACCESS_TOKEN: ${{ secrets.PULUMI_ACCESS_TOKEN_NOTSTAGING }}
+""" + GOOD_STEPS, "reads PULUMI_ACCESS_TOKEN_NOTSTAGING on pull_request"),
     "a Pulumi token that names no stack": ("""
 on: pull_request
 jobs:
@@ -463,6 +470,7 @@ jobs:
     env:
       PULUMI_ACCESS_TOKEN: ${{ secrets.PULUMI_ACCESS_TOKEN_STAGING }}
       PULUMI_CONFIG_PASSPHRASE: ${{ secrets.PULUMI_CONFIG_PASSPHRASE_STAGING }}
+      PULUMI_TOKEN_FOR_PREVIEWS: ${{ secrets.PULUMI_ACCESS_TOKEN_STAGING_PREVIEW }}
       GH_TOKEN: ${{ secrets.HUBS_READ_TOKEN }}
 """ + GOOD_STEPS,
     }
