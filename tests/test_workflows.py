@@ -252,12 +252,16 @@ def trigger_kinds(document: Mapping[str, Any]) -> dict[str, str]:
     environment's branch rule keeps a job from a branch), or "branch" (a pull request, a push to
     another branch or a tag, and anything else)."""
     on = document.get("on")
-    events = {on: None} if isinstance(on, str) else {event: None for event in on} if isinstance(on, list) else dict(on or {})
+    if isinstance(on, (str, list)):
+        events = {event: None for event in ([on] if isinstance(on, str) else on)}
+    else:
+        events = dict(on or {})
     kinds = {}
     for event, settings in events.items():
         if event == "push":
             settings = settings or {}
-            main_only = (settings.get("branches") == [MAIN_BRANCH] and not {"tags", "branches-ignore", "tags-ignore"} & set(settings))
+            others = {"tags", "branches-ignore", "tags-ignore"} & set(settings)
+            main_only = settings.get("branches") == [MAIN_BRANCH] and not others
             kinds[event] = "main" if main_only else "branch"
         elif event in ("schedule", "repository_dispatch"):
             kinds[event] = "main"
