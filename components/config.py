@@ -12,6 +12,7 @@ import ipaddress
 import json
 import posixpath
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Annotated, Any, Mapping, Optional
 
@@ -695,12 +696,14 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
         problems.append(Problem(f"{NAMESPACE}:{SSH_KEY}", "is not set", key_fix))
     elif SSH_KEY not in secret_keys:
         problems.append(stored_in_plain_text(SSH_KEY, key_fix))
-    hook_fix = secret_fix(NOTIFY_WEBHOOK, stack, "<https URL>")
+    hook_fix = secret_fix(NOTIFY_WEBHOOK, stack, "< <file holding the https URL>")
     if NOTIFY_WEBHOOK in raw:
         if NOTIFY_WEBHOOK not in secret_keys:
             problems.append(stored_in_plain_text(NOTIFY_WEBHOOK, hook_fix))
-        elif not re.fullmatch(r"https?://\S+", str(raw[NOTIFY_WEBHOOK])):
-            problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", "must be an http(s) URL", hook_fix))
+        else:
+            wrong = webhook_problem(str(raw[NOTIFY_WEBHOOK]))
+            if wrong:
+                problems.append(Problem(f"{NAMESPACE}:{NOTIFY_WEBHOOK}", wrong, hook_fix))
     if config is not None:
         problems += registry_problems(config, stack, raw, secret_keys)
         problems += runtime_problems(config, stack)
@@ -709,6 +712,30 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
         raise ConfigError(problems)
     assert config is not None
     return config
+
+
+def webhook_problem(url: str) -> Optional[str]:
+    """What is wrong with the failure webhook's URL, in words that never repeat it (it is a secret
+    and may carry a token); None when it is https, or plain http to a loopback address."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        host = parts.hostname or ""
+    except ValueError:
+        return "is not a URL; it must be an https URL"
+    if not host or any(c.isspace() for c in url.strip()):
+        return "is not a URL with a host; it must be an https URL"
+    if parts.scheme.lower() == "https":
+        return None
+    if parts.scheme.lower() != "http":
+        return "must be an https URL"
+    try:
+        loopback = host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    return ("is plain http to a host that is not loopback, so each notice (with its log lines) would cross the "
+            "network unencrypted; it must be an https URL (http only to 127.0.0.0/8, ::1 or localhost)")
 
 
 def secret_fix(key: str, stack: str, source: str) -> str:

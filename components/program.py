@@ -20,6 +20,7 @@ from .plan import HubPlan, dockerfile_warnings, host_only_warnings, plan_stack, 
 from .promotion import PromotedHub, candidates, swarm_sources
 from .registry_image import Pusher, push_with_docker
 from .runtime import Runtime, hub_runtime
+from .stack_key import read_key
 from .swarm import namespace
 from .swarm_cluster import SwarmCluster, SwarmClusterArgs
 from .swarm_stack import SwarmStack, SwarmStackArgs, urls
@@ -34,9 +35,9 @@ def read_stack_config() -> tuple[StackConfig, dict[str, Any]]:
     return parse_stack_config(raw, stack=pulumi.get_stack(), secret_keys=secrets), raw
 
 
-def checked_plan(project_dir: Path) -> tuple[StackConfig, list[HubPlan], dict[str, Runtime]]:
-    """The config, the builds to run and every hub's run-time settings; every problem found stops
-    the program, none is registered.
+def checked_plan(project_dir: Path) -> tuple[StackConfig, list[HubPlan], dict[str, dict[str, str]]]:
+    """The config, the builds to run and every hub's secret values; every problem found stops the
+    program, none is registered.
 
     A stack that promotes from another builds nothing, and neither does a pinned hub."""
     stack = pulumi.get_stack()
@@ -48,10 +49,16 @@ def checked_plan(project_dir: Path) -> tuple[StackConfig, list[HubPlan], dict[st
     except ConfigError as error:
         # A RunError is shown without a Python traceback: the message says all there is to say.
         raise pulumi.RunError(str(error)) from None
-    secrets = hub_secret_values(raw)
-    runtimes = {hub.name: hub_runtime(hub, config, stack, secrets.get(hub.name, {}), raw[SSH_KEY])
-                for hub in config.hubs}
-    return config, plans, runtimes
+    return config, plans, hub_secret_values(raw)
+
+
+def hub_runtimes(config: StackConfig, secrets: dict[str, dict[str, str]]) -> dict[str, Runtime]:
+    """Every hub's run-time settings. The fingerprints of its secrets are keyed with the stack's own
+    key, made (a resource, after every check passed) the first time a hub of the stack has a secret
+    and kept from then on: never a login credential, whose rotation would restart every such hub."""
+    key = read_key() if any(hub.secrets for hub in config.hubs) else ""
+    return {hub.name: hub_runtime(hub, config, pulumi.get_stack(), secrets.get(hub.name, {}), key)
+            for hub in config.hubs}
 
 
 def source_stack_hubs(name: str) -> dict[str, Any]:
@@ -102,7 +109,7 @@ def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[Build
     """The whole stack: on one host, or (with workhub:swarm) on a Docker Swarm. `pusher` builds and
     pushes registry-mode images (pulumi-docker, unless a test stands in for CI). Returns the build
     host, the build chain, and the promoted hubs (one host) or the SwarmStack."""
-    config, plans, runtimes = checked_plan(project_dir)
+    config, plans, secrets = checked_plan(project_dir)
     built = {plan.hub.name for plan in plans}
     source_hubs = source_stack_hubs(config.promote_from) if config.promote_from else {}
     if config.swarm is not None:
@@ -110,8 +117,10 @@ def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[Build
                                           source_hubs, config.pinned_images)
         if problems:
             raise pulumi.RunError("nothing to deploy for some hubs:\n" + "\n".join(f"  {line}" for line in problems))
+        runtimes = hub_runtimes(config, secrets)
         host, chain = _build_host_and_chain(project_dir, config, plans, runtimes, pusher)
         return host, chain, swarm_program(config, host, chain, runtimes, sources)
+    runtimes = hub_runtimes(config, secrets)
     host, chain = _build_host_and_chain(project_dir, config, plans, runtimes, pusher)
     stack = pulumi.get_stack()
     serving = Serving(config.publish_address, config.deploy, config.proxy_image)

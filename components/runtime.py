@@ -65,15 +65,16 @@ def volume_name(stack: str, hub: str, name: str) -> str:
     return f"workhub-{stack}-{hub}-{name}"
 
 
-def fingerprint(pepper: str, hub: str, name: str, value: str) -> str:
-    """A digest of a secret's value keyed with `pepper` (the stack's SSH key, itself a secret), so
-    one who reads the state cannot test guesses of the value against it."""
-    key = hashlib.sha256(b"workhub secret fingerprint\0" + pepper.encode()).digest()
-    return hmac.new(key, f"{hub}\0{name}\0{value}".encode(), hashlib.sha256).hexdigest()[:16]
+def fingerprint(key: str, hub: str, name: str, value: str) -> str:
+    """A digest of a secret's value keyed with `key` (the stack's own key, components/stack_key.py,
+    itself a secret), so one who reads the state cannot test guesses of the value against it."""
+    derived = hashlib.sha256(b"workhub secret fingerprint\0" + key.encode()).digest()
+    return hmac.new(derived, f"{hub}\0{name}\0{value}".encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def hub_runtime(hub: Hub, config: StackConfig, stack: str, secrets: Mapping[str, str], pepper: str) -> Runtime:
-    """The run-time settings of `hub` in `stack`, with the values of its secrets in `secrets`."""
+def hub_runtime(hub: Hub, config: StackConfig, stack: str, secrets: Mapping[str, str], key: str) -> Runtime:
+    """The run-time settings of `hub` in `stack`, with the values of its secrets in `secrets` and
+    their fingerprints keyed with the stack's key `key`."""
     env = {"PORT": str(hub.port)}
     if hub.port_env:
         env[hub.port_env] = str(hub.port)
@@ -89,7 +90,7 @@ def hub_runtime(hub: Hub, config: StackConfig, stack: str, secrets: Mapping[str,
         secret_env=on_one_line,
         secret_files=as_files,
         secret_values={f"secret_{i}": secrets[name] for i, name in enumerate(ordered)},
-        fingerprints={name: fingerprint(pepper, hub.name, name, secrets[name]) for name in hub.secrets},
+        fingerprints={name: fingerprint(key, hub.name, name, secrets[name]) for name in hub.secrets},
         volumes=tuple(Volume(name, volume_name(stack, hub.name, name), target.rstrip("/"))
                       for name, target in hub.volumes.items()),
     )

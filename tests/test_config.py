@@ -380,3 +380,46 @@ def test_a_hub_uid_is_configurable_but_never_root_and_never_shared():
     found = problems(stack_of(one_hub("alpha", uid=7000), one_hub("beta", uid=7000)))
     assert found == ["workhub:hubs[1].uid: beta would run as uid 7000, as alpha does\n"
                      "    fix: give hubs[1] in Pulumi.yaml a uid of its own (uid: <a number no host account has>)"]
+
+
+WEBHOOK_FIX = ("    fix: scripts/workhub pulumi config set --stack staging --secret workhub:notifyWebhook "
+               "< <file holding the https URL>")
+
+
+@pytest.mark.parametrize("url", [
+    "https://hooks.example.test/services/T0/B0/tok3n",
+    "HTTPS://hooks.example.test/x",
+    "http://127.0.0.1:8080/hook",
+    "http://127.255.0.9/hook",
+    "http://[::1]:9000/hook",
+    "http://localhost:9000/hook",
+    "http://LocalHost/hook",
+])
+def test_the_webhook_is_https_or_plain_http_to_loopback(url):
+    """https anywhere; plain http only to 127.0.0.0/8, ::1 or localhost (the e2e tests' own server)."""
+    parse({**valid(), "notifyWebhook": url}, secret_keys={"sshPrivateKey", "notifyWebhook"})
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://hooks.example.test/services/T0/B0/tok3n", "is plain http to a host that is not loopback"),
+    ("http://10.0.0.7/hook", "is plain http to a host that is not loopback"),
+    ("http://127.0.0.1.hooks.example.test/tok3n", "is plain http to a host that is not loopback"),
+    ("http://localhost.example.test/tok3n", "is plain http to a host that is not loopback"),
+    ("http://[::ffff:10.0.0.7]/tok3n", "is plain http to a host that is not loopback"),
+    ("ftp://hooks.example.test/tok3n", "must be an https URL"),
+    ("hooks.example.test/tok3n", "is not a URL with a host"),
+    ("https:///tok3n", "is not a URL with a host"),
+    ("https://[not-an-address/tok3n", "is not a URL"),
+])
+def test_a_webhook_that_is_not_https_is_refused_without_its_url(url, reason):
+    """The problem names the key, says why and how to fix it, and never repeats the URL: it is a
+    secret, and may carry a token."""
+    (found,) = problems({**valid(), "notifyWebhook": url}, secret_keys={"sshPrivateKey", "notifyWebhook"})
+    assert found.startswith(f"workhub:notifyWebhook: {reason}"), found
+    assert found.endswith(WEBHOOK_FIX), found
+    assert "tok3n" not in found and "hooks.example" not in found and "10.0.0.7" not in found, found
+
+
+def test_a_plain_text_webhook_is_refused_whatever_its_scheme():
+    (found,) = problems({**valid(), "notifyWebhook": "https://hooks.example.test/tok3n"})
+    assert found == "workhub:notifyWebhook: is stored in plain text; it must be a secret\n" + WEBHOOK_FIX

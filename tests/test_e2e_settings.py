@@ -1,14 +1,17 @@
 """Run-time settings and secrets on the test host, with the real engine: plain settings and secrets
 reach the app (a one-line secret in its environment, one with line breaks as a file), a changed
-secret restarts only the hub that uses it and the preview names it, and no secret value shows up
-in the state, the engine's output, the stack outputs, the preview JSON, the PR summary or the
-host's other files."""
+secret restarts only the hub that uses it and the preview names it, a rotated SSH key restarts no
+hub (the fingerprints are keyed with the stack's own key), a stack that gets that key restarts each
+hub with secrets once, and no secret value (nor the stack's key) shows up in the state, the
+engine's output, the stack outputs, the preview JSON, the PR summary or the host's other files."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import stat
+import subprocess
 import urllib.request
 import uuid
 from pathlib import Path
@@ -68,6 +71,37 @@ def without_secrets(value):
     return value
 
 
+def stack_key(deployment: dict) -> str:
+    """The stack's key (components/stack_key.py), from an export made with its secrets shown."""
+    (resource,) = [r for r in deployment["resources"] if r["urn"].endswith("::fingerprint-key")]
+    return json.loads(resource["outputs"]["key"]["plaintext"])
+
+
+def run_triggers(deployment: dict) -> dict:
+    """Each hub's run triggers as the state holds them, by resource name."""
+    return {r["urn"].rsplit("::", 1)[1]: r["inputs"]["triggers"] for r in deployment["resources"]
+            if r["urn"].endswith("-run")}
+
+
+def authorize_a_new_key(tmp_path: Path) -> tuple[str, str]:
+    """A new SSH key for the deploy user, in its authorized_keys beside the test host's own (which
+    other tests go on using): its private key, and its authorized_keys line."""
+    path = tmp_path / "rotated_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"workhub-e2e-rotated-{MARK}", "-f",
+                    str(path)], check=True)
+    line = path.with_suffix(".pub").read_text().strip()
+    authorized = deploy_home() / ".ssh" / "authorized_keys"
+    with authorized.open("a") as keys:
+        keys.write(line + "\n")
+    return path.read_text(), line
+
+
+def forget_key(line: str) -> None:
+    authorized = deploy_home() / ".ssh" / "authorized_keys"
+    kept = [entry for entry in authorized.read_text().splitlines() if entry.strip() != line]
+    authorized.write_text("".join(entry + "\n" for entry in kept))
+
+
 def host_files_outside_secrets() -> list[Path]:
     """Every file workhub keeps on the host, but the env files and secret files themselves."""
     root = deploy_home() / ".workhub"
@@ -116,20 +150,63 @@ def test_settings_and_secrets_reach_the_app_and_nothing_else(tmp_path, toolchain
         assert serving_container("wbfinhub", "e2e") == finance_container
         assert started_at(finance_container) == finance_started, "wbfinhub did not restart"
 
+        # The SSH key rotates (a new key, authorized on the host): the fingerprints, keyed with the
+        # stack's own key, stay as they are, and no hub restarts.
+        before = stack.export_stack().deployment
+        manager_container = serving_container("wbhubmanager", "e2e")
+        started = {name: started_at(name) for name in (manager_container, finance_container)}
+        private_key, authorized_line = authorize_a_new_key(tmp_path)
+        engine.set_secret(stack.name, "workhub:sshPrivateKey", private_key)
+        rotated = stack.up(on_output=seen.append, color="never")
+        after = stack.export_stack().deployment
+        assert [serving_container(hub, "e2e") for hub in ("wbhubmanager", "wbfinhub")] == list(started)
+        assert {name: started_at(name) for name in started} == started, "no hub restarted"
+        assert not [line for line in rotated.stdout.splitlines() if "-run: " in line], "no deploy script ran"
+        assert run_triggers(after) == run_triggers(before)
+        key = stack_key(before)
+        assert stack_key(after) == key
+
+        # A stack deployed before it had a key (here: the key taken out of the state) gets one at its
+        # next up: each hub with secrets restarts that once, and the summary says why; then no more.
+        subprocess.run(["pulumi", "state", "delete", "--yes", "--stack", stack.name,
+                        next(r["urn"] for r in after["resources"] if r["urn"].endswith("::fingerprint-key"))],
+                       cwd=engine.work_dir, env={**os.environ, **engine.env()}, check=True, capture_output=True)
+        rekeyed = summarize(preview_json(stack), stack.name)
+        print(rekeyed)
+        assert "**Stack key:** made now." in rekeyed
+        assert "| wbhubmanager | restart only | secret SESSION_SECRET changed |" in rekeyed
+        assert "| wbfinhub | restart only | secret LEDGER_SIGNING_KEY changed |" in rekeyed
+        stack.up(on_output=seen.append, color="never")
+        keys = [key, stack_key(stack.export_stack().deployment)]
+        assert keys[1] != key
+        for hub, name in zip(("wbhubmanager", "wbfinhub"), started):
+            assert serving_container(hub, "e2e") != name, f"{hub} restarted once, into its other slot"
+        settled = preview_json(stack)
+        assert set(settled["changeSummary"]) == {"same"}, settled["changeSummary"]
+
         # Nowhere else: the engine's output, the outputs, the state, the preview, the summary, the host.
         assert_no_secret("\n".join(seen), "the engine's output")
         assert_no_secret(json.dumps({k: v.value for k, v in again.outputs.items()}), "the stack outputs")
         # The Automation API exports with --show-secrets: a secret must sit only inside a secret's envelope.
-        assert_no_secret(json.dumps(without_secrets(stack.export_stack().deployment)), "the state's plain values")
+        deployment = stack.export_stack().deployment
+        assert_no_secret(json.dumps(without_secrets(deployment)), "the state's plain values")
+        texts = {"the engine's output": "\n".join(seen),
+                 "the state's plain values": json.dumps(without_secrets(deployment)),
+                 "the preview JSON": json.dumps(preview) + json.dumps(settled), "the PR summaries": summary + rekeyed}
         for path in (tmp_path / "state").rglob("*"):
             if path.is_file():
                 assert_no_secret(path.read_text(errors="replace"), f"the state backend's {path.name}")
+                texts[f"the state backend's {path.name}"] = path.read_text(errors="replace")
+        for where, text in texts.items():
+            assert not [k for k in keys if k in text], f"the stack key is in {where}"
         assert_no_secret(json.dumps(preview), "the preview JSON")
         assert_no_secret(summary, "the PR summary")
         for path in host_files_outside_secrets():
             assert_no_secret(path.read_text(errors="replace"), f"the host's {path}")
     finally:
         stack.destroy(on_output=print_line, color="never")
+        if "authorized_line" in locals():
+            forget_key(authorized_line)
 
 
 def test_a_dockerfile_volume_without_a_named_volume_is_reported_in_the_preview(tmp_path, toolchain, test_host):

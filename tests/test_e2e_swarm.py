@@ -263,7 +263,8 @@ def demo_stack(env: dict, change=None):
         change(raw)
     config = parse_stack_config(raw, stack="e2e", secret_keys={"sshPrivateKey", "secrets", "registryPassword"})
     secrets = hub_secret_values(raw)
-    runtimes = {hub.name: hub_runtime(hub, config, "e2e", secrets.get(hub.name, {}), raw["sshPrivateKey"])
+    # The stack's own key for the secrets' fingerprints (components/stack_key.py; fixed here).
+    runtimes = {hub.name: hub_runtime(hub, config, "e2e", secrets.get(hub.name, {}), "e2e-stack-key")
                 for hub in config.hubs}
     return config, runtimes, raw["registryPassword"]
 

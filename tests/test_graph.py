@@ -69,8 +69,8 @@ def project(tmp_path) -> Path:
 
 
 def commands(mocks: Mocks) -> list:
-    """Every remote command registered."""
-    return [r for r in mocks.resources if r.typ == "pulumi-python:dynamic:Resource"]
+    """Every remote command registered (the stack's key is a dynamic resource too, not a command)."""
+    return [r for r in mocks.resources if r.typ == "pulumi-python:dynamic:Resource" and "connection" in r.inputs]
 
 
 def by_name(mocks: Mocks, name: str):
@@ -258,6 +258,100 @@ def test_a_hubs_secrets_reach_only_its_run_and_only_as_secrets(mocks, project, m
         assert alias.parent == "urn:pulumi:staging::workhub::workhub:hub:PromotedHub::wbsaleshub"
 
     return run(project, check)
+
+
+STACK_KEY = "c0ffee" * 10 + "abcd"
+"""The key a stack made on its first `up` with a secret, as the engine hands it back from then on."""
+
+
+class KeyedMocks(Mocks):
+    """The stack's key resource answers with the key stored in the state (not the fresh one the
+    program offers each run, which its ignore_changes drops)."""
+
+    def new_resource(self, args):
+        name, outputs = super().new_resource(args)
+        if args.name == "fingerprint-key":
+            outputs = {"key": STACK_KEY}
+        return name, outputs
+
+
+def with_a_secret(ssh_key: str = PRIVATE_KEY) -> dict:
+    settings = {**config(), "workhub:sshPrivateKey": ssh_key}
+    hubs = json.loads(settings["workhub:hubs"])
+    hubs[1].update(secrets=["SESSION_SECRET"])
+    settings["workhub:hubs"] = json.dumps(hubs)
+    settings["workhub:secrets"] = json.dumps({"wbsaleshub": {"SESSION_SECRET": SECRET_VALUE}})
+    return settings
+
+
+@pytest.fixture
+def keyed_mocks(monkeypatch) -> KeyedMocks:
+    mocks = KeyedMocks()
+    pulumi.runtime.set_mocks(mocks, project="workhub", stack="staging", preview=False)
+    yield mocks
+    pulumi.runtime.set_all_config({}, secret_keys=[])
+
+
+@pytest.fixture
+def dynamic_options(monkeypatch) -> dict[str, pulumi.ResourceOptions]:
+    """The options each dynamic resource is registered with, by name."""
+    seen: dict[str, pulumi.ResourceOptions] = {}
+    original = pulumi.dynamic.Resource.__init__
+
+    def spy(self, provider, name, props, opts=None):
+        seen[name] = opts
+        original(self, provider, name, props, opts)
+
+    monkeypatch.setattr(pulumi.dynamic.Resource, "__init__", spy)
+    return seen
+
+
+@pytest.mark.parametrize("ssh_key", [PRIVATE_KEY, PRIVATE_KEY.replace("not-a-real-key", "a-rotated-key")])
+@pulumi.runtime.test
+def test_secret_fingerprints_are_keyed_with_the_stacks_own_key_not_the_ssh_key(keyed_mocks, project, dynamic_options,
+                                                                               ssh_key):
+    """With either SSH key, the run's trigger for a secret is the same: its fingerprint under the
+    stack's own key, a resource of the stack's root made once (later runs' fresh keys ignored) and a
+    secret in and out; its value reaches no other resource."""
+    from components.runtime import fingerprint
+
+    pulumi.runtime.set_all_config(with_a_secret(ssh_key), secret_keys=["workhub:sshPrivateKey", "workhub:secrets"])
+
+    def check(host, chain, urns):
+        run = by_name(keyed_mocks, "wbsaleshub-run")
+        assert run.inputs["triggers"]["secrets"] == {
+            "SESSION_SECRET": fingerprint(STACK_KEY, "wbsaleshub", "SESSION_SECRET", SECRET_VALUE)}
+        assert run.inputs["triggers"]["secrets"]["SESSION_SECRET"] == "2f4ece54aeaefb9f", "the same under either SSH key"
+        (key,) = [r for r in keyed_mocks.resources if r.name == "fingerprint-key"]
+        assert key.typ == "pulumi-python:dynamic:Resource" and SECRET_SIG in key.inputs["key"].values()
+        options = dynamic_options["fingerprint-key"]
+        assert options.ignore_changes == ["key"] and options.additional_secret_outputs == ["key"]
+        assert options.parent is None, "a resource of the stack itself: no component's change moves it"
+        for resource in keyed_mocks.resources:
+            if resource.name != "fingerprint-key":
+                assert STACK_KEY not in json.dumps(resource.inputs, default=str), resource.name
+
+    return run(project, check)
+
+
+@pulumi.runtime.test
+def test_a_stack_whose_hubs_have_no_secret_makes_no_key(mocks, project):
+    def check(host, chain, urns):
+        assert "fingerprint-key" not in [r.name for r in mocks.resources]
+
+    return run(project, check)
+
+
+def test_the_stack_key_keeps_the_key_it_was_made_with():
+    """Its provider stores the first key offered, never sees a change, and an update (which the
+    engine has no cause to run) keeps the stored key."""
+    from components.stack_key import StackKeyProvider
+
+    provider = StackKeyProvider()
+    made = provider.create({"key": "k1"})
+    assert made.outs == {"key": "k1"}
+    assert provider.diff(made.id, {"key": "k1"}, {"key": "k2"}).changes is False
+    assert provider.update(made.id, {"key": "k1"}, {"key": "k2"}).outs == {"key": "k1"}
 
 
 @pulumi.runtime.test

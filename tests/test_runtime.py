@@ -170,7 +170,7 @@ def test_the_moved_health_timeout_says_where_it_went():
 def runtime(**secrets):
     config = parse(raw(SETTINGS, **STACK_VALUES))
     values = {"SESSION_SECRET": "s3cret", "TLS_KEY": "-----BEGIN\nabc\n-----END", **secrets}
-    return hub_runtime(config.hubs[0], config, "staging", values, "pepper")
+    return hub_runtime(config.hubs[0], config, "staging", values, "stack key")
 
 
 def test_a_hubs_runtime_in_one_stack():
@@ -188,12 +188,12 @@ def test_a_hubs_runtime_in_one_stack():
 
 
 def test_fingerprints_are_keyed_and_say_nothing_of_the_value():
-    """The same value gives the same fingerprint; another pepper (SSH key) or value another one; and
+    """The same value gives the same fingerprint; another stack key or value another one; and
     neither the value nor its plain sha256 is in it."""
     import hashlib
-    first = fingerprint("pepper", "hub", "NAME", "hunter2")
-    assert first == fingerprint("pepper", "hub", "NAME", "hunter2") and len(first) == 16
-    assert first != fingerprint("other", "hub", "NAME", "hunter2") != fingerprint("pepper", "hub", "NAME", "hunter3")
+    first = fingerprint("stack key", "hub", "NAME", "hunter2")
+    assert first == fingerprint("stack key", "hub", "NAME", "hunter2") and len(first) == 16
+    assert first != fingerprint("other", "hub", "NAME", "hunter2") != fingerprint("stack key", "hub", "NAME", "hunter3")
     assert first not in hashlib.sha256(b"hunter2").hexdigest()
     assert runtime(SESSION_SECRET="changed").fingerprints["TLS_KEY"] == runtime().fingerprints["TLS_KEY"]
 
@@ -246,7 +246,7 @@ def test_any_accepted_value_reaches_the_env_file_as_it_is(env, secret):
     env.pop("SESSION_SECRET", None)
     env.pop("SESSION_SECRET_FILE", None)
     config = parse(raw({"env": env, "secrets": ["SESSION_SECRET"]}, secrets={"wbsaleshub": {"SESSION_SECRET": secret}}))
-    found = hub_runtime(config.hubs[0], config, "staging", {"SESSION_SECRET": secret}, "pepper")
+    found = hub_runtime(config.hubs[0], config, "staging", {"SESSION_SECRET": secret}, "stack key")
     text = run_script(config.hubs[0], "staging", "wbsaleshub:staging-0123", 14091, found,
                       Serving("127.0.0.1", DeploySettings(), "haproxy:2.6"))
     subprocess.run(["bash", "-n"], input=text, text=True, check=True)

@@ -194,6 +194,37 @@ def test_secret_inputs_never_reach_the_comment():
         assert secret not in text
 
 
+def rekeyed_preview(key_made: bool) -> dict[str, Any]:
+    """WBFinHub's run with only its secret's fingerprint changed, and (`key_made`) the stack's key
+    made in the same preview: the first preview of a stack deployed before the stack key."""
+    preview = copy.deepcopy(fixture("host-port-change"))
+    (run,) = steps_named(preview, "wbfinhub-run")
+    run["oldState"]["inputs"]["create"] = run["newState"]["inputs"]["create"]
+    for state, digest in (("oldState", "0123456789abcdef"), ("newState", "fedcba9876543210")):
+        run[state]["inputs"]["triggers"] = {"env": {"PORT": "4092"}, "secrets": {"LEDGER_SIGNING_KEY": digest},
+                                            "volumes": {}}
+    if key_made:
+        urn = f"urn:pulumi:{STACK}::workhub::pulumi-python:dynamic:Resource::fingerprint-key"
+        preview["steps"].append({"op": "create", "urn": urn, "newState": {
+            "urn": urn, "type": "pulumi-python:dynamic:Resource", "custom": True, "inputs": {"key": "[secret]"}}})
+    return preview
+
+
+def test_the_first_preview_with_the_stack_key_says_why_every_secret_reads_changed():
+    """The stack's key is made: the comment says the secrets are re-keyed and each hub with secrets
+    restarts once, instead of listing the key as an unexplained other change."""
+    from components.stack_key import NAME
+    from workhub.summary import STACK_KEY
+
+    assert STACK_KEY == NAME
+    text = summarize(rekeyed_preview(key_made=True), STACK)
+    assert table(text)["wbfinhub"]["why"] == "secret LEDGER_SIGNING_KEY changed"
+    assert "**Stack key:** made now." in text and "restarts this once" in text
+    assert "**Other:**" not in text and "[secret]" not in text
+    plain = summarize(rekeyed_preview(key_made=False), STACK)
+    assert table(plain)["wbfinhub"]["why"] == "secret LEDGER_SIGNING_KEY changed" and "Stack key" not in plain
+
+
 def test_failed_preview_shows_its_error_once(tmp_path, capsys):
     preview = copy.deepcopy(fixture("new-stack"))
     message = "workhub: the stack config has 1 problem(s):\n  - workhub:host.address: is not set\n"

@@ -17,6 +17,8 @@ from components.swarm_scripts import (deploy_script, deploy_secret_values, init_
 from tests.test_scripts import golden
 from tests.test_swarm_config import swarm_stack
 
+STACK_KEY = "5" * 64
+"""The stack's own key (components/stack_key.py) the secrets' fingerprints are keyed with."""
 SECRET_VALUES = {"wbhubmanager": {"SESSION_SECRET": "s3cr3t $HOME `id`"},
                  "wbsaleshub": {"LEADS_API_TOKEN": "line one\nline two"}}
 IMAGES = {"wbhubmanager": "10.0.0.1:5000/workhub/wbhubmanager:staging-0123456789ab",
@@ -31,8 +33,7 @@ def config_and_runtimes():
     raw["secrets"] = SECRET_VALUES
     config = parse_stack_config(raw, stack="staging", secret_keys={"sshPrivateKey", "secrets"})
     secrets = hub_secret_values(raw)
-    runtimes = {hub.name: hub_runtime(hub, config, "staging", secrets[hub.name], raw["sshPrivateKey"])
-                for hub in config.hubs}
+    runtimes = {hub.name: hub_runtime(hub, config, "staging", secrets[hub.name], STACK_KEY) for hub in config.hubs}
     return config, runtimes
 
 

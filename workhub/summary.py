@@ -36,6 +36,8 @@ SUMMARY_WORDS = [("create", "to create"), ("update", "to update"), ("replace", "
 # Drift a refresh found (components.remote) makes the command run again too.
 RUN_INPUTS = ("create", "triggers", "upload", "drift")
 ASSIGNMENT = re.compile(r"^([a-z_][a-z0-9_]*)=(.*)$")
+# The stack's own key for the secrets' fingerprints (components.stack_key.NAME): made once.
+STACK_KEY = "fingerprint-key"
 
 
 @dataclass(frozen=True)
@@ -353,10 +355,18 @@ def summarize(preview: Mapping[str, Any], stack: str) -> str:
     if changes.host:
         lines.append("**Host:** " + "; ".join(f"{_role(step)}: {host_reason(step)}" for step in changes.host))
         lines.append("")
-    if changes.other:
-        lines.append("**Other:** " + "; ".join(f"{step.name}: {step.kind}" for step in changes.other))
+    key_made = [step for step in changes.other if step.name == STACK_KEY and step.kind == "create"]
+    others = [step for step in changes.other if step not in key_made]
+    if key_made and any(change.run and change.run.kind == "update" for change in changes.hubs.values()):
+        lines.append("**Stack key:** made now. From this update on the fingerprints of the hubs' secrets are keyed "
+                     "with it, no longer with the SSH key, so each hub with secrets reads `secret ... changed` and "
+                     "restarts this once, as any deploy does (health-gated, no request dropped); rotating the SSH "
+                     "key later restarts nothing.")
         lines.append("")
-    if not (changes.hubs or changes.host or changes.other or errors):
+    if others:
+        lines.append("**Other:** " + "; ".join(f"{step.name}: {step.kind}" for step in others))
+        lines.append("")
+    if not (changes.hubs or changes.host or others or errors):
         counted = any(value for key, value in (preview.get("changeSummary") or {}).items() if key != "same")
         # Only the stack or a component changes (an output, say): nothing runs on the host.
         lines += ["No hub or host changes; nothing runs on the host." if counted else "No changes.", ""]

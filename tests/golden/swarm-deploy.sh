@@ -223,11 +223,11 @@ stack_file='{
   "secrets": {
     "wbhubmanager_SESSION_SECRET": {
       "external": true,
-      "name": "staging-wbhubmanager-SESSION_SECRET-29e6a9d49617"
+      "name": "staging-wbhubmanager-SESSION_SECRET-755055db0896"
     },
     "wbsaleshub_LEADS_API_TOKEN": {
       "external": true,
-      "name": "staging-wbsaleshub-LEADS_API_TOKEN-5bb462bf94b3"
+      "name": "staging-wbsaleshub-LEADS_API_TOKEN-a5cf1201fa2f"
     }
   },
   "volumes": {
@@ -291,7 +291,7 @@ backend slots-wbsaleshub
 '
 proxy_config_file=haproxy.cfg
 proxy_config_name=workhub-staging-proxy-a85319f6dd32
-secret_names=(staging-wbhubmanager-SESSION_SECRET-29e6a9d49617 staging-wbsaleshub-LEADS_API_TOKEN-5bb462bf94b3)
+secret_names=(staging-wbhubmanager-SESSION_SECRET-755055db0896 staging-wbsaleshub-LEADS_API_TOKEN-a5cf1201fa2f)
 services=(workhub-staging_wbhubmanager workhub-staging_wbsaleshub workhub-staging_proxy)
 hubs=(wbhubmanager wbsaleshub)
 registry_server=10.0.0.1:5000
