@@ -70,7 +70,7 @@ def test_a_slot_back_at_another_address_serves_at_once(tmp_path, toolchain, test
         up = stack.up(on_output=print_line, color="never")
         assert serving_container("wbhubmanager", "e2e") == first and address(first) != before
         assert health(url) == 200
-        (took,) = [int(ms) for ms in re.findall(r"switched (\d+) ms after it was healthy", up.stdout)]
+        took = int(re.findall(r"switched (\d+) ms after it was healthy", up.stdout)[-1])
         print(f"switched {took} ms after the new container was healthy")
         assert took < 5000, f"the switch took {took} ms: it waited on the proxy's DNS resolver"
 
