@@ -6,8 +6,9 @@ that owns the hub's host port. A deploy starts the new version in the slot that 
 the proxy's runtime API switches the backend to it once it is healthy (no reload: no client
 connection, fresh or kept-alive, notices); the old slot then drains and stops. The proxy reaches a
 slot by its container name on the stack's Docker network (re-resolved through Docker's DNS, so a
-container restarted with another address is found again), and nothing but the proxy publishes a
-port. Its config file names the live slot too, so after a restart or a reboot it serves from there.
+container restarted with another address is found again; a deploy hands it the new container's
+address itself), and nothing but the proxy publishes a port. Its config file names the live slot
+too, so after a restart or a reboot it serves from there.
 
 Compose files are JSON (a subset of YAML, so Compose reads them as they are) and every `$` in them
 is doubled, since Compose would otherwise read `$NAME` in a value as one of its variables.
@@ -33,6 +34,19 @@ BACKEND = "slots"
 LIVE_MARK = "# workhub live slot: "
 # Docker's DNS inside a container on a user-defined network.
 DOCKER_DNS = "127.0.0.11:53"
+# The proxy's resolver asks Docker's DNS for each slot's name every RESOLVE_EVERY_S seconds; a
+# question goes unanswered when Docker forwards a name it does not know to a server that stays
+# silent, and is asked again RESOLVE_TRIES times, RESOLVE_RETRY_S seconds apart.
+RESOLVE_EVERY_S = 1
+RESOLVE_TRIES = 3
+RESOLVE_RETRY_S = 1
+# How long one lookup can take: a name whose container runs is found within it.
+LOOKUP_S = RESOLVE_EVERY_S + RESOLVE_TRIES * RESOLVE_RETRY_S
+# How long the proxy keeps the last address it had for a name Docker's DNS no longer answers for
+# (its container restarting), before the server goes into maintenance.
+HOLD_S = 30
+# How long a graceful reload may take before the new process answers the runtime API.
+RELOAD_WAIT_S = 10
 
 
 # The proxy's defaults section, on one host and on a Swarm.
@@ -150,9 +164,10 @@ def proxy_config(hub: Hub, stack: str, live: str, host_port: int, deploy: Deploy
     servers = []
     for slot in SLOTS:
         address = f"{slot_container(hub.name, stack, slot)}:{hub.port}"
-        # Found through Docker's DNS while the proxy runs (a restarted container again); the live one
-        # also by the libc resolver at start, so a new proxy serves at once. Not the other: a name
-        # with no container behind it can take Docker's DNS seconds to give up on.
+        # Found through Docker's DNS while the proxy runs (a restarted container again; a deploy sets
+        # the address itself); the live one also by the libc resolver at start, so a new proxy
+        # serves at once. Not the other: a name with no container behind it can take Docker's DNS
+        # seconds to give up on.
         options = "resolvers docker " + ("init-addr libc,none" if slot == live else "init-addr none disabled")
         servers.append(f"    server {slot} {address} {options}")
     return "\n".join([
@@ -170,15 +185,21 @@ def proxy_config(hub: Hub, stack: str, live: str, host_port: int, deploy: Deploy
         *PROXY_DEFAULTS,
         "resolvers docker",
         f"    nameserver docker {DOCKER_DNS}",
-        # A new or restarted container is found within a second; an answer that fails keeps the last
-        # address a while (a container briefly gone from the DNS is still tried, then retried).
-        "    timeout resolve 1s",
+        # A deploy gives the proxy each new container's address through the runtime API; the
+        # resolver finds a live container Docker started again elsewhere (after a crash, a restore
+        # or a reboot) at its next answer. An answer that fails keeps the last address a while (a
+        # container briefly gone from the DNS is still tried, then retried); an address missing
+        # from an answer is dropped at once (held on to, it kept a container back at another
+        # address from being found: `hold obsolete 30s` took a restored hub away for 30 s).
+        f"    timeout resolve {RESOLVE_EVERY_S}s",
+        f"    resolve_retries {RESOLVE_TRIES}",
+        f"    timeout retry {RESOLVE_RETRY_S}s",
         "    hold valid 10s",
-        "    hold other 30s",
-        "    hold refused 30s",
-        "    hold nx 30s",
-        "    hold timeout 30s",
-        "    hold obsolete 30s",
+        f"    hold other {HOLD_S}s",
+        f"    hold refused {HOLD_S}s",
+        f"    hold nx {HOLD_S}s",
+        f"    hold timeout {HOLD_S}s",
+        "    hold obsolete 0s",
         "frontend hub",
         f"    bind :{host_port}",
         f"    default_backend {BACKEND}",

@@ -12,8 +12,9 @@ stops the old container while it has requests in flight:
    stopped serving, and the deploy fails saying what the probes saw and the new container's last
    log lines;
 3. the hub's proxy (HAProxy, which owns the host port) switches its backend to the new slot through
-   its runtime API, with no reload: new requests go there, requests in flight finish on the old one,
-   and no client connection is closed;
+   its runtime API (the new container's address, then its state), with no reload and no wait for
+   its DNS resolver: new requests go there, requests in flight finish on the old one, and no client
+   connection is closed;
 4. once the proxy holds no request to the old container (or `stopGraceSeconds` passed), the old one
    gets SIGTERM and the same grace period, and is removed with its env file.
 """
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .compose import (BACKEND, LIVE_MARK, PROXY_API_PORT, SLOTS, base_name, env_file, network_name, proxy_compose,
-                      proxy_config, proxy_container, slot_compose)
+from .compose import (BACKEND, LIVE_MARK, LOOKUP_S, PROXY_API_PORT, RELOAD_WAIT_S, SLOTS, base_name, env_file,
+                      network_name, proxy_compose, proxy_config, proxy_container, slot_compose)
 from .config import DeploySettings, Hub
 from .light import DRIFT_MARK
 from .runtime import Runtime, volume_name
@@ -99,18 +100,65 @@ _PROBE = PROBE_FUNCTION + r"""probe_host=$publish_address
 [ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
 """
 
+# `point_proxy SLOT`: the hub's running proxy sends new requests for SLOT to its container at the
+# address Docker gave it now, and takes SLOT out of maintenance; for whenever a slot's container
+# (re)starts while the proxy runs. The address goes in through the runtime API, not Docker's DNS:
+# HAProxy replaces a server's address, but gives none to a server that has none (never found, or
+# dropped after its container was gone for longer than the resolver's holds). Such a server keeps
+# no old address either, so the resolver's first answer sets it: a wait of at most one lookup
+# (resolve_wait). Fails, saying why, when the container has no address or the proxy does not take
+# it. With it: `api COMMAND` (one command to the runtime API; its answer on stdout; fails on an
+# error) and `ip_of CONTAINER`. Needs `say` and the values proxy, proxy_api_port, backend, base,
+# network, port, resolve_wait (`proxy_values` and `_hub_values`).
+POINT_PROXY = r"""
+ip_of() {
+  docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
+}
+api() {
+  local answer
+  answer=$(docker exec "$proxy" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" && printf "%s\n" "$1" >&3 && cat <&3' \
+    api "$1" "$proxy_api_port" 2>&1) || { printf '%s\n' "$answer" >&2; return 1; }
+  case "$answer" in
+    *"No such"* | *"Unknown command"* | *"Require "* | *"nvalid"* | *"not allowed"* | *"Permission denied"*)
+      printf 'the proxy refused "%s": %s\n' "$1" "$answer" >&2
+      return 1 ;;
+  esac
+  printf '%s\n' "$answer"
+}
+# The address the proxy sends SLOT's requests to ("-" for none).
+server_address() { api "show servers state $backend" | awk -v server="$1" '$4 == server { print $5 }'; }
+point_proxy() {
+  local ip start
+  ip=$(ip_of "$base-$1") || ip=""
+  if [ -z "$ip" ]; then
+    say "$base-$1 has no address on $network"
+    return 1
+  fi
+  api "set server $backend/$1 addr $ip port $port" >/dev/null || return 1
+  if [ "$(server_address "$1")" != "$ip" ]; then
+    start=$(date +%s%3N)
+    until [ "$(server_address "$1")" = "$ip" ]; do
+      if [ $(( $(date +%s%3N) - start )) -ge $(( resolve_wait * 1000 )) ]; then
+        say "the proxy had no address for $base-$1, and its resolver did not find it at $ip within $resolve_wait s"
+        return 1
+      fi
+      sleep 0.1
+    done
+    say "the proxy had no address for $base-$1: its resolver found it at $ip $(( $(date +%s%3N) - start )) ms later"
+  fi
+  api "set server $backend/$1 state ready" >/dev/null
+}
+"""
+
 # slot_file SLOT: the Compose file a deploy writes for SLOT's container.
 _SLOT_FILE = r"""
 slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }
 """
 
-_DEPLOY = _LAYOUT + _SLOT_FILE + _PROBE + r"""
+_DEPLOY = _LAYOUT + _SLOT_FILE + _PROBE + POINT_PROXY + r"""
 say() { printf 'run: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
-ip_of() {
-  docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
-}
 
 # What the probes of a new container saw, as words, with how long each went on (from its first
 # probe to its last): "answered 500 for 58 s (116 times), refused the connection (1 time)".
@@ -160,57 +208,37 @@ new_container_answers() {
 host_port_answers() { probe "$probe_host" "$host_port" "$health_path"; }
 wait_healthy() { passes new_container_answers "$health_interval"; }
 through_proxy() { passes host_port_answers 0.2; }
-# api COMMAND: one command to the proxy's runtime API (inside its container); its answer on stdout.
-# It fails when HAProxy answers with an error.
-api() {
-  local answer
-  answer=$(docker exec "$proxy" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" && printf "%s\n" "$1" >&3 && cat <&3' \
-    api "$1" "$proxy_api_port" 2>&1) || { printf '%s\n' "$answer" >&2; return 1; }
-  case "$answer" in
-    *"No such"* | *"Unknown command"* | *"Require "* | *"nvalid"* | *"not allowed"* | *"Permission denied"*)
-      printf 'the proxy refused "%s": %s\n' "$1" "$answer" >&2
-      return 1 ;;
-  esac
-  printf '%s\n' "$answer"
-}
-# known_address SLOT IP: the proxy has found SLOT's container at IP through Docker's DNS (a new
-# container is found within a second or two).
-known_address() {
-  local _
-  for _ in $(seq 40); do
-    [ "$(api "show servers state $backend" | awk -v server="$1" '$4 == server { print $5 }')" = "$2" ] && return 0
-    sleep 0.25
-  done
-  say "the proxy has not found $base-$1 at $2 through Docker's DNS after 10 s"
-  return 1
-}
 # switch_to SLOT: the proxy sends every new request to SLOT's container and none to the other's
 # (requests in flight finish where they are; no connection is closed), and its config file says so
 # for its next start.
 switch_to() {
-  local other ip
+  local other
   if [ "$1" = blue ]; then other=green; else other=blue; fi
   mkdir -p "$proxy_dir"
   proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
   mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
   running "$proxy" || return 0
-  ip=$(ip_of "$base-$1")
-  if [ -z "$ip" ]; then
-    say "$base-$1 has no address on $network"
-    return 1
-  fi
-  known_address "$1" "$ip" \
-    && api "set server $backend/$1 state ready" >/dev/null \
-    && api "set server $backend/$other state maint" >/dev/null
+  point_proxy "$1" && api "set server $backend/$other state maint" >/dev/null
 }
+# The process of the proxy that answers its runtime API (a reload starts another).
+worker_pid() { api "show info" 2>/dev/null | sed -n 's/^Pid: //p'; }
 # reload_to SLOT: the running proxy takes its new config, with SLOT live, in a graceful reload: a
 # new process gets the listening sockets and serves SLOT, the old one finishes its requests.
 reload_to() {
+  local before now deadline
   proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
   mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  before=$(worker_pid)
   docker kill --signal USR2 "$proxy" >/dev/null
-  sleep 1
-  known_address "$1" "$(ip_of "$base-$1")"
+  deadline=$(( $(date +%s) + reload_wait ))
+  until now=$(worker_pid) && [ -n "$now" ] && [ "$now" != "$before" ]; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      say "the proxy's new process did not answer its runtime API within $reload_wait s of the reload"
+      return 1
+    fi
+    sleep 0.2
+  done
+  point_proxy "$1"
 }
 # drain SLOT: wait until the proxy has no request in flight on SLOT's server, for at most
 # stop_grace seconds.
@@ -457,6 +485,12 @@ def _hub_values(hub: Hub, stack: str, publish_address: str) -> dict[str, Value]:
     }
 
 
+def proxy_values() -> dict[str, Value]:
+    """What POINT_PROXY reads besides `_hub_values`: the proxy's backend, its runtime API's port,
+    and how long its resolver takes for one lookup (the wait when HAProxy cannot take an address)."""
+    return {"backend": BACKEND, "proxy_api_port": PROXY_API_PORT, "resolve_wait": LOOKUP_S}
+
+
 def _documents(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtime,
                serving: Serving) -> dict[str, Value]:
     """The Compose files a deploy of `image` writes (each slot's, the proxy's): what the check compares."""
@@ -483,8 +517,8 @@ def run_script(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtim
             "health_interval": f"{deploy.health_interval_ms / 1000:g}",
             "stop_grace": deploy.stop_grace_seconds,
             "proxy_image": proxy_image,
-            "proxy_api_port": PROXY_API_PORT,
-            "backend": BACKEND,
+            **proxy_values(),
+            "reload_wait": RELOAD_WAIT_S,
             "env_plain": env_file(runtime),
             "secret_env": list(runtime.secret_env),
             "secret_files": list(runtime.secret_files),

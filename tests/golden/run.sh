@@ -15,8 +15,10 @@ healthy_passes=3
 health_interval=0.5
 stop_grace=30
 proxy_image=haproxy:2.6
-proxy_api_port=9999
 backend=slots
+proxy_api_port=9999
+resolve_wait=4
+reload_wait=10
 env_plain='PORT=4091
 LOG_LEVEL=info
 GREETING=it'"'"'s $HOME
@@ -53,12 +55,14 @@ defaults
 resolvers docker
     nameserver docker 127.0.0.11:53
     timeout resolve 1s
+    resolve_retries 3
+    timeout retry 1s
     hold valid 10s
     hold other 30s
     hold refused 30s
     hold nx 30s
     hold timeout 30s
-    hold obsolete 30s
+    hold obsolete 0s
 frontend hub
     bind :14091
     default_backend slots
@@ -91,12 +95,14 @@ defaults
 resolvers docker
     nameserver docker 127.0.0.11:53
     timeout resolve 1s
+    resolve_retries 3
+    timeout retry 1s
     hold valid 10s
     hold other 30s
     hold refused 30s
     hold nx 30s
     hold timeout 30s
-    hold obsolete 30s
+    hold obsolete 0s
 frontend hub
     bind :14091
     default_backend slots
@@ -307,12 +313,47 @@ probe() { timeout 5 bash -c "$probe_src" probe "$@" 2>/dev/null || echo no-answe
 probe_host=$publish_address
 [ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
 
-say() { printf 'run: %s\n' "$*" >&2; }
-now_ms() { date +%s%3N; }
-proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
 ip_of() {
   docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
 }
+api() {
+  local answer
+  answer=$(docker exec "$proxy" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" && printf "%s\n" "$1" >&3 && cat <&3' \
+    api "$1" "$proxy_api_port" 2>&1) || { printf '%s\n' "$answer" >&2; return 1; }
+  case "$answer" in
+    *"No such"* | *"Unknown command"* | *"Require "* | *"nvalid"* | *"not allowed"* | *"Permission denied"*)
+      printf 'the proxy refused "%s": %s\n' "$1" "$answer" >&2
+      return 1 ;;
+  esac
+  printf '%s\n' "$answer"
+}
+# The address the proxy sends SLOT's requests to ("-" for none).
+server_address() { api "show servers state $backend" | awk -v server="$1" '$4 == server { print $5 }'; }
+point_proxy() {
+  local ip start
+  ip=$(ip_of "$base-$1") || ip=""
+  if [ -z "$ip" ]; then
+    say "$base-$1 has no address on $network"
+    return 1
+  fi
+  api "set server $backend/$1 addr $ip port $port" >/dev/null || return 1
+  if [ "$(server_address "$1")" != "$ip" ]; then
+    start=$(date +%s%3N)
+    until [ "$(server_address "$1")" = "$ip" ]; do
+      if [ $(( $(date +%s%3N) - start )) -ge $(( resolve_wait * 1000 )) ]; then
+        say "the proxy had no address for $base-$1, and its resolver did not find it at $ip within $resolve_wait s"
+        return 1
+      fi
+      sleep 0.1
+    done
+    say "the proxy had no address for $base-$1: its resolver found it at $ip $(( $(date +%s%3N) - start )) ms later"
+  fi
+  api "set server $backend/$1 state ready" >/dev/null
+}
+
+say() { printf 'run: %s\n' "$*" >&2; }
+now_ms() { date +%s%3N; }
+proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
 
 # What the probes of a new container saw, as words, with how long each went on (from its first
 # probe to its last): "answered 500 for 58 s (116 times), refused the connection (1 time)".
@@ -362,57 +403,37 @@ new_container_answers() {
 host_port_answers() { probe "$probe_host" "$host_port" "$health_path"; }
 wait_healthy() { passes new_container_answers "$health_interval"; }
 through_proxy() { passes host_port_answers 0.2; }
-# api COMMAND: one command to the proxy's runtime API (inside its container); its answer on stdout.
-# It fails when HAProxy answers with an error.
-api() {
-  local answer
-  answer=$(docker exec "$proxy" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$2" && printf "%s\n" "$1" >&3 && cat <&3' \
-    api "$1" "$proxy_api_port" 2>&1) || { printf '%s\n' "$answer" >&2; return 1; }
-  case "$answer" in
-    *"No such"* | *"Unknown command"* | *"Require "* | *"nvalid"* | *"not allowed"* | *"Permission denied"*)
-      printf 'the proxy refused "%s": %s\n' "$1" "$answer" >&2
-      return 1 ;;
-  esac
-  printf '%s\n' "$answer"
-}
-# known_address SLOT IP: the proxy has found SLOT's container at IP through Docker's DNS (a new
-# container is found within a second or two).
-known_address() {
-  local _
-  for _ in $(seq 40); do
-    [ "$(api "show servers state $backend" | awk -v server="$1" '$4 == server { print $5 }')" = "$2" ] && return 0
-    sleep 0.25
-  done
-  say "the proxy has not found $base-$1 at $2 through Docker's DNS after 10 s"
-  return 1
-}
 # switch_to SLOT: the proxy sends every new request to SLOT's container and none to the other's
 # (requests in flight finish where they are; no connection is closed), and its config file says so
 # for its next start.
 switch_to() {
-  local other ip
+  local other
   if [ "$1" = blue ]; then other=green; else other=blue; fi
   mkdir -p "$proxy_dir"
   proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
   mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
   running "$proxy" || return 0
-  ip=$(ip_of "$base-$1")
-  if [ -z "$ip" ]; then
-    say "$base-$1 has no address on $network"
-    return 1
-  fi
-  known_address "$1" "$ip" \
-    && api "set server $backend/$1 state ready" >/dev/null \
-    && api "set server $backend/$other state maint" >/dev/null
+  point_proxy "$1" && api "set server $backend/$other state maint" >/dev/null
 }
+# The process of the proxy that answers its runtime API (a reload starts another).
+worker_pid() { api "show info" 2>/dev/null | sed -n 's/^Pid: //p'; }
 # reload_to SLOT: the running proxy takes its new config, with SLOT live, in a graceful reload: a
 # new process gets the listening sockets and serves SLOT, the old one finishes its requests.
 reload_to() {
+  local before now deadline
   proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
   mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  before=$(worker_pid)
   docker kill --signal USR2 "$proxy" >/dev/null
-  sleep 1
-  known_address "$1" "$(ip_of "$base-$1")"
+  deadline=$(( $(date +%s) + reload_wait ))
+  until now=$(worker_pid) && [ -n "$now" ] && [ "$now" != "$before" ]; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      say "the proxy's new process did not answer its runtime API within $reload_wait s of the reload"
+      return 1
+    fi
+    sleep 0.2
+  done
+  point_proxy "$1"
 }
 # drain SLOT: wait until the proxy has no request in flight on SLOT's server, for at most
 # stop_grace seconds.
