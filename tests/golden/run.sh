@@ -310,6 +310,15 @@ probe_host=$publish_address
 say() { printf 'run: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
+# write_proxy_config SLOT: the proxy's config file, with SLOT live. The proxy's user in its container
+# (the official image's haproxy, uid 99) reads it, so it alone is readable by all: it holds no
+# secret, and ~/.workhub (0700) keeps the host's other accounts out.
+write_proxy_config() {
+  install -d -m 755 "$proxy_dir"
+  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
+  chmod 644 "$proxy_dir/haproxy.cfg.tmp"
+  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+}
 ip_of() {
   docker container inspect --format "{{with index .NetworkSettings.Networks \"$network\"}}{{.IPAddress}}{{end}}" "$1" 2>/dev/null
 }
@@ -392,9 +401,7 @@ known_address() {
 switch_to() {
   local other ip
   if [ "$1" = blue ]; then other=green; else other=blue; fi
-  mkdir -p "$proxy_dir"
-  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
-  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  write_proxy_config "$1"
   running "$proxy" || return 0
   ip=$(ip_of "$base-$1")
   if [ -z "$ip" ]; then
@@ -408,8 +415,7 @@ switch_to() {
 # reload_to SLOT: the running proxy takes its new config, with SLOT live, in a graceful reload: a
 # new process gets the listening sockets and serves SLOT, the old one finishes its requests.
 reload_to() {
-  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
-  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  write_proxy_config "$1"
   docker kill --signal USR2 "$proxy" >/dev/null
   sleep 1
   known_address "$1" "$(ip_of "$base-$1")"
@@ -442,7 +448,10 @@ finish() {
 }
 work=$(mktemp -d)
 trap finish EXIT
-mkdir -p "$state" "$proxy_dir"
+umask 077
+mkdir -p "$HOME/.workhub"
+chmod 700 "$HOME/.workhub"
+install -d -m 755 "$proxy_dir"
 install -d -m 700 "$env_dir" "$secrets_dir"
 # One deploy of this hub at a time: an interrupted one may still be finishing on the host.
 exec 7>>"$state/deploy-$base.lock"
@@ -533,7 +542,6 @@ if [ "${#secret_files[@]}" -gt 0 ]; then
     printf '%s' "${!var}" >"$secrets_dir/$new_container/${secret_files[$i]}"
   done
 fi
-umask 022
 
 say "starting $new_container from $image beside ${live_container:-nothing} (PORT $port); previous image: ${previous:-none}"
 put_file "$new_container" "$(slot_file "$slot")"
