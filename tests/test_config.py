@@ -380,3 +380,14 @@ def test_a_hub_uid_is_configurable_but_never_root_and_never_shared():
     found = problems(stack_of(one_hub("alpha", uid=7000), one_hub("beta", uid=7000)))
     assert found == ["workhub:hubs[1].uid: beta would run as uid 7000, as alpha does\n"
                      "    fix: give hubs[1] in Pulumi.yaml a uid of its own (uid: <a number no host account has>)"]
+
+
+@pytest.mark.parametrize("value, production, staging", [(None, True, False), ("false", False, False),
+                                                        ("true", True, True), (True, True, True)])
+def test_protect_data_defaults_to_production_only_and_is_a_yes_or_no(value, production, staging):
+    raw = valid() if value is None else {**valid(), "protectData": value}
+    config = parse(raw)
+    assert (config.protects_data("production"), config.protects_data("staging")) == (production, staging)
+    assert problems({**valid(), "protectData": "maybe"}) == [
+        "workhub:protectData: Input should be a valid boolean, unable to interpret input\n"
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:protectData' true"]

@@ -377,3 +377,21 @@ def test_swarm_push_and_remove_scripts_golden():
     import subprocess
     for text in (push, remove_script("staging")):
         assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+
+
+@pulumi.runtime.test
+def test_a_hubs_volume_on_its_data_node_is_a_resource_after_the_deploy(mocks, project, depends_on):
+    """On a Swarm, each hub volume is a command on the hub's data node, after the deploy (whose task
+    makes it), labelled with the Swarm stack's namespace when it has to make it; not protected in
+    staging."""
+
+    def check(chain, deployed, pusher, _):
+        volume = by_name(mocks, "wbsaleshub-volume-data")
+        assert depends_on["wbsaleshub-volume-data"] == ["swarm-deploy"]
+        assert volume.inputs["connection"]["host"] == "10.0.0.12" and volume.inputs["connection"]["hostKey"] == KEYS[1]
+        assert "\nvolume=workhub-staging-wbsaleshub-data\n" in volume.inputs["create"]
+        assert "\nnamespace=workhub-staging\n" in volume.inputs["create"]
+        assert volume.inputs.get("delete") is None
+        assert not [r for r in commands(mocks) if r.name.startswith("wbhubmanager-volume")], "it has no volume"
+
+    return run(project, check)

@@ -14,9 +14,9 @@ chmod 700 "$HOME/.workhub"
 state="$HOME/.workhub"
 if find "$state" \( -path "$state/contexts" -o -path "$state/builds/*/context" -o -path "$state/proxy" \) -prune \
   -o ! -type l -perm /077 -exec chmod go-rwx {} + 2>/dev/null; then
-  say "~/.workhub (0700) and what is in it are the deploy user's alone"
+  say "$state (0700) and what is in it are the deploy user's alone"
 else
-  say "~/.workhub is 0700, but some files in it could not be made private (not the deploy user's?)"
+  say "$state is 0700, but some files in it could not be made private (not the deploy user's?)"
 fi
 mkdir -p "$HOME/.ssh"
 chmod 700 "$HOME/.ssh"
