@@ -64,6 +64,7 @@ def guarded(tmp_path_factory, toolchain, test_host, npm_registry):
     """A stack whose data is protected, deployed first as before the upgrade (its volume made by the
     deploy, with a file in it), and taken down at the end whatever happened."""
     tmp = tmp_path_factory.mktemp("guard")
+    docker("volume", "rm", VOLUME, check=False)  # left by an earlier run that could not purge it
     engine, stack = new_local_stack(tmp, test_host, npm_registry, hubs=[HUB], name=STACK,
                                     overrides={"workhub:protectData": "true"})
     try:
