@@ -82,7 +82,11 @@ def main(args: Sequence[str]) -> int:
     # What the CLI writes here (the local stack's state, Pulumi.<stack>.yaml) is its user's alone.
     os.umask(0o077)
     bin_dir = eng.ensure_toolchain()
-    env = environment(args)
+    try:
+        env = environment(args)
+    except eng.PassphraseError as error:
+        print(f"workhub: pulumi {' '.join(args)} did not run: {error}", file=sys.stderr)
+        return 1
     # The local stack is this checkout's; any other is in the project directory (WORKHUB_PROJECT_DIR).
     os.chdir(eng.REPO if uses_local_backend(args) else eng.project_dir())
     sys.stdout.flush()
