@@ -24,6 +24,8 @@ from .light import PULUMI_CLI
 NAMESPACE = "workhub"
 DEFAULT_BASE_IMAGE = "node:20-bookworm-slim"
 DEFAULT_PROXY_IMAGE = "haproxy:2.6"
+# The stack whose hubs' data is protected unless its config says otherwise (workhub:protectData).
+PRODUCTION_STACK = "production"
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -465,6 +467,11 @@ class StackConfig(_Section):
         description="The HAProxy image of the proxy that owns each hub's host port on the host.",
     )
     swarm: Optional[SwarmConfig] = Field(None, description="The Docker Swarm this stack runs on, instead of one host.")
+    protect_data: Optional[bool] = Field(
+        None, alias="protectData",
+        description="Whether the hubs' volumes are protected resources, which no destroy removes until unprotected "
+                    "(default: true for the stack named production, false for any other).",
+    )
     build: BuildSettings = Field(default_factory=BuildSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
@@ -488,6 +495,11 @@ class StackConfig(_Section):
     _promote = field_validator("promote_from")(
         _matches(re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,2}$"), "must be a stack name such as staging")
     )
+
+    def protects_data(self, stack: str) -> bool:
+        """Whether the hubs' volumes are protected in `stack`: workhub:protectData, or by default only
+        in the stack named production."""
+        return self.protect_data if self.protect_data is not None else stack == PRODUCTION_STACK
 
     @field_validator("pinned_images")
     @classmethod
@@ -541,6 +553,7 @@ _EXAMPLES = {
     "baseImage": DEFAULT_BASE_IMAGE,
     "npmRegistry": "http://127.0.0.1:4873/",
     "publishAddress": "127.0.0.1",
+    "protectData": "true",
     "sourceRoot": "..",
     "registry.server": "<registry host[:port]>",
     "registry.repository": "workhub",

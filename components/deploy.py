@@ -28,7 +28,7 @@ from .compose import (BACKEND, LIVE_MARK, LOOKUP_S, PROXY_API_PORT, RELOAD_WAIT_
 from .config import DeploySettings, Hub
 from .light import DRIFT_MARK
 from .runtime import Runtime, volume_name
-from .scripts import STACK_IMAGES
+from .scripts import PRIVATE_STATE, STACK_IMAGES
 from .shell import Value, script
 
 # Paths on the host, and the Compose project every hub of every stack belongs to: one file per
@@ -159,6 +159,15 @@ _DEPLOY = _LAYOUT + _SLOT_FILE + _PROBE + POINT_PROXY + r"""
 say() { printf 'run: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
+# write_proxy_config SLOT: the proxy's config file, with SLOT live. The proxy's user in its container
+# (the official image's haproxy, uid 99) reads it, so it alone is readable by all: it holds no
+# secret, and ~/.workhub (0700) keeps the host's other accounts out.
+write_proxy_config() {
+  install -d -m 755 "$proxy_dir"
+  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
+  chmod 644 "$proxy_dir/haproxy.cfg.tmp"
+  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+}
 
 # What the probes of a new container saw, as words, with how long each went on (from its first
 # probe to its last): "answered 500 for 58 s (116 times), refused the connection (1 time)".
@@ -214,9 +223,7 @@ through_proxy() { passes host_port_answers 0.2; }
 switch_to() {
   local other
   if [ "$1" = blue ]; then other=green; else other=blue; fi
-  mkdir -p "$proxy_dir"
-  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
-  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  write_proxy_config "$1"
   running "$proxy" || return 0
   point_proxy "$1" && api "set server $backend/$other state maint" >/dev/null
 }
@@ -226,8 +233,7 @@ worker_pid() { api "show info" 2>/dev/null | sed -n 's/^Pid: //p'; }
 # new process gets the listening sockets and serves SLOT, the old one finishes its requests.
 reload_to() {
   local before now deadline
-  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
-  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  write_proxy_config "$1"
   before=$(worker_pid)
   docker kill --signal USR2 "$proxy" >/dev/null
   deadline=$(( $(date +%s) + reload_wait ))
@@ -268,7 +274,8 @@ finish() {
 }
 work=$(mktemp -d)
 trap finish EXIT
-mkdir -p "$state" "$proxy_dir"
+""" + PRIVATE_STATE + r"""
+install -d -m 755 "$proxy_dir"
 install -d -m 700 "$env_dir" "$secrets_dir"
 # One deploy of this hub at a time: an interrupted one may still be finishing on the host.
 exec 7>>"$state/deploy-$base.lock"
@@ -359,7 +366,6 @@ if [ "${#secret_files[@]}" -gt 0 ]; then
     printf '%s' "${!var}" >"$secrets_dir/$new_container/${secret_files[$i]}"
   done
 fi
-umask 022
 
 say "starting $new_container from $image beside ${live_container:-nothing} (PORT $port); previous image: ${previous:-none}"
 put_file "$new_container" "$(slot_file "$slot")"
@@ -785,3 +791,37 @@ def restore_script(hub: Hub, stack: str, volume_key: str, sha256: str, host_port
         _RESTORE,
     )
 
+
+
+# A hub's named volume as a resource of the stack: made (with the labels the deploy gives it) when it
+# is not on the host, adopted as it is when it is. It never empties or removes one: its resource
+# only records the volume, so that a production stack can protect it (workhub:protectData).
+_VOLUME = r"""
+say() { printf 'volume: %s\n' "$*" >&2; }
+if docker volume inspect "$volume" >/dev/null 2>&1; then
+  say "$volume is on the host: it is this stack's, with its data as it is"
+else
+  labels=(--label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key")
+  [ -z "$namespace" ] || labels+=(--label "com.docker.stack.namespace=$namespace")
+  docker volume create "${labels[@]}" "$volume" >/dev/null
+  say "created $volume"
+fi
+printf '{"volume": "%s"}\n' "$volume"
+"""
+
+
+def volume_script(hub: Hub, stack: str, volume_key: str, namespace: str = "") -> str:
+    """Make the hub's volume `volume_key` when the host lacks it; adopt it, untouched, when it has it.
+    On a Swarm node, `namespace` (the Swarm stack's) labels it as `docker stack deploy` would."""
+    return script({"hub": hub.name, "stack": stack, "volume_key": volume_key,
+                   "volume": volume_name(stack, hub.name, volume_key), "namespace": namespace}, _VOLUME)
+
+
+_VOLUME_CHECK = r"""
+docker volume inspect "$volume" >/dev/null 2>&1 || printf '%sthe volume %s is gone from the host\n' "$drift_mark" "$volume"
+"""
+
+
+def volume_check_script(hub: Hub, stack: str, volume_key: str) -> str:
+    """What a refresh runs for a volume's resource: a DRIFT_MARK line when the volume is gone."""
+    return script({"volume": volume_name(stack, hub.name, volume_key), "drift_mark": DRIFT_MARK}, _VOLUME_CHECK)

@@ -16,13 +16,14 @@ from .build_host import BuildHost, BuildHostArgs
 from .config import (NAMESPACE, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, SSH_KEY, ConfigError, StackConfig, built_hubs,
                      hub_secret_values, namespaced, parse_stack_config)
 from .deploy import Serving
+from .hub_data import HubData, HubDataArgs
 from .plan import HubPlan, dockerfile_warnings, host_only_warnings, plan_stack, volume_warnings
 from .promotion import PromotedHub, candidates, swarm_sources
 from .registry_image import Pusher, push_with_docker
 from .runtime import Runtime, hub_runtime
 from .stack_key import read_key
 from .swarm import namespace
-from .swarm_cluster import SwarmCluster, SwarmClusterArgs
+from .swarm_cluster import SwarmCluster, SwarmClusterArgs, node_connection
 from .swarm_stack import SwarmStack, SwarmStackArgs, urls
 
 
@@ -143,6 +144,12 @@ def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[Build
                                        "hostPort": candidate.host_port, "from": candidate.source_image,
                                        "origin": candidate.origin or candidate.reason, "verified": hub.result,
                                        **runtime_of(candidate.hub.name)}
+    runs = {**{plan.hub.name: image.run for image, plan in zip(chain.images, plans)},
+            **{hub.candidate.hub.name: hub.run for hub in promoted}}
+    protect = config.protects_data(stack)
+    for hub in config.hubs:
+        if hub.volumes:
+            HubData(hub.name, HubDataArgs(hub, stack, host.connection, host.private_key, [runs[hub.name]], protect))
     pulumi.export("host", host.connection.describe())
     pulumi.export("hostFacts", host.facts)
     pulumi.export("hubs", outputs)
@@ -166,6 +173,11 @@ def swarm_program(config: StackConfig, host: BuildHost, chain: BuildChain, runti
     deployed = SwarmStack("swarm", SwarmStackArgs(
         config, stack, images, runtimes, private_key, settings.get_secret(REGISTRY_PASSWORD),
         after=[*cluster.ready, *(step for image in built.values() for step in image.ready)]))
+    for hub in config.hubs:
+        node = config.swarm.data_node(hub.name)
+        if hub.volumes and node is not None:
+            HubData(hub.name, HubDataArgs(hub, stack, node_connection(config, node), private_key, [deployed.deploy],
+                                          config.protects_data(stack), namespace(stack)))
     outputs = partial(swarm_outputs, config, {name: image.image for name, image in built.items()}, sources, runtimes)
     pulumi.export("host", host.connection.describe())
     if host.facts is not None:

@@ -125,6 +125,9 @@ def failure_message(label: str, host: str, code: int, tail: list[str]) -> str:
     if label.startswith(STACK_STEPS) and role not in HUB_STEPS:
         hub = ""
     step = STEP_WORDS.get(role, label)
+    if "-volume-" in label:  # a hub's volume (components.hub_data): <hub>-volume-<name>
+        hub, _, name = label.partition("-volume-")
+        step = f"volume {name}"
     failed = [i for i, line in enumerate(tail) if _FAILED.match(line)]
     reason, log, others = f"the script ended with exit code {code}", "", tail
     if failed:
@@ -413,7 +416,11 @@ def _run_once(transport: paramiko.Transport, conn: Connection, script: str, labe
     if upload is not None:
         archive, remote_dir = upload
         target = '"$HOME"/' + shlex.quote(remote_dir)
-        command = f"rm -rf -- {target} && mkdir -p -- {target} && tar -xzf - -C {target}"
+        # The directory it is in (~/.workhub) is the user's alone; the context's own files keep the
+        # modes Docker sends (they become the image's), whatever the session's umask.
+        top = '"$HOME"/' + shlex.quote(remote_dir.split("/", 1)[0])
+        command = (f"(umask 077 && mkdir -p -- {top}) && chmod 700 -- {top} && umask 022 && rm -rf -- {target} "
+                   f"&& mkdir -p -- {target} && tar -xzf - -C {target}")
         status, _, tail = _execute(transport, command, archive, label, log, heartbeat)
         if status != 0:
             raise RemoteCommandError(

@@ -16,6 +16,11 @@ from .shell import assignments, script
 # Where workhub keeps its files on the host, under the deploy user's home.
 STATE_DIR = ".workhub"
 
+# ~/.workhub is the deploy user's alone (0700), and what a script writes there (logs, build records,
+# Compose and env files, locks) no other account may read (umask 077). Every script that writes
+# there starts with this, so a host that another script reaches before the setup has it too.
+PRIVATE_STATE = 'umask 077\nmkdir -p "$HOME/.workhub"\nchmod 700 "$HOME/.workhub"'
+
 # Picks the BuildKit client: buildx where the host has it, else the classic client with BuildKit on.
 _BUILDER = r"""
 if docker buildx version >/dev/null 2>&1; then
@@ -125,6 +130,18 @@ def preflight_script(base_image: str, build: BuildSettings, builds_here: bool = 
 
 _HOST_SETUP = r"""
 say() { printf 'host-setup: %s\n' "$*" >&2; }
+""" + PRIVATE_STATE + r"""
+# Once (this script runs again only when it changes): what earlier versions wrote readable by others
+# (logs, build records, Compose files...) becomes the deploy user's alone. The uploaded build
+# contexts keep their modes (they become the images' files), and each proxy's config stays readable
+# by the proxy's user in its container; ~/.workhub (0700) keeps every other account out of both.
+state="$HOME/.workhub"
+if find "$state" \( -path "$state/contexts" -o -path "$state/builds/*/context" -o -path "$state/proxy" \) -prune \
+  -o ! -type l -perm /077 -exec chmod go-rwx {} + 2>/dev/null; then
+  say "$state (0700) and what is in it are the deploy user's alone"
+else
+  say "$state is 0700, but some files in it could not be made private (not the deploy user's?)"
+fi
 mkdir -p "$HOME/.ssh"
 chmod 700 "$HOME/.ssh"
 config="$HOME/.ssh/config"
@@ -489,6 +506,7 @@ def build_runner(
 RUNNER_MARK = "@@RUNNER@@"
 _BUILD = r"""
 say() { printf 'build: %s\n' "$*" >&2; }
+""" + PRIVATE_STATE + r"""
 state="$HOME/.workhub"
 dir="$state/builds/$hub-$stack-$build_id"
 mkdir -p "$dir"
@@ -559,8 +577,8 @@ def build_script(
 _PULL = PAUSE_AFTER + REGISTRY_LOGIN + r"""
 say() { printf 'pull: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
+""" + PRIVATE_STATE + r"""
 state="$HOME/.workhub"
-mkdir -p "$state"
 now_ms() { date +%s%3N; }
 digest_of() {
   docker image inspect --format '{{join .RepoDigests " "}}' "$1" | tr ' ' '\n' | grep -F "$repository@" | head -n 1

@@ -11,7 +11,7 @@ from typing import Mapping, Optional
 
 from .config import BuildSettings, RegistryConfig, StackConfig, SwarmNode
 from .runtime import Runtime
-from .scripts import PAUSE_AFTER, REGISTRY_LOGIN
+from .scripts import PAUSE_AFTER, PRIVATE_STATE, REGISTRY_LOGIN
 from .shell import script
 from .swarm import LABEL_PREFIX, PROXY_CONFIG_FILE, namespace, node_labels, secret_name, service_name
 
@@ -86,8 +86,8 @@ def labels_script(config: StackConfig) -> str:
 _DEPLOY = REGISTRY_LOGIN + r"""
 say() { printf 'swarm-deploy: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
+""" + PRIVATE_STATE + r"""
 dir="$HOME/.workhub/swarm/$stack"
-umask 077
 mkdir -p "$dir"
 printf '%s\n' "$stack_file" >"$dir/stack.json.tmp" && mv "$dir/stack.json.tmp" "$dir/stack.json"
 printf '%s' "$proxy_config" >"$dir/$proxy_config_file"

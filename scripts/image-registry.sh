@@ -15,6 +15,8 @@ REGISTRY=/usr/bin/docker-registry
 USER_NAME=workhub-ci
 # The address it listens on: loopback, or (for the Swarm test bed) the bridge its nodes share.
 ADDRESS="${WORKHUB_IMAGE_REGISTRY_ADDRESS:-127.0.0.1}"
+# Its config, storage, password and log are this user's alone.
+umask 077
 
 log() { printf 'image-registry: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

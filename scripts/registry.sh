@@ -217,8 +217,7 @@ cmd_up() {
   WORKHUB_REGISTRY_DIR="$DIR" setsid nohup node "$DIR/node_modules/verdaccio/bin/verdaccio" --config "$CONFIG" >>"$OUT" 2>&1 </dev/null 9>&- &
   pid=$!
   echo "$pid" >"$PIDFILE"
-  mkdir -p "$(dirname "$STARTED_HERE")"
-  echo "$pid" >"$STARTED_HERE"
+  (umask 077 && mkdir -p "$(dirname "$STARTED_HERE")" && echo "$pid" >"$STARTED_HERE")
   url="$(url_for "$port")"
   for _ in $(seq 120); do
     ping_url "$url" && { note "verdaccio answers at $url"; echo "$url"; return 0; }

@@ -67,7 +67,7 @@ start_dockerd() {
   # proxy, on by default), which listens on 127.0.0.1:HOSTPORT and dials the container
   # over docker0; host-to-bridge traffic is plain local routing and needs no NAT rules.
   # Verified on Debian 12 / docker.io 20.10 with the default bridge, no extra flags.
-  (close_inherited_fds && exec setsid nohup /usr/sbin/dockerd --iptables=false --storage-driver="$driver" \
+  (umask 022 && close_inherited_fds && exec setsid nohup /usr/sbin/dockerd --iptables=false --storage-driver="$driver" \
     --pidfile="$DOCKERD_DIR/dockerd.pid") >>"$DOCKERD_DIR/dockerd.log" 2>&1 </dev/null &
   wait_answering $! "$DOCKER" info
 }
@@ -178,7 +178,9 @@ ensure_sshd() {
   /usr/sbin/sshd -t -f "$STATE/sshd_config" || die "sshd rejected $STATE/sshd_config"
   if ! pid_running "$(read_pid "$STATE/sshd.pid")" sshd; then
     log "starting sshd on 127.0.0.1:$port"
-    (close_inherited_fds && exec /usr/sbin/sshd -f "$STATE/sshd_config" -E "$STATE/sshd.log")
+    # Its log is this state's (made private here); its sessions get a host's usual umask.
+    : >>"$STATE/sshd.log"
+    (umask 022 && close_inherited_fds && exec /usr/sbin/sshd -f "$STATE/sshd_config" -E "$STATE/sshd.log")
   fi
   for _ in $(seq 50); do tcp_open "$port" && break; sleep 0.2; done
   tcp_open "$port" || die "sshd is not listening on 127.0.0.1:$port"
@@ -282,17 +284,18 @@ cmd_up() {
     return 0
   fi
   mkdir -p "$STATE"
+  chmod 700 "$STATE_ROOT" "$STATE"
   STATE="$(cd "$STATE" && pwd)"
-  ensure_packages
+  shared ensure_packages
   ensure_docker
   ensure_keys
   ensure_user
   ensure_sshd
-  ensure_dockerfile_frontend
-  ensure_compose_plugin
-  ensure_base_image
+  shared ensure_dockerfile_frontend
+  shared ensure_compose_plugin
+  shared ensure_base_image
   # After the base image: its smoke test runs an upstream from node:20-bookworm-slim.
-  ensure_proxy_image
+  shared ensure_proxy_image
   print_env
 }
 
@@ -337,7 +340,14 @@ cmd_logs() {
   done
 }
 
+# shared FUNCTION: what it makes serves other users (packages, the images, the Compose plugin the
+# deploy user runs), so it gets the usual umask.
+shared() { (umask 022 && "$@"); }
+
 [[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0
+# The test host's state (keys, logs, its sshd config) is this user's alone; the daemons and what
+# other users use are made with umask 022 (shared, and the daemons' own starts).
+umask 077
 [[ -d "$STATE" ]] && STATE="$(cd "$STATE" && pwd)"
 case "${1:-}" in
   up) cmd_up ;;

@@ -423,3 +423,14 @@ def test_a_webhook_that_is_not_https_is_refused_without_its_url(url, reason):
 def test_a_plain_text_webhook_is_refused_whatever_its_scheme():
     (found,) = problems({**valid(), "notifyWebhook": "https://hooks.example.test/tok3n"})
     assert found == "workhub:notifyWebhook: is stored in plain text; it must be a secret\n" + WEBHOOK_FIX
+
+
+@pytest.mark.parametrize("value, production, staging", [(None, True, False), ("false", False, False),
+                                                        ("true", True, True), (True, True, True)])
+def test_protect_data_defaults_to_production_only_and_is_a_yes_or_no(value, production, staging):
+    raw = valid() if value is None else {**valid(), "protectData": value}
+    config = parse(raw)
+    assert (config.protects_data("production"), config.protects_data("staging")) == (production, staging)
+    assert problems({**valid(), "protectData": "maybe"}) == [
+        "workhub:protectData: Input should be a valid boolean, unable to interpret input\n"
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:protectData' true"]

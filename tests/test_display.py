@@ -56,6 +56,12 @@ def test_a_host_step_names_no_hub_and_a_script_without_a_reason_says_its_exit_co
                                                                 "reason: the script ended with exit code 3"]
 
 
+
+def test_a_volumes_step_names_its_hub_and_volume():
+    lines = failure_message("wbsaleshub-volume-data", HOST, 1, ["Error response from daemon: no space left"]).splitlines()
+    assert lines[:2] == ["hub: wbsaleshub", f"step: volume data (wbsaleshub-volume-data on {HOST}, exit code 1)"]
+
+
 def provider_traceback(error: Exception) -> str:
     """The text the dynamic provider sends the engine for an exception: its traceback."""
     try:

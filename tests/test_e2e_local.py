@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import time
 import urllib.parse
@@ -20,8 +21,10 @@ pytestmark = pytest.mark.e2e
 
 
 def test_local_stack_reports_host_facts_and_second_up_changes_nothing(local_stack, test_host, tmp_path):
-    """`up` reads the host's facts over SSH; a second `up` and a preview change nothing."""
-    first = local_stack.up(on_output=print_line, color="never")
+    """`up` reads the host's facts over SSH; a second `up` and a preview change nothing. What it
+    wrote is its user's alone: here the state directory, the passphrase, the state and the stack's
+    file; on the host ~/.workhub (the setup makes it so)."""
+    first = eng.run("up", local_stack)
     assert first.summary.result == "succeeded"
     assert first.summary.resource_changes == {"create": 6}
     assert first.outputs["host"].value == f"deploy@127.0.0.1:{test_host['port']}"
@@ -36,7 +39,7 @@ def test_local_stack_reports_host_facts_and_second_up_changes_nothing(local_stac
     assert ssh_config.count("# BEGIN workhub") == 1
     assert "Host *\n    ServerAliveInterval 60\n    ServerAliveCountMax 120\n" in ssh_config
 
-    second = local_stack.up(on_output=print_line, color="never")
+    second = eng.run("up", local_stack)
     assert second.summary.resource_changes == {"same": 6}
     assert second.outputs["hostFacts"].value == facts
     preview = local_stack.preview(color="never")
@@ -46,8 +49,26 @@ def test_local_stack_reports_host_facts_and_second_up_changes_nothing(local_stac
     state = state_file.read_text()
     assert "PRIVATE KEY" not in state and "ciphertext" in state, "the SSH key is kept encrypted in the state"
 
+    assert _mode(tmp_path) == 0o700 and _mode(tmp_path / "passphrase") == 0o600
+    assert _loose(tmp_path / "state") == {} and _mode(tmp_path / "project" / "Pulumi.e2e.yaml") == 0o600
+    home = deploy_home() / ".workhub"
+    assert _mode(home) == 0o700
+    assert {path: mode for path, mode in _loose(home).items()
+            if path.split("/")[0] not in ("contexts", "proxy") and "context" not in path.split("/")} == {}, \
+        "only the build contexts' and the proxies' files keep modes others could use, behind a 0700 ~/.workhub"
+
     local_stack.destroy(on_output=print_line, color="never")
     assert local_stack.outputs() == {}
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def _loose(root: Path) -> dict[str, int]:
+    """What under `root` (not a link) group or others may use, with its mode."""
+    return {str(path.relative_to(root)): _mode(path) for path in root.rglob("*")
+            if not path.is_symlink() and _mode(path) & 0o077}
 
 
 def test_up_fails_with_a_clear_message_when_sshd_is_down(tmp_path, toolchain):

@@ -322,9 +322,8 @@ def test_up_deploys_the_sample_hubs_rolls_a_setting_out_and_a_bad_version_back_w
 def workhub(engine: eng.Engine, *args: str) -> subprocess.CompletedProcess:
     """`scripts/workhub ARGS` as the stack's operator runs it: `python -m workhub` with the stack's
     project (WORKHUB_PROJECT_DIR), backend and passphrase in its environment."""
-    env = {**os.environ, eng.PROJECT_DIR_ENV: str(engine.work_dir), "PULUMI_BACKEND_URL": engine.backend_url,
-           "PULUMI_CONFIG_PASSPHRASE": engine.passphrase, "WORKHUB_STATE_DIR": str(engine.state_dir),
-           eng.TOOLCHAIN_BIN_ENV: str(eng.ensure_toolchain())}
+    env = {**os.environ, **engine.env(), eng.PROJECT_DIR_ENV: str(engine.work_dir),
+           "WORKHUB_STATE_DIR": str(engine.state_dir), eng.TOOLCHAIN_BIN_ENV: str(eng.ensure_toolchain())}
     done = subprocess.run([sys.executable, "-m", "workhub", *args], cwd=eng.REPO, env=env, capture_output=True,
                           text=True, timeout=900)
     print(f"$ scripts/workhub {' '.join(args)}  (exit {done.returncode})\n{done.stderr}{done.stdout}", file=sys.stderr)
@@ -471,7 +470,7 @@ def test_a_one_host_stacks_backup_restores_into_the_swarm_stack(deployed, bed, t
 
 def test_destroy_keeps_the_volumes_on_their_nodes_and_purge_data_removes_them_there(deployed, bed):
     engine = deployed.engine
-    destroyed = workhub(engine, "destroy", "--stack", STACK)
+    destroyed = workhub(engine, "destroy", "--stack", STACK, f"--yes={STACK}")
     assert destroyed.returncode == 0, destroyed.stderr[-3000:]
     message = destroyed.stdout.strip().splitlines()
     start = next(i for i, line in enumerate(message) if line.startswith(f"workhub: stack '{STACK}' destroyed: "))
@@ -485,7 +484,7 @@ def test_destroy_keeps_the_volumes_on_their_nodes_and_purge_data_removes_them_th
     assert left.strip() == "", f"destroy left services: {left}"
     assert (volume_nodes(bed, "wbsaleshub"), volume_nodes(bed, "wbfinhub")) == (["node2"], ["node3"])
 
-    purged = workhub(engine, "destroy", "--stack", STACK, "--purge-data")
+    purged = workhub(engine, "destroy", "--stack", STACK, "--purge-data", f"--yes={STACK}")
     assert purged.returncode == 0, purged.stderr[-3000:]
     last = [line for line in purged.stdout.splitlines() if line.startswith(f"workhub: stack '{STACK}' destroyed: ")]
     assert last and last[0].endswith(f"off its Swarm, and its volumes are gone: workhub-{STACK}-wbsaleshub-data on "

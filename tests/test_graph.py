@@ -397,3 +397,71 @@ def test_each_hubs_run_and_build_carry_the_drift_check_of_what_they_leave(mocks,
                 assert resource.inputs.get("check") is None, resource.name
 
     return run(project, check)
+
+
+@pytest.fixture
+def registered(monkeypatch) -> dict:
+    """Each RemoteCommand by name, with the options it was created with."""
+    from components.remote import RemoteCommand
+
+    seen: dict = {}
+    original = RemoteCommand.__init__
+
+    def spy(self, name, **kwargs):
+        seen[name] = (self, kwargs.get("opts"))
+        original(self, name, **kwargs)
+
+    monkeypatch.setattr(RemoteCommand, "__init__", spy)
+    return seen
+
+
+def with_volumes(**more) -> dict:
+    """The config with volumes on wbsaleshub (two) and wbfinhub (one), and `more` settings."""
+    settings = {**config(), **more}
+    hubs = json.loads(settings["workhub:hubs"])
+    hubs[1]["volumes"] = {"data": "/app/data", "uploads": "/app/uploads"}
+    hubs[2]["volumes"] = {"ledger": "/app/ledger"}
+    settings["workhub:hubs"] = json.dumps(hubs)
+    return settings
+
+
+VOLUMES = {"wbsaleshub-volume-data": "wbsaleshub", "wbsaleshub-volume-uploads": "wbsaleshub",
+           "wbfinhub-volume-ledger": "wbfinhub"}
+
+
+@pytest.mark.parametrize("stack, setting, protected", [
+    ("staging", None, False), ("production", None, True), ("production", "false", False), ("staging", "true", True)])
+@pulumi.runtime.test
+def test_each_hub_volume_is_a_resource_after_its_deploy_protected_where_data_is(stack, setting, protected, project,
+                                                                                registered):
+    """Each volume of each hub is a command of a HubData component that makes it when the host lacks
+    it and adopts it otherwise (its delete removes nothing), after the hub's run (whose deploy moves a
+    pre-proxy container's data into a volume it makes first); protected in production unless
+    workhub:protectData says otherwise, and in any stack where it says so. A pinned hub's too."""
+    from components.program import program
+
+    mocks = Mocks()
+    pulumi.runtime.set_mocks(mocks, project="workhub", stack=stack, preview=False)
+    more = {"workhub:pinnedImages": json.dumps({"wbfinhub": "wbfinhub:staging-0123456789ab"})}
+    if setting is not None:
+        more["workhub:protectData"] = setting
+    pulumi.runtime.set_all_config(with_volumes(**more), secret_keys=["workhub:sshPrivateKey"])
+
+    def check(_):
+        assert sorted(name for name in registered if "-volume-" in name) == sorted(VOLUMES)
+        for name, hub in VOLUMES.items():
+            command, opts = registered[name]
+            key = name.rsplit("-", 1)[-1]
+            assert [r._name for r in opts.depends_on] == [f"{hub}-run"], name
+            assert opts.protect is protected, name
+            assert type(opts.parent).__name__ == "HubData" and opts.parent._name == hub, name
+            inputs = by_name(mocks, name).inputs
+            assert f"\nvolume=workhub-{stack}-{hub}-{key}\n" in inputs["create"]
+            assert f"\nvolume_key={key}\n" in inputs["create"] and "\nnamespace=''\n" in inputs["create"]
+            assert inputs.get("delete") is None, "its delete removes nothing"
+            assert "is gone from the host" in inputs["check"]
+        data = [r for r in mocks.resources if r.typ == "workhub:hub:HubData"]
+        assert sorted(r.name for r in data) == ["wbfinhub", "wbsaleshub"], "none for a hub without volumes"
+
+    program(project)
+    return pulumi.Output.all(*[command.urn for command, _ in registered.values()]).apply(check)

@@ -19,7 +19,7 @@ from workhub.__main__ import connect_local
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("operation", ["status", "prune", "outputs", "backup"])
+@pytest.mark.parametrize("operation", ["status", "prune", "outputs", "backup", "preview", "refresh", "destroy"])
 def test_an_operation_on_a_local_stack_never_deployed_starts_nothing_and_says_so(tmp_path, operation):
     env = {**os.environ, "WORKHUB_STATE_DIR": str(tmp_path)}
     done = subprocess.run([str(REPO / "scripts" / "workhub"), operation], env=env, text=True, capture_output=True,
@@ -28,7 +28,8 @@ def test_an_operation_on_a_local_stack_never_deployed_starts_nothing_and_says_so
     assert done.stderr.splitlines()[-1] == (f"workhub: {operation} of stack 'local' did not run: the local stack was "
                                             "never deployed; 'scripts/workhub up' deploys it")
     assert not [line for line in done.stderr.splitlines() if line.startswith(("testhost:", "registry:"))]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"], "no test host or registry was started"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".modes-tightened", "passphrase", "state"], \
+        "no test host or registry was started (only the checkout's passphrase was made)"
 
 
 def _deployed_local_stack(tmp_path: Path, port: int, host_key: str) -> eng.Engine:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import stat
 import subprocess
 from pathlib import Path
 
@@ -51,13 +52,16 @@ def test_the_local_stack_gets_its_file_backend_and_passphrase_other_stacks_the_u
     base = {"PATH": "/usr/bin", "PULUMI_BACKEND_URL": "s3://team-state"}
     local = pulumi_cli.environment(["config"], base)
     assert local["PULUMI_BACKEND_URL"] == f"file://{eng.STATE_DIR / 'state'}"
-    assert local["PULUMI_CONFIG_PASSPHRASE"] == eng.LOCAL_PASSPHRASE
+    assert local["PULUMI_CONFIG_PASSPHRASE_FILE"] == str(eng.STATE_DIR / "passphrase"), "the checkout's own, by file"
+    assert "PULUMI_CONFIG_PASSPHRASE" not in local, "never a passphrase's value in an environment"
     assert local["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     staging = pulumi_cli.environment(["config", "--stack", "staging"], base)
     assert staging["PULUMI_BACKEND_URL"] == "s3://team-state"
-    assert "PULUMI_CONFIG_PASSPHRASE" not in staging
+    assert "PULUMI_CONFIG_PASSPHRASE" not in staging and "PULUMI_CONFIG_PASSPHRASE_FILE" not in staging
     own = pulumi_cli.environment(["config", "--stack", "local"], {**base, "PULUMI_CONFIG_PASSPHRASE": "mine"})
-    assert own["PULUMI_CONFIG_PASSPHRASE"] == "mine"
+    assert own["PULUMI_CONFIG_PASSPHRASE"] == "mine" and "PULUMI_CONFIG_PASSPHRASE_FILE" not in own
+    own_file = pulumi_cli.environment(["config"], {**base, "PULUMI_CONFIG_PASSPHRASE_FILE": "/home/me/phrase"})
+    assert own_file["PULUMI_CONFIG_PASSPHRASE_FILE"] == "/home/me/phrase", "the user's own file wins"
 
 
 def _workhub_pulumi(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -86,12 +90,20 @@ def test_scripts_workhub_pulumi_runs_the_projects_cli_on_the_local_stacks_backen
     assert (got.returncode, got.stdout, got.stderr) == (0, "s3cr3t\n", "")
     assert (state / "state" / ".pulumi" / "stacks" / "workhub" / "local.json").is_file()
     assert "s3cr3t" not in (project / "Pulumi.local.yaml").read_text()
+    # Written for its user alone: the state directory, the checkout's passphrase, the state, the stack file.
+    assert _mode(state) == 0o700 and _mode(state / "passphrase") == 0o600
+    assert _mode(project / "Pulumi.local.yaml") == 0o600
+    assert {path: _mode(path) for path in (state / "state").rglob("*") if _mode(path) & 0o077} == {}
 
     staging = _workhub_pulumi("-C", str(project), "stack", "init", "staging",
                               env={**env, "PULUMI_CONFIG_PASSPHRASE": "team"})
     assert staging.returncode == 0, staging.stderr
     assert (team / ".pulumi" / "stacks" / "workhub" / "staging.json").is_file()
     assert not (state / "state" / ".pulumi" / "stacks" / "workhub" / "staging.json").exists()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
 
 
 def _hints(text: str) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import socket
 import subprocess
 import threading
@@ -319,8 +320,28 @@ def test_create_uploads_the_context_as_docker_sees_it_replacing_the_last_one(hos
     assert out["stdout"] == "console.log('v1')\n"
     uploaded = sorted(p.name for p in stale.parent.iterdir())
     assert uploaded == [".dockerignore", "Dockerfile", "server.js"], "ignored and stale files are not there"
-    assert host.commands[0].startswith("rm -rf -- \"$HOME\"/.workhub/contexts/staging/wbsaleshub && ")
+    assert host.commands[0].startswith('(umask 077 && mkdir -p -- "$HOME"/.workhub) && chmod 700 -- "$HOME"/.workhub '
+                                       '&& umask 022 && rm -rf -- "$HOME"/.workhub/contexts/staging/wbsaleshub && ')
     assert host.commands[1:] == ["bash -s"]
+
+
+def test_an_upload_keeps_workhubs_directory_private_and_the_contexts_modes_whatever_the_umask(host, home, keys,
+                                                                                               context):
+    """~/.workhub is made 0700 (an older, looser one too); the context's files keep the modes Docker
+    sends (they become the image's), even in a session whose umask is 077."""
+    (home / ".workhub").mkdir()
+    os.chmod(home / ".workhub", 0o755)
+    (context / "start.sh").write_text("#!/bin/sh\nexec node server.js\n")
+    os.chmod(context / "start.sh", 0o755)
+    previous = os.umask(0o077)  # the test server's sessions run with this process's umask
+    try:
+        RemoteCommandProvider().create(props(host.port, keys, upload=planned(context), create="true\n"))
+    finally:
+        os.umask(previous)
+    uploaded = home / ".workhub/contexts/staging/wbsaleshub"
+    assert stat.S_IMODE((home / ".workhub").stat().st_mode) == 0o700
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in [uploaded, *uploaded.iterdir()]} == {
+        "wbsaleshub": 0o755, "server.js": 0o644, "start.sh": 0o755, "Dockerfile": 0o644, ".dockerignore": 0o644}
 
 
 def test_the_upload_carries_links_as_links_and_the_build_files_docker_reads_anyway(host, home, keys, context,

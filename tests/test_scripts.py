@@ -9,7 +9,7 @@ import pytest
 from components.compose import proxy_compose, proxy_config, slot_compose
 from components.config import BuildSettings, DeploySettings, Hub, SshKeepAlive, StackConfig
 from components.deploy import (Serving, backup_script, check_script, prune_script, purge_script, restore_script, run_script,
-                               status_script, stop_script, volume_info_script)
+                               status_script, stop_script, volume_check_script, volume_info_script, volume_script)
 from components.runtime import hub_runtime
 from components.scripts import (
     build_args,
@@ -56,6 +56,8 @@ def all_scripts() -> dict[str, str]:
         "stop.sh": stop_script(HUB, "staging", "127.0.0.1"),
         "purge.sh": purge_script("staging"),
         "volume_info.sh": volume_info_script("staging", [(HUB, "data")]),
+        "volume.sh": volume_script(HUB, "staging", "data"),
+        "volume_check.sh": volume_check_script(HUB, "staging", "data"),
         "backup.sh": backup_script("workhub-staging-wbsaleshub-data", "haproxy:2.6"),
         "restore.sh": restore_script(HUB, "staging", "data", "0" * 64, 14091, SERVING),
         "promote.sh": promote_script(HUB, IMAGE, "wbsaleshub:production-0123456789ab", "sha256:" + "0" * 64),
@@ -194,3 +196,52 @@ def test_destroy_removes_every_image_of_the_hub_in_the_stack_and_its_context_upl
     assert sorted(set(removed)) == sorted([IMAGE, "wbsaleshub:staging-aaaaaaaaaaaa"]), "exactly this stack's"
     assert not upload.exists() and not (build_dir / "context").exists()
     assert (build_dir / "log").read_text() == "built\n", "the build log stays"
+
+
+# Answers `docker volume inspect NAME` from the files in $FAKE, makes one for `docker volume create`,
+# and logs every call.
+VOLUME_DOCKER = r"""#!/bin/bash
+printf '%s\n' "$*" >>"$FAKE/calls"
+case "$1 $2" in
+  "volume inspect") [ -e "$FAKE/volume-$3" ] ;;
+  "volume create") name=${!#}; : >"$FAKE/volume-$name" ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def run_volume_script(tmp_path: Path, text: str, existing: bool) -> tuple[subprocess.CompletedProcess, list[str]]:
+    fake = tmp_path / "fake"
+    (fake / "bin").mkdir(parents=True)
+    (fake / "bin" / "docker").write_text(VOLUME_DOCKER)
+    (fake / "bin" / "docker").chmod(0o755)
+    if existing:
+        (fake / "volume-workhub-staging-wbsaleshub-data").write_text("its data\n")
+    done = subprocess.run(["bash", "-s"], input=text, text=True, capture_output=True,
+                          env={"PATH": f"{fake / 'bin'}:/usr/bin:/bin", "FAKE": str(fake)})
+    return done, (fake / "calls").read_text().splitlines()
+
+
+def test_a_hubs_volume_resource_adopts_a_volume_that_is_there_and_makes_one_that_is_not(tmp_path):
+    """The volume's command never empties or replaces a volume: one that is there is only inspected
+    (its data as it is); one that is not is made with the labels the deploy gives its volumes."""
+    done, calls = run_volume_script(tmp_path / "there", volume_script(HUB, "staging", "data"), existing=True)
+    assert done.returncode == 0 and done.stdout == '{"volume": "workhub-staging-wbsaleshub-data"}\n'
+    assert calls == ["volume inspect workhub-staging-wbsaleshub-data"]
+    assert "is on the host: it is this stack's, with its data as it is" in done.stderr
+    assert (tmp_path / "there" / "fake" / "volume-workhub-staging-wbsaleshub-data").read_text() == "its data\n"
+
+    done, calls = run_volume_script(tmp_path / "new", volume_script(HUB, "staging", "data"), existing=False)
+    assert done.returncode == 0 and "volume: created workhub-staging-wbsaleshub-data" in done.stderr
+    assert calls[1] == ("volume create --label workhub.stack=staging --label workhub.hub=wbsaleshub --label "
+                        "workhub.volume=data workhub-staging-wbsaleshub-data")
+    _, calls = run_volume_script(tmp_path / "swarm", volume_script(HUB, "staging", "data", "workhub-staging"),
+                                 existing=False)
+    assert calls[1].endswith("--label com.docker.stack.namespace=workhub-staging workhub-staging-wbsaleshub-data")
+
+
+def test_a_volumes_check_finds_it_gone_and_nothing_when_it_is_there(tmp_path):
+    done, _ = run_volume_script(tmp_path / "there", volume_check_script(HUB, "staging", "data"), existing=True)
+    assert (done.returncode, done.stdout) == (0, "")
+    done, _ = run_volume_script(tmp_path / "gone", volume_check_script(HUB, "staging", "data"), existing=False)
+    assert done.stdout == "drift: the volume workhub-staging-wbsaleshub-data is gone from the host\n"

@@ -14,7 +14,7 @@ import pytest
 
 from components.remote import failure_message
 from tests.test_graph import PRIVATE_KEY, SECRET_SIG, Mocks, by_name, commands
-from tests.test_graph import depends_on, project  # noqa: F401 (fixtures)
+from tests.test_graph import depends_on, project, registered  # noqa: F401 (fixtures)
 from tests.test_swarm_config import KEYS
 
 SESSION = "not-a-real-session-secret-$HOME-`id`"
@@ -377,3 +377,24 @@ def test_swarm_push_and_remove_scripts_golden():
     import subprocess
     for text in (push, remove_script("staging")):
         assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
+
+
+@pulumi.runtime.test
+def test_a_hubs_volume_on_its_data_node_is_a_resource_after_the_deploy(mocks, project, registered):
+    """On a Swarm, each hub volume is a command on the hub's data node, after the deploy (whose task
+    makes it), labelled with the Swarm stack's namespace when it has to make it; not protected in
+    staging."""
+    from components.program import program
+
+    def check(_):
+        volume = by_name(mocks, "wbsaleshub-volume-data")
+        _, opts = registered["wbsaleshub-volume-data"]
+        assert [r._name for r in opts.depends_on] == ["swarm-deploy"] and opts.protect is False
+        assert volume.inputs["connection"]["host"] == "10.0.0.12" and volume.inputs["connection"]["hostKey"] == KEYS[1]
+        assert "\nvolume=workhub-staging-wbsaleshub-data\n" in volume.inputs["create"]
+        assert "\nnamespace=workhub-staging\n" in volume.inputs["create"]
+        assert volume.inputs.get("delete") is None
+        assert not [name for name in registered if name.startswith("wbhubmanager-volume")], "it has no volume"
+
+    program(project, CiPushes())
+    return pulumi.Output.all(*[command.urn for command, _ in registered.values()]).apply(check)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Mapping, Optional
@@ -22,7 +23,7 @@ from components.config import StackConfig
 from components.deploy import prune_script, status_script
 from components.remote import RemoteCommandError
 
-from . import data, locks, swarm_status
+from . import data, guards, locks, swarm_status
 from . import engine as eng
 from .outputs import aligned, changes, outputs_table
 
@@ -94,9 +95,9 @@ def connect_local(engine: eng.Engine, needs_host: bool) -> auto.Stack:
     """The deployed local stack, and with `needs_host` a check that the test host it points at
     runs; starts nothing (NotRunning says what is missing and what starts it)."""
     try:
-        stack = engine.stack(eng.LOCAL_STACK, create=False)
-    except auto.errors.StackNotFoundError:
-        raise eng.NotRunning("the local stack was never deployed; 'scripts/workhub up' deploys it") from None
+        stack = eng.existing_stack(engine, eng.LOCAL_STACK)
+    except eng.NoSuchStack as error:
+        raise eng.NotRunning(str(error)) from None
     if needs_host:
         host = eng.testhost_running(engine.state_dir)
         config = eng.flat_config(stack.get_all_config())
@@ -105,6 +106,43 @@ def connect_local(engine: eng.Engine, needs_host: bool) -> auto.Stack:
             raise eng.NotRunning(f"the local stack points at another test host than the one on "
                                      f"127.0.0.1:{host['port']}; 'scripts/workhub up' points it there")
     return stack
+
+
+def guard_destroy(stack: auto.Stack, args: argparse.Namespace) -> None:
+    """Before a destroy touches anything: a stack with protected resources is refused, saying how
+    to unprotect them; then the stack's name must be typed back or given with --yes (guards)."""
+    protected = eng.protected_resources(stack)
+    if protected:
+        raise guards.Refused(guards.protected_message(stack.name, protected))
+    guards.confirm_destroy(stack.name, args.purge_data, args.yes)
+
+
+def open_stack(args: argparse.Namespace) -> tuple[eng.Engine, auto.Stack]:
+    """The engine and the stack the operation works on. A stack that does not exist is refused
+    (NoSuchStack), but for `up` of the local stack, which creates it; a destroy is guarded before
+    anything starts (guards.Refused). For the local stack, `up`, `preview`, `refresh` and `destroy`
+    start the test host and the npm registry cache and point the stack at them; the other
+    operations only connect (NotRunning when there is nothing to connect to)."""
+    if args.stack == eng.LOCAL_STACK and args.operation in CONNECT_ONLY:
+        engine = eng.local_engine()
+        return engine, connect_local(engine, needs_host=args.operation != "outputs")
+    if args.stack == eng.LOCAL_STACK:
+        engine = eng.local_engine()
+        if args.operation != "up":
+            stack = eng.existing_stack(engine, args.stack)
+            if args.operation == "destroy":
+                guard_destroy(stack, args)
+        host = eng.testhost_up()
+        print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}", file=sys.stderr)
+        npm_registry = eng.registry_up()
+        print(f"workhub: local npm registry cache ready: {npm_registry}", file=sys.stderr)
+        return engine, eng.local_stack(engine, args.stack, host, eng.local_config(host, npm_registry),
+                                       create=args.operation == "up")
+    engine = eng.Engine(work_dir=eng.project_dir())
+    stack = eng.existing_stack(engine, args.stack)
+    if args.operation == "destroy":
+        guard_destroy(stack, args)
+    return engine, stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="up, refresh, destroy: clear the stack's lock even if another machine holds it")
     parser.add_argument("--purge-data", action="store_true",
                         help="destroy: also remove the hubs' volumes (their data) from the host")
+    parser.add_argument("--yes", metavar="STACK",
+                        help="destroy: go ahead without asking, for this stack only (--yes=<the stack's name>); "
+                             "a destroy of any stack but local, and any --purge-data, asks for the name otherwise")
     parser.add_argument("--debug", action="store_true",
                         help="up, refresh, destroy: a failure shows the Python traceback of the step that failed")
     parser.add_argument("--hub", help="backup, restore: only this hub's volumes")
@@ -140,24 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("restore needs --from <backup directory>")
 
     print(f"workhub: {args.operation} of stack {args.stack!r}", file=sys.stderr, flush=True)
+    # What workhub and the CLI write here (state, Pulumi.<stack>.yaml, backups, secrets) is the user's alone.
+    os.umask(0o077)
     eng.ensure_toolchain()
-    if args.stack == eng.LOCAL_STACK and args.operation in CONNECT_ONLY:
-        engine = eng.local_engine()
-        try:
-            stack = connect_local(engine, needs_host=args.operation != "outputs")
-        except eng.NotRunning as error:
-            print(f"workhub: {args.operation} of stack {args.stack!r} did not run: {error}", file=sys.stderr)
-            return 1
-    elif args.stack == eng.LOCAL_STACK:
-        engine = eng.local_engine()
-        host = eng.testhost_up()
-        print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}", file=sys.stderr)
-        npm_registry = eng.registry_up()
-        print(f"workhub: local npm registry cache ready: {npm_registry}", file=sys.stderr)
-        stack = eng.local_stack(engine, args.stack, host, eng.local_config(host, npm_registry))
-    else:
-        engine = eng.Engine(work_dir=eng.project_dir())
-        stack = engine.stack(args.stack)
+    try:
+        engine, stack = open_stack(args)
+    except (eng.NotRunning, eng.NoSuchStack, eng.PassphraseError, guards.Refused) as error:
+        print(f"workhub: {args.operation} of stack {args.stack!r} did not run: {error}", file=sys.stderr)
+        return 1
 
     if args.operation == "outputs":
         print(outputs_table(stack.outputs()))

@@ -8,18 +8,23 @@ tests and CI, and no Python language-host binary is needed next to the CLI.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import posixpath
 import secrets
+import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import yaml
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pulumi import automation as auto
 from pulumi.automation._stack import StackInitMode
 
@@ -36,8 +41,13 @@ from workhub.policy import policy_packs
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = Path(os.environ.get("WORKHUB_STATE_DIR", REPO / ".workhub"))
 LOCAL_STACK = "local"
-# The local stack's secrets only guard a throwaway test host's key; real stacks bring their own.
-LOCAL_PASSPHRASE = "workhub-local-test-host"
+# The local stacks' secrets passphrase: random, one per checkout, kept in this file of the state
+# directory (mode 0600), made once. The CLI reads it from there (PULUMI_CONFIG_PASSPHRASE_FILE), so
+# it is in no process's environment. A user's own PULUMI_CONFIG_PASSPHRASE(_FILE) wins.
+PASSPHRASE_FILE = "passphrase"
+# The fixed passphrase local stacks had before each checkout had its own (it was in this file, so
+# anyone could read their secrets): a stack still encrypted with it is moved to the checkout's own.
+FORMER_LOCAL_PASSPHRASE = "workhub-local-test-host"
 
 
 # The project the commands work on (Pulumi.yaml, each stack's Pulumi.<stack>.yaml): this checkout,
@@ -69,6 +79,17 @@ def ensure_toolchain() -> Path:
     return Path(bin_dir)
 
 
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """What this process and the commands it starts meanwhile write (the Pulumi CLI: a stack's state,
+    its Pulumi.<stack>.yaml) is its user's alone: umask 077."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 @dataclass
 class Engine:
     """Where a stack's project files and state live, and what the engine's environment holds."""
@@ -76,6 +97,9 @@ class Engine:
     work_dir: Path = REPO
     backend_url: Optional[str] = None
     passphrase: Optional[str] = None
+    """A passphrase given as a value (PULUMI_CONFIG_PASSPHRASE): tests' own stacks."""
+    passphrase_file: Optional[Path] = None
+    """The file the CLI reads the passphrase from (PULUMI_CONFIG_PASSPHRASE_FILE): the local stacks'."""
     extra_env: dict[str, str] = field(default_factory=dict)
     pusher: Pusher = push_with_docker
     """How registry-mode hubs are built and pushed (pulumi-docker; the e2e tests stand in for CI)."""
@@ -94,48 +118,258 @@ class Engine:
             env["PULUMI_BACKEND_URL"] = self.backend_url
         if self.passphrase is not None:
             env["PULUMI_CONFIG_PASSPHRASE"] = self.passphrase
+        elif self.passphrase_file is not None:
+            env["PULUMI_CONFIG_PASSPHRASE_FILE"] = str(self.passphrase_file)
         env.update(self.extra_env)
         return env
 
+    def workspace(self) -> auto.LocalWorkspace:
+        return auto.LocalWorkspace(work_dir=str(self.work_dir), program=program_for(self.work_dir, self.pusher),
+                                   env_vars=self.env())
+
     def stack(self, name: str, create: bool = True) -> auto.Stack:
         """The stack `name`; with `create=False` only one that exists (else StackNotFoundError)."""
-        program = program_for(self.work_dir, self.pusher)
-        workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
-        return (auto.Stack.create_or_select if create else auto.Stack.select)(name, workspace)
+        options = auto.LocalWorkspaceOptions(work_dir=str(self.work_dir), env_vars=self.env())
+        select = auto.create_or_select_stack if create else auto.select_stack
+        with private_files():
+            return select(name, project_name=project_name(self.work_dir), program=program_for(self.work_dir, self.pusher),
+                          opts=options)
 
     def known_stack(self, name: str) -> auto.Stack:
-        """The stack `name`, known to exist (its config fingerprint matched), without the CLI run
-        `stack select` costs: every operation of the Automation API names its stack (`--stack`)."""
-        program = program_for(self.work_dir, self.pusher)
-        workspace = auto.LocalWorkspace(work_dir=str(self.work_dir), program=program, env_vars=self.env())
+        """The stack `name`, known to exist (its config fingerprint matched and its state is in the
+        local backend), without the CLI run `stack select` costs: every operation of the Automation
+        API names its stack (`--stack`). A stack not known to exist goes through `stack()`."""
         stack = auto.Stack.__new__(auto.Stack)  # Stack() itself always runs `stack select`
-        stack.name, stack.workspace, stack._mode = name, workspace, StackInitMode.SELECT
+        stack.name, stack.workspace, stack._mode = name, self.workspace(), StackInitMode.SELECT
         return stack
 
     def set_secret(self, stack: str, key: str, value: str, path: bool = False) -> None:
         """Set a secret through stdin, so its value is in no process's arguments; with `path`, `key`
         is a path into an object (workhub:secrets.<hub>.<NAME>)."""
-        subprocess.run(
-            ["pulumi", "config", "set", "--secret", "--stack", stack, *(["--path"] if path else []), key],
-            input=value,
-            text=True,
-            check=True,
-            cwd=self.work_dir,
-            env={**os.environ, **self.env()},
-            stdout=subprocess.DEVNULL,
-        )
+        with private_files():
+            subprocess.run(
+                ["pulumi", "config", "set", "--secret", "--stack", stack, *(["--path"] if path else []), key],
+                input=value,
+                text=True,
+                check=True,
+                cwd=self.work_dir,
+                env={**os.environ, **self.env()},
+                stdout=subprocess.DEVNULL,
+            )
+
+    def passphrase_in_use(self) -> Optional[str]:
+        """The passphrase the CLI gets: given, from its file, or the user's own (None: not known)."""
+        if self.passphrase is not None:
+            return self.passphrase
+        file = self.passphrase_file or os.environ.get("PULUMI_CONFIG_PASSPHRASE_FILE")
+        if not file:
+            return os.environ.get("PULUMI_CONFIG_PASSPHRASE")
+        try:
+            return Path(file).read_text().strip()
+        except OSError:
+            return None
 
 
-def local_engine(work_dir: Path = REPO, state_dir: Path = STATE_DIR) -> Engine:
-    """The embedded default: state in a local file backend next to the test host's files."""
+class NoSuchStack(Exception):
+    """The stack named does not exist; nothing was created (the message says how to create it)."""
+
+
+def existing_stack(engine: Engine, name: str) -> auto.Stack:
+    """The stack `name` if it exists (the Automation API's select); NoSuchStack otherwise, naming the
+    stacks there are and the command that creates one on purpose. A mistyped name creates nothing."""
+    try:
+        return engine.stack(name, create=False)
+    except auto.errors.StackNotFoundError:
+        pass
+    if name == LOCAL_STACK and engine.backend_url == f"file://{engine.state_dir / 'state'}":
+        raise NoSuchStack("the local stack was never deployed; 'scripts/workhub up' deploys it")
+    try:
+        names = sorted({summary.name.rsplit("/", 1)[-1] for summary in engine.workspace().list_stacks()})
+    except auto.errors.CommandError:
+        names = []
+    backend = engine.backend_url or os.environ.get("PULUMI_BACKEND_URL")
+    where = f"the backend {backend}" if backend else "the backend you are logged in to"
+    listed = f"its stacks: {', '.join(names)}" if names else "it holds no stack of this project"
+    raise NoSuchStack(f"there is no stack {name!r} in {where} ({listed}); nothing was created. To create it on "
+                      f"purpose: scripts/workhub pulumi stack init {name}")
+
+
+def local_engine(work_dir: Path = REPO, state_dir: Path = STATE_DIR,
+                 say: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+                 environ: Optional[Mapping[str, str]] = None) -> Engine:
+    """The embedded default: state in a local file backend next to the test host's files, in a
+    state directory only its user can read, encrypted with the checkout's own passphrase (unless
+    the user gives one: PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE). A local stack
+    still encrypted with the former fixed passphrase is moved to the checkout's own first."""
+    private_state(state_dir, work_dir)
     backend = state_dir / "state"
-    backend.mkdir(parents=True, exist_ok=True)
-    return Engine(
-        work_dir=work_dir,
-        backend_url=f"file://{backend}",
-        passphrase=os.environ.get("PULUMI_CONFIG_PASSPHRASE", LOCAL_PASSPHRASE),
-        state_dir=state_dir,
-    )
+    with private_files():
+        backend.mkdir(parents=True, exist_ok=True)
+    own = users_passphrase(os.environ if environ is None else environ)
+    engine = Engine(work_dir=work_dir, backend_url=f"file://{backend}", state_dir=state_dir,
+                    passphrase_file=None if own else local_passphrase(state_dir))
+    move_from_former_passphrase(engine, say)
+    return engine
+
+
+def users_passphrase(environ: Mapping[str, str]) -> bool:
+    """Whether the user gives a passphrase of their own (which wins over the checkout's)."""
+    return "PULUMI_CONFIG_PASSPHRASE" in environ or bool(environ.get("PULUMI_CONFIG_PASSPHRASE_FILE"))
+
+
+def local_passphrase(state_dir: Path) -> Path:
+    """The checkout's passphrase file (state_dir/passphrase): 32 random bytes, base64url, mode 0600,
+    made once. It appears whole or not at all (written aside, then linked into place), so two
+    processes starting at once end up with the same one."""
+    path = state_dir / PASSPHRASE_FILE
+    if path.is_file() and path.stat().st_size:
+        return path
+    with private_files(), tempfile.NamedTemporaryFile("w", dir=state_dir, prefix=".passphrase-") as made:
+        made.write(secrets.token_urlsafe(32) + "\n")
+        made.flush()
+        try:
+            os.link(made.name, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs it is
+    return path
+
+
+# Marks a state directory whose files were made private once (before, they were written with the
+# caller's umask); from then on workhub writes everything there with umask 077.
+TIGHTENED_MARK = ".modes-tightened"
+
+
+def private_state(state_dir: Path, work_dir: Path) -> None:
+    """The state directory exists and only its user can enter it (0700). Once, everything earlier
+    versions wrote in it, and the local stacks' Pulumi.<stack>.yaml, lose every permission of group
+    and others (symbolic links are left as they are)."""
+    with private_files():
+        state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)
+    mark = state_dir / TIGHTENED_MARK
+    if mark.exists():
+        return
+    paths = [Path(root) / name for root, dirs, files in os.walk(state_dir) for name in [*dirs, *files]]
+    paths += [Path(work_dir) / f"Pulumi.{name}.yaml" for name in backend_stacks(state_dir / "state", work_dir)]
+    for path in paths:
+        try:
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+                os.chmod(path, stat.S_IMODE(mode) & ~0o077)
+        except OSError:
+            continue  # gone meanwhile, or not this user's
+    with private_files():
+        mark.write_text("workhub made the files here private to their user once; it writes them with umask 077\n")
+
+
+def project_name(work_dir: Path) -> str:
+    """The project's name (Pulumi.yaml's `name`); empty when there is no Pulumi.yaml."""
+    try:
+        return (yaml.safe_load((Path(work_dir) / "Pulumi.yaml").read_text()) or {}).get("name", "")
+    except OSError:
+        return ""
+
+
+def backend_stacks(backend: Path, work_dir: Path) -> list[str]:
+    """The stacks of the project in `work_dir` that the local file backend at `backend` holds."""
+    project = project_name(work_dir)
+    if not project:
+        return []
+    folder = backend / ".pulumi" / "stacks" / project
+    return sorted({path.name.removesuffix(".gz").removesuffix(".json") for path in folder.glob("*.json*")
+                   if path.name.endswith((".json", ".json.gz"))})
+
+
+# Hashes of the salts (Pulumi.<stack>.yaml's encryptionsalt) found to open with the checkout's passphrase.
+CHECKED_FILE = "passphrase.checked"
+
+
+class PassphraseError(Exception):
+    """A local stack's secrets open with neither the checkout's passphrase nor the former one."""
+
+
+def opens(encryption_salt: str, passphrase: str) -> bool:
+    """Whether `passphrase` opens a stack whose Pulumi.<stack>.yaml has this `encryptionsalt`.
+
+    Written here because the CLI has no command that only checks a passphrase (one that decrypts
+    the config needs a secret in it, and a CLI start): this is the check its passphrase secrets
+    manager makes (pkg/secrets/passphrase), with the same primitives from well-kept libraries:
+    `v1:<salt>:v1:<nonce>:<ciphertext>`, the key PBKDF2-HMAC-SHA256 of the passphrase and the salt
+    (1,000,000 rounds, 32 bytes), and AES-256-GCM that must give back "pulumi"."""
+    try:
+        version, salt, text = encryption_salt.split(":", 2)
+        text_version, nonce, data = text.split(":")
+        if version != "v1" or text_version != "v1":
+            return False
+        key = hashlib.pbkdf2_hmac("sha256", passphrase.encode(), base64.b64decode(salt), 1_000_000, 32)
+        return AESGCM(key).decrypt(base64.b64decode(nonce), base64.b64decode(data), None) == b"pulumi"
+    except (ValueError, InvalidTag):
+        return False
+
+
+def _salt(work_dir: Path, name: str) -> Optional[str]:
+    try:
+        salt = (yaml.safe_load((Path(work_dir) / f"Pulumi.{name}.yaml").read_text()) or {}).get("encryptionsalt")
+    except (OSError, yaml.YAMLError):
+        return None
+    return salt if isinstance(salt, str) else None
+
+
+def move_from_former_passphrase(engine: Engine, say: Callable[[str], None] = print) -> list[str]:
+    """Every local stack still encrypted with the former fixed passphrase, moved to the checkout's
+    own: its config and its state re-encrypted by the CLI (`pulumi stack change-secrets-provider
+    passphrase`, the former passphrase read from a file of its own, the new one on stdin). A stack
+    found to open with the checkout's passphrase is not checked again while its salt stays. The
+    names of the stacks moved."""
+    if engine.passphrase_file is None:
+        return []
+    checked_file = engine.state_dir / CHECKED_FILE
+    checked = set(checked_file.read_text().split()) if checked_file.is_file() else set()
+    passphrase = engine.passphrase_file.read_text().strip()
+    moved, good = [], set()
+    for name in backend_stacks(engine.state_dir / "state", engine.work_dir):
+        salt = _salt(engine.work_dir, name)
+        if salt is None:
+            continue
+        digest = hashlib.sha256(salt.encode()).hexdigest()
+        if digest in checked or opens(salt, passphrase):
+            good.add(digest)
+            continue
+        if not opens(salt, FORMER_LOCAL_PASSPHRASE):
+            raise PassphraseError(
+                f"the secrets of local stack {name!r} (Pulumi.{name}.yaml) open neither with this checkout's "
+                f"passphrase ({engine.passphrase_file}) nor with workhub's former fixed one; if you encrypted them "
+                "with your own, set PULUMI_CONFIG_PASSPHRASE (or PULUMI_CONFIG_PASSPHRASE_FILE) to it again")
+        _change_passphrase(engine, name, passphrase)
+        new_salt = _salt(engine.work_dir, name)
+        if new_salt is None or not opens(new_salt, passphrase):
+            raise PassphraseError(f"local stack {name!r} was not moved to this checkout's passphrase "
+                                  f"({engine.passphrase_file}); its Pulumi.{name}.yaml has no salt that opens with it")
+        good.add(hashlib.sha256(new_salt.encode()).hexdigest())
+        moved.append(name)
+        say(f"workhub: local stack {name!r} was encrypted with workhub's former fixed passphrase; its config and "
+            f"state are now encrypted with this checkout's own ({engine.passphrase_file}, mode 0600)")
+    if good - checked:
+        with private_files():
+            checked_file.write_text("".join(f"{digest}\n" for digest in sorted(good | checked)))
+    return moved
+
+
+def _change_passphrase(engine: Engine, name: str, passphrase: str) -> None:
+    """`pulumi stack change-secrets-provider passphrase` of stack `name`: the CLI reads the former
+    passphrase from a file (PULUMI_CONFIG_PASSPHRASE_FILE) and, not on a terminal, the new one from
+    one line of its stdin."""
+    env = {key: value for key, value in {**os.environ, **engine.env()}.items()
+           if key not in ("PULUMI_CONFIG_PASSPHRASE", "PULUMI_CONFIG_PASSPHRASE_FILE")}
+    with private_files(), tempfile.NamedTemporaryFile("w", dir=engine.state_dir, prefix=".former-") as former:
+        former.write(FORMER_LOCAL_PASSPHRASE)
+        former.flush()
+        done = subprocess.run(["pulumi", "stack", "change-secrets-provider", "passphrase", "--stack", name],
+                              input=passphrase + "\n", text=True, capture_output=True, cwd=engine.work_dir,
+                              env={**env, "PULUMI_CONFIG_PASSPHRASE_FILE": former.name})
+    if done.returncode != 0:
+        raise PassphraseError(f"could not move local stack {name!r} to this checkout's passphrase: "
+                              f"{(done.stderr or done.stdout).strip()}")
 
 
 def _script(name: str, *args: str, env: Mapping[str, str] = {}) -> str:
@@ -244,9 +478,9 @@ def local_secrets(hubs: list[dict[str, Any]], state_dir: Path = STATE_DIR) -> di
     wanted = {hub["name"]: {name: known.get(hub["name"], {}).get(name) or _random_secret(name)
                             for name in hub.get("secrets") or []} for hub in hubs}
     if wanted != known:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps({**known, **wanted}, indent=2, sort_keys=True))
+        with private_files():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({**known, **wanted}, indent=2, sort_keys=True))
     return {name: values for name, values in wanted.items() if values}
 
 
@@ -267,7 +501,8 @@ def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], 
     config is read once and only what differs is set, so a no-op `up` runs no `config set`."""
     current = flat_config(stack.get_all_config())
     if any(current.get(key) != value for key, value in values.items()):
-        stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
+        with private_files():
+            stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
     private_key = Path(host["private_key_path"]).read_text()
     # `pulumi config set` drops the last line break of a value read from stdin.
     if current.get(f"workhub:{SSH_KEY}") != private_key.removesuffix("\n"):
@@ -281,8 +516,9 @@ def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], 
 
 
 def local_stack(engine: Engine, name: str, host: Mapping[str, Any], values: Mapping[str, str],
-                hub_secrets: Optional[Mapping[str, Mapping[str, str]]] = None) -> auto.Stack:
-    """The local stack `name`, created if missing and configured as configure_local does. When the
+                hub_secrets: Optional[Mapping[str, Mapping[str, str]]] = None, create: bool = True) -> auto.Stack:
+    """The local stack `name`, created if missing (with `create`; otherwise StackNotFoundError) and
+    configured as configure_local does. When the
     config fingerprint kept beside the state says all of it was set already (same values, key,
     secrets and passphrase, the stack's config file untouched since, its state still there), no CLI
     runs at all; otherwise the full path runs and the fingerprint is written anew."""
@@ -295,12 +531,13 @@ def local_stack(engine: Engine, name: str, host: Mapping[str, Any], values: Mapp
     if record is not None and kept.is_file() and kept.read_text() == record:
         return engine.known_stack(name)
     kept.unlink(missing_ok=True)
-    stack = engine.stack(name)
+    stack = engine.stack(name, create=create)
     configure_local(engine, stack, host, values, hub_secrets)
     record = _fingerprint_record(engine, name, wanted)
     if record is not None:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_text(record)
+        with private_files():
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_text(record)
     return stack
 
 
@@ -309,7 +546,7 @@ def config_fingerprint(engine: Engine, name: str, values: Mapping[str, str], pri
     """A SHA-256 of everything configure_local sets on stack `name` (secrets included, so only
     their hash is kept, never their values) and of where: the project and the passphrase."""
     what = {"stack": name, "project": str(Path(engine.work_dir).resolve()), "backend": engine.backend_url,
-            "passphrase": engine.passphrase, "values": dict(values), "key": private_key,
+            "passphrase": engine.passphrase_in_use(), "values": dict(values), "key": private_key,
             "secrets": {hub: dict(named) for hub, named in hub_secrets.items()}}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
@@ -373,6 +610,12 @@ def print_line(line: str) -> None:
     print(line, end="" if line.endswith("\n") else "\n", flush=True)
 
 
+def protected_resources(stack: auto.Stack) -> list[str]:
+    """The names of the stack's resources its state marks protected (the engine refuses to delete them)."""
+    resources = stack.export_stack().deployment.get("resources") or []
+    return [resource["urn"].rsplit("::", 1)[-1] for resource in resources if resource.get("protect")]
+
+
 def drift_found(stack: auto.Stack) -> dict[str, list[str]]:
     """What the last refresh found on the host that differs from what the commands left there, by
     command (a hub's run: its live container or its proxy gone, stopped, replaced): the next `up`
@@ -410,7 +653,14 @@ def run_reported(operation: str, stack: auto.Stack, say: Callable[[str], None] =
 
 def run(operation: str, stack: auto.Stack, on_output: Optional[Callable[[str], None]] = print_line,
         on_event: Optional[Callable[[auto.events.EngineEvent], None]] = None) -> Any:
-    """Run one engine operation, streaming the engine's output."""
+    """Run one engine operation, streaming the engine's output; what it writes (the state in a file
+    backend) only its user can read."""
+    with private_files():
+        return _run(operation, stack, on_output, on_event)
+
+
+def _run(operation: str, stack: auto.Stack, on_output: Optional[Callable[[str], None]],
+         on_event: Optional[Callable[[auto.events.EngineEvent], None]]) -> Any:
     if operation == "up":
         return stack.up(on_output=on_output, on_event=on_event, color="never", policy_packs=policy_packs())
     if operation == "preview":

@@ -2,7 +2,8 @@
 
 The CLI is the one scripts/toolchain.sh made ready (it need not be on PATH), run in the project
 directory with the engine environment workhub gives it. For the embedded `local` stack (named
-with `--stack local`, or no stack named) it uses that stack's file backend and passphrase; for
+with `--stack local`, or no stack named) it uses that stack's file backend and the checkout's
+passphrase file (`.workhub/passphrase`, unless you set PULUMI_CONFIG_PASSPHRASE(_FILE)); for
 any other stack (`--stack staging`) the backend you are logged in to and your own passphrase, as
 `scripts/workhub preview --stack staging` does. `login`, `logout` and `whoami` are always about
 your own login.
@@ -71,15 +72,21 @@ def environment(args: Sequence[str], base: Optional[dict[str, str]] = None) -> d
     base = dict(os.environ if base is None else base)
     engine = eng.Engine()
     if uses_local_backend(args):
-        engine = eng.local_engine()
-        engine.passphrase = base.get("PULUMI_CONFIG_PASSPHRASE", eng.LOCAL_PASSPHRASE)
+        # The checkout's passphrase file, unless the user gives a passphrase of their own (it wins).
+        engine = eng.local_engine(environ=base)
     return {**base, **engine.env()}
 
 
 def main(args: Sequence[str]) -> int:
     """Replace this process with the project's `pulumi ARGS...` (its exit code is the command's)."""
+    # What the CLI writes here (the local stack's state, Pulumi.<stack>.yaml) is its user's alone.
+    os.umask(0o077)
     bin_dir = eng.ensure_toolchain()
-    env = environment(args)
+    try:
+        env = environment(args)
+    except eng.PassphraseError as error:
+        print(f"workhub: pulumi {' '.join(args)} did not run: {error}", file=sys.stderr)
+        return 1
     # The local stack is this checkout's; any other is in the project directory (WORKHUB_PROJECT_DIR).
     os.chdir(eng.REPO if uses_local_backend(args) else eng.project_dir())
     sys.stdout.flush()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -379,11 +380,12 @@ def _stack(name: str):
 
     eng.ensure_toolchain()
     if name != eng.LOCAL_STACK:
-        return eng.Engine().stack(name)
+        return eng.existing_stack(eng.Engine(), name)
     engine = eng.local_engine()
+    eng.existing_stack(engine, name)  # a preview creates no stack: `up` creates the local one
     host = eng.testhost_up()
     npm_registry = eng.registry_up()
-    return eng.local_stack(engine, name, host, eng.local_config(host, npm_registry))
+    return eng.local_stack(engine, name, host, eng.local_config(host, npm_registry), create=False)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -401,10 +403,15 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"workhub.summary: {args.json} is not the JSON of `pulumi preview --json` ({error})", file=sys.stderr)
             return 2
     else:
+        from . import engine as eng
         from .preview import PreviewFailed, preview_json
 
+        os.umask(0o077)  # what the CLI writes here (state, Pulumi.<stack>.yaml) is the user's alone
         try:
             preview = preview_json(_stack(args.stack))
+        except (eng.NoSuchStack, eng.PassphraseError) as error:
+            print(f"workhub.summary: the preview of {args.stack!r} did not run: {error}", file=sys.stderr)
+            return 1
         except PreviewFailed as error:
             if error.preview is None:
                 print(f"workhub.summary: the preview of {args.stack!r} failed:\n{error}", file=sys.stderr)

@@ -6,6 +6,9 @@ build_id=0123456789ab
 context_dir=.workhub/contexts/staging/wbsaleshub
 stream_mark=@@workhub-stream@@
 say() { printf 'build: %s\n' "$*" >&2; }
+umask 077
+mkdir -p "$HOME/.workhub"
+chmod 700 "$HOME/.workhub"
 state="$HOME/.workhub"
 dir="$state/builds/$hub-$stack-$build_id"
 mkdir -p "$dir"

@@ -4,6 +4,20 @@ server_alive_count_max=120
 client_alive_interval=60
 client_alive_count_max=120
 say() { printf 'host-setup: %s\n' "$*" >&2; }
+umask 077
+mkdir -p "$HOME/.workhub"
+chmod 700 "$HOME/.workhub"
+# Once (this script runs again only when it changes): what earlier versions wrote readable by others
+# (logs, build records, Compose files...) becomes the deploy user's alone. The uploaded build
+# contexts keep their modes (they become the images' files), and each proxy's config stays readable
+# by the proxy's user in its container; ~/.workhub (0700) keeps every other account out of both.
+state="$HOME/.workhub"
+if find "$state" \( -path "$state/contexts" -o -path "$state/builds/*/context" -o -path "$state/proxy" \) -prune \
+  -o ! -type l -perm /077 -exec chmod go-rwx {} + 2>/dev/null; then
+  say "$state (0700) and what is in it are the deploy user's alone"
+else
+  say "$state is 0700, but some files in it could not be made private (not the deploy user's?)"
+fi
 mkdir -p "$HOME/.ssh"
 chmod 700 "$HOME/.ssh"
 config="$HOME/.ssh/config"

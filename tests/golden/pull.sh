@@ -30,8 +30,10 @@ registry_login() {
 
 say() { printf 'pull: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
+umask 077
+mkdir -p "$HOME/.workhub"
+chmod 700 "$HOME/.workhub"
 state="$HOME/.workhub"
-mkdir -p "$state"
 now_ms() { date +%s%3N; }
 digest_of() {
   docker image inspect --format '{{join .RepoDigests " "}}' "$1" | tr ' ' '\n' | grep -F "$repository@" | head -n 1

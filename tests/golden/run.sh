@@ -354,6 +354,15 @@ point_proxy() {
 say() { printf 'run: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
+# write_proxy_config SLOT: the proxy's config file, with SLOT live. The proxy's user in its container
+# (the official image's haproxy, uid 99) reads it, so it alone is readable by all: it holds no
+# secret, and ~/.workhub (0700) keeps the host's other accounts out.
+write_proxy_config() {
+  install -d -m 755 "$proxy_dir"
+  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
+  chmod 644 "$proxy_dir/haproxy.cfg.tmp"
+  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+}
 
 # What the probes of a new container saw, as words, with how long each went on (from its first
 # probe to its last): "answered 500 for 58 s (116 times), refused the connection (1 time)".
@@ -409,9 +418,7 @@ through_proxy() { passes host_port_answers 0.2; }
 switch_to() {
   local other
   if [ "$1" = blue ]; then other=green; else other=blue; fi
-  mkdir -p "$proxy_dir"
-  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
-  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  write_proxy_config "$1"
   running "$proxy" || return 0
   point_proxy "$1" && api "set server $backend/$other state maint" >/dev/null
 }
@@ -421,8 +428,7 @@ worker_pid() { api "show info" 2>/dev/null | sed -n 's/^Pid: //p'; }
 # new process gets the listening sockets and serves SLOT, the old one finishes its requests.
 reload_to() {
   local before now deadline
-  proxy_config "$1" >"$proxy_dir/haproxy.cfg.tmp"
-  mv "$proxy_dir/haproxy.cfg.tmp" "$proxy_dir/haproxy.cfg"
+  write_proxy_config "$1"
   before=$(worker_pid)
   docker kill --signal USR2 "$proxy" >/dev/null
   deadline=$(( $(date +%s) + reload_wait ))
@@ -463,7 +469,10 @@ finish() {
 }
 work=$(mktemp -d)
 trap finish EXIT
-mkdir -p "$state" "$proxy_dir"
+umask 077
+mkdir -p "$HOME/.workhub"
+chmod 700 "$HOME/.workhub"
+install -d -m 755 "$proxy_dir"
 install -d -m 700 "$env_dir" "$secrets_dir"
 # One deploy of this hub at a time: an interrupted one may still be finishing on the host.
 exec 7>>"$state/deploy-$base.lock"
@@ -554,7 +563,6 @@ if [ "${#secret_files[@]}" -gt 0 ]; then
     printf '%s' "${!var}" >"$secrets_dir/$new_container/${secret_files[$i]}"
   done
 fi
-umask 022
 
 say "starting $new_container from $image beside ${live_container:-nothing} (PORT $port); previous image: ${previous:-none}"
 put_file "$new_container" "$(slot_file "$slot")"

@@ -311,8 +311,10 @@ registry_login() {
 
 say() { printf 'swarm-deploy: %s\n' "$*" >&2; }
 fail() { say "FAILED: $*"; exit 1; }
-dir="$HOME/.workhub/swarm/$stack"
 umask 077
+mkdir -p "$HOME/.workhub"
+chmod 700 "$HOME/.workhub"
+dir="$HOME/.workhub/swarm/$stack"
 mkdir -p "$dir"
 printf '%s\n' "$stack_file" >"$dir/stack.json.tmp" && mv "$dir/stack.json.tmp" "$dir/stack.json"
 printf '%s' "$proxy_config" >"$dir/$proxy_config_file"
