@@ -1,21 +1,24 @@
 """Run-time settings and secrets on the test host, with the real engine: plain settings and secrets
 reach the app (a one-line secret in its environment, one with line breaks as a file), a changed
 secret restarts only the hub that uses it and the preview names it, and no secret value shows up
-in the state, the engine's output, the stack outputs, the preview JSON, the PR summary or the
-host's other files."""
+in the state, the engine's output, the stack outputs, the preview JSON, the PR summary, the
+host's other files, or any process's command line or environment (the webhook's URL among them)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import stat
+import threading
 import urllib.request
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_fixtures import deploy_home, docker, forget_local_images, new_local_stack, serving_container
+from tests.e2e_fixtures import (assert_no_secret_in_any_process, deploy_home, docker, forget_local_images,
+                                 new_local_stack, secret_values, serving_container)
 from workhub.engine import print_line
 from workhub.preview import preview_json
 from workhub.summary import summarize
@@ -75,11 +78,30 @@ def host_files_outside_secrets() -> list[Path]:
             and not {"env", "secrets", "contexts", "builds"} & set(path.relative_to(root).parts[:1])]
 
 
-def test_settings_and_secrets_reach_the_app_and_nothing_else(tmp_path, toolchain, test_host, npm_registry, sources):
+class Webhook(BaseHTTPRequestHandler):
+    """The stack's notification webhook: takes each notice (its URL is a secret)."""
+
+    notices: list[dict] = []
+
+    def do_POST(self) -> None:
+        self.notices.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_) -> None:
+        pass
+
+
+def test_settings_and_secrets_reach_the_app_and_nothing_else(tmp_path, toolchain, test_host, npm_registry, sources,
+                                                             process_watch):
     engine, stack = new_local_stack(
         tmp_path, test_host, npm_registry, hubs=HUBS, source_root=sources,
         secrets={"wbhubmanager": {"SESSION_SECRET": SESSION}, "wbfinhub": {"LEDGER_SIGNING_KEY": KEY}},
         overrides={"workhub:env.wbhubmanager.PUBLIC_URL": "https://hubs.example.test/manager"})
+    webhook = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    engine.set_secret(stack.name, "workhub:notifyWebhook",
+                      f"http://127.0.0.1:{webhook.server_port}/notify/{uuid.uuid4().hex}")
     forget_local_images()
     seen: list[str] = []
     try:
@@ -128,8 +150,12 @@ def test_settings_and_secrets_reach_the_app_and_nothing_else(tmp_path, toolchain
         assert_no_secret(summary, "the PR summary")
         for path in host_files_outside_secrets():
             assert_no_secret(path.read_text(errors="replace"), f"the host's {path}")
+        assert {"succeeded"} == {notice["result"] for notice in Webhook.notices}, Webhook.notices
     finally:
         stack.destroy(on_output=print_line, color="never")
+        webhook.shutdown()
+        # Every secret the stack had, and the one it had before the change; checked at the module's end.
+        process_watch.secrets.update({**secret_values(stack), "SESSION_SECRET (before its change)": SESSION})
 
 
 def test_a_dockerfile_volume_without_a_named_volume_is_reported_in_the_preview(tmp_path, toolchain, test_host):
@@ -140,3 +166,10 @@ def test_a_dockerfile_volume_without_a_named_volume_is_reported_in_the_preview(t
     preview = stack.preview(color="never")
     assert "wbsaleshub: " in preview.stdout and "declares VOLUME /app/data, but workhub:hubs[0].volumes" in preview.stdout
     assert "add `volumes: {data: /app/data}` to hub wbsaleshub in Pulumi.yaml" in preview.stdout
+
+
+def test_no_secret_was_in_any_process_command_line_or_environment(process_watch):
+    """While the deploys, the secret's change, the preview and the destroy above ran, no process on
+    this machine (the engine, its providers, sshd and the scripts on the test host, Docker's
+    clients) held a secret value in its command line or environment, but the hubs' own containers."""
+    assert_no_secret_in_any_process(process_watch)

@@ -49,6 +49,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
@@ -169,7 +170,7 @@ class _Watch:
     def __init__(self, engines: list[str]):
         self.engines = engines
         self.seen = Seen()
-        self.last: dict[int, tuple[bytes, bytes]] = {}
+        self.last: dict[int, bytes] = {}
         self.containers: dict[str, tuple[str, bool]] = {}
         self.own = os.getpid()
 
@@ -195,18 +196,17 @@ class _Watch:
             self.containers[cid] = (name or f"container {cid[:12]} (gone before it was asked)", hub)
         return self.containers[cid]
 
-    def read(self, pid: int) -> None:
+    def read(self, pid: int, exec_event: bool = False) -> None:
+        """Read a process: at its exec, all of it; in a scan, only when its command line is not the
+        one last read (a process that began before the watcher, or one that rewrote its argv)."""
         if pid == self.own:
             return
         base = f"/proc/{pid}/"
         cmdline = _read(base + "cmdline")
-        environ = _read(base + "environ")
-        if cmdline is None and environ is None:
+        if cmdline is None or (not exec_event and self.last.get(pid) == cmdline):
             return
-        cmdline, environ = cmdline or b"", environ or b""
-        if self.last.get(pid) == (cmdline, environ):
-            return
-        self.last[pid] = (cmdline, environ)
+        environ = _read(base + "environ") or b""
+        self.last[pid] = cmdline
         self.seen.processes += 1
         stat = _read(base + "stat") or b""
         ppid = int(stat.rsplit(b")", 1)[1].split()[1]) if b")" in stat else 0
@@ -260,7 +260,7 @@ class _Watch:
                     if event + _PROC_EVENT.size + _EXEC_EVENT.size <= len(data):
                         what = _PROC_EVENT.unpack_from(data, event)[0]
                         if what == PROC_EVENT_EXEC:
-                            self.read(_EXEC_EVENT.unpack_from(data, event + _PROC_EVENT.size)[1])
+                            self.read(_EXEC_EVENT.unpack_from(data, event + _PROC_EVENT.size)[1], True)
                     offset += max(length, _NLMSG_HDR.size)
             if time.monotonic() >= next_scan:
                 self.scan()
@@ -408,16 +408,22 @@ class Watcher:
                                f"{self.seen.processes} process images, but not one of {self.CONTROL_SECONDS} s")
         return self.seen
 
-    def assert_clean(self, values: Optional[Mapping[str, str]] = None, common: Iterable[str] = ()) -> None:
+    def assert_clean(self, values: Optional[Mapping[str, str]] = None, common: Iterable[str] = (),
+                     noted: Optional[Mapping[str, str]] = None) -> None:
         """Stop, then fail naming each process that held one of the secret `values` (by name; by
-        default `secrets`) in its command line or environment."""
+        default `secrets`) in its command line or environment. Where a `noted` value was is only
+        said (by the processes' commands), not failed."""
         values = self.secrets if values is None else values
         seen = self.stop()
         found = findings(seen, values, common)
         print(f"procwatch: {seen.processes} process images in {self.seconds:.0f} s ({self.cpu_seconds:.1f} s of CPU), "
-              f"{len(seen.cmdlines)} "
-              f"command lines and {len(seen.environs)} environments; {len(values)} secret values looked for; "
-              f"{len(found)} found", file=sys.stderr)
+              f"{len(seen.cmdlines)} command lines and {len(seen.environs)} environments; {len(values)} secret "
+              f"values looked for; {len(found)} found", file=sys.stderr)
+        kinds = Counter((f.secret, f.where, Path(f.holder.command.split(" ", 1)[0]).name)
+                        for f in findings(seen, noted or {}, common))
+        for (name, where, command), count in sorted(kinds.items()):
+            print(f"procwatch: noted, not failed: {name} in {where} of {count} process(es) `{command}`",
+                  file=sys.stderr)
         assert not found, ("a secret value was in a process's command line or environment:\n"
                            + "\n".join(f"  {finding}" for finding in found))
 
