@@ -344,14 +344,14 @@ def key_headers() -> list[str]:
             for key in keys for format_ in (serialization.PrivateFormat.OpenSSH, serialization.PrivateFormat.PKCS8)]
 
 
-def assert_no_secret_in_any_process(watcher: Watcher) -> None:
+def assert_no_secret_in_any_process(watcher: Watcher) -> list:
     """Stop the watcher; fail naming each process that had one of `watcher.secrets` in its command
     line or environment (a one-host hub container's environment left out: it holds the hub's
-    secrets by design). Where the test stacks' passphrase was is said, not failed: the Automation
-    API hands it to the Pulumi CLI in its environment."""
+    secrets by design: those findings are returned). Where the test stacks' passphrase was is said,
+    not failed: the Automation API hands it to the Pulumi CLI in its environment."""
     assert watcher.secrets, "the module's tests named no secret value to look for"
     passphrase = os.environ.get("PULUMI_CONFIG_PASSPHRASE", eng.LOCAL_PASSPHRASE)
-    watcher.assert_clean(watcher.secrets, common=key_headers(), noted={"the stacks' passphrase": passphrase})
+    return watcher.assert_clean(watcher.secrets, common=key_headers(), noted={"the stacks' passphrase": passphrase})
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -171,5 +171,8 @@ def test_a_dockerfile_volume_without_a_named_volume_is_reported_in_the_preview(t
 def test_no_secret_was_in_any_process_command_line_or_environment(process_watch):
     """While the deploys, the secret's change, the preview and the destroy above ran, no process on
     this machine (the engine, its providers, sshd and the scripts on the test host, Docker's
-    clients) held a secret value in its command line or environment, but the hubs' own containers."""
-    assert_no_secret_in_any_process(process_watch)
+    clients) held a secret value in its command line or environment, but the hubs' own containers:
+    the watcher saw SESSION_SECRET in wbhubmanager's, and left it out by design."""
+    by_design = assert_no_secret_in_any_process(process_watch)
+    assert any("SESSION_SECRET" in f.secret and f.holder.container.startswith("wbhubmanager-e2e-")
+               for f in by_design), by_design
