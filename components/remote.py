@@ -425,7 +425,7 @@ def _run_once(transport: paramiko.Transport, conn: Connection, script: str, labe
     # host's process list. With data to pass on, the script is read whole first, then run.
     if data_in is None:
         return _execute(transport, "bash -s", script.encode(), label, log, heartbeat, data_out)
-    return _execute(transport, SCRIPT_THEN_DATA, _Chain(_framed(script), data_in), label, log, heartbeat, data_out)
+    return _execute(transport, _SCRIPT_THEN_DATA, _Chain(_framed(script), data_in), label, log, heartbeat, data_out)
 
 
 # Reads a script of a given length from stdin (bash's read takes exactly those bytes from a pipe;
@@ -433,7 +433,7 @@ def _run_once(transport: paramiko.Transport, conn: Connection, script: str, labe
 # is its own and its text stays in that shell's memory: as the argument of another command (`bash -c
 # "$s"`) it would be in that process's command line, readable by every user of the host, for as
 # long as the script runs.
-SCRIPT_THEN_DATA = "bash -c " + shlex.quote(
+_SCRIPT_THEN_DATA = "bash -c " + shlex.quote(
     'IFS= read -r workhub_n && LC_ALL=C IFS= read -r -N "$workhub_n" workhub_script || exit 2; '
     'unset workhub_n; eval "$workhub_script"')
 
