@@ -428,16 +428,21 @@ def _run_once(transport: paramiko.Transport, conn: Connection, script: str, labe
                 f"with exit code {status}:\n" + "\n".join(f"    {t}" for t in tail)
             )
         log(f"{label}: uploaded {len(archive)} bytes to ~/{remote_dir}")
-    # The script goes in on stdin: nothing of it shows in the host's process list. With data to
-    # pass on, the script is read whole first (bash -c of a variable read from stdin).
+    # The script goes in on stdin: nothing of it (nor the secrets in front of it) shows in the
+    # host's process list. With data to pass on, the script is read whole first, then run.
     if data_in is None:
         return _execute(transport, "bash -s", script.encode(), label, log, heartbeat, data_out)
     return _execute(transport, _SCRIPT_THEN_DATA, _Chain(_framed(script), data_in), label, log, heartbeat, data_out)
 
 
-# Reads a script of a given length from stdin, then runs it with the rest of stdin as its own
-# (bash's read takes exactly those bytes from a pipe; head or cat could read ahead).
-_SCRIPT_THEN_DATA = 'IFS= read -r n && LC_ALL=C IFS= read -r -N "$n" s && exec bash -c "$s" workhub'
+# Reads a script of a given length from stdin (bash's read takes exactly those bytes from a pipe;
+# head or cat could read ahead), then runs it with `eval`, in the same shell, so the rest of stdin
+# is its own and its text stays in that shell's memory: as the argument of another command (`bash -c
+# "$s"`) it would be in that process's command line, readable by every user of the host, for as
+# long as the script runs.
+_SCRIPT_THEN_DATA = "bash -c " + shlex.quote(
+    'IFS= read -r workhub_n && LC_ALL=C IFS= read -r -N "$workhub_n" workhub_script || exit 2; '
+    'unset workhub_n; eval "$workhub_script"')
 
 
 def _framed(script: str) -> bytes:

@@ -7,8 +7,9 @@ join: it is a secret that must reach neither a log, nor the state, nor another r
 (the policy pack refuses remote commands whose inputs come from another command's output). So one
 provider operation does both steps over SSH: it asks the manager for the token (its stdout read as
 data, never logged), then runs the join script on the node with the token as a shell variable put
-in front of the script on the session's stdin. The token lives in the provider's memory for those
-two steps only.
+in front of the script on the session's stdin; the script hands it to the node's engine in the body
+of an Engine API request, on curl's stdin (`docker swarm join` would take it only as an argument,
+in the process list). The token lives in the provider's memory for those two steps only.
 """
 
 from __future__ import annotations

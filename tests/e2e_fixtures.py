@@ -26,6 +26,7 @@ import yaml
 from pulumi import automation as auto
 
 from components.scripts import arg_words
+from tools.procwatch import Watcher
 from workhub import engine as eng
 from workhub.engine import print_line
 
@@ -295,6 +296,68 @@ def local_stack(tmp_path: Path, toolchain: Path, test_host: dict):
     yield stack
     # Leave nothing behind on the host even when the test failed half-way.
     stack.destroy(color="never")
+
+
+@pytest.fixture(scope="module")
+def process_watch(tmp_path_factory):
+    """Every process on this machine (the test host's and the Swarm test bed's with them) watched
+    from the first test that asks for it to the module's end (tools/procwatch.py): the module's
+    tests add the secret values they use to `process_watch.secrets`, and its last test calls
+    `assert_no_secret_in_any_process`."""
+    watcher = Watcher(tmp_path_factory.mktemp("procwatch") / "seen.json")
+    watcher.start()
+    yield watcher
+    watcher.stop()
+
+
+def secret_values(stack: auto.Stack) -> dict[str, str]:
+    """Every secret value in the stack's config, by its key (`workhub:secrets.<hub>.<NAME>` for a
+    hub's secret): the SSH key, the hubs' secrets, the registry password, the webhook URL."""
+    values: dict[str, str] = {}
+
+    def add(key: str, value) -> None:
+        if isinstance(value, dict):
+            for inner, leaf in value.items():
+                add(f"{key}.{inner}", leaf)
+        elif value is not None:
+            values[key] = value if isinstance(value, str) else json.dumps(value)
+
+    for key, value in stack.get_all_config().items():
+        if value.secret:
+            try:
+                parsed = json.loads(value.value)
+            except ValueError:
+                parsed = value.value
+            add(key, parsed if isinstance(parsed, dict) else value.value)
+    # The stack's passphrase, which the CLI reads from its file (PULUMI_CONFIG_PASSPHRASE_FILE).
+    passphrase_file = stack.workspace.env_vars.get("PULUMI_CONFIG_PASSPHRASE_FILE")  # type: ignore[attr-defined]
+    if passphrase_file:
+        values["the stack's passphrase"] = Path(passphrase_file).read_text().strip()
+    return values
+
+
+def key_headers() -> list[str]:
+    """Private keys of each kind an SSH key may be (in the OpenSSH format the test keys have): what
+    every key of a kind shares (its header, its first lines) is no part of a secret to look for."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    keys = [ed25519.Ed25519PrivateKey.generate(), ec.generate_private_key(ec.SECP256R1()),
+            rsa.generate_private_key(public_exponent=65537, key_size=2048)]
+    return [key.private_bytes(serialization.Encoding.PEM, format_, serialization.NoEncryption()).decode()
+            for key in keys for format_ in (serialization.PrivateFormat.OpenSSH, serialization.PrivateFormat.PKCS8)]
+
+
+def assert_no_secret_in_any_process(watcher: Watcher) -> list:
+    """Stop the watcher; fail naming each process that had one of `watcher.secrets` in its command
+    line or environment (a one-host hub container's environment left out: it holds the hub's
+    secrets by design: those findings are returned). The stacks' own passphrases are among the
+    secrets (`secret_values`: the CLI reads them from a file); where a passphrase the user gave in
+    PULUMI_CONFIG_PASSPHRASE was is said, not failed: that is where the user put it."""
+    assert watcher.secrets, "the module's tests named no secret value to look for"
+    passphrase = os.environ.get("PULUMI_CONFIG_PASSPHRASE", "")
+    return watcher.assert_clean(watcher.secrets, common=key_headers(),
+                                noted={"the stacks' passphrase": passphrase} if passphrase else {})
 
 
 @pytest.hookimpl(hookwrapper=True)

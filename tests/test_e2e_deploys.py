@@ -1,7 +1,9 @@
 """Deploys that never drop a request and never lose data, on the test host with the real engine, sshd,
 Docker and Caddy: a prober requests the hub's host port 25 times a second through every kind of
 deploy, slow requests stay in flight through the switch, and a file in the hub's volume is checked
-after each step."""
+after each step; no process held the hub's secret or the SSH key in its command line or
+environment through all of it (the backup and the restore, whose archive follows the script on
+the session's stdin, among them)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import urllib.request
 import pytest
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import (break_health, deploy_under_probe, docker, forget_local_images, listen_elsewhere,
-                                mark_version, new_local_stack, running_image, serving_container)
+from tests.e2e_fixtures import (assert_no_secret_in_any_process, break_health, deploy_under_probe, docker,
+                                forget_local_images, listen_elsewhere, mark_version, new_local_stack, running_image,
+                                secret_values, serving_container)
 from workhub import data
 from workhub.engine import print_line
 
@@ -55,7 +58,7 @@ def assert_no_request_failed(deploy, new_body: str | None, old_body: str) -> Non
 
 
 def test_every_kind_of_deploy_drops_no_request_and_keeps_the_data(tmp_path, toolchain, test_host, npm_registry,
-                                                                   sources):
+                                                                   sources, process_watch):
     engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], source_root=sources,
                                     deploy=DEPLOY)
     forget_local_images()
@@ -129,3 +132,10 @@ def test_every_kind_of_deploy_drops_no_request_and_keeps_the_data(tmp_path, tool
     finally:
         stack.destroy(color="never")
         docker("volume", "rm", VOLUME, check=False)
+        process_watch.secrets.update(secret_values(stack))
+
+
+def test_no_secret_was_in_any_process_command_line_or_environment(process_watch):
+    """Through the deploys, the backup and the restore above, no process on this machine held the
+    hub's secret or the SSH key in its command line or environment (but the hub's own containers)."""
+    assert_no_secret_in_any_process(process_watch)

@@ -2,7 +2,8 @@
 its image, built where Pulumi runs and pushed (here by a CI stand-in, since the docker provider
 plugin cannot be built on these machines), is pulled by the test host from a registry with a login
 on 127.0.0.1, run and health-checked by the same steps as a host build, promoted to production,
-and moved back to a host build."""
+and moved back to a host build; no process had the registry password (nor the wrong one the test
+sets) or the SSH key in its command line or environment (the logins read it on stdin)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import (CiStandIn, build_records, forget_local_images, health, new_local_stack,
-                                 records_since, running_image)
+from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, build_records, forget_local_images,
+                                 health, new_local_stack, records_since, running_image, secret_values)
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -36,8 +37,11 @@ def manifest_pulls(registry: dict, tag: str) -> int:
     return len(re.findall(rf'"(?:GET|HEAD) /v2/workhub/wbsaleshub/manifests/{re.escape(tag)} HTTP/1.1" 200', log))
 
 
+WRONG_PASSWORD = "not-the-password"
+
+
 def test_a_hub_moves_to_registry_mode_is_pulled_run_promoted_and_moves_back(
-    tmp_path, toolchain, test_host, npm_registry, image_registry, sources
+    tmp_path, toolchain, test_host, npm_registry, image_registry, sources, process_watch
 ):
     password = Path(image_registry["password_file"]).read_text()
     ci = CiStandIn(image_registry)
@@ -108,7 +112,7 @@ def test_a_hub_moves_to_registry_mode_is_pulled_run_promoted_and_moves_back(
         # A wrong password: the pull of the next image stops at the login, naming the settings.
         server = sources / "WBSalesHub" / "server.js"
         server.write_text(server.read_text() + "\n// a new release\n")
-        engine.set_secret(staging.name, "workhub:registryPassword", "not-the-password")
+        engine.set_secret(staging.name, "workhub:registryPassword", WRONG_PASSWORD)
         with pytest.raises(auto.errors.CommandError) as caught:
             staging.up(color="never")
         assert "refused the login of workhub-ci; check workhub:registry.username and workhub:registryPassword" \
@@ -130,3 +134,13 @@ def test_a_hub_moves_to_registry_mode_is_pulled_run_promoted_and_moves_back(
     finally:
         production.destroy(color="never")
         staging.destroy(color="never")
+        process_watch.secrets.update({**secret_values(production), **secret_values(staging),
+                                      "workhub:registryPassword": password,
+                                      "workhub:registryPassword (the wrong one)": WRONG_PASSWORD})
+
+
+def test_no_secret_was_in_any_process_command_line_or_environment(process_watch):
+    """While CI's stand-in logged in and pushed, and the host's pulls logged in (the wrong password
+    too), no process on this machine held the registry password or the SSH key in its command line
+    or environment."""
+    assert_no_secret_in_any_process(process_watch)

@@ -3,7 +3,8 @@ reach the app (a one-line secret in its environment, one with line breaks as a f
 secret restarts only the hub that uses it and the preview names it, a rotated SSH key restarts no
 hub (the fingerprints are keyed with the stack's own key), a stack that gets that key restarts each
 hub with secrets once, and no secret value (nor the stack's key) shows up in the state, the
-engine's output, the stack outputs, the preview JSON, the PR summary or the host's other files."""
+engine's output, the stack outputs, the preview JSON, the PR summary, the host's other files, or
+any process's command line or environment (the webhook's URL among them)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import json
 import os
 import stat
 import subprocess
+import threading
 import urllib.request
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from tests.e2e_fixtures import deploy_home, docker, forget_local_images, new_local_stack, serving_container
+from tests.e2e_fixtures import (assert_no_secret_in_any_process, deploy_home, docker, forget_local_images,
+                                 new_local_stack, secret_values, serving_container)
 from workhub.engine import print_line
 from workhub.preview import preview_json
 from workhub.summary import summarize
@@ -109,11 +113,30 @@ def host_files_outside_secrets() -> list[Path]:
             and not {"env", "secrets", "contexts", "builds"} & set(path.relative_to(root).parts[:1])]
 
 
-def test_settings_and_secrets_reach_the_app_and_nothing_else(tmp_path, toolchain, test_host, npm_registry, sources):
+class Webhook(BaseHTTPRequestHandler):
+    """The stack's notification webhook: takes each notice (its URL is a secret)."""
+
+    notices: list[dict] = []
+
+    def do_POST(self) -> None:
+        self.notices.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_) -> None:
+        pass
+
+
+def test_settings_and_secrets_reach_the_app_and_nothing_else(tmp_path, toolchain, test_host, npm_registry, sources,
+                                                             process_watch):
     engine, stack = new_local_stack(
         tmp_path, test_host, npm_registry, hubs=HUBS, source_root=sources,
         secrets={"wbhubmanager": {"SESSION_SECRET": SESSION}, "wbfinhub": {"LEDGER_SIGNING_KEY": KEY}},
         overrides={"workhub:env.wbhubmanager.PUBLIC_URL": "https://hubs.example.test/manager"})
+    webhook = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=webhook.serve_forever, daemon=True).start()
+    engine.set_secret(stack.name, "workhub:notifyWebhook",
+                      f"http://127.0.0.1:{webhook.server_port}/notify/{uuid.uuid4().hex}")
     forget_local_images()
     seen: list[str] = []
     try:
@@ -203,10 +226,18 @@ def test_settings_and_secrets_reach_the_app_and_nothing_else(tmp_path, toolchain
         assert_no_secret(summary, "the PR summary")
         for path in host_files_outside_secrets():
             assert_no_secret(path.read_text(errors="replace"), f"the host's {path}")
+        assert {"succeeded"} == {notice["result"] for notice in Webhook.notices}, Webhook.notices
     finally:
         stack.destroy(on_output=print_line, color="never")
         if "authorized_line" in locals():
             forget_key(authorized_line)
+        webhook.shutdown()
+        # Every secret the stack had: the SSH key before its rotation, the secret before its change and
+        # the stack's keys among them; checked at the module's end.
+        process_watch.secrets.update({
+            **secret_values(stack), "SESSION_SECRET (before its change)": SESSION,
+            "workhub:sshPrivateKey (before its rotation)": Path(test_host["private_key_path"]).read_text(),
+            **{f"the stack key ({i})": value for i, value in enumerate(locals().get("keys", []))}})
 
 
 def test_a_dockerfile_volume_without_a_named_volume_is_reported_in_the_preview(tmp_path, toolchain, test_host):
@@ -217,3 +248,13 @@ def test_a_dockerfile_volume_without_a_named_volume_is_reported_in_the_preview(t
     preview = stack.preview(color="never")
     assert "wbsaleshub: " in preview.stdout and "declares VOLUME /app/data, but workhub:hubs[0].volumes" in preview.stdout
     assert "add `volumes: {data: /app/data}` to hub wbsaleshub in Pulumi.yaml" in preview.stdout
+
+
+def test_no_secret_was_in_any_process_command_line_or_environment(process_watch):
+    """While the deploys, the secret's change, the preview and the destroy above ran, no process on
+    this machine (the engine, its providers, sshd and the scripts on the test host, Docker's
+    clients) held a secret value in its command line or environment, but the hubs' own containers:
+    the watcher saw SESSION_SECRET in wbhubmanager's, and left it out by design."""
+    by_design = assert_no_secret_in_any_process(process_watch)
+    assert any("SESSION_SECRET" in f.secret and f.holder.container.startswith("wbhubmanager-e2e-")
+               for f in by_design), by_design

@@ -5,7 +5,8 @@ serve. Two sample hubs (their back ends: the front-end build would take minutes 
 on node 1 by the same build step as one host's (context upload, one build at a time under its build
 lock, the npm cache mount), pushed from there to the bed's registry, and run on nodes 2 and 3, which
 pull them by digest. A second `up` after a small change to each rebuilds with the npm cache warm,
-under a prober through node 2's proxy.
+under a prober through node 2's proxy. No process held a secret value (the push's registry login
+among them) in its command line or environment meanwhile.
 
 Node 1's npm reaches the local npm registry cache (on this machine's loopback) through a forward on
 the bed's bridge (tools/forward.py) to a fault proxy with no faults (tools/faultproxy.py), whose
@@ -29,9 +30,10 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import build_records, mark_version, npm_steps_cached
+from tests.e2e_fixtures import (assert_no_secret_in_any_process, build_records, mark_version, npm_steps_cached,
+                                 secret_values)
 from tests.test_e2e_swarm_up import (HOST_PORTS, bed, get, new_swarm_stack, probed_up,  # noqa: F401 (bed: fixture)
-                                     reported)
+                                     reported, ssh)
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -133,7 +135,7 @@ def add_dependency(sources: Path, context: str, npm_registry: str) -> None:
 
 
 def test_host_built_hubs_build_on_the_build_node_one_at_a_time_and_run_elsewhere_by_digest(
-        tmp_path, toolchain, npm_registry, bed, npm_relay, sources):
+        tmp_path, toolchain, npm_registry, bed, npm_relay, sources, process_watch):
     relay_url, stats = npm_relay
     for hub in HUBS:
         back_end_only(sources, hub["context"])
@@ -206,3 +208,13 @@ def test_host_built_hubs_build_on_the_build_node_one_at_a_time_and_run_elsewhere
             assert tasks and all(node != "node1" and image.endswith("@" + digest) for node, image in tasks), tasks
     finally:
         stack.destroy(color="never", on_output=print_line)
+        process_watch.secrets.update(secret_values(stack))
+
+
+def test_no_secret_was_in_any_process_command_line_or_environment(bed, process_watch):
+    """Through the Swarm's forming, the builds on the build node and their pushes (each with a
+    registry login of its own), and the deploys, no process on this machine held a secret value in
+    its command line or environment."""
+    process_watch.secrets.update({f"the Swarm's {role} join token": ssh(bed, f"docker swarm join-token --quiet {role}").strip()
+                                  for role in ("manager", "worker")})
+    assert_no_secret_in_any_process(process_watch)

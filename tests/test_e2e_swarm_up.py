@@ -9,7 +9,10 @@ the reason in its last lines. Then, on that stack, what its operator runs as `sc
 subprocess of `python -m workhub` in the stack's project, its backend and passphrase in the
 environment): `backup`, `restore` and `status`; a one-host stack's backup (the test host) restored
 into it, as a move to a Swarm does; and `destroy`, which keeps the volumes on their nodes, and
-`destroy --purge-data`, which removes them there.
+`destroy --purge-data`, which removes them there. Through all of it, no process on this machine (the
+engine and its providers, and every node's sshd, scripts and Docker clients) held a secret value
+in its command line or environment: the SSH keys, the hubs' secrets, the registry password and the
+Swarm's join tokens.
 
 The tests run in this order on one deployed stack (the `deployed` fixture runs the first `up`).
 Run under the shared lock: flock /tmp/workhub-e2e.lock scripts/test tests/test_e2e_swarm_up.py -x -q
@@ -36,7 +39,8 @@ import yaml
 from pulumi import automation as auto
 
 from components.scripts import arg_words
-from tests.e2e_fixtures import CiStandIn, break_health, docker, new_local_stack, serving_container
+from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, break_health, docker, new_local_stack,
+                                 secret_values, serving_container)
 from tests.test_e2e_swarm import run_testbed, wait_for
 from tests.test_e2e_swarm import ssh as ssh_on
 from tests.test_e2e_swarm_nodes import running_on as nodes_running
@@ -181,9 +185,10 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory, toolchain, npm_registry, bed):
+def deployed(tmp_path_factory, toolchain, npm_registry, bed, test_host, process_watch):
     """The stack `e2e` on the test bed, deployed by a first `up` (the tests that follow see what it
-    did); destroyed after the module (a no-op when a test destroyed it already)."""
+    did); destroyed after the module (a no-op when a test destroyed it already). CI's stand-in builds
+    on this machine's Docker engine, which the test host starts when it is not running."""
     tmp = tmp_path_factory.mktemp("swarm-up")
     sources = tmp / "examples"
     shutil.copytree(eng.REPO / "examples", sources, ignore=shutil.ignore_patterns("node_modules", "dist"))
@@ -433,7 +438,8 @@ def test_backup_restore_and_status_through_the_cli(deployed, bed, tmp_path):
 ONE_HOST_HUB = {key: value for key, value in HUBS[1].items() if key != "buildMode"}
 
 
-def test_a_one_host_stacks_backup_restores_into_the_swarm_stack(deployed, bed, test_host, npm_registry, tmp_path):
+def test_a_one_host_stacks_backup_restores_into_the_swarm_stack(deployed, bed, test_host, npm_registry, tmp_path,
+                                                                 process_watch):
     """The move the README describes: a hub's data backed up on one host (the test host, stack
     `onehost`) and restored into the Swarm stack's hub of the same name; restore says, once, whose
     backup it is, and the file is on the hub's data node, read through the hub itself."""
@@ -466,6 +472,7 @@ def test_a_one_host_stacks_backup_restores_into_the_swarm_stack(deployed, bed, t
     finally:
         stack.destroy(color="never", on_output=print_line)
         docker("volume", "rm", "workhub-onehost-wbsaleshub-data", check=False)
+        process_watch.secrets.update({f"{key} (of stack onehost)": value for key, value in secret_values(stack).items()})
 
 
 def test_destroy_keeps_the_volumes_on_their_nodes_and_purge_data_removes_them_there(deployed, bed):
@@ -491,3 +498,15 @@ def test_destroy_keeps_the_volumes_on_their_nodes_and_purge_data_removes_them_th
                                      f"node2, workhub-{STACK}-wbfinhub-data on node3; it keeps:"), purged.stdout
     assert "data nodes" not in purged.stdout
     assert (volume_nodes(bed, "wbsaleshub"), volume_nodes(bed, "wbfinhub")) == ([], [])
+
+
+def test_no_secret_was_in_any_process_command_line_or_environment(deployed, bed, process_watch):
+    """Through the Swarm's forming (the join of nodes 2 and 3, each with a token), the deploys with
+    the hubs' secrets and the registry login, the backups and the restores (their helper image
+    pulled with the login on a node that lacks it) and the destroys, no process on this machine
+    held a secret value in its command line or environment: the nodes' sshd sessions and the
+    scripts in them, their Docker clients, the engine and its providers."""
+    tokens = {f"the Swarm's {role} join token": ssh(bed, f"docker swarm join-token --quiet {role}").strip()
+              for role in ("manager", "worker")}
+    process_watch.secrets.update({**secret_values(deployed.stack), **tokens})
+    assert_no_secret_in_any_process(process_watch)

@@ -73,6 +73,22 @@ def test_the_script_does_not_show_in_the_process_list(ssh):
     assert out.strip() == "1"  # only the grep itself
 
 
+@pytest.mark.e2e
+def test_a_script_followed_by_data_does_not_show_in_the_process_list(ssh, tmp_path):
+    """With data after it on stdin (a restore's archive), the script (and the secrets in front of
+    it) is read by the shell that runs it: no process has it in its command line, and it still
+    fails with its own exit code under its own `set -e`."""
+    conn, key = ssh
+    (tmp_path / "data").write_bytes(b"the archive\n")
+    script = "set -eu\nmarker=workhub-secret-marker\nps -eo args | grep -c \"$marker\" || true\nhead -c 3\n"
+    with (tmp_path / "data").open("rb") as data_in:
+        out = run_script(conn, key, script, "ps", lambda _: None, data_in=data_in)
+    assert out.split() == ["1", "the"]  # only the grep itself; then the data
+    with pytest.raises(RemoteCommandError) as caught, (tmp_path / "data").open("rb") as data_in:
+        run_script(conn, key, "set -eu\nfalse\necho not reached\n", "fails", lambda _: None, data_in=data_in)
+    assert "exit code 1" in str(caught.value) and "not reached" not in str(caught.value)
+
+
 def test_unreachable_host_gives_up_after_the_dial_limit(tmp_path):
     """Connection errors are retried up to dialErrorLimit, with a pause between tries."""
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
