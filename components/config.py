@@ -21,7 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, V
 from .light import PULUMI_CLI
 
 NAMESPACE = "workhub"
-DEFAULT_BASE_IMAGE = "node:20-bookworm-slim"
+DEFAULT_BASE_IMAGE = "node:24-bookworm-slim"
 DEFAULT_PROXY_IMAGE = "haproxy:2.6"
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$")
@@ -469,8 +469,8 @@ class StackConfig(_Section):
     ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
 
     _image = field_validator("base_image", "proxy_image")(
-        _image("must be an image reference Docker accepts, such as 'node:20-bookworm-slim' or "
-               "'registry.example:5000/team/node:20'"))
+        _image("must be an image reference Docker accepts, such as 'node:24-bookworm-slim' or "
+               "'registry.example:5000/team/node:24'"))
     _root = field_validator("source_root")(
         _matches(_PATH, "must be a path without control characters", allow_parent=True)
     )

@@ -17,7 +17,7 @@ STATE="$STATE_ROOT/testhost"
 DOCKERD_DIR=/run/workhub-testhost
 # /usr/local/bin/docker (v28) refuses to build without buildx; Debian's 20.10 client builds natively.
 DOCKER=/usr/bin/docker
-BASE_IMAGE=node:20-bookworm-slim
+BASE_IMAGE=node:24-bookworm-slim
 SSH_USER=deploy
 PACKAGES=(docker.io openssh-server busybox-static)
 # shellcheck source=SCRIPTDIR/lib/logged.sh
@@ -291,7 +291,7 @@ cmd_up() {
   ensure_dockerfile_frontend
   ensure_compose_plugin
   ensure_base_image
-  # After the base image: its smoke test runs an upstream from node:20-bookworm-slim.
+  # After the base image: its smoke test runs an upstream from node:24-bookworm-slim.
   ensure_proxy_image
   print_env
 }

@@ -31,7 +31,7 @@ def test_valid_config_parses_with_defaults():
     assert config.host.dial_error_limit == 10
     assert config.host.per_dial_timeout == 15
     assert config.host.keep_alive_interval == 30
-    assert config.base_image == "node:20-bookworm-slim"
+    assert config.base_image == "node:24-bookworm-slim"
 
 
 def test_missing_host_names_the_key_and_the_command():

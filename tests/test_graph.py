@@ -152,7 +152,7 @@ def test_connection_pins_host_key_and_limits_dials(mocks, project):
                 "host": "build.example.test", "port": 2222, "user": "deploy", "hostKey": HOST_KEY,
                 "dialErrorLimit": 10, "perDialTimeout": 15, "keepAliveInterval": 30,
             }, resource.name
-        assert by_name(mocks, "build-host-facts").inputs["create"] == host_facts_script("node:20-bookworm-slim")
+        assert by_name(mocks, "build-host-facts").inputs["create"] == host_facts_script("node:24-bookworm-slim")
 
     return run(project, check)
 
