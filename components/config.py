@@ -463,12 +463,17 @@ class StackConfig(_Section):
         DEFAULT_PROXY_IMAGE, alias="proxyImage",
         description="The HAProxy image of the proxy that owns each hub's host port on the host.",
     )
+    helper_image: Optional[str] = Field(
+        None, alias="helperImage",
+        description="The image of the short-lived helper containers that copy a hub's volume (backup, restore, "
+                    "moving a pre-proxy host's data); it needs sh and tar. Default: workhub:proxyImage.",
+    )
     swarm: Optional[SwarmConfig] = Field(None, description="The Docker Swarm this stack runs on, instead of one host.")
     build: BuildSettings = Field(default_factory=BuildSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
 
-    _image = field_validator("base_image", "proxy_image")(
+    _image = field_validator("base_image", "proxy_image", "helper_image")(
         _image("must be an image reference Docker accepts, such as 'node:24-bookworm-slim' or "
                "'registry.example:5000/team/node:24'"))
     _root = field_validator("source_root")(
@@ -487,6 +492,11 @@ class StackConfig(_Section):
     _promote = field_validator("promote_from")(
         _matches(re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,2}$"), "must be a stack name such as staging")
     )
+
+    @property
+    def helper(self) -> str:
+        """The helper containers' image: workhub:helperImage, else the proxy's."""
+        return self.helper_image or self.proxy_image
 
     @field_validator("pinned_images")
     @classmethod

@@ -325,12 +325,13 @@ def test_text_ending_in_a_line_break_is_refused(key, value):
 @pytest.mark.parametrize("image", ["node:20-bookworm-slim", "127.0.0.1:5000/team/haproxy:2.6",
                                    "registry.example:5000/node@sha256:" + "a" * 64, "[::1]:5000/haproxy:2.6",
                                    "team/sub/haproxy", "haproxy__x:2.6"])
-@pytest.mark.parametrize("key", ["baseImage", "proxyImage"])
+@pytest.mark.parametrize("key", ["baseImage", "proxyImage", "helperImage"])
 def test_image_references_docker_accepts_are_accepted(key, image):
     """A registry with a port, a digest, several path parts: Docker's reference grammar."""
     raw = valid()
     raw[key] = image
-    assert getattr(parse(raw), {"baseImage": "base_image", "proxyImage": "proxy_image"}[key]) == image
+    assert getattr(parse(raw), {"baseImage": "base_image", "proxyImage": "proxy_image",
+                                "helperImage": "helper_image"}[key]) == image
     raw = with_hubs(pinnedImages={"wbsaleshub": image})
     assert parse(raw).pinned_images == {"wbsaleshub": image}
 
@@ -343,6 +344,21 @@ def test_image_references_docker_refuses_are_refused_saying_why(image, why):
     raw["proxyImage"] = image
     (found,) = problems(raw)
     assert found.startswith("workhub:proxyImage") and why in found and "fix: " in found
+
+
+def test_the_helper_image_is_the_proxy_image_unless_set():
+    """The containers that copy a volume run workhub:helperImage, by default the proxy's image."""
+    from components.deploy import Serving, restore_script
+    from components.config import DeploySettings
+
+    raw = valid()
+    raw["proxyImage"] = "haproxy:2.6@sha256:" + "b" * 64
+    assert parse(raw).helper == raw["proxyImage"]
+    raw["helperImage"] = "busybox:1.37"
+    assert parse(raw).helper == "busybox:1.37"
+    hub = parse(with_hubs()).hubs[0]
+    serving = Serving("127.0.0.1", DeploySettings(), "haproxy:2.6", "busybox:1.37")
+    assert "\nhelper_image=busybox:1.37\n" in restore_script(hub, "staging", "data", "0" * 64, 4090, serving)
 
 
 def one_hub(name: str, **extra) -> dict:

@@ -69,7 +69,7 @@ def backup(stack: auto.Stack, out_dir: Path, hub: Optional[str] = None,
         archive = out_dir / f"{volume['hub']}-{volume['volume']}.tar.gz"
         started = datetime.now(timezone.utc)
         with archive.open("wb") as sink:
-            run_script(conn, key, backup_script(volume["docker_volume"], config.proxy_image),
+            run_script(conn, key, backup_script(volume["docker_volume"], config.helper),
                        f"{volume['hub']}/{volume['volume']}", log, data_out=sink)
         entries.append(_entry(stack.name, volume["hub"], volume["volume"], volume["docker_volume"], volume["image"],
                               started, archive))
@@ -179,7 +179,7 @@ def restore(stack: auto.Stack, source: Path, hub: Optional[str] = None, volume: 
     manifest_path, manifest = _read_manifest(source, stack.name, log)
     conn = connection_for(config.host)
     hubs = {h.name: h for h in _hubs(config, hub)}
-    serving = Serving(config.publish_address, config.deploy, config.proxy_image)
+    serving = Serving(config.publish_address, config.deploy, config.proxy_image, config.helper)
     chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack.name)
     for entry in chosen:
         target = hubs[entry["hub"]]
