@@ -682,6 +682,36 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
     return problems
 
 
+PRODUCTION = "production"
+# The images a production stack's hosts pull by a reference of its own (not a hub's image, which
+# promotion pins): workhub:<key> and the StackConfig field holding it.
+PULLED_IMAGES = (("baseImage", "base_image"), ("proxyImage", "proxy_image"), ("helperImage", "helper_image"))
+
+
+def pin_command(stack: str, key: str, image: str) -> str:
+    """The command that sets workhub:<key> to `image` pinned by the digest its tag names now."""
+    return (f"{PULUMI_CLI} config set --stack {stack} {NAMESPACE}:{key} \"{image}@$(docker buildx imagetools "
+            f"inspect {image} | awk '/^Digest:/ {{print $2; exit}}')\"")
+
+
+def digest_problems(config: StackConfig, stack: str) -> list[Problem]:
+    """In the production stack, every image the hosts pull by reference names its digest, so what
+    runs there cannot change when a tag moves (a hub's own image is promoted by ID or digest)."""
+    if stack.rsplit("/", 1)[-1] != PRODUCTION:
+        return []
+    problems = []
+    for key, field in PULLED_IMAGES:
+        image = getattr(config, field)
+        if image is None or Reference.parse(image)["digest"]:
+            continue  # an unset helperImage is the proxy's image, checked as proxyImage
+        default = " (the default)" if image == StackConfig.model_fields[field].default else ""
+        problems.append(Problem(
+            f"{NAMESPACE}:{key}", f"is {image}{default}, without a digest: the production stack pins every image "
+            "its hosts pull (name:tag@sha256:...), so a tag that moves cannot change what runs there",
+            pin_command(stack, key, image)))
+    return problems
+
+
 def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[str]) -> StackConfig:
     """Validate the whole `workhub:` config of one stack.
 
@@ -699,7 +729,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
         found = _problems_from(error, values, stack)
         problems += without_derived_host(found) if "swarm" in values else found
     else:
-        problems += cross_checks(config, stack) + swarm_problems(config, stack)
+        problems += cross_checks(config, stack) + swarm_problems(config, stack) + digest_problems(config, stack)
     key_fix = secret_fix(SSH_KEY, stack, "< <path to the deploy key>")
     if raw.get(SSH_KEY) in (None, ""):
         problems.append(Problem(f"{NAMESPACE}:{SSH_KEY}", "is not set", key_fix))

@@ -1,5 +1,7 @@
 """Stack config validation: each bad value gives one error naming its key and the fix."""
 
+from pathlib import Path
+
 import pytest
 
 from components.config import ConfigError, StackConfig, namespaced, parse_stack_config
@@ -396,3 +398,45 @@ def test_a_hub_uid_is_configurable_but_never_root_and_never_shared():
     found = problems(stack_of(one_hub("alpha", uid=7000), one_hub("beta", uid=7000)))
     assert found == ["workhub:hubs[1].uid: beta would run as uid 7000, as alpha does\n"
                      "    fix: give hubs[1] in Pulumi.yaml a uid of its own (uid: <a number no host account has>)"]
+
+
+PINNED = "@sha256:" + "c" * 64
+
+
+def test_the_production_stack_pins_every_image_its_hosts_pull():
+    """Production refuses a base, proxy or helper image without a digest, each with the command that
+    pins the digest its tag names now; other stacks take tags."""
+    raw = valid()
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"})
+    assert [str(p) for p in caught.value.problems] == [
+        "workhub:baseImage: is node:24-bookworm-slim (the default), without a digest: the production stack pins "
+        "every image its hosts pull (name:tag@sha256:...), so a tag that moves cannot change what runs there\n"
+        "    fix: scripts/workhub pulumi config set --stack production workhub:baseImage \"node:24-bookworm-slim@$("
+        "docker buildx imagetools inspect node:24-bookworm-slim | awk '/^Digest:/ {print $2; exit}')\"",
+        "workhub:proxyImage: is haproxy:2.6 (the default), without a digest: the production stack pins every image "
+        "its hosts pull (name:tag@sha256:...), so a tag that moves cannot change what runs there\n"
+        "    fix: scripts/workhub pulumi config set --stack production workhub:proxyImage \"haproxy:2.6@$("
+        "docker buildx imagetools inspect haproxy:2.6 | awk '/^Digest:/ {print $2; exit}')\""]
+    raw.update(baseImage="node:24-bookworm-slim" + PINNED, proxyImage="haproxy:2.6" + PINNED,
+               helperImage="registry.example:5000/tools/busybox:1.37")
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"})
+    assert [p.key for p in caught.value.problems] == ["workhub:helperImage"]
+    assert "is registry.example:5000/tools/busybox:1.37, without a digest" in caught.value.problems[0].message
+    del raw["helperImage"]  # the helpers then run the proxy's pinned image
+    assert parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"}).helper == "haproxy:2.6" + PINNED
+    assert parse(valid()).proxy_image == "haproxy:2.6"  # staging: tags are fine
+
+
+def test_the_committed_production_stack_pins_its_images_by_index_digest():
+    import yaml
+
+    from components.config import PULLED_IMAGES
+
+    committed = yaml.safe_load((Path(__file__).parent.parent / "Pulumi.production.yaml").read_text())["config"]
+    raw = {**valid(), **{key.removeprefix("workhub:"): value for key, value in committed.items()
+                         if key.removeprefix("workhub:") in dict(PULLED_IMAGES)}}
+    config = parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"})
+    assert config.base_image.startswith("node:24-bookworm-slim@sha256:")
+    assert config.proxy_image.startswith("haproxy:2.6@sha256:") and config.helper == config.proxy_image
