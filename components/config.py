@@ -370,6 +370,14 @@ class NodeLabels(_Section):
     data: list[str] = Field(default_factory=list, description="Hubs whose volumes live on this node.")
 
 
+def _ip_address(cls, value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
+    return value
+
+
 class SwarmNode(_Section):
     """One node of the Swarm, reached over SSH with a pinned host key."""
 
@@ -378,6 +386,13 @@ class SwarmNode(_Section):
     port: Int = Field(22, ge=1, le=65535, description="SSH port.")
     host_key: str = Field(alias="hostKey", description="The node's SSH host key, `<type> <base64>`.")
     labels: NodeLabels = Field(default_factory=NodeLabels)
+    publish_address: Optional[str] = Field(
+        None, alias="publishAddress",
+        description="The address of this node its proxy publishes the hubs' host ports on (a serving node); "
+                    "default: workhub:publishAddress when the stack sets it, else the node's address.",
+    )
+
+    _publish = field_validator("publish_address")(classmethod(_ip_address))
 
     @field_validator("name")
     @classmethod
@@ -480,14 +495,7 @@ class StackConfig(_Section):
         _matches(_PATH, "must be a path without control characters", allow_parent=True)
     )
     _registry = field_validator("npm_registry")(_matches(_URL, "must be an http(s) URL such as http://127.0.0.1:4873/"))
-    @field_validator("publish_address")
-    @classmethod
-    def _publish(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
-        return value
+    _publish = field_validator("publish_address")(classmethod(_ip_address))
 
     _promote = field_validator("promote_from")(
         _matches(re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,2}$"), "must be a stack name such as staging")

@@ -24,9 +24,10 @@ reach.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import ipaddress
+from typing import Any, Mapping, Optional
 
-from .config import NAMESPACE, Problem, StackConfig, built_hubs, fix_for
+from .config import NAMESPACE, Problem, StackConfig, SwarmNode, built_hubs, fix_for
 from .light import PULUMI_CLI
 
 # The ports Swarm's nodes use between them: no hub may take one of them as its host port.
@@ -57,6 +58,34 @@ def derive_host(values: Mapping[str, Any], stack: str) -> tuple[dict[str, Any], 
     host = {"address": chosen.get("address", "unset"), "user": swarm.get("user", "unset")
             if isinstance(swarm, Mapping) else "unset", "port": chosen.get("port", 22), "hostKey": chosen.get("hostKey")}
     return {**values, "host": host}, problems
+
+
+def publish_address(config: StackConfig, node: SwarmNode) -> Optional[str]:
+    """The address of `node` its proxy publishes the hubs' host ports on: its own publishAddress, else
+    the stack's workhub:publishAddress when the stack sets it (127.0.0.1: a web server on each
+    node fronts them; 0.0.0.0: every interface), else the node's address when it is an IP address;
+    None when it has none of them."""
+    if node.publish_address is not None:
+        return node.publish_address
+    if "publish_address" in config.model_fields_set:
+        return config.publish_address
+    try:
+        return str(ipaddress.ip_address(node.address))
+    except ValueError:
+        return None
+
+
+def reach_address(config: StackConfig, node: SwarmNode) -> Optional[str]:
+    """Where others reach the hubs through `node`'s proxy (the URLs, `status`): its publish address,
+    the node's address when it publishes on every interface, None when only the node itself can
+    (a loopback address)."""
+    address = publish_address(config, node)
+    if address is None:
+        return None
+    ip = ipaddress.ip_address(address)
+    if ip.is_unspecified:
+        return node.address
+    return None if ip.is_loopback else address
 
 
 def without_derived_host(problems: list[Problem]) -> list[Problem]:
@@ -91,6 +120,13 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
             problems.append(Problem(f"{key}.managers[{index}]", f"{name} is named twice",
                                     f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:swarm.managers[{index}]'"))
     label_fix = PULUMI_CLI + " config set --stack {stack} --path '{ns}:swarm.nodes[<n>].labels.{label}' true"
+    for index, node in enumerate(swarm.nodes):
+        if node.labels.serve and publish_address(config, node) is None:
+            path = f"swarm.nodes[{index}].publishAddress"
+            problems.append(Problem(f"{NAMESPACE}:{path}", f"is not set, and node {node.name}'s address ({node.address}) "
+                                    "is a name, not an address its proxy can publish the hubs' host ports on",
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' <the node's "
+                                    "private IP address>"))
     if not any(node.labels.serve for node in swarm.nodes):
         problems.append(Problem(f"{key}.nodes", "has no node labelled serve: the proxy that publishes the hubs' host "
                                 "ports runs on serving nodes",

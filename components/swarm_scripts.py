@@ -13,7 +13,8 @@ from .config import BuildSettings, RegistryConfig, StackConfig, SwarmNode
 from .runtime import Runtime
 from .scripts import PAUSE_AFTER, REGISTRY_LOGIN
 from .shell import script
-from .swarm import LABEL_PREFIX, PROXY_CONFIG_FILE, namespace, node_labels, secret_name, service_name
+from .swarm import (LABEL_PREFIX, PROXY_CONFIG_FILE, PROXY_SERVICE, PUBLISH_CONFIG_FILE, PUBLISH_SERVICE, namespace,
+                    node_labels, proxy_config_name as config_name, publish_config, secret_name, service_name)
 
 _MEMBER = r"""
 say() { printf 'swarm: %s\n' "$*" >&2; }
@@ -91,6 +92,7 @@ umask 077
 mkdir -p "$dir"
 printf '%s\n' "$stack_file" >"$dir/stack.json.tmp" && mv "$dir/stack.json.tmp" "$dir/stack.json"
 printf '%s' "$proxy_config" >"$dir/$proxy_config_file"
+printf '%s' "$publish_config" >"$dir/$publish_config_file"
 
 # A secret's value goes in through stdin, under a name of its own (a new value is a new name).
 for i in "${!secret_names[@]}"; do
@@ -161,7 +163,7 @@ for name in $(docker secret ls --filter "label=workhub.stack=$stack" --format '{
   case " ${secret_names[*]} " in *" $name "*) ;; *) docker secret rm "$name" >/dev/null 2>&1 || true ;; esac
 done
 for name in $(docker config ls --filter "label=com.docker.stack.namespace=$stack" --format '{{.Name}}'); do
-  [ "$name" = "$proxy_config_name" ] || docker config rm "$name" >/dev/null 2>&1 || true
+  case " ${config_names[*]} " in *" $name "*) ;; *) docker config rm "$name" >/dev/null 2>&1 || true ;; esac
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
@@ -207,13 +209,17 @@ def deploy_script(config: StackConfig, stack: str, runtimes: Mapping[str, Runtim
     Swarm rolled back is named at the end with why, and the script fails."""
     secret_names = [secret_name(stack, hub.name, name, runtimes[hub.name].fingerprints[name])
                     for hub in config.hubs for name in runtimes[hub.name].secret_names]
-    services = [service_name(stack, hub.name) for hub in config.hubs] + [f"{namespace(stack)}_proxy"]
+    services = [service_name(stack, hub.name) for hub in config.hubs] + \
+        [f"{namespace(stack)}_{role}" for role in (PROXY_SERVICE, PUBLISH_SERVICE)]
+    publish_text = publish_config(config, stack)
     return script({
         "stack": namespace(stack),
         "stack_file": stack_text,
         "proxy_config": proxy_text,
         "proxy_config_file": PROXY_CONFIG_FILE,
-        "proxy_config_name": proxy_config_name,
+        "publish_config": publish_text,
+        "publish_config_file": PUBLISH_CONFIG_FILE,
+        "config_names": [proxy_config_name, config_name(stack, publish_text, PUBLISH_SERVICE)],
         "secret_names": secret_names,
         "services": services,
         "hubs": [hub.name for hub in config.hubs],
