@@ -19,6 +19,7 @@ from components.config import NAMESPACE, REGISTRY_PASSWORD, Hub, StackConfig
 from components.deploy import Serving, backup_script, purge_script, restore_script, volume_info_script
 from components.remote import RemoteCommandError, run_script, with_secrets
 from components.runtime import volume_name
+from components.swarm import sockets_volume
 from components.swarm_cluster import node_connection
 from components.swarm_scripts import labels_script
 
@@ -244,7 +245,9 @@ def swarm_purge(config: StackConfig, key: str, stack: str, log: Callable[[str], 
         except RemoteCommandError as error:
             failed.append(f"{node.name}: {error}")
             continue
-        removed[node.name] = [line.removeprefix("removed ") for line in out.splitlines() if line.startswith("removed ")]
+        # The publish relays' socket volume goes too, but holds no data: not named among the volumes.
+        removed[node.name] = [line.removeprefix("removed ") for line in out.splitlines()
+                              if line.startswith("removed ") and line != f"removed {sockets_volume(stack)}"]
     if failed:
         raise DataError("the volumes on " + "; ".join(failed) + " were not removed; once that is fixed, "
                         f"`scripts/workhub destroy --stack {stack} --purge-data` removes them")
