@@ -178,6 +178,13 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                     "move the hub's data to a service of its own (a database) and remove its "
                                     "volumes from workhub:hubs in Pulumi.yaml"))
     for name, port in config.host_ports.items():
+        if port < 1024 and port != config.host.port and all(port != node.port for node in swarm.nodes):
+            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is below 1024: on a Swarm the publish "
+                                    "relay binds it in the node's own network namespace as the proxy image's user "
+                                    "(not root), which may only bind ports from 1024 up",
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+                                    "<a free port from 1024 up>; a web server on 80/443 fronts it (README, \"Behind a "
+                                    "web server with TLS\")"))
         if port in SWARM_PORTS:
             problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is {SWARM_PORTS[port]}",
                                     f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "

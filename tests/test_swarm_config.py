@@ -277,3 +277,11 @@ def test_the_urls_and_the_status_follow_the_publish_addresses():
                {"hub": "wbsaleshub", "node": "node2", "answer": "unchecked"}]
     assert _health(answers, {"fd00::11": "node1"}) == "ok (node2: publish on loopback, unchecked)"
     assert _health(answers[1:], {}) == "- (node2: publish on loopback, unchecked)"
+
+
+def test_a_swarm_host_port_is_one_the_relay_may_bind():
+    raw = swarm_stack()
+    raw["hostPorts"]["wbhubmanager"] = 443
+    (found,) = problems(raw)
+    assert found.startswith("workhub:hostPorts.wbhubmanager: port 443 is below 1024: on a Swarm the publish relay "
+                            "binds it in the node's own network namespace as the proxy image's user")
