@@ -36,12 +36,11 @@ from typing import Any, Mapping
 from .compose import BACKEND, DOCKER_DNS, PROXY_API_PORT, PROXY_CONFIG, PROXY_DEFAULTS, literal
 from .config import FILE_SUFFIX, DeploySettings, Hub, StackConfig, SwarmConfig, SwarmNode
 from .runtime import SECRETS_DIR, Runtime
-from .swarm_config import publish_address
+from .swarm_config import SERVICES, publish_address
 
 STACK_FILE_VERSION = "3.8"
 NETWORK = "hubs"
-PROXY_SERVICE = "proxy"
-PUBLISH_SERVICE = "publish"
+PROXY_SERVICE, PUBLISH_SERVICE = SERVICES
 # The stack file's name for Docker's predefined `host` network (the node's own network namespace).
 HOST_NETWORK = "hostnet"
 # Where the proxy and the publish relay of one node share their unix sockets: a node-local volume

@@ -30,6 +30,8 @@ from typing import Any, Mapping, Optional
 from .config import NAMESPACE, Problem, StackConfig, SwarmNode, built_hubs, fix_for
 from .light import PULUMI_CLI
 
+# The stack's own services besides its hubs' (components/swarm.py): no hub may take their names.
+SERVICES = ("proxy", "publish")
 # The ports Swarm's nodes use between them: no hub may take one of them as its host port.
 SWARM_PORTS = {2377: "Swarm's cluster management (2377/tcp)", 7946: "Swarm's node gossip (7946/tcp+udp)",
                4789: "Swarm's overlay network traffic (VXLAN, 4789/udp)"}
@@ -146,6 +148,11 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                 "node pulls the hubs' images from the stack's image registry",
                                 fix_for("registry.server", stack)))
     hubs = {hub.name: hub for hub in config.hubs}
+    for index, hub in enumerate(config.hubs):
+        if hub.name in SERVICES:
+            problems.append(Problem(f"{NAMESPACE}:hubs[{index}].name", f"{hub.name} is the name of the stack's "
+                                    f"{hub.name} service on a Swarm", "give the hub another name in workhub:hubs "
+                                    "in Pulumi.yaml"))
     holders: dict[str, int] = {}
     for index, node in enumerate(swarm.nodes):
         for position, name in enumerate(node.labels.data):

@@ -285,3 +285,13 @@ def test_a_swarm_host_port_is_one_the_relay_may_bind():
     (found,) = problems(raw)
     assert found.startswith("workhub:hostPorts.wbhubmanager: port 443 is below 1024: on a Swarm the publish relay "
                             "binds it in the node's own network namespace as the proxy image's user")
+
+
+def test_a_hub_may_not_take_the_name_of_the_stacks_own_services():
+    raw = swarm_stack()
+    raw["hubs"][0]["name"] = "publish"
+    raw["hostPorts"] = {"publish": 24090, "wbsaleshub": 24091}
+    raw["swarm"]["hubs"] = {}
+    assert problems(raw) == [
+        "workhub:hubs[0].name: publish is the name of the stack's publish service on a Swarm\n"
+        "    fix: give the hub another name in workhub:hubs in Pulumi.yaml"]
