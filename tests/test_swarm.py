@@ -236,18 +236,21 @@ state=$FAKE_STATE
 case "$1 $2" in
   "stack deploy")
     python3 - "${@: -1}" "$state" <<'PY'
-import json, pathlib, sys
+import json, os, pathlib, sys
 stack, state = sys.argv[1], pathlib.Path(sys.argv[2])
 for name, service in json.loads(pathlib.Path("stack.json").read_text())["services"].items():
     (state / f"image.{stack}_{name}").write_text(service["image"])
     started = state / f"started.{stack}_{name}"
-    started.write_text(str(int(started.read_text() if started.exists() else "0") + 1))
+    if os.environ.get("FAKE_NO_ROLLOUT"):  # Swarm clears the last rollout of a service it updates
+        started.write_text("")
+    else:
+        started.write_text(str(int(started.read_text() if started.exists() and started.read_text() else "0") + 1))
 PY
     ;;
   "service inspect")
     case "$4" in
       *StartedAt*) cat "$state/started.$5" 2>/dev/null ;;
-      *UpdateStatus.State*) echo completed ;;
+      *UpdateStatus.State*) if [ -s "$state/started.$5" ]; then echo completed; fi ;;
       *Image*) cat "$state/image.$5" ;;
     esac ;;
   "service ls") echo "${4#name=} 1/1" ;;
@@ -284,3 +287,29 @@ def test_the_deploy_reports_each_hubs_previous_image_until_its_image_changes_aga
     assert deploy(second) == {"wbhubmanager": first, "wbsaleshub": ""}
     assert deploy(second) == {"wbhubmanager": first, "wbsaleshub": ""}, "a deploy that keeps the image keeps it"
     assert deploy(first) == {"wbhubmanager": second, "wbsaleshub": ""}, "a rollback's own previous: undo it"
+
+
+def test_a_deploy_that_starts_no_rollout_after_a_rollout_converges(tmp_path):
+    """Swarm clears a service's last rollout when `docker stack deploy` updates it: a deploy that
+    changes nothing after one that rolled out (or back) waits the settle window, not its timeout."""
+    import time
+
+    config, runtimes = config_and_runtimes()
+    proxy = proxy_config(config, "staging")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").write_text(FAKE_DOCKER)
+    (fake / "docker").chmod(0o755)
+    (tmp_path / "state").mkdir()
+    env = {**os.environ, "HOME": str(tmp_path), "FAKE_STATE": str(tmp_path / "state"),
+           "PATH": f"{fake}:{os.environ['PATH']}"}
+    text = stack_file(config, "staging", IMAGES, runtimes, proxy)
+    script = deploy_script(config, "staging", runtimes, text, proxy, proxy_config_name("staging", proxy),
+                           config.registry, 30)
+    assert subprocess.run(["bash", "-c", script], env=env, capture_output=True, timeout=60).returncode == 0
+    start = time.monotonic()
+    again = subprocess.run(["bash", "-c", script], env={**env, "FAKE_NO_ROLLOUT": "1"}, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "swarm-deploy: workhub-staging_wbhubmanager: 1/1 task(s) running" in again.stderr
+    assert time.monotonic() - start < 20, "it waited for a rollout that never starts"

@@ -440,14 +440,16 @@ why_failed() {
 failed=()
 # A deploy that changed what the tasks run starts a rollout at once; one that did not (a new
 # service, a scaled one, or one left as it was) starts none within a few seconds of the deploy
-# (one window for all the services, not one each).
+# (one window for all the services, not one each). Swarm clears a service's last rollout when it is
+# updated (as `docker stack deploy` updates every service): no rollout now is none since.
 settled=$(( $(date +%s) + 5 ))
 for i in "${!services[@]}"; do
   service=${services[$i]}
   deadline=$(( $(date +%s) + timeout ))
   while :; do
     state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$service")
-    if [ "$(started "$service")" = "${before[$i]}" ]; then
+    now=$(started "$service")
+    if [ "$now" = "${before[$i]}" ] || [ -z "$now" ]; then
       replicas=$(docker service ls --filter "name=$service" --format '{{.Name}} {{.Replicas}}' | sed -n "s|^$service ||p")
       running=${replicas%%/*} desired=${replicas#*/}
       desired=${desired%% *}
