@@ -22,7 +22,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, V
 from .light import PULUMI_CLI
 
 NAMESPACE = "workhub"
-DEFAULT_BASE_IMAGE = "node:20-bookworm-slim"
+DEFAULT_BASE_IMAGE = "node:24-bookworm-slim"
 DEFAULT_PROXY_IMAGE = "haproxy:2.6"
 # The stack whose hubs' data is protected unless its config says otherwise (workhub:protectData).
 PRODUCTION_STACK = "production"
@@ -373,6 +373,14 @@ class NodeLabels(_Section):
     data: list[str] = Field(default_factory=list, description="Hubs whose volumes live on this node.")
 
 
+def _ip_address(cls, value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
+    return value
+
+
 class SwarmNode(_Section):
     """One node of the Swarm, reached over SSH with a pinned host key."""
 
@@ -381,6 +389,13 @@ class SwarmNode(_Section):
     port: Int = Field(22, ge=1, le=65535, description="SSH port.")
     host_key: str = Field(alias="hostKey", description="The node's SSH host key, `<type> <base64>`.")
     labels: NodeLabels = Field(default_factory=NodeLabels)
+    publish_address: Optional[str] = Field(
+        None, alias="publishAddress",
+        description="The address of this node its proxy publishes the hubs' host ports on (a serving node); "
+                    "default: workhub:publishAddress when the stack sets it, else the node's address.",
+    )
+
+    _publish = field_validator("publish_address")(classmethod(_ip_address))
 
     @field_validator("name")
     @classmethod
@@ -466,6 +481,11 @@ class StackConfig(_Section):
         DEFAULT_PROXY_IMAGE, alias="proxyImage",
         description="The HAProxy image of the proxy that owns each hub's host port on the host.",
     )
+    helper_image: Optional[str] = Field(
+        None, alias="helperImage",
+        description="The image of the short-lived helper containers that copy a hub's volume (backup, restore, "
+                    "moving a pre-proxy host's data); it needs sh and tar. Default: workhub:proxyImage.",
+    )
     swarm: Optional[SwarmConfig] = Field(None, description="The Docker Swarm this stack runs on, instead of one host.")
     protect_data: Optional[bool] = Field(
         None, alias="protectData",
@@ -476,21 +496,14 @@ class StackConfig(_Section):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     ssh_keep_alive: SshKeepAlive = Field(default_factory=SshKeepAlive, alias="sshKeepAlive")
 
-    _image = field_validator("base_image", "proxy_image")(
-        _image("must be an image reference Docker accepts, such as 'node:20-bookworm-slim' or "
-               "'registry.example:5000/team/node:20'"))
+    _image = field_validator("base_image", "proxy_image", "helper_image")(
+        _image("must be an image reference Docker accepts, such as 'node:24-bookworm-slim' or "
+               "'registry.example:5000/team/node:24'"))
     _root = field_validator("source_root")(
         _matches(_PATH, "must be a path without control characters", allow_parent=True)
     )
     _registry = field_validator("npm_registry")(_matches(_URL, "must be an http(s) URL such as http://127.0.0.1:4873/"))
-    @field_validator("publish_address")
-    @classmethod
-    def _publish(cls, value: str) -> str:
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            raise ValueError("must be an IP address such as 127.0.0.1 or 0.0.0.0") from None
-        return value
+    _publish = field_validator("publish_address")(classmethod(_ip_address))
 
     _promote = field_validator("promote_from")(
         _matches(re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+){0,2}$"), "must be a stack name such as staging")
@@ -500,6 +513,11 @@ class StackConfig(_Section):
         """Whether the hubs' volumes are protected in `stack`: workhub:protectData, or by default only
         in the stack named production."""
         return self.protect_data if self.protect_data is not None else stack == PRODUCTION_STACK
+
+    @property
+    def helper(self) -> str:
+        """The helper containers' image: workhub:helperImage, else the proxy's."""
+        return self.helper_image or self.proxy_image
 
     @field_validator("pinned_images")
     @classmethod
@@ -686,6 +704,36 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
     return problems
 
 
+PRODUCTION = "production"
+# The images a production stack's hosts pull by a reference of its own (not a hub's image, which
+# promotion pins): workhub:<key> and the StackConfig field holding it.
+PULLED_IMAGES = (("baseImage", "base_image"), ("proxyImage", "proxy_image"), ("helperImage", "helper_image"))
+
+
+def pin_command(stack: str, key: str, image: str) -> str:
+    """The command that sets workhub:<key> to `image` pinned by the digest its tag names now."""
+    return (f"{PULUMI_CLI} config set --stack {stack} {NAMESPACE}:{key} \"{image}@$(docker buildx imagetools "
+            f"inspect {image} | awk '/^Digest:/ {{print $2; exit}}')\"")
+
+
+def digest_problems(config: StackConfig, stack: str) -> list[Problem]:
+    """In the production stack, every image the hosts pull by reference names its digest, so what
+    runs there cannot change when a tag moves (a hub's own image is promoted by ID or digest)."""
+    if stack.rsplit("/", 1)[-1] != PRODUCTION:
+        return []
+    problems = []
+    for key, field in PULLED_IMAGES:
+        image = getattr(config, field)
+        if image is None or Reference.parse(image)["digest"]:
+            continue  # an unset helperImage is the proxy's image, checked as proxyImage
+        default = " (the default)" if image == StackConfig.model_fields[field].default else ""
+        problems.append(Problem(
+            f"{NAMESPACE}:{key}", f"is {image}{default}, without a digest: the production stack pins every image "
+            "its hosts pull (name:tag@sha256:...), so a tag that moves cannot change what runs there",
+            pin_command(stack, key, image)))
+    return problems
+
+
 def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[str]) -> StackConfig:
     """Validate the whole `workhub:` config of one stack.
 
@@ -703,7 +751,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, secret_keys: set[s
         found = _problems_from(error, values, stack)
         problems += without_derived_host(found) if "swarm" in values else found
     else:
-        problems += cross_checks(config, stack) + swarm_problems(config, stack)
+        problems += cross_checks(config, stack) + swarm_problems(config, stack) + digest_problems(config, stack)
     key_fix = secret_fix(SSH_KEY, stack, "< <path to the deploy key>")
     if raw.get(SSH_KEY) in (None, ""):
         problems.append(Problem(f"{NAMESPACE}:{SSH_KEY}", "is not set", key_fix))

@@ -342,7 +342,7 @@ for i in "${!volumes[@]}"; do
     --label "workhub.volume=${volume_keys[$i]}" "${volumes[$i]}" >/dev/null
   say "created volume ${volumes[$i]} for ${volume_targets[$i]}"
   if [ -n "$legacy" ] && docker cp "$legacy:${volume_targets[$i]}/." - >"$work/seed.tar" 2>/dev/null; then
-    docker run --rm -i --user 0 --network none -v "${volumes[$i]}:/seed" --entrypoint tar "$proxy_image" \
+    docker run --rm -i --user 0 --network none -v "${volumes[$i]}:/seed" --entrypoint tar "$helper_image" \
       -xf - -C /seed <"$work/seed.tar"
     say "moved $(tar -tf "$work/seed.tar" | grep -vc '/$') file(s) from $legacy:${volume_targets[$i]} into ${volumes[$i]}"
   fi
@@ -476,6 +476,12 @@ class Serving:
     publish_address: str
     deploy: DeploySettings
     proxy_image: str
+    helper_image: str = ""
+    """The image of the containers that copy a volume (workhub:helperImage); empty: the proxy's."""
+
+    @property
+    def helper(self) -> str:
+        return self.helper_image or self.proxy_image
 
 
 def _hub_values(hub: Hub, stack: str, publish_address: str) -> dict[str, Value]:
@@ -525,6 +531,7 @@ def run_script(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtim
             "proxy_image": proxy_image,
             **proxy_values(),
             "reload_wait": RELOAD_WAIT_S,
+            "helper_image": serving.helper,
             "env_plain": env_file(runtime),
             "secret_env": list(runtime.secret_env),
             "secret_files": list(runtime.secret_files),
@@ -787,7 +794,7 @@ def restore_script(hub: Hub, stack: str, volume_key: str, sha256: str, host_port
         {**_hub_values(hub, stack, serving.publish_address), "host_port": host_port, "health_path": hub.health_path,
          "health_timeout": serving.deploy.health_timeout_seconds, "stop_grace": serving.deploy.stop_grace_seconds,
          "volume": volume_name(stack, hub.name, volume_key), "volume_key": volume_key, "sha256": sha256,
-         "helper_image": serving.proxy_image},
+         "helper_image": serving.helper},
         _RESTORE,
     )
 

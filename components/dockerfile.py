@@ -21,11 +21,13 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Iterable, Optional
 
 import dockerfile
 
+from .config import DEFAULT_BASE_IMAGE
 from .context import context_files
 
 SYNTAX = "# syntax=docker/dockerfile:1"
@@ -61,6 +63,23 @@ _SAFE_NPM = _INSTALLS | {"config", "cache"}
 _OS_INSTALLS = {"apt-get": ("install", ("/var/cache/apt", "/var/cache/apt/archives")),
                 "apt": ("install", ("/var/cache/apt", "/var/cache/apt/archives")),
                 "apk": ("add", ("/etc/apk/cache", "/var/cache/apk"))}
+
+# When each Node.js release line stopped getting fixes (its end of life), from the Node.js release
+# schedule: schedule.json of github.com/nodejs/Release (lines 4 to 26, as published in 2026). A line
+# missing here (a newer one) is not warned about. The LTS lines' code names tag images too.
+NODE_END_OF_LIFE = {
+    4: date(2018, 4, 30), 5: date(2016, 6, 30), 6: date(2019, 4, 30), 7: date(2017, 6, 30),
+    8: date(2019, 12, 31), 9: date(2018, 6, 30), 10: date(2021, 4, 30), 11: date(2019, 6, 1),
+    12: date(2022, 4, 30), 13: date(2020, 6, 1), 14: date(2023, 4, 30), 15: date(2021, 6, 1),
+    16: date(2023, 9, 11), 17: date(2022, 6, 1), 18: date(2025, 4, 30), 19: date(2023, 6, 1),
+    20: date(2026, 4, 30), 21: date(2024, 6, 1), 22: date(2027, 4, 30), 23: date(2025, 6, 1),
+    24: date(2028, 4, 30), 25: date(2026, 6, 1), 26: date(2029, 4, 30),
+}
+NODE_CODENAMES = {"argon": 4, "boron": 6, "carbon": 8, "dubnium": 10, "erbium": 12, "fermium": 14,
+                  "gallium": 16, "hydrogen": 18, "iron": 20, "jod": 22, "krypton": 24}
+# The official image's tags that name a line: 20, 20.11, 20.11.1, iron, each with a variant
+# (-alpine, -bookworm-slim); `node`, `lts`, `current` and `latest` move on by themselves.
+_NODE_TAG = re.compile(r"^(?:(\d+)(?:\.\d+){0,2}|([a-z]+))(-[a-z0-9.-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -512,17 +531,78 @@ def _os_installs(cmd: dockerfile.Command) -> list[tuple[str, str]]:
     return found
 
 
-def _warnings(cmds: list[dockerfile.Command], path: str, base_image: Optional[str]) -> list[Violation]:
-    """The network steps a weak link fails on next: a base image the host was not checked to pull,
-    and OS package downloads that no cache mount keeps between builds."""
+def node_line(image: str) -> Optional[int]:
+    """The Node.js release line an image of the official `node` repository (or a mirror of it under
+    the same name) is tagged with: 20 for node:20-alpine, node:20.11.1 or node:iron-bookworm-slim;
+    None for another image, or a tag that moves from line to line (node:lts, node:current)."""
+    name, _, tag = image.split("@", 1)[0].rpartition(":")
+    if not name or "/" in tag or posixpath.basename(name) != "node":
+        return None
+    match = _NODE_TAG.match(tag)
+    if not match:
+        return None
+    return int(match.group(1)) if match.group(1) else NODE_CODENAMES.get(match.group(2))
+
+
+def supported_node_line(today: date, *preferred: Optional[int]) -> int:
+    """The line to move to: the first of `preferred` that is still supported, else the LTS line
+    (even) supported longest."""
+    for line in preferred:
+        if line is not None and NODE_END_OF_LIFE.get(line, date.max) > today:
+            return line
+    return max((line for line in NODE_END_OF_LIFE if line % 2 == 0), key=NODE_END_OF_LIFE.__getitem__)
+
+
+def _on_line(image: str, line: int) -> str:
+    """The image with its tag moved to `line`, its variant kept: node:20.11-alpine -> node:24-alpine."""
+    name, _, tag = image.split("@", 1)[0].rpartition(":")
+    match = _NODE_TAG.match(tag)
+    variant = match.group(3) if match and match.group(3) else ""
+    return f"{name}:{line}{variant}"
+
+
+def _end_of_life(cmds: list[dockerfile.Command], path: str, base_image: Optional[str],
+                 today: date) -> list[Violation]:
+    """A FROM of a Node.js line whose support has ended: its security fixes have stopped."""
     found = []
+    # The project's base image's line, else workhub's default's.
+    preferred = (node_line(base_image) if base_image else None, node_line(DEFAULT_BASE_IMAGE))
+    for cmd, image in _base_images(cmds):
+        line = node_line(image)
+        end = NODE_END_OF_LIFE.get(line) if line is not None else None
+        if end is None or end > today:
+            continue
+        target = supported_node_line(today, *preferred)
+        to = _on_line(image, target)
+        also = " and workhub:baseImage (in Pulumi.yaml)" if base_image and _image(image) == _image(base_image) else ""
+        found.append(Violation(
+            path, cmd.start_line, "node-end-of-life", f"`FROM {image}` runs Node.js {line}, whose support ended on "
+            f"{end.isoformat()} (the Node.js release schedule): it gets no more security fixes",
+            f"start FROM {to} (Node.js {target}, supported until {NODE_END_OF_LIFE[target].isoformat()}) in this "
+            f"file{also}, then build and test the hub on it", "warning"))
+    return found
+
+
+def _warnings(cmds: list[dockerfile.Command], path: str, base_image: Optional[str],
+              today: Optional[date] = None) -> list[Violation]:
+    """The network steps a weak link fails on next: a base image the host was not checked to pull,
+    and OS package downloads that no cache mount keeps between builds; and a Node.js line at its
+    end of life."""
+    found = _end_of_life(cmds, path, base_image, today or date.today())
     for cmd, image in _base_images(cmds) if base_image else []:
-        if _image(image) != _image(base_image):
+        if _image(image) == _image(base_image):
+            continue
+        if "@" in base_image and "@" not in image and _image(image) == _image(base_image.split("@", 1)[0]):
             found.append(Violation(
-                path, cmd.start_line, "base-image", f"`FROM {image}` is not workhub:baseImage ({base_image}), the "
-                "image the preflight checks the build host can pull; the host may not be able to pull this one",
-                f"start FROM {base_image}, or set workhub:baseImage to {image} (in Pulumi.yaml) so the preflight "
-                "checks it", "warning"))
+                path, cmd.start_line, "base-image", f"`FROM {image}` is workhub:baseImage ({base_image}) without its "
+                f"digest: the build takes whatever {image} names on the build host, not the image the digest pins",
+                f"start FROM {base_image}", "warning"))
+            continue
+        found.append(Violation(
+            path, cmd.start_line, "base-image", f"`FROM {image}` is not workhub:baseImage ({base_image}), the "
+            "image the preflight checks the build host can pull; the host may not be able to pull this one",
+            f"start FROM {base_image}, or set workhub:baseImage to {image} (in Pulumi.yaml) so the preflight "
+            "checks it", "warning"))
     for cmd in cmds:
         if cmd.cmd.upper() != "RUN":
             continue
@@ -537,12 +617,13 @@ def _warnings(cmds: list[dockerfile.Command], path: str, base_image: Optional[st
 
 
 def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = None,
-               base_image: Optional[str] = None) -> list[Violation]:
+               base_image: Optional[str] = None, today: Optional[date] = None) -> list[Violation]:
     """Every violation in the text of one Dockerfile, by line; an empty list means it follows the pattern.
 
     `context` is the build context directory: with it, the manifests each install needs are the
     ones that folder of the context has. `base_image` (workhub:baseImage) adds a warning for
-    each FROM of another image."""
+    each FROM of another image. A FROM of a Node.js line past its end of life (on `today`, by
+    default the day it runs) is a warning too."""
     found, ctx = [], _Context(context)
     cmds = _parse(text, path)
     if problem := _syntax_problem(text, cmds):
@@ -591,7 +672,7 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
             found.append(Violation(path, first, "build-args", f"{', '.join(missing)} not declared with ARG before "
                                    "the stage's first npm install, so workhub's build args for them are dropped",
                                    "add " + ", ".join(f"`ARG {a}`" for a in missing) + f" before line {first}"))
-    found += _warnings(cmds, path, base_image)
+    found += _warnings(cmds, path, base_image, today)
     return sorted(found, key=lambda violation: violation.line)
 
 
@@ -604,9 +685,9 @@ def _wanted_args(stage: _Stage) -> tuple[str, ...]:
 
 
 def check_dockerfile(path: str | Path, context: Optional[Path] = None,
-                     base_image: Optional[str] = None) -> list[Violation]:
+                     base_image: Optional[str] = None, today: Optional[date] = None) -> list[Violation]:
     """Every violation in the Dockerfile at `path` (it is read, never written)."""
-    return check_text(Path(path).read_text(), str(path), context, base_image)
+    return check_text(Path(path).read_text(), str(path), context, base_image, today)
 
 
 def _copy_manifests(files: list[str], folder: str, workdir: str) -> str:

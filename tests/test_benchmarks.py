@@ -95,12 +95,12 @@ def test_success_is_a_count_with_its_interval_never_a_verdict():
 def test_each_run_states_its_budget_its_skipped_builds_and_its_npm():
     main = results_doc([build("C", 0.0, True)] * 6, [0.0], 10, 4)
     other = dict(results_doc([build("C", 10.0, True, fault_kind="reset")], [10.0], 30, 29, runner="docker",
-                             npm_version="10.8.2 (in node:20-bookworm-slim)"), name="The other run", path="bench/o.json")
+                             npm_version="10.8.2 (in node:24-bookworm-slim)"), name="The other run", path="bench/o.json")
     main["also"] = [other]
     text = npm_faults.render(main)
     assert "| Main run (2026-12-01 12:00 UTC) | `bench/x.json` | outside Docker | 11.0.0 (this machine's) | 30 min | 10 | 6 | 4 |" in text
     assert ("| The other run (2026-12-01 12:00 UTC) | `bench/o.json` | BuildKit builds of the Dockerfile | "
-            "10.8.2 (in node:20-bookworm-slim) | 30 min | 30 | 1 | 29 |") in text
+            "10.8.2 (in node:24-bookworm-slim) | 30 min | 30 | 1 | 29 |") in text
 
 
 def test_fault_kinds_are_reported_apart():
@@ -124,7 +124,7 @@ def test_the_docker_runner_builds_the_hubs_own_install_steps():
     hub = (REPO / "examples" / "WBFinHub" / "Dockerfile").read_text()
     text = npm_faults.install_dockerfile(hub, "workhub-bench-c-4000")
     lines = text.splitlines()
-    assert lines[0] == "# syntax=docker/dockerfile:1" and lines[1] == "FROM node:20-bookworm-slim"
+    assert lines[0] == "# syntax=docker/dockerfile:1" and lines[1] == "FROM node:24-bookworm-slim"
     assert lines[-1] == ('RUN --mount=type=cache,id=workhub-bench-c-4000,target=/root/.npm,sharing=locked '
                          'eval "$WORKHUB_RETRY" npm --prefix frontend ci')
     assert ('RUN --mount=type=cache,id=workhub-bench-c-4000,target=/root/.npm,sharing=locked '

@@ -1,5 +1,7 @@
 """Stack config validation: each bad value gives one error naming its key and the fix."""
 
+from pathlib import Path
+
 import pytest
 
 from components.config import ConfigError, StackConfig, namespaced, parse_stack_config
@@ -31,7 +33,7 @@ def test_valid_config_parses_with_defaults():
     assert config.host.dial_error_limit == 10
     assert config.host.per_dial_timeout == 15
     assert config.host.keep_alive_interval == 30
-    assert config.base_image == "node:20-bookworm-slim"
+    assert config.base_image == "node:24-bookworm-slim"
 
 
 def test_missing_host_names_the_key_and_the_command():
@@ -325,12 +327,13 @@ def test_text_ending_in_a_line_break_is_refused(key, value):
 @pytest.mark.parametrize("image", ["node:20-bookworm-slim", "127.0.0.1:5000/team/haproxy:2.6",
                                    "registry.example:5000/node@sha256:" + "a" * 64, "[::1]:5000/haproxy:2.6",
                                    "team/sub/haproxy", "haproxy__x:2.6"])
-@pytest.mark.parametrize("key", ["baseImage", "proxyImage"])
+@pytest.mark.parametrize("key", ["baseImage", "proxyImage", "helperImage"])
 def test_image_references_docker_accepts_are_accepted(key, image):
     """A registry with a port, a digest, several path parts: Docker's reference grammar."""
     raw = valid()
     raw[key] = image
-    assert getattr(parse(raw), {"baseImage": "base_image", "proxyImage": "proxy_image"}[key]) == image
+    assert getattr(parse(raw), {"baseImage": "base_image", "proxyImage": "proxy_image",
+                                "helperImage": "helper_image"}[key]) == image
     raw = with_hubs(pinnedImages={"wbsaleshub": image})
     assert parse(raw).pinned_images == {"wbsaleshub": image}
 
@@ -343,6 +346,21 @@ def test_image_references_docker_refuses_are_refused_saying_why(image, why):
     raw["proxyImage"] = image
     (found,) = problems(raw)
     assert found.startswith("workhub:proxyImage") and why in found and "fix: " in found
+
+
+def test_the_helper_image_is_the_proxy_image_unless_set():
+    """The containers that copy a volume run workhub:helperImage, by default the proxy's image."""
+    from components.deploy import Serving, restore_script
+    from components.config import DeploySettings
+
+    raw = valid()
+    raw["proxyImage"] = "haproxy:2.6@sha256:" + "b" * 64
+    assert parse(raw).helper == raw["proxyImage"]
+    raw["helperImage"] = "busybox:1.37"
+    assert parse(raw).helper == "busybox:1.37"
+    hub = parse(with_hubs()).hubs[0]
+    serving = Serving("127.0.0.1", DeploySettings(), "haproxy:2.6", "busybox:1.37")
+    assert "\nhelper_image=busybox:1.37\n" in restore_script(hub, "staging", "data", "0" * 64, 4090, serving)
 
 
 def one_hub(name: str, **extra) -> dict:
@@ -434,3 +452,45 @@ def test_protect_data_defaults_to_production_only_and_is_a_yes_or_no(value, prod
     assert problems({**valid(), "protectData": "maybe"}) == [
         "workhub:protectData: Input should be a valid boolean, unable to interpret input\n"
         "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:protectData' true"]
+
+
+PINNED = "@sha256:" + "c" * 64
+
+
+def test_the_production_stack_pins_every_image_its_hosts_pull():
+    """Production refuses a base, proxy or helper image without a digest, each with the command that
+    pins the digest its tag names now; other stacks take tags."""
+    raw = valid()
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"})
+    assert [str(p) for p in caught.value.problems] == [
+        "workhub:baseImage: is node:24-bookworm-slim (the default), without a digest: the production stack pins "
+        "every image its hosts pull (name:tag@sha256:...), so a tag that moves cannot change what runs there\n"
+        "    fix: scripts/workhub pulumi config set --stack production workhub:baseImage \"node:24-bookworm-slim@$("
+        "docker buildx imagetools inspect node:24-bookworm-slim | awk '/^Digest:/ {print $2; exit}')\"",
+        "workhub:proxyImage: is haproxy:2.6 (the default), without a digest: the production stack pins every image "
+        "its hosts pull (name:tag@sha256:...), so a tag that moves cannot change what runs there\n"
+        "    fix: scripts/workhub pulumi config set --stack production workhub:proxyImage \"haproxy:2.6@$("
+        "docker buildx imagetools inspect haproxy:2.6 | awk '/^Digest:/ {print $2; exit}')\""]
+    raw.update(baseImage="node:24-bookworm-slim" + PINNED, proxyImage="haproxy:2.6" + PINNED,
+               helperImage="registry.example:5000/tools/busybox:1.37")
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"})
+    assert [p.key for p in caught.value.problems] == ["workhub:helperImage"]
+    assert "is registry.example:5000/tools/busybox:1.37, without a digest" in caught.value.problems[0].message
+    del raw["helperImage"]  # the helpers then run the proxy's pinned image
+    assert parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"}).helper == "haproxy:2.6" + PINNED
+    assert parse(valid()).proxy_image == "haproxy:2.6"  # staging: tags are fine
+
+
+def test_the_committed_production_stack_pins_its_images_by_index_digest():
+    import yaml
+
+    from components.config import PULLED_IMAGES
+
+    committed = yaml.safe_load((Path(__file__).parent.parent / "Pulumi.production.yaml").read_text())["config"]
+    raw = {**valid(), **{key.removeprefix("workhub:"): value for key, value in committed.items()
+                         if key.removeprefix("workhub:") in dict(PULLED_IMAGES)}}
+    config = parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"})
+    assert config.base_image.startswith("node:24-bookworm-slim@sha256:")
+    assert config.proxy_image.startswith("haproxy:2.6@sha256:") and config.helper == config.proxy_image

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.config import DEFAULT_BASE_IMAGE
-from components.dockerfile import (APK_MOUNT, APT_MOUNTS, CACHE_MOUNT, DockerfileError, check_dockerfile,
-                                 check_text, conform)
+from components.dockerfile import (APK_MOUNT, APT_MOUNTS, CACHE_MOUNT, NODE_END_OF_LIFE, DockerfileError,
+                                 check_dockerfile, check_text, conform, node_line)
 from tests.hub_context import manifests
 from workhub.dockerfiles import main
 
@@ -213,8 +214,8 @@ def test_an_install_under_workhubs_retry_needs_its_arg():
 
 def test_build_args_are_per_stage():
     """ARGs before FROM or in another stage do not reach a stage's installs."""
-    text = f"# syntax=docker/dockerfile:1\n{ARGS}FROM node:20-bookworm-slim AS a\n{ARGS}" \
-           "FROM node:20-bookworm-slim\nCOPY package.json package-lock.json ./\n" + MOUNTED_CI
+    text = f"# syntax=docker/dockerfile:1\n{ARGS}FROM node:24-bookworm-slim AS a\n{ARGS}" \
+           "FROM node:24-bookworm-slim\nCOPY package.json package-lock.json ./\n" + MOUNTED_CI
     assert [(v.line, v.rule) for v in check_text(text)] == [(19, "build-args")]
 
 
@@ -304,7 +305,7 @@ def test_hadolint_passes_on_the_canonical_and_example_dockerfiles():
 # --- real-world layouts: per-folder installs, mounts over packages, warnings -------------------
 
 LAYOUTS = FIXTURES / "layouts"
-HEAD = "# syntax=docker/dockerfile:1\nFROM node:20-bookworm-slim\n"
+HEAD = "# syntax=docker/dockerfile:1\nFROM node:24-bookworm-slim\n"
 
 
 def layouts() -> list[str]:
@@ -486,11 +487,11 @@ def test_moving_a_copy_past_a_workdir_keeps_its_destination(tmp_path):
 
 
 @pytest.mark.parametrize("base, warned", [
-    ("FROM node:20-alpine\n", True),
+    ("FROM node:24-alpine\n", True),
     ("FROM --platform=linux/amd64 node:22-bookworm-slim AS deps\n", True),
-    ("FROM docker.io/library/node:20-bookworm-slim\n", False),
-    ("ARG NODE_IMAGE=node:20-alpine\nFROM ${NODE_IMAGE}\n", True),
-    ("ARG NODE_IMAGE=node:20-bookworm-slim\nFROM $NODE_IMAGE\n", False),
+    ("FROM docker.io/library/node:24-bookworm-slim\n", False),
+    ("ARG NODE_IMAGE=node:24-alpine\nFROM ${NODE_IMAGE}\n", True),
+    ("ARG NODE_IMAGE=node:24-bookworm-slim\nFROM $NODE_IMAGE\n", False),
     ("ARG NODE_IMAGE\nFROM ${NODE_IMAGE}\n", False),  # set only by a build arg: cannot tell
 ])
 def test_warning_for_a_base_image_other_than_workhub_base_image(base, warned):
@@ -504,9 +505,90 @@ def test_warning_for_a_base_image_other_than_workhub_base_image(base, warned):
 
 
 def test_no_base_image_warning_for_stages_and_scratch():
-    text = CANONICAL.replace("FROM node:20-bookworm-slim\n", "FROM node:20-bookworm-slim AS base\nFROM base\n") + \
+    text = CANONICAL.replace("FROM node:24-bookworm-slim\n", "FROM node:24-bookworm-slim AS base\nFROM base\n") + \
         "FROM scratch AS empty\n"
     assert check_text(text, base_image=DEFAULT_BASE_IMAGE) == []
+
+
+DAY = date(2026, 12, 7)
+
+
+def end_of_life(base: str, today: date = DAY, base_image: str = DEFAULT_BASE_IMAGE) -> list[str]:
+    text = "# syntax=docker/dockerfile:1\n" + base + CANONICAL.split("\n", 2)[2]
+    return [str(v) for v in check_text(text, base_image=base_image, today=today) if v.rule == "node-end-of-life"]
+
+
+def test_the_node_schedule_table_holds_the_published_end_dates():
+    """The dates the Node.js release schedule publishes for the lines hubs use (typos here would
+    silence or invent a warning)."""
+    assert NODE_END_OF_LIFE[18] == date(2025, 4, 30) and NODE_END_OF_LIFE[20] == date(2026, 4, 30)
+    assert NODE_END_OF_LIFE[22] == date(2027, 4, 30) and NODE_END_OF_LIFE[24] == date(2028, 4, 30)
+    assert NODE_END_OF_LIFE[26] == date(2029, 4, 30) and NODE_END_OF_LIFE[25] == date(2026, 6, 1)
+
+
+@pytest.mark.parametrize("image, line", [
+    ("node:20", 20), ("node:20-alpine", 20), ("node:20.11.1-bookworm-slim", 20), ("node:iron-alpine3.20", 20),
+    ("docker.io/library/node:18@sha256:" + "0" * 64, 18), ("registry.example:5000/team/node:16", 16),
+    ("node:lts", None), ("node:current-alpine", None), ("node", None), ("registry:5000/node", None),
+    ("nodejs:20", None), ("haproxy:2.6", None),
+])
+def test_the_node_line_of_an_image(image, line):
+    assert node_line(image) == line
+
+
+def test_warning_for_a_node_line_past_its_end_of_life():
+    """`FROM node:20...` after 2026-04-30 warns, naming the line, its end and the move to the project's
+    line with the same variant; the base image's own line also names workhub:baseImage."""
+    assert end_of_life("FROM node:20-alpine\n") == [
+        "Dockerfile:2: warning: `FROM node:20-alpine` runs Node.js 20, whose support ended on 2026-04-30 (the "
+        "Node.js release schedule): it gets no more security fixes\n"
+        "    fix: start FROM node:24-alpine (Node.js 24, supported until 2028-04-30) in this file, then build and "
+        "test the hub on it"]
+    assert end_of_life("FROM node:20-bookworm-slim\n", base_image="node:20-bookworm-slim") == [
+        "Dockerfile:2: warning: `FROM node:20-bookworm-slim` runs Node.js 20, whose support ended on 2026-04-30 "
+        "(the Node.js release schedule): it gets no more security fixes\n"
+        "    fix: start FROM node:24-bookworm-slim (Node.js 24, supported until 2028-04-30) in this file and "
+        "workhub:baseImage (in Pulumi.yaml), then build and test the hub on it"]
+
+
+@pytest.mark.parametrize("base, today, moved_to", [
+    ("FROM node:iron-alpine AS deps\n", DAY, "node:24-alpine (Node.js 24"),
+    ("FROM docker.io/library/node:18.20.4@sha256:" + "1" * 64 + "\n", DAY, "docker.io/library/node:24 (Node.js 24"),
+    ("ARG NODE_IMAGE=node:16-bullseye\nFROM $NODE_IMAGE\n", DAY, "node:24-bullseye (Node.js 24"),
+    ("FROM node:22-bookworm-slim\n", date(2027, 4, 30), "node:24-bookworm-slim (Node.js 24"),
+    ("FROM node:22-bookworm-slim\n", date(2027, 4, 29), None),
+    ("FROM node:24-bookworm-slim\n", DAY, None),
+    ("FROM node:lts-alpine\n", DAY, None),
+    ("FROM node:27-alpine\n", DAY, None),  # a line the table does not know yet
+])
+def test_end_of_life_is_the_day_the_schedule_names(base, today, moved_to):
+    found = end_of_life(base, today)
+    assert len(found) == (moved_to is not None)
+    if moved_to:
+        assert f"fix: start FROM {moved_to}" in found[0]
+
+
+def test_a_base_image_past_its_end_of_life_moves_to_the_longest_supported_lts_line():
+    assert "fix: start FROM node:26-alpine (Node.js 26, supported until 2029-04-30)" in \
+        end_of_life("FROM node:20-alpine\n", date(2028, 5, 1), base_image="node:24-bookworm-slim")[0]
+
+
+def test_end_of_life_warns_without_stopping_the_check(tmp_path, capsys):
+    context = tmp_path / "hub"
+    manifests(context, "", "frontend")
+    (context / "Dockerfile").write_text(CANONICAL.replace("FROM node:24-bookworm-slim", "FROM node:20-bookworm-slim"))
+    assert main(["check", "--base-image", "node:20-bookworm-slim", str(context / "Dockerfile")]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": warning: ") == 1 and "runs Node.js 20, whose support ended on 2026-04-30" in out
+
+
+def test_a_from_without_the_digest_of_a_pinned_base_image_is_named():
+    pinned = "node:24-bookworm-slim@sha256:" + "a" * 64
+    found = [str(v) for v in check_text(CANONICAL, base_image=pinned) if v.rule == "base-image"]
+    assert found == [f"Dockerfile:2: warning: `FROM node:24-bookworm-slim` is workhub:baseImage ({pinned}) without its "
+                     "digest: the build takes whatever node:24-bookworm-slim names on the build host, not the image "
+                     f"the digest pins\n    fix: start FROM {pinned}"]
+    assert check_text(CANONICAL.replace("FROM node:24-bookworm-slim", f"FROM {pinned}"), base_image=pinned) == []
 
 
 @pytest.mark.parametrize("run, warned", [
@@ -531,7 +613,7 @@ def test_warnings_do_not_stop_conform_or_fail_check(tmp_path, capsys):
     (context / "Dockerfile").write_text((context / "fixed.Dockerfile").read_text())
     assert main(["check", str(context / "Dockerfile")]) == 0
     out = capsys.readouterr().out
-    assert out.count(": warning: ") == 2 and "`FROM node:20-alpine` is not workhub:baseImage" in out
+    assert out.count(": warning: ") == 2 and "`FROM node:24-alpine` is not workhub:baseImage" in out
     assert main(["conform", str(context / "Dockerfile")]) == 0
     assert capsys.readouterr().out.startswith(f"{context / 'Dockerfile'}: already conforms\n")
 
@@ -576,7 +658,7 @@ def layouts_and_dockerfiles(draw):
     locks = {f: draw(st.sampled_from([("package-lock.json",), ("npm-shrinkwrap.json",), ()])) for f in folders}
     syntax = draw(st.sampled_from(["", "# syntax=docker/dockerfile:1\n", "# syntax=docker/dockerfile:1.7\n",
                                    "# syntax=docker/dockerfile:1.1\n"]))
-    lines = [syntax + "FROM node:20-bookworm-slim", "WORKDIR /app"]
+    lines = [syntax + "FROM node:24-bookworm-slim", "WORKDIR /app"]
     if draw(st.booleans()):
         lines.append("COPY . .")
     for folder in folders:

@@ -61,16 +61,16 @@ def test_refresh_reports_a_container_removed_or_replaced_by_hand_and_up_repairs_
         live = serving_container("wbhubmanager", "e2e")
         docker("rm", "--force", live)
         docker("run", "--detach", "--name", live, "--network", "workhub-e2e", "--entrypoint", "sleep",
-               "node:20-bookworm-slim", "infinity")
+               "node:24-bookworm-slim", "infinity")
         changes, printed = refresh(stack)
         assert changes.get("update") == 1, printed
         found = eng.drift_found(stack)["wbhubmanager-run"]
-        assert f"the live container {live} runs node:20-bookworm-slim, not {image}" in found, found
+        assert f"the live container {live} runs node:24-bookworm-slim, not {image}" in found, found
         assert f"the live container {live} was not made from its Compose file (started or changed by hand?)" in found
 
         stack.up(on_output=print_line, color="never")
         assert health(url) == 200 and running_image("wbhubmanager", "e2e") == image
-        assert docker("ps", "--all", "--quiet", "--filter", "ancestor=node:20-bookworm-slim", "--filter",
+        assert docker("ps", "--all", "--quiet", "--filter", "ancestor=node:24-bookworm-slim", "--filter",
                       f"name={live}") == "", "the container made by hand is gone"
         assert eng.drift_found(stack) == {}
 

@@ -116,7 +116,7 @@ def test_no_working_buildkit_stops_the_update_before_any_build(tmp_path, toolcha
     try:
         report = stopped_by_the_preflight(stack)
         assert field(report, "reason").startswith(
-            "a BuildKit build with a cache mount FROM node:20-bookworm-slim (workhub:baseImage) does not work on this "
+            "a BuildKit build with a cache mount FROM node:24-bookworm-slim (workhub:baseImage) does not work on this "
             "host"), report
         assert "ERROR: this stand-in for buildx has no BuildKit" in report, "the check's log is in the report"
     finally:

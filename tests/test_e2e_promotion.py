@@ -54,8 +54,8 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         # image (a rebuild or a hand-made tag under the same name): production refuses it by ID.
         mark_version(sources, "WBSalesHub", "promoted")
         second = staging.up(on_output=print_line, color="never").outputs["hubs"].value["wbsaleshub"]["verified"]
-        other_id = docker("image", "inspect", "--format", "{{.Id}}", "node:20-bookworm-slim")
-        docker("tag", "node:20-bookworm-slim", second["image"])
+        other_id = docker("image", "inspect", "--format", "{{.Id}}", "node:24-bookworm-slim")
+        docker("tag", "node:24-bookworm-slim", second["image"])
         with pytest.raises(auto.errors.CommandError) as caught:
             production.up(color="never")
         message = str(caught.value)

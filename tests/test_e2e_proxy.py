@@ -29,7 +29,7 @@ VOLUME = "workhub-e2e-wbsaleshub-data"
 # What workhub wrote for a hub before it ran a proxy: one Compose service publishing the host port.
 LEGACY_COMPOSE = """services:
   {name}:
-    image: "node:20-bookworm-slim"
+    image: "node:24-bookworm-slim"
     container_name: "{name}"
     restart: unless-stopped
     profiles: ["e2e"]

@@ -344,3 +344,48 @@ def _answers(url: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def listeners(env: dict, node: int, port: int) -> list[str]:
+    """The local addresses that listen on `port` in node `node`'s network namespace (all of them)."""
+    done = subprocess.run(["nsenter", f"--net=/var/run/netns/{env['nodes'][node - 1]['netns']}", "ss", "-Hltn",
+                           f"sport = :{port}"], capture_output=True, text=True, check=True)
+    return sorted(line.split()[3] for line in done.stdout.splitlines() if line.strip())
+
+
+def get_in_node(env: dict, node: int, url: str) -> str:
+    """GET `url` from inside node `node`'s network namespace: its answer, or the error's name."""
+    code = ("import sys, urllib.request\ntry:\n    print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())\n"
+            "except OSError as e:\n    print(type(getattr(e, 'reason', e)).__name__)")
+    done = subprocess.run(["nsenter", f"--net=/var/run/netns/{env['nodes'][node - 1]['netns']}", "python3", "-c", code,
+                           url], capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
+
+
+def test_the_proxies_publish_on_each_nodes_publish_address_only(swarm):
+    """Swarm would publish a port on every address of a node: the publish relay binds each hub's host
+    port on the node's publish address only (its address by default; here node1 on its loopback by
+    its publishAddress), nothing else of the node answers there, and the hub sees the client's
+    address through the relay."""
+    env = swarm
+    v2 = build_demo(env, "v2")
+    done = deploy(env, v2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    node2 = env["nodes"][1]["address"]
+    url = f"http://{node2}:{DEMO_HOST_PORT}"
+    wait_for(f"{url} answers v2", lambda: _answers(url) and get(url + "/") == "v2", timeout=60)
+    assert listeners(env, 2, DEMO_HOST_PORT) == [f"{node2}:{DEMO_HOST_PORT}"]
+    assert get_in_node(env, 2, f"http://127.0.0.1:{DEMO_HOST_PORT}/") == "ConnectionRefusedError"
+    assert get(url + "/forwarded") == env["nodes"][0]["address"].rsplit(".", 1)[0] + ".1"  # this machine, on the bridge
+
+    def on_loopback(raw: dict) -> None:
+        raw["swarm"]["nodes"][0]["publishAddress"] = "127.0.0.1"
+    done = deploy(env, v2, change=on_loopback)
+    assert done.returncode == 0, done.stderr[-3000:]
+    node1 = env["nodes"][0]["address"]
+    wait_for("node1's relay on its loopback", lambda: listeners(env, 1, DEMO_HOST_PORT) == [f"127.0.0.1:{DEMO_HOST_PORT}"]
+             and listeners(env, 1, DEMO_HOST_PORT), timeout=60)
+    assert get_in_node(env, 1, f"http://127.0.0.1:{DEMO_HOST_PORT}/") == "v2"
+    assert get_in_node(env, 1, f"http://{node1}:{DEMO_HOST_PORT}/") == "ConnectionRefusedError"
+    wait_for("node2's relay back", lambda: _answers(url), timeout=60)
+    assert listeners(env, 2, DEMO_HOST_PORT) == [f"{node2}:{DEMO_HOST_PORT}"]

@@ -152,7 +152,7 @@ def test_connection_pins_host_key_and_limits_dials(mocks, project):
                 "host": "build.example.test", "port": 2222, "user": "deploy", "hostKey": HOST_KEY,
                 "dialErrorLimit": 10, "perDialTimeout": 15, "keepAliveInterval": 30,
             }, resource.name
-        assert by_name(mocks, "build-host-facts").inputs["create"] == host_facts_script("node:20-bookworm-slim")
+        assert by_name(mocks, "build-host-facts").inputs["create"] == host_facts_script("node:24-bookworm-slim")
 
     return run(project, check)
 
@@ -443,6 +443,9 @@ def test_each_hub_volume_is_a_resource_after_its_deploy_protected_where_data_is(
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project="workhub", stack=stack, preview=False)
     more = {"workhub:pinnedImages": json.dumps({"wbfinhub": "wbfinhub:staging-0123456789ab"})}
+    if stack == "production":  # production pins every image its host pulls by digest
+        more.update({"workhub:baseImage": "node:24-bookworm-slim@sha256:" + "a" * 64,
+                     "workhub:proxyImage": "haproxy:2.6@sha256:" + "b" * 64})
     if setting is not None:
         more["workhub:protectData"] = setting
     pulumi.runtime.set_all_config(with_volumes(**more), secret_keys=["workhub:sshPrivateKey"])

@@ -153,13 +153,13 @@ def test_dockerfile_warnings_do_not_stop_the_stack(project):
     """A FROM other than workhub:baseImage and an apt-get install without a cache mount are preview
     warnings with the hub, file:line and fix; the stack still plans."""
     path = project.parent / "src" / "WBSalesHub" / "Dockerfile"
-    path.write_text(CANONICAL.replace("FROM node:20-bookworm-slim\n", "FROM node:20-alpine\nRUN apk add git\n"))
+    path.write_text(CANONICAL.replace("FROM node:24-bookworm-slim\n", "FROM node:24-alpine\nRUN apk add git\n"))
     plans, found = plan_stack(config(), "staging", project)
     assert found == [] and len(plans) == 2
     warnings = dockerfile_warnings(config(), project)
     assert [w.split(": ", 2)[:2] for w in warnings] == [["wbsaleshub", f"{path.resolve()}:2"],
                                                         ["wbsaleshub", f"{path.resolve()}:3"]]
-    assert "`FROM node:20-alpine` is not workhub:baseImage (node:20-bookworm-slim)" in warnings[0]
+    assert "`FROM node:24-alpine` is not workhub:baseImage (node:24-bookworm-slim)" in warnings[0]
     assert "fix: run it as `RUN --mount=type=cache,target=/etc/apk/cache,sharing=locked apk add ...`" in warnings[1]
 
 

@@ -10,8 +10,8 @@ import yaml
 
 from components.config import StackConfig, hub_secret_values, parse_stack_config
 from components.runtime import hub_runtime
-from components.swarm import (node_labels, proxy_config, proxy_config_name, secret_name, service_name, stack_file,
-                              task_slots)
+from components.swarm import (node_labels, proxy_config, proxy_config_name, publish_config, secret_name, service_name,
+                              stack_file, task_slots)
 from components.swarm_scripts import (deploy_script, deploy_secret_values, init_script, join_script, join_token_script,
                                       labels_script)
 from tests.test_scripts import golden
@@ -51,6 +51,10 @@ def test_proxy_config_golden():
     golden("swarm-proxy.cfg", rendered()[2])
 
 
+def test_publish_config_golden():
+    golden("swarm-publish.cfg", publish_config(config_and_runtimes()[0], "staging"))
+
+
 def test_hubs_roll_out_start_first_and_roll_back_on_failure():
     """Every hub: dnsrr, start-first, rollback on failure after a monitor window, its health check."""
     config, text, _ = rendered()
@@ -74,10 +78,9 @@ def test_placement_follows_the_labels():
     services = yaml.safe_load(text)["services"]
     assert services["wbsaleshub"]["deploy"]["placement"] == {"constraints": ["node.labels.workhub.data.wbsaleshub == true"]}
     assert services["wbhubmanager"]["deploy"]["placement"] == {"constraints": ["node.labels.workhub.build != true"]}
-    assert services["proxy"]["deploy"]["mode"] == "global"
-    assert services["proxy"]["deploy"]["placement"] == {"constraints": ["node.labels.workhub.serve == true"]}
-    assert services["proxy"]["ports"] == [{"target": 24090, "published": 24090, "protocol": "tcp", "mode": "host"},
-                                          {"target": 24091, "published": 24091, "protocol": "tcp", "mode": "host"}]
+    for role in ("proxy", "publish"):
+        assert services[role]["deploy"]["mode"] == "global"
+        assert services[role]["deploy"]["placement"] == {"constraints": ["node.labels.workhub.serve == true"]}
     config, _ = config_and_runtimes()
     assert [node_labels(node) for node in config.swarm.nodes] == [
         {"workhub.serve": "true", "workhub.build": "true"},
@@ -118,9 +121,53 @@ def test_settings_reach_the_stack_file_literally():
     assert yaml.safe_load(text)["services"]["wbsaleshub"]["environment"]["APP_PORT"] == "4091"
 
 
+def test_nothing_publishes_a_port_through_swarm():
+    """Swarm would publish on every interface of the node (its port config has no host address):
+    no service publishes one; the publish relay binds the host ports itself, in the node's network
+    namespace, and shares the socket volume with the proxy."""
+    _, text, _ = rendered()
+    document = yaml.safe_load(text)
+    assert not [name for name, service in document["services"].items() if "ports" in service]
+    publish, proxy = document["services"]["publish"], document["services"]["proxy"]
+    assert publish["networks"] == ["hostnet"] and document["networks"]["hostnet"] == {"external": True, "name": "host"}
+    assert publish["environment"] == {"WORKHUB_NODE": "{{.Node.Hostname}}"}
+    assert proxy["networks"] == ["hubs"]
+    sockets = {"type": "volume", "source": "sockets", "target": "/var/lib/haproxy"}
+    assert publish["volumes"] == proxy["volumes"] == [sockets]
+    assert document["volumes"]["sockets"] == {"name": "workhub-staging-proxy-sockets"}
+    assert document["configs"]["publish"]["file"] == "./publish.cfg"
+
+
+def test_the_publish_relay_binds_each_serving_nodes_publish_address_only():
+    config, _ = config_and_runtimes()
+    text = publish_config(config, "staging")
+    node1 = text.split('.if streq("$WORKHUB_NODE","node1")\n', 1)[1].split(".endif", 1)[0]
+    assert node1 == ("frontend wbhubmanager\n    bind ipv4@10.0.0.11:24090\n    default_backend proxy-wbhubmanager\n"
+                     "frontend wbsaleshub\n    bind ipv4@10.0.0.11:24091\n    default_backend proxy-wbsaleshub\n")
+    assert '"node3"' not in text, "a node that does not serve binds nothing"
+    assert "    server proxy unix@/var/lib/haproxy/wbsaleshub.sock send-proxy-v2\n" in text
+    raw = swarm_stack()
+    raw["swarm"]["nodes"][0]["publishAddress"] = "fd00::11"
+    raw["swarm"]["nodes"][1]["publishAddress"] = "127.0.0.1"
+    text = publish_config(parse_stack_config(raw, stack="staging", secret_keys={"sshPrivateKey"}), "staging")
+    assert "    bind ipv6@fd00::11:24090\n" in text and "    bind ipv4@127.0.0.1:24091\n" in text
+
+
+def test_haproxy_accepts_the_publish_config_on_each_node(tmp_path):
+    """HAProxy's own check passes the relay's config as each serving node reads it."""
+    path = tmp_path / "publish.cfg"
+    path.write_text(publish_config(config_and_runtimes()[0], "staging"))
+    for node in ("node1", "node2"):
+        checked = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True,
+                                 env={**os.environ, "WORKHUB_NODE": node})
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "Configuration file is valid" in checked.stdout
+
+
 def test_the_proxy_routes_each_host_port_to_the_hubs_tasks_health_checked():
     config, _, proxy = rendered()
-    assert "    bind :24091\n    default_backend slots-wbsaleshub\n" in proxy
+    assert ("    bind unix@/var/lib/haproxy/wbsaleshub.sock mode 600 accept-proxy\n"
+            "    default_backend slots-wbsaleshub\n") in proxy
     assert f"    server-template task 5 tasks.{service_name('staging', 'wbhubmanager')}:4090\n" in proxy
     assert "    http-check send meth GET uri /health\n    http-check expect status 200\n" in proxy
     assert "check inter 500ms fall 2 rise 3 resolvers docker init-addr none" in proxy
@@ -190,18 +237,21 @@ state=$FAKE_STATE
 case "$1 $2" in
   "stack deploy")
     python3 - "${@: -1}" "$state" <<'PY'
-import json, pathlib, sys
+import json, os, pathlib, sys
 stack, state = sys.argv[1], pathlib.Path(sys.argv[2])
 for name, service in json.loads(pathlib.Path("stack.json").read_text())["services"].items():
     (state / f"image.{stack}_{name}").write_text(service["image"])
     started = state / f"started.{stack}_{name}"
-    started.write_text(str(int(started.read_text() if started.exists() else "0") + 1))
+    if os.environ.get("FAKE_NO_ROLLOUT"):  # Swarm clears the last rollout of a service it updates
+        started.write_text("")
+    else:
+        started.write_text(str(int(started.read_text() if started.exists() and started.read_text() else "0") + 1))
 PY
     ;;
   "service inspect")
     case "$4" in
       *StartedAt*) cat "$state/started.$5" 2>/dev/null ;;
-      *UpdateStatus.State*) echo completed ;;
+      *UpdateStatus.State*) if [ -s "$state/started.$5" ]; then echo completed; fi ;;
       *Image*) cat "$state/image.$5" ;;
     esac ;;
   "service ls") echo "${4#name=} 1/1" ;;
@@ -238,3 +288,29 @@ def test_the_deploy_reports_each_hubs_previous_image_until_its_image_changes_aga
     assert deploy(second) == {"wbhubmanager": first, "wbsaleshub": ""}
     assert deploy(second) == {"wbhubmanager": first, "wbsaleshub": ""}, "a deploy that keeps the image keeps it"
     assert deploy(first) == {"wbhubmanager": second, "wbsaleshub": ""}, "a rollback's own previous: undo it"
+
+
+def test_a_deploy_that_starts_no_rollout_after_a_rollout_converges(tmp_path):
+    """Swarm clears a service's last rollout when `docker stack deploy` updates it: a deploy that
+    changes nothing after one that rolled out (or back) waits the settle window, not its timeout."""
+    import time
+
+    config, runtimes = config_and_runtimes()
+    proxy = proxy_config(config, "staging")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "docker").write_text(FAKE_DOCKER)
+    (fake / "docker").chmod(0o755)
+    (tmp_path / "state").mkdir()
+    env = {**os.environ, "HOME": str(tmp_path), "FAKE_STATE": str(tmp_path / "state"),
+           "PATH": f"{fake}:{os.environ['PATH']}"}
+    text = stack_file(config, "staging", IMAGES, runtimes, proxy)
+    script = deploy_script(config, "staging", runtimes, text, proxy, proxy_config_name("staging", proxy),
+                           config.registry, 30)
+    assert subprocess.run(["bash", "-c", script], env=env, capture_output=True, timeout=60).returncode == 0
+    start = time.monotonic()
+    again = subprocess.run(["bash", "-c", script], env={**env, "FAKE_NO_ROLLOUT": "1"}, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "swarm-deploy: workhub-staging_wbhubmanager: 1/1 task(s) running" in again.stderr
+    assert time.monotonic() - start < 20, "it waited for a rollout that never starts"

@@ -223,3 +223,75 @@ def test_the_user_is_checked_like_the_hosts():
     raw = copy.deepcopy(swarm_stack())
     del raw["swarm"]["user"]
     assert problems(raw)[0].startswith("workhub:swarm.user: is not set")
+
+
+def test_each_serving_node_publishes_on_its_own_address_by_default():
+    """No workhub:publishAddress: a node's proxy publishes on the node's address only; a node's
+    publishAddress wins; the stack's, when set, applies to every node without one of its own."""
+    from components.swarm_config import publish_address, reach_address
+
+    raw = swarm_stack()
+    config = parse(raw)
+    node1, node2, _ = config.swarm.nodes
+    assert (publish_address(config, node1), publish_address(config, node2)) == ("10.0.0.11", "10.0.0.12")
+    raw["swarm"]["nodes"][1]["publishAddress"] = "192.168.7.12"
+    raw["publishAddress"] = "127.0.0.1"
+    config = parse(raw)
+    node1, node2, _ = config.swarm.nodes
+    assert (publish_address(config, node1), publish_address(config, node2)) == ("127.0.0.1", "192.168.7.12")
+    # Where others reach them: not a loopback address (only the node itself can), the node's address
+    # for every interface.
+    assert (reach_address(config, node1), reach_address(config, node2)) == (None, "192.168.7.12")
+    raw["publishAddress"] = "0.0.0.0"
+    assert reach_address(parse(raw), parse(raw).swarm.nodes[0]) == "10.0.0.11"
+
+
+def test_a_serving_node_known_by_name_needs_its_publish_address():
+    raw = swarm_stack()
+    raw["swarm"]["nodes"][1]["address"] = "node2.example.test"
+    raw["swarm"]["nodes"][2]["address"] = "node3.example.test"  # it serves nothing: no address needed
+    assert problems(raw) == [
+        "workhub:swarm.nodes[1].publishAddress: is not set, and node node2's address (node2.example.test) is a "
+        "name, not an address its proxy can publish the hubs' host ports on\n"
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:swarm.nodes[1].publishAddress' "
+        "<the node's private IP address>"]
+    raw["swarm"]["nodes"][1]["publishAddress"] = "10.0.0.12"
+    parse(raw)
+    raw["swarm"]["nodes"][1]["publishAddress"] = "node2"
+    (found,) = problems(raw)
+    assert found.startswith("workhub:swarm.nodes[1].publishAddress: must be an IP address such as 127.0.0.1")
+
+
+def test_the_urls_and_the_status_follow_the_publish_addresses():
+    from components.swarm_stack import urls
+    from components.swarm_status import _health, status_script
+
+    raw = swarm_stack()
+    raw["swarm"]["nodes"][0]["publishAddress"] = "fd00::11"
+    raw["swarm"]["nodes"][1]["publishAddress"] = "127.0.0.1"
+    config = parse(raw)
+    assert urls(config)["wbsaleshub"] == ["http://[fd00::11]:24091", "http://127.0.0.1:24091"]
+    text = status_script(config, "staging")
+    assert "\nserving=(fd00::11 '')\nserving_nodes=(node1 node2)\n" in text
+    answers = [{"hub": "wbsaleshub", "node": "fd00::11", "answer": "200"},
+               {"hub": "wbsaleshub", "node": "node2", "answer": "unchecked"}]
+    assert _health(answers, {"fd00::11": "node1"}) == "ok (node2: publish on loopback, unchecked)"
+    assert _health(answers[1:], {}) == "- (node2: publish on loopback, unchecked)"
+
+
+def test_a_swarm_host_port_is_one_the_relay_may_bind():
+    raw = swarm_stack()
+    raw["hostPorts"]["wbhubmanager"] = 443
+    (found,) = problems(raw)
+    assert found.startswith("workhub:hostPorts.wbhubmanager: port 443 is below 1024: on a Swarm the publish relay "
+                            "binds it in the node's own network namespace as the proxy image's user")
+
+
+def test_a_hub_may_not_take_the_name_of_the_stacks_own_services():
+    raw = swarm_stack()
+    raw["hubs"][0]["name"] = "publish"
+    raw["hostPorts"] = {"publish": 24090, "wbsaleshub": 24091}
+    raw["swarm"]["hubs"] = {}
+    assert problems(raw) == [
+        "workhub:hubs[0].name: publish is the name of the stack's publish service on a Swarm\n"
+        "    fix: give the hub another name in workhub:hubs in Pulumi.yaml"]

@@ -350,8 +350,9 @@ def test_a_swarm_purge_runs_on_every_node_and_says_what_it_removed_where(monkeyp
     assert str(failed.value) == ("the volumes on node3: purge on node3: could not connect to deploy@10.0.0.13:22 were "
                                  "not removed; once that is fixed, `scripts/workhub destroy --stack staging "
                                  "--purge-data` removes them")
-    monkeypatch.setattr(data, "run_script", lambda conn, *_, **__: "removed workhub-staging-wbsaleshub-data\n"
-                        if conn.host == "10.0.0.12" else "")
+    # The publish relays' socket volume on each serving node goes too, unnamed: it holds no data.
+    monkeypatch.setattr(data, "run_script", lambda conn, *_, **__: "removed workhub-staging-proxy-sockets\n" + (
+        "removed workhub-staging-wbsaleshub-data\n" if conn.host == "10.0.0.12" else ""))
     assert data.swarm_purge(config, "key", "staging", lambda line: None) == \
         {"node1": [], "node2": ["workhub-staging-wbsaleshub-data"], "node3": []}
 

@@ -63,6 +63,9 @@ def swarm_config(**extra: str) -> dict[str, str]:
 
 
 SECRET_KEYS = ["workhub:sshPrivateKey", "workhub:registryPassword", "workhub:secrets"]
+# The production stack pins the images its hosts pull by digest.
+PINNED = {"workhub:baseImage": "node:24-bookworm-slim@sha256:" + "a" * 64,
+          "workhub:proxyImage": "haproxy:2.6@sha256:" + "b" * 64}
 
 
 @pytest.fixture
@@ -241,7 +244,7 @@ def test_a_promoting_swarm_stack_deploys_the_source_stacks_images_by_digest(mock
     """Production builds nothing and pushes nothing: its services run exactly the images staging's
     Swarm converged on, named by digest."""
     pulumi.runtime.set_mocks(mocks, project="workhub", stack="production", preview=False)
-    pulumi.runtime.set_all_config(swarm_config(**{"workhub:promoteFrom": "staging"}), secret_keys=SECRET_KEYS)
+    pulumi.runtime.set_all_config(swarm_config(**{"workhub:promoteFrom": "staging", **PINNED}), secret_keys=SECRET_KEYS)
     monkeypatch.setattr("components.program.source_stack_hubs", lambda name: DEPLOYED["hubs"])
     pusher = CiPushes()
 
@@ -262,7 +265,7 @@ def test_a_promoting_swarm_stack_without_a_verified_digest_registers_nothing(moc
     from components.program import program
 
     pulumi.runtime.set_mocks(mocks, project="workhub", stack="production", preview=False)
-    pulumi.runtime.set_all_config(swarm_config(**{"workhub:promoteFrom": "staging"}), secret_keys=SECRET_KEYS)
+    pulumi.runtime.set_all_config(swarm_config(**{"workhub:promoteFrom": "staging", **PINNED}), secret_keys=SECRET_KEYS)
     source = {"wbhubmanager": DEPLOYED["hubs"]["wbhubmanager"],
               "wbsaleshub": {"image": f"{REGISTRY}/workhub/wbsaleshub:staging-0123456789ab"}}
     monkeypatch.setattr("components.program.source_stack_hubs", lambda name: source)

@@ -19,6 +19,7 @@ from components.config import NAMESPACE, REGISTRY_PASSWORD, Hub, StackConfig
 from components.deploy import Serving, backup_script, purge_script, restore_script, volume_info_script
 from components.remote import RemoteCommandError, run_script, with_secrets
 from components.runtime import volume_name
+from components.swarm import sockets_volume
 from components.swarm_cluster import node_connection
 from components.swarm_scripts import labels_script
 
@@ -69,7 +70,7 @@ def backup(stack: auto.Stack, out_dir: Path, hub: Optional[str] = None,
         archive = out_dir / f"{volume['hub']}-{volume['volume']}.tar.gz"
         started = datetime.now(timezone.utc)
         with archive.open("wb") as sink:
-            run_script(conn, key, backup_script(volume["docker_volume"], config.proxy_image),
+            run_script(conn, key, backup_script(volume["docker_volume"], config.helper),
                        f"{volume['hub']}/{volume['volume']}", log, data_out=sink)
         entries.append(_entry(stack.name, volume["hub"], volume["volume"], volume["docker_volume"], volume["image"],
                               started, archive))
@@ -179,7 +180,7 @@ def restore(stack: auto.Stack, source: Path, hub: Optional[str] = None, volume: 
     manifest_path, manifest = _read_manifest(source, stack.name, log)
     conn = connection_for(config.host)
     hubs = {h.name: h for h in _hubs(config, hub)}
-    serving = Serving(config.publish_address, config.deploy, config.proxy_image)
+    serving = Serving(config.publish_address, config.deploy, config.proxy_image, config.helper)
     chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack.name)
     for entry in chosen:
         target = hubs[entry["hub"]]
@@ -244,7 +245,9 @@ def swarm_purge(config: StackConfig, key: str, stack: str, log: Callable[[str], 
         except RemoteCommandError as error:
             failed.append(f"{node.name}: {error}")
             continue
-        removed[node.name] = [line.removeprefix("removed ") for line in out.splitlines() if line.startswith("removed ")]
+        # The publish relays' socket volume goes too, but holds no data: not named among the volumes.
+        removed[node.name] = [line.removeprefix("removed ") for line in out.splitlines()
+                              if line.startswith("removed ") and line != f"removed {sockets_volume(stack)}"]
     if failed:
         raise DataError("the volumes on " + "; ".join(failed) + " were not removed; once that is fixed, "
                         f"`scripts/workhub destroy --stack {stack} --purge-data` removes them")

@@ -10,7 +10,7 @@
 # its entrypoint (which adds -W -db to a haproxy command), PATH, STOPSIGNAL and CMD.
 PROXY_IMAGE=haproxy:2.6
 PROXY_CONFIG_PATH=/usr/local/etc/haproxy/haproxy.cfg
-PROXY_UPSTREAM_IMAGE="${BASE_IMAGE:-node:20-bookworm-slim}"
+PROXY_UPSTREAM_IMAGE="${BASE_IMAGE:-node:24-bookworm-slim}"
 
 # Processes of this machine (not of a container: same mount namespace) running the package's binary.
 host_haproxy_pids() {

@@ -19,6 +19,7 @@ backend=slots
 proxy_api_port=9999
 resolve_wait=4
 reload_wait=10
+helper_image=haproxy:2.6
 env_plain='PORT=4091
 LOG_LEVEL=info
 GREETING=it'"'"'s $HOME
@@ -539,7 +540,7 @@ for i in "${!volumes[@]}"; do
     --label "workhub.volume=${volume_keys[$i]}" "${volumes[$i]}" >/dev/null
   say "created volume ${volumes[$i]} for ${volume_targets[$i]}"
   if [ -n "$legacy" ] && docker cp "$legacy:${volume_targets[$i]}/." - >"$work/seed.tar" 2>/dev/null; then
-    docker run --rm -i --user 0 --network none -v "${volumes[$i]}:/seed" --entrypoint tar "$proxy_image" \
+    docker run --rm -i --user 0 --network none -v "${volumes[$i]}:/seed" --entrypoint tar "$helper_image" \
       -xf - -C /seed <"$work/seed.tar"
     say "moved $(tar -tf "$work/seed.tar" | grep -vc '/$') file(s) from $legacy:${volume_targets[$i]} into ${volumes[$i]}"
   fi

@@ -161,18 +161,11 @@ stack_file='{
       "networks": [
         "hubs"
       ],
-      "ports": [
+      "volumes": [
         {
-          "target": 24090,
-          "published": 24090,
-          "protocol": "tcp",
-          "mode": "host"
-        },
-        {
-          "target": 24091,
-          "published": 24091,
-          "protocol": "tcp",
-          "mode": "host"
+          "type": "volume",
+          "source": "sockets",
+          "target": "/var/lib/haproxy"
         }
       ],
       "configs": [
@@ -207,17 +200,86 @@ stack_file='{
           "workhub.role": "proxy"
         }
       }
+    },
+    "publish": {
+      "image": "haproxy:2.6",
+      "command": [
+        "haproxy",
+        "-f",
+        "/etc/workhub/haproxy.cfg"
+      ],
+      "networks": [
+        "hostnet"
+      ],
+      "environment": {
+        "WORKHUB_NODE": "{{.Node.Hostname}}"
+      },
+      "volumes": [
+        {
+          "type": "volume",
+          "source": "sockets",
+          "target": "/var/lib/haproxy"
+        }
+      ],
+      "configs": [
+        {
+          "source": "publish",
+          "target": "/etc/workhub/haproxy.cfg",
+          "mode": 292
+        }
+      ],
+      "deploy": {
+        "mode": "global",
+        "endpoint_mode": "dnsrr",
+        "placement": {
+          "constraints": [
+            "node.labels.workhub.serve == true"
+          ]
+        },
+        "update_config": {
+          "parallelism": 1,
+          "delay": "5s",
+          "order": "stop-first",
+          "failure_action": "rollback",
+          "monitor": "10s"
+        },
+        "restart_policy": {
+          "condition": "any",
+          "delay": "2s"
+        },
+        "labels": {
+          "workhub.hub": "publish",
+          "workhub.stack": "staging",
+          "workhub.role": "publish"
+        }
+      }
     }
   },
   "networks": {
     "hubs": {
       "driver": "overlay"
+    },
+    "hostnet": {
+      "external": true,
+      "name": "host"
     }
   },
   "configs": {
     "proxy": {
-      "name": "workhub-staging-proxy-a85319f6dd32",
+      "name": "workhub-staging-proxy-13879bd9b50e",
       "file": "./haproxy.cfg"
+    },
+    "publish": {
+      "name": "workhub-staging-publish-12c430ffd906",
+      "file": "./publish.cfg"
+    }
+  },
+  "volumes": {
+    "workhub-staging-wbsaleshub-data": {
+      "name": "workhub-staging-wbsaleshub-data"
+    },
+    "sockets": {
+      "name": "workhub-staging-proxy-sockets"
     }
   },
   "secrets": {
@@ -228,11 +290,6 @@ stack_file='{
     "wbsaleshub_LEADS_API_TOKEN": {
       "external": true,
       "name": "staging-wbsaleshub-LEADS_API_TOKEN-a5cf1201fa2f"
-    }
-  },
-  "volumes": {
-    "workhub-staging-wbsaleshub-data": {
-      "name": "workhub-staging-wbsaleshub-data"
     }
   }
 }'
@@ -271,7 +328,7 @@ resolvers docker
     hold timeout 1s
     hold obsolete 1s
 frontend wbhubmanager
-    bind :24090
+    bind unix@/var/lib/haproxy/wbhubmanager.sock mode 600 accept-proxy
     default_backend slots-wbhubmanager
 backend slots-wbhubmanager
     option httpchk
@@ -280,7 +337,7 @@ backend slots-wbhubmanager
     default-server check inter 500ms fall 2 rise 3 resolvers docker init-addr none resolve-prefer ipv4
     server-template task 5 tasks.workhub-staging_wbhubmanager:4090
 frontend wbsaleshub
-    bind :24091
+    bind unix@/var/lib/haproxy/wbsaleshub.sock mode 600 accept-proxy
     default_backend slots-wbsaleshub
 backend slots-wbsaleshub
     option httpchk
@@ -290,9 +347,41 @@ backend slots-wbsaleshub
     server-template task 3 tasks.workhub-staging_wbsaleshub:4091
 '
 proxy_config_file=haproxy.cfg
-proxy_config_name=workhub-staging-proxy-a85319f6dd32
+publish_config='# The publish relay of stack staging on its Swarm, written by workhub: edits are overwritten.
+global
+    log stdout format raw daemon warning
+defaults
+    mode tcp
+    log global
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+    retries 3
+.if streq("$WORKHUB_NODE","node1")
+frontend wbhubmanager
+    bind ipv4@10.0.0.11:24090
+    default_backend proxy-wbhubmanager
+frontend wbsaleshub
+    bind ipv4@10.0.0.11:24091
+    default_backend proxy-wbsaleshub
+.endif
+.if streq("$WORKHUB_NODE","node2")
+frontend wbhubmanager
+    bind ipv4@10.0.0.12:24090
+    default_backend proxy-wbhubmanager
+frontend wbsaleshub
+    bind ipv4@10.0.0.12:24091
+    default_backend proxy-wbsaleshub
+.endif
+backend proxy-wbhubmanager
+    server proxy unix@/var/lib/haproxy/wbhubmanager.sock send-proxy-v2
+backend proxy-wbsaleshub
+    server proxy unix@/var/lib/haproxy/wbsaleshub.sock send-proxy-v2
+'
+publish_config_file=publish.cfg
+config_names=(workhub-staging-proxy-13879bd9b50e workhub-staging-publish-12c430ffd906)
 secret_names=(staging-wbhubmanager-SESSION_SECRET-755055db0896 staging-wbsaleshub-LEADS_API_TOKEN-a5cf1201fa2f)
-services=(workhub-staging_wbhubmanager workhub-staging_wbsaleshub workhub-staging_proxy)
+services=(workhub-staging_wbhubmanager workhub-staging_wbsaleshub workhub-staging_proxy workhub-staging_publish)
 hubs=(wbhubmanager wbsaleshub)
 registry_server=10.0.0.1:5000
 registry_user=''
@@ -318,6 +407,7 @@ dir="$HOME/.workhub/swarm/$stack"
 mkdir -p "$dir"
 printf '%s\n' "$stack_file" >"$dir/stack.json.tmp" && mv "$dir/stack.json.tmp" "$dir/stack.json"
 printf '%s' "$proxy_config" >"$dir/$proxy_config_file"
+printf '%s' "$publish_config" >"$dir/$publish_config_file"
 
 # A secret's value goes in through stdin, under a name of its own (a new value is a new name).
 for i in "${!secret_names[@]}"; do
@@ -352,14 +442,16 @@ why_failed() {
 failed=()
 # A deploy that changed what the tasks run starts a rollout at once; one that did not (a new
 # service, a scaled one, or one left as it was) starts none within a few seconds of the deploy
-# (one window for all the services, not one each).
+# (one window for all the services, not one each). Swarm clears a service's last rollout when it is
+# updated (as `docker stack deploy` updates every service): no rollout now is none since.
 settled=$(( $(date +%s) + 5 ))
 for i in "${!services[@]}"; do
   service=${services[$i]}
   deadline=$(( $(date +%s) + timeout ))
   while :; do
     state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$service")
-    if [ "$(started "$service")" = "${before[$i]}" ]; then
+    now=$(started "$service")
+    if [ "$now" = "${before[$i]}" ] || [ -z "$now" ]; then
       replicas=$(docker service ls --filter "name=$service" --format '{{.Name}} {{.Replicas}}' | sed -n "s|^$service ||p")
       running=${replicas%%/*} desired=${replicas#*/}
       desired=${desired%% *}
@@ -388,7 +480,7 @@ for name in $(docker secret ls --filter "label=workhub.stack=$stack" --format '{
   case " ${secret_names[*]} " in *" $name "*) ;; *) docker secret rm "$name" >/dev/null 2>&1 || true ;; esac
 done
 for name in $(docker config ls --filter "label=com.docker.stack.namespace=$stack" --format '{{.Name}}'); do
-  [ "$name" = "$proxy_config_name" ] || docker config rm "$name" >/dev/null 2>&1 || true
+  case " ${config_names[*]} " in *" $name "*) ;; *) docker config rm "$name" >/dev/null 2>&1 || true ;; esac
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
