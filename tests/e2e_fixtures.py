@@ -108,7 +108,7 @@ class CiStandIn:
             password = Path(self.registry["password_file"]).read_bytes()
             self.docker("login", "--username", self.registry["username"], "--password-stdin", push.registry.server,
                         config=Path(config), stdin=password)
-            self.docker("build", "--network=host", "--progress=plain", "--file",
+            self.docker("build", f"--network={push.network}", "--progress=plain", "--file",
                         str(push.plan.context / push.plan.hub.dockerfile), "--tag", push.remote,
                         "--cache-from", push.cache, *arg_words(push.args), str(push.plan.context), config=Path(config))
             self.docker("push", push.remote, config=Path(config))
