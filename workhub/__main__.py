@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         host = eng.testhost_up()
         print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}", file=sys.stderr)
         npm_registry = eng.registry_up()
-        print(f"workhub: local npm registry cache ready: {npm_registry}", file=sys.stderr)
-        stack = eng.local_stack(engine, args.stack, host, eng.local_config(host, npm_registry))
+        for_builds = eng.registry_for_builds()
+        print(f"workhub: local npm registry cache ready: {npm_registry} (builds: {for_builds})", file=sys.stderr)
+        stack = eng.local_stack(engine, args.stack, host, eng.local_config(host, for_builds))
     else:
         engine = eng.Engine(work_dir=eng.project_dir())
         stack = engine.stack(args.stack)

@@ -372,8 +372,8 @@ def _stack(name: str):
         return eng.Engine().stack(name)
     engine = eng.local_engine()
     host = eng.testhost_up()
-    npm_registry = eng.registry_up()
-    return eng.local_stack(engine, name, host, eng.local_config(host, npm_registry))
+    eng.registry_up()
+    return eng.local_stack(engine, name, host, eng.local_config(host, eng.registry_for_builds()))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
