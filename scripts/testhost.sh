@@ -93,22 +93,25 @@ wait_answering() {
 }
 
 ensure_docker() {
+  local restarted=0
   if dockerd_without_iptables; then
-    # Its containers with a restart policy (the hubs, their proxies) come back with the new one.
+    # Its containers with a restart policy (the hubs, their proxies) come back with the new one, and
+    # it stays the engine of the test host that started it (which stops it at its `down`).
     log "restarting the test host's dockerd with its iptables rules (it ran with --iptables=false)"
     stop_pidfile "$DOCKERD_DIR/dockerd.pid" dockerd
+    restarted=1
   fi
   if "$DOCKER" info >/dev/null 2>&1; then
     note "docker engine already answering"
     return 0
   fi
-  rm -f "$STATE/dockerd.started-by-us"
+  [[ "$restarted" == 1 ]] || rm -f "$STATE/dockerd.started-by-us"
   mkdir -p "$DOCKERD_DIR"
   if ! start_dockerd overlay2 && ! start_dockerd vfs; then
     tail -n 50 "$DOCKERD_DIR/dockerd.log" >&2 || true
     die "dockerd did not come up"
   fi
-  touch "$STATE/dockerd.started-by-us"
+  [[ "$restarted" == 1 ]] || touch "$STATE/dockerd.started-by-us"
   STARTED_DOCKERD=1
 }
 
