@@ -107,24 +107,29 @@ slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf 
 # Who owns the files of a hub's volumes. A hub runs as a uid of its own (config.run_uid); the files
 # of its volumes must belong to it, also those a hub deployed before that had (owned by the image's
 # user, uid 1000, or root), and again when its uid changes. ~/.workhub/owners/<volume> records the
-# uid they were given to, with the volume's creation time (a volume made anew is another volume), so
-# each volume is walked once per uid. A throwaway container of $helper_image does the walk, root but
-# with no capability beyond changing owners and reading every directory, and no network.
-REOWN = r"""
+# uid they were given to, so each volume is walked once per uid; a volume workhub makes anew (a
+# deploy, a restore) forgets its record first. (Docker keeps no creation time of a volume to tell a
+# volume made again by hand: its CreatedAt is its directory's last change.) A throwaway container of
+# $helper_image does the walk, root but with no capability beyond changing owners and reading every
+# directory, and no network.
+OWNERS = r"""
 owners_dir="$HOME/.workhub/owners"
-volume_created() { docker volume inspect --format '{{.CreatedAt}}' "$1"; }
 # owned VOLUME UID: the files of VOLUME were given to UID.
-owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2 $(volume_created "$1" 2>/dev/null)" ]; }
+owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2" ]; }
+# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
+mark_owned() {
+  mkdir -p "$owners_dir"
+  printf '%s\n' "$2" >"$owners_dir/$1.tmp"
+  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
+}
+# forget_owner VOLUME: VOLUME is new (or gone); its files are walked at the next chance.
+forget_owner() { rm -f "$owners_dir/$1"; }
+"""
+REOWN = OWNERS + r"""
 # reown VOLUME UID:GID: every file of VOLUME belongs to UID:GID (a link itself, never what it points to).
 reown() {
   docker run --rm --network none --user 0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH \
     --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
-}
-# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
-mark_owned() {
-  mkdir -p "$owners_dir"
-  printf '%s %s\n' "$2" "$(volume_created "$1")" >"$owners_dir/$1.tmp"
-  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
 }
 """
 
@@ -362,6 +367,7 @@ done
 # A new volume takes what the image has at its path, as Docker gives it at a first mount (the slots
 # mount with nocopy): a container made, never started, and removed.
 for i in "${made[@]}"; do
+  forget_owner "${volumes[$i]}"
   docker rm "$(docker create --network none --entrypoint true -v "${volumes[$i]}:${volume_targets[$i]}" "$image")" \
     >/dev/null
 done
@@ -726,7 +732,7 @@ def prune_script(stack: str, hubs: list[Hub], keep: int, reset_cache: bool) -> s
     )
 
 
-_PURGE = r"""
+_PURGE = OWNERS + r"""
 say() { printf 'purge: %s\n' "$*" >&2; }
 found=$(docker volume ls --quiet --filter "label=workhub.stack=$stack")
 if [ -z "$found" ]; then
@@ -734,7 +740,13 @@ if [ -z "$found" ]; then
   exit 0
 fi
 for volume in $found; do
-  if docker volume rm "$volume" >/dev/null; then say "removed volume $volume"; else say "FAILED: $volume is in use; destroy the stack first"; exit 1; fi
+  if docker volume rm "$volume" >/dev/null; then
+    forget_owner "$volume"
+    say "removed volume $volume"
+  else
+    say "FAILED: $volume is in use; destroy the stack first"
+    exit 1
+  fi
 done
 """
 

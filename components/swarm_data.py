@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .config import Hub, StackConfig, run_uid
-from .deploy import REOWN
+from .deploy import OWNERS, REOWN
 from .runtime import volume_name
 from .scripts import REGISTRY_LOGIN
 from .shell import script
@@ -116,7 +116,7 @@ def scale_script(config: StackConfig, stack: str, hub: Hub, replicas: int) -> st
     return script({"service": service_name(stack, hub.name), "replicas": replicas, "timeout": timeout}, _SCALE)
 
 
-_PURGE = r"""
+_PURGE = OWNERS + r"""
 say() { printf 'purge: %s\n' "$*" >&2; }
 # The stack's volumes here: the names its hubs' volumes have, and any other Docker labelled with
 # the stack (a hub since removed from the config); a restore onto another node left a copy here too.
@@ -132,6 +132,7 @@ while read -r volume; do
     sleep 1
   done
   if docker volume rm "$volume" >/dev/null 2>&1; then
+    forget_owner "$volume"
     printf 'removed %s\n' "$volume"
     removed=$((removed + 1))
   else
@@ -172,6 +173,7 @@ for i in "${!volumes[@]}"; do
   if ! docker volume inspect "$volume" >/dev/null 2>&1; then
     docker volume create --label "com.docker.stack.namespace=$namespace" --label "workhub.stack=$stack" \
       --label "workhub.hub=${hubs[$i]}" --label "workhub.volume=${volume_keys[$i]}" "$volume" >/dev/null
+    forget_owner "$volume"
     # What the image has at the volume's path, as Docker gives a new volume at its first mount (the
     # tasks mount it with nocopy): a container made, never started, and removed.
     pull "${images[$i]}"

@@ -288,8 +288,9 @@ def test_a_hub_reaches_no_loopback_service_of_the_host_nor_another_stacks_networ
     assert seen[own].startswith('answered "HTTP/1.'), seen[own]
     with urllib.request.urlopen(f"http://{other['IPAddress']}:4091/health", timeout=5) as answer:
         assert answer.status == 200, "the control: boxb's hub answers at that address"
-    with urllib.request.urlopen(f"http://{forward}/-/ping", timeout=5) as answer:
-        assert answer.status == 200, "the control: the forward serves this machine (on the bridge)"
+    ping = docker("run", "--rm", "--network", "bridge", "node:20-bookworm-slim", "node", "-e",
+                  f"require('http').get('http://{forward}/-/ping', (r) => console.log(r.statusCode))")
+    assert ping == "200", "the control: the forward serves a container on Docker's bridge, as a build runs"
 
 
 def test_a_volume_from_before_is_given_to_the_hubs_uid_once_byte_for_byte_and_written_to(boxed):
@@ -303,8 +304,7 @@ def test_a_volume_from_before_is_given_to_the_hubs_uid_once_byte_for_byte_and_wr
         assert (mode, digest) == old[path][1:], path
     assert old["root.bin"][0] == "0:0" and old["notes/private.bin"][0] == "1000:1000"
     assert any(f"giving the files of {VOLUME} to uid {uid}, the hub's own (once)" in line for line in boxed["up_lines"])
-    created = docker("volume", "inspect", "--format", "{{.CreatedAt}}", VOLUME)
-    assert (deploy_home() / ".workhub" / "owners" / VOLUME).read_text() == f"{uid} {created}\n"
+    assert (deploy_home() / ".workhub" / "owners" / VOLUME).read_text() == f"{uid}\n"
     url = boxed["url_a"]
     assert leads(url) == ["Before"]
     assert post_lead(url, "After") == 201

@@ -333,19 +333,21 @@ probe_host=$publish_address
 [ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
 
 owners_dir="$HOME/.workhub/owners"
-volume_created() { docker volume inspect --format '{{.CreatedAt}}' "$1"; }
 # owned VOLUME UID: the files of VOLUME were given to UID.
-owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2 $(volume_created "$1" 2>/dev/null)" ]; }
+owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2" ]; }
+# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
+mark_owned() {
+  mkdir -p "$owners_dir"
+  printf '%s\n' "$2" >"$owners_dir/$1.tmp"
+  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
+}
+# forget_owner VOLUME: VOLUME is new (or gone); its files are walked at the next chance.
+forget_owner() { rm -f "$owners_dir/$1"; }
+
 # reown VOLUME UID:GID: every file of VOLUME belongs to UID:GID (a link itself, never what it points to).
 reown() {
   docker run --rm --network none --user 0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH \
     --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
-}
-# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
-mark_owned() {
-  mkdir -p "$owners_dir"
-  printf '%s %s\n' "$2" "$(volume_created "$1")" >"$owners_dir/$1.tmp"
-  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
 }
 
 say() { printf 'run: %s\n' "$*" >&2; }
@@ -581,6 +583,7 @@ done
 # A new volume takes what the image has at its path, as Docker gives it at a first mount (the slots
 # mount with nocopy): a container made, never started, and removed.
 for i in "${made[@]}"; do
+  forget_owner "${volumes[$i]}"
   docker rm "$(docker create --network none --entrypoint true -v "${volumes[$i]}:${volume_targets[$i]}" "$image")" \
     >/dev/null
 done

@@ -24,19 +24,21 @@ registry_login() {
 }
 
 owners_dir="$HOME/.workhub/owners"
-volume_created() { docker volume inspect --format '{{.CreatedAt}}' "$1"; }
 # owned VOLUME UID: the files of VOLUME were given to UID.
-owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2 $(volume_created "$1" 2>/dev/null)" ]; }
+owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2" ]; }
+# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
+mark_owned() {
+  mkdir -p "$owners_dir"
+  printf '%s\n' "$2" >"$owners_dir/$1.tmp"
+  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
+}
+# forget_owner VOLUME: VOLUME is new (or gone); its files are walked at the next chance.
+forget_owner() { rm -f "$owners_dir/$1"; }
+
 # reown VOLUME UID:GID: every file of VOLUME belongs to UID:GID (a link itself, never what it points to).
 reown() {
   docker run --rm --network none --user 0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH \
     --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
-}
-# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
-mark_owned() {
-  mkdir -p "$owners_dir"
-  printf '%s %s\n' "$2" "$(volume_created "$1")" >"$owners_dir/$1.tmp"
-  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
 }
 
 say() { printf 'owners: %s\n' "$*" >&2; }
@@ -56,6 +58,7 @@ for i in "${!volumes[@]}"; do
   if ! docker volume inspect "$volume" >/dev/null 2>&1; then
     docker volume create --label "com.docker.stack.namespace=$namespace" --label "workhub.stack=$stack" \
       --label "workhub.hub=${hubs[$i]}" --label "workhub.volume=${volume_keys[$i]}" "$volume" >/dev/null
+    forget_owner "$volume"
     # What the image has at the volume's path, as Docker gives a new volume at its first mount (the
     # tasks mount it with nocopy): a container made, never started, and removed.
     pull "${images[$i]}"

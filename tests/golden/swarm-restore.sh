@@ -33,19 +33,21 @@ if ! docker image inspect "$helper_image" >/dev/null 2>&1; then
 fi
 
 owners_dir="$HOME/.workhub/owners"
-volume_created() { docker volume inspect --format '{{.CreatedAt}}' "$1"; }
 # owned VOLUME UID: the files of VOLUME were given to UID.
-owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2 $(volume_created "$1" 2>/dev/null)" ]; }
+owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2" ]; }
+# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
+mark_owned() {
+  mkdir -p "$owners_dir"
+  printf '%s\n' "$2" >"$owners_dir/$1.tmp"
+  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
+}
+# forget_owner VOLUME: VOLUME is new (or gone); its files are walked at the next chance.
+forget_owner() { rm -f "$owners_dir/$1"; }
+
 # reown VOLUME UID:GID: every file of VOLUME belongs to UID:GID (a link itself, never what it points to).
 reown() {
   docker run --rm --network none --user 0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH \
     --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
-}
-# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
-mark_owned() {
-  mkdir -p "$owners_dir"
-  printf '%s %s\n' "$2" "$(volume_created "$1")" >"$owners_dir/$1.tmp"
-  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
 }
 
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
