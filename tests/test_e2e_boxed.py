@@ -289,7 +289,7 @@ def test_a_hub_reaches_no_loopback_service_of_the_host_nor_another_stacks_networ
     with urllib.request.urlopen(f"http://{other['IPAddress']}:4091/health", timeout=5) as answer:
         assert answer.status == 200, "the control: boxb's hub answers at that address"
     ping = docker("run", "--rm", "--network", "bridge", "node:20-bookworm-slim", "node", "-e",
-                  f"require('http').get('http://{forward}/-/ping', (r) => console.log(r.statusCode))")
+                  f"require('http').get('http://{forward}/-/ping', (r) => {{ console.log(r.statusCode); process.exit(0); }})")
     assert ping == "200", "the control: the forward serves a container on Docker's bridge, as a build runs"
 
 
