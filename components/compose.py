@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .config import DeploySettings, Hub
+from .config import DeploySettings, Hub, run_uid
 from .runtime import Runtime
 
 SLOTS = ("blue", "green")
@@ -109,10 +109,37 @@ def _network(stack: str) -> dict[str, Any]:
     return {network_name(stack): {"external": True, "name": network_name(stack)}}
 
 
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
+
+
+def boxed(hub: Hub, stack: str) -> dict[str, Any]:
+    """What boxes a hub's container in (Compose's keys): its own uid and gid (no host account's, and
+    not root), no capability but those it declares, no way to gain privileges (setuid files), a
+    pids limit, and its memory limit when it has one."""
+    uid = run_uid(hub, stack)
+    box: dict[str, Any] = {"user": f"{uid}:{uid}", "cap_drop": ["ALL"]}
+    if hub.cap_add:
+        box["cap_add"] = list(hub.cap_add)
+    box["security_opt"] = [NO_NEW_PRIVILEGES]
+    box["pids_limit"] = hub.pids_limit
+    if hub.memory_mb is not None:
+        box["mem_limit"] = f"{hub.memory_mb}m"
+    return box
+
+
+def volume_mounts(runtime: Runtime) -> list[dict[str, Any]]:
+    """A hub's named volumes as mounts. `nocopy`: Docker would give an empty volume the ownership of
+    the image's directory at each mount (the image's user, not the hub's uid); the deploy makes a new
+    volume's content once and gives its files to the hub's uid (see deploy.REOWN)."""
+    return [{"type": "volume", "source": volume.docker_name, "target": volume.target, "volume": {"nocopy": True}}
+            for volume in runtime.volumes]
+
+
 def slot_compose(hub: Hub, stack: str, slot: str, image: str, runtime: Runtime, deploy: DeploySettings) -> str:
     """The Compose file of one slot of a hub: its image, its env file (settings and one-line
-    secrets, read by Compose literally), its named volumes, the stack's network, a restart policy and
-    the time it has to finish its requests when stopped. It publishes no port: the proxy does."""
+    secrets, read by Compose literally), its named volumes, the stack's network, a restart policy,
+    the time it has to finish its requests when stopped, and its box (`boxed`). It publishes no
+    port: the proxy does."""
     name = slot_container(hub.name, stack, slot)
     service: dict[str, Any] = {
         "image": image,
@@ -124,10 +151,10 @@ def slot_compose(hub: Hub, stack: str, slot: str, image: str, runtime: Runtime, 
         "networks": [network_name(stack)],
         "stop_grace_period": f"{deploy.stop_grace_seconds}s",
         "labels": {**_labels(hub.name, stack, "hub"), "workhub.slot": slot},
+        **boxed(hub, stack),
     }
     if runtime.volumes:
-        service["volumes"] = [{"type": "volume", "source": volume.docker_name, "target": volume.target}
-                              for volume in runtime.volumes]
+        service["volumes"] = volume_mounts(runtime)
     document: dict[str, Any] = {"services": {name: service}, "networks": _network(stack)}
     if runtime.volumes:
         document["volumes"] = {volume.docker_name: {"external": True, "name": volume.docker_name}

@@ -120,6 +120,26 @@ _SERVER = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
 _REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 _PLATFORM = re.compile(r"^linux/(amd64|arm64|arm/v7|arm/v6|386|ppc64le|s390x|riscv64)$")
 BUILD_MODES = ("remote", "registry")
+# What a build's RUN steps may reach (`docker build --network`, the values BuildKit takes): `default`
+# is Docker's default bridge network (no access to the host's loopback), `host` the host's own
+# network (its loopback too), `none` no network at all.
+BUILD_NETWORKS = ("default", "host", "none")
+# Every capability Linux knows (linux/capability.h, 0 to 40), as Docker names them without `CAP_`.
+# Docker takes each with or without `CAP_`, in any case; one the host's kernel lacks is refused
+# when the container starts.
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHECKPOINT_RESTORE",
+)
+# The processes (threads count) a hub's container may run at once unless it says otherwise: a
+# Node app uses a few dozen; a fork bomb is stopped well before it starves the host.
+DEFAULT_PIDS_LIMIT = 512
+# The kernel's highest pid (PID_MAX_LIMIT on 64-bit).
+MAX_PIDS = 4 * 1024 * 1024
 # Build args workhub sets itself; a hub's own buildArgs may not override them.
 RESERVED_BUILD_ARGS = (
     "NODE_OPTIONS",
@@ -224,6 +244,24 @@ class Hub(_Section):
         description="The user id the hub's container runs as, and that owns the files of its volumes (never 0, "
                     "root). Default: one of its own per stack, above every host account (components.config.run_uid).",
     )
+    cap_add: list[str] = Field(
+        default_factory=list, alias="capAdd",
+        description="Capabilities the hub's container gets back (it drops all of them): Docker's names, such "
+                    "as NET_BIND_SERVICE (or CAP_NET_BIND_SERVICE).",
+    )
+    pids_limit: Int = Field(
+        DEFAULT_PIDS_LIMIT, alias="pidsLimit", ge=1, le=MAX_PIDS,
+        description="Processes and threads the hub's container may run at once.",
+    )
+    memory_mb: Optional[Int] = Field(
+        None, alias="memoryMb", ge=6, le=1024 * 1024,
+        description="Memory limit of the hub's container (Docker's least is 6 MB); none by default.",
+    )
+    build_network: str = Field(
+        "default", alias="buildNetwork",
+        description="What the build's RUN steps reach: default (Docker's bridge network), host (the host's "
+                    "network, its loopback services too) or none.",
+    )
 
     _name = field_validator("name")(_matches(_HUB_NAME, "must be lower-case letters, digits and '-', starting with a letter, at most 31 characters"))
     _context = field_validator("context", "dockerfile")(
@@ -237,6 +275,30 @@ class Hub(_Section):
         if value not in BUILD_MODES:
             raise ValueError("must be remote (build on the host) or registry (build where Pulumi runs, then pull)")
         return value
+
+    @field_validator("build_network")
+    @classmethod
+    def _build_network(cls, value: str) -> str:
+        if value not in BUILD_NETWORKS:
+            raise ValueError("must be default (Docker's bridge network), host (the host's network, for a build that "
+                             "must reach a service on the host's loopback) or none")
+        return value
+
+    @field_validator("cap_add")
+    @classmethod
+    def _capabilities(cls, value: list[str]) -> list[str]:
+        names: list[str] = []
+        for given in value:
+            name = given.upper().removeprefix("CAP_")
+            if name == "ALL":
+                raise ValueError("ALL would give the hub back every capability; name the ones it needs, such as "
+                                 "NET_BIND_SERVICE")
+            if name not in CAPABILITIES:
+                raise ValueError(f"{given!r} is not a capability Docker knows (such as NET_BIND_SERVICE or "
+                                 "CAP_NET_BIND_SERVICE)")
+            if name not in names:
+                names.append(name)
+        return names
 
     @field_validator("context", "dockerfile")
     @classmethod
@@ -413,7 +475,8 @@ class SwarmHub(_Section):
 
     replicas: Int = Field(1, ge=0, le=100, description="Tasks of the hub the Swarm keeps running.")
     memory_mb: Optional[Int] = Field(None, alias="memoryMb", ge=6, le=1024 * 1024,
-                                     description="Memory limit of each task (Docker's least is 6 MB).")
+                                     description="Memory limit of each task in this stack (Docker's least is 6 MB); "
+                                                 "default: the hub's own memoryMb (workhub:hubs).")
 
 
 class SwarmConfig(_Section):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from .compose import (BACKEND, LIVE_MARK, LOOKUP_S, PROXY_API_PORT, RELOAD_WAIT_S, SLOTS, base_name, env_file,
                       network_name, proxy_compose, proxy_config, proxy_container, slot_compose)
-from .config import DeploySettings, Hub
+from .config import DeploySettings, Hub, run_uid
 from .light import DRIFT_MARK
 from .runtime import Runtime, volume_name
 from .scripts import PRIVATE_STATE, STACK_IMAGES
@@ -155,7 +155,36 @@ _SLOT_FILE = r"""
 slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }
 """
 
-_DEPLOY = _LAYOUT + _SLOT_FILE + _PROBE + POINT_PROXY + r"""
+# Who owns the files of a hub's volumes. A hub runs as a uid of its own (config.run_uid); the files
+# of its volumes must belong to it, also those a hub deployed before that had (owned by the image's
+# user, uid 1000, or root), and again when its uid changes. ~/.workhub/owners/<volume> records the
+# uid they were given to, so each volume is walked once per uid; a volume workhub makes anew (a
+# deploy, a restore) forgets its record first. (Docker keeps no creation time of a volume to tell a
+# volume made again by hand: its CreatedAt is its directory's last change.) A throwaway container of
+# $helper_image does the walk, root but with no capability beyond changing owners and reading every
+# directory, and no network.
+OWNERS = r"""
+owners_dir="$HOME/.workhub/owners"
+# owned VOLUME UID: the files of VOLUME were given to UID.
+owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2" ]; }
+# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
+mark_owned() {
+  mkdir -p "$owners_dir"
+  printf '%s\n' "$2" >"$owners_dir/$1.tmp"
+  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
+}
+# forget_owner VOLUME: VOLUME is new (or gone); its files are walked at the next chance.
+forget_owner() { rm -f "$owners_dir/$1"; }
+"""
+REOWN = OWNERS + r"""
+# reown VOLUME UID:GID: every file of VOLUME belongs to UID:GID (a link itself, never what it points to).
+reown() {
+  docker run --rm --network none --user 0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH \
+    --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
+}
+"""
+
+_DEPLOY = _LAYOUT + _SLOT_FILE + _PROBE + POINT_PROXY + REOWN + r"""
 say() { printf 'run: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
@@ -267,9 +296,30 @@ abandon_new() {
   say "removing $new_container; ${live_container:-nothing} keeps serving"
   remove_slot "$new_container"
 }
+# Volumes whose files this deploy gave to the hub's uid, and the uid:gid the container serving until
+# the switch runs as (when it is another).
+reowned=()
+old_owner=""
+# Once the new container serves, its volumes are recorded as its uid's; before, the container that
+# keeps serving gets their files back, so it can write to them as it did.
+settle_owners() {
+  local volume
+  for volume in "${reowned[@]}"; do
+    if [ "$switched" = true ]; then
+      mark_owned "$volume" "$uid"
+    elif [ -n "$old_owner" ]; then
+      if reown "$volume" "$old_owner"; then
+        say "gave the files of $volume back to uid $old_owner, as $live_container runs"
+      else
+        say "could not give the files of $volume back to uid $old_owner; $live_container may fail to write to them"
+      fi
+    fi
+  done
+}
 # However the script ends, a new container that never got traffic does not stay behind.
 finish() {
   if [ "$started" = true ] && [ "$switched" = false ]; then abandon_new; fi
+  settle_owners
   rm -rf "$work"
 }
 work=$(mktemp -d)
@@ -332,8 +382,10 @@ fi
 # Named volumes: created on the first deploy, never removed by a deploy. A volume made now for a
 # path where the container from before the proxy kept data gets that data first; that container
 # stops for the copy, so nothing it writes meanwhile is lost (the one pause of the move to the proxy).
+made=()
 for i in "${!volumes[@]}"; do
   docker volume inspect "${volumes[$i]}" >/dev/null 2>&1 && continue
+  made+=("$i")
   if [ -n "$legacy" ] && running "$legacy"; then
     say "stopping $legacy (from before the proxy) to move its data into workhub's volumes"
     docker stop --time "$stop_grace" "$legacy" >/dev/null
@@ -345,6 +397,31 @@ for i in "${!volumes[@]}"; do
     docker run --rm -i --user 0 --network none -v "${volumes[$i]}:/seed" --entrypoint tar "$helper_image" \
       -xf - -C /seed <"$work/seed.tar"
     say "moved $(tar -tf "$work/seed.tar" | grep -vc '/$') file(s) from $legacy:${volume_targets[$i]} into ${volumes[$i]}"
+  fi
+done
+# A new volume takes what the image has at its path, as Docker gives it at a first mount (the slots
+# mount with nocopy): a container made, never started, and removed.
+for i in "${made[@]}"; do
+  forget_owner "${volumes[$i]}"
+  docker rm "$(docker create --network none --entrypoint true -v "${volumes[$i]}:${volume_targets[$i]}" "$image")" \
+    >/dev/null
+done
+# The files of each volume belong to the hub's uid; walked once per volume and uid.
+if [ -n "$live_container" ] && [ "$live_container" != "$legacy" ]; then
+  old_owner=$(docker top "$live_container" -o pid,uid,gid 2>/dev/null | awk 'NR == 2 { print $2 ":" $3 }') || true
+  [ "$old_owner" != "$uid:$uid" ] || old_owner=""
+fi
+for i in "${!volumes[@]}"; do
+  owned "${volumes[$i]}" "$uid" && continue
+  if [ -n "$old_owner" ]; then
+    say "giving the files of ${volumes[$i]} to uid $uid, the hub's own (once); until the switch, $live_container (uid $old_owner) can read them but not write"
+  else
+    say "giving the files of ${volumes[$i]} to uid $uid, the hub's own (once)"
+  fi
+  reowned+=("${volumes[$i]}")
+  if ! reown "${volumes[$i]}" "$uid:$uid"; then
+    say "FAILED: could not give the files of ${volumes[$i]} to uid $uid (above)"
+    exit 1
   fi
 done
 
@@ -372,9 +449,9 @@ put_file "$new_container" "$(slot_file "$slot")"
 started=true
 if [ "${#secret_files[@]}" -gt 0 ]; then
   compose up --no-start --no-deps --no-build "$new_container" >&2
-  # Secrets with line breaks become files readable in the container, put there before it starts.
-  tar -C "$secrets_dir/$new_container" --owner=0 --group=0 --mode=0444 --transform 's|^|run/secrets/|' \
-    -cf - "${secret_files[@]}" | docker cp - "$new_container:/"
+  # Secrets with line breaks become files only the hub's uid reads, put there before it starts.
+  tar -C "$secrets_dir/$new_container" --owner="$uid" --group="$uid" --numeric-owner --mode=0400 \
+    --transform 's|^|run/secrets/|' -cf - "${secret_files[@]}" | docker cp - "$new_container:/"
   docker start "$new_container" >/dev/null
 else
   compose up --detach --no-deps --no-build "$new_container" >&2
@@ -462,6 +539,10 @@ if [ -n "$stale" ]; then
   remove_slot "$stale"
   say "removed what was left of $stale (it was not running)"
 fi
+# Anything the old container wrote while it still ran (where its modes let it) belongs to the hub's uid too.
+if [ -n "$old_owner" ]; then
+  for volume in "${reowned[@]}"; do reown "$volume" "$uid:$uid"; done
+fi
 printf '{"container": "%s", "slot": "%s", "proxy": "%s", "url": "http://%s:%s", "image": "%s", "image_id": "%s", "previous_image": "%s", "verified_at": "%s", "switch_ms": %s}\n' \
   "$new_container" "$slot" "$proxy" "$probe_host" "$host_port" "$image" "$(docker image inspect --format '{{.Id}}' "$image")" \
   "$previous" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$((switched_ms - healthy_ms))"
@@ -532,6 +613,7 @@ def run_script(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtim
             **proxy_values(),
             "reload_wait": RELOAD_WAIT_S,
             "helper_image": serving.helper,
+            "uid": run_uid(hub, stack),
             "env_plain": env_file(runtime),
             "secret_env": list(runtime.secret_env),
             "secret_files": list(runtime.secret_files),
@@ -695,7 +777,7 @@ def prune_script(stack: str, hubs: list[Hub], keep: int, reset_cache: bool) -> s
     )
 
 
-_PURGE = r"""
+_PURGE = OWNERS + r"""
 say() { printf 'purge: %s\n' "$*" >&2; }
 found=$(docker volume ls --quiet --filter "label=workhub.stack=$stack")
 if [ -z "$found" ]; then
@@ -703,7 +785,13 @@ if [ -z "$found" ]; then
   exit 0
 fi
 for volume in $found; do
-  if docker volume rm "$volume" >/dev/null; then say "removed volume $volume"; else say "FAILED: $volume is in use; destroy the stack first"; exit 1; fi
+  if docker volume rm "$volume" >/dev/null; then
+    forget_owner "$volume"
+    say "removed volume $volume"
+  else
+    say "FAILED: $volume is in use; destroy the stack first"
+    exit 1
+  fi
 done
 """
 
@@ -749,7 +837,7 @@ def backup_script(volume: str, helper_image: str) -> str:
     return script({"volume": volume, "helper_image": helper_image}, _BACKUP)
 
 
-_RESTORE = _LAYOUT + _PROBE + r"""
+_RESTORE = _LAYOUT + _PROBE + REOWN + r"""
 say() { printf 'restore: %s\n' "$*" >&2; }
 archive=$(mktemp)
 trap 'rm -f "$archive"' EXIT
@@ -770,7 +858,10 @@ if [ -n "$container" ]; then
 fi
 docker run --rm -i --user 0 --network none -v "$volume:/data" --entrypoint sh "$helper_image" \
   -c 'find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf - -C /data' <"$archive"
-say "restored $volume ($(stat -c %s "$archive") bytes)"
+# The archive keeps the owners it was made with (another stack's uid, or a hub's from before it had its own).
+reown "$volume" "$uid:$uid"
+mark_owned "$volume" "$uid"
+say "restored $volume ($(stat -c %s "$archive") bytes), its files the hub's uid $uid's"
 if [ -n "$container" ]; then
   docker start "$container" >/dev/null
   for _ in $(seq "$health_timeout"); do
@@ -794,7 +885,7 @@ def restore_script(hub: Hub, stack: str, volume_key: str, sha256: str, host_port
         {**_hub_values(hub, stack, serving.publish_address), "host_port": host_port, "health_path": hub.health_path,
          "health_timeout": serving.deploy.health_timeout_seconds, "stop_grace": serving.deploy.stop_grace_seconds,
          "volume": volume_name(stack, hub.name, volume_key), "volume_key": volume_key, "sha256": sha256,
-         "helper_image": serving.helper},
+         "helper_image": serving.helper, "uid": run_uid(hub, stack)},
         _RESTORE,
     )
 

@@ -46,6 +46,11 @@ class Push:
         return f"{self.repository}:{self.plan.stack}"
 
     @property
+    def network(self) -> str:
+        """What the build's RUN steps reach (`docker build --network`): the hub's buildNetwork."""
+        return self.plan.hub.build_network
+
+    @property
     def args(self) -> dict[str, str]:
         """The build args of a host build (NODE_OPTIONS, npm's settings, the hub's own), plus an
         inline cache so the pushed image can serve as the next build's cache."""
@@ -81,8 +86,9 @@ def push_with_docker(push: Push, opts: pulumi.ResourceOptions) -> list[pulumi.Re
             args=push.args,
             builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
             cache_from=docker.CacheFromArgs(images=[push.cache]),
-            # As on the host: RUN steps reach an npm registry (cache) on the builder's loopback.
-            network="host",
+            # As on the host: RUN steps use Docker's bridge network unless the hub asks for the
+            # builder's own (buildNetwork: host, to reach an npm registry cache on its loopback).
+            network=push.network,
             platform=registry.platform,
         ),
         registry=login,

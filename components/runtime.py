@@ -12,10 +12,13 @@ import hmac
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from .config import FILE_SUFFIX, Hub, StackConfig
+from .config import FILE_SUFFIX, Hub, StackConfig, hub_names
 
 SECRETS_DIR = "/run/secrets"
 """Where a secret with a line break is put in the container, as `<dir>/<NAME>`."""
+HOME_DIR = "/tmp"
+"""The container's HOME, unless the hub sets one: its uid has no account in the image, so no home of
+its own (Docker would give it `/`, which it cannot write to); npm and the like write there."""
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,8 @@ class Runtime:
     """A hub's run-time settings in one stack."""
 
     env: dict[str, str]
-    """Plain variables, in the order the container gets them: PORT (and the port variable), the
-    settings pinned in Pulumi.yaml, then the stack's own."""
+    """Plain variables, in the order the container gets them: PORT (and the port variable), HOME
+    (unless the hub sets it), the settings pinned in Pulumi.yaml, then the stack's own."""
     secret_env: tuple[str, ...] = ()
     """Secrets that reach the container as environment variables (one line each)."""
     secret_files: tuple[str, ...] = ()
@@ -78,6 +81,8 @@ def hub_runtime(hub: Hub, config: StackConfig, stack: str, secrets: Mapping[str,
     env = {"PORT": str(hub.port)}
     if hub.port_env:
         env[hub.port_env] = str(hub.port)
+    if "HOME" not in {name for _, name in hub_names(hub)}:
+        env["HOME"] = HOME_DIR
     env.update(hub.env)
     stack_values = config.env.get(hub.name, {})
     env.update({name: stack_values[name] for name in hub.stack_env})

@@ -39,8 +39,9 @@ buildkit_works() {
   tag="workhub-buildkit-check:$(basename "$work" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9')"
   printf '# syntax=docker/dockerfile:1\nFROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked true\n' \
     "$base_image" >"$work/Dockerfile"
-  # A label of its own too, so two checks never produce (and then remove) the same image.
-  if "${builder[@]}" --progress=plain --network=host --label "workhub.check=$tag" --tag "$tag" "$work" \
+  # A label of its own too, so two checks never produce (and then remove) the same image. Its one RUN
+  # step needs no network.
+  if "${builder[@]}" --progress=plain --network=none --label "workhub.check=$tag" --tag "$tag" "$work" \
     >"$work/log" 2>&1; then
     docker image rm "$tag" >/dev/null 2>&1 || true
     rm -rf "$work"
@@ -450,8 +451,10 @@ code=1
 while [ "$attempt" -lt "$max_attempts" ]; do
   attempt=$((attempt + 1))
   note "attempt $attempt of $max_attempts: building $image with ${builder[*]}"
-  # A try that hangs (npm has been seen to stall for good) must not hold the build lock forever.
-  timeout --kill-after=30 "$attempt_timeout" "${builder[@]}" --progress="$progress" --network=host \
+  # A try that hangs (npm has been seen to stall for good) must not hold the build lock forever. Its
+  # RUN steps reach what $build_network gives them: by default Docker's bridge network, which has no
+  # way to the services that listen on the host's loopback.
+  timeout --kill-after=30 "$attempt_timeout" "${builder[@]}" --progress="$progress" --network="$build_network" \
     --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
   code=${PIPESTATUS[0]}
   [ "$code" -eq 0 ] && break
@@ -488,6 +491,7 @@ def build_runner(
             "image": image,
             "build_id": build_id,
             "dockerfile": hub.dockerfile,
+            "build_network": hub.build_network,
             "progress": build.progress,
             "max_attempts": build.attempts,
             "attempt_timeout": build.attempt_timeout_seconds,

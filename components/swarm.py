@@ -31,14 +31,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
-from .compose import BACKEND, DOCKER_DNS, PROXY_API_PORT, PROXY_CONFIG, PROXY_DEFAULTS, literal
-from .config import FILE_SUFFIX, DeploySettings, Hub, StackConfig, SwarmConfig, SwarmNode
+from .compose import BACKEND, DOCKER_DNS, PROXY_API_PORT, PROXY_CONFIG, PROXY_DEFAULTS, literal, volume_mounts
+from .config import FILE_SUFFIX, DeploySettings, Hub, StackConfig, SwarmConfig, SwarmNode, run_uid
 from .runtime import SECRETS_DIR, Runtime
 from .swarm_config import SERVICES, publish_address
 
-STACK_FILE_VERSION = "3.8"
+# 3.9: the first whose schema has a service's pids limit (deploy.resources.limits.pids, Docker 20.10).
+STACK_FILE_VERSION = "3.9"
 NETWORK = "hubs"
 PROXY_SERVICE, PUBLISH_SERVICE = SERVICES
 # The stack file's name for Docker's predefined `host` network (the node's own network namespace).
@@ -107,11 +108,21 @@ def _secret_key(hub: str, name: str) -> str:
     return f"{hub}_{name}"
 
 
+def memory_mb(hub: Hub, swarm: SwarmConfig) -> Optional[int]:
+    """A hub's memory limit in this Swarm stack: the stack's own (swarm.hubs.<hub>.memoryMb), else the hub's."""
+    own = swarm.hub(hub.name).memory_mb
+    return own if own is not None else hub.memory_mb
+
+
 def hub_service(hub: Hub, stack: str, image: str, runtime: Runtime, swarm: SwarmConfig,
                 deploy: DeploySettings) -> dict[str, Any]:
     """One hub's service: its image, settings, secrets as files, volumes, health check, and how the
-    Swarm runs, places and rolls it out."""
+    Swarm runs, places and rolls it out. Boxed as on one host (compose.boxed): its own uid and gid,
+    no capability but those it declares, a pids limit, its memory limit; but `docker stack deploy`
+    cannot set no-new-privileges (no Swarm service can before Docker 25, and the stack file has no
+    key for it): the nodes' engines set it for every container (daemon.json `no-new-privileges`)."""
     settings = swarm.hub(hub.name)
+    uid = run_uid(hub, stack)
     # Docker secrets are files only: a one-line secret reaches the container as a file too, named by
     # <NAME>_FILE as a multi-line one is on one host.
     env = {**runtime.env, **{name + FILE_SUFFIX: f"{SECRETS_DIR}/{name}" for name in runtime.secret_env}}
@@ -119,6 +130,9 @@ def hub_service(hub: Hub, stack: str, image: str, runtime: Runtime, swarm: Swarm
     rollout = {"parallelism": 1, "delay": "0s", "order": "start-first", "monitor": monitor}
     service: dict[str, Any] = {
         "image": image,
+        "user": f"{uid}:{uid}",
+        "cap_drop": ["ALL"],
+        **({"cap_add": list(hub.cap_add)} if hub.cap_add else {}),
         "environment": env,
         "networks": [NETWORK],
         "healthcheck": {
@@ -142,14 +156,17 @@ def hub_service(hub: Hub, stack: str, image: str, runtime: Runtime, swarm: Swarm
     constraints = placement(hub, swarm)
     if constraints:
         service["deploy"]["placement"] = {"constraints": constraints}
-    if settings.memory_mb is not None:
-        service["deploy"]["resources"] = {"limits": {"memory": f"{settings.memory_mb}M"}}
+    limits: dict[str, Any] = {"pids": hub.pids_limit}
+    memory = memory_mb(hub, swarm)
+    if memory is not None:
+        limits["memory"] = f"{memory}M"
+    service["deploy"]["resources"] = {"limits": limits}
     if runtime.secret_names:
-        service["secrets"] = [{"source": _secret_key(hub.name, name), "target": name, "uid": "0", "gid": "0",
-                               "mode": 0o444} for name in runtime.secret_names]
+        # Only the hub's uid reads them.
+        service["secrets"] = [{"source": _secret_key(hub.name, name), "target": name, "uid": str(uid),
+                               "gid": str(uid), "mode": 0o400} for name in runtime.secret_names]
     if runtime.volumes:
-        service["volumes"] = [{"type": "volume", "source": volume.docker_name, "target": volume.target}
-                              for volume in runtime.volumes]
+        service["volumes"] = volume_mounts(runtime)
     return service
 
 

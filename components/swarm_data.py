@@ -11,7 +11,10 @@ is the shell variable `registry_password`, put in front of the script as a secre
 
 from __future__ import annotations
 
-from .config import Hub, StackConfig
+from typing import Mapping
+
+from .config import Hub, StackConfig, run_uid
+from .deploy import OWNERS, REOWN
 from .runtime import volume_name
 from .scripts import REGISTRY_LOGIN
 from .shell import script
@@ -33,7 +36,7 @@ docker volume inspect "$volume" >/dev/null 2>&1 \
 docker run --rm --user 0 --network none -v "$volume:/data:ro" --entrypoint tar "$helper_image" -czf - -C /data .
 """
 
-_RESTORE = _HELPER + r"""
+_RESTORE = _HELPER + REOWN + r"""
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
 archive=$(mktemp)
 scratch=$archive
@@ -51,7 +54,10 @@ docker volume inspect "$volume" >/dev/null 2>&1 || docker volume create --label 
   --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" "$volume" >/dev/null
 docker run --rm -i --user 0 --network none -v "$volume:/data" --entrypoint sh "$helper_image" \
   -c 'find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf - -C /data' <"$archive"
-say "restored $volume on $node ($(stat -c %s "$archive") bytes)"
+# The archive keeps the owners it was made with (another stack's uid, or a hub's from before it had its own).
+reown "$volume" "$uid:$uid"
+mark_owned "$volume" "$uid"
+say "restored $volume on $node ($(stat -c %s "$archive") bytes), its files the hub's uid $uid's"
 """
 
 
@@ -77,7 +83,7 @@ def restore_script(config: StackConfig, stack: str, hub: Hub, volume_key: str, s
     is not there) with the gzipped tar on stdin, checked against `sha256` first; the hub's service
     must be scaled to 0 (scale_script), and no container there may use the volume."""
     return script({**_values(config, stack, hub, volume_key, "restore"), "sha256": sha256,
-                   "stop_wait": config.deploy.stop_grace_seconds + 10}, _RESTORE)
+                   "stop_wait": config.deploy.stop_grace_seconds + 10, "uid": run_uid(hub, stack)}, _RESTORE)
 
 
 _SCALE = r"""
@@ -110,7 +116,7 @@ def scale_script(config: StackConfig, stack: str, hub: Hub, replicas: int) -> st
     return script({"service": service_name(stack, hub.name), "replicas": replicas, "timeout": timeout}, _SCALE)
 
 
-_PURGE = r"""
+_PURGE = OWNERS + r"""
 say() { printf 'purge: %s\n' "$*" >&2; }
 # The stack's volumes here: the names its hubs' volumes have, and any other Docker labelled with
 # the stack (a hub since removed from the config); a restore onto another node left a copy here too.
@@ -126,6 +132,7 @@ while read -r volume; do
     sleep 1
   done
   if docker volume rm "$volume" >/dev/null 2>&1; then
+    forget_owner "$volume"
     printf 'removed %s\n' "$volume"
     removed=$((removed + 1))
   else
@@ -146,3 +153,60 @@ def purge_script(config: StackConfig, stack: str, node: str) -> str:
     return script({"node": node, "stack": stack, "namespace": namespace(stack),
                    "volumes": [volume_name(stack, hub.name, key) for hub in config.hubs for key in hub.volumes],
                    "stop_wait": config.deploy.stop_grace_seconds + 30}, _PURGE)
+
+
+_OWNERS = REGISTRY_LOGIN + REOWN + r"""
+say() { printf 'owners: %s\n' "$*" >&2; }
+fail() { say "FAILED: $*"; exit 1; }
+logged_in=false
+# pull IMAGE: IMAGE is on this node, pulled with the registry login (gone at exit) when it was not.
+pull() {
+  docker image inspect "$1" >/dev/null 2>&1 && return 0
+  if [ "$logged_in" = false ]; then
+    registry_login fail "$registry_user" "$registry_server"
+    logged_in=true
+  fi
+  docker pull --quiet "$1" >/dev/null || fail "$node cannot pull $1"
+}
+for i in "${!volumes[@]}"; do
+  volume=${volumes[$i]}
+  if ! docker volume inspect "$volume" >/dev/null 2>&1; then
+    docker volume create --label "com.docker.stack.namespace=$namespace" --label "workhub.stack=$stack" \
+      --label "workhub.hub=${hubs[$i]}" --label "workhub.volume=${volume_keys[$i]}" "$volume" >/dev/null
+    forget_owner "$volume"
+    # What the image has at the volume's path, as Docker gives a new volume at its first mount (the
+    # tasks mount it with nocopy): a container made, never started, and removed.
+    pull "${images[$i]}"
+    docker rm "$(docker create --network none --entrypoint true -v "$volume:${targets[$i]}" "${images[$i]}")" >/dev/null
+    say "created $volume on $node"
+  fi
+  owned "$volume" "${uids[$i]}" && continue
+  pull "$helper_image"
+  say "giving the files of $volume on $node to uid ${uids[$i]}, ${hubs[$i]}'s own (once)"
+  reown "$volume" "${uids[$i]}:${uids[$i]}" || fail "could not give the files of $volume to uid ${uids[$i]} (above)"
+  mark_owned "$volume" "${uids[$i]}"
+done
+"""
+
+
+def owners_script(config: StackConfig, stack: str, node: str, images: Mapping[str, str]) -> str:
+    """On a data node, before the stack's deploy: each volume of the hubs whose data it holds exists,
+    a new one with what the hub's image has at its path, and its files belong to the hub's uid (walked
+    once per volume and uid, as on one host: deploy.REOWN). The registry password is the shell
+    variable `registry_password`, put in front of the script as a secret. When Swarm rolls back the
+    update that gave them to a new uid, the task it starts again runs as the uid it had, on files it
+    can no longer write to (on one host the deploy gives them back): the next successful `up` ends that."""
+    assert config.swarm is not None
+    placed = [(hub, key) for hub in config.hubs for key in hub.volumes
+              if (data := config.swarm.data_node(hub.name)) is not None and data.name == node]
+    registry = config.registry
+    return script({
+        "node": node, "stack": stack, "namespace": namespace(stack), "helper_image": config.proxy_image,
+        "registry_server": registry.server if registry else "",
+        "registry_user": (registry.username or "") if registry else "",
+        "hubs": [hub.name for hub, _ in placed], "volume_keys": [key for _, key in placed],
+        "volumes": [volume_name(stack, hub.name, key) for hub, key in placed],
+        "targets": [hub.volumes[key].rstrip("/") for hub, key in placed],
+        "images": [images[hub.name] for hub, _ in placed],
+        "uids": [run_uid(hub, stack) for hub, _ in placed],
+    }, _OWNERS)

@@ -22,6 +22,7 @@ from .runtime import Runtime
 from .swarm import proxy_config, proxy_config_name, stack_file
 from .swarm_cluster import node_connection
 from .swarm_config import publish_address, reach_address
+from .swarm_data import owners_script
 from .swarm_scripts import deploy_script, deploy_secret_values, remove_script
 
 
@@ -63,6 +64,8 @@ class SwarmStackArgs:
 class SwarmStack(pulumi.ComponentResource):
     """The stack's services on its Swarm, deployed and converged (or rolled back, and failed)."""
 
+    owners: list[RemoteCommand]
+    """On each node that holds hubs' data, before the deploy: their volumes, owned by their uids."""
     deploy: RemoteCommand
     result: pulumi.Output[dict[str, Any]]
     """What the deploy reported last: each hub's image by digest and its tasks running/desired."""
@@ -77,11 +80,19 @@ class SwarmStack(pulumi.ComponentResource):
         if config.registry is not None and config.registry.username:
             secrets["registry_password"] = args.registry_password
         first = config.swarm.node(config.swarm.managers[0])
+        login = {"registry_password": args.registry_password} if "registry_password" in secrets else None
+        # Before the deploy, on each node that holds hubs' data: their volumes, owned by their uids.
+        self.owners = [
+            RemoteCommand(f"{name}-owners-{node.name}", connection=node_connection(config, node),
+                          private_key=args.private_key, create=owners_script(config, stack, node.name, args.images),
+                          secret_values=login, opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)))
+            for node in config.swarm.nodes
+            if any(hub.volumes and hub.name in node.labels.data for hub in config.hubs)]
         self.deploy = RemoteCommand(
             f"{name}-deploy", connection=node_connection(config, first), private_key=args.private_key,
             create=deploy_script(config, stack, runtimes, text, proxy, proxy_config_name(stack, proxy),
                                  config.registry, deploy_timeout(config)),
             delete=remove_script(stack), secret_values=secrets or None,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.after, *self.owners]))
         self.result = self.deploy.stdout.apply(parse_last_json)
         self.register_outputs({})

@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # A local npm registry cache (verdaccio) on 127.0.0.1, so builds and tests install hub
 # dependencies without going back to the upstream registry each time.
-# Usage: scripts/registry.sh up | down [--if-started-here] | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]
+# Usage: scripts/registry.sh up | down [--if-started-here] | url [--bridge] | warm [DIR...] | mark
+#                            | stats [--since OFFSET] | logs [N]
+#
+# Builds run on Docker's bridge network, where the host's loopback is out of reach: once the local
+# Docker engine runs, `up` also keeps a forward (tools/forward.py) on the bridge's gateway address,
+# same port, that takes connections from the bridge's own network only (the builds; a hub's
+# container on its stack's network reaches that address too, and is turned away). `url --bridge`
+# prints its URL, the one the local stack's builds use.
 #
 # Everything lives in ${WORKHUB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/workhub}/verdaccio:
 # the verdaccio install, its generated config, its storage (the cached tarballs and metadata,
@@ -33,6 +40,11 @@ LOG="$DIR/verdaccio.log"      # verdaccio's own log: JSON lines, one per HTTP ev
 OUT="$DIR/verdaccio.out"      # the process's stdout/stderr (startup warnings, crashes)
 WARM="$DIR/warm"              # one marker per lockfile hash installed through this storage
 STATS_JS="$REPO_ROOT/scripts/lib/registry-stats.js"
+FORWARD_PID="$DIR/forward.pid"
+FORWARD_AT="$DIR/forward.address"   # ADDRESS PORT NETWORK of the running forward
+FORWARD_OUT="$DIR/forward.out"
+# Debian's client: the one the test host's engine is driven with.
+DOCKER=/usr/bin/docker
 STARTED_HERE="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/npm-registry.pid"
 
 # log: a step that changes something; note: what was found ready, into $INSTALL_LOG only, so a
@@ -51,7 +63,13 @@ pid_ours() {
   grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null && return 1
   { tr '\0' '\n' <"/proc/$1/environ"; } 2>/dev/null | grep -qxF -- "WORKHUB_REGISTRY_DIR=$DIR"
 }
-tcp_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# The bridge forward is ours by the same mark in its environment.
+forward_ours() {
+  [[ -n "$1" && -r "/proc/$1/environ" ]] || return 1
+  grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null && return 1
+  { tr '\0' '\n' <"/proc/$1/environ"; } 2>/dev/null | grep -qxF -- "WORKHUB_REGISTRY_FORWARD=$DIR"
+}
+tcp_open() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 url_for() { printf 'http://127.0.0.1:%s/\n' "$1"; }
 # 0 when GET <url>-/ping answers 200 within 3 s.
@@ -174,6 +192,52 @@ take_lock() {
   flock 9
 }
 
+# The gateway address and network of the local Docker engine's default bridge, the one builds run
+# on ("ADDRESS NETWORK"); nothing when no engine answers.
+bridge_network() {
+  "$DOCKER" network inspect bridge --format '{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}' 2>/dev/null || true
+}
+
+# ensure_forward PORT: the forward to 127.0.0.1:PORT on the bridge's gateway, same port, from the
+# bridge's network only, runs (once the engine runs; until then nothing).
+ensure_forward() {
+  local port="$1" bridge address network pid
+  bridge="$(bridge_network)"
+  read -r address network <<<"$bridge" || true
+  [[ -n "${address:-}" && -n "${network:-}" ]] || { note "no Docker bridge yet: no forward for builds"; return 0; }
+  pid="$(read_pid "$FORWARD_PID")"
+  if forward_ours "$pid"; then
+    if [[ "$(cat "$FORWARD_AT" 2>/dev/null)" == "$address $port $network" ]] && tcp_open "$port" "$address"; then
+      note "the forward for builds runs at $address:$port"
+      return 0
+    fi
+    stop_forward
+  fi
+  log "forwarding $address:$port (Docker's bridge, for builds) to 127.0.0.1:$port, from $network only"
+  WORKHUB_REGISTRY_FORWARD="$DIR" setsid nohup python3 "$REPO_ROOT/tools/forward.py" --listen "$address" \
+    --port "$port" --target "127.0.0.1:$port" --allow "$network" >>"$FORWARD_OUT" 2>&1 </dev/null 9>&- &
+  pid=$!
+  echo "$pid" >"$FORWARD_PID"
+  echo "$address $port $network" >"$FORWARD_AT"
+  for _ in $(seq 50); do
+    tcp_open "$port" "$address" && return 0
+    forward_ours "$pid" || break
+    sleep 0.2
+  done
+  tail -n 5 "$FORWARD_OUT" >&2
+  die "the forward for builds does not listen on $address:$port (log: $FORWARD_OUT)"
+}
+
+stop_forward() {
+  local pid
+  pid="$(read_pid "$FORWARD_PID")"
+  if forward_ours "$pid"; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 40); do forward_ours "$pid" || break; sleep 0.25; done
+  fi
+  rm -f "$FORWARD_PID" "$FORWARD_AT"
+}
+
 cmd_up() {
   local url
   take_lock up
@@ -182,6 +246,7 @@ cmd_up() {
       die "verdaccio already runs at $url, not on WORKHUB_REGISTRY_PORT=$WORKHUB_REGISTRY_PORT; run 'scripts/registry.sh down' first"
     fi
     note "verdaccio already running at $url"
+    ensure_forward "$(cat "$PORTFILE")"
     echo "$url"
     return 0
   fi
@@ -220,7 +285,7 @@ cmd_up() {
   (umask 077 && mkdir -p "$(dirname "$STARTED_HERE")" && echo "$pid" >"$STARTED_HERE")
   url="$(url_for "$port")"
   for _ in $(seq 120); do
-    ping_url "$url" && { note "verdaccio answers at $url"; echo "$url"; return 0; }
+    ping_url "$url" && { note "verdaccio answers at $url"; ensure_forward "$port"; echo "$url"; return 0; }
     pid_ours "$pid" || { tail -n 30 "$OUT" >&2; die "verdaccio exited during startup (log: $OUT)"; }
     sleep 0.5
   done
@@ -251,6 +316,7 @@ cmd_down() {
     fi
   fi
   rm -f "$STARTED_HERE"
+  stop_forward
   if pid_ours "$pid"; then
     log "stopping verdaccio (pid $pid)"
     stop_pid "$pid"
@@ -261,7 +327,17 @@ cmd_down() {
 }
 
 cmd_url() {
-  running_url || die "the registry is not up; run 'scripts/registry.sh up'"
+  local url address port _
+  url="$(running_url)" || die "the registry is not up; run 'scripts/registry.sh up'"
+  if [[ "${1:-}" != --bridge ]]; then
+    echo "$url"
+    return 0
+  fi
+  read -r address port _ <"$FORWARD_AT" 2>/dev/null || true
+  if ! forward_ours "$(read_pid "$FORWARD_PID")" || [[ -z "${address:-}" ]] || ! tcp_open "$port" "$address"; then
+    die "no forward for builds on Docker's bridge; start the Docker engine, then 'scripts/registry.sh up'"
+  fi
+  echo "http://$address:$port/"
 }
 
 # Install each lockfile once through the registry with an empty npm cache, so every tarball it
@@ -339,10 +415,10 @@ require("readline").createInterface({ input: process.stdin }).on("line", (l) => 
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down "${2:-}" ;;
-  url) cmd_url ;;
+  url) cmd_url "${2:-}" ;;
   warm) shift; cmd_warm "$@" ;;
   mark) cmd_mark ;;
   stats) shift; cmd_stats "$@" ;;
   logs) cmd_logs "${2:-}" ;;
-  *) echo "usage: $0 up | down [--if-started-here] | url | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]" >&2; exit 2 ;;
+  *) echo "usage: $0 up | down [--if-started-here] | url [--bridge] | warm [DIR...] | mark | stats [--since OFFSET] | logs [N]" >&2; exit 2 ;;
 esac

@@ -64,6 +64,10 @@ ensure_network() {
     ip addr add "$GATEWAY/24" dev "$BRIDGE"
   fi
   ip link set "$BRIDGE" up
+  # The nodes talk across the bridge; with this machine's Docker engine keeping its iptables rules
+  # (which may drop forwarded traffic it does not know, bridged traffic included), let theirs through.
+  iptables -C FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null \
+    || iptables -I FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT
   local n ns
   for n in $(seq "$NODES"); do
     ns="$(netns "$n")"
@@ -318,6 +322,7 @@ cmd_down() {
   [[ -d "$BED" ]] && BED="$(cd "$BED" && pwd)"
   for n in $(seq "$NODES"); do stop_node "$n"; done
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link del "$BRIDGE"
+  while iptables -D FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null; do :; done
   [[ -d "$BED" ]] && registry down >/dev/null
   rmdir "$RUN_DIR" 2>/dev/null || true
   if [[ "${1:-}" == --purge && -d "$BED" ]]; then

@@ -63,13 +63,19 @@ ensure_packages() {
 start_dockerd() {
   local driver="$1"
   log "starting dockerd (storage driver $driver)"
-  # --iptables=false: published ports still work through docker-proxy (the userland
-  # proxy, on by default), which listens on 127.0.0.1:HOSTPORT and dials the container
-  # over docker0; host-to-bridge traffic is plain local routing and needs no NAT rules.
-  # Verified on Debian 12 / docker.io 20.10 with the default bridge, no extra flags.
-  (umask 022 && close_inherited_fds && exec setsid nohup /usr/sbin/dockerd --iptables=false --storage-driver="$driver" \
+  # With its iptables rules, as a real host runs Docker: they keep each stack's network apart from
+  # the others' (a hub cannot reach another stack's containers), and give containers their way out.
+  (umask 022 && close_inherited_fds && exec setsid nohup /usr/sbin/dockerd --storage-driver="$driver" \
     --pidfile="$DOCKERD_DIR/dockerd.pid") >>"$DOCKERD_DIR/dockerd.log" 2>&1 </dev/null &
   wait_answering $! "$DOCKER" info
+}
+
+# The dockerd an older test host started with --iptables=false (no network isolation between
+# stacks), when that is what runs.
+dockerd_without_iptables() {
+  local pid
+  pid="$(read_pid "$DOCKERD_DIR/dockerd.pid")"
+  pid_running "$pid" dockerd && tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- --iptables=false
 }
 
 # wait_answering PID COMMAND...: 0 once COMMAND succeeds; 1 when PID exits first, or (killing PID)
@@ -87,17 +93,25 @@ wait_answering() {
 }
 
 ensure_docker() {
+  local restarted=0
+  if dockerd_without_iptables; then
+    # Its containers with a restart policy (the hubs, their proxies) come back with the new one, and
+    # it stays the engine of the test host that started it (which stops it at its `down`).
+    log "restarting the test host's dockerd with its iptables rules (it ran with --iptables=false)"
+    stop_pidfile "$DOCKERD_DIR/dockerd.pid" dockerd
+    restarted=1
+  fi
   if "$DOCKER" info >/dev/null 2>&1; then
     note "docker engine already answering"
     return 0
   fi
-  rm -f "$STATE/dockerd.started-by-us"
+  [[ "$restarted" == 1 ]] || rm -f "$STATE/dockerd.started-by-us"
   mkdir -p "$DOCKERD_DIR"
   if ! start_dockerd overlay2 && ! start_dockerd vfs; then
     tail -n 50 "$DOCKERD_DIR/dockerd.log" >&2 || true
     die "dockerd did not come up"
   fi
-  touch "$STATE/dockerd.started-by-us"
+  [[ "$restarted" == 1 ]] || touch "$STATE/dockerd.started-by-us"
   STARTED_DOCKERD=1
 }
 
@@ -273,6 +287,7 @@ already_up() {
   grep -qxF "$(cat "$STATE/client_key.pub")" "$(getent passwd "$SSH_USER" | cut -d: -f6)/.ssh/authorized_keys" \
     2>/dev/null || return 1
   [[ -x "$COMPOSE_PLUGIN" ]] || return 1
+  ! dockerd_without_iptables || return 1
   "$DOCKER" image inspect "$BASE_IMAGE" "$PROXY_IMAGE" "$FRONTEND_IMAGE" >/dev/null 2>&1
 }
 

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from workhub import engine as eng
 from workhub.engine import print_line
 
 if TYPE_CHECKING:
+    from tools.forward import Forward
     from tools.prober import ProbeReport
 
 RUN_ID = uuid.uuid4().hex[:8]
@@ -62,12 +64,48 @@ def test_host(host_state: Path):
 
 
 @pytest.fixture(scope="session")
-def npm_registry() -> str:
-    """The local npm registry cache, warm with the sample hubs' packages."""
+def npm_registry(test_host) -> str:
+    """The local npm registry cache, warm with the sample hubs' packages: its URL on loopback (a
+    stack's builds reach it through the forward on Docker's bridge: for_builds). After the test
+    host, whose Docker engine the forward needs."""
     try:
         return eng.registry_up()
     except subprocess.CalledProcessError as error:
         pytest.fail(f"the local npm registry did not start ({error}); run scripts/registry.sh up to see why")
+
+
+# Forwards on Docker's bridge to registries of a test's own on loopback (fault proxies), by port.
+_BUILD_FORWARDS: dict[int, "Forward"] = {}
+
+
+def docker_bridge() -> tuple[str, str]:
+    """The gateway address and network of the test host engine's default bridge (where builds run)."""
+    address, network = docker("network", "inspect", "bridge", "--format",
+                              "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}").split()
+    return address, network
+
+
+def for_builds(url: str) -> str:
+    """`url`, an npm registry on this machine's loopback, as a build on Docker's bridge network
+    reaches it: the local cache through the forward scripts/registry.sh keeps, any other (a fault
+    proxy of the test's) through a forward of this session's, from the bridge's network only."""
+    import atexit
+
+    from tools.forward import Forward
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname != "127.0.0.1" or parts.port is None:
+        return url
+    if url == eng.registry("url").strip():
+        return eng.registry_for_builds()
+    forward = _BUILD_FORWARDS.get(parts.port)
+    if forward is None:
+        address, network = docker_bridge()
+        forward = Forward(address, 0, ("127.0.0.1", parts.port), allow=[network])
+        assert forward.port, f"cannot listen on {address} for builds: {forward.error}"
+        atexit.register(forward.close)
+        _BUILD_FORWARDS[parts.port] = forward
+    return urllib.parse.urlunsplit((parts.scheme, f"{forward.listen}:{forward.port}", parts.path, "", ""))
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +147,7 @@ class CiStandIn:
             password = Path(self.registry["password_file"]).read_bytes()
             self.docker("login", "--username", self.registry["username"], "--password-stdin", push.registry.server,
                         config=Path(config), stdin=password)
-            self.docker("build", "--network=host", "--progress=plain", "--file",
+            self.docker("build", f"--network={push.network}", "--progress=plain", "--file",
                         str(push.plan.context / push.plan.hub.dockerfile), "--tag", push.remote,
                         "--cache-from", push.cache, *arg_words(push.args), str(push.plan.context), config=Path(config))
             self.docker("push", push.remote, config=Path(config))
@@ -247,7 +285,7 @@ def free_ports(count: int) -> list[int]:
 def new_local_stack(
     tmp_path: Path,
     host: dict,
-    npm_registry: str = "http://127.0.0.1:9/",
+    npm_registry: Optional[str] = None,
     hubs: Optional[list[dict]] = None,
     source_root: Path = eng.REPO / "examples",
     overrides: Optional[dict[str, str]] = None,
@@ -259,6 +297,8 @@ def new_local_stack(
     """A stack configured like the embedded `local` one, in a fresh project directory and file
     backend, pointed at `host`.
 
+    `npm_registry` is on loopback (the local cache, or a test's fault proxy in front of it): the
+    stack's builds reach it through a forward on Docker's bridge (for_builds).
     `hubs` replaces the project's hub catalog (None keeps Pulumi.yaml's), `deploy` changes some of
     its workhub:deploy settings, and `secrets` gives the hubs' secrets (None: random values kept in
     `tmp_path`). The stack has its own
@@ -274,7 +314,9 @@ def new_local_stack(
     (work / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
     names = [hub["name"] for hub in project["config"]["workhub:hubs"]["value"]]
     # The template's host ports are a developer's local stack's; this one takes free ones instead.
-    values = {k: v for k, v in eng.local_config(host, npm_registry).items() if not k.startswith("workhub:hostPorts.")}
+    # Without a registry (a stack that builds nothing), one that refuses every connection.
+    registry = for_builds(npm_registry) if npm_registry else "http://127.0.0.1:9/"
+    values = {k: v for k, v in eng.local_config(host, registry).items() if not k.startswith("workhub:hostPorts.")}
     values["workhub:sourceRoot"] = str(source_root)
     values.update({f"workhub:hostPorts.{name}": str(port) for name, port in zip(names, free_ports(len(names)))})
     # The template's per-stack settings are for the sample hubs' own; a test's hubs get a value each.

@@ -494,3 +494,29 @@ def test_the_committed_production_stack_pins_its_images_by_index_digest():
     config = parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"})
     assert config.base_image.startswith("node:24-bookworm-slim@sha256:")
     assert config.proxy_image.startswith("haproxy:2.6@sha256:") and config.helper == config.proxy_image
+
+
+def test_a_hub_declares_its_capabilities_pids_memory_and_build_network():
+    """capAdd takes Docker's names (any case, with or without CAP_), once each; pidsLimit defaults to
+    512, memoryMb to none, buildNetwork to Docker's bridge network (default)."""
+    config = parse(stack_of(one_hub("alpha", capAdd=["net_bind_service", "CAP_NET_BIND_SERVICE", "Cap_Kill"],
+                                    pidsLimit=64, memoryMb=256, buildNetwork="host"), one_hub("beta")))
+    alpha, beta = config.hubs
+    assert alpha.cap_add == ["NET_BIND_SERVICE", "KILL"] and beta.cap_add == []
+    assert (alpha.pids_limit, alpha.memory_mb, alpha.build_network) == (64, 256, "host")
+    assert (beta.pids_limit, beta.memory_mb, beta.build_network) == (512, None, "default")
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("capAdd", ["NET_BIND"], "'NET_BIND' is not a capability Docker knows (such as NET_BIND_SERVICE or "
+                             "CAP_NET_BIND_SERVICE)"),
+    ("capAdd", ["all"], "ALL would give the hub back every capability; name the ones it needs, such as "
+                        "NET_BIND_SERVICE"),
+    ("pidsLimit", 0, "Input should be greater than or equal to 1"),
+    ("memoryMb", 4, "Input should be greater than or equal to 6"),
+    ("buildNetwork", "bridge", "must be default (Docker's bridge network), host (the host's network, for a build "
+                               "that must reach a service on the host's loopback) or none"),
+])
+def test_a_hubs_box_settings_docker_refuses_are_refused(field, value, expected):
+    (found,) = problems(stack_of(one_hub("alpha", **{field: value})))
+    assert found.startswith(f"workhub:hubs[0].{field}: {expected} (hub alpha)\n    fix: correct "), found

@@ -378,6 +378,24 @@ def table(lines: list[str], header: str) -> dict[str, list[str]]:
     return rows
 
 
+def test_the_hubs_tasks_run_boxed(deployed, bed):
+    """A hub's task runs as its own uid and gid with no capability and a pids limit; its secret file
+    is its uid's, mode 0400; the files of its data volume (made on its node before the deploy) are its
+    uid's, and it writes there."""
+    from components.config import Hub, run_uid
+
+    uid = run_uid(Hub.model_validate(HUBS[1]), STACK)
+    status = dict(line.split(":", 1) for line in in_task(bed, 2, "wbsaleshub", "cat /proc/1/status").splitlines())
+    assert status["Uid"].split() == [str(uid)] * 4 and status["Gid"].split() == [str(uid)] * 4, status
+    assert int(status["CapEff"], 16) == 0 and int(status["CapBnd"], 16) == 0, status
+    assert in_task(bed, 2, "wbsaleshub", "stat -c '%u:%g %a' /run/secrets/LEADS_API_TOKEN").strip() == f"{uid}:{uid} 400"
+    assert in_task(bed, 2, "wbsaleshub", "stat -c %u:%g /app/data && echo x > /app/data/boxed && rm /app/data/boxed"
+                   ).strip() == f"{uid}:{uid}"
+    limit = ssh_on(bed, 2, "docker inspect --format '{{.HostConfig.PidsLimit}}' \"$(docker ps --quiet --filter "
+                           f"label=com.docker.swarm.service.name=workhub-{STACK}_wbsaleshub)\"")
+    assert limit.strip() == "512"
+
+
 def test_backup_restore_and_status_through_the_cli(deployed, bed, tmp_path):
     """`backup` reads each pinned hub's volume on its own node into a manifest; `restore` puts the
     volumes back (a file written after the backup is gone, one removed after it is back) and the

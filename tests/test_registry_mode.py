@@ -100,7 +100,7 @@ def test_registry_hubs_are_built_by_pulumi_docker_with_buildkit_and_a_registry_c
         assert build["dockerfile"] == str(project.parent / "src" / "WBSalesHub" / "Dockerfile")
         assert build["builderVersion"] == "BuilderBuildKit"
         assert build["cacheFrom"] == {"images": [f"{SERVER}/workhub/wbsaleshub:staging"]}
-        assert build["platform"] == "linux/arm64" and build["network"] == "host"
+        assert build["platform"] == "linux/arm64" and build["network"] == "default", "RUN steps on the bridge network"
         assert build["args"]["NODE_OPTIONS"] == "--max-old-space-size=4096"
         assert build["args"]["NPM_CONFIG_FETCH_RETRIES"] == "5" and build["args"]["NPM_CONFIG_PREFER_OFFLINE"] == "true"
         assert build["args"]["BUILDKIT_INLINE_CACHE"] == "1"

@@ -174,10 +174,11 @@ def runtime(**secrets):
 
 
 def test_a_hubs_runtime_in_one_stack():
-    """PORT and the port variable first, then the pinned settings, then the stack's; a one-line secret
-    in the env file, one with line breaks as a file named by <NAME>_FILE; the volume per stack."""
+    """PORT and the port variable first, HOME, then the pinned settings, then the stack's; a one-line
+    secret in the env file, one with line breaks as a file named by <NAME>_FILE; the volume per stack."""
     found = runtime()
-    assert found.env == {"PORT": "4091", "APP_PORT": "4091", "LOG_LEVEL": "info", "DEBUG": "true", "WORKERS": "3",
+    assert found.env == {"PORT": "4091", "APP_PORT": "4091", "HOME": "/tmp", "LOG_LEVEL": "info", "DEBUG": "true",
+                         "WORKERS": "3",
                          "PUBLIC_URL": "https://sales.example.test", "TLS_KEY_FILE": "/run/secrets/TLS_KEY"}
     assert found.secret_env == ("SESSION_SECRET",) and found.secret_files == ("TLS_KEY",)
     assert found.secret_values == {"secret_0": "s3cret", "secret_1": "-----BEGIN\nabc\n-----END"}
@@ -206,9 +207,44 @@ def test_the_slot_compose_file_mounts_the_volume_and_reads_the_env_file_literall
                                        DeploySettings(stopGraceSeconds=12)))
     service = document["services"]["wbsaleshub-staging-green"]
     assert service["env_file"] == [{"path": "../env/wbsaleshub-staging-green.env", "format": "raw"}]
-    assert service["volumes"] == [{"type": "volume", "source": "workhub-staging-wbsaleshub-data", "target": "/app/data"}]
+    assert service["volumes"] == [{"type": "volume", "source": "workhub-staging-wbsaleshub-data", "target": "/app/data",
+                                   "volume": {"nocopy": True}}], "an empty volume never takes the image's owner"
     assert document["volumes"]["workhub-staging-wbsaleshub-data"]["external"] is True
     assert service["stop_grace_period"] == "12s" and "ports" not in service, "only the proxy publishes"
+
+
+def test_the_slot_runs_boxed_as_the_hubs_own_uid():
+    """The slot runs as the hub's uid and gid, drops every capability but those it declares (in Docker's
+    names), gains none (no-new-privileges), and has a pids limit (512 unless it says) and its memory
+    limit only when it has one."""
+    import json
+
+    from components.config import run_uid
+
+    def service(**hub) -> dict:
+        config = parse(raw({**SETTINGS, **hub}, **STACK_VALUES))
+        document = json.loads(slot_compose(config.hubs[0], "staging", "blue", "wbsaleshub:staging-0123", runtime(),
+                                           DeploySettings()))
+        return document["services"]["wbsaleshub-staging-blue"]
+
+    plain = service()
+    uid = run_uid(parse(raw(SETTINGS, **STACK_VALUES)).hubs[0], "staging")
+    assert uid >= 1_200_000
+    assert plain["user"] == f"{uid}:{uid}" and plain["cap_drop"] == ["ALL"] and "cap_add" not in plain
+    assert plain["security_opt"] == ["no-new-privileges:true"]
+    assert plain["pids_limit"] == 512 and "mem_limit" not in plain
+    own = service(uid=4321, capAdd=["net_bind_service", "CAP_NET_BIND_SERVICE", "CAP_KILL"], pidsLimit=64,
+                  memoryMb=256)
+    assert own["user"] == "4321:4321" and own["cap_add"] == ["NET_BIND_SERVICE", "KILL"]
+    assert own["pids_limit"] == 64 and own["mem_limit"] == "256m"
+
+
+def test_home_is_writable_unless_the_hub_sets_its_own():
+    """The hub's uid has no account in the image: HOME is /tmp, unless the hub declares HOME itself."""
+    assert runtime().env["HOME"] == "/tmp"
+    config = parse(raw({**SETTINGS, "env": {"LOG_LEVEL": "info", "HOME": "/app/home"}}, **STACK_VALUES))
+    values = STACK_VALUES["secrets"]["wbsaleshub"]
+    assert hub_runtime(config.hubs[0], config, "staging", values, "pepper").env["HOME"] == "/app/home"
 
 
 def test_a_dockerfile_volume_without_a_named_volume_is_a_warning(tmp_path):

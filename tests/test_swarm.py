@@ -8,8 +8,9 @@ import subprocess
 
 import yaml
 
-from components.config import StackConfig, hub_secret_values, parse_stack_config
+from components.config import StackConfig, hub_secret_values, parse_stack_config, run_uid
 from components.runtime import hub_runtime
+from components.swarm_data import owners_script
 from components.swarm import (node_labels, proxy_config, proxy_config_name, publish_config, secret_name, service_name,
                               stack_file, task_slots)
 from components.swarm_scripts import (deploy_script, deploy_secret_values, init_script, join_script, join_token_script,
@@ -69,7 +70,40 @@ def test_hubs_roll_out_start_first_and_roll_back_on_failure():
         assert f"port:{hub.port},path:'{hub.health_path}'" in service["healthcheck"]["test"][3]
         assert "ports" not in service, "a hub service that publishes a port cannot update start-first"
     assert services["wbhubmanager"]["deploy"]["replicas"] == 2
-    assert services["wbhubmanager"]["deploy"]["resources"] == {"limits": {"memory": "256M"}}
+    assert services["wbhubmanager"]["deploy"]["resources"] == {"limits": {"pids": 512, "memory": "256M"}}
+
+
+def test_hub_services_run_boxed_as_on_one_host():
+    """Each hub's service runs as its own uid and gid, drops every capability but those it declares,
+    has a pids limit and its memory limit (the stack's own, else the hub's); its volumes mount with
+    nocopy (the owners step gives a new one its content and its uid). No-new-privileges is not in the
+    stack file: no Swarm service takes it before Docker 25 (the nodes' engines set it)."""
+    raw = swarm_stack()
+    raw["hubs"][1].update(capAdd=["NET_BIND_SERVICE"], pidsLimit=100, memoryMb=300, uid=5001)
+    raw["hubs"][0].update(memoryMb=999)
+    config = parse_stack_config(raw, stack="staging", secret_keys={"sshPrivateKey"})
+    runtimes = {hub.name: hub_runtime(hub, config, "staging", {}, "pepper") for hub in config.hubs}
+    services = yaml.safe_load(stack_file(config, "staging", IMAGES, runtimes, ""))["services"]
+    manager, sales = services["wbhubmanager"], services["wbsaleshub"]
+    uid = run_uid(config.hubs[0], "staging")
+    assert manager["user"] == f"{uid}:{uid}" and manager["cap_drop"] == ["ALL"] and "cap_add" not in manager
+    assert manager["deploy"]["resources"] == {"limits": {"pids": 512, "memory": "256M"}}, "the stack's memoryMb wins"
+    assert sales["user"] == "5001:5001" and sales["cap_add"] == ["NET_BIND_SERVICE"]
+    assert sales["deploy"]["resources"] == {"limits": {"pids": 100, "memory": "300M"}}
+    assert sales["volumes"] == [{"type": "volume", "source": "workhub-staging-wbsaleshub-data", "target": "/app/data",
+                                 "volume": {"nocopy": True}}]
+    assert "security_opt" not in sales
+
+
+def test_the_owners_step_runs_on_each_data_node_only_for_its_hubs():
+    """The owners script of a data node names the volumes, images and uids of the hubs whose data it holds."""
+    config, _ = config_and_runtimes()
+    text = owners_script(config, "staging", "node2", IMAGES)
+    uid = run_uid(config.hubs[1], "staging")
+    assert "\nvolumes=(workhub-staging-wbsaleshub-data)\n" in text and f"\nuids=({uid})\n" in text
+    assert f"\nimages=({IMAGES['wbsaleshub']})\n" in text and "\ntargets=(/app/data)\n" in text
+    assert "\nvolumes=()\n" in owners_script(config, "staging", "node3", IMAGES)
+    assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
 
 
 def test_placement_follows_the_labels():
@@ -103,8 +137,9 @@ def test_secrets_are_docker_secrets_by_versioned_name_never_values():
     assert document["secrets"]["wbhubmanager_SESSION_SECRET"] == {
         "external": True, "name": f"staging-wbhubmanager-SESSION_SECRET-{fingerprint[:12]}"}
     service = document["services"]["wbhubmanager"]
+    uid = str(run_uid(config.hubs[0], "staging"))
     assert service["secrets"] == [{"source": "wbhubmanager_SESSION_SECRET", "target": "SESSION_SECRET",
-                                   "uid": "0", "gid": "0", "mode": 0o444}]
+                                   "uid": uid, "gid": uid, "mode": 0o400}], "only the hub's uid reads them"
     assert service["environment"]["SESSION_SECRET_FILE"] == "/run/secrets/SESSION_SECRET"
     assert document["services"]["wbsaleshub"]["environment"]["LEADS_API_TOKEN_FILE"] == "/run/secrets/LEADS_API_TOKEN"
 
@@ -203,6 +238,7 @@ def test_swarm_scripts_golden():
     config, _ = config_and_runtimes()
     golden("swarm-labels.sh", labels_script(config))
     golden("swarm-deploy.sh", deploy_text())
+    golden("swarm-owners.sh", owners_script(config, "staging", "node2", IMAGES))
 
 
 def test_swarm_scripts_are_bash_and_hold_no_secret_value():

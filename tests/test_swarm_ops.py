@@ -298,7 +298,7 @@ def purge_on(node: Path, volumes: dict[str, str], users: dict[str, list[str]] = 
     for name, containers in users.items():
         (node / "users" / name).write_text("".join(f"{c}\n" for c in containers))
     return subprocess.run(["bash", "-s"], input=swarm_data.purge_script(config, "staging", "node2"),
-                          env={"PATH": f"{node / 'bin'}:/usr/bin:/bin", "FAKE": str(node)},
+                          env={"PATH": f"{node / 'bin'}:/usr/bin:/bin", "FAKE": str(node), "HOME": str(node)},
                           capture_output=True, text=True)
 
 

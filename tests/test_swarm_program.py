@@ -118,7 +118,13 @@ def test_images_reach_the_registry_then_one_deploy_on_the_first_manager(mocks, p
         assert depends_on["wbhubmanager-build"] == ["build-host-preflight", "build-host-setup"]
         assert depends_on["wbhubmanager-push"] == ["wbhubmanager-build"]
         assert depends_on["swarm-deploy"] == ["swarm-init", "swarm-join-node2", "swarm-join-node3", "swarm-labels",
-                                              "wbhubmanager-push", "wbsaleshub-ci-push"]
+                                              "wbhubmanager-push", "wbsaleshub-ci-push", "swarm-owners-node2"]
+        # Before it, on the node that holds wbsaleshub's data: its volume, owned by its uid.
+        assert depends_on["swarm-owners-node2"] == depends_on["swarm-deploy"][:-1]
+        owners = by_name(mocks, "swarm-owners-node2")
+        assert owners.inputs["connection"]["host"] == "10.0.0.12"
+        assert "\nvolumes=(workhub-staging-wbsaleshub-data)\n" in owners.inputs["create"]
+        assert f"\nimages=({chain.images[1].image})\n" in owners.inputs["create"]
         assert pusher.pushed == [chain.images[1].image]
         push = by_name(mocks, "wbhubmanager-push")
         build_image = chain.images[0].plan.image

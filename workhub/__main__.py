@@ -135,8 +135,9 @@ def open_stack(args: argparse.Namespace) -> tuple[eng.Engine, auto.Stack]:
         host = eng.testhost_up()
         print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}", file=sys.stderr)
         npm_registry = eng.registry_up()
-        print(f"workhub: local npm registry cache ready: {npm_registry}", file=sys.stderr)
-        return engine, eng.local_stack(engine, args.stack, host, eng.local_config(host, npm_registry),
+        for_builds = eng.registry_for_builds()
+        print(f"workhub: local npm registry cache ready: {npm_registry} (builds: {for_builds})", file=sys.stderr)
+        return engine, eng.local_stack(engine, args.stack, host, eng.local_config(host, for_builds),
                                        create=args.operation == "up")
     engine = eng.Engine(work_dir=eng.project_dir())
     stack = eng.existing_stack(engine, args.stack)

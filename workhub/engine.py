@@ -396,12 +396,19 @@ def registry(*args: str) -> str:
 
 
 def registry_up() -> str:
-    """Start the local npm registry cache, fill it with the local hubs' packages; its URL."""
+    """Start the local npm registry cache (and, once the test host's Docker engine runs, its forward
+    on Docker's bridge for builds), fill it with the local hubs' packages; its URL on loopback."""
     url = registry("up").strip()
     dirs = lockfile_dirs()
     if dirs:
         registry("warm", *map(str, dirs))
     return url
+
+
+def registry_for_builds() -> str:
+    """The local npm registry cache's URL as a build on Docker's bridge network reaches it: the
+    forward scripts/registry.sh keeps on the bridge's gateway (builds cannot reach loopback)."""
+    return registry("url", "--bridge").strip()
 
 
 def lockfile_dirs(work_dir: Path = REPO, template: Path = REPO / "stacks" / "local.yaml") -> list[Path]:
@@ -445,7 +452,7 @@ def local_config(
     host: Mapping[str, Any], npm_registry: str, template: Path = REPO / "stacks" / "local.yaml"
 ) -> dict[str, str]:
     """The local stack's plain config: the committed template plus the test host's port and key,
-    and the local registry's URL."""
+    and the npm registry's URL as the builds reach it (registry_for_builds)."""
     values: dict[str, str] = {}
 
     def flatten(prefix: str, value: Any) -> None:

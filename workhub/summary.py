@@ -384,8 +384,8 @@ def _stack(name: str):
     engine = eng.local_engine()
     eng.existing_stack(engine, name)  # a preview creates no stack: `up` creates the local one
     host = eng.testhost_up()
-    npm_registry = eng.registry_up()
-    return eng.local_stack(engine, name, host, eng.local_config(host, npm_registry), create=False)
+    eng.registry_up()
+    return eng.local_stack(engine, name, host, eng.local_config(host, eng.registry_for_builds()), create=False)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -47,6 +47,7 @@ stack=staging
 image=wbsaleshub:staging-0123456789ab
 build_id=0123456789ab
 dockerfile=Dockerfile
+build_network=default
 progress=plain
 max_attempts=5
 attempt_timeout=1800
@@ -112,8 +113,10 @@ code=1
 while [ "$attempt" -lt "$max_attempts" ]; do
   attempt=$((attempt + 1))
   note "attempt $attempt of $max_attempts: building $image with ${builder[*]}"
-  # A try that hangs (npm has been seen to stall for good) must not hold the build lock forever.
-  timeout --kill-after=30 "$attempt_timeout" "${builder[@]}" --progress="$progress" --network=host \
+  # A try that hangs (npm has been seen to stall for good) must not hold the build lock forever. Its
+  # RUN steps reach what $build_network gives them: by default Docker's bridge network, which has no
+  # way to the services that listen on the host's loopback.
+  timeout --kill-after=30 "$attempt_timeout" "${builder[@]}" --progress="$progress" --network="$build_network" \
     --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
   code=${PIPESTATUS[0]}
   [ "$code" -eq 0 ] && break

@@ -35,11 +35,22 @@ compose_blue='{
         "workhub.role": "hub",
         "workhub.slot": "blue"
       },
+      "user": "1991296:1991296",
+      "cap_drop": [
+        "ALL"
+      ],
+      "security_opt": [
+        "no-new-privileges:true"
+      ],
+      "pids_limit": 512,
       "volumes": [
         {
           "type": "volume",
           "source": "workhub-staging-wbsaleshub-data",
-          "target": "/app/data"
+          "target": "/app/data",
+          "volume": {
+            "nocopy": true
+          }
         }
       ]
     }
@@ -83,11 +94,22 @@ compose_green='{
         "workhub.role": "hub",
         "workhub.slot": "green"
       },
+      "user": "1991296:1991296",
+      "cap_drop": [
+        "ALL"
+      ],
+      "security_opt": [
+        "no-new-privileges:true"
+      ],
+      "pids_limit": 512,
       "volumes": [
         {
           "type": "volume",
           "source": "workhub-staging-wbsaleshub-data",
-          "target": "/app/data"
+          "target": "/app/data",
+          "volume": {
+            "nocopy": true
+          }
         }
       ]
     }

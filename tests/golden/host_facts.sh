@@ -13,8 +13,9 @@ buildkit_works() {
   tag="workhub-buildkit-check:$(basename "$work" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9')"
   printf '# syntax=docker/dockerfile:1\nFROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked true\n' \
     "$base_image" >"$work/Dockerfile"
-  # A label of its own too, so two checks never produce (and then remove) the same image.
-  if "${builder[@]}" --progress=plain --network=host --label "workhub.check=$tag" --tag "$tag" "$work" \
+  # A label of its own too, so two checks never produce (and then remove) the same image. Its one RUN
+  # step needs no network.
+  if "${builder[@]}" --progress=plain --network=none --label "workhub.check=$tag" --tag "$tag" "$work" \
     >"$work/log" 2>&1; then
     docker image rm "$tag" >/dev/null 2>&1 || true
     rm -rf "$work"

@@ -15,6 +15,7 @@ volume=workhub-staging-wbsaleshub-data
 volume_key=data
 sha256=0000000000000000000000000000000000000000000000000000000000000000
 helper_image=haproxy:2.6
+uid=1991296
 state="$HOME/.workhub"
 compose_dir="$state/compose"
 env_dir="$state/env"
@@ -73,6 +74,24 @@ probe() { timeout 5 bash -c "$probe_src" probe "$@" 2>/dev/null || echo no-answe
 probe_host=$publish_address
 [ "$probe_host" = 0.0.0.0 ] && probe_host=127.0.0.1
 
+owners_dir="$HOME/.workhub/owners"
+# owned VOLUME UID: the files of VOLUME were given to UID.
+owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2" ]; }
+# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
+mark_owned() {
+  mkdir -p "$owners_dir"
+  printf '%s\n' "$2" >"$owners_dir/$1.tmp"
+  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
+}
+# forget_owner VOLUME: VOLUME is new (or gone); its files are walked at the next chance.
+forget_owner() { rm -f "$owners_dir/$1"; }
+
+# reown VOLUME UID:GID: every file of VOLUME belongs to UID:GID (a link itself, never what it points to).
+reown() {
+  docker run --rm --network none --user 0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH \
+    --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
+}
+
 say() { printf 'restore: %s\n' "$*" >&2; }
 archive=$(mktemp)
 trap 'rm -f "$archive"' EXIT
@@ -93,7 +112,10 @@ if [ -n "$container" ]; then
 fi
 docker run --rm -i --user 0 --network none -v "$volume:/data" --entrypoint sh "$helper_image" \
   -c 'find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf - -C /data' <"$archive"
-say "restored $volume ($(stat -c %s "$archive") bytes)"
+# The archive keeps the owners it was made with (another stack's uid, or a hub's from before it had its own).
+reown "$volume" "$uid:$uid"
+mark_owned "$volume" "$uid"
+say "restored $volume ($(stat -c %s "$archive") bytes), its files the hub's uid $uid's"
 if [ -n "$container" ]; then
   docker start "$container" >/dev/null
   for _ in $(seq "$health_timeout"); do

@@ -20,7 +20,9 @@ proxy_api_port=9999
 resolve_wait=4
 reload_wait=10
 helper_image=haproxy:2.6
+uid=1991296
 env_plain='PORT=4091
+HOME=/tmp
 LOG_LEVEL=info
 GREETING=it'"'"'s $HOME
 PUBLIC_URL=https://sales.example.test
@@ -137,11 +139,22 @@ compose_blue='{
         "workhub.role": "hub",
         "workhub.slot": "blue"
       },
+      "user": "1991296:1991296",
+      "cap_drop": [
+        "ALL"
+      ],
+      "security_opt": [
+        "no-new-privileges:true"
+      ],
+      "pids_limit": 512,
       "volumes": [
         {
           "type": "volume",
           "source": "workhub-staging-wbsaleshub-data",
-          "target": "/app/data"
+          "target": "/app/data",
+          "volume": {
+            "nocopy": true
+          }
         }
       ]
     }
@@ -185,11 +198,22 @@ compose_green='{
         "workhub.role": "hub",
         "workhub.slot": "green"
       },
+      "user": "1991296:1991296",
+      "cap_drop": [
+        "ALL"
+      ],
+      "security_opt": [
+        "no-new-privileges:true"
+      ],
+      "pids_limit": 512,
       "volumes": [
         {
           "type": "volume",
           "source": "workhub-staging-wbsaleshub-data",
-          "target": "/app/data"
+          "target": "/app/data",
+          "volume": {
+            "nocopy": true
+          }
         }
       ]
     }
@@ -352,6 +376,24 @@ point_proxy() {
   api "set server $backend/$1 state ready" >/dev/null
 }
 
+owners_dir="$HOME/.workhub/owners"
+# owned VOLUME UID: the files of VOLUME were given to UID.
+owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2" ]; }
+# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
+mark_owned() {
+  mkdir -p "$owners_dir"
+  printf '%s\n' "$2" >"$owners_dir/$1.tmp"
+  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
+}
+# forget_owner VOLUME: VOLUME is new (or gone); its files are walked at the next chance.
+forget_owner() { rm -f "$owners_dir/$1"; }
+
+# reown VOLUME UID:GID: every file of VOLUME belongs to UID:GID (a link itself, never what it points to).
+reown() {
+  docker run --rm --network none --user 0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH \
+    --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
+}
+
 say() { printf 'run: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 proxy_config() { if [ "$1" = blue ]; then printf '%s' "$proxy_blue"; else printf '%s' "$proxy_green"; fi; }
@@ -463,9 +505,30 @@ abandon_new() {
   say "removing $new_container; ${live_container:-nothing} keeps serving"
   remove_slot "$new_container"
 }
+# Volumes whose files this deploy gave to the hub's uid, and the uid:gid the container serving until
+# the switch runs as (when it is another).
+reowned=()
+old_owner=""
+# Once the new container serves, its volumes are recorded as its uid's; before, the container that
+# keeps serving gets their files back, so it can write to them as it did.
+settle_owners() {
+  local volume
+  for volume in "${reowned[@]}"; do
+    if [ "$switched" = true ]; then
+      mark_owned "$volume" "$uid"
+    elif [ -n "$old_owner" ]; then
+      if reown "$volume" "$old_owner"; then
+        say "gave the files of $volume back to uid $old_owner, as $live_container runs"
+      else
+        say "could not give the files of $volume back to uid $old_owner; $live_container may fail to write to them"
+      fi
+    fi
+  done
+}
 # However the script ends, a new container that never got traffic does not stay behind.
 finish() {
   if [ "$started" = true ] && [ "$switched" = false ]; then abandon_new; fi
+  settle_owners
   rm -rf "$work"
 }
 work=$(mktemp -d)
@@ -530,8 +593,10 @@ fi
 # Named volumes: created on the first deploy, never removed by a deploy. A volume made now for a
 # path where the container from before the proxy kept data gets that data first; that container
 # stops for the copy, so nothing it writes meanwhile is lost (the one pause of the move to the proxy).
+made=()
 for i in "${!volumes[@]}"; do
   docker volume inspect "${volumes[$i]}" >/dev/null 2>&1 && continue
+  made+=("$i")
   if [ -n "$legacy" ] && running "$legacy"; then
     say "stopping $legacy (from before the proxy) to move its data into workhub's volumes"
     docker stop --time "$stop_grace" "$legacy" >/dev/null
@@ -543,6 +608,31 @@ for i in "${!volumes[@]}"; do
     docker run --rm -i --user 0 --network none -v "${volumes[$i]}:/seed" --entrypoint tar "$helper_image" \
       -xf - -C /seed <"$work/seed.tar"
     say "moved $(tar -tf "$work/seed.tar" | grep -vc '/$') file(s) from $legacy:${volume_targets[$i]} into ${volumes[$i]}"
+  fi
+done
+# A new volume takes what the image has at its path, as Docker gives it at a first mount (the slots
+# mount with nocopy): a container made, never started, and removed.
+for i in "${made[@]}"; do
+  forget_owner "${volumes[$i]}"
+  docker rm "$(docker create --network none --entrypoint true -v "${volumes[$i]}:${volume_targets[$i]}" "$image")" \
+    >/dev/null
+done
+# The files of each volume belong to the hub's uid; walked once per volume and uid.
+if [ -n "$live_container" ] && [ "$live_container" != "$legacy" ]; then
+  old_owner=$(docker top "$live_container" -o pid,uid,gid 2>/dev/null | awk 'NR == 2 { print $2 ":" $3 }') || true
+  [ "$old_owner" != "$uid:$uid" ] || old_owner=""
+fi
+for i in "${!volumes[@]}"; do
+  owned "${volumes[$i]}" "$uid" && continue
+  if [ -n "$old_owner" ]; then
+    say "giving the files of ${volumes[$i]} to uid $uid, the hub's own (once); until the switch, $live_container (uid $old_owner) can read them but not write"
+  else
+    say "giving the files of ${volumes[$i]} to uid $uid, the hub's own (once)"
+  fi
+  reowned+=("${volumes[$i]}")
+  if ! reown "${volumes[$i]}" "$uid:$uid"; then
+    say "FAILED: could not give the files of ${volumes[$i]} to uid $uid (above)"
+    exit 1
   fi
 done
 
@@ -570,9 +660,9 @@ put_file "$new_container" "$(slot_file "$slot")"
 started=true
 if [ "${#secret_files[@]}" -gt 0 ]; then
   compose up --no-start --no-deps --no-build "$new_container" >&2
-  # Secrets with line breaks become files readable in the container, put there before it starts.
-  tar -C "$secrets_dir/$new_container" --owner=0 --group=0 --mode=0444 --transform 's|^|run/secrets/|' \
-    -cf - "${secret_files[@]}" | docker cp - "$new_container:/"
+  # Secrets with line breaks become files only the hub's uid reads, put there before it starts.
+  tar -C "$secrets_dir/$new_container" --owner="$uid" --group="$uid" --numeric-owner --mode=0400 \
+    --transform 's|^|run/secrets/|' -cf - "${secret_files[@]}" | docker cp - "$new_container:/"
   docker start "$new_container" >/dev/null
 else
   compose up --detach --no-deps --no-build "$new_container" >&2
@@ -659,6 +749,10 @@ fi
 if [ -n "$stale" ]; then
   remove_slot "$stale"
   say "removed what was left of $stale (it was not running)"
+fi
+# Anything the old container wrote while it still ran (where its modes let it) belongs to the hub's uid too.
+if [ -n "$old_owner" ]; then
+  for volume in "${reowned[@]}"; do reown "$volume" "$uid:$uid"; done
 fi
 printf '{"container": "%s", "slot": "%s", "proxy": "%s", "url": "http://%s:%s", "image": "%s", "image_id": "%s", "previous_image": "%s", "verified_at": "%s", "switch_ms": %s}\n' \
   "$new_container" "$slot" "$proxy" "$probe_host" "$host_port" "$image" "$(docker image inspect --format '{{.Id}}' "$image")" \

@@ -1,12 +1,17 @@
 set -eu
 stack=workhub-staging
 stack_file='{
-  "version": "3.8",
+  "version": "3.9",
   "services": {
     "wbhubmanager": {
       "image": "10.0.0.1:5000/workhub/wbhubmanager:staging-0123456789ab",
+      "user": "1965981:1965981",
+      "cap_drop": [
+        "ALL"
+      ],
       "environment": {
         "PORT": "4090",
+        "HOME": "/tmp",
         "LOG_LEVEL": "info",
         "PRICE": "$$5",
         "SESSION_SECRET_FILE": "/run/secrets/SESSION_SECRET"
@@ -62,6 +67,7 @@ stack_file='{
         },
         "resources": {
           "limits": {
+            "pids": 512,
             "memory": "256M"
           }
         }
@@ -70,17 +76,22 @@ stack_file='{
         {
           "source": "wbhubmanager_SESSION_SECRET",
           "target": "SESSION_SECRET",
-          "uid": "0",
-          "gid": "0",
-          "mode": 292
+          "uid": "1965981",
+          "gid": "1965981",
+          "mode": 256
         }
       ]
     },
     "wbsaleshub": {
       "image": "10.0.0.1:5000/workhub/wbsaleshub@sha256:abababababababababababababababababababababababababababababababab",
+      "user": "1991296:1991296",
+      "cap_drop": [
+        "ALL"
+      ],
       "environment": {
         "PORT": "4091",
         "APP_PORT": "4091",
+        "HOME": "/tmp",
         "PUBLIC_URL": "https://sales.staging.example.test",
         "LEADS_API_TOKEN_FILE": "/run/secrets/LEADS_API_TOKEN"
       },
@@ -132,22 +143,30 @@ stack_file='{
           "constraints": [
             "node.labels.workhub.data.wbsaleshub == true"
           ]
+        },
+        "resources": {
+          "limits": {
+            "pids": 512
+          }
         }
       },
       "secrets": [
         {
           "source": "wbsaleshub_LEADS_API_TOKEN",
           "target": "LEADS_API_TOKEN",
-          "uid": "0",
-          "gid": "0",
-          "mode": 292
+          "uid": "1991296",
+          "gid": "1991296",
+          "mode": 256
         }
       ],
       "volumes": [
         {
           "type": "volume",
           "source": "workhub-staging-wbsaleshub-data",
-          "target": "/app/data"
+          "target": "/app/data",
+          "volume": {
+            "nocopy": true
+          }
         }
       ]
     },

@@ -12,6 +12,7 @@ registry_server=10.0.0.1:5000
 registry_user=''
 sha256=0000000000000000000000000000000000000000000000000000000000000000
 stop_wait=40
+uid=1991296
 login_dir="" scratch=""
 trap 'rm -rf ${login_dir:+"$login_dir"} ${scratch:+"$scratch"}' EXIT
 registry_login() {
@@ -31,6 +32,24 @@ if ! docker image inspect "$helper_image" >/dev/null 2>&1; then
   docker pull --quiet "$helper_image" >/dev/null 2>&1 || fail "$node cannot pull $helper_image"
 fi
 
+owners_dir="$HOME/.workhub/owners"
+# owned VOLUME UID: the files of VOLUME were given to UID.
+owned() { [ "$(cat "$owners_dir/$1" 2>/dev/null)" = "$2" ]; }
+# mark_owned VOLUME UID: recorded, so the next deploy does not walk VOLUME again.
+mark_owned() {
+  mkdir -p "$owners_dir"
+  printf '%s\n' "$2" >"$owners_dir/$1.tmp"
+  mv "$owners_dir/$1.tmp" "$owners_dir/$1"
+}
+# forget_owner VOLUME: VOLUME is new (or gone); its files are walked at the next chance.
+forget_owner() { rm -f "$owners_dir/$1"; }
+
+# reown VOLUME UID:GID: every file of VOLUME belongs to UID:GID (a link itself, never what it points to).
+reown() {
+  docker run --rm --network none --user 0 --cap-drop ALL --cap-add CHOWN --cap-add DAC_READ_SEARCH \
+    --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
+}
+
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
 archive=$(mktemp)
 scratch=$archive
@@ -48,4 +67,7 @@ docker volume inspect "$volume" >/dev/null 2>&1 || docker volume create --label 
   --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" "$volume" >/dev/null
 docker run --rm -i --user 0 --network none -v "$volume:/data" --entrypoint sh "$helper_image" \
   -c 'find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf - -C /data' <"$archive"
-say "restored $volume on $node ($(stat -c %s "$archive") bytes)"
+# The archive keeps the owners it was made with (another stack's uid, or a hub's from before it had its own).
+reown "$volume" "$uid:$uid"
+mark_owned "$volume" "$uid"
+say "restored $volume on $node ($(stat -c %s "$archive") bytes), its files the hub's uid $uid's"
