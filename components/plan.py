@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,48 @@ def dockerfile_warnings(config: StackConfig, project_dir: Path) -> list[str]:
             continue
         warnings += [f"{hub.name}: {v.path}:{v.line}: {v.message}; fix: {v.fix}"
                      for v in found if v.severity == "warning"]
+    return warnings
+
+
+def unreadable_files(context: Path) -> list[str]:
+    """The entries of a hub's context (as Docker sends it) that others cannot read: a regular file
+    without read permission for others, or a directory on its way without read and search."""
+    found: set[str] = set()
+    for path in context_files(context):
+        parts = path.rstrip("/").split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth]) + "/"
+            if folder not in found and (os.lstat(context / folder).st_mode & 0o005) != 0o005:
+                found.add(folder)
+        mode = os.lstat(context / path).st_mode
+        if path.endswith("/"):
+            if (mode & 0o005) != 0o005:
+                found.add(path)
+        elif stat.S_ISREG(mode) and not mode & stat.S_IROTH:
+            found.add(path)
+    return sorted(found)
+
+
+def private_file_warnings(config: StackConfig, project_dir: Path) -> list[str]:
+    """One warning for each registry-mode hub whose context holds files others cannot read: that
+    build sends them with their modes as they are (a host build's upload gives every file 0644 or
+    0755), COPY makes them root's, and the hub runs as its own uid, so it could not read them."""
+    warnings = []
+    for index, hub in enumerate(config.hubs):
+        if hub.build_mode != "registry":
+            continue
+        context = context_of(hub, config, project_dir)
+        try:
+            found = unreadable_files(context)
+        except (OSError, DockerignoreError):
+            continue  # source_problems names a missing context or a bad .dockerignore
+        if found:
+            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            warnings.append(
+                f"{hub.name}: {len(found)} entries of {context} are not readable by others ({shown}); "
+                f"hubs[{index}] builds in registry mode, which keeps the context's modes, and the image's "
+                f"files belong to root while the hub runs as its own uid, so it cannot read them "
+                f"(\"permission denied\" at its start); fix: chmod -R a+rX {context}")
     return warnings
 
 

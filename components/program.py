@@ -17,7 +17,7 @@ from .config import (NAMESPACE, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, SSH_KEY, Conf
                      hub_secret_values, namespaced, parse_stack_config)
 from .deploy import Serving
 from .hub_data import HubData, HubDataArgs
-from .plan import HubPlan, dockerfile_warnings, host_only_warnings, plan_stack, volume_warnings
+from .plan import HubPlan, dockerfile_warnings, host_only_warnings, plan_stack, private_file_warnings, volume_warnings
 from .promotion import PromotedHub, candidates, swarm_sources
 from .registry_image import Pusher, push_with_docker
 from .runtime import Runtime, hub_runtime
@@ -76,7 +76,8 @@ def _build_host_and_chain(project_dir: Path, config: StackConfig, plans: list[Hu
     """The build host (on a Swarm: its build node) and the chain of builds on it, after the
     warnings the plan gives."""
     built = config.model_copy(update={"hubs": built_hubs(config)})
-    warnings = host_only_warnings(config) + dockerfile_warnings(built, project_dir) + volume_warnings(built, project_dir)
+    warnings = (host_only_warnings(config) + dockerfile_warnings(built, project_dir)
+                + volume_warnings(built, project_dir) + private_file_warnings(built, project_dir))
     for warning in warnings:
         pulumi.log.warn(warning)
     serving = Serving(config.publish_address, config.deploy, config.proxy_image, config.helper)

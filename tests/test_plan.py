@@ -1,6 +1,7 @@
 """The build plan and the checks that need the project's files: each bad setup gives one clear
 error naming its key and the fix, and yields no plan (so nothing is registered or run)."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import yaml
 
 from components.config import StackConfig, parse_stack_config
-from components.plan import dockerfile_warnings, plan_stack
+from components.plan import dockerfile_warnings, plan_stack, private_file_warnings
 from tests.hub_context import CANONICAL as CANONICAL_PATH, write_hub_context
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
@@ -161,6 +162,30 @@ def test_dockerfile_warnings_do_not_stop_the_stack(project):
                                                         ["wbsaleshub", f"{path.resolve()}:3"]]
     assert "`FROM node:24-alpine` is not workhub:baseImage (node:24-bookworm-slim)" in warnings[0]
     assert "fix: run it as `RUN --mount=type=cache,target=/etc/apk/cache,sharing=locked apk add ...`" in warnings[1]
+
+
+def registry_hubs(mode: str = "registry") -> list[dict]:
+    return [{**hub, "buildMode": mode} for hub in HUBS]
+
+
+def test_a_registry_mode_context_others_cannot_read_is_a_warning_naming_the_files_and_the_fix(project):
+    """A registry-mode build keeps the context's modes (a host build's upload does not): files or
+    folders others cannot read are named, with the chmod that fixes them; the stack still plans."""
+    context = (project.parent / "src" / "WBSalesHub").resolve()
+    os.chmod(context / "package.json", 0o600)
+    os.chmod(context / "frontend", 0o700)
+    registry = {"server": "registry.example.test"}
+    assert private_file_warnings(config(hubs=registry_hubs(), registry=registry), project) == [
+        f"wbsaleshub: 2 entries of {context} are not readable by others (frontend/, package.json); hubs[1] builds "
+        "in registry mode, which keeps the context's modes, and the image's files belong to root while the hub "
+        "runs as its own uid, so it cannot read them (\"permission denied\" at its start); "
+        f"fix: chmod -R a+rX {context}"]
+    plans, found = plan_stack(config(hubs=registry_hubs(), registry=registry), "staging", project)
+    assert found == [] and len(plans) == 2
+    assert private_file_warnings(config(), project) == [], "a host build uploads every file 0644 or 0755"
+    os.chmod(context / "frontend", 0o755)
+    os.chmod(context / "package.json", 0o644)
+    assert private_file_warnings(config(hubs=registry_hubs(), registry=registry), project) == []
 
 
 def test_plan_checks_manifests_in_the_hubs_context(project):
