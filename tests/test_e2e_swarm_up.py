@@ -513,7 +513,7 @@ def test_a_corrupt_archive_whose_sha256_matches_changes_nothing_and_the_hub_keep
             restored = workhub(engine, "restore", "--stack", STACK, "--hub", "wbsaleshub", "--from", str(source))
             assert restored.returncode == 1, restored.stderr[-3000:]
             last = restored.stderr.strip().splitlines()[-1]
-            assert last.startswith("the restore of wbsaleshub/data stopped before the hub did: " + reason), last
+            assert last.startswith("the restore of wbsaleshub/data failed before the hub was stopped: " + reason), last
             assert last.endswith(f"; nothing was changed: workhub-{STACK}-wbsaleshub-data holds its data as before, "
                                  f"and workhub-{STACK}_wbsaleshub kept running"), last
     finally:

@@ -223,7 +223,8 @@ def swarm_restore(config: StackConfig, key: str, stack: str, source: Path, hub: 
 def _reason(error: Exception) -> str:
     """The one line a failed script gave as its reason (components.remote.failure_message), else the error."""
     lines = str(error).splitlines()
-    return next((line.removeprefix("reason: ") for line in lines if line.startswith("reason: ")), lines[-1] if lines else "")
+    return next((line.removeprefix("reason: ") for line in lines if line.startswith("reason: ")),
+                lines[-1] if lines else "")
 
 
 def _swarm_restore_hub(config: StackConfig, key: str, stack: str, target: Hub, entries: list[dict], folder: Path,
@@ -264,8 +265,8 @@ def _swarm_restore_hub(config: StackConfig, key: str, stack: str, target: Hub, e
                     f"{target.name}/{entry['volume']}", log, data_in=archive)
             except RemoteCommandError as error:
                 unstage()
-                raise DataError(f"{error}\nthe restore of {target.name}/{entry['volume']} stopped before the hub "
-                                f"did: {_reason(error)}") from None
+                raise DataError(f"{error}\nthe restore of {target.name}/{entry['volume']} failed before the hub "
+                                f"was stopped: {_reason(error)}") from None
         staged.append(entry["volume"])
 
     failure, swapped = None, 0
@@ -294,7 +295,7 @@ def _swarm_restore_hub(config: StackConfig, key: str, stack: str, target: Hub, e
                 raise DataError(f"{error}\nthe data of {target.name} was restored, but {service} did not come back "
                                 f"at its {replicas} task(s): {_reason(error)}") from None
     if failure is not None:
-        done = ", ".join(f"{target.name}/{volume}" for volume in [entry["volume"] for entry in entries][:swapped]) or "nothing"
+        done = ", ".join(f"{target.name}/{entry['volume']}" for entry in entries[:swapped]) or "nothing"
         raise DataError(f"{failure}\nthe restore of {target.name} failed: {_reason(failure)}; restored before "
                         f"that: {done}; {back}")
 
