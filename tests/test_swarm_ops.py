@@ -377,3 +377,54 @@ def test_destroy_of_a_swarm_stack_says_what_left_its_swarm_and_what_stays_on_its
                                            "workhub-staging-wbsaleshub-data on node2; it keeps:")
     assert "data nodes" not in purged and "--purge-data" not in purged
     assert "no volume of it was on its nodes" in destroyed_message("staging", True, config, {"node1": []})
+
+
+def restore_failing_at(tmp_path, monkeypatch, failing: str) -> tuple[list[str], str]:
+    """A Swarm restore of wbsaleshub whose step labelled `failing` fails: the steps run, in order,
+    and the last line of the failure."""
+    config, _ = config_and_runtimes()
+    archive = tmp_path / "wbsaleshub-data.tar.gz"
+    archive.write_bytes(b"an archive")
+    (tmp_path / data.MANIFEST).write_text(json.dumps({"stack": "staging", "archives": [
+        {"hub": "wbsaleshub", "volume": "data", "file": archive.name, "sha256": data._sha256(archive), "files": 1}]}))
+    steps = []
+
+    def run(conn, key, text, label, log, data_in=None, **_):
+        step = f"{label}{' (stage)' if data_in else ''}"
+        steps.append(step)
+        if step == failing:
+            raise RemoteCommandError(f"step: {label}\nreason: it broke; what it left")
+        return ""
+
+    monkeypatch.setattr(data, "run_script", run)
+    with pytest.raises(data.DataError) as failed:
+        data.swarm_restore(config, "key", "staging", tmp_path, "wbsaleshub", None, lambda line: None, "pw")
+    return steps, str(failed.value).splitlines()[-1]
+
+
+def test_a_swarm_restore_whose_staging_fails_never_stops_the_hub(tmp_path, monkeypatch):
+    steps, last = restore_failing_at(tmp_path, monkeypatch, "wbsaleshub/data (stage)")
+    assert steps == ["wbsaleshub/data (stage)"]
+    assert last == "the restore of wbsaleshub/data failed before the hub was stopped: it broke; what it left"
+
+
+def test_a_swarm_restore_whose_swap_fails_brings_the_service_back_and_says_so_last(tmp_path, monkeypatch):
+    steps, last = restore_failing_at(tmp_path, monkeypatch, "wbsaleshub/data")
+    assert steps == ["wbsaleshub/data (stage)", "wbsaleshub (stop)", "wbsaleshub/data", "wbsaleshub (unstage)",
+                     "labels", "wbsaleshub (start)"]
+    assert last == ("the restore of wbsaleshub failed: it broke; what it left; restored before that: nothing; "
+                    "workhub-staging_wbsaleshub is back at its 1 task(s) on node2")
+
+
+def test_a_swarm_restore_whose_stop_fails_starts_the_service_again(tmp_path, monkeypatch):
+    steps, last = restore_failing_at(tmp_path, monkeypatch, "wbsaleshub (stop)")
+    assert steps == ["wbsaleshub/data (stage)", "wbsaleshub (stop)", "wbsaleshub (unstage)", "labels",
+                     "wbsaleshub (start)"]
+    assert last.startswith("the restore of wbsaleshub failed: it broke; what it left; restored before that: nothing")
+
+
+def test_a_swarm_restore_whose_service_does_not_come_back_says_the_data_was_restored(tmp_path, monkeypatch):
+    steps, last = restore_failing_at(tmp_path, monkeypatch, "wbsaleshub (start)")
+    assert steps[-1] == "wbsaleshub (start)"
+    assert last == ("the data of wbsaleshub was restored, but workhub-staging_wbsaleshub did not come back at its "
+                    "1 task(s): it broke; what it left")
