@@ -224,9 +224,11 @@ def forget_local_images() -> None:
 
 
 @pytest.fixture
-def sources(tmp_path) -> Path:
-    """A copy of the sample hubs that the test may edit."""
-    root = tmp_path / "examples"
+def sources(tmp_path_factory) -> Path:
+    """A copy of the sample hubs that the test may edit; not under `tmp_path`, which the tests' stacks
+    take as their state directory, whose files workhub makes its user's alone (0600): a registry-mode
+    build takes the files as they are, and the hub's own uid must read them."""
+    root = tmp_path_factory.mktemp("sources") / "examples"
     shutil.copytree(eng.REPO / "examples", root, ignore=shutil.ignore_patterns("node_modules", "dist"))
     return root
 
