@@ -209,26 +209,6 @@ def build_files(root: Path, files: list[str], dockerfile: str) -> tuple[str, ...
                  if path not in files and (root / path).is_file() and not (root / path).is_symlink())
 
 
-def unreadable(root: Path, files: list[str]) -> list[str]:
-    """The entries other users cannot read (a file without o+r, a directory without o+rx on the
-    way to one), sorted: an image built from the context as it is (registry mode) keeps their
-    modes, and the hub's own uid could not read them."""
-    found: set[str] = set()
-    for path in files:
-        parts = path.rstrip("/").split("/")
-        for depth in range(1, len(parts) + 1):
-            entry = "/".join(parts[:depth])
-            mode = (root / entry).lstat().st_mode
-            if stat.S_ISLNK(mode):
-                break
-            if stat.S_ISDIR(mode):
-                if mode & 0o005 != 0o005:
-                    found.add(entry + "/")
-            elif not mode & 0o004:
-                found.add(entry)
-    return sorted(found)
-
-
 def _kind(full: Path) -> str:
     mode = full.lstat().st_mode
     if stat.S_ISLNK(mode):

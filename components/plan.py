@@ -13,9 +13,8 @@ from typing import Any
 
 import yaml
 
-from .config import (HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, Problem, StackConfig, fix_for, pulls_from_registry,
-                     secret_fix_for)
-from .context import DockerignoreError, build_files, content_hash, context_files, read_rules, unreadable
+from .config import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, Problem, StackConfig, fix_for, secret_fix_for
+from .context import DockerignoreError, build_files, content_hash, context_files, read_rules
 from .light import PULUMI_CLI
 from .scripts import build_args
 
@@ -89,7 +88,6 @@ def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[
 
     problems = []
     root = (project_dir / config.source_root).resolve()
-    registry_built = pulls_from_registry(config)
     for index, hub in enumerate(config.hubs):
         context = context_of(hub, config, project_dir)
         dockerfile = context / hub.dockerfile
@@ -122,14 +120,6 @@ def source_problems(config: StackConfig, stack: str, project_dir: Path) -> list[
                 f"correct line {error.line} of {context / '.dockerignore'}",
             ))
         else:
-            if hub in registry_built and (hidden := unreadable(context, context_files(context))):
-                problems.append(Problem(
-                    f"{NAMESPACE}:hubs[{index}].context",
-                    f"{len(hidden)} entr{'y' if len(hidden) == 1 else 'ies'} of {context} other users cannot "
-                    f"read ({', '.join(hidden[:3])}{', ...' if len(hidden) > 3 else ''}): hub {hub.name} is built "
-                    "in registry mode from its files as they are, and runs as its own uid, which could not read them",
-                    f"chmod -R a+rX {context} (or check the sources out with umask 022)",
-                ))
             for violation in check_dockerfile(dockerfile, context):
                 if violation.severity == "warning":
                     continue  # dockerfile_warnings reports them; they do not stop the stack

@@ -225,9 +225,10 @@ def forget_local_images() -> None:
 
 @pytest.fixture
 def sources(tmp_path_factory) -> Path:
-    """A copy of the sample hubs that the test may edit; not under `tmp_path`, which the tests' stacks
-    take as their state directory, whose files workhub makes its user's alone (0600): a registry-mode
-    build takes the files as they are, and the hub's own uid must read them."""
+    """A copy of the sample hubs that the test may edit. Not under `tmp_path`, which new_local_stack
+    makes its stacks' state directory: workhub takes every permission of group and others from
+    what it finds there once (engine.private_state), and a registry-mode build sends its context's
+    files with their modes as they are, so the hub's own uid could not read its sources."""
     root = tmp_path_factory.mktemp("sources") / "examples"
     shutil.copytree(eng.REPO / "examples", root, ignore=shutil.ignore_patterns("node_modules", "dist"))
     return root

@@ -190,9 +190,9 @@ def deployed(tmp_path_factory, toolchain, npm_registry, bed, test_host, process_
     did); destroyed after the module (a no-op when a test destroyed it already). CI's stand-in builds
     on this machine's Docker engine, which the test host starts when it is not running."""
     tmp = tmp_path_factory.mktemp("swarm-up")
-    # Not in the stack's state directory (tmp), whose files workhub makes its user's alone (0600):
-    # CI builds the images from these files as they are, and the hubs' own uids must read them.
-    sources = tmp_path_factory.mktemp("swarm-up-sources") / "examples"
+    # Not under `tmp`, the stack's state directory, whose files workhub makes private once: CI's
+    # stand-in builds from the sources with their modes, and the hubs' own uids must read them.
+    sources = tmp_path_factory.mktemp("swarm-sources") / "examples"
     shutil.copytree(eng.REPO / "examples", sources, ignore=shutil.ignore_patterns("node_modules", "dist"))
     engine, stack = new_swarm_stack(tmp, bed, sources, npm_registry)
     try:

@@ -180,20 +180,3 @@ def test_plan_changes_only_with_content(project):
     assert after["wbsaleshub"] != before["wbsaleshub"]
     heavier = {p.hub.name: p.image for p in plan_stack(config(build={"nodeHeapMb": 2048}), "staging", project)[0]}
     assert heavier["wbhubmanager"] != after["wbhubmanager"], "build settings are part of the build id"
-
-
-def test_a_registry_build_of_files_other_users_cannot_read_is_refused(project):
-    """Registry mode builds from the context as it is (no archive that sets the modes, as a host
-    build's has), and the hub runs as its own uid: a file without o+r, or a directory without o+rx,
-    would be unreadable in its image; a host build of the same files is fine."""
-    context = project.parent / "src" / "WBSalesHub"
-    (context / "server.js").write_text("//\n")
-    (context / "server.js").chmod(0o600)
-    (context / "lib").mkdir(mode=0o700)
-    (context / "lib" / "a.js").write_text("//\n")
-    hubs = [HUBS[0], {**HUBS[1], "buildMode": "registry"}]
-    (found,) = problems(config(hubs=hubs, registry={"server": "registry.example.test:5000"}), project)
-    assert found.startswith("workhub:hubs[1].context: 2 entries of ")
-    assert "(lib/, server.js): hub wbsaleshub is built in registry mode" in found
-    assert f"chmod -R a+rX {context}" in found
-    assert plan_stack(config(), "staging", project)[1] == [], "a host build sets the modes itself"
