@@ -20,14 +20,16 @@ from .scripts import REGISTRY_LOGIN
 from .shell import script
 from .swarm import namespace, service_name
 
-_HELPER = REGISTRY_LOGIN + r"""
-fail() { printf '%s: FAILED: %s\n' "$step" "$*" >&2; exit 1; }
-# The helper image, pulled (quietly: stdout may be the archive) with a login that is gone at exit.
+_PULL = r"""# The helper image, pulled (quietly: stdout may be the archive) with a login that is gone at exit.
 if ! docker image inspect "$helper_image" >/dev/null 2>&1; then
   registry_login fail "$registry_user" "$registry_server"
   docker pull --quiet "$helper_image" >/dev/null 2>&1 || fail "$node cannot pull $helper_image"
 fi
 """
+
+_HELPER = REGISTRY_LOGIN + r"""
+fail() { printf '%s: FAILED: %s\n' "$step" "$*" >&2; exit 1; }
+""" + _PULL
 
 _BACKUP = _HELPER + r"""
 docker volume inspect "$volume" >/dev/null 2>&1 \
@@ -36,28 +38,72 @@ docker volume inspect "$volume" >/dev/null 2>&1 \
 docker run --rm --user 0 --network none -v "$volume:/data:ro" --entrypoint tar "$helper_image" -czf - -C /data .
 """
 
-_RESTORE = _HELPER + REOWN + r"""
+# What both halves of a restore share: the volumes' names, helpers that run in a throwaway container
+# of the helper image (root, no network), and one exit path. A failure ends in one line, last, that
+# says what failed and in what state the hub's data is: `$step: FAILED: <what>; <outcome>`.
+_RESTORE_COMMON = REGISTRY_LOGIN + REOWN + r"""
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
+staging="$volume.restore-$stamp"
+kept="$volume.pre-restore-$stamp"
+reason="" doing="starting"
+# fail WHY: the restore stops here (the exit trap says what that left).
+fail() { reason="$*"; exit 1; }
+helper() { docker run --rm --user 0 --network none "$@"; }
+# summary VOLUME: "<files> <digest>": how many entries but directories it holds, and a sha256 over
+# every regular file's path and content (what two copies of the same data have in common).
+summary() {
+  helper -v "$1:/data:ro" --entrypoint sh "$helper_image" -c \
+    'cd /data && printf "%s %s\n" "$(find . -mindepth 1 ! -type d | wc -l)" "$(find . -type f -exec sha256sum {} + | sort | sha256sum | cut -c1-64)"'
+}
+# copy_into FROM TO: TO holds exactly what FROM holds (owners, modes and times kept). Docker cannot
+# rename a volume, so taking a volume's place is this copy.
+copy_into() {
+  helper -v "$1:/from:ro" -v "$2:/to" --entrypoint sh "$helper_image" -c \
+    'find /to -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a /from/. /to/'
+}
+new_volume() {
+  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
+    "$@" >/dev/null
+}
+"""
+
+_RESTORE = _RESTORE_COMMON + r"""
+archive="" staged=false
+finish() {
+  local rc=$?
+  set +e
+  rm -rf ${login_dir:+"$login_dir"} ${archive:+"$archive"}
+  [ "$rc" -eq 0 ] && return 0
+  [ "$staged" = true ] && docker volume rm "$staging" >/dev/null 2>&1
+  printf '%s: FAILED: %s; nothing was changed: %s holds its data as before, and %s kept running\n' \
+    "$step" "${reason:-$doing failed (exit $rc)}" "$volume" "$service" >&2
+}
+trap finish EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+""" + _PULL + r"""
+doing="receiving the archive"
 archive=$(mktemp)
-scratch=$archive
 cat >"$archive"
 got=$(sha256sum "$archive" | cut -d' ' -f1)
-[ "$got" = "$sha256" ] || fail "the archive arrived with sha256 $got, not $sha256; nothing was changed"
-# The hub's task is stopped (its service scaled to 0) before this runs; wait for its container to go.
-for _ in $(seq "$stop_wait"); do
-  [ -z "$(docker ps --quiet --filter "volume=$volume")" ] && break
-  sleep 1
-done
-[ -z "$(docker ps --quiet --filter "volume=$volume")" ] \
-  || fail "a container on $node still uses $volume; scale $service to 0 first"
-docker volume inspect "$volume" >/dev/null 2>&1 || docker volume create --label "com.docker.stack.namespace=$namespace" \
-  --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" "$volume" >/dev/null
-docker run --rm -i --user 0 --network none -v "$volume:/data" --entrypoint sh "$helper_image" \
-  -c 'find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf - -C /data' <"$archive"
+[ "$got" = "$sha256" ] || fail "the archive arrived with sha256 $got, not $sha256"
+# The archive goes into a volume of its own and must hold as many files as the backup did, while
+# the hub keeps running.
+doing="making $staging on $node"
+docker volume rm "$staging" >/dev/null 2>&1 || true
+new_volume --label "workhub.restore=$stamp" "$staging"
+staged=true
+doing="extracting the archive into $staging on $node"
+helper -i -v "$staging:/data" --entrypoint tar "$helper_image" -xzf - -C /data <"$archive" \
+  || fail "the archive does not extract into $staging on $node (it is damaged)"
+doing="counting the files in $staging"
+got=$(summary "$staging")
+[ "${got%% *}" = "$files" ] || fail "the archive holds $files file(s), but ${got%% *} arrived in $staging on $node"
 # The archive keeps the owners it was made with (another stack's uid, or a hub's from before it had its own).
-reown "$volume" "$uid:$uid"
-mark_owned "$volume" "$uid"
-say "restored $volume on $node ($(stat -c %s "$archive") bytes), its files the hub's uid $uid's"
+doing="giving the files in $staging to the hub's uid $uid"
+reown "$staging" "$uid:$uid"
+say "staged $volume's new content in $staging on $node ($(stat -c %s "$archive") bytes, $files file(s)); $service still runs"
 """
 
 
@@ -78,12 +124,109 @@ def backup_script(config: StackConfig, stack: str, hub: Hub, volume_key: str) ->
     return script(_values(config, stack, hub, volume_key, "backup"), _BACKUP)
 
 
-def restore_script(config: StackConfig, stack: str, hub: Hub, volume_key: str, sha256: str) -> str:
-    """On the hub's data node (the one its config names now): replace one of its volumes (made if it
-    is not there) with the gzipped tar on stdin, checked against `sha256` first; the hub's service
-    must be scaled to 0 (scale_script), and no container there may use the volume."""
-    return script({**_values(config, stack, hub, volume_key, "restore"), "sha256": sha256,
-                   "stop_wait": config.deploy.stop_grace_seconds + 10, "uid": run_uid(hub, stack)}, _RESTORE)
+def _restore_values(config: StackConfig, stack: str, hub: Hub, volume_key: str, stamp: str) -> dict:
+    return {**_values(config, stack, hub, volume_key, "restore"), "stamp": stamp, "uid": run_uid(hub, stack)}
+
+
+def restore_script(config: StackConfig, stack: str, hub: Hub, volume_key: str, sha256: str, files: int,
+                   stamp: str) -> str:
+    """The first half of a restore, on the hub's data node (the one its config names now) while the hub
+    runs: the gzipped tar on stdin, checked against `sha256`, extracted into a volume of its own
+    (`<volume>.restore-<stamp>`) that must then hold `files` files (entries but directories), and
+    given to the hub's uid. A failure removes that volume: nothing of the hub's was changed.
+    swap_script puts it in the volume's place."""
+    return script({**_restore_values(config, stack, hub, volume_key, stamp), "sha256": sha256, "files": files},
+                  _RESTORE)
+
+
+_SWAP = _RESTORE_COMMON + r"""
+old="" kept_whole=false touched=false done=false
+finish() {
+  local rc=$?
+  set +e
+  rm -rf ${login_dir:+"$login_dir"}
+  [ "$rc" -eq 0 ] && return 0
+  local outcome="$volume was not touched"
+  if [ "$done" = true ]; then
+    outcome="$volume holds the restored content all the same (its old content is in $kept)"
+  elif [ "$touched" = true ]; then
+    if copy_into "$kept" "$volume" && [ "$(summary "$volume")" = "$old" ]; then
+      outcome="$volume holds its old content again (a copy of it is in $kept)"
+    else
+      outcome="putting the old content back into $volume failed too: it is in $kept on $node; copy it back with a container that mounts both, before the hub takes requests"
+    fi
+  elif [ "$kept_whole" = false ]; then
+    docker volume rm "$kept" >/dev/null 2>&1
+  fi
+  docker volume rm "$staging" >/dev/null 2>&1
+  printf '%s: FAILED: %s; %s\n' "$step" "${reason:-$doing failed (exit $rc)}" "$outcome" >&2
+}
+trap finish EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+""" + _PULL + r"""
+# The hub's service was scaled to 0 before this runs; its container goes within its grace period.
+doing="waiting for the hub's container on $node to stop"
+for _ in $(seq "$stop_wait"); do
+  [ -z "$(docker ps --quiet --filter "volume=$volume")" ] && break
+  sleep 1
+done
+[ -z "$(docker ps --quiet --filter "volume=$volume")" ] || fail "a container on $node still uses $volume"
+docker volume inspect "$staging" >/dev/null 2>&1 || fail "$staging is not on $node (the restore's first half did not end)"
+doing="making $volume on $node"
+docker volume inspect "$volume" >/dev/null 2>&1 || new_volume --label "com.docker.stack.namespace=$namespace" "$volume"
+# The live content into $kept first (the way back, kept until a prune), checked; only then the new
+# content into the live volume, checked.
+doing="reading $volume on $node"
+old=$(summary "$volume")
+doing="copying $volume's content into $kept on $node"
+if docker volume inspect "$kept" >/dev/null 2>&1; then
+  kept_whole=true
+  fail "$kept is on $node already (an earlier try of this restore): it may be the only copy of $volume's old content; compare the two, and remove it before restoring again"
+fi
+new_volume --label "workhub.pre-restore=$stamp" "$kept"
+copy_into "$volume" "$kept"
+[ "$(summary "$kept")" = "$old" ] || fail "the copy of $volume in $kept does not hold what $volume holds"
+kept_whole=true
+doing="copying $staging's content into $volume on $node"
+touched=true
+new=$(summary "$staging")
+copy_into "$staging" "$volume"
+[ "$(summary "$volume")" = "$new" ] || fail "$volume does not hold what $staging holds after the copy"
+doing="giving the files of $volume to the hub's uid $uid"
+reown "$volume" "$uid:$uid"
+mark_owned "$volume" "$uid"
+done=true
+doing="removing $staging"
+docker volume rm "$staging" >/dev/null
+say "restored $volume on $node (${new%% *} file(s), the hub's uid $uid's); its old content is kept in $kept until a prune"
+"""
+
+
+def swap_script(config: StackConfig, stack: str, hub: Hub, volume_key: str, stamp: str) -> str:
+    """The second half of a restore, on the hub's data node once its service is scaled to 0: the
+    volume's content copied into `<volume>.pre-restore-<stamp>` (kept; checked), then the staged
+    content (restore_script) copied into the volume (checked). Whatever fails after the volume was
+    touched, the exit trap puts the old content back from the kept copy, and its last line says
+    what failed and where the data is; the caller scales the service back up either way."""
+    return script({**_restore_values(config, stack, hub, volume_key, stamp),
+                   "stop_wait": config.deploy.stop_grace_seconds + 10}, _SWAP)
+
+
+_UNSTAGE = r"""
+for volume in "${staged[@]}"; do
+  docker volume rm "$volume" >/dev/null 2>&1 && printf 'restore: removed %s\n' "$volume" >&2
+done
+true
+"""
+
+
+def unstage_script(config: StackConfig, stack: str, hub: Hub, volume_keys: list[str], stamp: str) -> str:
+    """On the hub's data node, after a restore that stopped between its halves: the volumes its first
+    half staged are removed (they hold only what the backup has)."""
+    return script({"staged": [f"{volume_name(stack, hub.name, key)}.restore-{stamp}" for key in volume_keys]},
+                  _UNSTAGE)
 
 
 _SCALE = r"""

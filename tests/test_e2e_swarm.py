@@ -270,17 +270,27 @@ def demo_stack(env: dict, change=None):
 
 
 def deploy(env: dict, image: str, change=None) -> subprocess.CompletedProcess:
-    """The labels and the stack deploy, run on the first manager as workhub runs them (the secrets in
-    front of the script, on its stdin); every hub runs `image`."""
+    """The labels, the hubs' volumes on their data nodes (made, and owned by the hubs' uids) and the
+    stack deploy, run as workhub runs them (the secrets in front of each script, on its stdin); every
+    hub runs `image`."""
     from components.remote import with_secrets
     from components.swarm import proxy_config, proxy_config_name, stack_file
+    from components.swarm_data import owners_script
     from components.swarm_scripts import deploy_script, deploy_secret_values, labels_script
 
     config, runtimes, password = demo_stack(env, change)
     proxy = proxy_config(config, "e2e")
-    text = stack_file(config, "e2e", {hub.name: image for hub in config.hubs}, runtimes, proxy)
+    images = {hub.name: image for hub in config.hubs}
+    text = stack_file(config, "e2e", images, runtimes, proxy)
     script = deploy_script(config, "e2e", runtimes, text, proxy, proxy_config_name("e2e", proxy), config.registry, 240)
     ssh(env, 1, "bash -s", stdin=labels_script(config))
+    assert config.swarm is not None
+    for index, node in enumerate(config.swarm.nodes, start=1):
+        if any(hub.volumes and hub.name in node.labels.data for hub in config.hubs):
+            owners = ssh_run(env, index, "bash -s", with_secrets(owners_script(config, "e2e", node.name, images),
+                                                                  {"registry_password": password}))
+            if owners.returncode != 0:
+                return owners
     secrets = {**deploy_secret_values(config, runtimes), "registry_password": password}
     return ssh_run(env, 1, "bash -s", with_secrets(script, secrets))
 

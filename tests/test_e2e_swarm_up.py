@@ -368,6 +368,11 @@ def files_seen(bed: dict, hub: str = "wbsaleshub") -> list[dict]:
     return seen
 
 
+def kept_copies(bed: dict, node: int) -> list[str]:
+    """The volumes on node `node` that hold what a restore replaced (`<volume>.pre-restore-<time>`)."""
+    return ssh_on(bed, node, "docker volume ls --quiet --filter label=workhub.pre-restore").split()
+
+
 def table(lines: list[str], header: str) -> dict[str, list[str]]:
     """The rows of the aligned table under the line starting with `header`, by first cell."""
     start = next(i for i, line in enumerate(lines) if line.startswith(header))
@@ -418,11 +423,20 @@ def test_backup_restore_and_status_through_the_cli(deployed, bed, tmp_path):
 
     in_task(bed, 2, "wbsaleshub", "rm /app/data/before.txt && printf 'after the backup' > /app/data/after.txt")
     assert all("after.txt" in files and "before.txt" not in files for files in files_seen(bed))
+    kept_before = {node: set(kept_copies(bed, node)) for node in (2, 3)}
     restored = workhub(engine, "restore", "--stack", STACK, "--from", str(out_dir))
     assert restored.returncode == 0, restored.stderr[-3000:]
     assert restored.stdout.splitlines()[-1] == f"workhub: 2 volume(s) of '{STACK}' restored from {out_dir}"
     assert "is a backup of stack" not in restored.stderr, "its own backup: nothing to say about it"
     assert (running_on(bed, "wbsaleshub"), running_on(bed, "wbfinhub")) == (["node2"], ["node3"])
+    for node, hub in ((2, "wbsaleshub"), (3, "wbfinhub")):
+        assert ssh_on(bed, node, "docker volume ls --quiet --filter label=workhub.restore").strip() == "", \
+            "the staged copy went into the volume's place"
+        kept = sorted(set(kept_copies(bed, node)) - kept_before[node])
+        assert [name.split(".pre-restore-")[0] for name in kept] == [f"workhub-{STACK}-{hub}-data"], kept
+    (kept,) = set(kept_copies(bed, 2)) - kept_before[2]
+    assert ssh_on(bed, 2, f"docker run --rm -v {kept}:/kept:ro --entrypoint cat {bed['hub_images']['proxy']} "
+                          "/kept/after.txt") == "after the backup", "the content it replaced is kept"
     for files in files_seen(bed):
         assert "after.txt" not in files, "written after the backup: gone"
         assert files["before.txt"]["sha256"] == hashlib.sha256(b"before the backup").hexdigest()
@@ -453,6 +467,101 @@ def test_backup_restore_and_status_through_the_cli(deployed, bed, tmp_path):
     assert nodes["node1"][2:5] == ["manager (leader)", "active", "ready"], status.stdout
     assert (nodes["node1"][5], nodes["node2"][5], nodes["node3"][5]) == \
         ("build,serve", "data.wbsaleshub,serve", "data.wbfinhub"), status.stdout
+
+
+def bad_backup(folder: Path, content: bytes, files: int = 1) -> Path:
+    """A backup of wbsaleshub's volume whose manifest matches `content` (sha256 and `files`), so that
+    only the node can find what is wrong with it."""
+    folder.mkdir(parents=True)
+    (folder / "wbsaleshub-data.tar.gz").write_bytes(content)
+    entry = {"hub": "wbsaleshub", "volume": "data", "docker_volume": f"workhub-{STACK}-wbsaleshub-data",
+             "stack": STACK, "image": "", "time": "2026-12-07T11:00:00+00:00", "file": "wbsaleshub-data.tar.gz",
+             "bytes": len(content), "sha256": hashlib.sha256(content).hexdigest(), "files": files, "node": "node2"}
+    (folder / "manifest.json").write_text(json.dumps({"stack": STACK, "swarm": ["node1", "node2", "node3"],
+                                                      "archives": [entry]}))
+    return folder
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_corrupt_archive_whose_sha256_matches_changes_nothing_and_the_hub_keeps_serving(deployed, bed, tmp_path):
+    """An archive that is not a gzipped tar, and one that holds fewer files than its manifest says,
+    both with a matching sha256: each restore fails on the node while the hub still runs (a prober
+    through each proxy sees no failed request), its last line says why and that nothing changed;
+    the hub's data is as it was, its service at its replicas, and no staged copy is left."""
+    from tools.prober import Prober
+
+    engine = deployed.engine
+    before = files_seen(bed)
+    cases = [(bad_backup(tmp_path / "corrupt", b"\x1f\x8b" + os.urandom(4000)), "the archive does not extract into "),
+             (bad_backup(tmp_path / "short", tar_gz({"one.txt": b"one"}), files=2),
+              "the archive holds 2 file(s), but 1 arrived in ")]
+    probers = [Prober(url, rate=10, timeout=10, path="/health").start() for url in serving_urls(bed, "wbsaleshub")]
+    try:
+        for source, reason in cases:
+            restored = workhub(engine, "restore", "--stack", STACK, "--hub", "wbsaleshub", "--from", str(source))
+            assert restored.returncode == 1, restored.stderr[-3000:]
+            last = restored.stderr.strip().splitlines()[-1]
+            assert last.startswith("the restore of wbsaleshub/data failed before the hub was stopped: " + reason), last
+            assert last.endswith(f"; nothing was changed: workhub-{STACK}-wbsaleshub-data holds its data as before, "
+                                 f"and workhub-{STACK}_wbsaleshub kept running"), last
+    finally:
+        for prober in probers:
+            prober.stop()
+    for report in (prober.report() for prober in probers):
+        assert report.failed == 0, report.summary()
+    assert running_on(bed, "wbsaleshub") == ["node2"]
+    assert files_seen(bed) == before
+    assert ssh_on(bed, 2, "docker volume ls --quiet --filter label=workhub.restore").strip() == ""
+
+
+def test_a_restore_that_fails_halfway_through_its_swap_puts_the_old_content_back(deployed, bed, tmp_path,
+                                                                                  monkeypatch):
+    """The copy of the staged content into the hub's volume fails after it wrote into it (a stand-in
+    for a full disk or a lost node): the exit trap copies the old content back from the kept copy,
+    the service comes back at its replicas on its node, and the failure's last line says all that."""
+    from components import swarm_data
+    from workhub import data
+
+    before = files_seen(bed)
+    source = bad_backup(tmp_path / "good", tar_gz({"new.txt": b"new"}))
+    swap = swarm_data.swap_script
+    # `docker`, for the copy from the staged volume only: it copies, writes one more file, and fails.
+    breaking = r"""docker() {
+  if [ "${1:-}" = run ] && [[ "$*" == *".restore-"*":/from:ro"* ]]; then
+    command docker "$@"
+    command docker run --rm --user 0 --network none -v "$volume:/to" --entrypoint sh "$helper_image" -c 'echo half > /to/half'
+    return 1
+  fi
+  command docker "$@"
+}
+"""
+    monkeypatch.setattr(swarm_data, "swap_script", lambda *args: breaking + swap(*args))
+    config, key = eng.stack_config(deployed.stack)
+    lines: list[str] = []
+    with pytest.raises(data.DataError) as failed:
+        data.swarm_restore(config, key, STACK, source, "wbsaleshub", None, lines.append,
+                           data._registry_password(deployed.stack))
+    last = str(failed.value).splitlines()[-1]
+    volume = f"workhub-{STACK}-wbsaleshub-data"
+    assert last.startswith(f"the restore of wbsaleshub failed: copying {volume}.restore-"), last
+    assert f"; {volume} holds its old content again (a copy of it is in {volume}.pre-restore-" in last, last
+    assert last.endswith(f"; restored before that: nothing; workhub-{STACK}_wbsaleshub is back at its 1 task(s) "
+                         "on node2"), last
+    assert running_on(bed, "wbsaleshub") == ["node2"]
+    assert files_seen(bed) == before, "byte for byte what it held before"
+    assert ssh_on(bed, 2, "docker volume ls --quiet --filter label=workhub.restore").strip() == ""
 
 
 ONE_HOST_HUB = {key: value for key, value in HUBS[1].items() if key != "buildMode"}

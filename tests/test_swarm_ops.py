@@ -19,6 +19,7 @@ from workhub.__main__ import destroyed_message
 from workhub.swarm_status import format_status
 
 RECORDED = Path(__file__).parent / "fixtures" / "swarm-status"
+STAMP = "20261207T110000Z"
 
 
 def scripts() -> dict[str, str]:
@@ -26,7 +27,9 @@ def scripts() -> dict[str, str]:
     hub = config.hubs[1]
     return {
         "swarm-backup.sh": swarm_data.backup_script(config, "staging", hub, "data"),
-        "swarm-restore.sh": swarm_data.restore_script(config, "staging", hub, "data", "0" * 64),
+        "swarm-restore.sh": swarm_data.restore_script(config, "staging", hub, "data", "0" * 64, 3, STAMP),
+        "swarm-swap.sh": swarm_data.swap_script(config, "staging", hub, "data", STAMP),
+        "swarm-unstage.sh": swarm_data.unstage_script(config, "staging", hub, ["data"], STAMP),
         "swarm-scale.sh": swarm_data.scale_script(config, "staging", hub, 0),
         "swarm-purge.sh": swarm_data.purge_script(config, "staging", "node2"),
         "swarm-status.sh": status_script(config, "staging"),
@@ -49,20 +52,21 @@ def test_swarm_ops_scripts_are_bash_without_secret_values(name):
 def test_backup_and_restore_run_on_the_hubs_data_node():
     """wbsaleshub's data is on node2 (data: [wbsaleshub]): its volume is read and written there."""
     text = scripts()
-    for name in ("swarm-backup.sh", "swarm-restore.sh"):
+    for name in ("swarm-backup.sh", "swarm-restore.sh", "swarm-swap.sh"):
         assert "\nnode=node2\n" in text[name] and "\nvolume=workhub-staging-wbsaleshub-data\n" in text[name]
     assert "\nservice=workhub-staging_wbsaleshub\n" in text["swarm-scale.sh"]
 
 
-def test_a_swarm_restore_stops_the_hub_restores_on_its_data_node_then_starts_it_there(tmp_path, monkeypatch):
-    """The order: the service scaled to 0 on the first manager, the volume put back on the node the
-    config names now, the labels set from the config, the service back at its replicas."""
+def test_a_swarm_restore_stages_while_the_hub_runs_then_stops_it_swaps_and_starts_it_there(tmp_path, monkeypatch):
+    """The order: the archive staged on the node the config names now (the hub still runs), then
+    the service scaled to 0 on the first manager, the volume swapped on that node, the labels set
+    from the config, the service back at its replicas."""
     config, _ = config_and_runtimes()
     archive = tmp_path / "wbsaleshub-data.tar.gz"
     archive.write_bytes(b"not really a tar")
     (tmp_path / data.MANIFEST).write_text(
         '{"stack": "staging", "archives": [{"hub": "wbsaleshub", "volume": "data", "file": "wbsaleshub-data.tar.gz", '
-        f'"sha256": "{data._sha256(archive)}"}}]}}')
+        f'"sha256": "{data._sha256(archive)}", "files": 2}}]}}')
     calls = []
 
     def run(conn, key, text, label, log, data_in=None, **_):
@@ -71,8 +75,9 @@ def test_a_swarm_restore_stops_the_hub_restores_on_its_data_node_then_starts_it_
 
     monkeypatch.setattr(data, "run_script", run)
     assert data.swarm_restore(config, "key", "staging", tmp_path, "wbsaleshub", None, lambda line: None, "pw") == 1
-    assert calls == [("10.0.0.11", "wbsaleshub (stop)", False, None),
-                     ("10.0.0.12", "wbsaleshub/data", True, b"not really a tar"),
+    assert calls == [("10.0.0.12", "wbsaleshub/data", True, b"not really a tar"),
+                     ("10.0.0.11", "wbsaleshub (stop)", False, None),
+                     ("10.0.0.12", "wbsaleshub/data", True, None),
                      ("10.0.0.11", "labels", False, None),
                      ("10.0.0.11", "wbsaleshub (start)", False, None)]
     archive.write_bytes(b"changed")
@@ -87,7 +92,7 @@ def one_host_backup(folder: Path, archives: list[tuple[str, str]]) -> Path:
         archive = folder / f"{hub}-{volume}.tar.gz"
         archive.write_bytes(f"{hub} {volume}".encode())
         entries.append({"hub": hub, "volume": volume, "docker_volume": f"workhub-home-{hub}-{volume}", "stack": "home",
-                        "image": f"{hub}:home-0123456789ab", "file": archive.name, "sha256": data._sha256(archive)})
+                        "image": f"{hub}:home-0123456789ab", "file": archive.name, "sha256": data._sha256(archive), "files": 1})
     (folder / data.MANIFEST).write_text(json.dumps({"stack": "home", "host": "deploy@10.0.0.5:22", "archives": entries}))
     return folder
 
@@ -107,8 +112,9 @@ def test_a_one_host_stacks_backup_restores_into_a_swarm_stack_saying_where_it_ca
     assert data.swarm_restore(config, "key", "staging", source, None, None, logs.append, "pw") == 1
     assert logs == [f"restore: {source / data.MANIFEST} is a backup of stack 'home' (made on the host "
                     "deploy@10.0.0.5:22); restoring it into 'staging'"]
-    assert calls == [("10.0.0.11", "wbsaleshub (stop)", None), ("10.0.0.12", "wbsaleshub/data", True),
-                     ("10.0.0.11", "labels", None), ("10.0.0.11", "wbsaleshub (start)", None)]
+    assert calls == [("10.0.0.12", "wbsaleshub/data", True), ("10.0.0.11", "wbsaleshub (stop)", None),
+                     ("10.0.0.12", "wbsaleshub/data", None), ("10.0.0.11", "labels", None),
+                     ("10.0.0.11", "wbsaleshub (start)", None)]
 
 
 @pytest.mark.parametrize("archives, hub, volume, error", [
@@ -371,3 +377,54 @@ def test_destroy_of_a_swarm_stack_says_what_left_its_swarm_and_what_stays_on_its
                                            "workhub-staging-wbsaleshub-data on node2; it keeps:")
     assert "data nodes" not in purged and "--purge-data" not in purged
     assert "no volume of it was on its nodes" in destroyed_message("staging", True, config, {"node1": []})
+
+
+def restore_failing_at(tmp_path, monkeypatch, failing: str) -> tuple[list[str], str]:
+    """A Swarm restore of wbsaleshub whose step labelled `failing` fails: the steps run, in order,
+    and the last line of the failure."""
+    config, _ = config_and_runtimes()
+    archive = tmp_path / "wbsaleshub-data.tar.gz"
+    archive.write_bytes(b"an archive")
+    (tmp_path / data.MANIFEST).write_text(json.dumps({"stack": "staging", "archives": [
+        {"hub": "wbsaleshub", "volume": "data", "file": archive.name, "sha256": data._sha256(archive), "files": 1}]}))
+    steps = []
+
+    def run(conn, key, text, label, log, data_in=None, **_):
+        step = f"{label}{' (stage)' if data_in else ''}"
+        steps.append(step)
+        if step == failing:
+            raise RemoteCommandError(f"step: {label}\nreason: it broke; what it left")
+        return ""
+
+    monkeypatch.setattr(data, "run_script", run)
+    with pytest.raises(data.DataError) as failed:
+        data.swarm_restore(config, "key", "staging", tmp_path, "wbsaleshub", None, lambda line: None, "pw")
+    return steps, str(failed.value).splitlines()[-1]
+
+
+def test_a_swarm_restore_whose_staging_fails_never_stops_the_hub(tmp_path, monkeypatch):
+    steps, last = restore_failing_at(tmp_path, monkeypatch, "wbsaleshub/data (stage)")
+    assert steps == ["wbsaleshub/data (stage)"]
+    assert last == "the restore of wbsaleshub/data failed before the hub was stopped: it broke; what it left"
+
+
+def test_a_swarm_restore_whose_swap_fails_brings_the_service_back_and_says_so_last(tmp_path, monkeypatch):
+    steps, last = restore_failing_at(tmp_path, monkeypatch, "wbsaleshub/data")
+    assert steps == ["wbsaleshub/data (stage)", "wbsaleshub (stop)", "wbsaleshub/data", "wbsaleshub (unstage)",
+                     "labels", "wbsaleshub (start)"]
+    assert last == ("the restore of wbsaleshub failed: it broke; what it left; restored before that: nothing; "
+                    "workhub-staging_wbsaleshub is back at its 1 task(s) on node2")
+
+
+def test_a_swarm_restore_whose_stop_fails_starts_the_service_again(tmp_path, monkeypatch):
+    steps, last = restore_failing_at(tmp_path, monkeypatch, "wbsaleshub (stop)")
+    assert steps == ["wbsaleshub/data (stage)", "wbsaleshub (stop)", "wbsaleshub (unstage)", "labels",
+                     "wbsaleshub (start)"]
+    assert last.startswith("the restore of wbsaleshub failed: it broke; what it left; restored before that: nothing")
+
+
+def test_a_swarm_restore_whose_service_does_not_come_back_says_the_data_was_restored(tmp_path, monkeypatch):
+    steps, last = restore_failing_at(tmp_path, monkeypatch, "wbsaleshub (start)")
+    assert steps[-1] == "wbsaleshub (start)"
+    assert last == ("the data of wbsaleshub was restored, but workhub-staging_wbsaleshub did not come back at its "
+                    "1 task(s): it broke; what it left")

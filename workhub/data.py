@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Mapping, Optional
@@ -19,7 +20,7 @@ from components.config import NAMESPACE, REGISTRY_PASSWORD, Hub, StackConfig
 from components.deploy import Serving, backup_script, purge_script, restore_script, volume_info_script
 from components.remote import RemoteCommandError, run_script, with_secrets
 from components.runtime import volume_name
-from components.swarm import sockets_volume
+from components.swarm import service_name, sockets_volume
 from components.swarm_cluster import node_connection
 from components.swarm_scripts import labels_script
 
@@ -38,6 +39,16 @@ def _sha256(path: Path) -> str:
         while chunk := data.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def archive_files(path: Path) -> int:
+    """How many files (entries but directories) the gzipped tar at `path` holds: what a restore must
+    find in the volume it extracts it into."""
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            return sum(1 for member in archive if not member.isdir())
+    except (OSError, tarfile.TarError, EOFError) as error:
+        raise DataError(f"{path} is not a whole gzipped tar ({error}); it is damaged or was changed") from None
 
 
 def _hubs(config: StackConfig, hub: Optional[str]) -> list[Hub]:
@@ -204,21 +215,89 @@ def swarm_restore(config: StackConfig, key: str, stack: str, source: Path, hub: 
     chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack)
     manager = node_connection(config, config.swarm.node(config.swarm.managers[0]))
     for name in dict.fromkeys(entry["hub"] for entry in chosen):
-        target = hubs[name]
-        node = config.swarm.data_node(name)
-        assert node is not None
-        run_script(manager, key, swarm_data.scale_script(config, stack, target, 0), f"{name} (stop)", log)
-        for entry in (entry for entry in chosen if entry["hub"] == name):
-            with (manifest_path.parent / entry["file"]).open("rb") as data:
-                run_script(node_connection(config, node), key,
-                           with_secrets(swarm_data.restore_script(config, stack, target, entry["volume"],
-                                                                  entry["sha256"]),
-                                        {"registry_password": registry_password}),
-                           f"{name}/{entry['volume']}", log, data_in=data)
-        run_script(manager, key, labels_script(config), "labels", log)
-        run_script(manager, key, swarm_data.scale_script(config, stack, target, config.swarm.hub(name).replicas),
-                   f"{name} (start)", log)
+        _swarm_restore_hub(config, key, stack, hubs[name], [entry for entry in chosen if entry["hub"] == name],
+                           manifest_path.parent, manager, log, registry_password)
     return len(chosen)
+
+
+def _reason(error: Exception) -> str:
+    """The one line a failed script gave as its reason (components.remote.failure_message), else the error."""
+    lines = str(error).splitlines()
+    return next((line.removeprefix("reason: ") for line in lines if line.startswith("reason: ")),
+                lines[-1] if lines else "")
+
+
+def _swarm_restore_hub(config: StackConfig, key: str, stack: str, target: Hub, entries: list[dict], folder: Path,
+                       manager, log: Callable[[str], None], registry_password: str) -> None:
+    """One hub's restore on a Swarm, without losing data: each archive extracted into a volume of its
+    own on the hub's data node and checked (sha256, file count) while the hub runs; only then the
+    service scaled to 0, each volume's content kept in `<volume>.pre-restore-<time>` and replaced by
+    the staged one (swarm_data.swap_script, which puts the old content back if it fails), the nodes'
+    labels set from the config, and the service scaled back to its replicas, whatever failed. A
+    failure raises DataError, its last line saying what failed and where the hub's data is."""
+    assert config.swarm is not None
+    node = config.swarm.data_node(target.name)
+    assert node is not None
+    conn = node_connection(config, node)
+    secrets = {"registry_password": registry_password}
+    service = service_name(stack, target.name)
+    replicas = config.swarm.hub(target.name).replicas
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    # A manifest from before it recorded each archive's file count: counted here, before anything is sent.
+    counts = [entry["files"] if isinstance(entry.get("files"), int) else archive_files(folder / entry["file"])
+              for entry in entries]
+    staged: list[str] = []
+
+    def unstage() -> None:
+        if staged:
+            try:
+                run_script(conn, key, swarm_data.unstage_script(config, stack, target, staged, stamp),
+                           f"{target.name} (unstage)", log)
+            except RemoteCommandError as error:
+                log(f"restore: the staged copies on {node.name} were not removed ({_reason(error)}); "
+                    f"`docker volume ls --filter label=workhub.restore={stamp}` there lists them")
+
+    for entry, files in zip(entries, counts):
+        with (folder / entry["file"]).open("rb") as archive:
+            try:
+                run_script(conn, key, with_secrets(swarm_data.restore_script(
+                    config, stack, target, entry["volume"], entry["sha256"], files, stamp), secrets),
+                    f"{target.name}/{entry['volume']}", log, data_in=archive)
+            except RemoteCommandError as error:
+                unstage()
+                raise DataError(f"{error}\nthe restore of {target.name}/{entry['volume']} failed before the hub "
+                                f"was stopped: {_reason(error)}") from None
+        staged.append(entry["volume"])
+
+    failure, swapped = None, 0
+    try:
+        run_script(manager, key, swarm_data.scale_script(config, stack, target, 0), f"{target.name} (stop)", log)
+        for volume in staged:
+            run_script(conn, key, with_secrets(swarm_data.swap_script(config, stack, target, volume, stamp), secrets),
+                       f"{target.name}/{volume}", log)
+            swapped += 1
+    except RemoteCommandError as error:
+        failure = error
+    finally:
+        # Whatever happened above (an interrupt too): the service back at its replicas.
+        if swapped < len(staged):
+            staged[:] = staged[swapped:]
+            unstage()
+        try:
+            run_script(manager, key, labels_script(config), "labels", log)
+            run_script(manager, key, swarm_data.scale_script(config, stack, target, replicas),
+                       f"{target.name} (start)", log)
+            back = f"{service} is back at its {replicas} task(s) on {node.name}"
+        except RemoteCommandError as error:
+            back = (f"and {service} did not come back at its {replicas} task(s): {_reason(error)}; "
+                    f"`scripts/workhub status --stack {stack}` shows where it is")
+            if failure is None:
+                raise DataError(f"{error}\nthe data of {target.name} was restored, but {service} did not come back "
+                                f"at its {replicas} task(s): {_reason(error)}") from None
+    if failure is not None:
+        done = ", ".join(f"{target.name}/{entry['volume']}" for entry in entries[:swapped]) or "nothing"
+        raise DataError(f"{failure}\nthe restore of {target.name} failed: {_reason(failure)}; restored before "
+                        f"that: {done}; {back}")
 
 
 def purge(stack: auto.Stack, log: Callable[[str], None] = print) -> dict[str, list[str]]:

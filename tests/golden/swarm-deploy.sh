@@ -489,7 +489,14 @@ for i in "${!services[@]}"; do
           break ;;
       esac
     fi
-    [ "$(date +%s)" -lt "$deadline" ] || { failed+=("$service: not converged within $timeout s (state: ${state:-new})"); break; }
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      # Why: the errors its tasks ended with (a task that exits at its start says only its exit
+      # code), then the last lines its tasks logged, which say what the hub itself found wrong.
+      why=$(why_failed "$service" | paste -sd';' -)
+      docker service logs --raw --tail 5 "$service" 2>&1 | tail -n 5 | sed "s|^|$service: |" >&2 || true
+      failed+=("$service: not converged within $timeout s (state: ${state:-new})${why:+; $why}")
+      break
+    fi
     sleep 1
   done
 done
