@@ -9,7 +9,8 @@
 # the registry listens; node N is $WORKHUB_SWARM_SUBNET.(10+N) in namespace workhub-swarm-N, its
 # sshd on port 22, its dockerd on the unix socket /run/workhub-swarm/N/docker.sock (which the
 # deploy user's SSH sessions on that node get as DOCKER_HOST). `up` and `env` print all of it as
-# JSON. `up` puts a small busybox image in the registry; with --hub-images also the Node base image and
+# JSON. `up` puts a small busybox image in the registry and the helper image (busybox:1.37) in every
+# node's engine; with --hub-images also the Node base image and
 # the proxy image (haproxy:2.6), made as the single test host makes them, and node 1 gets BuildKit's
 # Dockerfile frontend and the base image by its plain name (so it builds the hubs' Dockerfiles, as a
 # Swarm's build node does; its npm reaches the local npm registry through a forward on the bridge
