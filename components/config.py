@@ -24,6 +24,8 @@ from .light import PULUMI_CLI
 NAMESPACE = "workhub"
 DEFAULT_BASE_IMAGE = "node:24-bookworm-slim"
 DEFAULT_PROXY_IMAGE = "haproxy:2.6"
+# The short-lived helper containers' image: a shell, tar, find, sha256sum and chown, nothing more.
+DEFAULT_HELPER_IMAGE = "busybox:1.37"
 # The stack whose hubs' data is protected unless its config says otherwise (workhub:protectData).
 PRODUCTION_STACK = "production"
 
@@ -544,10 +546,11 @@ class StackConfig(_Section):
         DEFAULT_PROXY_IMAGE, alias="proxyImage",
         description="The HAProxy image of the proxy that owns each hub's host port on the host.",
     )
-    helper_image: Optional[str] = Field(
-        None, alias="helperImage",
-        description="The image of the short-lived helper containers that copy a hub's volume (backup, restore, "
-                    "moving a pre-proxy host's data); it needs sh and tar. Default: workhub:proxyImage.",
+    helper_image: str = Field(
+        DEFAULT_HELPER_IMAGE, alias="helperImage",
+        description="The image of the short-lived helper containers that copy, check or re-own a hub's volume "
+                    "(backup, restore, moving a pre-proxy host's data, giving files to the hub's uid); it needs "
+                    "sh, tar, find, sha256sum and chown (busybox has them).",
     )
     swarm: Optional[SwarmConfig] = Field(None, description="The Docker Swarm this stack runs on, instead of one host.")
     protect_data: Optional[bool] = Field(
@@ -579,8 +582,8 @@ class StackConfig(_Section):
 
     @property
     def helper(self) -> str:
-        """The helper containers' image: workhub:helperImage, else the proxy's."""
-        return self.helper_image or self.proxy_image
+        """The helper containers' image: workhub:helperImage."""
+        return self.helper_image
 
     @field_validator("pinned_images")
     @classmethod
@@ -787,8 +790,8 @@ def digest_problems(config: StackConfig, stack: str) -> list[Problem]:
     problems = []
     for key, field in PULLED_IMAGES:
         image = getattr(config, field)
-        if image is None or Reference.parse(image)["digest"]:
-            continue  # an unset helperImage is the proxy's image, checked as proxyImage
+        if Reference.parse(image)["digest"]:
+            continue
         default = " (the default)" if image == StackConfig.model_fields[field].default else ""
         problems.append(Problem(
             f"{NAMESPACE}:{key}", f"is {image}{default}, without a digest: the production stack pins every image "

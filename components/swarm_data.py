@@ -4,7 +4,7 @@ manager scales the hub's service to 0 around a restore and back to its replicas 
 the config names then (so a restore onto another node is how a hub whose node was lost comes back).
 
 Pure builders of the scripts, from the typed config; `workhub/data.py` runs them. The helper
-container that reads or writes the volume runs the proxy's image (as on one host), pulled with the
+container that reads or writes the volume runs workhub:helperImage (as on one host), pulled with the
 registry login when the node does not have it (a node that serves no traffic may not): the password
 is the shell variable `registry_password`, put in front of the script as a secret.
 """
@@ -34,8 +34,10 @@ fail() { printf '%s: FAILED: %s\n' "$step" "$*" >&2; exit 1; }
 _BACKUP = _HELPER + r"""
 docker volume inspect "$volume" >/dev/null 2>&1 \
   || fail "volume $volume is not on $node; the hub's data is on the node labelled data: [$hub]"
-# A gzipped tar of the volume's files on stdout, read through a throwaway container (read-only).
-docker run --rm --user 0 --network none -v "$volume:/data:ro" --entrypoint tar "$helper_image" -czf - -C /data .
+# A gzipped tar of the volume's files on stdout, read through a throwaway container (read-only),
+# as uid 0 with DAC_READ_SEARCH alone: it reads every file, whatever its owner, and changes nothing.
+docker run --rm --network none --user 0 --cap-drop ALL --cap-add DAC_READ_SEARCH --security-opt no-new-privileges \
+  -v "$volume:/data:ro" --entrypoint tar "$helper_image" -czf - -C /data .
 """
 
 # What both halves of a restore share: the volumes' names, helpers that run in a throwaway container
@@ -344,7 +346,7 @@ def owners_script(config: StackConfig, stack: str, node: str, images: Mapping[st
               if (data := config.swarm.data_node(hub.name)) is not None and data.name == node]
     registry = config.registry
     return script({
-        "node": node, "stack": stack, "namespace": namespace(stack), "helper_image": config.proxy_image,
+        "node": node, "stack": stack, "namespace": namespace(stack), "helper_image": config.helper,
         "registry_server": registry.server if registry else "",
         "registry_user": (registry.username or "") if registry else "",
         "hubs": [hub.name for hub, _ in placed], "volume_keys": [key for _, key in placed],

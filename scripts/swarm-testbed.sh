@@ -9,7 +9,8 @@
 # the registry listens; node N is $WORKHUB_SWARM_SUBNET.(10+N) in namespace workhub-swarm-N, its
 # sshd on port 22, its dockerd on the unix socket /run/workhub-swarm/N/docker.sock (which the
 # deploy user's SSH sessions on that node get as DOCKER_HOST). `up` and `env` print all of it as
-# JSON. `up` puts a small busybox image in the registry; with --hub-images also the Node base image and
+# JSON. `up` puts a small busybox image in the registry and the helper image (busybox:1.37) in every
+# node's engine; with --hub-images also the Node base image and
 # the proxy image (haproxy:2.6), made as the single test host makes them, and node 1 gets BuildKit's
 # Dockerfile frontend and the base image by its plain name (so it builds the hubs' Dockerfiles, as a
 # Swarm's build node does; its npm reaches the local npm registry through a forward on the bridge
@@ -168,6 +169,17 @@ ensure_test_image() {
 }
 
 node1_docker() { node_docker 1 "$@"; }
+
+# The helper containers' image (busybox:1.37, workhub:helperImage's default) in every node's engine,
+# made as the single test host makes it: the data scripts run it on a hub's data node.
+helper_node=1
+helper_node_docker() { node_docker "$helper_node" "$@"; }
+ensure_helper_images() {
+  local n
+  for n in $(seq "$NODES"); do
+    helper_node=$n DOCKER=helper_node_docker ensure_helper_image
+  done
+}
 hub_image_ref() { echo "$(registry_server)/workhub/$1"; }
 
 # The Node base image hubs start FROM and the proxy's image, in the registry under workhub/: made
@@ -220,6 +232,7 @@ cmd_up() {
       || die "ssh $SSH_USER@$(node_ip "$n") does not reach node $n's dockerd"
   done
   ensure_test_image
+  ensure_helper_images
   [[ "${1:-}" != --hub-images ]] || ensure_hub_images
   log "$NODES nodes up: ssh $SSH_USER@$(node_ip 1)..$(node_ip "$NODES"), registry $(registry_server)"
   print_env

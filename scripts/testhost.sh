@@ -32,6 +32,8 @@ source "$REPO_ROOT/scripts/lib/dockerfile-frontend.sh"
 source "$REPO_ROOT/scripts/lib/compose-plugin.sh"
 # shellcheck source=SCRIPTDIR/lib/proxy-image.sh
 source "$REPO_ROOT/scripts/lib/proxy-image.sh"
+# shellcheck source=SCRIPTDIR/lib/helper-image.sh
+source "$REPO_ROOT/scripts/lib/helper-image.sh"
 STARTED_DOCKERD=0
 
 # log: what `up` does (a step that changes something); note: what it found ready, into its log
@@ -288,7 +290,7 @@ already_up() {
     2>/dev/null || return 1
   [[ -x "$COMPOSE_PLUGIN" ]] || return 1
   ! dockerd_without_iptables || return 1
-  "$DOCKER" image inspect "$BASE_IMAGE" "$PROXY_IMAGE" "$FRONTEND_IMAGE" >/dev/null 2>&1
+  "$DOCKER" image inspect "$BASE_IMAGE" "$PROXY_IMAGE" "$HELPER_IMAGE" "$FRONTEND_IMAGE" >/dev/null 2>&1
 }
 
 cmd_up() {
@@ -311,6 +313,7 @@ cmd_up() {
   shared ensure_base_image
   # After the base image: its smoke test runs an upstream from node:24-bookworm-slim.
   shared ensure_proxy_image
+  shared ensure_helper_image
   print_env
 }
 

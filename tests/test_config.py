@@ -348,19 +348,26 @@ def test_image_references_docker_refuses_are_refused_saying_why(image, why):
     assert found.startswith("workhub:proxyImage") and why in found and "fix: " in found
 
 
-def test_the_helper_image_is_the_proxy_image_unless_set():
-    """The containers that copy a volume run workhub:helperImage, by default the proxy's image."""
-    from components.deploy import Serving, restore_script
+def test_the_helper_image_is_busybox_unless_set():
+    """The containers that copy, check or re-own a volume run workhub:helperImage, by default a
+    minimal image (busybox), not the proxy's, whatever the proxy's image is."""
+    from components.deploy import Serving, backup_script, restore_script, run_script
     from components.config import DeploySettings
+    from components.runtime import hub_runtime
 
     raw = valid()
     raw["proxyImage"] = "haproxy:2.6@sha256:" + "b" * 64
-    assert parse(raw).helper == raw["proxyImage"]
-    raw["helperImage"] = "busybox:1.37"
     assert parse(raw).helper == "busybox:1.37"
-    hub = parse(with_hubs()).hubs[0]
-    serving = Serving("127.0.0.1", DeploySettings(), "haproxy:2.6", "busybox:1.37")
-    assert "\nhelper_image=busybox:1.37\n" in restore_script(hub, "staging", "data", "0" * 64, 4090, serving)
+    raw["helperImage"] = "registry.example:5000/tools/busybox:1.37"
+    assert parse(raw).helper == "registry.example:5000/tools/busybox:1.37"
+    config = parse(with_hubs())
+    hub = config.hubs[0]
+    assert Serving("127.0.0.1", DeploySettings(), "haproxy:2.6").helper == "busybox:1.37"
+    serving = Serving("127.0.0.1", DeploySettings(), "haproxy:2.6", "tools/busybox:1.37")
+    assert "\nhelper_image=tools/busybox:1.37\n" in restore_script(hub, "staging", "data", "0" * 64, 4090, serving)
+    assert "\nhelper_image=tools/busybox:1.37\n" in run_script(hub, "staging", "hub:staging-0", 4090,
+                                                               hub_runtime(hub, config, "staging", {}, "k"), serving)
+    assert "\nhelper_image=tools/busybox:1.37\n" in backup_script("v", "tools/busybox:1.37")
 
 
 def one_hub(name: str, **extra) -> dict:
@@ -471,15 +478,19 @@ def test_the_production_stack_pins_every_image_its_hosts_pull():
         "workhub:proxyImage: is haproxy:2.6 (the default), without a digest: the production stack pins every image "
         "its hosts pull (name:tag@sha256:...), so a tag that moves cannot change what runs there\n"
         "    fix: scripts/workhub pulumi config set --stack production workhub:proxyImage \"haproxy:2.6@$("
-        "docker buildx imagetools inspect haproxy:2.6 | awk '/^Digest:/ {print $2; exit}')\""]
+        "docker buildx imagetools inspect haproxy:2.6 | awk '/^Digest:/ {print $2; exit}')\"",
+        "workhub:helperImage: is busybox:1.37 (the default), without a digest: the production stack pins every "
+        "image its hosts pull (name:tag@sha256:...), so a tag that moves cannot change what runs there\n"
+        "    fix: scripts/workhub pulumi config set --stack production workhub:helperImage \"busybox:1.37@$("
+        "docker buildx imagetools inspect busybox:1.37 | awk '/^Digest:/ {print $2; exit}')\""]
     raw.update(baseImage="node:24-bookworm-slim" + PINNED, proxyImage="haproxy:2.6" + PINNED,
                helperImage="registry.example:5000/tools/busybox:1.37")
     with pytest.raises(ConfigError) as caught:
         parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"})
     assert [p.key for p in caught.value.problems] == ["workhub:helperImage"]
     assert "is registry.example:5000/tools/busybox:1.37, without a digest" in caught.value.problems[0].message
-    del raw["helperImage"]  # the helpers then run the proxy's pinned image
-    assert parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"}).helper == "haproxy:2.6" + PINNED
+    raw["helperImage"] = "busybox:1.37" + PINNED
+    assert parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"}).helper == "busybox:1.37" + PINNED
     assert parse(valid()).proxy_image == "haproxy:2.6"  # staging: tags are fine
 
 
@@ -493,7 +504,10 @@ def test_the_committed_production_stack_pins_its_images_by_index_digest():
                          if key.removeprefix("workhub:") in dict(PULLED_IMAGES)}}
     config = parse_stack_config(raw, stack="production", secret_keys={"sshPrivateKey"})
     assert config.base_image.startswith("node:24-bookworm-slim@sha256:")
-    assert config.proxy_image.startswith("haproxy:2.6@sha256:") and config.helper == config.proxy_image
+    assert config.proxy_image.startswith("haproxy:2.6@sha256:")
+    # The official busybox image's index digest: the helpers run a minimal image, not the proxy's.
+    assert config.helper == ("busybox:1.37@sha256:"
+                             "9db7b59979c38555a39def84a31fb98b5296952f9e3afd4f6f11f05b07adfab0")
 
 
 def test_a_hub_declares_its_capabilities_pids_memory_and_build_network():

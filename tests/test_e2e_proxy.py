@@ -5,6 +5,7 @@ the hub come back and serve from where they were."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -62,8 +63,24 @@ def compose(*args: str) -> None:
                    capture_output=True)
 
 
+def digest(content: bytes) -> dict:
+    return {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+
+
+def legacy_exec(command: str, stdin: bytes = b"") -> None:
+    subprocess.run(["/usr/bin/docker", "exec", "-i", "wbsaleshub-e2e", "sh", "-c", command], input=stdin, check=True)
+
+
+def kept_containers() -> list[str]:
+    return docker("ps", "--all", "--format", "{{.Names}}", "--filter", "name=^wbsaleshub-e2e.pre-proxy-").split()
+
+
 def test_a_host_from_before_the_proxy_moves_over_with_its_data(tmp_path, toolchain, test_host, npm_registry,
                                                               sources):
+    """The first move meets data that cannot be copied (a device node, which the hub's uid cannot
+    make): it fails saying so last, the old container serves again with its data, and no half-filled
+    volume stays to pass for a copy. Once that is fixed, the next `up` copies again, data written in
+    between included, byte for byte, and keeps the old container, stopped, under a new name."""
     engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], source_root=sources)
     port = int(stack.get_config("workhub:hostPorts.wbsaleshub", path=True).value)
     url = f"http://127.0.0.1:{port}"
@@ -73,32 +90,62 @@ def test_a_host_from_before_the_proxy_moves_over_with_its_data(tmp_path, toolcha
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "wbsaleshub-e2e.yml").write_text(LEGACY_COMPOSE.format(name="wbsaleshub-e2e", port=port))
     subprocess.run(["chown", "-R", "deploy:deploy", str(deploy_home() / ".workhub")], check=True)
+    old, deep, later = b"kept from before the proxy\n", bytes(range(256)) * 64, b"written after the failed move\n"
     try:
         compose("-p", "workhub", "-f", "wbsaleshub-e2e.yml", "--profile", "e2e", "up", "--detach")
-        subprocess.run(["/usr/bin/docker", "exec", "-i", "wbsaleshub-e2e", "sh", "-c", "cat > /app/data/old.txt"],
-                       input=b"kept from before the proxy\n", check=True)
+        legacy_exec("cat > /app/data/old.txt", old)
+        legacy_exec("mkdir -p /app/data/notes && cat > /app/data/notes/deep.bin && chmod 600 /app/data/notes/deep.bin",
+                     deep)
+        legacy_exec("mknod /app/data/console c 1 3")
         anonymous = docker("inspect", "--format", "{{range .Mounts}}{{.Name}}{{end}}", "wbsaleshub-e2e")
         assert answers(url) == 200
 
+        failed = deploy_under_probe(stack, url, fails=True)
+        # What the deploy script said, in order: the failure last, saying what, where and why.
+        said = [line.split("wbsaleshub-run: ", 1)[1] for line in failed.error.splitlines()
+                if "wbsaleshub-run: run: " in line]
+        why = (f"the data of wbsaleshub-e2e:/app/data could not be moved into {VOLUME}: the copy differs from its "
+               "source (1 line(s) of their sha256 listings, first: < c console); nothing was switched; fix that in "
+               "wbsaleshub-e2e and run up again")
+        assert said[-1] == f"run: FAILED: {why}", failed.error[-3000:]
+        assert f"reason: {why}" in failed.error
+        assert said[-2] == "run: restarted wbsaleshub-e2e: it serves as before the move, with its data"
+        assert docker("volume", "ls", "--quiet", "--filter", f"name=^{VOLUME}$") == "", "no half-filled volume stays"
+        assert not (deploy_home() / ".workhub" / "seeded" / VOLUME).exists()
+        assert answers(url) == 200 and urllib.request.urlopen(url + "/", timeout=5).read() == b"legacy"
+        assert kept_containers() == []
+
+        # The operator removes what cannot be copied; the old container keeps serving and writing.
+        legacy_exec("rm /app/data/console")
+        legacy_exec("cat > /app/data/later.txt", later)
         deploy = deploy_under_probe(stack, url)
         # The one move to the proxy hands the host port over once: the old container stops for the
         # copy of its data, and the proxy takes the port after the new one is healthy.
         print(f"moving to the proxy: {deploy.report.failed} of {deploy.report.total} requests failed")
         assert '"hub":"wbsaleshub"' in list(deploy.report.bodies)[-1], deploy.report.summary()
-        moved = files_on_volume(url)["old.txt"]
-        assert moved["bytes"] == len(b"kept from before the proxy\n")
-        assert docker("ps", "--all", "--quiet", "--filter", "name=^wbsaleshub-e2e$") == "", "the old container is gone"
+        files = files_on_volume(url)
+        assert {name: files[name] for name in ("old.txt", "later.txt")} == {"old.txt": digest(old),
+                                                                           "later.txt": digest(later)}, files
+        copied = subprocess.run(["/usr/bin/docker", "exec", serving_container("wbsaleshub", "e2e"), "cat",
+                                 "/app/data/notes/deep.bin"], capture_output=True, check=True).stdout
+        assert copied == deep, "the hub reads its nested file, byte for byte"
+        # Kept, stopped, renamed, with its data; its Compose file is gone; its anonymous volume stays.
+        (kept,) = kept_containers()
+        assert docker("inspect", "--format", "{{.State.Status}} {{.HostConfig.RestartPolicy.Name}}", kept) == "exited no"
+        assert subprocess.run(["/usr/bin/docker", "cp", f"{kept}:/app/data/old.txt", "-"], capture_output=True,
+                              check=True).stdout.startswith(b"old.txt")
+        assert docker("ps", "--all", "--quiet", "--filter", "name=^wbsaleshub-e2e$") == ""
         assert not (folder / "wbsaleshub-e2e.yml").exists()
         assert docker("volume", "inspect", "--format", "{{.Name}}", anonymous) == anonymous, "its volume is kept"
 
-        # From then on a deploy drops nothing.
+        # From then on a deploy drops nothing, and copies nothing again.
         mark_version(sources, "WBSalesHub", "after-the-move")
         deploy = deploy_under_probe(stack, url)
         assert deploy.report.failed == 0, deploy.report.summary()
-        assert files_on_volume(url)["old.txt"] == moved
+        assert files_on_volume(url) == files
     finally:
         stack.destroy(on_output=print_line, color="never")
-        docker("rm", "-f", "wbsaleshub-e2e", check=False)
+        docker("rm", "-f", "--volumes", "wbsaleshub-e2e", *kept_containers(), check=False)
         docker("volume", "rm", VOLUME, check=False)
         (folder / "wbsaleshub-e2e.yml").unlink(missing_ok=True)
 

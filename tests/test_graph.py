@@ -445,7 +445,8 @@ def test_each_hub_volume_is_a_resource_after_its_deploy_protected_where_data_is(
     more = {"workhub:pinnedImages": json.dumps({"wbfinhub": "wbfinhub:staging-0123456789ab"})}
     if stack == "production":  # production pins every image its host pulls by digest
         more.update({"workhub:baseImage": "node:24-bookworm-slim@sha256:" + "a" * 64,
-                     "workhub:proxyImage": "haproxy:2.6@sha256:" + "b" * 64})
+                     "workhub:proxyImage": "haproxy:2.6@sha256:" + "b" * 64,
+                     "workhub:helperImage": "busybox:1.37@sha256:" + "d" * 64})
     if setting is not None:
         more["workhub:protectData"] = setting
     pulumi.runtime.set_all_config(with_volumes(**more), secret_keys=["workhub:sshPrivateKey"])

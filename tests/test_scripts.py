@@ -245,3 +245,37 @@ def test_a_volumes_check_finds_it_gone_and_nothing_when_it_is_there(tmp_path):
     assert (done.returncode, done.stdout) == (0, "")
     done, _ = run_volume_script(tmp_path / "gone", volume_check_script(HUB, "staging", "data"), existing=False)
     assert done.stdout == "drift: the volume workhub-staging-wbsaleshub-data is gone from the host\n"
+
+
+def test_helper_containers_run_with_no_more_power_than_each_needs():
+    """Every helper container of the deploy and the backup runs the helper image with no network and
+    no new privileges; as root only with the capabilities named (the walk that changes owners, the
+    backup that reads), otherwise as the hub's uid with none."""
+    import re
+
+    from components.config import run_uid
+
+    uid = run_uid(HUB, "staging")
+    runs = [re.sub(r"\\\n\s*", "", line) for text in (run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
+                                                       backup_script("v", "busybox:1.37"))
+            for line in re.findall(r"docker run (?:[^\n]*\\\n)*[^\n]*", text)]
+    assert len(runs) == 4, runs  # reown, the copy in, its listing; the backup
+    for run in runs:
+        assert "--network none" in run and "no-new-privileges" in run and '"$helper_image"' in run, run
+        if "--user 0" in run:
+            assert "--cap-drop ALL --cap-add" in run, run
+        else:
+            assert '--user "$uid:$uid" --cap-drop ALL' in run and "--cap-add" not in run, run
+    assert f"\nuid={uid}\n" in run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+
+
+def test_the_move_from_before_the_proxy_keeps_the_old_container_and_counts_only_a_verified_copy():
+    """The container from before the proxy is renamed and kept, never removed; a volume is recorded
+    as its copy only after the listings compare, and a failed copy restarts it."""
+    text = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+    assert 'docker rm "$legacy"' not in text and "2>/dev/null; then" not in text
+    assert 'docker rename "$legacy" "$kept"' in text
+    seed = text[text.index("\nseed() {"):text.index("\nseeding=false")]
+    assert seed.index('cmp -s "$work/source.list" "$work/volume.list"') < seed.index('mv "$seeded_dir/$volume.tmp"')
+    failed = text[text.index("\nseed_failed() {"):text.index("\n}", text.index("\nseed_failed() {"))]
+    assert 'docker volume rm "$1"' in failed and 'docker start "$legacy"' in failed

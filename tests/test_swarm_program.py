@@ -65,7 +65,8 @@ def swarm_config(**extra: str) -> dict[str, str]:
 SECRET_KEYS = ["workhub:sshPrivateKey", "workhub:registryPassword", "workhub:secrets"]
 # The production stack pins the images its hosts pull by digest.
 PINNED = {"workhub:baseImage": "node:24-bookworm-slim@sha256:" + "a" * 64,
-          "workhub:proxyImage": "haproxy:2.6@sha256:" + "b" * 64}
+          "workhub:proxyImage": "haproxy:2.6@sha256:" + "b" * 64,
+          "workhub:helperImage": "busybox:1.37@sha256:" + "d" * 64}
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ backend=slots
 proxy_api_port=9999
 resolve_wait=4
 reload_wait=10
-helper_image=haproxy:2.6
+helper_image=busybox:1.37
 uid=1991296
 env_plain='PORT=4091
 HOME=/tmp
@@ -590,25 +590,118 @@ if exists "$new_container"; then
   remove_slot "$new_container"
 fi
 
-# Named volumes: created on the first deploy, never removed by a deploy. A volume made now for a
-# path where the container from before the proxy kept data gets that data first; that container
-# stops for the copy, so nothing it writes meanwhile is lost (the one pause of the move to the proxy).
-made=()
-for i in "${!volumes[@]}"; do
-  docker volume inspect "${volumes[$i]}" >/dev/null 2>&1 && continue
-  made+=("$i")
-  if [ -n "$legacy" ] && running "$legacy"; then
+# Named volumes: created on the first deploy, never removed by a deploy, with one exception: the
+# move from a container from before the proxy. While that container still serves, its data is the
+# truth, and each volume gets a copy of it (that container stops for the copy, so nothing it writes
+# meanwhile is lost: the one pause of the move). A copy counts only once verified: ~/.workhub/seeded/
+# <volume> then records the container's ID and when it stopped. (A record on the host, since a
+# Docker volume's labels cannot change after it is made, and the volume is made before the copy.) A
+# volume without that record (an attempt that failed or was interrupted, also by a workhub from
+# before this check), or whose container served again since (its stop time changed), holds no copy
+# of the data as it is now: it is removed and made again, and the copy runs again.
+seeded_dir="$state/seeded"
+legacy_stopped() { docker container inspect --format '{{.Id}} {{.State.FinishedAt}}' "$legacy"; }
+seeded() { ! running "$legacy" && [ "$(cat "$seeded_dir/$1" 2>/dev/null)" = "$(legacy_stopped)" ]; }
+stop_legacy() {
+  if running "$legacy"; then
     say "stopping $legacy (from before the proxy) to move its data into workhub's volumes"
     docker stop --time "$stop_grace" "$legacy" >/dev/null
   fi
+}
+# seed_failed VOLUME TARGET WHY: the half-filled VOLUME goes (unrecorded, so the next `up` copies
+# again even if it stays), the container from before the proxy serves again, and the deploy fails.
+seed_failed() {
+  rm -f "$seeded_dir/$1"
+  forget_owner "$1"
+  docker volume rm "$1" >/dev/null 2>&1 || say "could not remove the half-filled $1; it is not marked as a copy, so the next up copies again"
+  if docker start "$legacy" >/dev/null; then
+    say "restarted $legacy: it serves as before the move, with its data"
+  else
+    say "could not restart $legacy (above): start it with docker start $legacy"
+  fi
+  say "FAILED: the data of $legacy:$2 could not be moved into $1: $3; nothing was switched; fix that in $legacy and run up again"
+  exit 1
+}
+# listing: one line per file (its sha256, then its path) and per directory or other entry (its type,
+# then its path), sorted, paths without their leading ./, so a copy and its source compare line by
+# line. source_listing ARCHIVE reads the archive `docker cp` made, on this host (GNU tar: each file's
+# content goes through sha256sum, none is written; a hard link is a file with its target's content);
+# volume_listing VOLUME reads the volume, in a helper container.
+source_listing() {
+  tar -xf "$1" --to-command='printf "%s %s\n" "$(sha256sum | cut -c1-64)" "$TAR_FILENAME"' >"$1.sums"
+  tar -tvf "$1" --quoting-style=literal | awk -v sums="$1.sums" '
+    BEGIN { while ((getline line < sums) > 0) { sum[substr(line, 66)] = substr(line, 1, 64); print line } }
+    {
+      type = substr($1, 1, 1)
+      for (k = 1; k <= 5; k++) sub(/^[^ ]+ +/, "")
+      if (type == "-") next
+      if (type == "h") { split($0, parts, / link to /); print sum[parts[2]] " " parts[1]; next }
+      sub(/ -> .*/, "")
+      print type " " $0
+    }' | sed -e 's|^\([^ ]*\) \./|\1 |' -e 's|/$||' | awk 'NF > 1 && $2 != "."' | sort
+}
+# The bytes of the files in ARCHIVE.
+source_bytes() { tar -tvf "$1" | awk '$1 ~ /^-/ { n += $3 } END { print n + 0 }'; }
+# Run as the hub's uid, with no capability and no network: it reads the files it was given.
+volume_listing() {
+  docker run --rm --network none --user "$uid:$uid" --cap-drop ALL --security-opt no-new-privileges \
+    -v "$1:/seed:ro" --entrypoint sh "$helper_image" -c \
+    'cd /seed && find . -mindepth 1 -type f -exec sha256sum {} + | sed "s|  | |" && find . -mindepth 1 ! -type f | while IFS= read -r p; do
+       if [ -L "$p" ]; then t=l; elif [ -d "$p" ]; then t=d; elif [ -p "$p" ]; then t=p; elif [ -c "$p" ]; then t=c; elif [ -b "$p" ]; then t=b; else t=s; fi
+       printf "%s %s\n" "$t" "$p"; done' \
+    | sed 's|^\([^ ]*\) \./|\1 |' | sort
+}
+# seed I: a verified copy of the data the container from before the proxy has at volume I's path,
+# into volume I (just made, empty); fails the deploy (seed_failed) otherwise.
+seed() {
+  local volume=${volumes[$1]} target=${volume_targets[$1]} files bytes
+  stop_legacy
+  rm -f "$seeded_dir/$volume"
+  if ! docker cp "$legacy:$target/." - >"$work/seed.tar" 2>"$work/seed.err"; then
+    if grep -q 'Could not find the file\|No such container:path' "$work/seed.err"; then
+      say "$legacy has nothing at $target: $volume starts with what the image has there"
+      return 0
+    fi
+    seed_failed "$volume" "$target" "docker cp failed: $(tail -n 1 "$work/seed.err")"
+  fi
+  source_listing "$work/seed.tar" >"$work/source.list" \
+    || seed_failed "$volume" "$target" "the archive docker cp made cannot be read"
+  # The files are the hub's: the volume's top belongs to its uid, which writes the copy (no root,
+  # no capability), so every file is its own from the start.
+  reown "$volume" "$uid:$uid" || seed_failed "$volume" "$target" "its top directory cannot be given to uid $uid"
+  if ! docker run --rm -i --network none --user "$uid:$uid" --cap-drop ALL --security-opt no-new-privileges \
+    -v "$volume:/seed" --entrypoint tar "$helper_image" -xf - -C /seed <"$work/seed.tar" 2>"$work/seed.err"; then
+    seed_failed "$volume" "$target" "the copy into it failed: $(tail -n 1 "$work/seed.err")"
+  fi
+  volume_listing "$volume" >"$work/volume.list" || seed_failed "$volume" "$target" "its copy cannot be read back"
+  if ! cmp -s "$work/source.list" "$work/volume.list"; then
+    seed_failed "$volume" "$target" "the copy differs from its source ($(diff "$work/source.list" "$work/volume.list" \
+      | grep -c '^[<>]') line(s) of their sha256 listings, first: $(diff "$work/source.list" "$work/volume.list" | grep -m 1 '^[<>]'))"
+  fi
+  files=$(grep -c -v '^[a-z] ' "$work/source.list" || true)
+  bytes=$(source_bytes "$work/seed.tar")
+  mkdir -p "$seeded_dir"
+  legacy_stopped >"$seeded_dir/$volume.tmp"
+  mv "$seeded_dir/$volume.tmp" "$seeded_dir/$volume"
+  say "moved $files file(s) ($bytes bytes) from $legacy:$target into $volume; the copy matches its source (sha256 of each file)"
+}
+seeding=false
+[ -n "$legacy" ] && [ "$live_container" = "$legacy" ] && [ -z "$live" ] && seeding=true
+made=()
+for i in "${!volumes[@]}"; do
+  if docker volume inspect "${volumes[$i]}" >/dev/null 2>&1; then
+    if [ "$seeding" = false ] || seeded "${volumes[$i]}"; then continue; fi
+    say "${volumes[$i]} holds no verified copy of the data $legacy has now (an earlier move did not finish): copying again"
+    stop_legacy
+    forget_owner "${volumes[$i]}"
+    docker volume rm "${volumes[$i]}" >/dev/null \
+      || seed_failed "${volumes[$i]}" "${volume_targets[$i]}" "the volume from the earlier attempt cannot be removed (above)"
+  fi
+  made+=("$i")
   docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" \
     --label "workhub.volume=${volume_keys[$i]}" "${volumes[$i]}" >/dev/null
   say "created volume ${volumes[$i]} for ${volume_targets[$i]}"
-  if [ -n "$legacy" ] && docker cp "$legacy:${volume_targets[$i]}/." - >"$work/seed.tar" 2>/dev/null; then
-    docker run --rm -i --user 0 --network none -v "${volumes[$i]}:/seed" --entrypoint tar "$helper_image" \
-      -xf - -C /seed <"$work/seed.tar"
-    say "moved $(tar -tf "$work/seed.tar" | grep -vc '/$') file(s) from $legacy:${volume_targets[$i]} into ${volumes[$i]}"
-  fi
+  if [ "$seeding" = true ]; then seed "$i"; fi
 done
 # A new volume takes what the image has at its path, as Docker gives it at a first mount (the slots
 # mount with nocopy): a container made, never started, and removed.
@@ -735,10 +828,14 @@ say "$base serves from $new_container (switched $(( switched_ms - healthy_ms )) 
 # The old container finishes its requests, then stops; its env file goes with it.
 if [ -n "$live_container" ] && [ "$live_container" != "$new_container" ]; then
   if [ "$live_container" = "$legacy" ]; then
+    # Kept, stopped and renamed, with its writable layer and its volumes: the way back, until removed by hand.
     docker stop --time "$stop_grace" "$legacy" >/dev/null 2>&1 || true
-    docker rm "$legacy" >/dev/null
+    docker update --restart no "$legacy" >/dev/null
+    kept="$legacy.pre-proxy-$(date -u +%Y%m%dT%H%M%SZ)"
+    docker rename "$legacy" "$kept"
     drop_file "$legacy"
-    say "removed $legacy (from before the proxy); its anonymous volumes, if any, are kept: docker volume ls -f dangling=true"
+    for volume in "${volumes[@]}"; do rm -f "$seeded_dir/$volume"; done
+    say "kept $legacy (from before the proxy), stopped, as $kept with its data; when satisfied: docker rm --volumes $kept"
   else
     drain "$live"
     docker stop --time "$stop_grace" "$live_container" >/dev/null 2>&1 || true

@@ -7,7 +7,7 @@ namespace=workhub-staging
 service=workhub-staging_wbsaleshub
 volume=workhub-staging-wbsaleshub-data
 volume_key=data
-helper_image=haproxy:2.6
+helper_image=busybox:1.37
 registry_server=10.0.0.1:5000
 registry_user=''
 login_dir="" scratch=""
@@ -31,5 +31,7 @@ fi
 
 docker volume inspect "$volume" >/dev/null 2>&1 \
   || fail "volume $volume is not on $node; the hub's data is on the node labelled data: [$hub]"
-# A gzipped tar of the volume's files on stdout, read through a throwaway container (read-only).
-docker run --rm --user 0 --network none -v "$volume:/data:ro" --entrypoint tar "$helper_image" -czf - -C /data .
+# A gzipped tar of the volume's files on stdout, read through a throwaway container (read-only),
+# as uid 0 with DAC_READ_SEARCH alone: it reads every file, whatever its owner, and changes nothing.
+docker run --rm --network none --user 0 --cap-drop ALL --cap-add DAC_READ_SEARCH --security-opt no-new-privileges \
+  -v "$volume:/data:ro" --entrypoint tar "$helper_image" -czf - -C /data .

@@ -2,7 +2,7 @@ set -eu
 node=node2
 stack=staging
 namespace=workhub-staging
-helper_image=haproxy:2.6
+helper_image=busybox:1.37
 registry_server=10.0.0.1:5000
 registry_user=''
 hubs=(wbsaleshub)
