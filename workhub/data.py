@@ -222,8 +222,8 @@ def restore(stack: auto.Stack, source: Path, hub: Optional[str] = None, volume: 
     serving = Serving(config.publish_address, config.deploy, config.proxy_image, config.helper)
     chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack.name, from_hub)
     # A manifest from before it recorded each archive's file count: counted here, before anything is sent.
-    files = [entry["files"] if isinstance(entry.get("files"), int) else archive_files(manifest_path.parent / entry["file"])
-             for entry in chosen]
+    files = [entry["files"] if isinstance(entry.get("files"), int)
+             else archive_files(manifest_path.parent / entry["file"]) for entry in chosen]
     for entry, count in zip(chosen, files):
         target = hubs[entry["hub"]]
         with (manifest_path.parent / entry["file"]).open("rb") as data:
