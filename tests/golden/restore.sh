@@ -230,8 +230,13 @@ live=$(live_slot)
 
 # 1. The archive goes into a volume of its own, and must hold as many files as the backup did;
 # the hub keeps serving meanwhile.
-step="extracting the archive into $staging"
+step="making $staging"
+if docker volume inspect "$staging" >/dev/null 2>&1 || docker volume inspect "$kept" >/dev/null 2>&1; then
+  say "$staging or $kept is on the host already (another restore of $volume in this second?); run the restore again"
+  exit 1
+fi
 new_volume --label "workhub.restore=$stamp" "$staging"
+step="extracting the archive into $staging"
 staged=true
 helper extract -i -v "$staging:/data" --entrypoint tar "$helper_image" -xzf - -C /data <"$archive"
 step="counting the files in $staging"
