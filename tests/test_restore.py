@@ -146,12 +146,12 @@ def test_nothing_changes_before_the_archive_is_extracted_and_counted_and_the_tra
     the trap is in place before the first volume is made; the live volume is copied away before the
     restored content is copied in."""
     text = restore_script(HUB, "staging", "data", "0" * 64, 12, 14091, SERVING)
-    body = text[text.index("\narchive=$(mktemp)"):]
+    body = text[text.index("\nflock 9\n"):]
     order = ["trap 'finish $?' EXIT", "helper extract", 'got=$(count "$staging")', 'reown "$staging"',
              'docker stop --time "$stop_grace" "$container"', 'copy_into keep "$volume" "$kept"',
              'copy_into swap "$staging" "$volume"', 'docker volume rm "$staging"', 'docker start "$container"',
              "wait_healthy"]
-    assert text.index(order[0]) < text.index("\narchive=$(mktemp)")
+    assert text.index(order[0]) < text.index("\nflock 9\n")
     places = [body.index(step) for step in order[1:]]
     assert places == sorted(places), order
     assert "rm -rf" not in body.split('copy_into keep "$volume" "$kept"')[0], "nothing is emptied before the copy away"

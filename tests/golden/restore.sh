@@ -148,12 +148,14 @@ helper() {
     "$@"
 }
 # count VOLUME: how many files (anything but a directory) VOLUME holds.
-count() { helper count -v "$1:/data:ro" --entrypoint sh "$helper_image" -c 'find /data -mindepth 1 ! -type d | wc -l'; }
+count() {
+  helper count -v "$1:/data:ro" --entrypoint sh "$helper_image" -c 'find /data -mindepth 1 ! -type d | wc -l | tr -d " "'
+}
 # copy_into STEP FROM TO: TO holds exactly what FROM holds (owners, modes and times kept); the number
 # of files TO holds after it. Docker cannot rename a volume, so taking a volume's place is this copy.
 copy_into() {
   helper "$1" -v "$2:/from:ro" -v "$3:/to" --entrypoint sh "$helper_image" -c \
-    'find /to -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a /from/. /to/ && find /to -mindepth 1 ! -type d | wc -l'
+    'find /to -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a /from/. /to/ && find /to -mindepth 1 ! -type d | wc -l | tr -d " "'
 }
 new_volume() {
   docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
@@ -216,6 +218,11 @@ trap 'exit 130' INT
 trap 'exit 141' PIPE
 trap 'exit 143' TERM
 
+# One restore of a volume at a time (a second, say after the SSH connection dropped and workhub ran
+# it again, waits until the first one's trap is done).
+mkdir -p "$state"
+exec 9>>"$state/restore-$volume.lock"
+flock 9
 archive=$(mktemp)
 cat >"$archive"
 got=$(sha256sum "$archive" | cut -d' ' -f1)
@@ -254,13 +261,13 @@ reown "$staging" "$uid:$uid"
 # kept until a later prune), then the restored content into the live volume.
 step="making $volume"
 docker volume inspect "$volume" >/dev/null 2>&1 || new_volume "$volume"
+paused=$(now_ms)
 if [ -n "$container" ]; then
   step="stopping $container"
   say "stopping $container while $volume is replaced"
   stopped=true
   docker stop --time "$stop_grace" "$container" >/dev/null
 fi
-paused=$(now_ms)
 step="counting the files in $volume"
 old_files=$(count "$volume")
 step="copying $volume's content into $kept"
