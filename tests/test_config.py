@@ -360,7 +360,7 @@ def test_the_helper_image_is_the_proxy_image_unless_set():
     assert parse(raw).helper == "busybox:1.37"
     hub = parse(with_hubs()).hubs[0]
     serving = Serving("127.0.0.1", DeploySettings(), "haproxy:2.6", "busybox:1.37")
-    assert "\nhelper_image=busybox:1.37\n" in restore_script(hub, "staging", "data", "0" * 64, 4090, serving)
+    assert "\nhelper_image=busybox:1.37\n" in restore_script(hub, "staging", "data", "0" * 64, 1, 4090, serving)
 
 
 def one_hub(name: str, **extra) -> dict:
