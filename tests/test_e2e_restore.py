@@ -205,14 +205,17 @@ def test_a_restore_swaps_in_the_backup_keeps_the_old_data_and_pauses_the_hub_onl
     write_file("after-restore.txt", b"the hub writes into its restored volume\n")
     remove_file("after-restore.txt")
 
+    # Requests during the pause fail, or wait (the proxy tries the container's address again): both only then.
     stopped, back, reported_ms = pause_of(logs)
     failed = [s for s in report.samples if s.error or s.status != 200]
-    print(f"the restore paused the hub for {reported_ms} ms (the script's count); the prober saw "
-          f"{len(failed)} failed request(s) of {report.total}, over "
-          f"{(failed[-1].started - failed[0].started) * 1000 if failed else 0:.0f} ms")
-    outside = [s for s in failed if not stopped - SLACK_S <= s.started <= back + SLACK_S]
-    assert not outside, f"requests failed outside the pause ({stopped:.2f}-{back:.2f} s): {outside}"
-    assert report.ok > 0 and any(s.started < stopped and s.status == 200 for s in report.samples)
+    held = [s for s in report.samples if s.latency_ms > 500]
+    print(f"the restore stopped the hub for {reported_ms} ms (the script's count); the prober saw "
+          f"{len(failed)} failed request(s) of {report.total}, {len(held)} held over 500 ms, the longest "
+          f"{report.max_ms:.0f} ms")
+    outside = [s for s in failed + held if not (stopped - SLACK_S <= s.started and s.ended <= back + SLACK_S)]
+    assert not outside, f"requests failed or waited outside the pause ({stopped:.2f}-{back:.2f} s): {outside}"
+    assert any(s.started < stopped and s.status == 200 for s in report.samples)
+    assert report.max_ms is not None and report.max_ms < reported_ms + 1000, report.summary()
 
 
 def test_a_corrupt_archive_that_matches_its_sha256_changes_nothing(deployed, backup):
@@ -249,8 +252,8 @@ def kill_the_swap() -> tuple[threading.Thread, list[str]]:
             assert events.stdout is not None
             container = events.stdout.readline().strip()
             if container:
-                subprocess.run(["/usr/bin/docker", "kill", container], capture_output=True)
-                killed.append(container)
+                if subprocess.run(["/usr/bin/docker", "kill", container], capture_output=True).returncode == 0:
+                    killed.append(container)
         finally:
             events.terminate()
             events.wait()
@@ -289,7 +292,7 @@ def test_a_swap_killed_halfway_puts_the_old_data_back_and_the_hub_serves(deploye
     thread, killed = kill_the_swap()
     report, logs, error = restore_under_probe(deployed, backup)
     thread.join(timeout=10)
-    assert killed, "the swap's helper container never started"
+    assert killed, "the swap's helper container was not killed while it ran"
     assert isinstance(error, RemoteCommandError), error
     (kept,) = set(volumes_of(f"{VOLUME}.pre-restore-")) - kept_before
     container = serving_container("wbsaleshub", STACK)

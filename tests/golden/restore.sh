@@ -152,11 +152,16 @@ count() {
   helper count -v "$1:/data:ro" --entrypoint sh "$helper_image" -c 'find /data -mindepth 1 ! -type d | wc -l | tr -d " "'
 }
 # copy_into STEP FROM TO: TO holds exactly what FROM holds (owners, modes and times kept); the number
-# of files TO holds after it. Docker cannot rename a volume, so taking a volume's place is this copy.
+# of files FROM holds, then (on a line of its own) the number TO holds after it, counted in the same
+# container (each container takes a while to start, and the hub is stopped for these copies).
+# Docker cannot rename a volume, so taking a volume's place is this copy.
 copy_into() {
   helper "$1" -v "$2:/from:ro" -v "$3:/to" --entrypoint sh "$helper_image" -c \
-    'find /to -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a /from/. /to/ && find /to -mindepth 1 ! -type d | wc -l | tr -d " "'
+    'find /to -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a /from/. /to/ &&
+     find /from -mindepth 1 ! -type d | wc -l && find /to -mindepth 1 ! -type d | wc -l'
 }
+# line N TEXT: the Nth line of TEXT, without blanks.
+line() { printf '%s\n' "$2" | sed -n "$1p" | tr -d ' '; }
 new_volume() {
   docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
     "$@" >/dev/null
@@ -196,7 +201,7 @@ finish() {
   outcome="$volume was not touched"
   if [ "$touched" = true ]; then
     [ -n "$container" ] && running "$container" && docker stop --time "$stop_grace" "$container" >/dev/null
-    if [ "$(copy_into back "$kept" "$volume")" = "$old_files" ]; then
+    if [ "$(line 2 "$(copy_into back "$kept" "$volume")")" = "$old_files" ]; then
       outcome="$volume holds its old data again (also kept in $kept)"
     else
       outcome="putting the old data back into $volume failed too: it is kept in $kept; copy it back with a container that mounts both"
@@ -268,12 +273,12 @@ if [ -n "$container" ]; then
   stopped=true
   docker stop --time "$stop_grace" "$container" >/dev/null
 fi
-step="counting the files in $volume"
-old_files=$(count "$volume")
 step="copying $volume's content into $kept"
 new_volume --label "workhub.pre-restore=$stamp" "$kept"
 keeping=true
-got=$(copy_into keep "$volume" "$kept")
+counts=$(copy_into keep "$volume" "$kept")
+old_files=$(line 1 "$counts")
+got=$(line 2 "$counts")
 if [ "$got" != "$old_files" ]; then
   say "$volume holds $old_files file(s), but $got arrived in $kept"
   exit 1
@@ -281,7 +286,8 @@ fi
 keeping=false
 step="copying $staging's content into $volume"
 touched=true
-got=$(copy_into swap "$staging" "$volume")
+counts=$(copy_into swap "$staging" "$volume")
+got=$(line 2 "$counts")
 if [ "$got" != "$files" ]; then
   say "the archive holds $files file(s), but $got arrived in $volume"
   exit 1
