@@ -1019,9 +1019,7 @@ if [ "$got" != "$files" ]; then
 fi
 mark_owned "$volume" "$uid"
 say "restored $volume ($(stat -c %s "$archive") bytes, $files file(s)), its files the hub's uid $uid's; its old content is kept in $kept"
-step="removing $staging"
-docker volume rm "$staging" >/dev/null
-staged=false
+answered=""
 if [ -n "$container" ]; then
   step="starting $container"
   docker start "$container" >/dev/null
@@ -1032,8 +1030,12 @@ if [ -n "$container" ]; then
     docker logs --tail 40 "$container" >&2 2>&1 || true
     exit 1
   fi
-  say "$container answers $health_path again: the hub was stopped for $(( $(now_ms) - paused )) ms"
+  answered="$container answers $health_path again: the hub was stopped for $(( $(now_ms) - paused )) ms"
 fi
+# Once the hub serves (removing a volume of many files takes a while); the restore is done by now.
+docker volume rm "$staging" >/dev/null || say "$staging could not be removed (it holds the restored files): remove it by hand"
+staged=false
+[ -z "$answered" ] || say "$answered"
 """
 
 

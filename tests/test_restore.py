@@ -149,8 +149,8 @@ def test_nothing_changes_before_the_archive_is_extracted_and_counted_and_the_tra
     body = text[text.index("\nflock 9\n"):]
     order = ["trap 'finish $?' EXIT", "helper extract", 'got=$(count "$staging")', 'reown "$staging"',
              'docker stop --time "$stop_grace" "$container"', 'copy_into keep "$volume" "$kept"',
-             'copy_into swap "$staging" "$volume"', 'docker volume rm "$staging"', 'docker start "$container"',
-             "wait_healthy"]
+             'copy_into swap "$staging" "$volume"', 'docker start "$container"', "wait_healthy",
+             'docker volume rm "$staging"']
     assert text.index(order[0]) < text.index("\nflock 9\n")
     places = [body.index(step) for step in order[1:]]
     assert places == sorted(places), order
