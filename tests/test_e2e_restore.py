@@ -49,6 +49,9 @@ VOLUME = f"workhub-{STACK}-wbsaleshub-data"
 # How far outside the pause the script reports a failed request may be: the prober's and the log's
 # clocks differ by the time a log line takes to come over SSH.
 SLACK_S = 0.5
+# A request the proxy could not connect for (the hub stopped) is tried again once a second (HAProxy's
+# pause between retries): one that came during the pause is answered up to this long after it.
+RETRY_S = 1.0
 
 
 @dataclass
@@ -212,10 +215,11 @@ def test_a_restore_swaps_in_the_backup_keeps_the_old_data_and_pauses_the_hub_onl
     print(f"the restore stopped the hub for {reported_ms} ms (the script's count); the prober saw "
           f"{len(failed)} failed request(s) of {report.total}, {len(held)} held over 500 ms, the longest "
           f"{report.max_ms:.0f} ms")
-    outside = [s for s in failed + held if not (stopped - SLACK_S <= s.started and s.ended <= back + SLACK_S)]
+    outside = [s for s in failed + held
+               if not (stopped - SLACK_S <= s.started <= back + SLACK_S and s.ended <= back + RETRY_S + SLACK_S)]
     assert not outside, f"requests failed or waited outside the pause ({stopped:.2f}-{back:.2f} s): {outside}"
     assert any(s.started < stopped and s.status == 200 for s in report.samples)
-    assert report.max_ms is not None and report.max_ms < reported_ms + 1000, report.summary()
+    assert report.max_ms is not None and report.max_ms < reported_ms + (RETRY_S + SLACK_S) * 1000, report.summary()
 
 
 def test_a_corrupt_archive_that_matches_its_sha256_changes_nothing(deployed, backup):
