@@ -857,6 +857,20 @@ for hub in "${hubs[@]}"; do
     docker image rm "$ref" >/dev/null && say "removed $ref"
   done
 done
+# The copies restores kept of a volume's old content (<volume>.pre-restore-<time>): the newest of
+# each volume stays (the way back from its last restore), the older ones go. Names sort by time.
+newest=""
+for copy in $(docker volume ls --quiet --filter "label=workhub.stack=$stack" --filter label=workhub.pre-restore | sort -r); do
+  volume=${copy%.pre-restore-*}
+  if [ "$volume" != "$newest" ]; then
+    newest=$volume
+    say "kept $copy, the content $volume had before its last restore"
+  elif docker volume rm "$copy" >/dev/null; then
+    say "removed $copy, the content $volume had before an earlier restore"
+  else
+    say "could not remove $copy (in use?); the next prune tries again"
+  fi
+done
 if [ "$reset_cache" = true ]; then
   say "resetting the whole build cache, npm cache mounts included: the next builds download everything"
   docker builder prune --all --force >&2
@@ -865,8 +879,9 @@ fi
 
 
 def prune_script(stack: str, hubs: list[Hub], keep: int, reset_cache: bool) -> str:
-    """Keep the newest `keep` images of each hub in this stack (and the one running); optionally
-    reset the whole BuildKit cache (the PRD's cache reset)."""
+    """Keep the newest `keep` images of each hub in this stack (and the one running), and the newest
+    pre-restore copy of each of its volumes; optionally reset the whole BuildKit cache (the PRD's
+    cache reset)."""
     return script(
         {"stack": stack, "live_mark": LIVE_MARK, "hubs": [hub.name for hub in hubs], "keep": keep,
          "reset_cache": reset_cache},
@@ -882,6 +897,11 @@ if [ -z "$found" ]; then
   exit 0
 fi
 for volume in $found; do
+  # What a restore kept of a volume's old content goes only with `prune` (or by hand).
+  if [ -n "$(docker volume inspect --format '{{index .Labels "workhub.pre-restore"}}' "$volume")" ]; then
+    say "kept $volume, the content a volume had before a restore: \`docker volume rm $volume\` removes it"
+    continue
+  fi
   if docker volume rm "$volume" >/dev/null; then
     forget_owner "$volume"
     say "removed volume $volume"
@@ -894,7 +914,8 @@ done
 
 
 def purge_script(stack: str) -> str:
-    """Remove every volume workhub made for the stack (its hubs' data): the explicit purge."""
+    """Remove every volume workhub made for the stack (its hubs' data): the explicit purge. The copies
+    a restore kept of a volume's old content stay (`prune` removes them, but the newest of each)."""
     return script({"stack": stack}, _PURGE)
 
 
@@ -938,55 +959,200 @@ def backup_script(volume: str, helper_image: str) -> str:
     return script({"volume": volume, "helper_image": helper_image}, _BACKUP)
 
 
-_RESTORE = _LAYOUT + _PROBE + REOWN + r"""
+_RESTORE = _LAYOUT + _PROBE + POINT_PROXY + REOWN + r"""
 say() { printf 'restore: %s\n' "$*" >&2; }
+now_ms() { date +%s%3N; }
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+staging="$volume.restore-$stamp"
+kept="$volume.pre-restore-$stamp"
+# helper STEP ARGS...: a throwaway container of $helper_image (root, no network), labelled with the step
+# it does, so that what it does is visible in `docker ps` (and a test can find it).
+helper() {
+  local step=$1
+  shift
+  docker run --rm --user 0 --network none --label "workhub.restore=$volume" --label "workhub.restore-step=$step" \
+    "$@"
+}
+# count VOLUME: how many files (anything but a directory) VOLUME holds.
+count() {
+  helper count -v "$1:/data:ro" --entrypoint sh "$helper_image" -c 'find /data -mindepth 1 ! -type d | wc -l | tr -d " "'
+}
+# copy_into STEP FROM TO: TO holds exactly what FROM holds (owners, modes and times kept); the number
+# of files FROM holds, then (on a line of its own) the number TO holds after it, counted in the same
+# container (each container takes a while to start, and the hub is stopped for these copies).
+# Docker cannot rename a volume, so taking a volume's place is this copy.
+copy_into() {
+  helper "$1" -v "$2:/from:ro" -v "$3:/to" --entrypoint sh "$helper_image" -c \
+    'find /to -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a /from/. /to/ &&
+     find /from -mindepth 1 ! -type d | wc -l && find /to -mindepth 1 ! -type d | wc -l'
+}
+# line N TEXT: the Nth line of TEXT, without blanks.
+line() { printf '%s\n' "$2" | sed -n "$1p" | tr -d ' '; }
+new_volume() {
+  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
+    "$@" >/dev/null
+}
+
+# wait_healthy: the hub's host port (its proxy) answers its health path within health_timeout seconds.
+wait_healthy() {
+  local start
+  start=$(now_ms)
+  while [ $(( $(now_ms) - start )) -lt $(( health_timeout * 1000 )) ]; do
+    [ "$(probe "$probe_host" "$host_port" "$health_path")" = 200 ] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# What the trap needs to know: how far the restore went.
+archive=""
+step="receiving the archive"
+staged=false      # $staging exists
+stopped=false     # $container was stopped by this restore
+keeping=false     # $kept exists but does not hold the live content yet
+touched=false     # the live volume's content was (or was being) replaced
+container=""
+finish() {
+  local rc=$1 outcome
+  set +e
+  trap '' PIPE
+  rm -f "$archive"
+  [ "$rc" -eq 0 ] && return 0
+  [ "$keeping" = true ] && docker volume rm "$kept" >/dev/null 2>&1
+  [ "$staged" = true ] && docker volume rm "$staging" >/dev/null 2>&1
+  if [ "$stopped" = false ] && [ "$touched" = false ]; then
+    say "FAILED: $step (exit $rc); nothing was changed: $volume holds its data as before${container:+ and $container kept serving}"
+    return 0
+  fi
+  outcome="$volume was not touched"
+  if [ "$touched" = true ]; then
+    [ -n "$container" ] && running "$container" && docker stop --time "$stop_grace" "$container" >/dev/null
+    if [ "$(line 2 "$(copy_into back "$kept" "$volume")")" = "$old_files" ]; then
+      outcome="$volume holds its old data again (also kept in $kept)"
+    else
+      outcome="putting the old data back into $volume failed too: it is kept in $kept; copy it back with a container that mounts both"
+    fi
+  fi
+  if [ -n "$container" ]; then
+    docker start "$container" >/dev/null && point_proxy "$live" 2>/dev/null
+    if wait_healthy; then
+      outcome="$outcome, and $container answers $health_path again"
+    else
+      outcome="$outcome, but $container does not answer $health_path: see \`docker logs $container\`"
+    fi
+  fi
+  say "FAILED: $step (exit $rc); $outcome"
+}
+trap 'finish $?' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 141' PIPE
+trap 'exit 143' TERM
+
+# One restore of a volume at a time (a second, say after the SSH connection dropped and workhub ran
+# it again, waits until the first one's trap is done).
+mkdir -p "$state"
+exec 9>>"$state/restore-$volume.lock"
+flock 9
 archive=$(mktemp)
-trap 'rm -f "$archive"' EXIT
 cat >"$archive"
 got=$(sha256sum "$archive" | cut -d' ' -f1)
 if [ "$got" != "$sha256" ]; then
   say "FAILED: the archive arrived with sha256 $got, not $sha256; nothing was changed"
+  trap - EXIT
+  rm -f "$archive"
   exit 1
 fi
 live=$(live_slot)
-container=""
 [ -n "$live" ] && running "$base-$live" && container="$base-$live"
-docker volume inspect "$volume" >/dev/null 2>&1 || docker volume create --label "workhub.stack=$stack" \
-  --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" "$volume" >/dev/null
-if [ -n "$container" ]; then
-  say "stopping $container while $volume is replaced"
-  docker stop --time "$stop_grace" "$container" >/dev/null
-fi
-docker run --rm -i --user 0 --network none -v "$volume:/data" --entrypoint sh "$helper_image" \
-  -c 'find /data -mindepth 1 -maxdepth 1 -exec rm -rf {} + && tar -xzf - -C /data' <"$archive"
-# The archive keeps the owners it was made with (another stack's uid, or a hub's from before it had its own).
-reown "$volume" "$uid:$uid"
-mark_owned "$volume" "$uid"
-say "restored $volume ($(stat -c %s "$archive") bytes), its files the hub's uid $uid's"
-if [ -n "$container" ]; then
-  docker start "$container" >/dev/null
-  for _ in $(seq "$health_timeout"); do
-    if [ "$(probe "$probe_host" "$host_port" "$health_path")" = 200 ]; then
-      say "$container answers $health_path again"
-      exit 0
-    fi
-    sleep 1
-  done
-  say "FAILED: $container does not answer $health_path after the restore; its last log lines:"
-  docker logs --tail 40 "$container" >&2 2>&1 || true
+
+# 1. The archive goes into a volume of its own, and must hold as many files as the backup did;
+# the hub keeps serving meanwhile.
+step="making $staging"
+if docker volume inspect "$staging" >/dev/null 2>&1 || docker volume inspect "$kept" >/dev/null 2>&1; then
+  say "$staging or $kept is on the host already (another restore of $volume in this second?); run the restore again"
   exit 1
 fi
+new_volume --label "workhub.restore=$stamp" "$staging"
+step="extracting the archive into $staging"
+staged=true
+helper extract -i -v "$staging:/data" --entrypoint tar "$helper_image" -xzf - -C /data <"$archive"
+step="counting the files in $staging"
+got=$(count "$staging")
+step="checking $staging"
+if [ "$got" != "$files" ]; then
+  say "the archive holds $files file(s), but $got arrived in $staging"
+  exit 1
+fi
+# The archive keeps the owners it was made with (another stack's uid, or a hub's from before it had its own).
+step="giving the files in $staging to the hub's uid $uid"
+reown "$staging" "$uid:$uid"
+
+# 2. The pause: the hub stops for the two copies only, the live content into $kept (the way back,
+# kept until a later prune), then the restored content into the live volume.
+step="making $volume"
+docker volume inspect "$volume" >/dev/null 2>&1 || new_volume "$volume"
+paused=$(now_ms)
+if [ -n "$container" ]; then
+  step="stopping $container"
+  say "stopping $container while $volume is replaced"
+  stopped=true
+  docker stop --time "$stop_grace" "$container" >/dev/null
+fi
+step="copying $volume's content into $kept"
+new_volume --label "workhub.pre-restore=$stamp" "$kept"
+keeping=true
+counts=$(copy_into keep "$volume" "$kept")
+old_files=$(line 1 "$counts")
+got=$(line 2 "$counts")
+if [ "$got" != "$old_files" ]; then
+  say "$volume holds $old_files file(s), but $got arrived in $kept"
+  exit 1
+fi
+keeping=false
+step="copying $staging's content into $volume"
+touched=true
+counts=$(copy_into swap "$staging" "$volume")
+got=$(line 2 "$counts")
+if [ "$got" != "$files" ]; then
+  say "the archive holds $files file(s), but $got arrived in $volume"
+  exit 1
+fi
+mark_owned "$volume" "$uid"
+say "restored $volume ($(stat -c %s "$archive") bytes, $files file(s)), its files the hub's uid $uid's; its old content is kept in $kept"
+answered=""
+if [ -n "$container" ]; then
+  step="starting $container"
+  docker start "$container" >/dev/null
+  point_proxy "$live" || true
+  step="waiting for $container to answer $health_path with the restored data"
+  if ! wait_healthy; then
+    say "$container does not answer $health_path with the restored data; its last log lines:"
+    docker logs --tail 40 "$container" >&2 2>&1 || true
+    exit 1
+  fi
+  answered="$container answers $health_path again: the hub was stopped for $(( $(now_ms) - paused )) ms"
+fi
+# Once the hub serves (removing a volume of many files takes a while); the restore is done by now.
+docker volume rm "$staging" >/dev/null || say "$staging could not be removed (it holds the restored files): remove it by hand"
+staged=false
+[ -z "$answered" ] || say "$answered"
 """
 
 
-def restore_script(hub: Hub, stack: str, volume_key: str, sha256: str, host_port: int, serving: Serving) -> str:
-    """Replace a hub's volume with the gzipped tar on stdin (checked against `sha256` first),
-    stopping the hub's container around it and waiting until it answers again."""
+def restore_script(hub: Hub, stack: str, volume_key: str, sha256: str, files: int, host_port: int,
+                   serving: Serving) -> str:
+    """Replace a hub's volume with the gzipped tar on stdin (checked against `sha256` first), without
+    losing data: the archive goes into a staging volume while the hub serves, must hold `files` files
+    there, and only then the hub stops for two copies (its volume's content into a kept
+    `<volume>.pre-restore-<time>`, the staging volume's into it) and starts again. Whatever fails once
+    the hub stopped, the trap puts the old content back and starts the hub; the last line says what failed."""
     return script(
-        {**_hub_values(hub, stack, serving.publish_address), "host_port": host_port, "health_path": hub.health_path,
-         "health_timeout": serving.deploy.health_timeout_seconds, "stop_grace": serving.deploy.stop_grace_seconds,
-         "volume": volume_name(stack, hub.name, volume_key), "volume_key": volume_key, "sha256": sha256,
-         "helper_image": serving.helper, "uid": run_uid(hub, stack)},
+        {**_hub_values(hub, stack, serving.publish_address), **proxy_values(), "host_port": host_port,
+         "health_path": hub.health_path, "health_timeout": serving.deploy.health_timeout_seconds,
+         "stop_grace": serving.deploy.stop_grace_seconds, "volume": volume_name(stack, hub.name, volume_key),
+         "volume_key": volume_key, "sha256": sha256, "files": files, "helper_image": serving.helper,
+         "uid": run_uid(hub, stack)},
         _RESTORE,
     )
 

@@ -364,7 +364,7 @@ def test_the_helper_image_is_busybox_unless_set():
     hub = config.hubs[0]
     assert Serving("127.0.0.1", DeploySettings(), "haproxy:2.6").helper == "busybox:1.37"
     serving = Serving("127.0.0.1", DeploySettings(), "haproxy:2.6", "tools/busybox:1.37")
-    assert "\nhelper_image=tools/busybox:1.37\n" in restore_script(hub, "staging", "data", "0" * 64, 4090, serving)
+    assert "\nhelper_image=tools/busybox:1.37\n" in restore_script(hub, "staging", "data", "0" * 64, 1, 4090, serving)
     assert "\nhelper_image=tools/busybox:1.37\n" in run_script(hub, "staging", "hub:staging-0", 4090,
                                                                hub_runtime(hub, config, "staging", {}, "k"), serving)
     assert "\nhelper_image=tools/busybox:1.37\n" in backup_script("v", "tools/busybox:1.37")

@@ -125,13 +125,15 @@ def test_every_kind_of_deploy_drops_no_request_and_keeps_the_data(tmp_path, tool
         assert files_on_volume(url) == kept
         assert not list((tmp_path / "project").glob("**/*.tar.gz")), "no archive lands in the project"
 
-        # 7. Only the explicit purge removes it.
+        # 7. Only the explicit purge removes it (what the restore kept of the old content stays: prune's).
         stack.destroy(on_output=print_line, color="never")
         data.purge(stack)
-        assert docker("volume", "ls", "--quiet", "--filter", f"name={VOLUME}") == ""
+        left = docker("volume", "ls", "--quiet", "--filter", f"name={VOLUME}").split()
+        assert len(left) == 1 and left[0].startswith(f"{VOLUME}.pre-restore-"), left
     finally:
         stack.destroy(color="never")
-        docker("volume", "rm", VOLUME, check=False)
+        for volume in docker("volume", "ls", "--quiet", "--filter", f"name={VOLUME}").split():
+            docker("volume", "rm", volume, check=False)
         process_watch.secrets.update(secret_values(stack))
 
 

@@ -586,7 +586,7 @@ def test_a_one_host_stacks_backup_restores_into_the_swarm_stack(deployed, bed, t
         assert [(a["hub"], a["volume"], a["docker_volume"]) for a in manifest["archives"]] == \
             [("wbsaleshub", "data", "workhub-onehost-wbsaleshub-data")] and "swarm" not in manifest
 
-        restored = workhub(deployed.engine, "restore", "--stack", STACK, "--from", str(out_dir))
+        restored = workhub(deployed.engine, "restore", "--stack", STACK, "--from", str(out_dir), "--from-stack", "onehost")
         assert restored.returncode == 0, restored.stderr[-3000:]
         assert restored.stdout.splitlines()[-1] == f"workhub: 1 volume(s) of '{STACK}' restored from {out_dir}"
         said = [line for line in restored.stderr.splitlines() if "is a backup of stack" in line]

@@ -59,7 +59,7 @@ def all_scripts() -> dict[str, str]:
         "volume.sh": volume_script(HUB, "staging", "data"),
         "volume_check.sh": volume_check_script(HUB, "staging", "data"),
         "backup.sh": backup_script("workhub-staging-wbsaleshub-data", "haproxy:2.6"),
-        "restore.sh": restore_script(HUB, "staging", "data", "0" * 64, 14091, SERVING),
+        "restore.sh": restore_script(HUB, "staging", "data", "0" * 64, 12, 14091, SERVING),
         "promote.sh": promote_script(HUB, IMAGE, "wbsaleshub:production-0123456789ab", "sha256:" + "0" * 64),
         "untag.sh": untag_script("wbsaleshub:production-0123456789ab"),
         "status.sh": status_script("staging", [HUB], {"wbsaleshub": 14091}, "127.0.0.1"),

@@ -3,8 +3,10 @@ bash against a stand-in `docker`), the order a restore runs them in, a backup of
 of one host restored into it, and `status` read from outputs recorded on the Swarm test bed
 (tests/fixtures/swarm-status: a healthy stack, and the same stack while node3's dockerd is stopped)."""
 
+import io
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -109,7 +111,7 @@ def test_a_one_host_stacks_backup_restores_into_a_swarm_stack_saying_where_it_ca
         return ""
 
     monkeypatch.setattr(data, "run_script", run)
-    assert data.swarm_restore(config, "key", "staging", source, None, None, logs.append, "pw") == 1
+    assert data.swarm_restore(config, "key", "staging", source, None, None, logs.append, "pw", from_stack="home") == 1
     assert logs == [f"restore: {source / data.MANIFEST} is a backup of stack 'home' (made on the host "
                     "deploy@10.0.0.5:22); restoring it into 'staging'"]
     assert calls == [("10.0.0.12", "wbsaleshub/data", True), ("10.0.0.11", "wbsaleshub (stop)", None),
@@ -133,12 +135,13 @@ def test_a_restore_stops_before_anything_changed_when_the_target_lacks_the_hub_o
     source = one_host_backup(tmp_path, archives)
     monkeypatch.setattr(data, "run_script", lambda *_, **__: pytest.fail("nothing may run"))
     with pytest.raises(data.DataError) as failed:
-        data.swarm_restore(config, "key", "staging", source, hub, volume, lambda line: None, "pw")
+        data.swarm_restore(config, "key", "staging", source, hub, volume, lambda line: None, "pw", from_stack="home")
     assert str(failed.value) == error.format(manifest=source / data.MANIFEST)
     # With --hub, the hub the target has restores alone.
     if hub is None and len(archives) > 1:
         monkeypatch.setattr(data, "run_script", lambda *_, **__: "")
-        assert data.swarm_restore(config, "key", "staging", source, "wbsaleshub", None, lambda line: None, "pw") == 1
+        assert data.swarm_restore(config, "key", "staging", source, "wbsaleshub", None, lambda line: None, "pw",
+                                  from_stack="home") == 1
 
 
 def test_short_image_cuts_the_digest():
@@ -147,13 +150,33 @@ def test_short_image_cuts_the_digest():
     assert short_image("haproxy:2.6") == "haproxy:2.6"
 
 
+def one_file_tar() -> bytes:
+    """A gzipped tar as a backup reads it: `./` and one file."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        archive.addfile(_dir("."))
+        info = tarfile.TarInfo("./leads.json")
+        info.size = 2
+        archive.addfile(info, io.BytesIO(b"[]"))
+    return out.getvalue()
+
+
+def _dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
+ONE_FILE_TAR = one_file_tar()
+
+
 def test_a_swarm_backup_reads_each_volume_on_its_data_node(tmp_path, monkeypatch):
     config, _ = config_and_runtimes()
     seen = []
 
     def run(conn, key, text, label, log, data_out=None, **_):
         seen.append((conn.host, label))
-        data_out.write(b"archive bytes")
+        data_out.write(ONE_FILE_TAR)
         return ""
 
     monkeypatch.setattr(data, "run_script", run)
@@ -161,7 +184,8 @@ def test_a_swarm_backup_reads_each_volume_on_its_data_node(tmp_path, monkeypatch
     written = json.loads(manifest.read_text())
     assert seen == [("10.0.0.12", "wbsaleshub/data")]
     assert [(a["hub"], a["volume"], a["node"], a["docker_volume"], a["bytes"]) for a in written["archives"]] == \
-        [("wbsaleshub", "data", "node2", "workhub-staging-wbsaleshub-data", 13)]
+        [("wbsaleshub", "data", "node2", "workhub-staging-wbsaleshub-data", len(ONE_FILE_TAR))]
+    assert [a["files"] for a in written["archives"]] == [1]
     assert written["stack"] == "staging" and written["swarm"] == ["node1", "node2", "node3"]
 
 

@@ -177,9 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--volume", help="restore: only this volume")
     parser.add_argument("--out", type=Path, help="backup: the directory to write (default .workhub/backups/<stack>/<time>)")
     parser.add_argument("--from", dest="source", type=Path, help="restore: the backup directory (or its manifest.json)")
+    parser.add_argument("--from-stack", metavar="STACK",
+                        help="restore: the backup is of this other stack (without it, another stack's backup is refused)")
+    parser.add_argument("--from-hub", metavar="HUB",
+                        help="restore: put this hub's archives into the hub --hub names (without it, an archive "
+                             "restores only into the hub of its own name)")
     args = parser.parse_args(argv)
     if args.operation == "restore" and args.source is None:
         parser.error("restore needs --from <backup directory>")
+    if args.from_hub is not None and args.hub is None:
+        parser.error("--from-hub needs --hub <the hub to restore its data into>")
 
     print(f"workhub: {args.operation} of stack {args.stack!r}", file=sys.stderr, flush=True)
     # What workhub and the CLI write here (state, Pulumi.<stack>.yaml, backups, secrets) is the user's alone.
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"workhub: backup of {args.stack!r} written: {manifest}")
             return 0
         if args.operation == "restore":
-            count = data.restore(stack, args.source, args.hub, args.volume, log)
+            count = data.restore(stack, args.source, args.hub, args.volume, log, args.from_stack, args.from_hub)
             print(f"workhub: {count} volume(s) of {args.stack!r} restored from {args.source}")
             return 0
     except data.DataError as error:

@@ -61,7 +61,7 @@ def _hubs(config: StackConfig, hub: Optional[str]) -> list[Hub]:
 def backup(stack: auto.Stack, out_dir: Path, hub: Optional[str] = None,
            log: Callable[[str], None] = print) -> Path:
     """Copy every volume of the stack's hubs (or of one hub) into `out_dir`, one `<hub>-<volume>.tar.gz`
-    each, with `manifest.json` (hub, volume, stack, image, time, sha256); the manifest's path."""
+    each, with `manifest.json` (hub, volume, stack, image, time, sha256, files); the manifest's path."""
     config, key = eng.stack_config(stack)
     if config.swarm is not None:
         return swarm_backup(config, key, stack.name, out_dir, hub, log, _registry_password(stack))
@@ -96,7 +96,7 @@ def _entry(stack: str, hub: str, volume: str, docker_volume: str, image: str, st
            archive: Path, **more: str) -> dict:
     return {"hub": hub, "volume": volume, "docker_volume": docker_volume, "stack": stack, "image": image,
             "time": started.isoformat(timespec="seconds"), "file": archive.name, "bytes": archive.stat().st_size,
-            "sha256": _sha256(archive), **more}
+            "sha256": _sha256(archive), "files": archive_files(archive), **more}
 
 
 def _write_manifest(out_dir: Path, manifest: dict) -> Path:
@@ -137,32 +137,52 @@ def swarm_backup(config: StackConfig, key: str, stack: str, out_dir: Path, hub: 
                                      "archives": entries})
 
 
-def _read_manifest(source: Path, stack: str, log: Callable[[str], None]) -> tuple[Path, dict]:
+def _read_manifest(source: Path, stack: str, log: Callable[[str], None],
+                   from_stack: Optional[str] = None) -> tuple[Path, dict]:
     """The manifest in `source` (a backup directory or its manifest.json). A backup of another stack
-    (a one-host stack's moving to a Swarm, or back) restores too: `log` says so, once."""
+    (a one-host stack's moving to a Swarm, or back) is refused unless `from_stack` names that stack
+    (`--from-stack`); then `log` says so, once."""
     manifest_path = source / MANIFEST if source.is_dir() else source
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as error:
         raise DataError(f"{manifest_path} is not a workhub backup manifest ({error})") from None
-    if manifest.get("stack") != stack:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("archives", []), list):
+        raise DataError(f"{manifest_path} is not a workhub backup manifest (no list of archives)")
+    made_of = manifest.get("stack")
+    if from_stack is not None and from_stack != made_of:
+        raise DataError(f"{manifest_path} is a backup of stack {made_of!r}, not of {from_stack!r} (--from-stack); "
+                        f"nothing was changed")
+    if made_of != stack:
+        if from_stack is None:
+            raise DataError(f"{manifest_path} is a backup of stack {made_of!r}, not of {stack!r}; nothing was "
+                            f"changed. To restore it into {stack!r} anyway, add --from-stack {made_of}")
         made_on = (f"the Swarm {', '.join(manifest['swarm'])}" if manifest.get("swarm")
                    else f"the host {manifest.get('host') or '?'}")
-        log(f"restore: {manifest_path} is a backup of stack {manifest.get('stack')!r} (made on {made_on}); "
+        log(f"restore: {manifest_path} is a backup of stack {made_of!r} (made on {made_on}); "
             f"restoring it into {stack!r}")
     return manifest_path, manifest
 
 
 def _chosen(manifest_path: Path, manifest: dict, hubs: Mapping[str, Hub], hub: Optional[str],
-            volume: Optional[str], stack: str) -> list[dict]:
+            volume: Optional[str], stack: str, from_hub: Optional[str] = None) -> list[dict]:
     """The manifest's archives for these hubs (and volume), each checked against its sha256; a hub or
-    volume of the backup the target stack does not have stops the restore before anything changed."""
+    volume of the backup the target stack does not have stops the restore before anything changed.
+    An archive restores into the hub of its own name, or, with `from_hub` (`--from-hub`, which needs
+    `hub`), hub `from_hub`'s archives into `hub`: the entries returned name the hub they restore into
+    (`hub`), and the hub they were made of (`made_of_hub`)."""
+    if from_hub is not None and hub is None:
+        raise DataError(f"--from-hub {from_hub} needs --hub <the hub to restore its data into>")
     archives = manifest.get("archives", [])
-    chosen = [entry for entry in archives if hub in (None, entry["hub"]) and volume in (None, entry["volume"])]
+    source_hub = from_hub if from_hub is not None else hub
+    chosen = [{**entry, "hub": hub if from_hub is not None else entry["hub"], "made_of_hub": entry["hub"]}
+              for entry in archives if source_hub in (None, entry["hub"]) and volume in (None, entry["volume"])]
     if not chosen:
         held = ", ".join(f"{entry['hub']}/{entry['volume']}" for entry in archives) or "nothing"
-        raise DataError(f"{manifest_path} holds no archive for hub {hub or 'any'} and volume {volume or 'any'} "
-                        f"(it holds {held})")
+        other = (f"; to restore another hub's data into {hub}, add --from-hub <that hub>"
+                 if from_hub is None and hub is not None and archives else "")
+        raise DataError(f"{manifest_path} holds no archive for hub {source_hub or 'any'} and volume "
+                        f"{volume or 'any'} (it holds {held}){other}")
     missing = sorted({entry["hub"] for entry in chosen if entry["hub"] not in hubs})
     if missing:
         raise DataError(f"stack {stack!r} has no hub {', '.join(missing)} (workhub:hubs in Pulumi.yaml), which "
@@ -175,28 +195,39 @@ def _chosen(manifest_path: Path, manifest: dict, hubs: Mapping[str, Hub], hub: O
                             "with --volume <name>")
     for entry in chosen:
         archive = manifest_path.parent / entry["file"]
-        if _sha256(archive) != entry["sha256"]:
+        try:
+            matches = _sha256(archive) == entry["sha256"]
+        except OSError as error:
+            raise DataError(f"{archive}, which {manifest_path} names, cannot be read ({error})") from None
+        if not matches:
             raise DataError(f"{archive} does not match the sha256 in {manifest_path}; it is damaged or was changed")
     return chosen
 
 
 def restore(stack: auto.Stack, source: Path, hub: Optional[str] = None, volume: Optional[str] = None,
-            log: Callable[[str], None] = print) -> int:
+            log: Callable[[str], None] = print, from_stack: Optional[str] = None,
+            from_hub: Optional[str] = None) -> int:
     """Put back the volumes a backup in `source` (a directory with manifest.json, or the manifest)
-    holds, each checked against its sha256 first; the hub's container stops for it and must answer
-    its health path again. The number of volumes restored."""
+    holds, each checked against its sha256 first: each extracted into a staging volume and counted
+    while the hub serves, then swapped in while the hub's container stops (the old content kept in
+    `<volume>.pre-restore-<time>`), and the hub must answer its health path again. A backup of another
+    stack needs `from_stack`, another hub's `from_hub` (see `_chosen`). The number of volumes restored."""
     config, key = eng.stack_config(stack)
     if config.swarm is not None:
-        return swarm_restore(config, key, stack.name, source, hub, volume, log, _registry_password(stack))
-    manifest_path, manifest = _read_manifest(source, stack.name, log)
+        return swarm_restore(config, key, stack.name, source, hub, volume, log, _registry_password(stack),
+                             from_stack=from_stack, from_hub=from_hub)
+    manifest_path, manifest = _read_manifest(source, stack.name, log, from_stack)
     conn = connection_for(config.host)
     hubs = {h.name: h for h in _hubs(config, hub)}
     serving = Serving(config.publish_address, config.deploy, config.proxy_image, config.helper)
-    chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack.name)
-    for entry in chosen:
+    chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack.name, from_hub)
+    # A manifest from before it recorded each archive's file count: counted here, before anything is sent.
+    files = [entry["files"] if isinstance(entry.get("files"), int)
+             else archive_files(manifest_path.parent / entry["file"]) for entry in chosen]
+    for entry, count in zip(chosen, files):
         target = hubs[entry["hub"]]
         with (manifest_path.parent / entry["file"]).open("rb") as data:
-            run_script(conn, key, restore_script(target, stack.name, entry["volume"], entry["sha256"],
+            run_script(conn, key, restore_script(target, stack.name, entry["volume"], entry["sha256"], count,
                                                  config.host_ports[target.name], serving),
                        f"{target.name}/{entry['volume']}", log, data_in=data)
     return len(chosen)
@@ -204,15 +235,15 @@ def restore(stack: auto.Stack, source: Path, hub: Optional[str] = None, volume: 
 
 def swarm_restore(config: StackConfig, key: str, stack: str, source: Path, hub: Optional[str] = None,
                   volume: Optional[str] = None, log: Callable[[str], None] = print,
-                  registry_password: str = "") -> int:
+                  registry_password: str = "", from_stack: Optional[str] = None, from_hub: Optional[str] = None) -> int:
     """A Swarm stack's restore, hub by hub: its service scaled to 0 on a manager, each volume put back
     on the node the config names as its data node now (another than the backup's, when the hub
     moves there), the nodes' labels set from the config, and the service scaled back to its replicas,
     there. The number of volumes restored."""
     assert config.swarm is not None
-    manifest_path, manifest = _read_manifest(source, stack, log)
+    manifest_path, manifest = _read_manifest(source, stack, log, from_stack)
     hubs = {h.name: h for h in _hubs(config, hub)}
-    chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack)
+    chosen = _chosen(manifest_path, manifest, hubs, hub, volume, stack, from_hub)
     manager = node_connection(config, config.swarm.node(config.swarm.managers[0]))
     for name in dict.fromkeys(entry["hub"] for entry in chosen):
         _swarm_restore_hub(config, key, stack, hubs[name], [entry for entry in chosen if entry["hub"] == name],

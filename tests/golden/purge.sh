@@ -19,6 +19,11 @@ if [ -z "$found" ]; then
   exit 0
 fi
 for volume in $found; do
+  # What a restore kept of a volume's old content goes only with `prune` (or by hand).
+  if [ -n "$(docker volume inspect --format '{{index .Labels "workhub.pre-restore"}}' "$volume")" ]; then
+    say "kept $volume, the content a volume had before a restore: \`docker volume rm $volume\` removes it"
+    continue
+  fi
   if docker volume rm "$volume" >/dev/null; then
     forget_owner "$volume"
     say "removed volume $volume"
