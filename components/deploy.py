@@ -965,13 +965,14 @@ now_ms() { date +%s%3N; }
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 staging="$volume.restore-$stamp"
 kept="$volume.pre-restore-$stamp"
-# helper STEP ARGS...: a throwaway container of $helper_image (root, no network), labelled with the step
+# helper STEP ARGS...: a throwaway container of $helper_image (root with only the capabilities a copy that
+# keeps owners and modes needs, no network), labelled with the step
 # it does, so that what it does is visible in `docker ps` (and a test can find it).
 helper() {
   local step=$1
   shift
-  docker run --rm --user 0 --network none --label "workhub.restore=$volume" --label "workhub.restore-step=$step" \
-    "$@"
+  docker run --rm --user 0 --network none --cap-drop ALL --cap-add CHOWN --cap-add DAC_OVERRIDE --cap-add FOWNER \
+    --security-opt no-new-privileges --label "workhub.restore=$volume" --label "workhub.restore-step=$step" "$@"
 }
 # count VOLUME: how many files (anything but a directory) VOLUME holds.
 count() {

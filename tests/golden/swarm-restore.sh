@@ -50,7 +50,10 @@ kept="$volume.pre-restore-$stamp"
 reason="" doing="starting"
 # fail WHY: the restore stops here (the exit trap says what that left).
 fail() { reason="$*"; exit 1; }
-helper() { docker run --rm --user 0 --network none "$@"; }
+helper() {
+  docker run --rm --user 0 --network none --cap-drop ALL --cap-add CHOWN --cap-add DAC_OVERRIDE --cap-add FOWNER \
+    --security-opt no-new-privileges "$@"
+}
 # summary VOLUME: "<files> <digest>": how many entries but directories it holds, and a sha256 over
 # every regular file's path and content (what two copies of the same data have in common).
 summary() {
