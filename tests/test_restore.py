@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from components.config import DeploySettings, Hub
 from components.deploy import Serving, restore_script
+from components.remote import RemoteCommandError, failure_message
 from tests.test_scripts import HUB, SERVING, STACK
 from workhub import __main__ as cli
 from workhub import data
@@ -340,3 +341,21 @@ def test_restored_data_the_hub_does_not_answer_with_is_replaced_by_the_old_again
                                f"(exit 1); {LIVE} holds its old data again (also kept in {kept.name}), and "
                                f"{CONTAINER} answers /health again")
     assert files_of(fake / "volumes" / LIVE) == OLD
+
+
+def test_a_restore_that_fails_on_the_host_says_so_last_without_a_traceback(tmp_path, monkeypatch, capsys):
+    """The host's script failed (its last line said why): the CLI repeats that once, last, and exits 1."""
+    source = write_backup(tmp_path, "staging", ["wbsaleshub"])
+    monkeypatch.setattr(cli, "open_stack", lambda args: (None, SimpleNamespace(name="staging")))
+    monkeypatch.setattr(data.eng, "stack_config", lambda stack: (STACK, "key"))
+
+    def fails(conn, key, text, label, log, data_in=None):
+        raise RemoteCommandError(failure_message(label, "deploy@127.0.0.1:22", 1, [
+            "restore: FAILED: copying the kept content failed; the old data is in place"]))
+    monkeypatch.setattr(data, "run_script", fails)
+    assert cli.main(["restore", "--stack", "staging", "--from", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.rstrip().splitlines()[-1] == "reason: copying the kept content failed; the old data is in place"
+    assert err.count("copying the kept content failed") == 1
+    assert "\nworkhub: restore of 'staging' failed: step: wbsaleshub/data " in err

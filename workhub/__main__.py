@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             count = data.restore(stack, args.source, args.hub, args.volume, log, args.from_stack, args.from_hub)
             print(f"workhub: {count} volume(s) of {args.stack!r} restored from {args.source}")
             return 0
-    except data.DataError as error:
+    except (data.DataError, RemoteCommandError) as error:
+        # A script on the host that failed said why in its last line; this repeats it once, last,
+        # with the step and the host, and no traceback.
         print(f"workhub: {args.operation} of {args.stack!r} failed: {error}", file=sys.stderr)
         return 1
     try:
