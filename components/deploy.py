@@ -843,7 +843,27 @@ serving_image() {
 }
 """
 
-_PRUNE = _SERVING + STACK_IMAGES + r"""
+# prune_copies: the copies restores kept of a volume's old content (<volume>.pre-restore-<time>) on this
+# host: the newest of each volume stays (the way back from its last restore), the older ones go.
+# Names sort by time. (On a Swarm, each node's, where its restores ran.)
+PRUNE_COPIES = r"""
+prune_copies() {
+  local newest="" copy volume
+  for copy in $(docker volume ls --quiet --filter "label=workhub.stack=$stack" --filter label=workhub.pre-restore | sort -r); do
+    volume=${copy%.pre-restore-*}
+    if [ "$volume" != "$newest" ]; then
+      newest=$volume
+      say "kept $copy, the content $volume had before its last restore"
+    elif docker volume rm "$copy" >/dev/null; then
+      say "removed $copy, the content $volume had before an earlier restore"
+    else
+      say "could not remove $copy (in use?); the next prune tries again"
+    fi
+  done
+}
+"""
+
+_PRUNE = _SERVING + STACK_IMAGES + PRUNE_COPIES + r"""
 say() { printf 'prune: %s\n' "$*" >&2; }
 for hub in "${hubs[@]}"; do
   running=$(serving_image "$hub")
@@ -857,20 +877,7 @@ for hub in "${hubs[@]}"; do
     docker image rm "$ref" >/dev/null && say "removed $ref"
   done
 done
-# The copies restores kept of a volume's old content (<volume>.pre-restore-<time>): the newest of
-# each volume stays (the way back from its last restore), the older ones go. Names sort by time.
-newest=""
-for copy in $(docker volume ls --quiet --filter "label=workhub.stack=$stack" --filter label=workhub.pre-restore | sort -r); do
-  volume=${copy%.pre-restore-*}
-  if [ "$volume" != "$newest" ]; then
-    newest=$volume
-    say "kept $copy, the content $volume had before its last restore"
-  elif docker volume rm "$copy" >/dev/null; then
-    say "removed $copy, the content $volume had before an earlier restore"
-  else
-    say "could not remove $copy (in use?); the next prune tries again"
-  fi
-done
+if [ "$copies" = true ]; then prune_copies; fi
 if [ "$reset_cache" = true ]; then
   say "resetting the whole build cache, npm cache mounts included: the next builds download everything"
   docker builder prune --all --force >&2
@@ -878,15 +885,20 @@ fi
 """
 
 
-def prune_script(stack: str, hubs: list[Hub], keep: int, reset_cache: bool) -> str:
-    """Keep the newest `keep` images of each hub in this stack (and the one running), and the newest
-    pre-restore copy of each of its volumes; optionally reset the whole BuildKit cache (the PRD's
-    cache reset)."""
+def prune_script(stack: str, hubs: list[Hub], keep: int, reset_cache: bool, copies: bool = True) -> str:
+    """Keep the newest `keep` images of each hub in this stack (and the one running), and (with
+    `copies`) the newest pre-restore copy of each of its volumes; optionally reset the whole BuildKit
+    cache (the PRD's cache reset)."""
     return script(
         {"stack": stack, "live_mark": LIVE_MARK, "hubs": [hub.name for hub in hubs], "keep": keep,
-         "reset_cache": reset_cache},
+         "reset_cache": reset_cache, "copies": copies},
         _PRUNE,
     )
+
+
+def prune_copies_script(stack: str) -> str:
+    """On one Swarm node: keep the newest pre-restore copy of each of the stack's volumes there."""
+    return script({"stack": stack}, "say() { printf 'prune: %s\\n' \"$*\" >&2; }\n" + PRUNE_COPIES + "prune_copies\n")
 
 
 _PURGE = OWNERS + r"""

@@ -452,3 +452,78 @@ def test_a_swarm_restore_whose_service_does_not_come_back_says_the_data_was_rest
     assert steps[-1] == "wbsaleshub (start)"
     assert last == ("the data of wbsaleshub was restored, but workhub-staging_wbsaleshub did not come back at its "
                     "1 task(s): it broke; what it left")
+
+
+# A stand-in Docker CLI for the pre-restore copies: `volume ls` lists $FAKE/volumes/* whose name holds
+# `.pre-restore-` (each labelled with the stack in its name), `volume rm` removes one, unless it is
+# named in $FAKE/in-use.
+PRUNE_DOCKER = r"""#!/usr/bin/env bash
+printf '%s\n' "$*" >>"$FAKE/calls"
+case "$1 $2" in
+  "volume ls") for v in "$FAKE"/volumes/*; do
+                 name=${v##*/}
+                 case "$*" in *"workhub.stack=staging"*) [[ $name == workhub-staging-* ]] || continue ;; esac
+                 [[ $name == *.pre-restore-* ]] && printf '%s\n' "$name"
+               done; exit 0 ;;
+  "volume rm") grep -qx "$3" "$FAKE/in-use" 2>/dev/null && exit 1; rm -rf "${FAKE:?}/volumes/$3"; exit 0 ;;
+esac
+echo "unexpected: docker $*" >&2
+exit 2
+"""
+
+
+def test_prune_keeps_the_newest_pre_restore_copy_of_each_volume_and_removes_the_older(tmp_path):
+    """Of each volume's copies the newest stays (the way back from its last restore); another stack's
+    and the live volumes are not touched; one still in use is said and left for the next prune."""
+    from components.deploy import prune_copies_script
+    fake = tmp_path
+    (fake / "bin").mkdir()
+    (fake / "bin" / "docker").write_text(PRUNE_DOCKER)
+    (fake / "bin" / "docker").chmod(0o755)
+    names = ["workhub-staging-wbsaleshub-data", "workhub-staging-wbsaleshub-data.pre-restore-20261201T100000Z",
+             "workhub-staging-wbsaleshub-data.pre-restore-20261203T100000Z",
+             "workhub-staging-wbsaleshub-data.pre-restore-20261202T100000Z",
+             "workhub-staging-wbfinhub-data.pre-restore-20261130T100000Z",
+             "workhub-staging-wbfinhub-data.pre-restore-20261129T100000Z",
+             "workhub-production-wbsaleshub-data.pre-restore-20261101T100000Z"]
+    for name in names:
+        (fake / "volumes" / name).mkdir(parents=True)
+    (fake / "in-use").write_text("workhub-staging-wbfinhub-data.pre-restore-20261129T100000Z\n")
+    done = subprocess.run(["bash", "-c", prune_copies_script("staging")], capture_output=True, text=True,
+                          env={"PATH": f"{fake / 'bin'}:/usr/bin:/bin", "FAKE": str(fake)})
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (fake / "volumes").iterdir()) == sorted(
+        set(names) - {"workhub-staging-wbsaleshub-data.pre-restore-20261201T100000Z",
+                      "workhub-staging-wbsaleshub-data.pre-restore-20261202T100000Z"})
+    assert done.stderr.splitlines() == [
+        "prune: kept workhub-staging-wbsaleshub-data.pre-restore-20261203T100000Z, the content "
+        "workhub-staging-wbsaleshub-data had before its last restore",
+        "prune: removed workhub-staging-wbsaleshub-data.pre-restore-20261202T100000Z, the content "
+        "workhub-staging-wbsaleshub-data had before an earlier restore",
+        "prune: removed workhub-staging-wbsaleshub-data.pre-restore-20261201T100000Z, the content "
+        "workhub-staging-wbsaleshub-data had before an earlier restore",
+        "prune: kept workhub-staging-wbfinhub-data.pre-restore-20261130T100000Z, the content "
+        "workhub-staging-wbfinhub-data had before its last restore",
+        "prune: could not remove workhub-staging-wbfinhub-data.pre-restore-20261129T100000Z (in use?); the next "
+        "prune tries again"]
+
+
+def test_a_swarm_prune_prunes_the_pre_restore_copies_on_every_node(monkeypatch):
+    """A Swarm restore keeps its copy on the hub's data node: `prune` runs there, and on every other
+    node (a hub that moved left its older copies behind); a node that does not answer fails it last."""
+    config, _ = config_and_runtimes()
+    seen = []
+
+    def run(conn, key, text, label, log, **_):
+        seen.append((conn.host, label, "prune_copies\n" in text))
+        if conn.host == "10.0.0.13":
+            raise RemoteCommandError("prune on node3: could not connect to deploy@10.0.0.13:22")
+        return ""
+
+    monkeypatch.setattr(data, "run_script", run)
+    with pytest.raises(data.DataError) as failed:
+        data.swarm_prune_copies(config, "key", "staging", lambda line: None)
+    assert seen == [("10.0.0.11", "prune on node1", True), ("10.0.0.12", "prune on node2", True),
+                    ("10.0.0.13", "prune on node3", True)]
+    assert str(failed.value).endswith("were not pruned; once that is fixed, `scripts/workhub prune --stack staging` "
+                                      "prunes them")

@@ -215,7 +215,16 @@ def main(argv: list[str] | None = None) -> int:
         print(format_status([json.loads(line) for line in out.splitlines() if line.strip()]))
         return 0
     if args.operation == "prune":
-        eng.on_host(stack, lambda c: prune_script(args.stack, c.hubs, args.keep, args.reset_cache), "prune")
+        config, key = eng.stack_config(stack)
+        # A Swarm's pre-restore copies are on its data nodes, each pruned there; the build host's images here.
+        eng.on_host(stack, lambda c: prune_script(args.stack, c.hubs, args.keep, args.reset_cache,
+                                                  copies=config.swarm is None), "prune")
+        if config.swarm is not None:
+            try:
+                data.swarm_prune_copies(config, key, args.stack, log=lambda line: print(line, file=sys.stderr))
+            except data.DataError as error:
+                print(f"workhub: prune of {args.stack!r} failed: {error}", file=sys.stderr)
+                return 1
         return 0
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     try:

@@ -17,7 +17,7 @@ from pulumi import automation as auto
 from components.build_host import connection_for
 from components import swarm_data
 from components.config import NAMESPACE, REGISTRY_PASSWORD, Hub, StackConfig
-from components.deploy import Serving, backup_script, purge_script, restore_script, volume_info_script
+from components.deploy import Serving, backup_script, prune_copies_script, purge_script, restore_script, volume_info_script
 from components.remote import RemoteCommandError, run_script, with_secrets
 from components.runtime import volume_name
 from components.swarm import service_name, sockets_volume
@@ -362,6 +362,22 @@ def swarm_purge(config: StackConfig, key: str, stack: str, log: Callable[[str], 
         raise DataError("the volumes on " + "; ".join(failed) + " were not removed; once that is fixed, "
                         f"`scripts/workhub destroy --stack {stack} --purge-data` removes them")
     return removed
+
+
+def swarm_prune_copies(config: StackConfig, key: str, stack: str, log: Callable[[str], None] = print) -> None:
+    """A Swarm stack's pre-restore copies: on every node, the newest of each volume kept, the older
+    ones removed (a restore keeps its copy on the hub's data node). A node that does not answer
+    fails it after the other nodes."""
+    assert config.swarm is not None
+    failed = []
+    for node in config.swarm.nodes:
+        try:
+            run_script(node_connection(config, node), key, prune_copies_script(stack), f"prune on {node.name}", log)
+        except RemoteCommandError as error:
+            failed.append(f"{node.name}: {error}")
+    if failed:
+        raise DataError("the pre-restore copies on " + "; ".join(failed) + " were not pruned; once that is fixed, "
+                        f"`scripts/workhub prune --stack {stack}` prunes them")
 
 
 def default_out_dir(stack: str) -> Path:
