@@ -38,6 +38,7 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
+from components.config import DEFAULT_HELPER_IMAGE
 from components.scripts import arg_words
 from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, break_health, docker, new_local_stack,
                                  secret_values, serving_container)
@@ -435,7 +436,9 @@ def test_backup_restore_and_status_through_the_cli(deployed, bed, tmp_path):
         kept = sorted(set(kept_copies(bed, node)) - kept_before[node])
         assert [name.split(".pre-restore-")[0] for name in kept] == [f"workhub-{STACK}-{hub}-data"], kept
     (kept,) = set(kept_copies(bed, 2)) - kept_before[2]
-    assert ssh_on(bed, 2, f"docker run --rm -v {kept}:/kept:ro --entrypoint cat {bed['hub_images']['proxy']} "
+    # Read with the helper image the test bed puts in every node's engine (the proxy's is in the registry,
+    # behind its login).
+    assert ssh_on(bed, 2, f"docker run --rm --user 0 -v {kept}:/kept:ro --entrypoint cat {DEFAULT_HELPER_IMAGE} "
                           "/kept/after.txt") == "after the backup", "the content it replaced is kept"
     for files in files_seen(bed):
         assert "after.txt" not in files, "written after the backup: gone"
