@@ -184,6 +184,15 @@ reown() {
 }
 """
 
+# new_volume [--label L]... NAME: a volume of the hub's, labelled as the deploy labels its volumes
+# (a restore's staged and kept copies, one host and Swarm).
+NEW_VOLUME = r"""
+new_volume() {
+  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
+    "$@" >/dev/null
+}
+"""
+
 _DEPLOY = _LAYOUT + _SLOT_FILE + _PROBE + POINT_PROXY + REOWN + r"""
 say() { printf 'run: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
@@ -971,7 +980,7 @@ def backup_script(volume: str, helper_image: str) -> str:
     return script({"volume": volume, "helper_image": helper_image}, _BACKUP)
 
 
-_RESTORE = _LAYOUT + _PROBE + POINT_PROXY + REOWN + r"""
+_RESTORE = _LAYOUT + _PROBE + POINT_PROXY + REOWN + NEW_VOLUME + r"""
 say() { printf 'restore: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -1001,10 +1010,6 @@ copy_into() {
 }
 # line N TEXT: the Nth line of TEXT, without blanks.
 line() { printf '%s\n' "$2" | sed -n "$1p" | tr -d ' '; }
-new_volume() {
-  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
-    "$@" >/dev/null
-}
 
 # wait_healthy: the hub's host port (its proxy) answers its health path within health_timeout seconds.
 wait_healthy() {

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .config import Hub, StackConfig, run_uid
-from .deploy import OWNERS, REOWN
+from .deploy import NEW_VOLUME, OWNERS, REOWN
 from .runtime import volume_name
 from .scripts import REGISTRY_LOGIN
 from .shell import script
@@ -43,7 +43,7 @@ docker run --rm --network none --user 0 --cap-drop ALL --cap-add DAC_READ_SEARCH
 # What both halves of a restore share: the volumes' names, helpers that run in a throwaway container
 # of the helper image (root, no network), and one exit path. A failure ends in one line, last, that
 # says what failed and in what state the hub's data is: `$step: FAILED: <what>; <outcome>`.
-_RESTORE_COMMON = REGISTRY_LOGIN + REOWN + r"""
+_RESTORE_COMMON = REGISTRY_LOGIN + REOWN + NEW_VOLUME + r"""
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
 staging="$volume.restore-$stamp"
 kept="$volume.pre-restore-$stamp"
@@ -65,10 +65,6 @@ summary() {
 copy_into() {
   helper -v "$1:/from:ro" -v "$2:/to" --entrypoint sh "$helper_image" -c \
     'find /to -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a /from/. /to/'
-}
-new_volume() {
-  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
-    "$@" >/dev/null
 }
 """
 

@@ -134,6 +134,11 @@ reown() {
     --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
 }
 
+new_volume() {
+  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
+    "$@" >/dev/null
+}
+
 say() { printf 'restore: %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -163,10 +168,6 @@ copy_into() {
 }
 # line N TEXT: the Nth line of TEXT, without blanks.
 line() { printf '%s\n' "$2" | sed -n "$1p" | tr -d ' '; }
-new_volume() {
-  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
-    "$@" >/dev/null
-}
 
 # wait_healthy: the hub's host port (its proxy) answers its health path within health_timeout seconds.
 wait_healthy() {

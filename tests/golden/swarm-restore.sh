@@ -44,6 +44,11 @@ reown() {
     --security-opt no-new-privileges -v "$1:/data" --entrypoint chown "$helper_image" -R -h "$2" /data
 }
 
+new_volume() {
+  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
+    "$@" >/dev/null
+}
+
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
 staging="$volume.restore-$stamp"
 kept="$volume.pre-restore-$stamp"
@@ -65,10 +70,6 @@ summary() {
 copy_into() {
   helper -v "$1:/from:ro" -v "$2:/to" --entrypoint sh "$helper_image" -c \
     'find /to -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a /from/. /to/'
-}
-new_volume() {
-  docker volume create --label "workhub.stack=$stack" --label "workhub.hub=$hub" --label "workhub.volume=$volume_key" \
-    "$@" >/dev/null
 }
 
 archive="" staged=false
