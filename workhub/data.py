@@ -341,40 +341,42 @@ def purge(stack: auto.Stack, log: Callable[[str], None] = print) -> dict[str, li
     return {}
 
 
+def _on_every_node(config: StackConfig, key: str, render: Callable[[str], str], step: str,
+                   log: Callable[[str], None]) -> tuple[dict[str, str], list[str]]:
+    """Run the script `render(node name)` on every node of the Swarm, each whatever the others did:
+    by node, what it printed, and `<node>: <error>` for each node where it failed."""
+    assert config.swarm is not None
+    printed: dict[str, str] = {}
+    failed = []
+    for node in config.swarm.nodes:
+        try:
+            printed[node.name] = run_script(node_connection(config, node), key, render(node.name),
+                                            f"{step} on {node.name}", log)
+        except RemoteCommandError as error:
+            failed.append(f"{node.name}: {error}")
+    return printed, failed
+
+
 def swarm_purge(config: StackConfig, key: str, stack: str, log: Callable[[str], None] = print) -> dict[str, list[str]]:
     """A Swarm stack's purge, once it is off the Swarm: on every node, the stack's volumes there
     removed (a hub's data node, and a node a restore elsewhere left a copy on); by node, the volumes
     removed. A node that does not answer, or a volume still in use, fails it after the other nodes."""
-    assert config.swarm is not None
-    removed: dict[str, list[str]] = {}
-    failed = []
-    for node in config.swarm.nodes:
-        try:
-            out = run_script(node_connection(config, node), key, swarm_data.purge_script(config, stack, node.name),
-                             f"purge on {node.name}", log)
-        except RemoteCommandError as error:
-            failed.append(f"{node.name}: {error}")
-            continue
-        # The publish relays' socket volume goes too, but holds no data: not named among the volumes.
-        removed[node.name] = [line.removeprefix("removed ") for line in out.splitlines()
-                              if line.startswith("removed ") and line != f"removed {sockets_volume(stack)}"]
+    printed, failed = _on_every_node(config, key, lambda node: swarm_data.purge_script(config, stack, node),
+                                     "purge", log)
     if failed:
         raise DataError("the volumes on " + "; ".join(failed) + " were not removed; once that is fixed, "
                         f"`scripts/workhub destroy --stack {stack} --purge-data` removes them")
-    return removed
+    # The publish relays' socket volume goes too, but holds no data: not named among the volumes.
+    return {node: [line.removeprefix("removed ") for line in out.splitlines()
+                   if line.startswith("removed ") and line != f"removed {sockets_volume(stack)}"]
+            for node, out in printed.items()}
 
 
 def swarm_prune_copies(config: StackConfig, key: str, stack: str, log: Callable[[str], None] = print) -> None:
     """A Swarm stack's pre-restore copies: on every node, the newest of each volume kept, the older
     ones removed (a restore keeps its copy on the hub's data node). A node that does not answer
     fails it after the other nodes."""
-    assert config.swarm is not None
-    failed = []
-    for node in config.swarm.nodes:
-        try:
-            run_script(node_connection(config, node), key, prune_copies_script(stack), f"prune on {node.name}", log)
-        except RemoteCommandError as error:
-            failed.append(f"{node.name}: {error}")
+    _, failed = _on_every_node(config, key, lambda node: prune_copies_script(stack), "prune", log)
     if failed:
         raise DataError("the pre-restore copies on " + "; ".join(failed) + " were not pruned; once that is fixed, "
                         f"`scripts/workhub prune --stack {stack}` prunes them")
