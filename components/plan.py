@@ -229,12 +229,15 @@ def unreadable_files(context: Path) -> list[str]:
     """The entries of a hub's context (as Docker sends it) that others cannot read: a regular file
     without read permission for others, or a directory on its way without read and search."""
     found: set[str] = set()
+    checked: set[str] = set()  # each folder on the way is looked at once, not once per file under it
     for path in context_files(context):
         parts = path.rstrip("/").split("/")
         for depth in range(1, len(parts)):
             folder = "/".join(parts[:depth]) + "/"
-            if folder not in found and (os.lstat(context / folder).st_mode & 0o005) != 0o005:
-                found.add(folder)
+            if folder not in checked:
+                checked.add(folder)
+                if (os.lstat(context / folder).st_mode & 0o005) != 0o005:
+                    found.add(folder)
         mode = os.lstat(context / path).st_mode
         if path.endswith("/"):
             if (mode & 0o005) != 0o005:
