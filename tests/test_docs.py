@@ -87,3 +87,10 @@ def test_the_link_check_sees_a_broken_link(tmp_path):
     (tmp_path / "b.md").write_text("# B\n")
     assert broken_links(tmp_path / "a.md") == ["missing.md: no such file",
                                                "b.md#nope: no heading with the anchor #nope in b.md"]
+
+
+def test_every_test_module_is_in_the_index():
+    """tests/README.md names every test module, so a newcomer finds the test of a behaviour there."""
+    index = (REPO / "tests" / "README.md").read_text()
+    missing = sorted(path.name for path in (REPO / "tests").rglob("test_*.py") if path.name not in index)
+    assert not missing, f"tests/README.md does not name: {', '.join(missing)} (add a line saying what each proves)"
