@@ -363,14 +363,17 @@ class BuildSettings(_Section):
                     "retryBackoffSeconds x n).",
     )
     install_max_tries: Int = Field(10, alias="installMaxTries", ge=1, le=50,
-                                   description="Tries of one npm install in all, free ones included.")
+                                   description="Tries of one npm install in all, free ones included: they end it "
+                                               "in any case.")
     # Measured (docs/benchmarks.md, "cut downloads"): npm retries no cut body, and a failed `npm ci`
     # extracts everything else before it fails, then removes it; so a cut cost a whole install.
     install_fill_cache: bool = Field(
         True, alias="installFillCache",
-        description="In an install run by `eval \"$WORKHUB_RETRY\" npm ci`: a try stops at the first cut "
-                    "download, the lockfile's missing packages are then fetched into the npm cache, each "
-                    "tried again on its own, and the next try installs from the cache.",
+        description="In an install run by `eval \"$WORKHUB_RETRY\" npm ci` (where the image has node): a try "
+                    "stops at its first download cut short (npm would extract everything else first, then remove "
+                    "it all), the lockfile's packages are then fetched into the npm cache by npm's own fetcher, "
+                    "each download tried again on its own, and the next try installs from the cache; so a cut "
+                    "costs one more extract, not another whole install.",
     )
     progress: str = Field("plain", json_schema_extra={"values": PROGRESS_MODES},
                           description="BuildKit progress output; plain streams every step's log.")
@@ -437,7 +440,7 @@ class SshKeepAlive(_Section):
 class RegistryConfig(_Section):
     """Where registry-mode hubs are pushed (from where Pulumi runs) and pulled (by the host)."""
 
-    server: str = Field(description="The registry's host[:port], as both CI and the host reach it.")
+    server: str = Field(description="The registry's host[:port], as both CI and the host reach it (no scheme).")
     repository: str = Field("workhub", description="Path under the server: images are <server>/<repository>/<hub>.")
     username: Optional[str] = Field(None, description="Login user (none: no login); its password is the secret "
                                                           "workhub:registryPassword.")
