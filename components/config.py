@@ -63,10 +63,13 @@ class HostConfig(_Section):
     port: Int = Field(22, ge=1, le=65535, description="SSH port.")
     host_key: str = Field(
         alias="hostKey",
-        description="The host's public key, `<type> <base64>` as in ssh-keyscan output without the name.",
+        description="The host's public key, `<type> <base64>` as in ssh-keyscan output without the name (e.g. "
+                    "`ssh-ed25519 AAAA...`); a host that offers any other key is refused.",
     )
     dial_error_limit: Int = Field(
-        10, alias="dialErrorLimit", ge=1, le=100, description="SSH connection attempts before giving up."
+        10, alias="dialErrorLimit", ge=1, le=100,
+        description="SSH connection attempts before giving up (network errors only; a wrong host key or a refused "
+                    "key fails at once).",
     )
     per_dial_timeout: Int = Field(
         15, alias="perDialTimeout", ge=1, le=300, description="Seconds one SSH connection attempt may take."
@@ -76,7 +79,8 @@ class HostConfig(_Section):
         alias="keepAliveInterval",
         ge=0,
         le=600,
-        description="Seconds between SSH keep-alives while a command is quiet (0 turns them off).",
+        description="Seconds between SSH keep-alives while a command is quiet, so a quiet build never looks like a "
+                    "dead session (0 turns them off).",
     )
 
     @field_validator("address")
@@ -122,6 +126,8 @@ _SERVER = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
 _REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 _PLATFORM = re.compile(r"^linux/(amd64|arm64|arm/v7|arm/v6|386|ppc64le|s390x|riscv64)$")
 BUILD_MODES = ("remote", "registry")
+# BuildKit progress outputs (`--progress`); plain streams every step's log.
+PROGRESS_MODES = ("plain", "auto", "tty", "quiet")
 # What a build's RUN steps may reach (`docker build --network`, the values BuildKit takes): `default`
 # is Docker's default bridge network (no access to the host's loopback), `host` the host's own
 # network (its loopback too), `none` no network at all.
@@ -216,14 +222,16 @@ class Hub(_Section):
     dockerfile: str = Field("Dockerfile", description="Dockerfile path, relative to the context.")
     port: Int = Field(ge=1, le=65535, description="The container's PORT: the same in every stack.")
     health_path: str = Field("/health", alias="healthPath", description="Answers 200 when the hub is up.")
-    build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs", description="Extra build args.")
+    build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs", json_schema_extra={"keys": "NAME"},
+                                       description="Extra build args: NAME -> value (not one workhub sets itself).")
     build_mode: str = Field(
-        "remote", alias="buildMode",
+        "remote", alias="buildMode", json_schema_extra={"values": BUILD_MODES},
         description="remote: built on the host over SSH; registry: built where Pulumi runs, pushed to "
                     "workhub:registry, pulled by the host.",
     )
     env: dict[str, EnvValue] = Field(
-        default_factory=dict, description="Plain run-time settings, the same in every stack: NAME -> value.",
+        default_factory=dict, json_schema_extra={"keys": "NAME"},
+        description="Plain run-time settings, the same in every stack: NAME -> value (a stack may not change them).",
     )
     stack_env: list[str] = Field(
         default_factory=list, alias="stackEnv",
@@ -235,7 +243,7 @@ class Hub(_Section):
                     f"`{PULUMI_CLI} config set --secret --path workhub:secrets.<hub>.<NAME>`.",
     )
     volumes: dict[str, str] = Field(
-        default_factory=dict,
+        default_factory=dict, json_schema_extra={"keys": "name"},
         description="Named volumes: name -> path in the container; kept across deploys and destroy.",
     )
     port_env: Optional[str] = Field(
@@ -260,7 +268,7 @@ class Hub(_Section):
         description="Memory limit of the hub's container (Docker's least is 6 MB); none by default.",
     )
     build_network: str = Field(
-        "default", alias="buildNetwork",
+        "default", alias="buildNetwork", json_schema_extra={"values": BUILD_NETWORKS},
         description="What the build's RUN steps reach: default (Docker's bridge network), host (the host's "
                     "network, its loopback services too) or none.",
     )
@@ -326,39 +334,56 @@ class BuildSettings(_Section):
     """How every hub is built: Node heap, npm's network settings, progress output."""
 
     node_heap_mb: Int = Field(4096, alias="nodeHeapMb", ge=256, le=65536,
-                              description="NODE_OPTIONS=--max-old-space-size for the build.")
-    npm_fetch_retries: Int = Field(5, alias="npmFetchRetries", ge=0, le=20)
+                              description="NODE_OPTIONS=--max-old-space-size for the build; the preflight checks the host "
+                                          "can hold it.")
+    npm_fetch_retries: Int = Field(5, alias="npmFetchRetries", ge=0, le=20,
+                                   description="npm's retries of a request that failed inside the build (a reset, "
+                                               "a 5xx); npm never retries a download cut short.")
     # Measured (docs/benchmarks.md, "new defaults"): a stalled request costs one fetch-timeout of
     # silence, a reset one retry pause; npm's fetch-retry-factor of 10 makes its second pause the
     # maximum, so the maximum is kept short.
     npm_fetch_timeout_ms: Int = Field(5000, alias="npmFetchTimeoutMs", ge=1000, le=600000,
-                                      description="How long npm waits for a byte from the registry.")
-    npm_fetch_retry_min_timeout_ms: Int = Field(1000, alias="npmFetchRetryMinTimeoutMs", ge=100, le=600000)
-    npm_fetch_retry_max_timeout_ms: Int = Field(4000, alias="npmFetchRetryMaxTimeoutMs", ge=100, le=600000)
+                                      description="How long npm waits for a byte from the registry: a stalled "
+                                                  "request costs this much silence (raise it for a registry "
+                                                  "that is slow to answer).")
+    npm_fetch_retry_min_timeout_ms: Int = Field(1000, alias="npmFetchRetryMinTimeoutMs", ge=100, le=600000,
+                                                description="npm's pause before its first retry of a request.")
+    npm_fetch_retry_max_timeout_ms: Int = Field(4000, alias="npmFetchRetryMaxTimeoutMs", ge=100, le=600000,
+                                                description="npm's longest pause between retries (its retry "
+                                                            "factor of 10 makes the second pause this maximum).")
     npm_prefer_offline: bool = Field(
         True, alias="npmPreferOffline",
         description="Use the cache mount's packages without asking the registry first; only what is missing is fetched.",
     )
     install_tries: Int = Field(
         3, alias="installTries", ge=1, le=10,
-        description="Tries of one npm install (inside its cache-mounted step) that fail from the network "
-                    "without fetching a new package; a try that fetched some is free.",
+        description="An install written `eval \"$WORKHUB_RETRY\" npm ci` is tried again inside its cache-mounted "
+                    "step when it fails from the network: a try that stored new packages in the npm cache is "
+                    "free, this many tries that stored none end it (the first again at once, then after "
+                    "retryBackoffSeconds x n).",
     )
     install_max_tries: Int = Field(10, alias="installMaxTries", ge=1, le=50,
-                                   description="Tries of one npm install in all, free ones included.")
+                                   description="Tries of one npm install in all, free ones included: they end it "
+                                               "in any case.")
     # Measured (docs/benchmarks.md, "cut downloads"): npm retries no cut body, and a failed `npm ci`
     # extracts everything else before it fails, then removes it; so a cut cost a whole install.
     install_fill_cache: bool = Field(
         True, alias="installFillCache",
-        description="In an install run by `eval \"$WORKHUB_RETRY\" npm ci`: a try stops at the first cut "
-                    "download, the lockfile's missing packages are then fetched into the npm cache, each "
-                    "tried again on its own, and the next try installs from the cache.",
+        description="In an install run by `eval \"$WORKHUB_RETRY\" npm ci` (where the image has node): a try "
+                    "stops at its first download cut short (npm would extract everything else first, then remove "
+                    "it all), the lockfile's packages are then fetched into the npm cache by npm's own fetcher, "
+                    "each download tried again on its own, and the next try installs from the cache; so a cut "
+                    "costs one more extract, not another whole install.",
     )
-    progress: str = Field("plain", description="BuildKit progress output; plain shows every step's log.")
-    attempts: Int = Field(5, ge=1, le=10, description="Tries of a build that fails from the network.")
+    progress: str = Field("plain", json_schema_extra={"values": PROGRESS_MODES},
+                          description="BuildKit progress output; plain streams every step's log.")
+    attempts: Int = Field(5, ge=1, le=10, description="Tries of a build that fails from the network (npm's "
+                                                      "ECONNRESET, ETIMEDOUT, cut downloads, a registry's 5xx...); "
+                                                      "docs/benchmarks.md has the measurements.")
     attempt_timeout_seconds: Int = Field(
         1800, alias="attemptTimeoutSeconds", ge=60, le=86400,
-        description="A try still running after this long is stopped and counts as a network failure.",
+        description="A try still running after this long is stopped and counts as a network failure "
+                    "(it is tried again).",
     )
     retry_backoff_seconds: Int = Field(10, alias="retryBackoffSeconds", ge=0, le=600,
                                        description="Pause before try n+1: n times this.")
@@ -366,13 +391,14 @@ class BuildSettings(_Section):
         4096, alias="cacheKeepStorageMb", ge=0, le=MAX_MB,
         description="Build cache kept besides the npm cache mounts; older layers are collected before builds.",
     )
-    min_free_disk_mb: Int = Field(2048, alias="minFreeDiskMb", ge=0, le=MAX_MB)
+    min_free_disk_mb: Int = Field(2048, alias="minFreeDiskMb", ge=0, le=MAX_MB,
+                                  description="The preflight's floor of free disk under Docker's root.")
 
     @field_validator("progress")
     @classmethod
     def _progress(cls, value: str) -> str:
-        if value not in ("plain", "auto", "tty", "quiet"):
-            raise ValueError("must be one of plain, auto, tty, quiet (plain streams every line)")
+        if value not in PROGRESS_MODES:
+            raise ValueError(f"must be one of {', '.join(PROGRESS_MODES)} (plain streams every line)")
         return value
 
 
@@ -381,7 +407,8 @@ class DeploySettings(_Section):
 
     health_timeout_seconds: Int = Field(
         60, alias="healthTimeoutSeconds", ge=1, le=3600,
-        description="How long a new container has to answer its health path; it gets no traffic until then.",
+        description="How long a new container has to answer its health path; it gets no traffic until then, "
+                    "and is removed if it does not.",
     )
     healthy_passes: Int = Field(
         3, alias="healthyPasses", ge=1, le=100,
@@ -391,27 +418,35 @@ class DeploySettings(_Section):
                                     description="Pause between two health probes of the new container.")
     stop_grace_seconds: Int = Field(
         30, alias="stopGraceSeconds", ge=0, le=3600,
-        description="How long the old container has to finish its in-flight requests after the switch.",
+        description="How long the old container has to finish its in-flight requests after the switch (then "
+                    "SIGTERM, and the same time again before SIGKILL).",
     )
 
 
 class SshKeepAlive(_Section):
     """Keep-alives written on the host, so a quiet build never drops an SSH session."""
 
-    server_alive_interval: Int = Field(60, alias="serverAliveInterval", ge=0, le=3600)
-    server_alive_count_max: Int = Field(120, alias="serverAliveCountMax", ge=1, le=10000)
-    client_alive_interval: Int = Field(60, alias="clientAliveInterval", ge=0, le=3600)
-    client_alive_count_max: Int = Field(120, alias="clientAliveCountMax", ge=1, le=10000)
+    server_alive_interval: Int = Field(60, alias="serverAliveInterval", ge=0, le=3600,
+                                       description="ServerAliveInterval in the host's ~/.ssh/config (seconds).")
+    server_alive_count_max: Int = Field(120, alias="serverAliveCountMax", ge=1, le=10000,
+                                        description="ServerAliveCountMax in the host's ~/.ssh/config.")
+    client_alive_interval: Int = Field(60, alias="clientAliveInterval", ge=0, le=3600,
+                                       description="sshd's ClientAliveInterval (seconds), through a drop-in where the "
+                                                   "deploy user may use sudo.")
+    client_alive_count_max: Int = Field(120, alias="clientAliveCountMax", ge=1, le=10000,
+                                        description="sshd's ClientAliveCountMax, through the same drop-in.")
 
 
 class RegistryConfig(_Section):
     """Where registry-mode hubs are pushed (from where Pulumi runs) and pulled (by the host)."""
 
-    server: str = Field(description="The registry's host[:port], as both CI and the host reach it.")
+    server: str = Field(description="The registry's host[:port], as both CI and the host reach it (no scheme).")
     repository: str = Field("workhub", description="Path under the server: images are <server>/<repository>/<hub>.")
-    username: Optional[str] = Field(None, description="Login user; its password is the secret workhub:registryPassword.")
+    username: Optional[str] = Field(None, description="Login user (none: no login); its password is the secret "
+                                                          "workhub:registryPassword.")
     platform: Optional[str] = Field(
-        None, description="Build for this platform (e.g. linux/arm64 for an Ampere VM) when CI's differs from the host's.",
+        None, description="Build for this platform (e.g. linux/arm64 for an Ampere VM built on an amd64 runner) when "
+                          "CI's differs from the host's; default: the CI runner's.",
     )
 
     _server = field_validator("server")(_matches(_SERVER, "must be a registry host[:port] such as registry.example.com "
@@ -452,7 +487,7 @@ class SwarmNode(_Section):
     address: str = Field(description="DNS name or IP address the other nodes and workhub reach it at.")
     port: Int = Field(22, ge=1, le=65535, description="SSH port.")
     host_key: str = Field(alias="hostKey", description="The node's SSH host key, `<type> <base64>`.")
-    labels: NodeLabels = Field(default_factory=NodeLabels)
+    labels: NodeLabels = Field(default_factory=NodeLabels, description="What the node is for: serve, build, data.")
     publish_address: Optional[str] = Field(
         None, alias="publishAddress",
         description="The address of this node its proxy publishes the hubs' host ports on (a serving node); "
@@ -485,9 +520,11 @@ class SwarmConfig(_Section):
     """The Swarm a stack deploys to."""
 
     user: str = Field(description="The SSH user on every node; it must be allowed to use Docker.")
-    managers: list[str] = Field(description="Names of the manager nodes; the Swarm is created on the first.")
+    managers: list[str] = Field(description="Names of the manager nodes (1, 3 or 5 Raft managers); the Swarm "
+                                                "is created on the first.")
     nodes: list[SwarmNode] = Field(description="Every node of the Swarm, managers included.")
-    hubs: dict[str, SwarmHub] = Field(default_factory=dict, description="Replicas and memory per hub.")
+    hubs: dict[str, SwarmHub] = Field(default_factory=dict, json_schema_extra={"keys": "hub"},
+                                      description="Replicas and memory per hub.")
     monitor_seconds: Int = Field(
         30, alias="monitorSeconds", ge=1, le=3600,
         description="How long a new task must stay healthy after an update before Swarm moves on (or rolls back).",
@@ -516,47 +553,69 @@ class SwarmConfig(_Section):
 class StackConfig(_Section):
     """Everything one stack declares (project-level values included)."""
 
-    host: HostConfig
+    host: HostConfig = Field(description="Required, but for a Swarm stack (workhub:swarm), whose build node (or "
+                                         "first manager) is its host.")
     base_image: str = Field(
         DEFAULT_BASE_IMAGE,
         alias="baseImage",
-        description="The Node base image the hub Dockerfiles start FROM; the host checks BuildKit with it.",
+        description="The Node base image the hub Dockerfiles start FROM (any reference Docker accepts: a registry "
+                    "with a port, a digest); the host checks BuildKit with it. Node.js 24 is supported until "
+                    "2028-04-30.",
     )
-    hubs: list[Hub] = Field(default_factory=list, description="Declared once, in Pulumi.yaml.")
-    host_ports: dict[str, Port] = Field(default_factory=dict, alias="hostPorts")
-    source_root: str = Field("..", alias="sourceRoot", description="Where the hub contexts are, from the project.")
-    npm_registry: Optional[str] = Field(None, alias="npmRegistry")
-    publish_address: str = Field("127.0.0.1", alias="publishAddress")
+    hubs: list[Hub] = Field(default_factory=list, description="The hubs, in build order.")
+    host_ports: dict[str, Port] = Field(
+        default_factory=dict, alias="hostPorts", json_schema_extra={"keys": "hub"},
+        description="The host port this stack publishes each hub on; required for every hub. No two hubs of a stack "
+                    "share one, nor two stacks on the same host (stacks whose address is unknown count as sharing it).",
+    )
+    source_root: str = Field("..", alias="sourceRoot",
+                             description="Where the hub repositories are checked out, relative to this project.")
+    npm_registry: Optional[str] = Field(None, alias="npmRegistry",
+                                        description="The registry npm uses inside builds (NPM_CONFIG_REGISTRY); "
+                                                    "default: npm's own.")
+    publish_address: str = Field(
+        "127.0.0.1", alias="publishAddress",
+        description="The host address the hubs' proxies publish their host ports on (an outer web server fronts "
+                    "them). On a Swarm, a serving node's swarm.nodes[].publishAddress wins, and without either a "
+                    "node publishes on its own address.",
+    )
     promote_from: Optional[str] = Field(
         None, alias="promoteFrom",
-        description="Run the images this stack (e.g. staging) built and verified, instead of building.",
+        description="Run the images this stack (e.g. staging) built and verified, instead of building; "
+                    "Pulumi.production.yaml sets staging.",
     )
     pinned_images: dict[str, str] = Field(
-        default_factory=dict, alias="pinnedImages",
-        description="Run exactly this image for a hub (a rollback): hub name -> image tag on the host.",
+        default_factory=dict, alias="pinnedImages", json_schema_extra={"keys": "hub"},
+        description="Run exactly this image for a hub, the one-line rollback: hub name -> image tag on the host "
+                    "(on a Swarm, by digest).",
     )
     registry: Optional[RegistryConfig] = Field(
-        None, description="The image registry of the hubs whose buildMode is registry.",
+        None, description="The image registry of the hubs whose buildMode is registry; required when a hub builds "
+                          "in registry mode, and in a Swarm stack.",
     )
     env: dict[str, dict[str, EnvValue]] = Field(
-        default_factory=dict,
-        description="This stack's values of the settings a hub lists in stackEnv: hub -> NAME -> value.",
+        default_factory=dict, json_schema_extra={"keys": "hub.NAME"},
+        description="This stack's values of the settings a hub lists in stackEnv: hub -> NAME -> value; required "
+                    "for each stackEnv name.",
     )
     proxy_image: str = Field(
         DEFAULT_PROXY_IMAGE, alias="proxyImage",
-        description="The HAProxy image of the proxy that owns each hub's host port on the host.",
+        description="The HAProxy image of the proxy that owns each hub's host port on the host (the official "
+                    "HAProxy image).",
     )
     helper_image: str = Field(
         DEFAULT_HELPER_IMAGE, alias="helperImage",
         description="The image of the short-lived helper containers that copy, check or re-own a hub's volume "
                     "(backup, restore, moving a pre-proxy host's data, giving files to the hub's uid); it needs "
-                    "sh, tar, find, sha256sum and chown (busybox has them).",
+                    "sh, tar, find, sha256sum and chown (busybox has them). They run with no network and as little power as "
+                    "each needs (docs/security.md).",
     )
     swarm: Optional[SwarmConfig] = Field(None, description="The Docker Swarm this stack runs on, instead of one host.")
     protect_data: Optional[bool] = Field(
         None, alias="protectData",
         description="Whether the hubs' volumes are protected resources, which no destroy removes until unprotected "
-                    "(default: true for the stack named production, false for any other).",
+                    "(default: true for the stack named production, set in Pulumi.production.yaml; false for "
+                    "any other).",
     )
     build: BuildSettings = Field(default_factory=BuildSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
@@ -624,6 +683,16 @@ NOTIFY_WEBHOOK = "notifyWebhook"
 REGISTRY_PASSWORD = "registryPassword"
 HUB_SECRETS = "secrets"
 SECRET_SETTINGS = (SSH_KEY, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, HUB_SECRETS)
+# What each secret setting holds (they are no fields of StackConfig: their values never reach it).
+SECRET_DESCRIPTIONS = {
+    SSH_KEY: "The deploy user's private SSH key (ed25519, ECDSA or RSA, no passphrase); required.",
+    NOTIFY_WEBHOOK: "An https URL that each build's success or failure is POSTed to as JSON, with its last log "
+                    "lines (plain http only to a loopback address: 127.0.0.0/8, ::1, localhost).",
+    REGISTRY_PASSWORD: "The password (or token) of workhub:registry.username; required with a username. It reaches "
+                       "CI's push and the host's pull only as a secret.",
+    HUB_SECRETS: "This stack's value of each secret a hub lists in secrets: hub -> NAME -> value; required for "
+                 "each name (set it from a file: --secret --path 'workhub:secrets.<hub>.<NAME>' < <file>).",
+}
 # Declared once for every stack, in Pulumi.yaml's `config:` section; a stack file may not set them.
 PROJECT_KEYS = ("hubs", "build", "deploy", "sshKeepAlive")
 # Settings that have moved, and where to: named in the fix when an old file still sets them.

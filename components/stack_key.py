@@ -3,7 +3,7 @@
 The secret fingerprints (components/runtime.py) are keyed with it, so a reader of the state cannot
 test guesses of a hub's secret against its fingerprint, and rotating a login credential (the SSH
 key) changes no fingerprint. Pulumi's random provider would do this, but its plugin can be neither
-downloaded nor built where workhub is developed (README, "Toolchain notes"); so it is a dynamic
+downloaded nor built where workhub is developed (docs/toolchain.md, "Toolchain notes"); so it is a dynamic
 resource of workhub's own, and a small one.
 
 The program reads the key while it declares the stack (`read_key`), since the fingerprints are

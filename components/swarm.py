@@ -2,7 +2,7 @@
 reads, the proxy's HAProxy config, and the labels of each node. Pure functions of the same typed
 config and hub data the single host's Compose files come from (components/compose.py).
 
-The shape follows two limits of the Swarms workhub runs on (see the README's Swarm section):
+The shape follows two limits of the Swarms workhub runs on (see docs/swarm.md):
 - no IPVS in the kernel, so no virtual IPs and no routing mesh: every service is `endpoint_mode:
   dnsrr`, its tasks found by `tasks.<service>` in Docker's DNS;
 - a start-first update of a service that publishes a host-mode port cannot place its new task (the

@@ -190,7 +190,7 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                     "relay binds it in the node's own network namespace as the proxy image's user "
                                     "(not root), which may only bind ports from 1024 up",
                                     f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
-                                    "<a free port from 1024 up>; a web server on 80/443 fronts it (README, \"Behind a "
+                                    "<a free port from 1024 up>; a web server on 80/443 fronts it (docs/deploys.md, \"Behind a "
                                     "web server with TLS\")"))
         if port in SWARM_PORTS:
             problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is {SWARM_PORTS[port]}",

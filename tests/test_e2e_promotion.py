@@ -115,7 +115,7 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         assert deploy.report.failed == 0, deploy.report.summary()
         assert running_image("wbsaleshub", "e2e-production") == tag
 
-        # The one-line rollback of the README: pin the previous image; it runs, checked healthy.
+        # The one-line rollback of docs/promotion.md: pin the previous image; it runs, checked healthy.
         production.set_config("workhub:pinnedImages.wbsaleshub", auto.ConfigValue(previous), path=True)
         deploy = deploy_under_probe(production, promoted["url"])
         assert deploy.report.failed == 0, deploy.report.summary()

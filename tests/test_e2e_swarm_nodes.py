@@ -26,7 +26,7 @@ KEEPER_PORT, KEEPER_HOST_PORT = 4101, 24101
 STACK = "e2e"
 SERVICE = "workhub-e2e_demo"
 KEEPER = "workhub-e2e_keeper"
-# Where the node-loss figures go (the README's Swarm section cites them), and where the status
+# Where the node-loss figures go (docs/swarm.md cites them), and where the status
 # outputs are recorded when WORKHUB_RECORD_SWARM_STATUS names a directory (tests/fixtures/swarm-status).
 MEASURED = Path(os.environ.get("WORKHUB_STATE_DIR", REPO / ".workhub")) / "measurements" / "swarm-node-loss.json"
 

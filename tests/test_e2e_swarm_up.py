@@ -572,7 +572,7 @@ ONE_HOST_HUB = {key: value for key, value in HUBS[1].items() if key != "buildMod
 
 def test_a_one_host_stacks_backup_restores_into_the_swarm_stack(deployed, bed, test_host, npm_registry, tmp_path,
                                                                  process_watch):
-    """The move the README describes: a hub's data backed up on one host (the test host, stack
+    """The move docs/swarm.md describes: a hub's data backed up on one host (the test host, stack
     `onehost`) and restored into the Swarm stack's hub of the same name; restore says, once, whose
     backup it is, and the file is on the hub's data node, read through the hub itself."""
     engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[ONE_HOST_HUB], name="onehost",

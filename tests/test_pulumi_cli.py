@@ -127,7 +127,8 @@ def _messages(source: str) -> str:
     return "\n".join(texts)
 
 
-@pytest.mark.parametrize("path", ["README.md", "Pulumi.staging.yaml", "Pulumi.production.yaml"])
+@pytest.mark.parametrize("path", ["README.md", "tests/README.md", "Pulumi.staging.yaml", "Pulumi.production.yaml",
+                                  *sorted(str(page.relative_to(REPO)) for page in (REPO / "docs").glob("*.md"))])
 def test_every_hint_in_the_docs_to_run_pulumi_uses_the_projects_cli(path):
     """The CLI built here is not on PATH, so a bare `pulumi config ...` would not run."""
     assert _hints((REPO / path).read_text()) == []

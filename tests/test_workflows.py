@@ -195,7 +195,7 @@ def test_actions_are_pinned_and_nothing_secret_is_written_in():
 # Any job a branch can start runs that branch's own workflow file, so a branch can make it print
 # whatever it can read: its repository secrets, and the secrets of any environment it is let into.
 # Production's credentials therefore live only in environments named production* whose deployment
-# branch rule is main only (on GitHub, README "Reviews and workflows"); what this can check in the
+# branch rule is main only (on GitHub, docs/workflows.md "Reviews and workflows"); what this can check in the
 # files is that nothing a branch starts names them or those environments, and that a workflow a
 # branch can only dispatch (whose environments' branch rule is the guard) names them only in jobs of
 # those environments. A job's `if:` guards nothing here: the branch edits it away.
@@ -482,9 +482,9 @@ jobs:
 
 
 def readme_credentials() -> dict[str, str]:
-    """The README's table of credentials ("Reviews and workflows"): where each secret lives (its
-    "lives in" cell), by name."""
-    text = (REPO / "README.md").read_text()
+    """The table of credentials in docs/workflows.md ("Reviews and workflows"): where each secret lives
+    (its "lives in" cell), by name."""
+    text = (REPO / "docs" / "workflows.md").read_text()
     section = text[text.index("## Reviews and workflows"):]
     section = section[:section.index("\n## ", 1)]
     rows = {}
@@ -496,20 +496,20 @@ def readme_credentials() -> dict[str, str]:
 
 
 def test_the_readme_says_where_each_credential_lives():
-    """Every secret a workflow reads has a row in the README's table naming the environment it
+    """Every secret a workflow reads has a row in the table of docs/workflows.md naming the environment it
     lives in (or the repository), and production's rows name only production environments."""
     rows = readme_credentials()
     for name, text in workflow_files(WORKFLOWS).items():
         for job_id, job in parsed(text)["jobs"].items():
             environment_name = job_environment(job)
             for secret in secrets_named(job) - {"GITHUB_TOKEN"}:
-                assert secret in rows, f"{name}: job {job_id} reads {secret}, which the README's table does not list"
+                assert secret in rows, f"{name}: job {job_id} reads {secret}, which the table in docs/workflows.md does not list"
                 # A job reads the secrets of its environment and the repository's.
                 places = {"repository", f"`{environment_name}`"} if environment_name else {"repository"}
                 assert any(place in rows[secret] for place in places), \
-                    f"README: {secret} lives in {rows[secret]}, not in {' or '.join(sorted(places))} ({name}: {job_id})"
+                    f"docs/workflows.md: {secret} lives in {rows[secret]}, not in {' or '.join(sorted(places))} ({name}: {job_id})"
     for secret, where in rows.items():
         if production_secret(secret, stacks()):
             named = re.findall(r"`([\w-]+)`", where)
             assert named and "repository" not in where and all(PRODUCTION_ENVIRONMENT.match(env) for env in named), \
-                f"README: {secret} lives in {where}"
+                f"docs/workflows.md: {secret} lives in {where}"

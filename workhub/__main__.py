@@ -83,7 +83,7 @@ def swarm_destroyed_message(stack: str, purged: bool, config: StackConfig, remov
         f"(`scripts/workhub destroy --stack {stack} --purge-data` removes them)"]
     build = swarm.build_node()
     kept += [f"the Swarm: {', '.join(node.name for node in swarm.nodes)} stay in it, with their labels "
-             "(README, \"Going back to one host\": how to take them out)",
+             "(docs/swarm.md, \"Going back to one host\": how to take them out)",
              "the hubs' images in the registry and on the nodes, and the base and proxy images"]
     if build is not None:
         kept.append(f"on the build node {build.name}: the build cache with its npm cache mounts and the build logs "
