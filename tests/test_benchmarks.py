@@ -244,7 +244,7 @@ def bench_bed() -> dict:
 def test_the_benchmarks_stack_is_a_valid_swarm_stack(nodes):
     """The sample hubs as Pulumi.yaml declares them, each pinned to a node by its data label, on 1 or
     3 nodes; and the stateless hub of the rps cells takes 3 replicas."""
-    from components.config import parse_stack_config
+    from components.config.parse import parse_stack_config
     from workhub import engine as eng
 
     hubs = eng.project_hubs(REPO)

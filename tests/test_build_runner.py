@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import BuildSettings, Hub
-from components.scripts import build_runner
+from components.config.models import BuildSettings, Hub
+from components.render.host.build import build_runner
 
 HUB = Hub(name="wbsaleshub", context="WBSalesHub", port=4091)
 STACK = "staging"

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from components.config import ConfigError, StackConfig, namespaced, parse_stack_config
+from components.config.checks import ConfigError
+from components.config.models import StackConfig
+from components.config.parse import namespaced, parse_stack_config
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
 
@@ -351,9 +353,9 @@ def test_image_references_docker_refuses_are_refused_saying_why(image, why):
 def test_the_helper_image_is_busybox_unless_set():
     """The containers that copy, check or re-own a volume run workhub:helperImage, by default a
     minimal image (busybox), not the proxy's, whatever the proxy's image is."""
-    from components.deploy import Serving, backup_script, restore_script, run_script
-    from components.config import DeploySettings
-    from components.runtime import hub_runtime
+    from components.render.host.deploy import Serving, backup_script, restore_script, run_script
+    from components.config.models import DeploySettings
+    from components.config.runtime import hub_runtime
 
     raw = valid()
     raw["proxyImage"] = "haproxy:2.6@sha256:" + "b" * 64
@@ -384,7 +386,7 @@ def stack_of(*hubs: dict) -> dict:
 def test_a_hub_runs_as_a_uid_of_its_own_above_every_host_account():
     """By default each hub of a stack gets a stable uid of its own, above login accounts and the
     usual subordinate id ranges, different in another stack, and low enough for any tar format."""
-    from components.config import MAX_UID, run_uid
+    from components.config.models import MAX_UID, run_uid
 
     config = parse(stack_of(one_hub("alpha"), one_hub("beta")))
     uids = [run_uid(h, "staging") for h in config.hubs]
@@ -396,7 +398,7 @@ def test_a_hub_runs_as_a_uid_of_its_own_above_every_host_account():
 
 def test_a_hub_uid_is_configurable_but_never_root_and_never_shared():
     """`uid` sets it; 0 (root) and two hubs on one uid are refused, naming the key."""
-    from components.config import run_uid
+    from components.config.models import run_uid
 
     config = parse(stack_of(one_hub("alpha", uid=5001)))
     assert run_uid(config.hubs[0], "staging") == 5001
@@ -497,7 +499,7 @@ def test_the_production_stack_pins_every_image_its_hosts_pull():
 def test_the_committed_production_stack_pins_its_images_by_index_digest():
     import yaml
 
-    from components.config import PULLED_IMAGES
+    from components.config.checks import PULLED_IMAGES
 
     committed = yaml.safe_load((Path(__file__).parent.parent / "Pulumi.production.yaml").read_text())["config"]
     raw = {**valid(), **{key.removeprefix("workhub:"): value for key, value in committed.items()

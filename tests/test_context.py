@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
-from components.context import (DockerignoreError, archive, content_hash, context_files, ignored,
-                                parse_dockerignore)
+from components.plan.context import DockerignoreError, archive, content_hash, context_files, ignored, parse_dockerignore
 from tests.context_cases import IGNORES, TREES, build_tree, entries, workhub_view
 
 
@@ -122,7 +121,7 @@ def test_hash_follows_a_links_target_text_not_what_it_points_to(tmp_path):
 
 
 def test_the_hosts_tar_makes_the_links_again(tmp_path):
-    """The upload is unpacked with `tar -xzf - -C <dir>` on the host (components/remote.py)."""
+    """The upload is unpacked with `tar -xzf - -C <dir>` on the host (components/ssh.py)."""
     root = make(tmp_path / "ctx", {"Dockerfile": "FROM x\n", "lib/a.js": "a"})
     (root / "abs").symlink_to("/etc/hostname")
     (root / "lib" / "b.js").symlink_to("a.js")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from components.context import DockerignoreError
+from components.plan.context import DockerignoreError
 from tests.context_cases import CASES, IGNORES, TREES, build_tree, make_tree, workhub_view
 from tests.test_workflows import CACHE
 

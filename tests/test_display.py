@@ -8,7 +8,7 @@ import traceback
 
 from pulumi.automation import events
 
-from components.remote import RemoteCommandError, failure_message
+from components.ssh import RemoteCommandError, failure_message
 from workhub.__main__ import destroyed_message, format_status
 from workhub.display import DEBUG_HINT, Display, Failure, exception_message, failure_report
 

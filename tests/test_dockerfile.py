@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.config import DEFAULT_BASE_IMAGE
-from components.dockerfile import (APK_MOUNT, APT_MOUNTS, CACHE_MOUNT, NODE_END_OF_LIFE, DockerfileError,
-                                 check_dockerfile, check_text, conform, node_line)
+from components.config.models import DEFAULT_BASE_IMAGE
+from components.plan.dockerfile import (APK_MOUNT, APT_MOUNTS, CACHE_MOUNT, NODE_END_OF_LIFE, DockerfileError,
+                                        check_dockerfile, check_text, conform, node_line)
 from tests.hub_context import manifests
 from workhub.dockerfiles import main
 
@@ -318,7 +318,7 @@ def context_sources_exist(text: str, context: Path) -> list[str]:
 
     import dockerfile
 
-    from components.context import context_files
+    from components.plan.context import context_files
     files = context_files(context)
     dirs = {""} | {str(Path(f).parents[i]) for f in files for i in range(len(Path(f).parents) - 1)}
     missing = []

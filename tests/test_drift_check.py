@@ -1,5 +1,5 @@
 """The drift checks a refresh runs, by bash against a stand-in `docker` that answers from a table of
-containers: a hub's run command's (components.deploy.check_script), for each way a host can differ
+containers: a hub's run command's (components.render.host.deploy.check_script), for each way a host can differ
 from what the last deploy left there, and nothing when it does not; and a build's (the image is
 there). tests/test_e2e_drift.py runs the run's check against the real Docker engine."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from components.compose import LIVE_MARK, proxy_compose, slot_compose
-from components.deploy import check_script
-from components.scripts import image_check_script
+from components.render.host.compose import LIVE_MARK, proxy_compose, slot_compose
+from components.render.host.deploy import check_script
+from components.render.host.build import image_check_script
 from tests.test_scripts import HUB, IMAGE, RUNTIME, SERVING
 
 BASE = "wbsaleshub-staging"

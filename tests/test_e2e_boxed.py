@@ -21,7 +21,7 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from components.config import Hub, run_uid
+from components.config.models import Hub, run_uid
 from tests.e2e_fixtures import (deploy_home, docker, docker_bridge, forget_local_images, new_local_stack,
                                 serving_container)
 from workhub import engine as eng

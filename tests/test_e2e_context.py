@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from components.context import archive, build_files, context_files
-from components.remote import Connection, run_script
-from components.shell import quote
+from components.plan.context import archive, build_files, context_files
+from components.ssh import Connection, run_script
+from components.render.shell import quote
 from tests.e2e_fixtures import deploy_home
 from tests.context_cases import CASES, entries, make_tree, workhub_view
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import BuildSettings, Hub
-from components.scripts import build_args
+from components.config.models import BuildSettings, Hub
+from components.render.host.build import build_args
 from tests.e2e_fixtures import RUN_ID, docker
 
 pytestmark = [pytest.mark.e2e]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from components.config import MAX_MB
+from components.config.models import MAX_MB
 from tests.e2e_fixtures import (break_health, build_records, deploy_home, docker, forget_local_images, mark_version,
                                 new_local_stack, records_since, set_build_setting)
 from workhub import data

@@ -25,7 +25,7 @@ from tests.e2e_fixtures import (
     running_image,
     set_build_setting,
 )
-from components.deploy import prune_script, status_script
+from components.render.host.deploy import prune_script, status_script
 from workhub import engine as eng
 from workhub.__main__ import format_status
 from workhub.engine import print_line

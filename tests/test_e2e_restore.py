@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from components.remote import RemoteCommandError
+from components.ssh import RemoteCommandError
 from tests.e2e_fixtures import docker, health, new_local_stack, serving_container
 from workhub import data
 from workhub import engine as eng

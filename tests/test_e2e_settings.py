@@ -76,7 +76,7 @@ def without_secrets(value):
 
 
 def stack_key(deployment: dict) -> str:
-    """The stack's key (components/stack_key.py), from an export made with its secrets shown."""
+    """The stack's key (components/resources/host/stack_key.py), from an export made with its secrets shown."""
     (resource,) = [r for r in deployment["resources"] if r["urn"].endswith("::fingerprint-key")]
     return json.loads(resource["outputs"]["key"]["plaintext"])
 

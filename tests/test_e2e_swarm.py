@@ -79,8 +79,8 @@ def bed(tmp_path_factory):
 @pytest.fixture(scope="module")
 def swarm(bed):
     """The test bed's nodes as a 3-manager Swarm, formed over SSH as workhub forms it."""
-    from components.remote import with_secrets
-    from components.swarm_scripts import init_script, join_script, join_token_script
+    from components.ssh import with_secrets
+    from components.render.swarm.scripts import init_script, join_script, join_token_script
 
     env, _ = bed
     config = demo_stack(env)[0]
@@ -239,8 +239,8 @@ def build_demo(env: dict, version: str, health: int = 200) -> str:
 def demo_stack(env: dict, change=None):
     """A stack of one hub (2 replicas, one secret) on the test bed's Swarm, as workhub validates it;
     `change`, when given, edits the raw config first (more hubs, other labels)."""
-    from components.config import hub_secret_values, parse_stack_config
-    from components.runtime import hub_runtime
+    from components.config.parse import hub_secret_values, parse_stack_config
+    from components.config.runtime import hub_runtime
 
     nodes = env["nodes"]
     labels = [{"serve": True, "build": True}, {"serve": True}, {}]
@@ -263,7 +263,7 @@ def demo_stack(env: dict, change=None):
         change(raw)
     config = parse_stack_config(raw, stack="e2e", secret_keys={"sshPrivateKey", "secrets", "registryPassword"})
     secrets = hub_secret_values(raw)
-    # The stack's own key for the secrets' fingerprints (components/stack_key.py; fixed here).
+    # The stack's own key for the secrets' fingerprints (components/resources/host/stack_key.py; fixed here).
     runtimes = {hub.name: hub_runtime(hub, config, "e2e", secrets.get(hub.name, {}), "e2e-stack-key")
                 for hub in config.hubs}
     return config, runtimes, raw["registryPassword"]
@@ -273,10 +273,10 @@ def deploy(env: dict, image: str, change=None) -> subprocess.CompletedProcess:
     """The labels, the hubs' volumes on their data nodes (made, and owned by the hubs' uids) and the
     stack deploy, run as workhub runs them (the secrets in front of each script, on its stdin); every
     hub runs `image`."""
-    from components.remote import with_secrets
-    from components.swarm import proxy_config, proxy_config_name, stack_file
-    from components.swarm_data import owners_script
-    from components.swarm_scripts import deploy_script, deploy_secret_values, labels_script
+    from components.ssh import with_secrets
+    from components.render.swarm.stack import proxy_config, proxy_config_name, stack_file
+    from components.render.swarm.data import owners_script
+    from components.render.swarm.scripts import deploy_script, deploy_secret_values, labels_script
 
     config, runtimes, password = demo_stack(env, change)
     proxy = proxy_config(config, "e2e")

@@ -126,7 +126,7 @@ def test_backup_on_its_node_then_restore_there_and_onto_another_node(keeper_depl
 
 
 def status_output(env: dict, config, record: str) -> str:
-    from components.swarm_status import status_script
+    from components.render.swarm.status import status_script
 
     out = ssh(env, 1, "bash -s", status_script(config, STACK))
     target = os.environ.get("WORKHUB_RECORD_SWARM_STATUS")
@@ -137,7 +137,7 @@ def status_output(env: dict, config, record: str) -> str:
 
 
 def test_status_shows_every_hubs_service_and_every_node(keeper_deployed, images):
-    from components.swarm_status import hub_rows, node_rows, parse_output
+    from components.render.swarm.status import hub_rows, node_rows, parse_output
     from workhub.swarm_status import format_status
 
     env = keeper_deployed
@@ -182,7 +182,7 @@ def test_a_lost_nodes_tasks_come_back_on_the_others(keeper_deployed, bed):
     tasks there; never node1, the leader and the build node): its task comes back on the other
     eligible node; the probers through the two surviving nodes' proxies see failures only until then,
     none after. The Swarm (3 managers) keeps its quorum, and `status` shows the lost node."""
-    from components.swarm_status import hub_rows, node_rows, parse_output
+    from components.render.swarm.status import hub_rows, node_rows, parse_output
     from tools.prober import Prober
 
     env = keeper_deployed

@@ -38,8 +38,8 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from components.config import DEFAULT_HELPER_IMAGE
-from components.scripts import arg_words
+from components.config.models import DEFAULT_HELPER_IMAGE
+from components.render.host.build import arg_words
 from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, break_health, docker, new_local_stack,
                                  secret_values, serving_container)
 from tests.test_e2e_swarm import run_testbed, wait_for
@@ -390,7 +390,7 @@ def test_the_hubs_tasks_run_boxed(deployed, bed):
     """A hub's task runs as its own uid and gid with no capability and a pids limit; its secret file
     is its uid's, mode 0400; the files of its data volume (made on its node before the deploy) are its
     uid's, and it writes there."""
-    from components.config import Hub, run_uid
+    from components.config.models import Hub, run_uid
 
     uid = run_uid(Hub.model_validate(HUBS[1]), STACK)
     status = dict(line.split(":", 1) for line in in_task(bed, 2, "wbsaleshub", "cat /proc/1/status").splitlines())
@@ -534,7 +534,7 @@ def test_a_restore_that_fails_halfway_through_its_swap_puts_the_old_content_back
     """The copy of the staged content into the hub's volume fails after it wrote into it (a stand-in
     for a full disk or a lost node): the exit trap copies the old content back from the kept copy,
     the service comes back at its replicas on its node, and the failure's last line says all that."""
-    from components import swarm_data
+    from components.render.swarm import data as swarm_data
     from workhub import data
 
     before = files_seen(bed)

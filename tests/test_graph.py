@@ -7,7 +7,7 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.scripts import host_facts_script, image_check_script
+from components.render.host.build import host_facts_script, image_check_script
 from tests.hub_context import write_hub_context
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
@@ -112,7 +112,7 @@ def test_components_and_their_children(mocks, project):
 @pytest.fixture
 def depends_on(monkeypatch) -> dict[str, list[str]]:
     """The depends_on each RemoteCommand is created with, by name (what the engine orders by)."""
-    from components.remote import RemoteCommand
+    from components.resources.command import RemoteCommand
 
     seen: dict[str, list[str]] = {}
     original = RemoteCommand.__init__
@@ -224,7 +224,7 @@ def test_a_hubs_secrets_reach_only_its_run_and_only_as_secrets(mocks, project, m
     """A hub's secret values are one secret input of its own run command; its triggers name each
     secret by a fingerprint; no other input of any command holds the value; the run names the
     PromotedHub's run as an alias, so pinning it later is an update, not a delete of the running hub."""
-    from components.remote import RemoteCommand
+    from components.resources.command import RemoteCommand
 
     aliases: dict[str, list] = {}
     original = RemoteCommand.__init__
@@ -313,7 +313,7 @@ def test_secret_fingerprints_are_keyed_with_the_stacks_own_key_not_the_ssh_key(k
     """With either SSH key, the run's trigger for a secret is the same: its fingerprint under the
     stack's own key, a resource of the stack's root made once (later runs' fresh keys ignored) and a
     secret in and out; its value reaches no other resource."""
-    from components.runtime import fingerprint
+    from components.config.runtime import fingerprint
 
     pulumi.runtime.set_all_config(with_a_secret(ssh_key), secret_keys=["workhub:sshPrivateKey", "workhub:secrets"])
 
@@ -345,7 +345,7 @@ def test_a_stack_whose_hubs_have_no_secret_makes_no_key(mocks, project):
 def test_the_stack_key_keeps_the_key_it_was_made_with():
     """Its provider stores the first key offered, never sees a change, and an update (which the
     engine has no cause to run) keeps the stored key."""
-    from components.stack_key import StackKeyProvider
+    from components.resources.host.stack_key import StackKeyProvider
 
     provider = StackKeyProvider()
     made = provider.create({"key": "k1"})
@@ -381,7 +381,7 @@ def test_a_stack_with_no_hubs_runs_only_the_hosts_own_commands_and_says_so(mocks
 
 @pulumi.runtime.test
 def test_each_hubs_run_and_build_carry_the_drift_check_of_what_they_leave(mocks, project):
-    """A refresh checks each hub's run against the host (components.deploy.check_script, for the same
+    """A refresh checks each hub's run against the host (components.render.host.deploy.check_script, for the same
     image, port and settings the run deploys) and its build (the image is there); the host's own
     commands have no check."""
 
@@ -402,7 +402,7 @@ def test_each_hubs_run_and_build_carry_the_drift_check_of_what_they_leave(mocks,
 @pytest.fixture
 def registered(monkeypatch) -> dict:
     """Each RemoteCommand by name, with the options it was created with."""
-    from components.remote import RemoteCommand
+    from components.resources.command import RemoteCommand
 
     seen: dict = {}
     original = RemoteCommand.__init__

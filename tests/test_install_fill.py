@@ -1,4 +1,4 @@
-"""The install retry's cache fill with the real npm and node (components.scripts._STOP_AT_CUT,
+"""The install retry's cache fill with the real npm and node (components.render.host.build._STOP_AT_CUT,
 _FILL_CACHE): `eval "$WORKHUB_RETRY" npm ci` against a tiny registry of our own on 127.0.0.1 behind
 tools/faultproxy.py, which cuts the first download of one tarball. npm does not fetch a cut download
 again; the first try stops at the cut, the fill fetches that tarball again on its own (and reads the
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import BuildSettings
-from components.scripts import install_retry
+from components.config.models import BuildSettings
+from components.render.host.build import install_retry
 from tools.faultproxy import Faults, running_proxy
 
 NPM, NODE = shutil.which("npm"), shutil.which("node")

@@ -1,4 +1,4 @@
-"""The install's own retry (components.scripts.install_retry), run as a hub Dockerfile's install step
+"""The install's own retry (components.render.host.build.install_retry), run as a hub Dockerfile's install step
 runs it, `eval "$WORKHUB_RETRY" npm ci` under the shells the base images have (dash, busybox ash),
 against a stand-in `npm` that plays a scripted outcome per call: a try that fails from the network
 runs again at once in the same step; any other failure ends it at once; a try that stored new
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from components.config import BuildSettings
-from components.scripts import _FILL_CACHE, _STOP_AT_CUT, NOT_NETWORK, install_retry
+from components.config.models import BuildSettings
+from components.render.host.build import _FILL_CACHE, _STOP_AT_CUT, NOT_NETWORK, install_retry
 
 # A stand-in npm: each call runs the next line of $FAKE/npm-steps as shell code and notes its
 # arguments in $FAKE/npm-calls; `store` puts one new file in the npm cache's content store, as a

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from components.config import SshKeepAlive
-from components.scripts import host_setup_script
+from components.config.models import SshKeepAlive
+from components.render.host.build import host_setup_script
 from workhub import engine as eng
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import StackConfig, parse_stack_config
-from components.plan import dockerfile_warnings, plan_stack, private_file_warnings
+from components.config.models import StackConfig
+from components.config.parse import parse_stack_config
+from components.plan.hubs import dockerfile_warnings, plan_stack, private_file_warnings
 from tests.hub_context import CANONICAL as CANONICAL_PATH, write_hub_context
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"

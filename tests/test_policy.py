@@ -19,13 +19,14 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from components.config import BuildSettings, Hub
-from components.context import content_hash, context_files
-from components.remote import Connection, RemoteCommand, RemoteCommandProvider, Upload
-from components.config import DeploySettings
-from components.deploy import Serving, run_script
-from components.runtime import Runtime
-from components.scripts import build_script, context_dir
+from components.config.models import BuildSettings, Hub
+from components.plan.context import content_hash, context_files
+from components.ssh import Connection
+from components.resources.command import RemoteCommand, RemoteCommandProvider, Upload
+from components.config.models import DeploySettings
+from components.render.host.deploy import Serving, run_script
+from components.config.runtime import Runtime
+from components.render.host.build import build_script, context_dir
 from tests.e2e_fixtures import new_local_stack
 from workhub import engine as eng
 from workhub.policy import PACK_NAME, policy_packs

@@ -1,7 +1,7 @@
 """Which image each hub of a promoting stack runs: a pin wins, then what the source stack verified."""
 
-from components.config import Hub
-from components.promotion import candidates
+from components.config.models import Hub
+from components.resources.host.promotion import candidates
 
 HUBS = [Hub(name="wbhubmanager", context="WBHubManager", port=4090),
         Hub(name="wbsaleshub", context="WBSalesHub", port=4091),

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from components.config import BuildSettings, Hub
-from components.remote import RemoteCommandError, with_secrets
-from components.scripts import pull_script
+from components.config.models import BuildSettings, Hub
+from components.ssh import RemoteCommandError, with_secrets
+from components.render.host.build import pull_script
 
 HUB = Hub(name="wbsaleshub", context="WBSalesHub", port=4091, buildMode="registry")
 IMAGE = "wbsaleshub:staging-0123456789ab"

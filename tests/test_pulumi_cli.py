@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from components.light import PULUMI_CLI
+from components.constants import PULUMI_CLI
 from workhub import engine as eng
 from workhub import pulumi_cli
 
@@ -133,8 +133,9 @@ def test_every_hint_in_the_docs_to_run_pulumi_uses_the_projects_cli(path):
     assert _hints((REPO / path).read_text()) == []
 
 
-@pytest.mark.parametrize("path", ["components/config.py", "components/plan.py", "components/remote.py", "components/swarm_config.py",
-                                  "components/runtime.py", "policy/guardrails.py", "workhub/locks.py",
+@pytest.mark.parametrize("path", ["components/config/models.py", "components/config/checks.py", "components/config/parse.py",
+                                  "components/plan/hubs.py", "components/ssh.py", "components/config/swarm.py",
+                                  "components/config/runtime.py", "policy/guardrails.py", "workhub/locks.py",
                                   "workhub/__main__.py", "workhub/engine.py", "workhub/data.py"])
 def test_every_hint_in_a_message_to_run_pulumi_uses_the_projects_cli(path):
     assert _hints(_messages((REPO / path).read_text())) == []

@@ -8,7 +8,7 @@ import json
 import pulumi
 import pytest
 
-from components.scripts import pull_script
+from components.render.host.build import pull_script
 from tests.test_graph import HUBS, SECRET_SIG, Mocks, by_name, commands, config, make_project
 
 SERVER = "registry.example.test:5000"
@@ -49,7 +49,7 @@ def project(tmp_path):
 @pytest.fixture
 def depends_on(monkeypatch) -> dict[str, list[str]]:
     """The depends_on each RemoteCommand is created with, by name."""
-    from components.remote import RemoteCommand
+    from components.resources.command import RemoteCommand
 
     seen: dict[str, list[str]] = {}
     original = RemoteCommand.__init__
@@ -148,7 +148,7 @@ def test_the_host_pulls_in_the_build_chain_after_the_push_then_runs_the_same_ste
         pull = by_name(mocks, "wbsaleshub-pull")
         image = chain.images[1]
         plan_id = image.image.rsplit("-", 1)[1]
-        from components.config import BuildSettings, Hub
+        from components.config.models import BuildSettings, Hub
 
         hub = Hub(name="wbsaleshub", context="WBSalesHub", port=4091, buildMode="registry")
         assert pull.inputs["create"] == pull_script(hub, "staging", image.image, plan_id, image.pushed, SERVER, "ci",

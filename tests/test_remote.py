@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.remote import STDOUT_LIMIT, Connection, RemoteCommandError, connect, run_script
+from components.ssh import STDOUT_LIMIT, Connection, RemoteCommandError, connect, run_script
 
 
 def connection(port: int, host_key: str, **overrides) -> Connection:

@@ -1,7 +1,8 @@
 """RemoteCommand's provider end to end against a real SSH server: a paramiko server in a thread on
 127.0.0.1 that takes one client key and runs each `exec` request with `bash -c` in a temporary
 home, so `connect`, `run_script`, `_pack` and the provider's create, diff, update and delete run
-their real code paths without sshd. Each test fails when its line in components/remote.py breaks:
+their real code paths without sshd. Each test fails when its line in components/ssh.py or
+components/resources/command.py breaks:
 the host key check, the inputs diff compares, the inputs that rerun the script, the delete script,
 the planned-hash check of an upload, the stdout bound, the webhook notices and the drift a
 refresh's check finds."""
@@ -23,9 +24,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from components.context import build_files, content_hash, context_files
-from components.remote import (STDOUT_LIMIT, Connection, RemoteCommandError, RemoteCommandProvider, Upload,
-                               run_script)
+from components.plan.context import build_files, content_hash, context_files
+from components.ssh import STDOUT_LIMIT, Connection, RemoteCommandError, run_script
+from components.resources.command import RemoteCommandProvider, Upload
 
 USER = "deploy"
 

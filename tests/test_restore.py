@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.config import DeploySettings, Hub
-from components.deploy import Serving, restore_script
-from components.remote import RemoteCommandError, failure_message
+from components.config.models import DeploySettings, Hub
+from components.render.host.deploy import Serving, restore_script
+from components.ssh import RemoteCommandError, failure_message
 from tests.test_scripts import HUB, SERVING, STACK
 from workhub import __main__ as cli
 from workhub import data

@@ -10,12 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.compose import env_file, slot_compose
-from components.config import ConfigError, DeploySettings, StackConfig, parse_stack_config
-from components.deploy import Serving, run_script
-from components.plan import plain_secret_problems, volume_warnings
-from components.runtime import fingerprint, hub_runtime
-from components.shell import assignments
+from components.render.host.compose import env_file, slot_compose
+from components.config.checks import ConfigError
+from components.config.models import DeploySettings, StackConfig
+from components.config.parse import parse_stack_config
+from components.render.host.deploy import Serving, run_script
+from components.plan.hubs import plain_secret_problems, volume_warnings
+from components.config.runtime import fingerprint, hub_runtime
+from components.render.shell import assignments
 from workhub.summary import setting_reasons
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
@@ -219,7 +221,7 @@ def test_the_slot_runs_boxed_as_the_hubs_own_uid():
     limit only when it has one."""
     import json
 
-    from components.config import run_uid
+    from components.config.models import run_uid
 
     def service(**hub) -> dict:
         config = parse(raw({**SETTINGS, **hub}, **STACK_VALUES))

@@ -6,26 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from components.compose import proxy_compose, proxy_config, slot_compose
-from components.config import BuildSettings, DeploySettings, Hub, SshKeepAlive, StackConfig
-from components.deploy import (Serving, backup_script, check_script, prune_script, purge_script, restore_script, run_script,
-                               status_script, stop_script, volume_check_script, volume_info_script, volume_script)
-from components.runtime import hub_runtime
-from components.scripts import (
-    build_args,
-    install_retry,
-    build_runner,
-    build_script,
-    host_facts_script,
-    host_setup_script,
-    image_check_script,
-    preflight_script,
-    promote_script,
-    pull_script,
-    remove_image_script,
-    untag_script,
-)
-from components.shell import assignments, quote, script
+from components.render.host.compose import proxy_compose, proxy_config, slot_compose
+from components.config.models import BuildSettings, DeploySettings, Hub, SshKeepAlive, StackConfig
+from components.render.host.deploy import (Serving, backup_script, check_script, prune_script, purge_script,
+                                           restore_script, run_script, status_script, stop_script, volume_check_script,
+                                           volume_info_script, volume_script)
+from components.config.runtime import hub_runtime
+from components.render.host.build import (build_args, install_retry, build_runner, build_script, host_facts_script,
+                                          host_setup_script, image_check_script, preflight_script, promote_script,
+                                          pull_script, remove_image_script, untag_script)
+from components.render.shell import assignments, quote, script
 
 HUB = Hub(name="wbsaleshub", context="WBSalesHub", port=4091, healthPath="/health",
           buildArgs={"APP_FLAVOUR": "it's $(odd)"}, env={"LOG_LEVEL": "info", "GREETING": "it's $HOME"},
@@ -253,7 +243,7 @@ def test_helper_containers_run_with_no_more_power_than_each_needs():
     backup that reads), otherwise as the hub's uid with none."""
     import re
 
-    from components.config import run_uid
+    from components.config.models import run_uid
 
     uid = run_uid(HUB, "staging")
     runs = [re.sub(r"\\\n\s*", "", line) for text in (run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),

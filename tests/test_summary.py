@@ -213,7 +213,7 @@ def rekeyed_preview(key_made: bool) -> dict[str, Any]:
 def test_the_first_preview_with_the_stack_key_says_why_every_secret_reads_changed():
     """The stack's key is made: the comment says the secrets are re-keyed and each hub with secrets
     restarts once, instead of listing the key as an unexplained other change."""
-    from components.stack_key import NAME
+    from components.resources.host.stack_key import NAME
     from workhub.summary import STACK_KEY
 
     assert STACK_KEY == NAME

@@ -8,18 +8,19 @@ import subprocess
 
 import yaml
 
-from components.config import StackConfig, hub_secret_values, parse_stack_config, run_uid
-from components.runtime import hub_runtime
-from components.swarm_data import owners_script
-from components.swarm import (node_labels, proxy_config, proxy_config_name, publish_config, secret_name, service_name,
-                              stack_file, task_slots)
-from components.swarm_scripts import (deploy_script, deploy_secret_values, init_script, join_script, join_token_script,
-                                      labels_script)
+from components.config.models import StackConfig, run_uid
+from components.config.parse import hub_secret_values, parse_stack_config
+from components.config.runtime import hub_runtime
+from components.render.swarm.data import owners_script
+from components.render.swarm.stack import (node_labels, proxy_config, proxy_config_name, publish_config, secret_name,
+                                           service_name, stack_file, task_slots)
+from components.render.swarm.scripts import (deploy_script, deploy_secret_values, init_script, join_script,
+                                             join_token_script, labels_script)
 from tests.test_scripts import golden
 from tests.test_swarm_config import swarm_stack
 
 STACK_KEY = "5" * 64
-"""The stack's own key (components/stack_key.py) the secrets' fingerprints are keyed with."""
+"""The stack's own key (components/resources/host/stack_key.py) the secrets' fingerprints are keyed with."""
 SECRET_VALUES = {"wbhubmanager": {"SESSION_SECRET": "s3cr3t $HOME `id`"},
                  "wbsaleshub": {"LEADS_API_TOKEN": "line one\nline two"}}
 IMAGES = {"wbhubmanager": "10.0.0.1:5000/workhub/wbhubmanager:staging-0123456789ab",

@@ -5,7 +5,9 @@ import copy
 
 import pytest
 
-from components.config import ConfigError, StackConfig, parse_stack_config
+from components.config.checks import ConfigError
+from components.config.models import StackConfig
+from components.config.parse import parse_stack_config
 
 KEYS = [
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIySj6xrfNs5txsCtImpejpGyC5h+nIEkjyIQfPp4gff",
@@ -228,7 +230,7 @@ def test_the_user_is_checked_like_the_hosts():
 def test_each_serving_node_publishes_on_its_own_address_by_default():
     """No workhub:publishAddress: a node's proxy publishes on the node's address only; a node's
     publishAddress wins; the stack's, when set, applies to every node without one of its own."""
-    from components.swarm_config import publish_address, reach_address
+    from components.config.swarm import publish_address, reach_address
 
     raw = swarm_stack()
     config = parse(raw)
@@ -263,8 +265,8 @@ def test_a_serving_node_known_by_name_needs_its_publish_address():
 
 
 def test_the_urls_and_the_status_follow_the_publish_addresses():
-    from components.swarm_stack import urls
-    from components.swarm_status import _health, status_script
+    from components.resources.swarm.stack import urls
+    from components.render.swarm.status import _health, status_script
 
     raw = swarm_stack()
     raw["swarm"]["nodes"][0]["publishAddress"] = "fd00::11"

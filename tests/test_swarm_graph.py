@@ -8,7 +8,7 @@ import json
 import pulumi
 import pytest
 
-from components.config import parse_stack_config
+from components.config.parse import parse_stack_config
 from tests.test_graph import PRIVATE_KEY, SECRET_SIG, Mocks
 from tests.test_graph import project  # noqa: F401 (fixture)
 from tests.test_swarm_config import swarm_stack
@@ -30,7 +30,7 @@ def stack_config():
 
 @pulumi.runtime.test
 def test_init_then_joins_in_order_then_labels(mocks):
-    from components.swarm_cluster import SwarmCluster, SwarmClusterArgs
+    from components.resources.swarm.cluster import SwarmCluster, SwarmClusterArgs
 
     cluster = SwarmCluster("swarm", SwarmClusterArgs(stack_config(), pulumi.Output.secret(PRIVATE_KEY)))
 
@@ -61,8 +61,8 @@ def test_swarm_secret_names_follow_the_stacks_own_key_not_the_ssh_key(project, s
     """A Docker secret cannot change, so a new fingerprint is a new secret and a rolling update of
     the hub: with either SSH key the deploy makes and mounts the same one, named by the fingerprint
     under the stack's key."""
-    from components.runtime import fingerprint
-    from components.swarm import secret_name
+    from components.config.runtime import fingerprint
+    from components.render.swarm.stack import secret_name
     from tests.test_graph import STACK_KEY
     from tests.test_swarm_program import SECRET_KEYS, SESSION, SwarmMocks, run, stack_file_of, swarm_config
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from components.config import SwarmNode
-from components.remote import RemoteCommandError
-from components.swarm_member import SwarmMemberProvider, join
-from components.swarm_scripts import join_script
+from components.config.models import SwarmNode
+from components.ssh import RemoteCommandError
+from components.resources.swarm.member import SwarmMemberProvider, join
+from components.render.swarm.scripts import join_script
 from tests.test_remote_provider import Host, connection, keys  # noqa: F401 (the keys fixture)
 
 TOKEN = "SWMTKN-1-0123456789abcdefghijklmnopqrstuvwxyz-secret"
@@ -131,7 +131,7 @@ def test_a_node_in_the_swarm_already_does_not_join_again(hosts, keys):  # noqa: 
 
 def test_outputs_hold_no_token_and_an_unchanged_member_does_not_join_again(hosts, keys, monkeypatch):  # noqa: F811
     _, node = hosts
-    monkeypatch.setattr("components.swarm_member._log_to_engine", lambda line: None)
+    monkeypatch.setattr("components.resources.swarm.member._log_to_engine", lambda line: None)
     provider = SwarmMemberProvider()
     props = member_props(hosts, keys)
     created = provider.create(props)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from components import swarm_data
-from components.swarm_status import hub_rows, node_rows, parse_output, short_image, status_script
+from components.render.swarm import data as swarm_data
+from components.render.swarm.status import hub_rows, node_rows, parse_output, short_image, status_script
 from tests.test_scripts import golden
 from tests.test_swarm import SECRET_VALUES, config_and_runtimes
-from components.remote import RemoteCommandError
+from components.ssh import RemoteCommandError
 from workhub import data
 from workhub.__main__ import destroyed_message
 from workhub.swarm_status import format_status
@@ -266,7 +266,7 @@ def test_status_of_a_hub_not_on_the_swarm(tmp_path):
 
 
 def test_status_reads_on_the_first_manager_that_answers(tmp_path, monkeypatch):
-    from components.remote import RemoteCommandError
+    from components.ssh import RemoteCommandError
     from workhub import swarm_status
 
     config = recorded_config(tmp_path)
@@ -475,7 +475,7 @@ exit 2
 def test_prune_keeps_the_newest_pre_restore_copy_of_each_volume_and_removes_the_older(tmp_path):
     """Of each volume's copies the newest stays (the way back from its last restore); another stack's
     and the live volumes are not touched; one still in use is said and left for the next prune."""
-    from components.deploy import prune_copies_script
+    from components.render.host.deploy import prune_copies_script
     fake = tmp_path
     (fake / "bin").mkdir()
     (fake / "bin" / "docker").write_text(PRUNE_DOCKER)

@@ -12,7 +12,7 @@ import shlex
 import pulumi
 import pytest
 
-from components.remote import failure_message
+from components.ssh import failure_message
 from tests.test_graph import PRIVATE_KEY, SECRET_SIG, Mocks, by_name, commands
 from tests.test_graph import depends_on, project, registered  # noqa: F401 (fixtures)
 from tests.test_swarm_config import KEYS
@@ -202,7 +202,7 @@ def test_secrets_reach_the_deploy_and_the_push_only_as_secret_inputs(mocks, proj
 def test_the_secret_values_go_in_as_the_deploy_script_reads_them(mocks, project, monkeypatch):
     """secret_0 is the hub's secret, registry_password the registry's: what the script's secret
     creation and login read."""
-    from components import swarm_stack
+    from components.resources.swarm import stack as swarm_stack
 
     seen = {}
     original = swarm_stack.RemoteCommand
@@ -222,9 +222,9 @@ def test_the_secret_values_go_in_as_the_deploy_script_reads_them(mocks, project,
 
 
 def test_the_hubs_outputs_name_each_image_by_digest_its_replicas_and_urls():
-    from components.config import parse_stack_config
+    from components.config.parse import parse_stack_config
     from components.program import swarm_outputs
-    from components.runtime import hub_runtime
+    from components.config.runtime import hub_runtime
 
     raw = {key.removeprefix("workhub:"): json.loads(value) if value[:1] in "[{" else value
            for key, value in swarm_config().items()}
@@ -334,9 +334,9 @@ def run_push(tmp_path, fail_pushes: int = 0):
     import os
     import subprocess
 
-    from components.config import BuildSettings, RegistryConfig
-    from components.remote import with_secrets
-    from components.swarm_scripts import push_script
+    from components.config.models import BuildSettings, RegistryConfig
+    from components.ssh import with_secrets
+    from components.render.swarm.scripts import push_script
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -376,8 +376,8 @@ def test_a_push_that_keeps_failing_says_so_last(tmp_path):
 
 
 def test_swarm_push_and_remove_scripts_golden():
-    from components.config import BuildSettings, RegistryConfig
-    from components.swarm_scripts import push_script, remove_script
+    from components.config.models import BuildSettings, RegistryConfig
+    from components.render.swarm.scripts import push_script, remove_script
     from tests.test_scripts import golden
 
     push = push_script("wbhubmanager:staging-0123456789ab", f"{REGISTRY}/workhub/wbhubmanager:staging-0123456789ab",

@@ -1,4 +1,4 @@
-"""How a slot's address reaches the hub's proxy (components.deploy.POINT_PROXY), by bash against a
+"""How a slot's address reaches the hub's proxy (components.render.host.deploy.POINT_PROXY), by bash against a
 stand-in `docker` whose `exec` answers the proxy's runtime API the way HAProxy 2.6 does; and the
 proxy's resolver settings agreeing with the one wait left on them. tests/test_e2e_switch.py runs the
 same against the real engine and HAProxy."""
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from components.compose import LOOKUP_S, proxy_config
-from components.deploy import POINT_PROXY, proxy_values, run_script
-from components.shell import script
+from components.render.host.compose import LOOKUP_S, proxy_config
+from components.render.host.deploy import POINT_PROXY, proxy_values, run_script
+from components.render.shell import script
 from tests.test_scripts import HUB, IMAGE, RUNTIME, SERVING
 from tests.test_swarm import rendered as swarm_rendered
 

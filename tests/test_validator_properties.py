@@ -11,11 +11,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.config import ConfigError, hub_secret_values, parse_stack_config
-from components.deploy import Serving, prune_script, run_script, status_script, stop_script
-from components.runtime import hub_runtime
-from components.scripts import (build_runner, build_script, host_facts_script, host_setup_script, preflight_script, promote_script,
-                                pull_script)
+from components.config.checks import ConfigError
+from components.config.parse import hub_secret_values, parse_stack_config
+from components.render.host.deploy import Serving, prune_script, run_script, status_script, stop_script
+from components.config.runtime import hub_runtime
+from components.render.host.build import (build_runner, build_script, host_facts_script, host_setup_script,
+                                          preflight_script, promote_script, pull_script)
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
 MARK = "INJECTED"

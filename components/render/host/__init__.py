@@ -1,0 +1,1 @@
+"""The one-host scripts and documents: the build host's scripts (build.py), a hub's deploy, data and status scripts (deploy.py), its Compose files, proxy config and env file (compose.py); imports config and render.shell."""
