@@ -180,7 +180,7 @@ def docker(*args: str, check: bool = True) -> str:
 
 def serving_container(hub: str, stack: str) -> str:
     """The container a hub's proxy sends its requests to (the live slot), as its config names it."""
-    from components.render.host.compose import LIVE_MARK, slot_container
+    from components.render.host.documents import LIVE_MARK, slot_container
 
     config = (deploy_home() / ".workhub" / "proxy" / f"{hub}-{stack}" / "haproxy.cfg").read_text()
     (live,) = [line[len(LIVE_MARK):] for line in config.splitlines() if line.startswith(LIVE_MARK)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from components.render.host.compose import LIVE_MARK, proxy_compose, slot_compose
+from components.render.host.documents import LIVE_MARK, proxy_compose, slot_compose
 from components.render.host.deploy import check_script
 from components.render.host.build import image_check_script
 from tests.test_scripts import HUB, IMAGE, RUNTIME, SERVING

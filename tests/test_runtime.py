@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.render.host.compose import env_file, slot_compose
+from components.render.host.documents import env_file, slot_compose
 from components.config.checks import ConfigError
 from components.config.models import DeploySettings, StackConfig
 from components.config.parse import parse_stack_config

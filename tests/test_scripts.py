@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from components.render.host.compose import proxy_compose, proxy_config, slot_compose
+from components.render.host.documents import proxy_compose, proxy_config, slot_compose
 from components.config.models import BuildSettings, DeploySettings, Hub, SshKeepAlive, StackConfig
 from components.render.host.deploy import (Serving, backup_script, check_script, prune_script, purge_script,
                                            restore_script, run_script, status_script, stop_script, volume_check_script,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from components.render.host.compose import LOOKUP_S, proxy_config
+from components.render.host.documents import LOOKUP_S, proxy_config
 from components.render.host.deploy import POINT_PROXY, proxy_values, run_script
 from components.render.shell import script
 from tests.test_scripts import HUB, IMAGE, RUNTIME, SERVING

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.render.host.compose import (BACKEND, LIVE_MARK, LOOKUP_S, PROXY_API_PORT, RELOAD_WAIT_S, SLOTS,
-                                            base_name, env_file, network_name, proxy_compose, proxy_config,
-                                            proxy_container, slot_compose)
+from components.render.host.documents import (BACKEND, LIVE_MARK, LOOKUP_S, PROXY_API_PORT, RELOAD_WAIT_S, SLOTS,
+                                              base_name, env_file, network_name, proxy_compose, proxy_config,
+                                              proxy_container, slot_compose)
 from components.config.models import DEFAULT_HELPER_IMAGE, DeploySettings, Hub, run_uid
 from components.constants import DRIFT_MARK
 from components.config.runtime import Runtime, volume_name

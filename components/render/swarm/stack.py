@@ -1,6 +1,6 @@
 """The documents a stack runs from on a Docker Swarm, as data: the stack file `docker stack deploy`
 reads, the proxy's HAProxy config, and the labels of each node. Pure functions of the same typed
-config and hub data the single host's Compose files come from (components/render/host/compose.py).
+config and hub data the single host's Compose files come from (components/render/host/documents.py).
 
 The shape follows two limits of the Swarms workhub runs on (see the README's Swarm section):
 - no IPVS in the kernel, so no virtual IPs and no routing mesh: every service is `endpoint_mode:
@@ -33,8 +33,8 @@ import ipaddress
 import json
 from typing import Any, Mapping, Optional
 
-from components.render.host.compose import (BACKEND, DOCKER_DNS, PROXY_API_PORT, PROXY_CONFIG, PROXY_DEFAULTS, literal,
-                                            volume_mounts)
+from components.render.host.documents import (BACKEND, DOCKER_DNS, PROXY_API_PORT, PROXY_CONFIG, PROXY_DEFAULTS,
+                                              literal, volume_mounts)
 from components.config.models import FILE_SUFFIX, DeploySettings, Hub, StackConfig, SwarmConfig, SwarmNode, run_uid
 from components.config.runtime import SECRETS_DIR, Runtime
 from components.config.swarm import SERVICES, publish_address
