@@ -428,7 +428,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval for k successes in n runs (95% for z = 1.96).
 
     Written out here (a few lines, as in Wilson 1927 and Agresti & Coull 1998) because neither
-    scipy nor statsmodels is among this project's requirements; tests/test_benchmarks.py checks it
+    scipy nor statsmodels is among this project's requirements; tests/unit/project/test_benchmarks.py checks it
     against published values. Unlike the normal approximation it stays inside 0..1 and gives a real
     interval for n/n: its lower bound is n / (n + z^2)."""
     if n == 0:

@@ -7,7 +7,7 @@ Run on demand (not a test), under the e2e lock since it uses the Swarm test bed
 
     flock /tmp/workhub-e2e.lock .venv/bin/python bench/swarm_scaling.py --json bench/results-swarm.json
 
-It drives the Swarm at the script level, as tests/test_e2e_swarm.py does (not through `pulumi up`):
+It drives the Swarm at the script level, as tests/e2e/test_e2e_swarm.py does (not through `pulumi up`):
 the rendered init/join, labels and deploy scripts of components/render/swarm/scripts.py, over SSH to the
 test bed's nodes with their pinned host keys, with the stack file of components/render/swarm/stack.py. The
 sample hubs' images are built once on node 1 (its BuildKit, the local npm registry reached through a
@@ -87,7 +87,7 @@ def log(message: str) -> None:
     print(f"bench: [{time.monotonic() - STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
-# ---- pure parts (unit-tested in tests/test_benchmarks.py) ----
+# ---- pure parts (unit-tested in tests/unit/project/test_benchmarks.py) ----
 
 def parse_wrk(stdout: str) -> dict[str, Any]:
     """One wrk run's figures from its output with WRK_REPORT's line: requests (wrk counts every
@@ -176,7 +176,7 @@ class Bed:
     """The Swarm test bed and what the benchmark runs on it."""
 
     def __init__(self, state: Path):
-        from tests.test_e2e_swarm import run_testbed
+        from tests.e2e.test_e2e_swarm import run_testbed
 
         self.state = state
         self.run_testbed = run_testbed
@@ -188,7 +188,7 @@ class Bed:
         self.private_key = Path(self.env["private_key_path"]).read_text()
 
     def ssh(self, node: int, command: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess:
-        from tests.test_e2e_swarm import ssh_run
+        from tests.e2e.test_e2e_swarm import ssh_run
 
         done = ssh_run(self.env, node, command, stdin)
         if check and done.returncode != 0:
@@ -240,7 +240,7 @@ def build_images(bed: Bed, hubs: list[dict]) -> dict[str, Any]:
     return {"images": images, "seconds": time.monotonic() - started}
 
 
-# ---- the Swarm, at the script level as tests/test_e2e_swarm.py drives it ----
+# ---- the Swarm, at the script level as tests/e2e/test_e2e_swarm.py drives it ----
 
 class Deployment:
     """One config of the benchmark's stack on the test bed: the Swarm it needs, and its deploy."""
@@ -315,7 +315,7 @@ class Deployment:
         """The hub's service at `replicas` running tasks, each healthy, and the proxies past their
         health checks of the new ones; the nodes of its tasks."""
         from components.render.swarm.stack import service_name
-        from tests.test_e2e_swarm import wait_for
+        from tests.e2e.test_e2e_swarm import wait_for
 
         self.bed.ssh(1, f"docker service scale --detach {service_name(STACK, hub)}={replicas} >/dev/null")
         wait_for(f"{hub} at {replicas} running tasks",
@@ -425,7 +425,7 @@ def render(doc: dict) -> str:
         "hosts would serve. The scaling ratio shows overhead and correctness (the load reaches every replica, "
         "through every node's proxy, without failures), not multi-host capacity.",
         "",
-        "The Swarm is driven at the script level, as `tests/test_e2e_swarm.py` does: the rendered init/join, "
+        "The Swarm is driven at the script level, as `tests/e2e/test_e2e_swarm.py` does: the rendered init/join, "
         "labels and deploy scripts (`components/render/swarm/scripts.py`) over SSH to the test bed's nodes "
         "(`scripts/swarm-testbed.sh`), with the stack file of `components/render/swarm/stack.py`; not through `pulumi up`. "
         f"The images were built on node 1 and pushed to the test bed's registry before the cells "

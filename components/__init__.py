@@ -9,5 +9,5 @@
     program.py     wiring only: config -> plan -> resources
 
 remote.py and swarm_member.py only keep the module paths that existing stacks' state names.
-.importlinter holds the rule as contracts; tests/test_layers.py checks them.
+.importlinter holds the rule as contracts; tests/unit/project/test_layers.py checks them.
 """

@@ -10,8 +10,8 @@ ignorefile and MatchesUsingParentResults, fsutil's walker), because no Python pa
 rules: docker-py's `docker.utils.build.exclude_paths` ports the classic builder's older ones (a
 parent directory matches a pattern only as deep as the pattern, `..` steps are dropped instead of
 kept, the Dockerfile and .dockerignore are always in the context), so it would upload another set
-of files than a BuildKit build uses. tests/test_context_buildkit.py compares this one with
-BuildKit's own code over generated trees, and tests/test_e2e_context.py with the Docker engine.
+of files than a BuildKit build uses. tests/unit/plan/test_context_buildkit.py compares this one with
+BuildKit's own code over generated trees, and tests/e2e/test_e2e_context.py with the Docker engine.
 """
 
 from __future__ import annotations
