@@ -16,7 +16,7 @@ from pulumi import automation as auto
 from workhub import engine as eng
 from workhub.__main__ import connect_local
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.parametrize("operation", ["status", "prune", "outputs", "backup", "preview", "refresh", "destroy"])
