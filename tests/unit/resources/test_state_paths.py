@@ -1,6 +1,7 @@
 """Stacks deployed before the move to layer folders keep working: the Pulumi SDK pickles each dynamic
-provider into the state by module path (`__provider`, base64 of a dill pickle naming the class), and
-the engine unpickles the one in a resource's state to refresh, diff, update and delete it. The blobs
+provider into the state by module path (the `__provider` input and output of each resource, a secret:
+base64 of a dill pickle naming the class, as `pulumi stack export --show-secrets` shows), and the
+engine unpickles the one in a resource's state to refresh, diff, update and delete it. The blobs
 below are byte for byte what commit ef26a9d (the last before the move) wrote."""
 
 from __future__ import annotations
