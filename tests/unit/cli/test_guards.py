@@ -155,19 +155,10 @@ def test_a_destroy_with_no_terminal_and_no_yes_refuses_and_one_named_with_yes_go
     assert done.stdout.startswith("workhub: stack 'staging' destroyed:")
 
 
-@pytest.fixture
-def restored_umask():
-    """main() makes the process's files private (umask 077); the test process gets its own back."""
-    previous = os.umask(0o022)
-    os.umask(previous)
-    yield
-    os.umask(previous)
-
-
 @pytest.mark.parametrize("verb", ["up", "preview", "refresh", "destroy", "outputs", "status", "prune", "backup",
                                   "restore"])
 def test_a_stack_name_that_does_not_exist_is_refused_by_every_verb_and_creates_nothing(team, verb, monkeypatch,
-                                                                                       capsys, restored_umask):
+                                                                                       capsys):
     from workhub.__main__ import main
 
     for key, value in {**team.env(), eng.PROJECT_DIR_ENV: str(team.work_dir),
@@ -184,7 +175,7 @@ def test_a_stack_name_that_does_not_exist_is_refused_by_every_verb_and_creates_n
     assert not list(backend.rglob("stagign*")) and not (team.work_dir / "Pulumi.stagign.yaml").exists()
 
 
-def test_the_preview_summary_refuses_a_stack_that_does_not_exist(team, monkeypatch, capsys, restored_umask):
+def test_the_preview_summary_refuses_a_stack_that_does_not_exist(team, monkeypatch, capsys):
     from workhub.summary import main
 
     for key, value in {**team.env(), eng.TOOLCHAIN_BIN_ENV: str(eng.ensure_toolchain())}.items():
