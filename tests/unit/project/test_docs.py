@@ -12,7 +12,7 @@ import pytest
 
 from tools import config_reference
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 PAGES = [REPO / "README.md", REPO / "tests" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
@@ -92,5 +92,6 @@ def test_the_link_check_sees_a_broken_link(tmp_path):
 def test_every_test_module_is_in_the_index():
     """tests/README.md names every test module, so a newcomer finds the test of a behaviour there."""
     index = (REPO / "tests" / "README.md").read_text()
-    missing = sorted(path.name for path in (REPO / "tests").rglob("test_*.py") if path.name not in index)
+    missing = sorted(str(path.relative_to(REPO / "tests")) for path in (REPO / "tests").rglob("test_*.py")
+               if str(path.relative_to(REPO / "tests")) not in index)
     assert not missing, f"tests/README.md does not name: {', '.join(missing)} (add a line saying what each proves)"
