@@ -24,15 +24,16 @@ if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$wanted" ]; then
     .venv/bin/python -m pip install --disable-pip-version-check -r requirements.txt
   printf '%s\n' "$wanted" >.venv/.requirements.sha256
 fi
-# The project on the virtualenv's path, so `.venv/bin/python -m workhub` works from any directory.
-# The venv's one site-packages found by its path (no Python start on a warm run), else asked.
-sites=(.venv/lib/python3*/site-packages)
-if [ "${#sites[@]}" = 1 ] && [ -d "${sites[0]}" ]; then
-  site=${sites[0]}
-else
-  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# The project installed editable (pyproject.toml), so `.venv/bin/python -m workhub` works from any
+# directory; again when pyproject.toml, the pins or the checkout's place change.
+wanted=$( (cat pyproject.toml requirements.txt; printf '%s\n' "$PWD") | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.project.sha256 2>/dev/null)" != "$wanted" ]; then
+  say "installing the project into .venv (log: .venv/install.log)"
+  rm -f .venv/lib/python3*/site-packages/workhub-project.pth  # how it was put on the path before
+  logged "pip install -e ." .venv/install.log \
+    .venv/bin/python -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
+  printf '%s\n' "$wanted" >.venv/.project.sha256
 fi
-[ "$(cat "$site/workhub-project.pth" 2>/dev/null)" = "$PWD" ] || printf '%s\n' "$PWD" >"$site/workhub-project.pth"
 # --print-toolchain: the toolchain's bin directory on stdout (scripts/workhub passes it on, so
 # python -m workhub need not check the toolchain a second time).
 bin_dir=$(scripts/toolchain.sh)

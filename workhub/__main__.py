@@ -1,6 +1,7 @@
-"""python -m workhub [up|preview|refresh|destroy|outputs|status|prune|backup|restore] [--stack NAME]
-   python -m workhub dockerfile check|conform PATH...
-   python -m workhub pulumi ARGS...   (the project's Pulumi CLI; see workhub/pulumi_cli.py)
+"""scripts/workhub VERB [--stack NAME] [the verb's options]   (no VERB: up; `VERB --help`: its options)
+   scripts/workhub dockerfile check|conform PATH...
+   scripts/workhub pulumi ARGS...   (the project's Pulumi CLI; see workhub/pulumi_cli.py)
+   (`python -m workhub ...` with the project's .venv is the same, from any directory.)
 
 With no stack, or `--stack local`, it works on the embedded default: it starts the throwaway
 SSH + Docker test host on 127.0.0.1 and points the `local` stack at it. Any other stack uses the
@@ -146,101 +147,60 @@ def open_stack(args: argparse.Namespace) -> tuple[eng.Engine, auto.Stack]:
     return engine, stack
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["dockerfile"]:
-        from . import dockerfiles
+def show_outputs(args: argparse.Namespace, engine: eng.Engine, stack: auto.Stack) -> int:
+    print(outputs_table(stack.outputs()))
+    return 0
 
-        return dockerfiles.main(argv[1:])
-    if argv[:1] == ["pulumi"]:
-        from . import pulumi_cli
 
-        return pulumi_cli.main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m workhub", description=__doc__.split("\n\n")[0])
-    parser.add_argument("operation", nargs="?", default="up",
-                        choices=["up", "preview", "refresh", "destroy", "outputs", "status", "prune", "backup",
-                                 "restore"])
-    parser.add_argument("--stack", default=eng.LOCAL_STACK, help="stack name (default: local)")
-    parser.add_argument("--keep", type=int, default=3, help="prune: images kept per hub (default 3)")
-    parser.add_argument("--reset-cache", action="store_true",
-                        help="prune: also empty the whole build cache, npm cache mounts included")
-    parser.add_argument("--force-unlock", action="store_true",
-                        help="up, refresh, destroy: clear the stack's lock even if another machine holds it")
-    parser.add_argument("--purge-data", action="store_true",
-                        help="destroy: also remove the hubs' volumes (their data) from the host")
-    parser.add_argument("--yes", metavar="STACK",
-                        help="destroy: go ahead without asking, for this stack only (--yes=<the stack's name>); "
-                             "a destroy of any stack but local, and any --purge-data, asks for the name otherwise")
-    parser.add_argument("--debug", action="store_true",
-                        help="up, refresh, destroy: a failure shows the Python traceback of the step that failed")
-    parser.add_argument("--hub", help="backup, restore: only this hub's volumes")
-    parser.add_argument("--volume", help="restore: only this volume")
-    parser.add_argument("--out", type=Path, help="backup: the directory to write (default .workhub/backups/<stack>/<time>)")
-    parser.add_argument("--from", dest="source", type=Path, help="restore: the backup directory (or its manifest.json)")
-    parser.add_argument("--from-stack", metavar="STACK",
-                        help="restore: the backup is of this other stack (without it, another stack's backup is refused)")
-    parser.add_argument("--from-hub", metavar="HUB",
-                        help="restore: put this hub's archives into the hub --hub names (without it, an archive "
-                             "restores only into the hub of its own name)")
-    args = parser.parse_args(argv)
-    if args.operation == "restore" and args.source is None:
-        parser.error("restore needs --from <backup directory>")
-    if args.from_hub is not None and args.hub is None:
-        parser.error("--from-hub needs --hub <the hub to restore its data into>")
-
-    print(f"workhub: {args.operation} of stack {args.stack!r}", file=sys.stderr, flush=True)
-    # What workhub and the CLI write here (state, Pulumi.<stack>.yaml, backups, secrets) is the user's alone.
-    os.umask(0o077)
-    eng.ensure_toolchain()
-    try:
-        engine, stack = open_stack(args)
-    except (eng.NotRunning, eng.NoSuchStack, eng.PassphraseError, guards.Refused) as error:
-        print(f"workhub: {args.operation} of stack {args.stack!r} did not run: {error}", file=sys.stderr)
-        return 1
-
-    if args.operation == "outputs":
-        print(outputs_table(stack.outputs()))
+def show_status(args: argparse.Namespace, engine: eng.Engine, stack: auto.Stack) -> int:
+    config, key = eng.stack_config(stack)
+    if config.swarm is not None:
+        try:
+            print(swarm_status.status(config, args.stack, key, log=lambda line: print(line, file=sys.stderr)))
+        except RemoteCommandError as error:
+            print(f"workhub: status of {args.stack!r} failed: {error}", file=sys.stderr)
+            return 1
         return 0
-    if args.operation == "status":
-        config, key = eng.stack_config(stack)
-        if config.swarm is not None:
-            try:
-                print(swarm_status.status(config, args.stack, key, log=lambda line: print(line, file=sys.stderr)))
-            except RemoteCommandError as error:
-                print(f"workhub: status of {args.stack!r} failed: {error}", file=sys.stderr)
-                return 1
-            return 0
-        out = eng.on_host(stack, lambda c: status_script(args.stack, c.hubs, c.host_ports, c.publish_address),
-                          "status", log=lambda line: None)
-        print(format_status([json.loads(line) for line in out.splitlines() if line.strip()]))
-        return 0
-    if args.operation == "prune":
-        config, key = eng.stack_config(stack)
-        # A Swarm's pre-restore copies are on its data nodes, each pruned there; the build host's images here.
-        eng.on_host(stack, lambda c: prune_script(args.stack, c.hubs, args.keep, args.reset_cache,
-                                                  copies=config.swarm is None), "prune")
-        if config.swarm is not None:
-            try:
-                data.swarm_prune_copies(config, key, args.stack, log=lambda line: print(line, file=sys.stderr))
-            except data.DataError as error:
-                print(f"workhub: prune of {args.stack!r} failed: {error}", file=sys.stderr)
-                return 1
-        return 0
+    out = eng.on_host(stack, lambda c: status_script(args.stack, c.hubs, c.host_ports, c.publish_address),
+                      "status", log=lambda line: None)
+    print(format_status([json.loads(line) for line in out.splitlines() if line.strip()]))
+    return 0
+
+
+def prune(args: argparse.Namespace, engine: eng.Engine, stack: auto.Stack) -> int:
+    config, key = eng.stack_config(stack)
+    # A Swarm's pre-restore copies are on its data nodes, each pruned there; the build host's images here.
+    eng.on_host(stack, lambda c: prune_script(args.stack, c.hubs, args.keep, args.reset_cache,
+                                              copies=config.swarm is None), "prune")
+    if config.swarm is not None:
+        try:
+            data.swarm_prune_copies(config, key, args.stack, log=lambda line: print(line, file=sys.stderr))
+        except data.DataError as error:
+            print(f"workhub: prune of {args.stack!r} failed: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def move_data(args: argparse.Namespace, engine: eng.Engine, stack: auto.Stack) -> int:
+    """backup and restore of the hubs' volumes."""
     log = lambda line: print(line, file=sys.stderr)  # noqa: E731
     try:
         if args.operation == "backup":
             manifest = data.backup(stack, args.out or data.default_out_dir(args.stack), args.hub, log)
             print(f"workhub: backup of {args.stack!r} written: {manifest}")
             return 0
-        if args.operation == "restore":
-            count = data.restore(stack, args.source, args.hub, args.volume, log, args.from_stack, args.from_hub)
-            print(f"workhub: {count} volume(s) of {args.stack!r} restored from {args.source}")
-            return 0
+        count = data.restore(stack, args.source, args.hub, args.volume, log, args.from_stack, args.from_hub)
+        print(f"workhub: {count} volume(s) of {args.stack!r} restored from {args.source}")
+        return 0
     except (data.DataError, RemoteCommandError) as error:
         # A script on the host that failed said why in its last line; this repeats it once, last,
         # with the step and the host, and no traceback.
         print(f"workhub: {args.operation} of {args.stack!r} failed: {error}", file=sys.stderr)
         return 1
+
+
+def run_engine(args: argparse.Namespace, engine: eng.Engine, stack: auto.Stack) -> int:
+    """up, preview, refresh and destroy: the Pulumi engine on the stack, then what it did."""
     try:
         if args.operation in ("up", "refresh", "destroy"):
             locks.prepare(stack, engine.env(), engine.work_dir, engine.backend_url, args.force_unlock,
@@ -262,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         removed: Mapping[str, list[str]] = {}
         if args.purge_data:
             try:
-                removed = data.purge(stack, log)
+                removed = data.purge(stack, lambda line: print(line, file=sys.stderr))
             except (data.DataError, RemoteCommandError) as error:
                 print(f"workhub: destroy of {args.stack!r}: the stack is destroyed, but its volumes were not "
                       f"purged: {error}", file=sys.stderr)
@@ -274,6 +234,134 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nworkhub: stack {args.stack!r} is up ({changes(result.summary.resource_changes or {})})")
         print(outputs_table(result.outputs))
     return 0
+
+
+# Each verb on a stack: what it does (its --help line) and the handler that runs it once the stack is open.
+VERBS = {
+    "up": ("create or update the stack (the default verb)", run_engine),
+    "preview": ("show what an up would change, changing nothing", run_engine),
+    "refresh": ("read what runs on the host into the stack's state, and report drift", run_engine),
+    "destroy": ("remove what the stack runs from its host or Swarm (its volumes stay, but with --purge-data)",
+                run_engine),
+    "outputs": ("print the stack's outputs", show_outputs),
+    "status": ("what runs of each hub (container or service, image, health, build), read on the host", show_status),
+    "prune": ("remove all but each hub's newest images and pre-restore copies (--reset-cache: the build cache)",
+              prune),
+    "backup": ("copy the hubs' volumes to a directory here", move_data),
+    "restore": ("put a backup's volumes back on the host", move_data),
+}
+# Verbs handled by their own parsers (workhub/dockerfiles.py, workhub/pulumi_cli.py); they come first.
+TOOLS = {
+    "dockerfile": "check or rewrite hub Dockerfiles: dockerfile check|conform PATH... (see dockerfile --help)",
+    "pulumi": "the project's Pulumi CLI with this stack's backend: pulumi ARGS...",
+}
+
+
+class VerbParser(argparse.ArgumentParser):
+    """A verb's parser: it refuses, with its own usage, a word that is not one of its options (argparse
+    leaves that to the command's parser, whose usage lists no verb's options). One of TOOLS refuses to
+    parse at all: it comes first, and its own parser reads the rest."""
+
+    def __init__(self, *args, tool: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tool = tool
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.tool:
+            self.error(f"it comes first, before any option: {self.prog} ...")
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def stack_option(default: str) -> argparse.ArgumentParser:
+    """The options every verb on a stack takes, as a parent parser; given before the verb too."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--stack", default=default, help=f"stack name (default: {eng.LOCAL_STACK})")
+    return common
+
+
+def verb_options(verb: str, parser: argparse.ArgumentParser) -> None:
+    """The options of `verb` alone."""
+    add = parser.add_argument
+    if verb in ("up", "refresh", "destroy"):
+        add("--force-unlock", action="store_true",
+            help="clear the stack's lock even if another machine holds it")
+        add("--debug", action="store_true", help="a failure shows the Python traceback of the step that failed")
+    if verb == "destroy":
+        add("--purge-data", action="store_true", help="also remove the hubs' volumes (their data) from the host")
+        add("--yes", metavar="STACK",
+            help="go ahead without asking, for this stack only (--yes=<the stack's name>); a destroy of any "
+                 "stack but local, and any --purge-data, asks for the name otherwise")
+    if verb == "prune":
+        add("--keep", type=int, default=3, help="images kept per hub (default 3)")
+        add("--reset-cache", action="store_true", help="also empty the whole build cache, npm cache mounts included")
+    if verb in ("backup", "restore"):
+        add("--hub", help="only this hub's volumes")
+    if verb == "backup":
+        add("--out", type=Path, help="the directory to write (default .workhub/backups/<stack>/<time>)")
+    if verb == "restore":
+        add("--volume", help="only this volume")
+        add("--from", dest="source", type=Path, required=True, help="the backup directory (or its manifest.json)")
+        add("--from-stack", metavar="STACK",
+            help="the backup is of this other stack (without it, another stack's backup is refused)")
+        add("--from-hub", metavar="HUB",
+            help="put this hub's archives into the hub --hub names (without it, an archive restores only into "
+                 "the hub of its own name)")
+
+
+def parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command's parser and each verb's: a subparser per verb with its own options; --stack is on
+    all of them, and before the verb too (a verb's --stack, unset, leaves the one given before it)."""
+    top = argparse.ArgumentParser(prog="scripts/workhub", description=__doc__.split("\n\n")[1],
+                                  parents=[stack_option(eng.LOCAL_STACK)])
+    subparsers = top.add_subparsers(dest="operation", metavar="VERB", title="verbs", parser_class=VerbParser)
+    verbs = {}
+    for verb, (summary, _) in VERBS.items():
+        verbs[verb] = subparsers.add_parser(verb, help=summary, description=summary,
+                                            parents=[stack_option(argparse.SUPPRESS)])
+        verb_options(verb, verbs[verb])
+    for verb, summary in TOOLS.items():
+        subparsers.add_parser(verb, help=summary, add_help=False, tool=True)
+    return top, verbs
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The verb and its options; no verb is `up`. A wrong word exits 2 with the usage and one line
+    saying what is wrong (argparse)."""
+    top, verbs = parsers()
+    args = top.parse_args(argv)
+    if args.operation is None:
+        args = top.parse_args([*argv, "up"])
+    if args.operation == "restore" and args.from_hub is not None and args.hub is None:
+        verbs["restore"].error("--from-hub needs --hub <the hub to restore its data into>")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dockerfile"]:
+        from . import dockerfiles
+
+        return dockerfiles.main(argv[1:])
+    if argv[:1] == ["pulumi"]:
+        from . import pulumi_cli
+
+        return pulumi_cli.main(argv[1:])
+    args = parse(argv)
+
+    print(f"workhub: {args.operation} of stack {args.stack!r}", file=sys.stderr, flush=True)
+    # What workhub and the CLI write here (state, Pulumi.<stack>.yaml, backups, secrets) is the user's alone.
+    os.umask(0o077)
+    eng.ensure_toolchain()
+    try:
+        engine, stack = open_stack(args)
+    except (eng.NotRunning, eng.NoSuchStack, eng.PassphraseError, guards.Refused) as error:
+        print(f"workhub: {args.operation} of stack {args.stack!r} did not run: {error}", file=sys.stderr)
+        return 1
+    _, handler = VERBS[args.operation]
+    return handler(args, engine, stack)
 
 
 if __name__ == "__main__":
