@@ -6,6 +6,7 @@ JSON line to stdout (kept in Pulumi state). Config values enter only through `sh
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from .config import BuildSettings, Hub, SshKeepAlive
@@ -227,130 +228,22 @@ TRANSIENT_PATTERN = (
 # What the install retry prints when a try failed from something else; the runner does not retry it.
 NOT_NETWORK = "not from the network: not trying again"
 
-# npm retries a request that fails before its response, never a body cut short (pacote's
-# isRetriableError takes EINTEGRITY, Z_DATA_ERROR, ENOENT and EISDIR; make-fetch-happen's retry ends
-# once the headers are in). And a failing `npm ci` extracts everything else first (arborist's unpack
-# is promise-all-reject-late), then removes it all, so every cut cost a whole install. Nothing of
-# npm's stops it sooner, so these two small scripts, run with the base image's node and npm's own
-# modules (pacote, npm-install-checks: how npm itself fetches and checks, with npm's own config):
-#
-# _STOP_AT_CUT, preloaded (--require) into the `npm ci` of a try: at the first tarball download cut
-# short it says so (with ECONNRESET, a network fault for both retries) and ends npm at once. Only in
-# npm's own process (its lifecycle scripts get the NODE_OPTIONS they had), only for `npm ci`, which
-# starts from an empty node_modules each try (`npm install` would trust a half-extracted folder).
-_STOP_AT_CUT = " ".join(line.strip() for line in r"""
-const wrFs = require("fs");
-if (/npm-cli\.js$/.test(wrFs.realpathSync(process.argv[1] || "/"))
-    && process.argv.slice(2).some(word => ["ci", "clean-install", "ic", "install-clean"].includes(word))) {
-  process.env.NODE_OPTIONS = process.env.WR_NODE_OPTIONS || "";
-  const http = require("http"), emit = http.IncomingMessage.prototype.emit;
-  http.IncomingMessage.prototype.emit = function (name, ...rest) {
-    const req = this.req;
-    if ((name === "aborted" || (name === "error" && rest[0] && rest[0].code === "ECONNRESET")) && req
-        && req.method === "GET" && /\/-\/[^/?]+\.tgz(\?|$)/.test(req.path || "")) {
-      wrFs.writeSync(2, `workhub: the download of ${req.path} was cut short (ECONNRESET); npm does not fetch a cut download again, so this try stops here\n`);
-      process.removeAllListeners("exit");
-      process.exit(1);
-    }
-    return emit.call(this, name, ...rest);
-  };
-}
-""".strip().splitlines())
+# The install's own retry is a program of its own, kept readable in components/install_retry/:
+# retry.sh (what it does and why npm's own settings are not enough) and the two node scripts it
+# runs, stop-at-cut.js and fill-cache.js. Here each is made into one line (a build arg is one
+# line): comment lines and blank lines dropped, the others joined with a space.
+_RETRY_DIR = Path(__file__).parent / "install_retry"
 
-# _FILL_CACHE, run after a try that failed from the network: `node -e "$wr_fill_js" NPM TRIES
-# ARGS...` (ARGS: the install's npm words) loads npm's config as that npm command would, reads the
-# lockfile it installs, and asks pacote (as npm ci does, so with npm's cache keys: a package already
-# there is read, not fetched) for each package that fits this platform and is not omitted, 16 at a
-# time, each tried again on its own up to TRIES times. The next try finds them all in the cache. Its
-# exit code is not used: what it could not fetch, the next try fetches.
-_FILL_CACHE = " ".join(line.strip() for line in r"""
-const fs = require("fs"), path = require("path");
-const [npmBin, tries, ...args] = process.argv.slice(1);
-const npmRoot = path.dirname(path.dirname(fs.realpathSync(npmBin)));
-const need = name => require(path.join(npmRoot, "node_modules", name));
-(async () => {
-  process.argv = [process.execPath, path.join(npmRoot, "bin", "npm-cli.js"), ...args];
-  const Npm = require(path.join(npmRoot, "lib", "npm.js"));
-  const npm = new Npm();
-  await npm.load();
-  const opts = npm.flatOptions, pacote = need("pacote"), checks = need("npm-install-checks");
-  const lock = ["npm-shrinkwrap.json", "package-lock.json"].map(f => path.join(npm.localPrefix, f)).find(f => fs.existsSync(f));
-  const omit = new Set(opts.omit || []);
-  const fits = p => { try { checks.checkPlatform({ os: p.os, cpu: p.cpu, libc: p.libc }); return true; } catch { return false; } };
-  const wanted = Object.entries(JSON.parse(fs.readFileSync(lock, "utf8")).packages || {}).filter(([at, p]) => at && !p.link
-    && !p.inBundle && p.integrity && p.version && !["dev", "optional", "peer"].some(kind => p[kind] && omit.has(kind)) && fits(p)
-    && (!p.resolved || /^https?:\/\/\S*\/-\/\S*\.tgz$/.test(p.resolved)));
-  const all = wanted.map(([at, p]) => [p.name || at.slice(at.lastIndexOf("node_modules/") + 13), p]);
-  let again = 0, failed = 0, next = 0;
-  const fetchOne = async ([name, p]) => {
-    for (let n = 1; ; n++) {
-      try {
-        await pacote.tarball.stream(p.resolved ? `${name}@${p.resolved}` : `${name}@${p.version}`, s => { s.resume(); return s.promise(); },
-          { ...opts, integrity: p.integrity, resolved: p.resolved });
-        return;
-      } catch (e) {
-        if (n >= Number(tries)) { failed++; console.log(`workhub: could not fetch ${name}@${p.version} (${e.code || e.message}) in ${n} tries`); return; }
-        again++;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: 16 }, async () => { while (next < all.length) { await fetchOne(all[next++]); } }));
-  console.log(`workhub: ${all.length - failed} of the ${all.length} packages of ${path.relative(process.cwd(), lock)} are in the npm cache (${again} downloads tried again)`);
-  process.exit(failed ? 1 : 0);
-})().catch(e => { console.log(`workhub: could not fill the npm cache (${e.message}); the next try fetches what is missing`); process.exit(2); });
-""".strip().splitlines())
 
-# The install's own retry, run by `eval "$WORKHUB_RETRY" npm ci` inside the cache-mounted RUN step
-# (POSIX sh: dash, busybox ash): a try that fails from the network runs again at once in the same
-# step, with what the cache mount got so far (prefer-offline fetches only what is missing), instead
-# of failing the build. With $wr_fill (installFillCache) and an npm command where node runs, a try
-# stops at its first cut download (_STOP_AT_CUT), and after a try that failed from the network the
-# lockfile's missing packages are fetched into the cache (_FILL_CACHE), so the next try, with
-# prefer-offline, only extracts. A try (and the fill after it) that stored new packages in the npm
-# cache (its content-v2 count grew) is free; $wr_tries tries without any cost the budget (the first
-# of them is tried again at once, the next after a growing pause); $wr_max ends it in any case. Any
-# other failure (a lockfile out of sync, a failing script) ends it at once. One line: it travels as
-# a build arg. Without the build arg the same line is a plain `npm ci`.
-_INSTALL_RETRY = " ".join(line.strip() for line in r"""
-wr_count() { find "${NPM_CONFIG_CACHE:-${npm_config_cache:-$HOME/.npm}}/_cacache/content-v2" -type f 2>/dev/null | wc -l; };
-wr_run() {
-  if [ "$wr_filling" = true ]; then
-    WR_NODE_OPTIONS="$wr_node_options" NODE_OPTIONS="${wr_node_options:+$wr_node_options }--require=$wr_dir/stop.js" "$@";
-  else "$@"; fi;
-};
-workhub_retry() {
-  wr_dir=$(mktemp -d); wr_n=0; wr_spent=0; wr_have=$(wr_count); wr_node_options=${NODE_OPTIONS:-}; wr_filling=false;
-  if [ "$wr_fill" = true ] && [ "$1" = npm ] && command -v node >/dev/null 2>&1; then
-    wr_filling=true; printf '%s\n' "$wr_stop_js" >"$wr_dir/stop.js";
-  fi;
-  while :; do
-    wr_n=$((wr_n + 1));
-    { wr_run "$@"; echo $? >"$wr_dir/rc"; } 2>&1 | tee "$wr_dir/out";
-    wr_code=$(cat "$wr_dir/rc");
-    if [ "$wr_code" = 0 ]; then rm -rf "$wr_dir"; return 0; fi;
-    if ! grep -qiE "$wr_pattern" "$wr_dir/out"; then
-      echo "workhub: $* failed (exit code $wr_code), @@NOT_NETWORK@@"; rm -rf "$wr_dir"; return "$wr_code";
-    fi;
-    if [ "$wr_filling" = true ] && [ "$wr_n" -lt "$wr_max" ]; then
-      wr_cmd=$1; shift; node -e "$wr_fill_js" "$(command -v npm)" "$wr_max" "$@" 2>&1; set -- "$wr_cmd" "$@";
-      NPM_CONFIG_PREFER_OFFLINE=true; export NPM_CONFIG_PREFER_OFFLINE;
-    fi;
-    wr_now=$(wr_count);
-    if [ "$wr_now" -gt "$wr_have" ]; then
-      wr_why="it stored $((wr_now - wr_have)) new files in the npm cache, so it is free"; wr_wait=0;
-    else
-      wr_spent=$((wr_spent + 1)); wr_why="nothing new fetched ($wr_spent of $wr_tries such tries)"; wr_wait=$((wr_pause * (wr_spent - 1)));
-    fi;
-    wr_have=$wr_now;
-    if [ "$wr_spent" -ge "$wr_tries" ] || [ "$wr_n" -ge "$wr_max" ]; then
-      echo "workhub: try $wr_n of $* failed from the network; $wr_why; giving up after $wr_n tries"; rm -rf "$wr_dir"; return "$wr_code";
-    fi;
-    echo "workhub: try $wr_n of $* failed from the network; $wr_why; trying again in $wr_wait s";
-    if [ "$wr_wait" -gt 0 ]; then sleep "$wr_wait"; fi;
-  done;
-};
-workhub_retry
-""".strip().splitlines()).replace("@@NOT_NETWORK@@", NOT_NETWORK)
+def _one_line(name: str, comment: str) -> str:
+    """The file `name` of components/install_retry/ as one line, without its `comment` lines."""
+    lines = (line.strip() for line in (_RETRY_DIR / name).read_text().splitlines())
+    return " ".join(line for line in lines if line and not line.startswith(comment))
+
+
+_STOP_AT_CUT = _one_line("stop-at-cut.js", "//")
+_FILL_CACHE = _one_line("fill-cache.js", "//")
+_INSTALL_RETRY = _one_line("retry.sh", "#").replace("@@NOT_NETWORK@@", NOT_NETWORK)
 
 
 def install_retry(build: BuildSettings) -> str:
