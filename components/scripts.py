@@ -201,8 +201,11 @@ def context_dir(stack: str, hub: str) -> str:
     return f"{STATE_DIR}/contexts/{stack}/{hub}"
 
 
-def build_arg_values(hub: Hub, build: BuildSettings, registry: Optional[str]) -> dict[str, str]:
-    """Every build arg by name: workhub's settings first, then the hub's own."""
+def build_arg_values(hub: Hub, build: BuildSettings, registry: Optional[str],
+                     retry_secret: bool = False) -> dict[str, str]:
+    """Every build arg by name: workhub's settings first, then the hub's own. With `retry_secret`
+    (the build gives the install retry as the secret RETRY_SECRET, and the Dockerfile mounts it)
+    WORKHUB_RETRY only runs that file; else it is the whole retry on one line."""
     args = {
         "NODE_OPTIONS": f"--max-old-space-size={build.node_heap_mb}",
         "NPM_CONFIG_FETCH_RETRIES": str(build.npm_fetch_retries),
@@ -210,7 +213,7 @@ def build_arg_values(hub: Hub, build: BuildSettings, registry: Optional[str]) ->
         "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT": str(build.npm_fetch_retry_min_timeout_ms),
         "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT": str(build.npm_fetch_retry_max_timeout_ms),
         "NPM_CONFIG_PREFER_OFFLINE": "true" if build.npm_prefer_offline else "false",
-        "WORKHUB_RETRY": install_retry(build),
+        "WORKHUB_RETRY": RETRY_RUN if retry_secret else install_retry(build),
     }
     if registry:
         args["NPM_CONFIG_REGISTRY"] = registry
@@ -246,14 +249,33 @@ _FILL_CACHE = _one_line("fill-cache.js", "//")
 _INSTALL_RETRY = _one_line("retry.sh", "#").replace("@@NOT_NETWORK@@", NOT_NETWORK)
 
 
+# The BuildKit secret a build on the host gives the install retry as (retry.sh, after its
+# settings), where a hub Dockerfile's install RUN mounts it (RETRY_MOUNT), and the WORKHUB_RETRY
+# that runs it there: the step's log shows `sh /run/secrets/workhub-retry npm ci`.
+RETRY_SECRET = "workhub-retry"
+RETRY_MOUNT = f"--mount=type=secret,id={RETRY_SECRET},mode=0444"
+RETRY_RUN = f"sh /run/secrets/{RETRY_SECRET}"
+
+
+def _retry_settings(build: BuildSettings) -> str:
+    """The retry's settings as shell assignments, one a line."""
+    return assignments({"wr_tries": build.install_tries, "wr_max": build.install_max_tries,
+                        "wr_pause": build.retry_backoff_seconds, "wr_pattern": TRANSIENT_PATTERN,
+                        "wr_fill": build.install_fill_cache,
+                        **({"wr_stop_js": _STOP_AT_CUT, "wr_fill_js": _FILL_CACHE} if build.install_fill_cache else {})})
+
+
 def install_retry(build: BuildSettings) -> str:
-    """The value of the WORKHUB_RETRY build arg: its settings, then the retry function and its call,
-    to which `eval` adds the install command's words."""
-    values = assignments({"wr_tries": build.install_tries, "wr_max": build.install_max_tries,
-                          "wr_pause": build.retry_backoff_seconds, "wr_pattern": TRANSIENT_PATTERN,
-                          "wr_fill": build.install_fill_cache,
-                          **({"wr_stop_js": _STOP_AT_CUT, "wr_fill_js": _FILL_CACHE} if build.install_fill_cache else {})})
-    return "; ".join(values.splitlines()) + "; " + _INSTALL_RETRY
+    """The one-line WORKHUB_RETRY where no secret can carry the retry: its settings, then the retry
+    function and its call, to which `eval` adds the install command's words."""
+    return "; ".join(_retry_settings(build).splitlines()) + "; " + _INSTALL_RETRY
+
+
+def install_retry_file(build: BuildSettings) -> str:
+    """The install retry as the file a build on the host gives as the secret RETRY_SECRET: its
+    settings, then retry.sh as it is kept (run as `sh FILE npm ci`)."""
+    program = (_RETRY_DIR / "retry.sh").read_text().replace("@@NOT_NETWORK@@", NOT_NETWORK)
+    return "#!/bin/sh\n" + _retry_settings(build) + "\n" + program
 
 
 def arg_words(args: dict[str, str]) -> list[str]:
@@ -261,9 +283,9 @@ def arg_words(args: dict[str, str]) -> list[str]:
     return [word for key, value in args.items() for word in ("--build-arg", f"{key}={value}")]
 
 
-def build_args(hub: Hub, build: BuildSettings, registry: Optional[str]) -> list[str]:
+def build_args(hub: Hub, build: BuildSettings, registry: Optional[str], retry_secret: bool = False) -> list[str]:
     """The `--build-arg` words of a hub's build."""
-    return arg_words(build_arg_values(hub, build, registry))
+    return arg_words(build_arg_values(hub, build, registry, retry_secret))
 
 
 # `pause_after LOG N CODE`: try N failed from the network with exit code CODE; unless it was the
@@ -303,6 +325,12 @@ dir="$state/builds/$hub-$stack-$build_id"
 """ + _BUILDER + PAUSE_AFTER + r"""
 exec >>"$dir/log" 2>&1
 echo "$$" >"$dir/pid"
+# The install retry, as the BuildKit secret the Dockerfile's installs mount (when they all do).
+secret_args=()
+if [ -n "$retry_program" ]; then
+  printf '%s' "$retry_program" >"$dir/install-retry"
+  secret_args=(--secret "id=$retry_secret,src=$dir/install-retry")
+fi
 note() { printf 'build: %s\n' "$*"; }
 now_ms() { date +%s%3N; }
 # What counts as a passing network fault ($transient_pattern: components.scripts.TRANSIENT_PATTERN),
@@ -348,7 +376,8 @@ while [ "$attempt" -lt "$max_attempts" ]; do
   # RUN steps reach what $build_network gives them: by default Docker's bridge network, which has no
   # way to the services that listen on the host's loopback.
   timeout --kill-after=30 "$attempt_timeout" "${builder[@]}" --progress="$progress" --network="$build_network" \
-    --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
+    --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" ${secret_args[@]+"${secret_args[@]}"} \
+    "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
   code=${PIPESTATUS[0]}
   [ "$code" -eq 0 ] && break
   if [ "$code" -eq 124 ] || [ "$code" -eq 137 ]; then
@@ -373,10 +402,12 @@ mv "$dir/status.tmp" "$dir/status"
 
 
 def build_runner(
-    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str]
+    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str],
+    retry_secret: bool = False,
 ) -> str:
     """The detached build of one hub: wait for the host's build lock, then build with BuildKit,
-    trying again (with a growing pause) only when the failure came from the network."""
+    trying again (with a growing pause) only when the failure came from the network. With
+    `retry_secret` the install retry goes to the build as the secret RETRY_SECRET."""
     return script(
         {
             "hub": hub.name,
@@ -391,7 +422,9 @@ def build_runner(
             "retry_backoff": build.retry_backoff_seconds,
             "transient_pattern": TRANSIENT_PATTERN,
             "not_network": NOT_NETWORK,
-            "build_args": build_args(hub, build, registry),
+            "build_args": build_args(hub, build, registry, retry_secret),
+            "retry_secret": RETRY_SECRET,
+            "retry_program": install_retry_file(build) if retry_secret else "",
         },
         _RUNNER,
     )
@@ -399,7 +432,8 @@ def build_runner(
 
 # Starts the detached build, or attaches to the one already running (or finished) for the same
 # content, and streams its log until it ends. RUNNER_MARK stands for the runner's text, written
-# through a quoted here-document (config values cannot hold a newline, so cannot end it early).
+# through a quoted here-document (config values cannot hold a newline, so cannot end it early; the
+# one value that does, the install retry's program, is workhub's own and has no such line).
 RUNNER_MARK = "@@RUNNER@@"
 _BUILD = r"""
 say() { printf 'build: %s\n' "$*" >&2; }
@@ -455,10 +489,11 @@ result
 
 
 def build_script(
-    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str]
+    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str],
+    retry_secret: bool = False,
 ) -> str:
     """Start (or attach to, or adopt) the detached build of `image`, streaming its log until it ends."""
-    runner = build_runner(hub, stack, image, build_id, build, registry)
+    runner = build_runner(hub, stack, image, build_id, build, registry, retry_secret)
     outer = script(
         {"hub": hub.name, "stack": stack, "image": image, "build_id": build_id,
          "context_dir": context_dir(stack, hub.name), "stream_mark": STREAM_MARK},

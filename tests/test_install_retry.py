@@ -168,7 +168,7 @@ def test_the_retry_is_one_line_of_quoted_settings():
     text = install_retry(settings(tries=2, max_tries=7, backoff=3))
     assert "\n" not in text
     assert text.startswith("wr_tries=2; wr_max=7; wr_pause=3; wr_pattern='ECONNRESET|")
-    assert text.endswith("; workhub_retry")
+    assert text.endswith('; workhub_retry "$@"')
 
 
 # The cache fill (build.installFillCache, on by default): after a try that failed from the network,
@@ -256,7 +256,7 @@ def test_each_file_survives_being_made_one_line():
     opens a block), and no line keeps a comment after its code; the last is the call that `eval`
     adds the install's words to."""
     *lines, call = code_lines("retry.sh", "#")
-    assert call == "workhub_retry"
+    assert call == 'workhub_retry "$@"'
     for line in lines:
         assert line.endswith((";", " then", " do", "else", "{")), line
         assert " #" not in line.replace("$#", ""), line

@@ -2,11 +2,17 @@
 # fails from the network. POSIX sh (dash, busybox ash: what the base images have).
 #
 # How it is run: a hub Dockerfile writes its install as
-#   RUN --mount=type=cache,target=/root/.npm,sharing=locked eval "$WORKHUB_RETRY" npm ci
-# and workhub gives WORKHUB_RETRY (components.scripts.install_retry) as the settings below, this
-# file, and stop-at-cut.js and fill-cache.js beside it (as wr_stop_js and wr_fill_js), made into one
-# line of shell; `eval` adds the install's own words to the call at the end. Without the build arg
-# (a plain `docker build`) the same line is a plain `npm ci`.
+#   ARG WORKHUB_RETRY
+#   RUN --mount=type=cache,target=/root/.npm,sharing=locked \
+#       --mount=type=secret,id=workhub-retry,mode=0444 eval "$WORKHUB_RETRY" npm ci
+# A build on the host (one host or a Swarm build node) gives this file, after its settings, as the
+# BuildKit secret workhub-retry (a file mounted for that one RUN: not in the image, not in the
+# build cache's key, not in the log), and WORKHUB_RETRY=`sh /run/secrets/workhub-retry`, so the
+# step runs `sh /run/secrets/workhub-retry npm ci` and its log shows that line. Where no secret can
+# be given (a registry-mode build through pulumi-docker's Image, which takes none; a Dockerfile
+# without the secret mount) WORKHUB_RETRY is this whole file made into one line of shell instead,
+# and `eval` adds the install's words to the call at the end (components.scripts.install_retry).
+# Without the build arg (a plain `docker build`) the same line is a plain `npm ci`.
 #
 # The settings (workhub:build.*), set before this file:
 #   wr_tries    installTries: tries that fail from the network without fetching anything new
@@ -82,4 +88,4 @@ workhub_retry() {
   done;
 };
 
-workhub_retry
+workhub_retry "$@"
