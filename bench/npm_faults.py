@@ -350,13 +350,17 @@ def install_dockerfile(dockerfile: str, cache_id: str | None, empty_first: bool 
     build, so no step of an earlier build is a layer-cache hit, while the tries of one build share
     it: a step that succeeded in an earlier try is CACHED, as in workhub's own retries. With
     `empty_first`, a cold build with a cache mount first empties the mount (in a step of its own, also
-    cached across tries); without, the caller gives each build a new `cache_id`."""
+    cached across tries); without, the caller gives each build a new `cache_id`. The install retry's
+    secret mount is dropped: the benchmark gives the retry as its build arg."""
     lines = dockerfile.splitlines()
     installs = [i for i, line in enumerate(lines) if re.match(r"RUN\b.*\bnpm\b.*\bci\b", line)]
     if not installs:
         raise SystemExit("bench: the hub's Dockerfile has no `RUN ... npm ... ci` step")
     out: list[str] = []
     for line in lines[:installs[-1] + 1]:
+        # The install retry comes as its build arg here (its pause scaled like the runner's), not as
+        # the secret a build on the host gives it as.
+        line = line.replace(" " + workhub_scripts.RETRY_MOUNT, "")
         if line.startswith("RUN") and "--mount=type=cache" in line:
             line = re.sub(r"--mount=type=cache,(\S+)\s*",
                           (lambda m: f"--mount=type=cache,id={cache_id},{m.group(1)} ") if cache_id else "", line)

@@ -29,6 +29,7 @@ import dockerfile
 
 from components.config.models import DEFAULT_BASE_IMAGE
 from components.plan.context import context_files
+from components.render.host.build import RETRY_MOUNT, RETRY_SECRET
 
 SYNTAX = "# syntax=docker/dockerfile:1"
 CACHE_MOUNT = "--mount=type=cache,target=/root/.npm,sharing=locked"
@@ -162,6 +163,7 @@ class _Run:
     hiding: list[tuple[str, str]]  # (flag, target) of cache/tmpfs mounts over an install folder's packages
     wipes: list[str]  # the commands (or their parts) that empty the npm cache
     retry: bool = False  # an install runs under workhub's retry (`eval "$WORKHUB_RETRY" npm ci`)
+    retry_mount: bool = False  # it mounts the secret the retry comes as (RETRY_MOUNT)
 
 
 @dataclass
@@ -216,7 +218,8 @@ def _commands(cmd: dockerfile.Command) -> list[list[str]]:
     return [_words(line[a:b]) for line in lines for a, b in _segments(line)]
 
 
-# `eval "$WORKHUB_RETRY" npm ci`: the install under workhub's own retry (components.render.host.build.install_retry).
+# `eval "$WORKHUB_RETRY" npm ci`: the install under workhub's own retry (components/render/host/install_retry/),
+# which a build on the host gives as a BuildKit secret where the RUN mounts it (RETRY_MOUNT).
 RETRY_PREFIX = ("eval", "$WORKHUB_RETRY")
 RETRY_ARG = "WORKHUB_RETRY"
 _RETRY_WORDS = (RETRY_PREFIX, ("eval", "${WORKHUB_RETRY}"))
@@ -321,7 +324,8 @@ def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
     hiding = [(flag, target) for flag, options, target in mounts if options.get("type") in ("cache", "tmpfs")
               and target and any(_under(target, d + "/node_modules") or _under(d, target) for d in folders)]
     retry = any(tuple(words[:2]) in _RETRY_WORDS for words in _commands(cmd))
-    return _Run(cmd, installs, _cache_at(mounts, ("/root/.npm",)), hiding, wipes, retry)
+    retry_mount = any(options.get("type") == "secret" and options.get("id") == RETRY_SECRET for _, options, _ in mounts)
+    return _Run(cmd, installs, _cache_at(mounts, ("/root/.npm",)), hiding, wipes, retry, retry_mount)
 
 
 def _parse(text: str, path: str) -> list[dockerfile.Command]:
@@ -648,6 +652,11 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
                 found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` is not "
                                        "sharing=locked, so two builds can write the cache at once",
                                        f"replace `{run.mount}` with `{CACHE_MOUNT}`"))
+            if run.retry and not run.retry_mount:
+                found.append(Violation(path, line, "retry-secret", f"`{shown}` runs workhub's install retry "
+                                       f"without the secret it comes as, so the whole retry program is its "
+                                       "build arg and fills the build log", f"add `{RETRY_MOUNT}` to the RUN",
+                                       "warning"))
             for wipe in run.wipes:
                 found.append(Violation(path, line, "no-cache-clean", f"`{shown}` runs with `{wipe}`, which wipes "
                                        "the npm cache the mount keeps between builds",
@@ -684,6 +693,13 @@ def _wanted_args(stage: _Stage) -> tuple[str, ...]:
     return BUILD_ARGS + ((RETRY_ARG,) if any(run.retry for run in stage.runs) else ())
 
 
+def retry_secret(text: str, path: str = "Dockerfile") -> bool:
+    """Whether the Dockerfile runs workhub's install retry and every RUN that does mounts the secret
+    it comes as (RETRY_MOUNT): then a build may give it as that secret, not as its build arg."""
+    runs = [run for stage in _stages(text, path, _Context(None)) for run in stage.runs if run.retry]
+    return bool(runs) and all(run.retry_mount for run in runs)
+
+
 def check_dockerfile(path: str | Path, context: Optional[Path] = None,
                      base_image: Optional[str] = None, today: Optional[date] = None) -> list[Violation]:
     """Every violation in the Dockerfile at `path` (it is read, never written)."""
@@ -713,8 +729,8 @@ def _without_wipes(command: str) -> str:
 
 
 def _fix_run(raw: str, run: _Run) -> str:
-    """The RUN's text with the locked npm cache mount (in place of a mount over its packages) and
-    without its cache wipes; other flags stay."""
+    """The RUN's text with the locked npm cache mount (in place of a mount over its packages), the
+    install retry's secret mount where it runs the retry, and without its cache wipes; other flags stay."""
     match = _RUN_FLAGS.match(raw)
     assert match, raw
     head, body = raw[:match.end()], raw[match.end():]
@@ -737,6 +753,10 @@ def _fix_run(raw: str, run: _Run) -> str:
     elif not _locked(mount):
         options = [o for o in mount[8:].split(",") if not o.startswith("sharing=")]
         head = head.replace(mount, "--mount=" + ",".join(options + ["sharing=locked"]), 1)
+    if run.retry and not run.retry_mount:
+        flags = _RUN_FLAGS.match(head)
+        assert flags, head
+        head = head[:flags.end(1)] + " " + RETRY_MOUNT + head[flags.end(1):]
     return head + body
 
 
@@ -829,7 +849,7 @@ def _fix_installs(text: str, path: str, context: _Context) -> str:
     insert = edits.insert
     for stage in _stages(text, path, context):
         for run in stage.runs:
-            if not _locked(run.mount) or run.wipes or run.hiding:
+            if not _locked(run.mount) or run.wipes or run.hiding or run.retry and not run.retry_mount:
                 edits.swap(run.cmd, _fix_run(_raw(text, run.cmd), run))
         if not stage.runs:
             continue
@@ -852,7 +872,7 @@ def conform(text: str, path: str = "Dockerfile", context: Optional[Path] = None)
     """The Dockerfile rewritten to follow every rule; a conforming file comes back unchanged.
 
     Only what a rule needs changes: the syntax line; the mount flags and cache wipes of each install
-    RUN; a COPY that brings a folder's sources before its install, moved to just after it; the
+    RUN (and the install retry's secret mount, the one warning it fixes); a COPY that brings a folder's sources before its install, moved to just after it; the
     missing ARGs and manifest COPYs (of the files `context` has), inserted just before the
     installs. Raises DockerfileError when a move could change what the build does, or a folder has
     no package.json to copy. Warnings are left for the user.

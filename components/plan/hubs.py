@@ -17,9 +17,10 @@ import yaml
 
 from components.config.models import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, StackConfig
 from components.config.checks import Problem, fix_for, secret_fix_for
+from components.plan.dockerfile import retry_secret
 from components.plan.context import DockerignoreError, build_files, content_hash, context_files, read_rules
 from components.constants import PULUMI_CLI
-from components.render.host.build import build_args
+from components.render.host.build import build_args, install_retry_file
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class HubPlan:
     """Why a rebuild happens: the hash of the context files, of the Dockerfile, of the settings."""
     build_files: tuple[str, ...] = ()
     """The Dockerfile and .dockerignore when .dockerignore leaves them out (uploaded all the same)."""
+    retry_secret: bool = False
+    """A build on the host gives the install retry as a BuildKit secret: the Dockerfile's installs
+    that run it mount that secret (components.plan.dockerfile.retry_secret)."""
 
     @property
     def build_id(self) -> str:
@@ -55,11 +59,16 @@ def context_of(hub: Hub, config: StackConfig, project_dir: Path) -> Path:
 def plan_hub(hub: Hub, config: StackConfig, stack: str, project_dir: Path) -> HubPlan:
     context = context_of(hub, config, project_dir)
     files = context_files(context)
+    dockerfile = (context / hub.dockerfile).read_bytes()
+    # A registry-mode build (pulumi-docker's Image) can give no secret: the retry is its build arg.
+    secret = hub.build_mode != "registry" and retry_secret(dockerfile.decode(errors="replace"), hub.dockerfile)
     settings = {
         "baseImage": config.base_image,
-        "buildArgs": build_args(hub, config.build, config.npm_registry),
+        "buildArgs": build_args(hub, config.build, config.npm_registry, secret),
         "progress": config.build.progress,
     }
+    if secret:
+        settings["installRetry"] = install_retry_file(config.build)
     if hub.build_mode == "registry" and config.registry is not None:
         # Built elsewhere, maybe for another platform: not the same build as the host's.
         settings.update(mode="registry", platform=config.registry.platform)
@@ -70,10 +79,11 @@ def plan_hub(hub: Hub, config: StackConfig, stack: str, project_dir: Path) -> Hu
         host_port=config.host_ports[hub.name],
         triggers={
             "source": content_hash(context, files),
-            "dockerfile": _sha((context / hub.dockerfile).read_bytes()),
+            "dockerfile": _sha(dockerfile),
             "settings": _sha(json.dumps(settings, sort_keys=True)),
         },
         build_files=build_files(context, files, hub.dockerfile),
+        retry_secret=secret,
     )
 
 

@@ -167,7 +167,7 @@ def test_a_deploy_succeeds_while_a_few_percent_of_registry_requests_fail(
 ):
     """Resets and 503 answers on 3% of tarball requests (npm retries those itself), and the first
     download of one tarball cut short, which npm does not retry: workhub's own retry does, inside
-    the install's step (`eval "$WORKHUB_RETRY" npm ci`). The build's log shows it: the step's first
+    the install's step (`eval "$WORKHUB_RETRY" npm ci`, the retry given as a BuildKit secret). The build's log shows it: the step's first
     `npm ci` failed from the network and the next one, in the same step, succeeded, in the build's
     first attempt."""
     from tools.faultproxy import Faults, running_proxy
@@ -197,6 +197,8 @@ def test_a_deploy_succeeds_while_a_few_percent_of_registry_requests_fail(
                              r"cache, so it is free; trying again in 0 s", log), log[-3000:]
             assert "build: attempt 1 failed" not in log, "no new build try"
             assert "build: succeeded after 1 attempt(s)" in log
+            # The retry came as its secret: the step's name shows the file it runs, not its program.
+            assert "sh /run/secrets/workhub-retry" in log and "wr_pattern" not in log, log[-3000:]
             assert get(result.outputs["hubs"].value["wbhubmanager"]["url"] + "/health") == 200
         finally:
             stack.destroy(color="never")

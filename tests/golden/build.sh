@@ -54,7 +54,108 @@ attempt_timeout=1800
 retry_backoff=10
 transient_pattern='ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)'
 not_network='not from the network: not trying again'
-build_args=(--build-arg NODE_OPTIONS=--max-old-space-size=4096 --build-arg NPM_CONFIG_FETCH_RETRIES=5 --build-arg NPM_CONFIG_FETCH_TIMEOUT=5000 --build-arg NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=1000 --build-arg NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=4000 --build-arg NPM_CONFIG_PREFER_OFFLINE=true --build-arg 'WORKHUB_RETRY=wr_tries=3; wr_max=10; wr_pause=10; wr_pattern='"'"'ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)'"'"'; wr_fill=true; wr_stop_js='"'"'const wrFs = require("fs"); if (/npm-cli\.js$/.test(wrFs.realpathSync(process.argv[1] || "/")) && process.argv.slice(2).some(word => ["ci", "clean-install", "ic", "install-clean"].includes(word))) { process.env.NODE_OPTIONS = process.env.WR_NODE_OPTIONS || ""; const http = require("http"), emit = http.IncomingMessage.prototype.emit; http.IncomingMessage.prototype.emit = function (name, ...rest) { const req = this.req; if ((name === "aborted" || (name === "error" && rest[0] && rest[0].code === "ECONNRESET")) && req && req.method === "GET" && /\/-\/[^/?]+\.tgz(\?|$)/.test(req.path || "")) { wrFs.writeSync(2, `workhub: the download of ${req.path} was cut short (ECONNRESET); npm does not fetch a cut download again, so this try stops here\n`); process.removeAllListeners("exit"); process.exit(1); } return emit.call(this, name, ...rest); }; }'"'"'; wr_fill_js='"'"'const fs = require("fs"), path = require("path"); const [npmBin, tries, ...args] = process.argv.slice(1); const npmRoot = path.dirname(path.dirname(fs.realpathSync(npmBin))); const need = name => require(path.join(npmRoot, "node_modules", name)); (async () => { process.argv = [process.execPath, path.join(npmRoot, "bin", "npm-cli.js"), ...args]; const Npm = require(path.join(npmRoot, "lib", "npm.js")); const npm = new Npm(); await npm.load(); const opts = npm.flatOptions, pacote = need("pacote"), checks = need("npm-install-checks"); const lock = ["npm-shrinkwrap.json", "package-lock.json"].map(f => path.join(npm.localPrefix, f)).find(f => fs.existsSync(f)); const omit = new Set(opts.omit || []); const fits = p => { try { checks.checkPlatform({ os: p.os, cpu: p.cpu, libc: p.libc }); return true; } catch { return false; } }; const wanted = Object.entries(JSON.parse(fs.readFileSync(lock, "utf8")).packages || {}).filter(([at, p]) => at && !p.link && !p.inBundle && p.integrity && p.version && !["dev", "optional", "peer"].some(kind => p[kind] && omit.has(kind)) && fits(p) && (!p.resolved || /^https?:\/\/\S*\/-\/\S*\.tgz$/.test(p.resolved))); const all = wanted.map(([at, p]) => [p.name || at.slice(at.lastIndexOf("node_modules/") + 13), p]); let again = 0, failed = 0, next = 0; const fetchOne = async ([name, p]) => { for (let n = 1; ; n++) { try { await pacote.tarball.stream(p.resolved ? `${name}@${p.resolved}` : `${name}@${p.version}`, s => { s.resume(); return s.promise(); }, { ...opts, integrity: p.integrity, resolved: p.resolved }); return; } catch (e) { if (n >= Number(tries)) { failed++; console.log(`workhub: could not fetch ${name}@${p.version} (${e.code || e.message}) in ${n} tries`); return; } again++; } } }; await Promise.all(Array.from({ length: 16 }, async () => { while (next < all.length) { await fetchOne(all[next++]); } })); console.log(`workhub: ${all.length - failed} of the ${all.length} packages of ${path.relative(process.cwd(), lock)} are in the npm cache (${again} downloads tried again)`); process.exit(failed ? 1 : 0); })().catch(e => { console.log(`workhub: could not fill the npm cache (${e.message}); the next try fetches what is missing`); process.exit(2); });'"'"'; wr_count() { find "${NPM_CONFIG_CACHE:-${npm_config_cache:-$HOME/.npm}}/_cacache/content-v2" -type f 2>/dev/null | wc -l; }; wr_run() { if [ "$wr_filling" = true ]; then WR_NODE_OPTIONS="$wr_node_options" NODE_OPTIONS="${wr_node_options:+$wr_node_options }--require=$wr_dir/stop.js" "$@"; else "$@"; fi; }; workhub_retry() { wr_dir=$(mktemp -d); wr_n=0; wr_spent=0; wr_have=$(wr_count); wr_node_options=${NODE_OPTIONS:-}; wr_filling=false; if [ "$wr_fill" = true ] && [ "$1" = npm ] && command -v node >/dev/null 2>&1; then wr_filling=true; printf '"'"'%s\n'"'"' "$wr_stop_js" >"$wr_dir/stop.js"; fi; while :; do wr_n=$((wr_n + 1)); { wr_run "$@"; echo $? >"$wr_dir/rc"; } 2>&1 | tee "$wr_dir/out"; wr_code=$(cat "$wr_dir/rc"); if [ "$wr_code" = 0 ]; then rm -rf "$wr_dir"; return 0; fi; if ! grep -qiE "$wr_pattern" "$wr_dir/out"; then echo "workhub: $* failed (exit code $wr_code), not from the network: not trying again"; rm -rf "$wr_dir"; return "$wr_code"; fi; if [ "$wr_filling" = true ] && [ "$wr_n" -lt "$wr_max" ]; then wr_cmd=$1; shift; node -e "$wr_fill_js" "$(command -v npm)" "$wr_max" "$@" 2>&1; set -- "$wr_cmd" "$@"; NPM_CONFIG_PREFER_OFFLINE=true; export NPM_CONFIG_PREFER_OFFLINE; fi; wr_now=$(wr_count); if [ "$wr_now" -gt "$wr_have" ]; then wr_why="it stored $((wr_now - wr_have)) new files in the npm cache, so it is free"; wr_wait=0; else wr_spent=$((wr_spent + 1)); wr_why="nothing new fetched ($wr_spent of $wr_tries such tries)"; wr_wait=$((wr_pause * (wr_spent - 1))); fi; wr_have=$wr_now; if [ "$wr_spent" -ge "$wr_tries" ] || [ "$wr_n" -ge "$wr_max" ]; then echo "workhub: try $wr_n of $* failed from the network; $wr_why; giving up after $wr_n tries"; rm -rf "$wr_dir"; return "$wr_code"; fi; echo "workhub: try $wr_n of $* failed from the network; $wr_why; trying again in $wr_wait s"; if [ "$wr_wait" -gt 0 ]; then sleep "$wr_wait"; fi; done; }; workhub_retry' --build-arg NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/ --build-arg 'APP_FLAVOUR=it'"'"'s $(odd)')
+build_args=(--build-arg NODE_OPTIONS=--max-old-space-size=4096 --build-arg NPM_CONFIG_FETCH_RETRIES=5 --build-arg NPM_CONFIG_FETCH_TIMEOUT=5000 --build-arg NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=1000 --build-arg NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=4000 --build-arg NPM_CONFIG_PREFER_OFFLINE=true --build-arg 'WORKHUB_RETRY=sh /run/secrets/workhub-retry' --build-arg NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/ --build-arg 'APP_FLAVOUR=it'"'"'s $(odd)')
+retry_secret=workhub-retry
+retry_program='#!/bin/sh
+wr_tries=3
+wr_max=10
+wr_pause=10
+wr_pattern='"'"'ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)'"'"'
+wr_fill=true
+wr_stop_js='"'"'const wrFs = require("fs"); if (/npm-cli\.js$/.test(wrFs.realpathSync(process.argv[1] || "/")) && process.argv.slice(2).some(word => ["ci", "clean-install", "ic", "install-clean"].includes(word))) { process.env.NODE_OPTIONS = process.env.WR_NODE_OPTIONS || ""; const http = require("http"), emit = http.IncomingMessage.prototype.emit; http.IncomingMessage.prototype.emit = function (name, ...rest) { const req = this.req; if ((name === "aborted" || (name === "error" && rest[0] && rest[0].code === "ECONNRESET")) && req && req.method === "GET" && /\/-\/[^/?]+\.tgz(\?|$)/.test(req.path || "")) { wrFs.writeSync(2, `workhub: the download of ${req.path} was cut short (ECONNRESET); npm does not fetch a cut download again, so this try stops here\n`); process.removeAllListeners("exit"); process.exit(1); } return emit.call(this, name, ...rest); }; }'"'"'
+wr_fill_js='"'"'const fs = require("fs"), path = require("path"); const [npmBin, tries, ...args] = process.argv.slice(1); const npmRoot = path.dirname(path.dirname(fs.realpathSync(npmBin))); const need = name => require(path.join(npmRoot, "node_modules", name)); (async () => { process.argv = [process.execPath, path.join(npmRoot, "bin", "npm-cli.js"), ...args]; const Npm = require(path.join(npmRoot, "lib", "npm.js")); const npm = new Npm(); await npm.load(); const opts = npm.flatOptions, pacote = need("pacote"), checks = need("npm-install-checks"); const lock = ["npm-shrinkwrap.json", "package-lock.json"].map(f => path.join(npm.localPrefix, f)).find(f => fs.existsSync(f)); const omit = new Set(opts.omit || []); const fits = p => { try { checks.checkPlatform({ os: p.os, cpu: p.cpu, libc: p.libc }); return true; } catch { return false; } }; const wanted = Object.entries(JSON.parse(fs.readFileSync(lock, "utf8")).packages || {}).filter(([at, p]) => at && !p.link && !p.inBundle && p.integrity && p.version && !["dev", "optional", "peer"].some(kind => p[kind] && omit.has(kind)) && fits(p) && (!p.resolved || /^https?:\/\/\S*\/-\/\S*\.tgz$/.test(p.resolved))); const all = wanted.map(([at, p]) => [p.name || at.slice(at.lastIndexOf("node_modules/") + 13), p]); let again = 0, failed = 0, next = 0; const fetchOne = async ([name, p]) => { for (let n = 1; ; n++) { try { await pacote.tarball.stream(p.resolved ? `${name}@${p.resolved}` : `${name}@${p.version}`, s => { s.resume(); return s.promise(); }, { ...opts, integrity: p.integrity, resolved: p.resolved }); return; } catch (e) { if (n >= Number(tries)) { failed++; console.log(`workhub: could not fetch ${name}@${p.version} (${e.code || e.message}) in ${n} tries`); return; } again++; } } }; await Promise.all(Array.from({ length: 16 }, async () => { while (next < all.length) { await fetchOne(all[next++]); } })); console.log(`workhub: ${all.length - failed} of the ${all.length} packages of ${path.relative(process.cwd(), lock)} are in the npm cache (${again} downloads tried again)`); process.exit(failed ? 1 : 0); })().catch(e => { console.log(`workhub: could not fill the npm cache (${e.message}); the next try fetches what is missing`); process.exit(2); });'"'"'
+# workhub'"'"'s install retry: `npm ci` tried again inside its own cache-mounted RUN step when it
+# fails from the network. POSIX sh (dash, busybox ash: what the base images have).
+#
+# How it is run: a hub Dockerfile writes its install as
+#   ARG WORKHUB_RETRY
+#   RUN --mount=type=cache,target=/root/.npm,sharing=locked \
+#       --mount=type=secret,id=workhub-retry,mode=0444 eval "$WORKHUB_RETRY" npm ci
+# A build on the host (one host or a Swarm build node) gives this file, after its settings, as the
+# BuildKit secret workhub-retry (a file mounted for that one RUN: not in the image, not in the
+# build cache'"'"'s key, not in the log), and WORKHUB_RETRY=`sh /run/secrets/workhub-retry`, so the
+# step runs `sh /run/secrets/workhub-retry npm ci` and its log shows that line. Where no secret can
+# be given (a registry-mode build through pulumi-docker'"'"'s Image, which takes none; a Dockerfile
+# without the secret mount) WORKHUB_RETRY is this whole file made into one line of shell instead,
+# and `eval` adds the install'"'"'s words to the call at the end (components.render.host.build.install_retry).
+# Without the build arg (a plain `docker build`) the same line is a plain `npm ci`.
+#
+# The settings (workhub:build.*), set before this file:
+#   wr_tries    installTries: tries that fail from the network without fetching anything new
+#   wr_max      installMaxTries: tries in all
+#   wr_pause    retryBackoffSeconds: the pause grows by this much after each try without progress
+#   wr_pattern  components.render.host.build.TRANSIENT_PATTERN: what counts as a network fault
+#   wr_fill     installFillCache: true or false
+#   wr_stop_js, wr_fill_js  the two node scripts beside this file (only with wr_fill=true)
+#
+# Why npm'"'"'s own mechanisms are not enough (docs/benchmarks.md; the findings of 2026-11-29):
+# npm already tries again a request that fails before its response headers (fetch-retries,
+# fetch-timeout and fetch-retry-min/maxtimeout come as build args, NPM_CONFIG_*), and with
+# prefer-offline a warm cache mount serves every package without a request. What npm never tries
+# again is a tarball whose body is cut short (pacote'"'"'s isRetriableError and make-fetch-happen'"'"'s
+# retry end once the headers are in), and a failing `npm ci` first extracts everything else, then
+# removes it all: one cut tarball fails the whole install, whatever the fetch-* settings. So:
+#
+# - a try that fails from the network runs again at once in the same step, with what the cache
+#   mount got so far (prefer-offline fetches only what is missing), instead of failing the build;
+# - with wr_fill (and an npm command where node runs), a try stops at its first cut download
+#   (stop-at-cut.js, preloaded into npm'"'"'s own process: npm has no option for it), and after a try
+#   that failed from the network the lockfile'"'"'s missing packages are fetched into the cache one by
+#   one (fill-cache.js, with npm'"'"'s own modules and config), so the next try only extracts;
+# - a try (and the fill after it) that stored new packages in the npm cache (its content-v2 count
+#   grew) is free; wr_tries tries without any cost the budget (the first of them is tried again at
+#   once, the next after a growing pause); wr_max ends it in any case;
+# - any other failure (a lockfile out of sync, a failing script) ends it at once, and says so with
+#   the words the build runner looks for (NOT_NETWORK) so it does not try the build again.
+#
+# It is made into one line (a build arg is one line): comment lines and blank lines are dropped and
+# the others joined with a space, so every command ends with `;` (or a word that a newline need not
+# follow: `then`, `do`, `else`, `{`) and no line has a comment after its code.
+
+wr_count() { find "${NPM_CONFIG_CACHE:-${npm_config_cache:-$HOME/.npm}}/_cacache/content-v2" -type f 2>/dev/null | wc -l; };
+
+# Runs one try of the command, with stop-at-cut.js preloaded when the fill is on.
+wr_run() {
+  if [ "$wr_filling" = true ]; then
+    WR_NODE_OPTIONS="$wr_node_options" NODE_OPTIONS="${wr_node_options:+$wr_node_options }--require=$wr_dir/stop.js" "$@";
+  else "$@"; fi;
+};
+
+workhub_retry() {
+  wr_dir=$(mktemp -d); wr_n=0; wr_spent=0; wr_have=$(wr_count); wr_node_options=${NODE_OPTIONS:-}; wr_filling=false;
+  if [ "$wr_fill" = true ] && [ "$1" = npm ] && command -v node >/dev/null 2>&1; then
+    wr_filling=true; printf '"'"'%s\n'"'"' "$wr_stop_js" >"$wr_dir/stop.js";
+  fi;
+  while :; do
+    wr_n=$((wr_n + 1));
+    { wr_run "$@"; echo $? >"$wr_dir/rc"; } 2>&1 | tee "$wr_dir/out";
+    wr_code=$(cat "$wr_dir/rc");
+    if [ "$wr_code" = 0 ]; then rm -rf "$wr_dir"; return 0; fi;
+    if ! grep -qiE "$wr_pattern" "$wr_dir/out"; then
+      echo "workhub: $* failed (exit code $wr_code), not from the network: not trying again"; rm -rf "$wr_dir"; return "$wr_code";
+    fi;
+    # Fill the cache with what the lockfile needs, then prefer the cache; not after the last try.
+    if [ "$wr_filling" = true ] && [ "$wr_n" -lt "$wr_max" ]; then
+      wr_cmd=$1; shift; node -e "$wr_fill_js" "$(command -v npm)" "$wr_max" "$@" 2>&1; set -- "$wr_cmd" "$@";
+      NPM_CONFIG_PREFER_OFFLINE=true; export NPM_CONFIG_PREFER_OFFLINE;
+    fi;
+    wr_now=$(wr_count);
+    if [ "$wr_now" -gt "$wr_have" ]; then
+      wr_why="it stored $((wr_now - wr_have)) new files in the npm cache, so it is free"; wr_wait=0;
+    else
+      wr_spent=$((wr_spent + 1)); wr_why="nothing new fetched ($wr_spent of $wr_tries such tries)"; wr_wait=$((wr_pause * (wr_spent - 1)));
+    fi;
+    wr_have=$wr_now;
+    if [ "$wr_spent" -ge "$wr_tries" ] || [ "$wr_n" -ge "$wr_max" ]; then
+      echo "workhub: try $wr_n of $* failed from the network; $wr_why; giving up after $wr_n tries"; rm -rf "$wr_dir"; return "$wr_code";
+    fi;
+    echo "workhub: try $wr_n of $* failed from the network; $wr_why; trying again in $wr_wait s";
+    if [ "$wr_wait" -gt 0 ]; then sleep "$wr_wait"; fi;
+  done;
+};
+
+workhub_retry "$@"
+'
 state="$HOME/.workhub"
 dir="$state/builds/$hub-$stack-$build_id"
 
@@ -72,9 +173,15 @@ pause_after() {
 
 exec >>"$dir/log" 2>&1
 echo "$$" >"$dir/pid"
+# The install retry, as the BuildKit secret the Dockerfile's installs mount (when they all do).
+secret_args=()
+if [ -n "$retry_program" ]; then
+  printf '%s' "$retry_program" >"$dir/install-retry"
+  secret_args=(--secret "id=$retry_secret,src=$dir/install-retry")
+fi
 note() { printf 'build: %s\n' "$*"; }
 now_ms() { date +%s%3N; }
-# What counts as a passing network fault ($transient_pattern: components.scripts.TRANSIENT_PATTERN),
+# What counts as a passing network fault ($transient_pattern: components.render.host.build.TRANSIENT_PATTERN),
 # unless the install's own retry found its last try failed from something else. Anything else (a
 # Dockerfile error, a failing compile) fails at once.
 transient() {
@@ -117,7 +224,8 @@ while [ "$attempt" -lt "$max_attempts" ]; do
   # RUN steps reach what $build_network gives them: by default Docker's bridge network, which has no
   # way to the services that listen on the host's loopback.
   timeout --kill-after=30 "$attempt_timeout" "${builder[@]}" --progress="$progress" --network="$build_network" \
-    --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
+    --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" ${secret_args[@]+"${secret_args[@]}"} \
+    "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
   code=${PIPESTATUS[0]}
   [ "$code" -eq 0 ] && break
   if [ "$code" -eq 124 ] || [ "$code" -eq 137 ]; then

@@ -6,6 +6,7 @@ JSON line to stdout (kept in Pulumi state). Config values enter only through `sh
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from components.config.models import BuildSettings, Hub, SshKeepAlive
@@ -200,8 +201,11 @@ def context_dir(stack: str, hub: str) -> str:
     return f"{STATE_DIR}/contexts/{stack}/{hub}"
 
 
-def build_arg_values(hub: Hub, build: BuildSettings, registry: Optional[str]) -> dict[str, str]:
-    """Every build arg by name: workhub's settings first, then the hub's own."""
+def build_arg_values(hub: Hub, build: BuildSettings, registry: Optional[str],
+                     retry_secret: bool = False) -> dict[str, str]:
+    """Every build arg by name: workhub's settings first, then the hub's own. With `retry_secret`
+    (the build gives the install retry as the secret RETRY_SECRET, and the Dockerfile mounts it)
+    WORKHUB_RETRY only runs that file; else it is the whole retry on one line."""
     args = {
         "NODE_OPTIONS": f"--max-old-space-size={build.node_heap_mb}",
         "NPM_CONFIG_FETCH_RETRIES": str(build.npm_fetch_retries),
@@ -209,7 +213,7 @@ def build_arg_values(hub: Hub, build: BuildSettings, registry: Optional[str]) ->
         "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT": str(build.npm_fetch_retry_min_timeout_ms),
         "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT": str(build.npm_fetch_retry_max_timeout_ms),
         "NPM_CONFIG_PREFER_OFFLINE": "true" if build.npm_prefer_offline else "false",
-        "WORKHUB_RETRY": install_retry(build),
+        "WORKHUB_RETRY": RETRY_RUN if retry_secret else install_retry(build),
     }
     if registry:
         args["NPM_CONFIG_REGISTRY"] = registry
@@ -227,140 +231,51 @@ TRANSIENT_PATTERN = (
 # What the install retry prints when a try failed from something else; the runner does not retry it.
 NOT_NETWORK = "not from the network: not trying again"
 
-# npm retries a request that fails before its response, never a body cut short (pacote's
-# isRetriableError takes EINTEGRITY, Z_DATA_ERROR, ENOENT and EISDIR; make-fetch-happen's retry ends
-# once the headers are in). And a failing `npm ci` extracts everything else first (arborist's unpack
-# is promise-all-reject-late), then removes it all, so every cut cost a whole install. Nothing of
-# npm's stops it sooner, so these two small scripts, run with the base image's node and npm's own
-# modules (pacote, npm-install-checks: how npm itself fetches and checks, with npm's own config):
-#
-# _STOP_AT_CUT, preloaded (--require) into the `npm ci` of a try: at the first tarball download cut
-# short it says so (with ECONNRESET, a network fault for both retries) and ends npm at once. Only in
-# npm's own process (its lifecycle scripts get the NODE_OPTIONS they had), only for `npm ci`, which
-# starts from an empty node_modules each try (`npm install` would trust a half-extracted folder).
-_STOP_AT_CUT = " ".join(line.strip() for line in r"""
-const wrFs = require("fs");
-if (/npm-cli\.js$/.test(wrFs.realpathSync(process.argv[1] || "/"))
-    && process.argv.slice(2).some(word => ["ci", "clean-install", "ic", "install-clean"].includes(word))) {
-  process.env.NODE_OPTIONS = process.env.WR_NODE_OPTIONS || "";
-  const http = require("http"), emit = http.IncomingMessage.prototype.emit;
-  http.IncomingMessage.prototype.emit = function (name, ...rest) {
-    const req = this.req;
-    if ((name === "aborted" || (name === "error" && rest[0] && rest[0].code === "ECONNRESET")) && req
-        && req.method === "GET" && /\/-\/[^/?]+\.tgz(\?|$)/.test(req.path || "")) {
-      wrFs.writeSync(2, `workhub: the download of ${req.path} was cut short (ECONNRESET); npm does not fetch a cut download again, so this try stops here\n`);
-      process.removeAllListeners("exit");
-      process.exit(1);
-    }
-    return emit.call(this, name, ...rest);
-  };
-}
-""".strip().splitlines())
+# The install's own retry is a program of its own, kept readable in components/render/host/install_retry/:
+# retry.sh (what it does and why npm's own settings are not enough) and the two node scripts it
+# runs, stop-at-cut.js and fill-cache.js. Here each is made into one line (a build arg is one
+# line): comment lines and blank lines dropped, the others joined with a space.
+_RETRY_DIR = Path(__file__).parent / "install_retry"
 
-# _FILL_CACHE, run after a try that failed from the network: `node -e "$wr_fill_js" NPM TRIES
-# ARGS...` (ARGS: the install's npm words) loads npm's config as that npm command would, reads the
-# lockfile it installs, and asks pacote (as npm ci does, so with npm's cache keys: a package already
-# there is read, not fetched) for each package that fits this platform and is not omitted, 16 at a
-# time, each tried again on its own up to TRIES times. The next try finds them all in the cache. Its
-# exit code is not used: what it could not fetch, the next try fetches.
-_FILL_CACHE = " ".join(line.strip() for line in r"""
-const fs = require("fs"), path = require("path");
-const [npmBin, tries, ...args] = process.argv.slice(1);
-const npmRoot = path.dirname(path.dirname(fs.realpathSync(npmBin)));
-const need = name => require(path.join(npmRoot, "node_modules", name));
-(async () => {
-  process.argv = [process.execPath, path.join(npmRoot, "bin", "npm-cli.js"), ...args];
-  const Npm = require(path.join(npmRoot, "lib", "npm.js"));
-  const npm = new Npm();
-  await npm.load();
-  const opts = npm.flatOptions, pacote = need("pacote"), checks = need("npm-install-checks");
-  const lock = ["npm-shrinkwrap.json", "package-lock.json"].map(f => path.join(npm.localPrefix, f)).find(f => fs.existsSync(f));
-  const omit = new Set(opts.omit || []);
-  const fits = p => { try { checks.checkPlatform({ os: p.os, cpu: p.cpu, libc: p.libc }); return true; } catch { return false; } };
-  const wanted = Object.entries(JSON.parse(fs.readFileSync(lock, "utf8")).packages || {}).filter(([at, p]) => at && !p.link
-    && !p.inBundle && p.integrity && p.version && !["dev", "optional", "peer"].some(kind => p[kind] && omit.has(kind)) && fits(p)
-    && (!p.resolved || /^https?:\/\/\S*\/-\/\S*\.tgz$/.test(p.resolved)));
-  const all = wanted.map(([at, p]) => [p.name || at.slice(at.lastIndexOf("node_modules/") + 13), p]);
-  let again = 0, failed = 0, next = 0;
-  const fetchOne = async ([name, p]) => {
-    for (let n = 1; ; n++) {
-      try {
-        await pacote.tarball.stream(p.resolved ? `${name}@${p.resolved}` : `${name}@${p.version}`, s => { s.resume(); return s.promise(); },
-          { ...opts, integrity: p.integrity, resolved: p.resolved });
-        return;
-      } catch (e) {
-        if (n >= Number(tries)) { failed++; console.log(`workhub: could not fetch ${name}@${p.version} (${e.code || e.message}) in ${n} tries`); return; }
-        again++;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: 16 }, async () => { while (next < all.length) { await fetchOne(all[next++]); } }));
-  console.log(`workhub: ${all.length - failed} of the ${all.length} packages of ${path.relative(process.cwd(), lock)} are in the npm cache (${again} downloads tried again)`);
-  process.exit(failed ? 1 : 0);
-})().catch(e => { console.log(`workhub: could not fill the npm cache (${e.message}); the next try fetches what is missing`); process.exit(2); });
-""".strip().splitlines())
 
-# The install's own retry, run by `eval "$WORKHUB_RETRY" npm ci` inside the cache-mounted RUN step
-# (POSIX sh: dash, busybox ash): a try that fails from the network runs again at once in the same
-# step, with what the cache mount got so far (prefer-offline fetches only what is missing), instead
-# of failing the build. With $wr_fill (installFillCache) and an npm command where node runs, a try
-# stops at its first cut download (_STOP_AT_CUT), and after a try that failed from the network the
-# lockfile's missing packages are fetched into the cache (_FILL_CACHE), so the next try, with
-# prefer-offline, only extracts. A try (and the fill after it) that stored new packages in the npm
-# cache (its content-v2 count grew) is free; $wr_tries tries without any cost the budget (the first
-# of them is tried again at once, the next after a growing pause); $wr_max ends it in any case. Any
-# other failure (a lockfile out of sync, a failing script) ends it at once. One line: it travels as
-# a build arg. Without the build arg the same line is a plain `npm ci`.
-_INSTALL_RETRY = " ".join(line.strip() for line in r"""
-wr_count() { find "${NPM_CONFIG_CACHE:-${npm_config_cache:-$HOME/.npm}}/_cacache/content-v2" -type f 2>/dev/null | wc -l; };
-wr_run() {
-  if [ "$wr_filling" = true ]; then
-    WR_NODE_OPTIONS="$wr_node_options" NODE_OPTIONS="${wr_node_options:+$wr_node_options }--require=$wr_dir/stop.js" "$@";
-  else "$@"; fi;
-};
-workhub_retry() {
-  wr_dir=$(mktemp -d); wr_n=0; wr_spent=0; wr_have=$(wr_count); wr_node_options=${NODE_OPTIONS:-}; wr_filling=false;
-  if [ "$wr_fill" = true ] && [ "$1" = npm ] && command -v node >/dev/null 2>&1; then
-    wr_filling=true; printf '%s\n' "$wr_stop_js" >"$wr_dir/stop.js";
-  fi;
-  while :; do
-    wr_n=$((wr_n + 1));
-    { wr_run "$@"; echo $? >"$wr_dir/rc"; } 2>&1 | tee "$wr_dir/out";
-    wr_code=$(cat "$wr_dir/rc");
-    if [ "$wr_code" = 0 ]; then rm -rf "$wr_dir"; return 0; fi;
-    if ! grep -qiE "$wr_pattern" "$wr_dir/out"; then
-      echo "workhub: $* failed (exit code $wr_code), @@NOT_NETWORK@@"; rm -rf "$wr_dir"; return "$wr_code";
-    fi;
-    if [ "$wr_filling" = true ] && [ "$wr_n" -lt "$wr_max" ]; then
-      wr_cmd=$1; shift; node -e "$wr_fill_js" "$(command -v npm)" "$wr_max" "$@" 2>&1; set -- "$wr_cmd" "$@";
-      NPM_CONFIG_PREFER_OFFLINE=true; export NPM_CONFIG_PREFER_OFFLINE;
-    fi;
-    wr_now=$(wr_count);
-    if [ "$wr_now" -gt "$wr_have" ]; then
-      wr_why="it stored $((wr_now - wr_have)) new files in the npm cache, so it is free"; wr_wait=0;
-    else
-      wr_spent=$((wr_spent + 1)); wr_why="nothing new fetched ($wr_spent of $wr_tries such tries)"; wr_wait=$((wr_pause * (wr_spent - 1)));
-    fi;
-    wr_have=$wr_now;
-    if [ "$wr_spent" -ge "$wr_tries" ] || [ "$wr_n" -ge "$wr_max" ]; then
-      echo "workhub: try $wr_n of $* failed from the network; $wr_why; giving up after $wr_n tries"; rm -rf "$wr_dir"; return "$wr_code";
-    fi;
-    echo "workhub: try $wr_n of $* failed from the network; $wr_why; trying again in $wr_wait s";
-    if [ "$wr_wait" -gt 0 ]; then sleep "$wr_wait"; fi;
-  done;
-};
-workhub_retry
-""".strip().splitlines()).replace("@@NOT_NETWORK@@", NOT_NETWORK)
+def _one_line(name: str, comment: str) -> str:
+    """The file `name` of components/render/host/install_retry/ as one line, without its `comment` lines."""
+    lines = (line.strip() for line in (_RETRY_DIR / name).read_text().splitlines())
+    return " ".join(line for line in lines if line and not line.startswith(comment))
+
+
+_STOP_AT_CUT = _one_line("stop-at-cut.js", "//")
+_FILL_CACHE = _one_line("fill-cache.js", "//")
+_INSTALL_RETRY = _one_line("retry.sh", "#").replace("@@NOT_NETWORK@@", NOT_NETWORK)
+
+
+# The BuildKit secret a build on the host gives the install retry as (retry.sh, after its
+# settings), where a hub Dockerfile's install RUN mounts it (RETRY_MOUNT), and the WORKHUB_RETRY
+# that runs it there: the step's log shows `sh /run/secrets/workhub-retry npm ci`.
+RETRY_SECRET = "workhub-retry"
+RETRY_MOUNT = f"--mount=type=secret,id={RETRY_SECRET},mode=0444"
+RETRY_RUN = f"sh /run/secrets/{RETRY_SECRET}"
+
+
+def _retry_settings(build: BuildSettings) -> str:
+    """The retry's settings as shell assignments, one a line."""
+    return assignments({"wr_tries": build.install_tries, "wr_max": build.install_max_tries,
+                        "wr_pause": build.retry_backoff_seconds, "wr_pattern": TRANSIENT_PATTERN,
+                        "wr_fill": build.install_fill_cache,
+                        **({"wr_stop_js": _STOP_AT_CUT, "wr_fill_js": _FILL_CACHE} if build.install_fill_cache else {})})
 
 
 def install_retry(build: BuildSettings) -> str:
-    """The value of the WORKHUB_RETRY build arg: its settings, then the retry function and its call,
-    to which `eval` adds the install command's words."""
-    values = assignments({"wr_tries": build.install_tries, "wr_max": build.install_max_tries,
-                          "wr_pause": build.retry_backoff_seconds, "wr_pattern": TRANSIENT_PATTERN,
-                          "wr_fill": build.install_fill_cache,
-                          **({"wr_stop_js": _STOP_AT_CUT, "wr_fill_js": _FILL_CACHE} if build.install_fill_cache else {})})
-    return "; ".join(values.splitlines()) + "; " + _INSTALL_RETRY
+    """The one-line WORKHUB_RETRY where no secret can carry the retry: its settings, then the retry
+    function and its call, to which `eval` adds the install command's words."""
+    return "; ".join(_retry_settings(build).splitlines()) + "; " + _INSTALL_RETRY
+
+
+def install_retry_file(build: BuildSettings) -> str:
+    """The install retry as the file a build on the host gives as the secret RETRY_SECRET: its
+    settings, then retry.sh as it is kept (run as `sh FILE npm ci`)."""
+    program = (_RETRY_DIR / "retry.sh").read_text().replace("@@NOT_NETWORK@@", NOT_NETWORK)
+    return "#!/bin/sh\n" + _retry_settings(build) + "\n" + program
 
 
 def arg_words(args: dict[str, str]) -> list[str]:
@@ -368,9 +283,9 @@ def arg_words(args: dict[str, str]) -> list[str]:
     return [word for key, value in args.items() for word in ("--build-arg", f"{key}={value}")]
 
 
-def build_args(hub: Hub, build: BuildSettings, registry: Optional[str]) -> list[str]:
+def build_args(hub: Hub, build: BuildSettings, registry: Optional[str], retry_secret: bool = False) -> list[str]:
     """The `--build-arg` words of a hub's build."""
-    return arg_words(build_arg_values(hub, build, registry))
+    return arg_words(build_arg_values(hub, build, registry, retry_secret))
 
 
 # `pause_after LOG N CODE`: try N failed from the network with exit code CODE; unless it was the
@@ -410,9 +325,15 @@ dir="$state/builds/$hub-$stack-$build_id"
 """ + _BUILDER + PAUSE_AFTER + r"""
 exec >>"$dir/log" 2>&1
 echo "$$" >"$dir/pid"
+# The install retry, as the BuildKit secret the Dockerfile's installs mount (when they all do).
+secret_args=()
+if [ -n "$retry_program" ]; then
+  printf '%s' "$retry_program" >"$dir/install-retry"
+  secret_args=(--secret "id=$retry_secret,src=$dir/install-retry")
+fi
 note() { printf 'build: %s\n' "$*"; }
 now_ms() { date +%s%3N; }
-# What counts as a passing network fault ($transient_pattern: components.scripts.TRANSIENT_PATTERN),
+# What counts as a passing network fault ($transient_pattern: components.render.host.build.TRANSIENT_PATTERN),
 # unless the install's own retry found its last try failed from something else. Anything else (a
 # Dockerfile error, a failing compile) fails at once.
 transient() {
@@ -455,7 +376,8 @@ while [ "$attempt" -lt "$max_attempts" ]; do
   # RUN steps reach what $build_network gives them: by default Docker's bridge network, which has no
   # way to the services that listen on the host's loopback.
   timeout --kill-after=30 "$attempt_timeout" "${builder[@]}" --progress="$progress" --network="$build_network" \
-    --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
+    --file "$dir/context/$dockerfile" --tag "$image" "${build_args[@]}" ${secret_args[@]+"${secret_args[@]}"} \
+    "$dir/context" 2>&1 | tee "$dir/attempt-$attempt.log"
   code=${PIPESTATUS[0]}
   [ "$code" -eq 0 ] && break
   if [ "$code" -eq 124 ] || [ "$code" -eq 137 ]; then
@@ -480,10 +402,12 @@ mv "$dir/status.tmp" "$dir/status"
 
 
 def build_runner(
-    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str]
+    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str],
+    retry_secret: bool = False,
 ) -> str:
     """The detached build of one hub: wait for the host's build lock, then build with BuildKit,
-    trying again (with a growing pause) only when the failure came from the network."""
+    trying again (with a growing pause) only when the failure came from the network. With
+    `retry_secret` the install retry goes to the build as the secret RETRY_SECRET."""
     return script(
         {
             "hub": hub.name,
@@ -498,7 +422,9 @@ def build_runner(
             "retry_backoff": build.retry_backoff_seconds,
             "transient_pattern": TRANSIENT_PATTERN,
             "not_network": NOT_NETWORK,
-            "build_args": build_args(hub, build, registry),
+            "build_args": build_args(hub, build, registry, retry_secret),
+            "retry_secret": RETRY_SECRET,
+            "retry_program": install_retry_file(build) if retry_secret else "",
         },
         _RUNNER,
     )
@@ -506,7 +432,8 @@ def build_runner(
 
 # Starts the detached build, or attaches to the one already running (or finished) for the same
 # content, and streams its log until it ends. RUNNER_MARK stands for the runner's text, written
-# through a quoted here-document (config values cannot hold a newline, so cannot end it early).
+# through a quoted here-document (config values cannot hold a newline, so cannot end it early; the
+# one value that does, the install retry's program, is workhub's own and has no such line).
 RUNNER_MARK = "@@RUNNER@@"
 _BUILD = r"""
 say() { printf 'build: %s\n' "$*" >&2; }
@@ -562,10 +489,11 @@ result
 
 
 def build_script(
-    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str]
+    hub: Hub, stack: str, image: str, build_id: str, build: BuildSettings, registry: Optional[str],
+    retry_secret: bool = False,
 ) -> str:
     """Start (or attach to, or adopt) the detached build of `image`, streaming its log until it ends."""
-    runner = build_runner(hub, stack, image, build_id, build, registry)
+    runner = build_runner(hub, stack, image, build_id, build, registry, retry_secret)
     outer = script(
         {"hub": hub.name, "stack": stack, "image": image, "build_id": build_id,
          "context_dir": context_dir(stack, hub.name), "stream_mark": STREAM_MARK},

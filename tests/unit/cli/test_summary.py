@@ -368,7 +368,7 @@ def test_a_failing_preview_is_summarized_with_its_error(tmp_path, toolchain, tes
     from workhub.preview import PreviewFailed, preview_json
 
     dockerfile = sources / "WBSalesHub" / "Dockerfile"
-    install = 'sharing=locked eval "$WORKHUB_RETRY" npm ci\n'
+    install = 'mode=0444 eval "$WORKHUB_RETRY" npm ci\n'
     assert install in dockerfile.read_text(), "the sample Dockerfile's root install changed: update this test"
     dockerfile.write_text(dockerfile.read_text().replace(install, install[:-1] + " && npm cache clean --force\n", 1))
     engine, stack = new_local_stack(tmp_path, test_host, source_root=sources, name=STACK)

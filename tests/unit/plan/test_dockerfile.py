@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from components.config.models import DEFAULT_BASE_IMAGE
 from components.plan.dockerfile import (APK_MOUNT, APT_MOUNTS, CACHE_MOUNT, NODE_END_OF_LIFE, DockerfileError,
-                                        check_dockerfile, check_text, conform, node_line)
+                                        check_dockerfile, check_text, conform, node_line, retry_secret)
 from tests.hub_context import manifests
 from workhub.dockerfiles import main
 
@@ -190,13 +190,14 @@ def test_build_args():
         "    fix: add `ARG NODE_OPTIONS`, `ARG NPM_CONFIG_REGISTRY` before line 13"]
 
 
-RETRY_CI = f'RUN {CACHE_MOUNT} eval "$WORKHUB_RETRY" npm ci\n'
+RETRY_MOUNT = "--mount=type=secret,id=workhub-retry,mode=0444"
+RETRY_CI = f'RUN {CACHE_MOUNT} {RETRY_MOUNT} eval "$WORKHUB_RETRY" npm ci\n'
 
 
 def test_an_install_under_workhubs_retry_is_an_install():
     """`eval "$WORKHUB_RETRY" npm ci` is checked as the `npm ci` it runs; the plain form stays valid."""
     declared = with_("ARG NPM_CONFIG_PREFER_OFFLINE\n", "ARG NPM_CONFIG_PREFER_OFFLINE\nARG WORKHUB_RETRY\n")
-    assert rendered(declared.replace(MOUNTED_CI, 'RUN eval "$WORKHUB_RETRY" npm ci\n', 1)) == [
+    assert rendered(declared.replace(MOUNTED_CI, f'RUN {RETRY_MOUNT} eval "$WORKHUB_RETRY" npm ci\n', 1)) == [
         "Dockerfile:16: `npm ci` runs without the npm cache mount, so every build downloads every package again\n"
         f"    fix: start the instruction with `RUN {CACHE_MOUNT}`"]
     assert rendered(declared.replace(MOUNTED_CI, RETRY_CI, 1)) == []
@@ -210,6 +211,20 @@ def test_an_install_under_workhubs_retry_needs_its_arg():
         "build args for them are dropped\n    fix: add `ARG WORKHUB_RETRY` before line 15"]
     fixed = conform(text)
     assert "ARG WORKHUB_RETRY\n" in fixed and check_text(fixed) == []
+
+
+def test_an_install_under_workhubs_retry_mounts_its_secret():
+    """Without the secret mount, the retry can only come as its whole program in the build arg, which
+    BuildKit prints as the step's name: a warning, which conform fixes (and only that)."""
+    declared = with_("ARG NPM_CONFIG_PREFER_OFFLINE\n", "ARG NPM_CONFIG_PREFER_OFFLINE\nARG WORKHUB_RETRY\n")
+    text = declared.replace(MOUNTED_CI, f'RUN {CACHE_MOUNT} eval "$WORKHUB_RETRY" npm ci\n', 1)
+    assert rendered(text) == [
+        "Dockerfile:16: warning: `npm ci` runs workhub's install retry without the secret it comes as, so the "
+        "whole retry program is its build arg and fills the build log\n"
+        f"    fix: add `{RETRY_MOUNT}` to the RUN"]
+    fixed = conform(text)
+    assert fixed == declared.replace(MOUNTED_CI, RETRY_CI, 1) and check_text(fixed) == []
+    assert not retry_secret(text) and retry_secret(fixed) and not retry_secret(CANONICAL)
 
 
 def test_build_args_are_per_stage():

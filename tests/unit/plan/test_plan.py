@@ -206,3 +206,18 @@ def test_plan_changes_only_with_content(project):
     assert after["wbsaleshub"] != before["wbsaleshub"]
     heavier = {p.hub.name: p.image for p in plan_stack(config(build={"nodeHeapMb": 2048}), "staging", project)[0]}
     assert heavier["wbhubmanager"] != after["wbhubmanager"], "build settings are part of the build id"
+
+
+def test_a_host_build_gives_the_retry_as_a_secret_where_the_dockerfile_mounts_it(project):
+    """With the example's Dockerfile (its installs mount the retry's secret) a host build gives the
+    retry as that secret, and its settings still make the build id; a registry-mode build, which can
+    give no secret, and a Dockerfile without the retry get it as before."""
+    example = (Path(__file__).resolve().parents[3] / "examples" / "WBSalesHub" / "Dockerfile").read_text()
+    (project.parent / "src" / "WBSalesHub" / "Dockerfile").write_text(example)
+    plans = {p.hub.name: p for p in plan_stack(config(), "staging", project)[0]}
+    assert plans["wbsaleshub"].retry_secret and not plans["wbhubmanager"].retry_secret
+    fewer = {p.hub.name: p.image for p in plan_stack(config(build={"installTries": 2}), "staging", project)[0]}
+    assert fewer["wbsaleshub"] != plans["wbsaleshub"].image, "the retry's settings are part of the build id"
+    registry = {"server": "registry.example.test"}
+    pushed = plan_stack(config(hubs=registry_hubs(), registry=registry), "staging", project)[0]
+    assert not any(p.retry_secret for p in pushed)

@@ -102,7 +102,7 @@ def run(tmp_path):
     """Runs the runner with bash as the build script starts it (its build dir and context made),
     playing `steps` one build call each; returns the finished Build."""
 
-    def run(steps: list[str], build: BuildSettings = settings()) -> Build:
+    def run(steps: list[str], build: BuildSettings = settings(), retry_secret: bool = False) -> Build:
         home, fake = tmp_path / "home", tmp_path / "fake"
         (fake / "bin").mkdir(parents=True, exist_ok=True)
         for name, text in (("docker", FAKE_DOCKER), ("sleep", FAKE_SLEEP)):
@@ -112,7 +112,8 @@ def run(tmp_path):
         done = Build(home, fake)
         (done.dir / "context").mkdir(parents=True)
         (done.dir / "context" / "Dockerfile").write_text("FROM node:20-bookworm-slim\n")
-        (done.dir / "run.sh").write_text(build_runner(HUB, STACK, IMAGE, BUILD_ID, build, None))
+        (done.dir / "run.sh").write_text(build_runner(HUB, STACK, IMAGE, BUILD_ID, build, None,
+                                                              retry_secret))
         env = {"PATH": f"{fake / 'bin'}:/usr/bin:/bin", "HOME": str(home), "FAKE": str(fake)}
         finished = subprocess.run(["bash", str(done.dir / "run.sh")], env=env, capture_output=True, text=True,
                                   timeout=20)
@@ -227,17 +228,26 @@ INSTALL_STEP = ('retry=$(printf "%s\\n" "$@" | sed -n "s/^WORKHUB_RETRY=//p"); '
                 'WORKHUB_RETRY="$retry" HOME="$FAKE/root" sh -c \'eval "$WORKHUB_RETRY" npm ci\'')
 
 
+# The same install where the Dockerfile mounts the retry's secret: the file the runner gave as
+# `--secret id=workhub-retry,src=FILE` stands at the path WORKHUB_RETRY names, as BuildKit mounts it.
+SECRET_INSTALL_STEP = (
+    'src=$(printf "%s\\n" "$@" | sed -n "s/^id=workhub-retry,src=//p"); '
+    'retry=$(printf "%s\\n" "$@" | sed -n "s/^WORKHUB_RETRY=//p" | sed "s#/run/secrets/workhub-retry#$src#"); '
+    'WORKHUB_RETRY="$retry" HOME="$FAKE/root" sh -c \'eval "$WORKHUB_RETRY" npm ci\'')
+
+
 @pytest.fixture
 def run_with_npm(run, tmp_path):
     from tests.unit.render.test_install_retry import FAKE_NPM
 
-    def go(npm_steps: list[str], build_steps: list[str], build: BuildSettings = settings()) -> Build:
+    def go(npm_steps: list[str], build_steps: list[str], build: BuildSettings = settings(),
+           retry_secret: bool = False) -> Build:
         fake = tmp_path / "fake"
         (fake / "bin").mkdir(parents=True)
         (fake / "bin" / "npm").write_text(FAKE_NPM)
         (fake / "bin" / "npm").chmod(0o755)
         (fake / "npm-steps").write_text("".join(f"{s}\n" for s in npm_steps))
-        return run(build_steps, build)
+        return run(build_steps, build, retry_secret)
 
     return go
 
@@ -250,6 +260,20 @@ def test_a_cut_download_is_retried_inside_the_step_without_a_new_build_try(run_w
     assert "build: attempt 1 failed" not in build.log
     assert (build.fake / "npm-calls").read_text().splitlines() == ["ci", "ci"]
     assert build.notes("pauses") == []
+    assert_result(build, "succeeded", 1, 0)
+
+
+def test_the_retry_given_as_a_secret_runs_inside_the_step_too(run_with_npm):
+    """Where the Dockerfile mounts it, the runner gives the retry as a secret file, and the build
+    arg that reaches the step's log only names that file."""
+    from tests.unit.render.test_install_retry import CUT, OK
+
+    build = run_with_npm([CUT, OK], [SECRET_INSTALL_STEP], retry_secret=True)
+    (call,) = build.notes("builds")
+    assert "WORKHUB_RETRY=sh /run/secrets/workhub-retry " in call and "wr_pattern" not in call
+    assert f"--secret id=workhub-retry,src={build.dir}/install-retry " in call
+    assert "workhub: try 1 of npm ci failed from the network; it stored 1 new files" in build.log
+    assert (build.fake / "npm-calls").read_text().splitlines() == ["ci", "ci"]
     assert_result(build, "succeeded", 1, 0)
 
 

@@ -7,7 +7,9 @@ The build runner's side (no new build try): tests/unit/render/test_build_runner.
 
 from __future__ import annotations
 
+import re
 import shutil
+import sys
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -166,7 +168,7 @@ def test_the_retry_is_one_line_of_quoted_settings():
     text = install_retry(settings(tries=2, max_tries=7, backoff=3))
     assert "\n" not in text
     assert text.startswith("wr_tries=2; wr_max=7; wr_pause=3; wr_pattern='ECONNRESET|")
-    assert text.endswith("; workhub_retry")
+    assert text.endswith('; workhub_retry "$@"')
 
 
 # The cache fill (build.installFillCache, on by default): after a try that failed from the network,
@@ -230,3 +232,46 @@ def test_the_fill_scripts_are_quoted_settings_and_only_with_the_fill_on():
     assert 'need("pacote")' in _FILL_CACHE and "await npm.load()" in _FILL_CACHE
     assert "checks.checkPlatform" in _FILL_CACHE and "omit.has(kind)" in _FILL_CACHE
     assert "if (n >= Number(tries))" in _FILL_CACHE and "length: 16" in _FILL_CACHE
+
+
+# The program as it is kept: components/render/host/install_retry/, readable files made into the one line above.
+RETRY_DIR = Path(__file__).resolve().parents[3] / "components" / "render" / "host" / "install_retry"
+
+
+def code_lines(name: str, comment: str) -> list[str]:
+    lines = (line.strip() for line in (RETRY_DIR / name).read_text().splitlines())
+    return [line for line in lines if line and not line.startswith(comment)]
+
+
+def test_the_build_arg_is_the_files_in_the_repository():
+    """What runs is what components/render/host/install_retry/ holds: retry.sh's code, the two node scripts."""
+    text = install_retry(BuildSettings())
+    assert text.endswith(" ".join(code_lines("retry.sh", "#")).replace("@@NOT_NETWORK@@", NOT_NETWORK))
+    assert _STOP_AT_CUT == " ".join(code_lines("stop-at-cut.js", "//"))
+    assert _FILL_CACHE == " ".join(code_lines("fill-cache.js", "//"))
+
+
+def test_each_file_survives_being_made_one_line():
+    """Joined with spaces, a line must not run into the next: each shell line ends a command (or
+    opens a block), and no line keeps a comment after its code; the last is the call that `eval`
+    adds the install's words to."""
+    *lines, call = code_lines("retry.sh", "#")
+    assert call == 'workhub_retry "$@"'
+    for line in lines:
+        assert line.endswith((";", " then", " do", "else", "{")), line
+        assert " #" not in line.replace("$#", ""), line
+    for name in ("stop-at-cut.js", "fill-cache.js"):
+        for line in code_lines(name, "//"):
+            assert " //" not in line and "'" not in line, (name, line)
+
+
+def test_the_program_passes_shellcheck(tmp_path):
+    """Linted as POSIX sh after its settings (each one that workhub renders, as a stand-in word)."""
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    assert shellcheck.exists(), f"no shellcheck next to {sys.executable}: run scripts/setup.sh"
+    names = re.findall(r"(?:^|; )(wr_\w+)=", install_retry(BuildSettings()).split("; wr_count()")[0])
+    assert names == ["wr_tries", "wr_max", "wr_pause", "wr_pattern", "wr_fill", "wr_stop_js", "wr_fill_js"]
+    program = tmp_path / "retry.sh"
+    program.write_text("".join(f"{name}=x\n" for name in names) + (RETRY_DIR / "retry.sh").read_text())
+    done = subprocess.run([str(shellcheck), "--shell=sh", str(program)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -12,7 +12,7 @@ from components.render.host.deploy import (Serving, backup_script, check_script,
                                            restore_script, run_script, status_script, stop_script, volume_check_script,
                                            volume_info_script, volume_script)
 from components.config.runtime import hub_runtime
-from components.render.host.build import (build_args, install_retry, build_runner, build_script, host_facts_script,
+from components.render.host.build import (build_arg_values, build_args, install_retry, install_retry_file, build_runner, build_script, host_facts_script,
                                           host_setup_script, image_check_script, preflight_script, promote_script,
                                           pull_script, remove_image_script, untag_script)
 from components.render.shell import assignments, quote, script
@@ -38,7 +38,10 @@ def all_scripts() -> dict[str, str]:
         "host_facts.sh": host_facts_script("node:20-bookworm-slim"),
         "preflight.sh": preflight_script("node:20-bookworm-slim", BUILD),
         "host_setup.sh": host_setup_script(SshKeepAlive()),
-        "build.sh": build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, "http://127.0.0.1:4873/"),
+        "build.sh": build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, "http://127.0.0.1:4873/",
+                                 retry_secret=True),
+        # A Dockerfile whose retry RUNs do not mount its secret: the retry is the build arg, on one line.
+        "build_retry_arg.sh": build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, "http://127.0.0.1:4873/"),
         "remove_image.sh": remove_image_script(HUB, "staging", IMAGE),
         "run.sh": run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
         "check.sh": check_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
@@ -119,6 +122,16 @@ def test_build_args_carry_settings_then_the_hubs_own():
         "--build-arg", "APP_FLAVOUR=it's $(odd)",
     ]
     assert "NPM_CONFIG_REGISTRY" not in " ".join(build_args(HUB, BUILD, None))
+
+
+def test_with_the_retrys_secret_its_build_arg_only_runs_the_secret():
+    """Where the Dockerfile mounts the retry's secret, WORKHUB_RETRY names the file, and the build
+    runner gives the retry (its settings, then retry.sh) as that secret."""
+    assert build_arg_values(HUB, BUILD, None, retry_secret=True)["WORKHUB_RETRY"] == "sh /run/secrets/workhub-retry"
+    runner = build_runner(HUB, "staging", IMAGE, "0123456789ab", BUILD, None, retry_secret=True)
+    assert "\nretry_secret=workhub-retry\n" in runner and "\nretry_program='#!/bin/sh\nwr_tries=3\n" in runner
+    assert install_retry_file(BUILD).endswith('\nworkhub_retry "$@"\n')
+    assert "\nretry_program=''\n" in build_runner(HUB, "staging", IMAGE, "0123456789ab", BUILD, None)
 
 
 def test_hostile_build_arg_reaches_docker_as_one_word():
