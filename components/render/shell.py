@@ -16,6 +16,9 @@ Value = Union[Scalar, Sequence[Scalar]]
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 PRELUDE = "set -eu"
+# Said above an assignment whose quoted value holds a `$` or a backquote: the value is data, so
+# shellcheck's "expressions don't expand in single quotes" is what is meant there.
+LITERAL = "# shellcheck disable=SC2016  # a config value, taken literally"
 
 
 def quote(value: Scalar) -> str:
@@ -43,7 +46,10 @@ def assignments(values: Mapping[str, Value]) -> str:
 def script(values: Mapping[str, Value], body: str) -> str:
     """A whole script: strict mode, the quoted values, then the fixed body."""
     parts = [PRELUDE]
-    if values:
-        parts.append(assignments(values))
+    for name, value in values.items():
+        line = assignments({name: value})
+        if "$" in line or "`" in line:
+            parts.append(LITERAL)
+        parts.append(line)
     parts.append(body.strip("\n"))
     return "\n".join(parts) + "\n"
