@@ -16,10 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from components.deploy import prune_copies_script
 from components.remote import with_secrets
 from components.scripts import build_runner, not_promoted_script
+from components.shell import script
 from components.swarm_scripts import join_script, join_token_script
 from tests.test_scripts import BUILD, GOLDEN, HUB, IMAGE
 from tests.test_swarm import config_and_runtimes
@@ -96,3 +98,18 @@ def test_rendered_scripts_pass_shellcheck(name):
 def test_scripts_without_a_golden_pass_shellcheck(name):
     """Each rendered script that no golden holds."""
     assert_clean(name, shellcheck("--shell=bash", "-", text=rendered()[name]))
+
+
+# Any text a config value may hold; mostly short runs of the characters shellcheck reads as slips
+# in single quotes (`$`, a backquote, a backslash before a quote, a leading tilde, typographic
+# quotes), so that each comes up in a few examples.
+_VALUES = st.one_of(st.text(alphabet=st.sampled_from("$`\\~'\"\n a\u2018\u2019\u201c"), max_size=5),
+                    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12))
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=_VALUES, items=st.lists(_VALUES, max_size=3))
+def test_any_config_value_passes_shellcheck(value, items):
+    """Whatever a value holds, its assignment (a word or an array) gives shellcheck nothing to say."""
+    text = script({"value": value, "items": items}, r'printf "%s\n" "$value" "${items[@]}"')
+    assert_clean(repr(text), shellcheck("--shell=bash", "-", text=text))
