@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from components.deploy import prune_copies_script
-from components.remote import with_secrets
-from components.scripts import build_runner, not_promoted_script
-from components.shell import script
-from components.swarm_scripts import join_script, join_token_script
-from tests.test_scripts import BUILD, GOLDEN, HUB, IMAGE
-from tests.test_swarm import config_and_runtimes
+from components.render.host.deploy import prune_copies_script
+from components.ssh import with_secrets
+from components.render.host.build import build_runner, not_promoted_script
+from components.render.shell import script
+from components.render.swarm.scripts import join_script, join_token_script
+from tests.unit.render.test_scripts import BUILD, GOLDEN, HUB, IMAGE
+from tests.unit.render.test_swarm import config_and_runtimes
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 SCRIPTS = REPO / "scripts"
 _SHEBANG = re.compile(r"#!\s*(/usr/bin/env\s+)?(\S*/)?(ba)?sh\b")
 
