@@ -16,6 +16,11 @@ Value = Union[Scalar, Sequence[Scalar]]
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 PRELUDE = "set -eu"
+# What shellcheck takes for a slip in a single-quoted word, by the text that makes it say so (an
+# expansion that does not expand, a backslash before the closing quote, a leading tilde that does
+# not expand, a typographic quote). In a quoted value they are data: the assignment gets a directive
+# saying so.
+_LITERAL = {"$": "SC2016", "`": "SC2016", "\\'": "SC1003", "'~": "SC2088", "\u2018": "SC1112", "\u2019": "SC1112"}
 
 
 def quote(value: Scalar) -> str:
@@ -41,9 +46,14 @@ def assignments(values: Mapping[str, Value]) -> str:
 
 
 def script(values: Mapping[str, Value], body: str) -> str:
-    """A whole script: strict mode, the quoted values, then the fixed body."""
+    """A whole script: strict mode, the quoted values (one that shellcheck would take for a slip
+    under a directive that says it is data), then the fixed body."""
     parts = [PRELUDE]
-    if values:
-        parts.append(assignments(values))
+    for name, value in values.items():
+        line = assignments({name: value})
+        codes = sorted({code for text, code in _LITERAL.items() if text in line})
+        if codes:
+            parts.append(f"# shellcheck disable={','.join(codes)}  # a config value, taken literally")
+        parts.append(line)
     parts.append(body.strip("\n"))
     return "\n".join(parts) + "\n"

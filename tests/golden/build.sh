@@ -54,8 +54,10 @@ attempt_timeout=1800
 retry_backoff=10
 transient_pattern='ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)'
 not_network='not from the network: not trying again'
+# shellcheck disable=SC2016  # a config value, taken literally
 build_args=(--build-arg NODE_OPTIONS=--max-old-space-size=4096 --build-arg NPM_CONFIG_FETCH_RETRIES=5 --build-arg NPM_CONFIG_FETCH_TIMEOUT=5000 --build-arg NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=1000 --build-arg NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=4000 --build-arg NPM_CONFIG_PREFER_OFFLINE=true --build-arg 'WORKHUB_RETRY=sh /run/secrets/workhub-retry' --build-arg NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/ --build-arg 'APP_FLAVOUR=it'"'"'s $(odd)')
 retry_secret=workhub-retry
+# shellcheck disable=SC2016  # a config value, taken literally
 retry_program='#!/bin/sh
 wr_tries=3
 wr_max=10

@@ -1,11 +1,6 @@
 set -eu
-hub=wbsaleshub
-stack=staging
 base=wbsaleshub-staging
 proxy=wbsaleshub-staging-proxy
-network=workhub-staging
-port=4091
-publish_address=127.0.0.1
 live_mark='# workhub live slot: '
 image=wbsaleshub:staging-0123456789ab
 drift_mark='drift: '
@@ -185,7 +180,7 @@ running() { [ "$(docker container inspect --format '{{.State.Running}}' "$1" 2>/
 # The .env naming every Compose file and every stack's profile (run with the compose lock held).
 publish_files() {
   local files profiles
-  files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -) || true
+  files=$(cd "$compose_dir" && for file in *.yml; do [ ! -e "$file" ] || printf '%s\n' "$file"; done | paste -sd: -) || true
   profiles=$(cd "$compose_dir" && sed -n 's/.*"\{0,1\}workhub\.stack"\{0,1\}: "\([^"]*\)".*/\1/p' ./*.yml 2>/dev/null \
     | sort -u | paste -sd, -) || true
   printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
@@ -221,7 +216,7 @@ live_slot() {
 remove_slot() {
   docker rm -f "$1" >/dev/null 2>&1 || true
   drop_file "$1"
-  rm -rf "$env_dir/$1.env" "$secrets_dir/$1"
+  rm -rf "${env_dir:?}/$1.env" "${secrets_dir:?}/$1"
 }
 
 slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }

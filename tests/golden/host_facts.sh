@@ -10,7 +10,7 @@ buildkit_works() {
   local work tag
   work=$(mktemp -d)
   # A tag of its own: the facts and the preflight may check at the same time.
-  tag="workhub-buildkit-check:$(basename "$work" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9')"
+  tag="workhub-buildkit-check:$(basename "$work" | tr '[:upper:]' '[:lower:]' | tr -cd 'a-z0-9')"
   printf '# syntax=docker/dockerfile:1\nFROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked true\n' \
     "$base_image" >"$work/Dockerfile"
   # A label of its own too, so two checks never produce (and then remove) the same image. Its one RUN
@@ -26,6 +26,7 @@ buildkit_works() {
   return 1
 }
 
+# shellcheck disable=SC2034  # read through ${!figure} below, whether or not the script shows it
 cpus=$(getconf _NPROCESSORS_ONLN)
 memory_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 swap_mb=$(awk '/^SwapTotal:/ { print int($2 / 1024) }' /proc/meminfo)

@@ -30,9 +30,11 @@ awk '/^# BEGIN workhub$/ { skip = 1 } !skip { print } /^# END workhub$/ { skip =
 printf '# BEGIN workhub\nHost *\n    ServerAliveInterval %s\n    ServerAliveCountMax %s\n# END workhub\n' \
   "$server_alive_interval" "$server_alive_count_max" >>"$wanted"
 if cmp -s "$wanted" "$config"; then
+  # shellcheck disable=SC2088  # a message: ~ names the deploy user's home for the reader
   say "~/.ssh/config already keeps sessions alive"
 else
   cat "$wanted" >"$config"
+  # shellcheck disable=SC2088  # a message: ~ names the deploy user's home for the reader
   say "~/.ssh/config: ServerAliveInterval $server_alive_interval, ServerAliveCountMax $server_alive_count_max"
 fi
 

@@ -1,5 +1,4 @@
 set -eu
-hub=wbsaleshub
 source_image=wbsaleshub:staging-0123456789ab
 image=wbsaleshub:production-0123456789ab
 image_id=sha256:0000000000000000000000000000000000000000000000000000000000000000

@@ -17,7 +17,7 @@ for ref in $(stack_images "$hub"); do
   docker image rm "$ref" >/dev/null 2>&1 && say "removed image $ref"
 done
 docker image rm "$image" >/dev/null 2>&1 || true
-rm -rf "$HOME/$context_dir"
+rm -rf "$HOME/${context_dir:?}"
 for dir in "$state/builds/$hub-$stack-"*; do
   [ -d "$dir/context" ] && rm -rf "$dir/context"
 done

@@ -31,7 +31,7 @@ running() { [ "$(docker container inspect --format '{{.State.Running}}' "$1" 2>/
 # The .env naming every Compose file and every stack's profile (run with the compose lock held).
 publish_files() {
   local files profiles
-  files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -) || true
+  files=$(cd "$compose_dir" && for file in *.yml; do [ ! -e "$file" ] || printf '%s\n' "$file"; done | paste -sd: -) || true
   profiles=$(cd "$compose_dir" && sed -n 's/.*"\{0,1\}workhub\.stack"\{0,1\}: "\([^"]*\)".*/\1/p' ./*.yml 2>/dev/null \
     | sort -u | paste -sd, -) || true
   printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
@@ -67,9 +67,10 @@ live_slot() {
 remove_slot() {
   docker rm -f "$1" >/dev/null 2>&1 || true
   drop_file "$1"
-  rm -rf "$env_dir/$1.env" "$secrets_dir/$1"
+  rm -rf "${env_dir:?}/$1.env" "${secrets_dir:?}/$1"
 }
 
+# shellcheck disable=SC2016  # the probe's own text: bash -c expands it, with the probe's arguments
 probe_src='exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || { echo refused; exit 0; }
 printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
 IFS= read -r line <&3 || { echo no-answer; exit 0; }

@@ -21,6 +21,7 @@ resolve_wait=4
 reload_wait=10
 helper_image=busybox:1.37
 uid=1991296
+# shellcheck disable=SC2016  # a config value, taken literally
 env_plain='PORT=4091
 HOME=/tmp
 LOG_LEVEL=info
@@ -289,7 +290,7 @@ running() { [ "$(docker container inspect --format '{{.State.Running}}' "$1" 2>/
 # The .env naming every Compose file and every stack's profile (run with the compose lock held).
 publish_files() {
   local files profiles
-  files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -) || true
+  files=$(cd "$compose_dir" && for file in *.yml; do [ ! -e "$file" ] || printf '%s\n' "$file"; done | paste -sd: -) || true
   profiles=$(cd "$compose_dir" && sed -n 's/.*"\{0,1\}workhub\.stack"\{0,1\}: "\([^"]*\)".*/\1/p' ./*.yml 2>/dev/null \
     | sort -u | paste -sd, -) || true
   printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
@@ -325,11 +326,12 @@ live_slot() {
 remove_slot() {
   docker rm -f "$1" >/dev/null 2>&1 || true
   drop_file "$1"
-  rm -rf "$env_dir/$1.env" "$secrets_dir/$1"
+  rm -rf "${env_dir:?}/$1.env" "${secrets_dir:?}/$1"
 }
 
 slot_file() { if [ "$1" = blue ]; then printf '%s' "$compose_blue"; else printf '%s' "$compose_green"; fi; }
 
+# shellcheck disable=SC2016  # the probe's own text: bash -c expands it, with the probe's arguments
 probe_src='exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || { echo refused; exit 0; }
 printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
 IFS= read -r line <&3 || { echo no-answer; exit 0; }
@@ -628,6 +630,7 @@ seed_failed() {
 # content goes through sha256sum, none is written; a hard link is a file with its target's content);
 # volume_listing VOLUME reads the volume, in a helper container.
 source_listing() {
+  # shellcheck disable=SC2016  # tar runs this command for each file, with TAR_FILENAME set
   tar -xf "$1" --to-command='printf "%s %s\n" "$(sha256sum | cut -c1-64)" "$TAR_FILENAME"' >"$1.sums"
   tar -tvf "$1" --quoting-style=literal | awk -v sums="$1.sums" '
     BEGIN { while ((getline line < sums) > 0) { sum[substr(line, 66)] = substr(line, 1, 64); print line } }

@@ -5,6 +5,7 @@ live_mark='# workhub live slot: '
 hubs=(wbsaleshub)
 host_ports=(14091)
 health_paths=(/health)
+# shellcheck disable=SC2016  # the probe's own text: bash -c expands it, with the probe's arguments
 probe_src='exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || { echo refused; exit 0; }
 printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
 IFS= read -r line <&3 || { echo no-answer; exit 0; }

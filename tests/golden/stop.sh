@@ -1,11 +1,7 @@
 set -eu
-hub=wbsaleshub
-stack=staging
 base=wbsaleshub-staging
 proxy=wbsaleshub-staging-proxy
 network=workhub-staging
-port=4091
-publish_address=127.0.0.1
 live_mark='# workhub live slot: '
 state="$HOME/.workhub"
 compose_dir="$state/compose"
@@ -18,7 +14,7 @@ running() { [ "$(docker container inspect --format '{{.State.Running}}' "$1" 2>/
 # The .env naming every Compose file and every stack's profile (run with the compose lock held).
 publish_files() {
   local files profiles
-  files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -) || true
+  files=$(cd "$compose_dir" && for file in *.yml; do [ ! -e "$file" ] || printf '%s\n' "$file"; done | paste -sd: -) || true
   profiles=$(cd "$compose_dir" && sed -n 's/.*"\{0,1\}workhub\.stack"\{0,1\}: "\([^"]*\)".*/\1/p' ./*.yml 2>/dev/null \
     | sort -u | paste -sd, -) || true
   printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
@@ -54,13 +50,13 @@ live_slot() {
 remove_slot() {
   docker rm -f "$1" >/dev/null 2>&1 || true
   drop_file "$1"
-  rm -rf "$env_dir/$1.env" "$secrets_dir/$1"
+  rm -rf "${env_dir:?}/$1.env" "${secrets_dir:?}/$1"
 }
 
 for container in "$base-blue" "$base-green" "$proxy" "$base"; do
   docker rm -f "$container" >/dev/null 2>&1 || true
   drop_file "$container"
-  rm -rf "$env_dir/$container.env" "$secrets_dir/$container"
+  rm -rf "${env_dir:?}/$container.env" "${secrets_dir:?}/$container"
 done
 rm -rf "$proxy_dir"
 # The stack's network goes with its last container; the hub's volumes stay (destroy --purge-data

@@ -2,11 +2,7 @@ set -eu
 step=backup
 node=node2
 hub=wbsaleshub
-stack=staging
-namespace=workhub-staging
-service=workhub-staging_wbsaleshub
 volume=workhub-staging-wbsaleshub-data
-volume_key=data
 helper_image=busybox:1.37
 registry_server=10.0.0.1:5000
 registry_user=''

@@ -1,5 +1,6 @@
 set -eu
 stack=workhub-staging
+# shellcheck disable=SC2016  # a config value, taken literally
 stack_file='{
   "version": "3.9",
   "services": {
@@ -366,6 +367,7 @@ backend slots-wbsaleshub
     server-template task 3 tasks.workhub-staging_wbsaleshub:4091
 '
 proxy_config_file=haproxy.cfg
+# shellcheck disable=SC2016  # a config value, taken literally
 publish_config='# The publish relay of stack staging on its Swarm, written by workhub: edits are overwritten.
 global
     log stdout format raw daemon warning

@@ -23,7 +23,7 @@ found=$({ printf '%s\n' "${volumes[@]}"
           docker volume ls --quiet --filter "label=com.docker.stack.namespace=$namespace"; } | sort -u)
 removed=0 failed=0
 while read -r volume; do
-  [ -n "$volume" ] && docker volume inspect "$volume" >/dev/null 2>&1 || continue
+  if [ -z "$volume" ] || ! docker volume inspect "$volume" >/dev/null 2>&1; then continue; fi
   # After `docker stack rm` each task's container stops (its grace period) and goes: a volume a
   # container still refers to, even a stopped one, cannot be removed.
   for _ in $(seq "$stop_wait"); do

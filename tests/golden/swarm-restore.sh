@@ -3,7 +3,6 @@ step=restore
 node=node2
 hub=wbsaleshub
 stack=staging
-namespace=workhub-staging
 service=workhub-staging_wbsaleshub
 volume=workhub-staging-wbsaleshub-data
 volume_key=data
@@ -51,7 +50,6 @@ new_volume() {
 
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
 staging="$volume.restore-$stamp"
-kept="$volume.pre-restore-$stamp"
 reason="" doing="starting"
 # fail WHY: the restore stops here (the exit trap says what that left).
 fail() { reason="$*"; exit 1; }
@@ -62,6 +60,7 @@ helper() {
 # summary VOLUME: "<files> <digest>": how many entries but directories it holds, and a sha256 over
 # every regular file's path and content (what two copies of the same data have in common).
 summary() {
+  # shellcheck disable=SC2016  # sh -c runs it in the container
   helper -v "$1:/data:ro" --entrypoint sh "$helper_image" -c \
     'cd /data && printf "%s %s\n" "$(find . -mindepth 1 ! -type d | wc -l)" "$(find . -type f -exec sha256sum {} + | sort | sha256sum | cut -c1-64)"'
 }

@@ -4,7 +4,6 @@ node=node2
 hub=wbsaleshub
 stack=staging
 namespace=workhub-staging
-service=workhub-staging_wbsaleshub
 volume=workhub-staging-wbsaleshub-data
 volume_key=data
 helper_image=busybox:1.37
@@ -50,7 +49,6 @@ new_volume() {
 
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
 staging="$volume.restore-$stamp"
-kept="$volume.pre-restore-$stamp"
 reason="" doing="starting"
 # fail WHY: the restore stops here (the exit trap says what that left).
 fail() { reason="$*"; exit 1; }
@@ -61,6 +59,7 @@ helper() {
 # summary VOLUME: "<files> <digest>": how many entries but directories it holds, and a sha256 over
 # every regular file's path and content (what two copies of the same data have in common).
 summary() {
+  # shellcheck disable=SC2016  # sh -c runs it in the container
   helper -v "$1:/data:ro" --entrypoint sh "$helper_image" -c \
     'cd /data && printf "%s %s\n" "$(find . -mindepth 1 ! -type d | wc -l)" "$(find . -type f -exec sha256sum {} + | sort | sha256sum | cut -c1-64)"'
 }
@@ -71,6 +70,7 @@ copy_into() {
     'find /to -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a /from/. /to/'
 }
 
+kept="$volume.pre-restore-$stamp"
 old="" kept_whole=false touched=false done=false
 finish() {
   local rc=$?

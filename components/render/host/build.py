@@ -37,7 +37,7 @@ buildkit_works() {
   local work tag
   work=$(mktemp -d)
   # A tag of its own: the facts and the preflight may check at the same time.
-  tag="workhub-buildkit-check:$(basename "$work" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9')"
+  tag="workhub-buildkit-check:$(basename "$work" | tr '[:upper:]' '[:lower:]' | tr -cd 'a-z0-9')"
   printf '# syntax=docker/dockerfile:1\nFROM %s\nRUN --mount=type=cache,target=/root/.npm,sharing=locked true\n' \
     "$base_image" >"$work/Dockerfile"
   # A label of its own too, so two checks never produce (and then remove) the same image. Its one RUN
@@ -57,6 +57,7 @@ buildkit_works() {
 # Each figure is checked to be a whole number: a test like [ "$a" -lt "$b" ] on anything else
 # would fail quietly inside an `if`, and skip the check it stands for.
 _RESOURCES = r"""
+# shellcheck disable=SC2034  # read through ${!figure} below, whether or not the script shows it
 cpus=$(getconf _NPROCESSORS_ONLN)
 memory_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 swap_mb=$(awk '/^SwapTotal:/ { print int($2 / 1024) }' /proc/meminfo)
@@ -156,9 +157,11 @@ awk '/^# BEGIN workhub$/ { skip = 1 } !skip { print } /^# END workhub$/ { skip =
 printf '# BEGIN workhub\nHost *\n    ServerAliveInterval %s\n    ServerAliveCountMax %s\n# END workhub\n' \
   "$server_alive_interval" "$server_alive_count_max" >>"$wanted"
 if cmp -s "$wanted" "$config"; then
+  # shellcheck disable=SC2088  # a message: ~ names the deploy user's home for the reader
   say "~/.ssh/config already keeps sessions alive"
 else
   cat "$wanted" >"$config"
+  # shellcheck disable=SC2088  # a message: ~ names the deploy user's home for the reader
   say "~/.ssh/config: ServerAliveInterval $server_alive_interval, ServerAliveCountMax $server_alive_count_max"
 fi
 
@@ -605,7 +608,7 @@ for ref in $(stack_images "$hub"); do
   docker image rm "$ref" >/dev/null 2>&1 && say "removed image $ref"
 done
 docker image rm "$image" >/dev/null 2>&1 || true
-rm -rf "$HOME/$context_dir"
+rm -rf "$HOME/${context_dir:?}"
 for dir in "$state/builds/$hub-$stack-"*; do
   [ -d "$dir/context" ] && rm -rf "$dir/context"
 done
@@ -649,9 +652,9 @@ printf '{"image": "%s", "image_id": "%s", "from": "%s"}\n' "$image" "$found" "$s
 """
 
 
-def promote_script(hub: Hub, source_image: str, image: str, image_id: Optional[str]) -> str:
+def promote_script(source_image: str, image: str, image_id: Optional[str]) -> str:
     """Tag the image another stack verified as this stack's, after checking it is the same image."""
-    return script({"hub": hub.name, "source_image": source_image, "image": image, "image_id": image_id or ""},
+    return script({"source_image": source_image, "image": image, "image_id": image_id or ""},
                   _PROMOTE)
 
 

@@ -47,7 +47,7 @@ running() { [ "$(docker container inspect --format '{{.State.Running}}' "$1" 2>/
 # The .env naming every Compose file and every stack's profile (run with the compose lock held).
 publish_files() {
   local files profiles
-  files=$(cd "$compose_dir" && ls -1 ./*.yml 2>/dev/null | sed 's|^\./||' | paste -sd: -) || true
+  files=$(cd "$compose_dir" && for file in *.yml; do [ ! -e "$file" ] || printf '%s\n' "$file"; done | paste -sd: -) || true
   profiles=$(cd "$compose_dir" && sed -n 's/.*"\{0,1\}workhub\.stack"\{0,1\}: "\([^"]*\)".*/\1/p' ./*.yml 2>/dev/null \
     | sort -u | paste -sd, -) || true
   printf 'COMPOSE_PROJECT_NAME=workhub\nCOMPOSE_FILE=%s\nCOMPOSE_PROFILES=%s\n' "$files" "$profiles" >"$compose_dir/.env.tmp"
@@ -83,7 +83,7 @@ live_slot() {
 remove_slot() {
   docker rm -f "$1" >/dev/null 2>&1 || true
   drop_file "$1"
-  rm -rf "$env_dir/$1.env" "$secrets_dir/$1"
+  rm -rf "${env_dir:?}/$1.env" "${secrets_dir:?}/$1"
 }
 """
 
@@ -91,6 +91,7 @@ remove_slot() {
 # (refused, no-answer). Plain bash, since the host may have no curl; run under `timeout`, so a
 # probe never hangs.
 PROBE_FUNCTION = r"""
+# shellcheck disable=SC2016  # the probe's own text: bash -c expands it, with the probe's arguments
 probe_src='exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || { echo refused; exit 0; }
 printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3" "$1" >&3
 IFS= read -r line <&3 || { echo no-answer; exit 0; }
@@ -427,6 +428,7 @@ seed_failed() {
 # content goes through sha256sum, none is written; a hard link is a file with its target's content);
 # volume_listing VOLUME reads the volume, in a helper container.
 source_listing() {
+  # shellcheck disable=SC2016  # tar runs this command for each file, with TAR_FILENAME set
   tar -xf "$1" --to-command='printf "%s %s\n" "$(sha256sum | cut -c1-64)" "$TAR_FILENAME"' >"$1.sums"
   tar -tvf "$1" --quoting-style=literal | awk -v sums="$1.sums" '
     BEGIN { while ((getline line < sums) > 0) { sum[substr(line, 66)] = substr(line, 1, 64); print line } }
@@ -778,7 +780,8 @@ def check_script(hub: Hub, stack: str, image: str, host_port: int, runtime: Runt
     the host differs from what `run_script` deployed (the live container gone, stopped, running
     another image or not from its Compose file; the proxy likewise); nothing when it matches."""
     return script(
-        {**_hub_values(hub, stack, serving.publish_address), "image": image, "drift_mark": DRIFT_MARK,
+        {"base": base_name(hub.name, stack), "proxy": proxy_container(hub.name, stack), "live_mark": LIVE_MARK,
+         "image": image, "drift_mark": DRIFT_MARK,
          **_documents(hub, stack, image, host_port, runtime, serving)},
         _CHECK,
     )
@@ -788,7 +791,7 @@ _STOP = _LAYOUT + r"""
 for container in "$base-blue" "$base-green" "$proxy" "$base"; do
   docker rm -f "$container" >/dev/null 2>&1 || true
   drop_file "$container"
-  rm -rf "$env_dir/$container.env" "$secrets_dir/$container"
+  rm -rf "${env_dir:?}/$container.env" "${secrets_dir:?}/$container"
 done
 rm -rf "$proxy_dir"
 # The stack's network goes with its last container; the hub's volumes stay (destroy --purge-data
@@ -798,9 +801,10 @@ printf 'run: %s: containers and proxy removed; its volumes are kept\n' "$base" >
 """
 
 
-def stop_script(hub: Hub, stack: str, publish_address: str) -> str:
+def stop_script(hub: Hub, stack: str) -> str:
     """Remove a hub's containers, its proxy and their files; keep its volumes."""
-    return script(_hub_values(hub, stack, publish_address), _STOP)
+    return script({"base": base_name(hub.name, stack), "proxy": proxy_container(hub.name, stack),
+                   "network": network_name(stack), "live_mark": LIVE_MARK}, _STOP)
 
 
 _STATUS = _PROBE + r"""

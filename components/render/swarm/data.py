@@ -46,7 +46,6 @@ docker run --rm --network none --user 0 --cap-drop ALL --cap-add DAC_READ_SEARCH
 _RESTORE_COMMON = REGISTRY_LOGIN + REOWN + NEW_VOLUME + r"""
 say() { printf '%s: %s\n' "$step" "$*" >&2; }
 staging="$volume.restore-$stamp"
-kept="$volume.pre-restore-$stamp"
 reason="" doing="starting"
 # fail WHY: the restore stops here (the exit trap says what that left).
 fail() { reason="$*"; exit 1; }
@@ -57,6 +56,7 @@ helper() {
 # summary VOLUME: "<files> <digest>": how many entries but directories it holds, and a sha256 over
 # every regular file's path and content (what two copies of the same data have in common).
 summary() {
+  # shellcheck disable=SC2016  # sh -c runs it in the container
   helper -v "$1:/data:ro" --entrypoint sh "$helper_image" -c \
     'cd /data && printf "%s %s\n" "$(find . -mindepth 1 ! -type d | wc -l)" "$(find . -type f -exec sha256sum {} + | sort | sha256sum | cut -c1-64)"'
 }
@@ -108,25 +108,29 @@ say "staged $volume's new content in $staging on $node ($(stat -c %s "$archive")
 """
 
 
-def _values(config: StackConfig, stack: str, hub: Hub, volume_key: str, step: str) -> dict:
+def _values(config: StackConfig, stack: str, hub: Hub, volume_key: str, step: str,
+            unread: tuple[str, ...] = ()) -> dict:
+    """The values of a backup or restore step, but those its body does not read (`unread`)."""
     assert config.swarm is not None
     node = config.swarm.data_node(hub.name)
     assert node is not None, f"hub {hub.name} has no data node (the config check refuses that)"
     registry = config.registry
-    return {"step": step, "node": node.name, "hub": hub.name, "stack": stack, "namespace": namespace(stack),
-            "service": service_name(stack, hub.name), "volume": volume_name(stack, hub.name, volume_key),
-            "volume_key": volume_key, "helper_image": config.helper,
-            "registry_server": registry.server if registry else "",
-            "registry_user": (registry.username or "") if registry and registry.username else ""}
+    values = {"step": step, "node": node.name, "hub": hub.name, "stack": stack, "namespace": namespace(stack),
+              "service": service_name(stack, hub.name), "volume": volume_name(stack, hub.name, volume_key),
+              "volume_key": volume_key, "helper_image": config.helper,
+              "registry_server": registry.server if registry else "",
+              "registry_user": (registry.username or "") if registry and registry.username else ""}
+    return {name: value for name, value in values.items() if name not in unread}
 
 
 def backup_script(config: StackConfig, stack: str, hub: Hub, volume_key: str) -> str:
     """On the hub's data node: a gzipped tar of one of its volumes on stdout (the hub keeps running)."""
-    return script(_values(config, stack, hub, volume_key, "backup"), _BACKUP)
+    return script(_values(config, stack, hub, volume_key, "backup", ("stack", "namespace", "service", "volume_key")),
+                  _BACKUP)
 
 
-def _restore_values(config: StackConfig, stack: str, hub: Hub, volume_key: str, stamp: str) -> dict:
-    return {**_values(config, stack, hub, volume_key, "restore"), "stamp": stamp, "uid": run_uid(hub, stack)}
+def _restore_values(config: StackConfig, stack: str, hub: Hub, volume_key: str, stamp: str, unread: str) -> dict:
+    return {**_values(config, stack, hub, volume_key, "restore", (unread,)), "stamp": stamp, "uid": run_uid(hub, stack)}
 
 
 def restore_script(config: StackConfig, stack: str, hub: Hub, volume_key: str, sha256: str, files: int,
@@ -136,11 +140,13 @@ def restore_script(config: StackConfig, stack: str, hub: Hub, volume_key: str, s
     (`<volume>.restore-<stamp>`) that must then hold `files` files (entries but directories), and
     given to the hub's uid. A failure removes that volume: nothing of the hub's was changed.
     swap_script puts it in the volume's place."""
-    return script({**_restore_values(config, stack, hub, volume_key, stamp), "sha256": sha256, "files": files},
+    return script({**_restore_values(config, stack, hub, volume_key, stamp, "namespace"), "sha256": sha256,
+                   "files": files},
                   _RESTORE)
 
 
 _SWAP = _RESTORE_COMMON + r"""
+kept="$volume.pre-restore-$stamp"
 old="" kept_whole=false touched=false done=false
 finish() {
   local rc=$?
@@ -211,7 +217,7 @@ def swap_script(config: StackConfig, stack: str, hub: Hub, volume_key: str, stam
     content (restore_script) copied into the volume (checked). Whatever fails after the volume was
     touched, the exit trap puts the old content back from the kept copy, and its last line says
     what failed and where the data is; the caller scales the service back up either way."""
-    return script({**_restore_values(config, stack, hub, volume_key, stamp),
+    return script({**_restore_values(config, stack, hub, volume_key, stamp, "service"),
                    "stop_wait": config.deploy.stop_grace_seconds + 10}, _SWAP)
 
 
@@ -268,7 +274,7 @@ found=$({ printf '%s\n' "${volumes[@]}"
           docker volume ls --quiet --filter "label=com.docker.stack.namespace=$namespace"; } | sort -u)
 removed=0 failed=0
 while read -r volume; do
-  [ -n "$volume" ] && docker volume inspect "$volume" >/dev/null 2>&1 || continue
+  if [ -z "$volume" ] || ! docker volume inspect "$volume" >/dev/null 2>&1; then continue; fi
   # After `docker stack rm` each task's container stops (its grace period) and goes: a volume a
   # container still refers to, even a stopped one, cannot be removed.
   for _ in $(seq "$stop_wait"); do

@@ -25,14 +25,17 @@ SECTION = "### "
 _STATUS = PROBE_FUNCTION + r"""
 section() { printf '%s%s\n' "$mark" "$*"; }
 section nodes
+# shellcheck disable=SC2046  # node IDs, one word each: the list splits into them
 docker node inspect --format '{{json .}}' $(docker node ls --quiet)
 section services
 ids=$(docker service ls --quiet --filter "label=com.docker.stack.namespace=$stack")
 if [ -n "$ids" ]; then
+  # shellcheck disable=SC2086  # service IDs, one word each: the list splits into them
   docker service inspect --format '{{json .}}' $ids
   section service-ls
   docker service ls --format '{{json .}}' --filter "label=com.docker.stack.namespace=$stack"
   section tasks
+  # shellcheck disable=SC2086  # service IDs, one word each: the list splits into them
   docker service ps --no-trunc --format '{{json .}}' $ids
 fi
 section health

@@ -121,7 +121,7 @@ class HubImage(pulumi.ComponentResource):
         self.run = command(
             "run",
             run_script(plan.hub, plan.stack, plan.image, plan.host_port, args.runtime, args.serving),
-            stop_script(plan.hub, plan.stack, args.serving.publish_address),
+            stop_script(plan.hub, plan.stack),
             [self.build],
             aliases=[run_alias(PROMOTED_HUB_PATH, plan.hub.name)],
             triggers=args.runtime.triggers,

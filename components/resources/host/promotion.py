@@ -89,7 +89,7 @@ class PromotedHub(pulumi.ComponentResource):
         hub, stack, image = candidate.hub, candidate.stack, candidate.image
         hold = [] if image else ["create", "delete", "triggers"]
         if image:
-            promote = promote_script(hub, candidate.source_image, image, candidate.image_id)
+            promote = promote_script(candidate.source_image, image, candidate.image_id)
             # A pinned image is run under its own tag, which belongs to whoever made it: keep it.
             untag = untag_script(image) if image != candidate.source_image else None
             run = run_script(hub, stack, image, candidate.host_port, runtime, serving)
@@ -110,7 +110,7 @@ class PromotedHub(pulumi.ComponentResource):
         self.promote = command("promote", promote, untag, after, check=image_check_script(image) if image else None)
         settings = {"triggers": runtime.triggers, "secret_values": runtime.secret_values or None,
                     "check": check_script(hub, stack, image, candidate.host_port, runtime, serving)} if image else {}
-        self.run = command("run", run, stop_script(hub, stack, serving.publish_address) if image else run,
+        self.run = command("run", run, stop_script(hub, stack) if image else run,
                            [self.promote], aliases=[run_alias(HUB_IMAGE_PATH, hub.name)], **settings)
         self.result = self.run.stdout.apply(parse_last_json)
         self.url = self.result.apply(lambda out: out.get("url"))

@@ -83,8 +83,8 @@ def run_all(config, raw, tmp: Path) -> None:
         rendered += [build_script(hub, stack, image, "0123456789ab", config.build, config.npm_registry),
                      build_runner(hub, stack, image, "0123456789ab", config.build, config.npm_registry),
                      run_script(hub, stack, image, config.host_ports[hub.name], runtime, serving),
-                     stop_script(hub, stack, config.publish_address),
-                     promote_script(hub, image, f"{hub.name}:production-0123456789ab", None),
+                     stop_script(hub, stack),
+                     promote_script(image, f"{hub.name}:production-0123456789ab", None),
                      pull_script(hub, stack, image, "0123456789ab", f"127.0.0.1:5000/w/{hub.name}:x", "127.0.0.1:5000",
                                  "ci", config.build)]
     fake = tmp / "fake"
