@@ -31,7 +31,7 @@ def read_stack_config() -> tuple[StackConfig, dict[str, Any]]:
     """The whole `workhub:` config of the running stack, validated (raises ConfigError), and the raw
     values it came from (the secrets among them)."""
     engine = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    secret_keys = set(runtime_config.get_config_secret_keys_env()) | runtime_config._SECRET_KEYS.get()
+    secret_keys = set(runtime_config.get_config_secret_keys_env()) | set(filter(runtime_config.is_config_secret, engine))
     raw, secrets = namespaced(engine, sorted(secret_keys))
     return parse_stack_config(raw, stack=pulumi.get_stack(), secret_keys=secrets), raw
 

@@ -26,7 +26,6 @@ import yaml
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pulumi import automation as auto
-from pulumi.automation._stack import StackInitMode
 
 from components.build_host import connection_for
 from components.context import context_files
@@ -90,6 +89,15 @@ def private_files() -> Iterator[None]:
         os.umask(previous)
 
 
+class KnownStackWorkspace(auto.LocalWorkspace):
+    """A workspace whose stacks are known to exist: selecting one runs no CLI (`pulumi stack select`
+    costs a CLI start, and the selection is not needed: every operation of the Automation API names
+    its stack with `--stack`)."""
+
+    def select_stack(self, stack_name: str) -> None:
+        pass
+
+
 @dataclass
 class Engine:
     """Where a stack's project files and state live, and what the engine's environment holds."""
@@ -123,9 +131,10 @@ class Engine:
         env.update(self.extra_env)
         return env
 
-    def workspace(self) -> auto.LocalWorkspace:
-        return auto.LocalWorkspace(work_dir=str(self.work_dir), program=program_for(self.work_dir, self.pusher),
-                                   env_vars=self.env())
+    def workspace(self, known: bool = False) -> auto.LocalWorkspace:
+        """The project's workspace; `known`: one for stacks known to exist (KnownStackWorkspace)."""
+        kind = KnownStackWorkspace if known else auto.LocalWorkspace
+        return kind(work_dir=str(self.work_dir), program=program_for(self.work_dir, self.pusher), env_vars=self.env())
 
     def stack(self, name: str, create: bool = True) -> auto.Stack:
         """The stack `name`; with `create=False` only one that exists (else StackNotFoundError)."""
@@ -139,9 +148,7 @@ class Engine:
         """The stack `name`, known to exist (its config fingerprint matched and its state is in the
         local backend), without the CLI run `stack select` costs: every operation of the Automation
         API names its stack (`--stack`). A stack not known to exist goes through `stack()`."""
-        stack = auto.Stack.__new__(auto.Stack)  # Stack() itself always runs `stack select`
-        stack.name, stack.workspace, stack._mode = name, self.workspace(), StackInitMode.SELECT
-        return stack
+        return auto.Stack.select(name, self.workspace(known=True))
 
     def set_secret(self, stack: str, key: str, value: str, path: bool = False) -> None:
         """Set a secret through stdin, so its value is in no process's arguments; with `path`, `key`
