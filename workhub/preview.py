@@ -12,11 +12,22 @@ them), `changeSummary`, and `diagnostics` when something went wrong.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from pulumi import automation as auto
 
-from .summary import error_messages
+
+def error_messages(preview: Mapping[str, Any]) -> list[str]:
+    """The preview's error diagnostics, each once (the engine repeats a program's error)."""
+    seen: list[str] = []
+    for diagnostic in preview.get("diagnostics") or []:
+        if diagnostic.get("severity") != "error":
+            continue
+        message = diagnostic.get("message", "").strip()
+        message = message.removeprefix("error: ").removeprefix("an unhandled error occurred: ")
+        if message and message not in seen:
+            seen.append(message)
+    return seen
 
 
 class PreviewFailed(Exception):
