@@ -6,4 +6,4 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-pytest_plugins = ["tests.e2e_fixtures"]
+pytest_plugins = ["tests.e2e_fixtures", "tests.mock_state"]

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -131,18 +132,28 @@ class Engine:
         env.update(self.extra_env)
         return env
 
+    @cached_property
+    def command(self) -> auto.PulumiCommand:
+        """The Pulumi CLI, its version checked once (a CLI run) for every workspace of this engine."""
+        return auto.PulumiCommand()
+
+    def program(self) -> Callable[[], None]:
+        """workhub's program, to run inline with this engine's environment."""
+        return program_for(self.work_dir, self.pusher, self.env(), self.command)
+
     def workspace(self, known: bool = False) -> auto.LocalWorkspace:
         """The project's workspace; `known`: one for stacks known to exist (KnownStackWorkspace)."""
         kind = KnownStackWorkspace if known else auto.LocalWorkspace
-        return kind(work_dir=str(self.work_dir), program=program_for(self.work_dir, self.pusher), env_vars=self.env())
+        return kind(work_dir=str(self.work_dir), program=self.program(), env_vars=self.env(),
+                    pulumi_command=self.command)
 
     def stack(self, name: str, create: bool = True) -> auto.Stack:
         """The stack `name`; with `create=False` only one that exists (else StackNotFoundError)."""
-        options = auto.LocalWorkspaceOptions(work_dir=str(self.work_dir), env_vars=self.env())
+        options = auto.LocalWorkspaceOptions(work_dir=str(self.work_dir), env_vars=self.env(),
+                                             pulumi_command=self.command)
         select = auto.create_or_select_stack if create else auto.select_stack
         with private_files():
-            return select(name, project_name=project_name(self.work_dir), program=program_for(self.work_dir, self.pusher),
-                          opts=options)
+            return select(name, project_name=project_name(self.work_dir), program=self.program(), opts=options)
 
     def known_stack(self, name: str) -> auto.Stack:
         """The stack `name`, known to exist (its config fingerprint matched and its state is in the
