@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Optional
 
 import pulumi
+from pulumi import automation as auto
 from pulumi.runtime import config as runtime_config
-
-from pulumi.runtime.sync_await import _sync_await
 
 from components.resources.build_chain import BuildChain, BuildChainArgs
 from components.resources.host.build_host import BuildHost, BuildHostArgs
@@ -23,7 +22,7 @@ from components.plan.hubs import (HubPlan, dockerfile_warnings, host_only_warnin
 from components.resources.host.promotion import PromotedHub, candidates, swarm_sources
 from components.resources.host.registry_image import Pusher, push_with_docker
 from components.config.runtime import Runtime, hub_runtime
-from components.resources.host.stack_key import read_key
+from components.resources.host.stack_key import declare_key, stored_key
 from components.render.swarm.stack import namespace
 from components.resources.swarm.cluster import SwarmCluster, SwarmClusterArgs, node_connection
 from components.resources.swarm.stack import SwarmStack, SwarmStackArgs, urls
@@ -33,7 +32,7 @@ def read_stack_config() -> tuple[StackConfig, dict[str, Any]]:
     """The whole `workhub:` config of the running stack, validated (raises ConfigError), and the raw
     values it came from (the secrets among them)."""
     engine = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    secret_keys = set(runtime_config.get_config_secret_keys_env()) | runtime_config._SECRET_KEYS.get()
+    secret_keys = {*runtime_config.get_config_secret_keys_env(), *filter(runtime_config.is_config_secret, engine)}
     raw, secrets = namespaced(engine, sorted(secret_keys))
     return parse_stack_config(raw, stack=pulumi.get_stack(), secret_keys=secrets), raw
 
@@ -55,22 +54,54 @@ def checked_plan(project_dir: Path) -> tuple[StackConfig, list[HubPlan], dict[st
     return config, plans, hub_secret_values(raw)
 
 
-def hub_runtimes(config: StackConfig, secrets: dict[str, dict[str, str]]) -> dict[str, Runtime]:
+class StackState:
+    """What the program reads of stacks' state before it declares anything: its own stack's key and
+    the outputs of the stack it promotes from, through the Automation API's commands (`pulumi stack
+    export` and `stack output`, secrets shown: they stay in this process). The SDK has no public way
+    to wait for a resource's output while the program runs, and the program needs these as values.
+    `env` is the engine's environment (backend, passphrase) when the program runs inline, `command`
+    its CLI (whose version it checked already)."""
+
+    def __init__(self, project_dir: Path, env: Optional[Mapping[str, str]] = None,
+                 command: Optional[auto.PulumiCommand] = None):
+        self.project_dir, self.env, self.command = project_dir, dict(env or {}), command
+
+    @cached_property
+    def workspace(self) -> auto.LocalWorkspace:
+        return auto.LocalWorkspace(work_dir=str(self.project_dir), env_vars=self.env, pulumi_command=self.command)
+
+    def _read(self, what: str, stack: str, read: Callable[[str], Any]) -> Any:
+        try:
+            return read(stack)
+        except auto.errors.CommandError as error:
+            raise pulumi.RunError(f"could not read {what} of the stack {stack} before declaring anything: "
+                                  f"{str(error).strip()}\n  fix: check that the stack is in the backend and its "
+                                  "passphrase or login is the one this run has") from None
+
+    def deployment(self, stack: str) -> Optional[Mapping[str, Any]]:
+        """The stack's state as an export (secrets shown)."""
+        return self._read("the state", stack, self.workspace.export_stack).deployment
+
+    def outputs(self, stack: str) -> dict[str, Any]:
+        """The stack's outputs by name, secret ones as their values."""
+        found = self._read("the outputs", stack, self.workspace.stack_outputs)
+        return {name: output.value for name, output in found.items()}
+
+
+def hub_runtimes(config: StackConfig, secrets: dict[str, dict[str, str]], stacks: StackState) -> dict[str, Runtime]:
     """Every hub's run-time settings. The fingerprints of its secrets are keyed with the stack's own
     key, made (a resource, after every check passed) the first time a hub of the stack has a secret
     and kept from then on: never a login credential, whose rotation would restart every such hub."""
-    key = read_key() if any(hub.secrets for hub in config.hubs) else ""
-    return {hub.name: hub_runtime(hub, config, pulumi.get_stack(), secrets.get(hub.name, {}), key)
-            for hub in config.hubs}
+    stack = pulumi.get_stack()
+    key = declare_key(stored_key(stacks.deployment(stack))) if any(hub.secrets for hub in config.hubs) else ""
+    return {hub.name: hub_runtime(hub, config, stack, secrets.get(hub.name, {}), key) for hub in config.hubs}
 
 
-def source_stack_hubs(name: str) -> dict[str, Any]:
+def source_stack_hubs(name: str, stacks: StackState) -> dict[str, Any]:
     """The `hubs` output of the stack this one promotes from, read now so the preview can say
     which hub gets which image."""
     qualified = name if "/" in name else f"{pulumi.get_organization()}/{pulumi.get_project()}/{name}"
-    details = _sync_await(pulumi.StackReference(f"promote-from-{name.replace('/', '-')}", qualified)
-                          .get_output_details("hubs"))
-    return details.value or details.secret_value or {}
+    return stacks.outputs(qualified).get("hubs") or {}
 
 
 def _build_host_and_chain(project_dir: Path, config: StackConfig, plans: list[HubPlan], runtimes: dict[str, Runtime],
@@ -109,22 +140,25 @@ def _runtime_of(runtimes: dict[str, Runtime], hub: str) -> dict[str, Any]:
             "volumes": {volume.name: volume.docker_name for volume in found.volumes}}
 
 
-def program(project_dir: Path, pusher: Pusher = push_with_docker) -> tuple[BuildHost, BuildChain, Any]:
+def program(project_dir: Path, pusher: Pusher = push_with_docker,
+            stacks: Optional[StackState] = None) -> tuple[BuildHost, BuildChain, Any]:
     """The whole stack: on one host, or (with workhub:swarm) on a Docker Swarm. `pusher` builds and
-    pushes registry-mode images (pulumi-docker, unless a test stands in for CI). Returns the build
-    host, the build chain, and the promoted hubs (one host) or the SwarmStack."""
+    pushes registry-mode images (pulumi-docker, unless a test stands in for CI); `stacks` reads what
+    the program needs of the stacks' state (by default through the CLI the program runs under).
+    Returns the build host, the build chain, and the promoted hubs (one host) or the SwarmStack."""
     config, plans, secrets = checked_plan(project_dir)
+    stacks = stacks or StackState(project_dir)
     built = {plan.hub.name for plan in plans}
-    source_hubs = source_stack_hubs(config.promote_from) if config.promote_from else {}
+    source_hubs = source_stack_hubs(config.promote_from, stacks) if config.promote_from else {}
     if config.swarm is not None:
         sources, problems = swarm_sources([hub for hub in config.hubs if hub.name not in built], config.promote_from,
                                           source_hubs, config.pinned_images)
         if problems:
             raise pulumi.RunError("nothing to deploy for some hubs:\n" + "\n".join(f"  {line}" for line in problems))
-        runtimes = hub_runtimes(config, secrets)
+        runtimes = hub_runtimes(config, secrets, stacks)
         host, chain = _build_host_and_chain(project_dir, config, plans, runtimes, pusher)
         return host, chain, swarm_program(config, host, chain, runtimes, sources)
-    runtimes = hub_runtimes(config, secrets)
+    runtimes = hub_runtimes(config, secrets, stacks)
     host, chain = _build_host_and_chain(project_dir, config, plans, runtimes, pusher)
     stack = pulumi.get_stack()
     serving = Serving(config.publish_address, config.deploy, config.proxy_image, config.helper)
@@ -212,6 +246,8 @@ def swarm_outputs(config: StackConfig, pushed: dict[str, str], sources: dict[str
     return outputs
 
 
-def program_for(project_dir: Path, pusher: Pusher = push_with_docker) -> Callable[[], None]:
-    """The program as the Automation API runs it: inline, for the project in `project_dir`."""
-    return lambda: program(project_dir, pusher)
+def program_for(project_dir: Path, pusher: Pusher = push_with_docker, env: Optional[Mapping[str, str]] = None,
+                command: Optional[auto.PulumiCommand] = None) -> Callable[[], None]:
+    """The program as the Automation API runs it: inline, for the project in `project_dir`, with the
+    engine's environment `env` and CLI `command`."""
+    return lambda: program(project_dir, pusher, StackState(project_dir, env, command))

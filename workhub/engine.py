@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -26,7 +27,6 @@ import yaml
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pulumi import automation as auto
-from pulumi.automation._stack import StackInitMode
 
 from components.resources.host.build_host import connection_for
 from components.plan.context import context_files
@@ -91,6 +91,15 @@ def private_files() -> Iterator[None]:
         os.umask(previous)
 
 
+class KnownStackWorkspace(auto.LocalWorkspace):
+    """A workspace whose stacks are known to exist: selecting one runs no CLI (`pulumi stack select`
+    costs a CLI start, and the selection is not needed: every operation of the Automation API names
+    its stack with `--stack`)."""
+
+    def select_stack(self, stack_name: str) -> None:
+        pass
+
+
 @dataclass
 class Engine:
     """Where a stack's project files and state live, and what the engine's environment holds."""
@@ -124,25 +133,34 @@ class Engine:
         env.update(self.extra_env)
         return env
 
-    def workspace(self) -> auto.LocalWorkspace:
-        return auto.LocalWorkspace(work_dir=str(self.work_dir), program=program_for(self.work_dir, self.pusher),
-                                   env_vars=self.env())
+    @cached_property
+    def command(self) -> auto.PulumiCommand:
+        """The Pulumi CLI, its version checked once (a CLI run) for every workspace of this engine."""
+        return auto.PulumiCommand()
+
+    def program(self) -> Callable[[], None]:
+        """workhub's program, to run inline with this engine's environment."""
+        return program_for(self.work_dir, self.pusher, self.env(), self.command)
+
+    def workspace(self, known: bool = False) -> auto.LocalWorkspace:
+        """The project's workspace; `known`: one for stacks known to exist (KnownStackWorkspace)."""
+        kind = KnownStackWorkspace if known else auto.LocalWorkspace
+        return kind(work_dir=str(self.work_dir), program=self.program(), env_vars=self.env(),
+                    pulumi_command=self.command)
 
     def stack(self, name: str, create: bool = True) -> auto.Stack:
         """The stack `name`; with `create=False` only one that exists (else StackNotFoundError)."""
-        options = auto.LocalWorkspaceOptions(work_dir=str(self.work_dir), env_vars=self.env())
+        options = auto.LocalWorkspaceOptions(work_dir=str(self.work_dir), env_vars=self.env(),
+                                             pulumi_command=self.command)
         select = auto.create_or_select_stack if create else auto.select_stack
         with private_files():
-            return select(name, project_name=project_name(self.work_dir), program=program_for(self.work_dir, self.pusher),
-                          opts=options)
+            return select(name, project_name=project_name(self.work_dir), program=self.program(), opts=options)
 
     def known_stack(self, name: str) -> auto.Stack:
         """The stack `name`, known to exist (its config fingerprint matched and its state is in the
         local backend), without the CLI run `stack select` costs: every operation of the Automation
         API names its stack (`--stack`). A stack not known to exist goes through `stack()`."""
-        stack = auto.Stack.__new__(auto.Stack)  # Stack() itself always runs `stack select`
-        stack.name, stack.workspace, stack._mode = name, self.workspace(), StackInitMode.SELECT
-        return stack
+        return auto.Stack.select(name, self.workspace(known=True))
 
     def set_secret(self, stack: str, key: str, value: str, path: bool = False) -> None:
         """Set a secret through stdin, so its value is in no process's arguments; with `path`, `key`

@@ -6,8 +6,9 @@ standard Pulumi install); without it, it previews the stack now (`local`: on the
 `python -m workhub` does).
 
 Only what workhub itself puts in a resource is read: hub and step names from the URNs, the names
-of the build triggers that changed, and the `image=` and `host_port=` lines at the top of the run
-and build scripts. No input is ever printed whole, so no secret can reach the comment.
+of the build triggers that changed, and the `summary` input of a hub's build and run commands
+(plain data: the image, and the run script's values by name, components.deploy.run_summary). No
+input is ever printed whole, so no secret can reach the comment.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,9 @@ SUMMARY_WORDS = [("create", "to create"), ("update", "to update"), ("replace", "
 # What a command's provider compares to decide whether its script runs again (components/resources/command.py).
 # Drift a refresh found (components.resources.command) makes the command run again too.
 RUN_INPUTS = ("create", "triggers", "upload", "drift")
-ASSIGNMENT = re.compile(r"^([a-z_][a-z0-9_]*)=(.*)$")
+# What workhub shows of a command for this summary (components.resources.command.RemoteCommand): a restatement
+# of its scripts, never itself a reason.
+SHOWN = "summary"
 # The stack's own key for the secrets' fingerprints (components.resources.host.stack_key.NAME): made once.
 STACK_KEY = "fingerprint-key"
 
@@ -116,7 +117,7 @@ class HubChange:
     def image(self) -> Optional[str]:
         for step in (self.run, self.build):
             state = step and (step.old if step.kind == "delete" else step.new)
-            image = state and script_values(state.get("create")).get("image")
+            image = state and shown(state).get("image")
             if image:
                 return image
         return None
@@ -203,30 +204,16 @@ def classify(preview: Mapping[str, Any]) -> Changes:
     return changes
 
 
-def script_values(script: Any) -> dict[str, str]:
-    """The plain `name=value` assignments a workhub script starts with (config enters a script
-    only there, shell-quoted); empty for anything else, a secret included."""
-    values: dict[str, str] = {}
-    if not isinstance(script, str):
-        return values
-    for line in script.splitlines():
-        if line == "set -eu":
-            continue
-        match = ASSIGNMENT.match(line)
-        if not match:
-            break
-        try:
-            words = shlex.split(match.group(2))
-        except ValueError:
-            continue
-        if len(words) == 1:
-            values[match.group(1)] = words[0]
-    return values
+def shown(inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a command's `summary` input shows (a hub's image, its run's values by name); empty for a
+    command without one, or one last deployed by a workhub that did not set it."""
+    found = inputs.get(SHOWN)
+    return found if isinstance(found, Mapping) else {}
 
 
 def _fallback(step: Step) -> list[str]:
     """Why a command changes when neither its triggers nor its script do."""
-    changed = [key for key in step.changed() if key not in RUN_INPUTS]
+    changed = [key for key in step.changed() if key not in (*RUN_INPUTS, SHOWN)]
     if not changed:
         return ["a secret input changed"]
     return [f"{', '.join(changed)} changed"]
@@ -256,10 +243,6 @@ def build_reasons(step: Step) -> list[str]:
     return _fallback(step)
 
 
-# The run script's values that only restate its triggers (settings, secrets, volumes) or its
-# image and port, in the documents it writes.
-RUN_DOCUMENTS = {"env_plain", "compose_blue", "compose_green", "proxy_blue", "proxy_green", "proxy_file", "secret_env",
-                 "secret_files", "volumes", "volume_keys", "volume_targets"}
 SETTING_NOUNS = (("env", "setting"), ("secrets", "secret"), ("volumes", "volume"))
 
 
@@ -285,15 +268,16 @@ def run_reasons(step: Step, rebuilt: bool) -> list[str]:
     reasons = drift_reasons(step) + setting_reasons(step.old.get("triggers"), step.new.get("triggers"))
     if step.old.get("create") == step.new.get("create"):
         return reasons or ([] if rebuilt else _fallback(step))
-    old, new = script_values(step.old.get("create")), script_values(step.new.get("create"))
-    if old.get("host_port") != new.get("host_port"):
-        reasons.append(f"host port {old.get('host_port', '?')} -> {new.get('host_port', '?')}")
-    if old.get("image") != new.get("image") and not rebuilt:
-        reasons.append(f"image {old.get('image', '?')} -> {new.get('image', '?')}")
-    others = sorted(key for key in set(old) | set(new)
-                    if key not in ("host_port", "image", *RUN_DOCUMENTS) and old.get(key) != new.get(key))
-    if others:
-        reasons.append(f"container changed ({', '.join(others)})")
+    old, new = shown(step.old), shown(step.new)
+    if old and new:
+        if old.get("host_port") != new.get("host_port"):
+            reasons.append(f"host port {old.get('host_port', '?')} -> {new.get('host_port', '?')}")
+        if old.get("image") != new.get("image") and not rebuilt:
+            reasons.append(f"image {old.get('image', '?')} -> {new.get('image', '?')}")
+        others = sorted(key for key in set(old) | set(new)
+                        if key not in ("host_port", "image") and old.get(key) != new.get(key))
+        if others:
+            reasons.append(f"container changed ({', '.join(others)})")
     if not reasons and not rebuilt:
         reasons.append("container changed (run script)")
     return reasons

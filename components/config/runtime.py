@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from components.config.models import FILE_SUFFIX, Hub, StackConfig, hub_names
 
@@ -42,9 +42,9 @@ class Runtime:
     secret_files: tuple[str, ...] = ()
     """Secrets with a line break: each reaches the container as the file SECRETS_DIR/<NAME>, named
     by <NAME>_FILE in its environment."""
-    secret_values: dict[str, str] = field(default_factory=dict, repr=False)
-    """The secret values by shell variable (secret_0, secret_1, ... in the order secret_env then
-    secret_files): only ever passed to a command as a Pulumi secret."""
+    secrets_in_order: tuple[str, ...] = field(default=(), repr=False)
+    """The secret values, in the order of `secret_names`: only ever passed to a command as a Pulumi
+    secret (`secret_values`)."""
     fingerprints: dict[str, str] = field(default_factory=dict)
     """A keyed digest of each secret's value by name, so a preview can say which secret changed
     without anything to guess the value from."""
@@ -56,11 +56,24 @@ class Runtime:
         return self.secret_env + self.secret_files
 
     @property
+    def secret_values(self) -> dict[str, str]:
+        """The secret values by the shell variable the run script reads each from (`numbered`)."""
+        return numbered(self.secrets_in_order)
+
+    @property
     def triggers(self) -> dict[str, dict[str, str]]:
         """What restarts the hub when it changes, as the preview shows it: every plain setting by
         value, every secret by fingerprint, every volume by path."""
         return {"env": dict(self.env), "secrets": dict(self.fingerprints),
                 "volumes": {volume.name: volume.target for volume in self.volumes}}
+
+
+def numbered(values: Iterable[str]) -> dict[str, str]:
+    """Secret values by the shell variable a script reads each from: secret_0, secret_1, ... in the
+    order given. The one place they are numbered: one host's run script reads a hub's, in the order
+    of its `secret_names` (its secret_env, then its secret_files); the Swarm's deploy script reads
+    every hub's, hub after hub, in the order of its `secret_names` array."""
+    return {f"secret_{i}": value for i, value in enumerate(values)}
 
 
 def volume_name(stack: str, hub: str, name: str) -> str:
@@ -94,7 +107,7 @@ def hub_runtime(hub: Hub, config: StackConfig, stack: str, secrets: Mapping[str,
         env=env,
         secret_env=on_one_line,
         secret_files=as_files,
-        secret_values={f"secret_{i}": secrets[name] for i, name in enumerate(ordered)},
+        secrets_in_order=tuple(secrets[name] for name in ordered),
         fingerprints={name: fingerprint(key, hub.name, name, secrets[name]) for name in hub.secrets},
         volumes=tuple(Volume(name, volume_name(stack, hub.name, name), target.rstrip("/"))
                       for name, target in hub.volumes.items()),

@@ -111,6 +111,7 @@ class RemoteCommandProvider(ResourceProvider):
         return CreateResult(id_=uuid.uuid4().hex, outs={**props, "stdout": stdout})
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        # Not `summary`: it restates what the scripts carry, for the preview's reader only.
         changed = [k for k in ("create", "triggers", "upload", "connection", "privateKey", "delete", "label",
                                "secretValues", "check")
                    if olds.get(k) != news.get(k)]
@@ -167,12 +168,15 @@ class RemoteCommand(pulumi.dynamic.Resource):
         notify_url: Optional[pulumi.Input[str]] = None,
         secret_values: Optional[Mapping[str, pulumi.Input[str]]] = None,
         check: Optional[pulumi.Input[str]] = None,
+        summary: Optional[Mapping[str, Any]] = None,
         opts: Optional[pulumi.ResourceOptions] = None,
     ):
         """`secret_values` are shell variables the scripts read (a registry password): always stored
         and passed as secrets, and set in front of the script only when it runs. `check` is a script
         a refresh runs to find drift: it prints a `drift: <what differs>` line for each way the host
-        differs from what `create` left, and changes nothing."""
+        differs from what `create` left, and changes nothing. `summary` is what a preview shows of
+        the command as plain data, for workhub.summary (a hub's image, its run's values): never a
+        secret, and no part of the diff, so it runs nothing again."""
         props = {
             "label": name,
             "connection": connection.to_props(),
@@ -186,6 +190,8 @@ class RemoteCommand(pulumi.dynamic.Resource):
             "check": check,
             "stdout": None,
         }
+        if summary:
+            props["summary"] = dict(summary)
         opts = pulumi.ResourceOptions.merge(
             opts, pulumi.ResourceOptions(additional_secret_outputs=["privateKey", "notifyUrl", "secretValues"])
         )

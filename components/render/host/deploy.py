@@ -702,34 +702,44 @@ def _documents(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtim
     }
 
 
+def run_summary(hub: Hub, stack: str, image: str, host_port: int, serving: Serving) -> dict[str, Value]:
+    """The plain values at the top of a hub's run script, by the script's own names (`image`,
+    `host_port`, ...): what a preview shows of the run as data (its command's `summary` input, which
+    workhub.summary reads). The documents the script writes, which restate its triggers, image and
+    port, are not among them, nor is any secret (secret values reach the script only when it runs)."""
+    deploy = serving.deploy
+    return {
+        **_hub_values(hub, stack, serving.publish_address),
+        "host_port": host_port,
+        "image": image,
+        "health_path": hub.health_path,
+        "health_timeout": deploy.health_timeout_seconds,
+        "healthy_passes": deploy.healthy_passes,
+        "health_interval": f"{deploy.health_interval_ms / 1000:g}",
+        "stop_grace": deploy.stop_grace_seconds,
+        "proxy_image": serving.proxy_image,
+        **proxy_values(),
+        "reload_wait": RELOAD_WAIT_S,
+        "helper_image": serving.helper,
+        "uid": run_uid(hub, stack),
+    }
+
+
 def run_script(hub: Hub, stack: str, image: str, host_port: int, runtime: Runtime, serving: Serving) -> str:
     """Deploy `image` as the hub's new version behind its proxy, without dropping a request: start
     it beside the live one, wait for `healthyPasses` answers of 200, switch the proxy, drain and
     stop the old one; a new version that never gets healthy is removed and the old one keeps
     serving. The secret values arrive at run time as secret_0, secret_1, ... (see Runtime)."""
-    deploy, publish_address, proxy_image = serving.deploy, serving.publish_address, serving.proxy_image
     return script(
         {
-            **_hub_values(hub, stack, publish_address),
-            "host_port": host_port,
-            "image": image,
-            "health_path": hub.health_path,
-            "health_timeout": deploy.health_timeout_seconds,
-            "healthy_passes": deploy.healthy_passes,
-            "health_interval": f"{deploy.health_interval_ms / 1000:g}",
-            "stop_grace": deploy.stop_grace_seconds,
-            "proxy_image": proxy_image,
-            **proxy_values(),
-            "reload_wait": RELOAD_WAIT_S,
-            "helper_image": serving.helper,
-            "uid": run_uid(hub, stack),
+            **run_summary(hub, stack, image, host_port, serving),
             "env_plain": env_file(runtime),
             "secret_env": list(runtime.secret_env),
             "secret_files": list(runtime.secret_files),
             "volumes": [volume.docker_name for volume in runtime.volumes],
             "volume_keys": [volume.name for volume in runtime.volumes],
             "volume_targets": [volume.target for volume in runtime.volumes],
-            **{f"proxy_{slot}": proxy_config(hub, stack, slot, host_port, deploy) for slot in SLOTS},
+            **{f"proxy_{slot}": proxy_config(hub, stack, slot, host_port, serving.deploy) for slot in SLOTS},
             **_documents(hub, stack, image, host_port, runtime, serving),
         },
         _DEPLOY,

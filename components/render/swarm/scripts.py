@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Mapping, Optional
 
 from components.config.models import BuildSettings, RegistryConfig, StackConfig, SwarmNode
-from components.config.runtime import Runtime
+from components.config.runtime import Runtime, numbered
 from components.render.host.build import PAUSE_AFTER, PRIVATE_STATE, REGISTRY_LOGIN
 from components.render.shell import script
 from components.render.swarm.stack import (LABEL_PREFIX, PROXY_CONFIG_FILE, PROXY_SERVICE, PUBLISH_CONFIG_FILE,
@@ -241,11 +241,7 @@ printf '{"stack": "%s", "hubs": {%s}}\n' "$stack" "$(IFS=,; printf '%s' "${rows[
 def deploy_secret_values(config: StackConfig, runtimes: Mapping[str, Runtime]) -> dict[str, str]:
     """The values of every hub's secrets as the deploy script reads them (secret_0, secret_1, ...
     in the order of its secret_names): only ever passed as a Pulumi secret."""
-    values = []
-    for hub in config.hubs:
-        runtime = runtimes[hub.name]
-        values += [runtime.secret_values[f"secret_{i}"] for i in range(len(runtime.secret_names))]
-    return {f"secret_{i}": value for i, value in enumerate(values)}
+    return numbered(value for hub in config.hubs for value in runtimes[hub.name].secrets_in_order)
 
 
 def deploy_script(config: StackConfig, stack: str, runtimes: Mapping[str, Runtime], stack_text: str,

@@ -12,7 +12,7 @@ from components.resources.host.build_host import BuildHost, parse_last_json
 from components.config.models import BuildSettings, RegistryConfig
 from components.plan.hubs import HubPlan
 from components.resources.host.registry_image import Push, Pusher, push_with_docker
-from components.render.host.deploy import Serving, check_script, run_script, stop_script
+from components.render.host.deploy import Serving, check_script, run_script, run_summary, stop_script
 from components.resources.host.promotion import PROMOTED_HUB_PATH, run_alias
 from components.resources.command import RemoteCommand, Upload
 from components.config.runtime import Runtime
@@ -59,6 +59,7 @@ def host_build(name: str, plan: HubPlan, host: BuildHost, build: BuildSettings, 
                       plan.build_files),
         notify_url=notify_url,
         check=image_check_script(plan.image),
+        summary={"image": plan.image},
         opts=pulumi.ResourceOptions(parent=parent, depends_on=list(after)),
     )
 
@@ -115,6 +116,7 @@ class HubImage(pulumi.ComponentResource):
                 notify_url=args.notify_url,
                 secret_values=secrets,
                 check=image_check_script(plan.image),
+                summary={"image": plan.image},
             )
         else:
             self.build = host_build(name, plan, host, args.build, args.npm_registry, args.after, args.notify_url, self)
@@ -127,6 +129,7 @@ class HubImage(pulumi.ComponentResource):
             triggers=args.runtime.triggers,
             secret_values=args.runtime.secret_values or None,
             check=check_script(plan.hub, plan.stack, plan.image, plan.host_port, args.runtime, args.serving),
+            summary=run_summary(plan.hub, plan.stack, plan.image, plan.host_port, args.serving),
         )
         self.result = self.run.stdout.apply(parse_last_json)
         self.url = self.result.apply(lambda out: out["url"])

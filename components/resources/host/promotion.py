@@ -10,7 +10,7 @@ import pulumi
 
 from components.resources.host.build_host import BuildHost, parse_last_json
 from components.config.models import Hub
-from components.render.host.deploy import Serving, check_script, run_script, stop_script
+from components.render.host.deploy import Serving, check_script, run_script, run_summary, stop_script
 from components.resources.command import RemoteCommand
 from components.config.runtime import Runtime
 from components.render.host.build import image_check_script, not_promoted_script, promote_script, untag_script
@@ -109,7 +109,8 @@ class PromotedHub(pulumi.ComponentResource):
 
         self.promote = command("promote", promote, untag, after, check=image_check_script(image) if image else None)
         settings = {"triggers": runtime.triggers, "secret_values": runtime.secret_values or None,
-                    "check": check_script(hub, stack, image, candidate.host_port, runtime, serving)} if image else {}
+                    "check": check_script(hub, stack, image, candidate.host_port, runtime, serving),
+                    "summary": run_summary(hub, stack, image, candidate.host_port, serving)} if image else {}
         self.run = command("run", run, stop_script(hub, stack) if image else run,
                            [self.promote], aliases=[run_alias(HUB_IMAGE_PATH, hub.name)], **settings)
         self.result = self.run.stdout.apply(parse_last_json)

@@ -21,7 +21,7 @@ from pulumi import automation as auto
 from tests.e2e_fixtures import deploy_home, free_ports, new_local_stack
 from workhub import engine as eng
 from workhub.engine import print_line
-from workhub.summary import main, script_values, summarize
+from workhub.summary import main, shown, summarize
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "previews"
 UPDATE = os.environ.get("WORKHUB_UPDATE_FIXTURES") == "1"
@@ -88,11 +88,11 @@ def test_source_change_rebuilds_and_restarts_only_that_hub():
     """One source file of WBSalesHub changed: its build and restart, nothing else, and why."""
     preview = fixture("source-change")
     text = summarize(preview, STACK)
-    (old_image,) = {script_values(step["oldState"]["inputs"]["create"])["image"]
+    (old_image,) = {shown(step["oldState"]["inputs"])["image"]
                     for step in steps_named(preview, "wbsaleshub-run")}
     assert table(text) == {"wbsaleshub": {
         "action": "build + restart", "why": "source changed",
-        "image": script_values(steps_named(preview, "wbsaleshub-run")[0]["newState"]["inputs"]["create"])["image"],
+        "image": shown(steps_named(preview, "wbsaleshub-run")[0]["newState"]["inputs"])["image"],
     }}
     assert table(text)["wbsaleshub"]["image"] != old_image
     assert host_line(text) == "**Host:** preflight: runs again (hub images changed)"
@@ -108,6 +108,26 @@ def test_host_port_change_restarts_only_that_hub():
     old, new = map(int, re.fullmatch(r"host port (\d+) -> (\d+)", rows["wbfinhub"]["why"]).groups())
     assert new == new_port and old != new
     assert host_line(summarize(preview, STACK)) == ""
+
+
+def test_a_run_setting_change_is_named_by_what_the_run_shows():
+    """The run's other values (its `summary` input) are named when they change: here its health path."""
+    preview = copy.deepcopy(fixture("host-port-change"))
+    (run,) = steps_named(preview, "wbfinhub-run")
+    run["oldState"]["inputs"]["summary"] = {**run["newState"]["inputs"]["summary"], "health_path": "/old"}
+    rows = table(summarize(preview, STACK))
+    assert rows["wbfinhub"]["why"] == "container changed (health_path)"
+
+
+def test_a_run_last_deployed_without_a_summary_input_still_gets_a_reason():
+    """A stack last deployed before commands carried `summary`: its old state has none, so a script
+    change reads as such (no made-up `?` port), and the new image still shows."""
+    preview = copy.deepcopy(fixture("host-port-change"))
+    (run,) = steps_named(preview, "wbfinhub-run")
+    del run["oldState"]["inputs"]["summary"]
+    row = table(summarize(preview, STACK))["wbfinhub"]
+    assert (row["action"], row["why"]) == ("restart only", "container changed (run script)")
+    assert row["image"] == shown(run["newState"]["inputs"])["image"]
 
 
 def test_drift_a_refresh_found_restarts_that_hub_and_says_what_it_found():
@@ -173,7 +193,7 @@ def test_removed_hub_is_a_delete_with_its_last_image():
     for name in ("wbsaleshub-build", "wbsaleshub-run"):
         (step,) = steps_named(preview, name)
         step["op"], step["newState"] = "delete", None
-        old_image = script_values(step["oldState"]["inputs"]["create"])["image"]
+        old_image = shown(step["oldState"]["inputs"])["image"]
     assert table(summarize(preview, STACK))["wbsaleshub"] == {"action": "delete", "why": "hub removed", "image": old_image}
 
 
@@ -182,7 +202,8 @@ def test_secret_inputs_never_reach_the_comment():
     preview = copy.deepcopy(fixture("host-port-change"))
     key = "-----BEGIN " + "OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n"
     (run,) = steps_named(preview, "wbfinhub-run")
-    run["oldState"]["inputs"]["create"] = run["newState"]["inputs"]["create"]
+    for same in ("create", "check", "summary"):
+        run["oldState"]["inputs"][same] = run["newState"]["inputs"][same]
     run["oldState"]["inputs"]["privateKey"] = key
     run["newState"]["inputs"]["privateKey"] = key.replace("b3Bl", "c4Cm")
     run["newState"]["inputs"]["notifyUrl"] = "https://hooks.example.test/s3cr3t-token"
@@ -275,12 +296,12 @@ def assert_no_key(text: str, host: dict) -> None:
     assert not leaked, "the private key appears in the preview"
 
 
-def save(name: str, preview: dict[str, Any], tmp_path: Path, host: dict) -> None:
+def save(name: str, preview: dict[str, Any], tmp_path: Path, host: dict, sources: Path) -> None:
     """With WORKHUB_UPDATE_FIXTURES=1: keep `preview` as a fixture, without machine paths."""
     if not UPDATE:
         return
-    replacements = {str(tmp_path): "<tmp>", str(eng.REPO): "<repo>", str(deploy_home()): "<deploy home>",
-                    host["host_public_key"]: "ssh-ed25519 <test host key>"}
+    replacements = {str(tmp_path): "<tmp>", str(sources): "<sources>", str(eng.REPO): "<repo>",
+                    str(deploy_home()): "<deploy home>", host["host_public_key"]: "ssh-ed25519 <test host key>"}
 
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
@@ -303,7 +324,7 @@ def test_preview_of_a_new_stack_lists_every_hub_as_created(tmp_path, toolchain, 
     engine, stack = new_local_stack(tmp_path, test_host, npm_registry, source_root=sources, name=STACK)
     try:
         preview = preview_json(stack)
-        save("new-stack", preview, tmp_path, test_host)
+        save("new-stack", preview, tmp_path, test_host, sources)
         assert set(preview["changeSummary"]) == {"create"}
         assert_no_key(json.dumps(preview), test_host)
         text = summarize(preview, stack.name)
@@ -335,7 +356,7 @@ def test_preview_names_the_one_hub_a_change_rebuilds_or_restarts(tmp_path, toolc
             # Back as deployed: the port change below is then the only one, and destroy can
             # upload the context the state names.
             server.write_text(original)
-        save("source-change", preview, tmp_path, test_host)
+        save("source-change", preview, tmp_path, test_host, sources)
         assert_no_key(json.dumps(preview), test_host)
         text = summarize(preview, stack.name)
         print(text)
@@ -349,7 +370,7 @@ def test_preview_names_the_one_hub_a_change_rebuilds_or_restarts(tmp_path, toolc
         (new_port,) = free_ports(1)
         stack.set_config("workhub:hostPorts.wbfinhub", auto.ConfigValue(str(new_port)), path=True)
         preview = preview_json(stack)
-        save("host-port-change", preview, tmp_path, test_host)
+        save("host-port-change", preview, tmp_path, test_host, sources)
         assert_no_key(json.dumps(preview), test_host)
         text = summarize(preview, stack.name)
         print(text)

@@ -8,6 +8,7 @@ import pulumi
 import pytest
 
 from components.render.host.build import host_facts_script, image_check_script
+from components.render.shell import quote
 from tests.hub_context import write_hub_context
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"
@@ -55,7 +56,7 @@ def config(**host) -> dict:
 
 
 @pytest.fixture
-def mocks():
+def mocks(stack_state):
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project="workhub", stack="staging", preview=False)
     pulumi.runtime.set_all_config(config(), secret_keys=["workhub:sshPrivateKey"])
@@ -177,6 +178,26 @@ def test_build_triggers_and_image_tag_come_from_content(mocks, project):
 
 
 @pulumi.runtime.test
+def test_a_hubs_commands_show_what_their_scripts_carry_as_data(mocks, project):
+    """Each hub's build shows its image, and its run the plain values at the top of its script (its
+    image, host port, ...), in their `summary` input: what workhub.summary reads, none of it parsed
+    back out of a script."""
+
+    def check(host, chain, urns):
+        for name, _, port in HUBS:
+            build_inputs, run_inputs = (by_name(mocks, f"{name}-{role}").inputs for role in ("build", "run"))
+            shown = run_inputs["summary"]
+            assert build_inputs["summary"] == {"image": shown["image"]}, name
+            assert (shown["hub"], shown["port"], shown["host_port"]) == (name, port, 10000 + port), name
+            lines = run_inputs["create"].splitlines()
+            for key, value in shown.items():
+                value = int(value) if isinstance(value, float) else value  # the mocks' numbers are floats
+                assert f"{key}={quote(value)}" in lines, f"{name}-run: {key} is not what its script carries"
+
+    return run(project, check)
+
+
+@pulumi.runtime.test
 def test_private_key_is_secret_and_only_in_its_own_input(mocks, project):
     """The SSH key reaches each command only as a secret, and appears in no other input."""
 
@@ -265,8 +286,7 @@ STACK_KEY = "c0ffee" * 10 + "abcd"
 
 
 class KeyedMocks(Mocks):
-    """The stack's key resource answers with the key stored in the state (not the fresh one the
-    program offers each run, which its ignore_changes drops)."""
+    """The stack's key resource answers with the key stored in the state, as the engine does."""
 
     def new_resource(self, args):
         name, outputs = super().new_resource(args)
@@ -285,7 +305,8 @@ def with_a_secret(ssh_key: str = PRIVATE_KEY) -> dict:
 
 
 @pytest.fixture
-def keyed_mocks(monkeypatch) -> KeyedMocks:
+def keyed_mocks(stack_state) -> KeyedMocks:
+    stack_state.key = STACK_KEY  # what the program reads of the state before it declares anything
     mocks = KeyedMocks()
     pulumi.runtime.set_mocks(mocks, project="workhub", stack="staging", preview=False)
     yield mocks
@@ -352,6 +373,42 @@ def test_the_stack_key_keeps_the_key_it_was_made_with():
     assert made.outs == {"key": "k1"}
     assert provider.diff(made.id, {"key": "k1"}, {"key": "k2"}).changes is False
     assert provider.update(made.id, {"key": "k1"}, {"key": "k2"}).outs == {"key": "k1"}
+
+
+def test_the_stack_key_is_read_from_an_export_with_its_secrets_shown():
+    """The key as `pulumi stack export --show-secrets` shows it (a secret's envelope with its
+    plaintext), "" for a key resource without one, None for a stack that has none yet."""
+    from components.resources.host.stack_key import DYNAMIC, NAME, stored_key
+
+    urn = f"urn:pulumi:staging::workhub::{DYNAMIC}::{NAME}"
+    shown = {"4dabf18193072939515e22adb298388d": SECRET_SIG, "plaintext": json.dumps(STACK_KEY)}
+    other = {"urn": "urn:pulumi:staging::workhub::workhub:hub:BuildChain::hubs", "type": "workhub:hub:BuildChain"}
+    assert stored_key({"resources": [other, {"urn": urn, "type": DYNAMIC, "outputs": {"key": shown}}]}) == STACK_KEY
+    assert stored_key({"resources": [{"urn": urn, "type": DYNAMIC, "outputs": {}}]}) == ""
+    assert stored_key({"resources": [other]}) is None and stored_key(None) is None and stored_key({}) is None
+
+
+@pulumi.runtime.test
+def test_a_stack_without_a_key_makes_one_and_its_input_carries_it(mocks, project, stack_state):
+    """The first run with a secret: the key is new, read from nowhere but this run's own resource input."""
+    pulumi.runtime.set_all_config(with_a_secret(), secret_keys=["workhub:sshPrivateKey", "workhub:secrets"])
+
+    def check(host, chain, urns):
+        assert stack_state.read == ["state of staging"]
+        (key,) = [r for r in mocks.resources if r.name == "fingerprint-key"]
+        assert len(key.inputs["key"]["value"]) == 64, "32 random bytes, as hex"
+
+    return run(project, check)
+
+
+def test_a_key_resource_without_a_key_stops_the_program_with_the_fix(mocks, project, stack_state):
+    from components.program import program
+
+    stack_state.key = ""
+    pulumi.runtime.set_all_config(with_a_secret(), secret_keys=["workhub:sshPrivateKey", "workhub:secrets"])
+    with pytest.raises(pulumi.RunError, match=r"the stack's key \(fingerprint-key\) has no value in the state; "
+                                              r"take it out with `.* state delete --stack staging <its URN>`"):
+        program(project)
 
 
 @pulumi.runtime.test

@@ -33,7 +33,7 @@ class RegistryMocks(Mocks):
 
 
 @pytest.fixture
-def mocks():
+def mocks(stack_state):
     mocks = RegistryMocks()
     pulumi.runtime.set_mocks(mocks, project="workhub", stack="staging", preview=False)
     pulumi.runtime.set_all_config(registry_config(), secret_keys=["workhub:sshPrivateKey", "workhub:registryPassword"])

@@ -15,7 +15,7 @@ from tests.unit.config.test_swarm_config import swarm_stack
 
 
 @pytest.fixture
-def mocks():
+def mocks(stack_state):
     mocks = Mocks()
     pulumi.runtime.set_mocks(mocks, project="workhub", stack="staging", preview=False)
     yield mocks
@@ -57,7 +57,7 @@ def test_init_then_joins_in_order_then_labels(mocks):
 
 @pytest.mark.parametrize("ssh_key", [PRIVATE_KEY, PRIVATE_KEY.replace("not-a-real-key", "a-rotated-key")])
 @pulumi.runtime.test
-def test_swarm_secret_names_follow_the_stacks_own_key_not_the_ssh_key(project, ssh_key):
+def test_swarm_secret_names_follow_the_stacks_own_key_not_the_ssh_key(project, ssh_key, stack_state):
     """A Docker secret cannot change, so a new fingerprint is a new secret and a rolling update of
     the hub: with either SSH key the deploy makes and mounts the same one, named by the fingerprint
     under the stack's key."""
@@ -65,6 +65,8 @@ def test_swarm_secret_names_follow_the_stacks_own_key_not_the_ssh_key(project, s
     from components.render.swarm.stack import secret_name
     from tests.unit.program.test_graph import STACK_KEY
     from tests.unit.program.test_swarm_program import SECRET_KEYS, SESSION, SwarmMocks, run, stack_file_of, swarm_config
+
+    stack_state.key = STACK_KEY
 
     class KeyedSwarmMocks(SwarmMocks):
         def new_resource(self, args):

@@ -70,7 +70,7 @@ PINNED = {"workhub:baseImage": "node:24-bookworm-slim@sha256:" + "a" * 64,
 
 
 @pytest.fixture
-def mocks():
+def mocks(stack_state):
     mocks = SwarmMocks()
     pulumi.runtime.set_mocks(mocks, project="workhub", stack="staging", preview=False)
     pulumi.runtime.set_all_config(swarm_config(), secret_keys=SECRET_KEYS)
@@ -247,12 +247,12 @@ def test_the_hubs_outputs_name_each_image_by_digest_its_replicas_and_urls():
 
 
 @pulumi.runtime.test
-def test_a_promoting_swarm_stack_deploys_the_source_stacks_images_by_digest(mocks, project, monkeypatch):
+def test_a_promoting_swarm_stack_deploys_the_source_stacks_images_by_digest(mocks, project, stack_state):
     """Production builds nothing and pushes nothing: its services run exactly the images staging's
     Swarm converged on, named by digest."""
     pulumi.runtime.set_mocks(mocks, project="workhub", stack="production", preview=False)
     pulumi.runtime.set_all_config(swarm_config(**{"workhub:promoteFrom": "staging", **PINNED}), secret_keys=SECRET_KEYS)
-    monkeypatch.setattr("components.program.source_stack_hubs", lambda name: DEPLOYED["hubs"])
+    stack_state.hubs = DEPLOYED["hubs"]
     pusher = CiPushes()
 
     def check(chain, deployed, pusher, _):
@@ -263,11 +263,13 @@ def test_a_promoting_swarm_stack_deploys_the_source_stacks_images_by_digest(mock
         stack = stack_file_of(create)
         for hub in ("wbhubmanager", "wbsaleshub"):
             assert stack["services"][hub]["image"] == DEPLOYED["hubs"][hub]["image"]
+        assert [line for line in stack_state.read if line.startswith("outputs of ")] == [
+            f"outputs of {pulumi.get_organization()}/workhub/staging"], "staging's outputs, read once"
 
     return run(project, check, pusher)
 
 
-def test_a_promoting_swarm_stack_without_a_verified_digest_registers_nothing(mocks, project, monkeypatch):
+def test_a_promoting_swarm_stack_without_a_verified_digest_registers_nothing(mocks, project, stack_state):
     """A hub the source stack has no image by digest for stops the program before any resource."""
     from components.program import program
 
@@ -275,7 +277,7 @@ def test_a_promoting_swarm_stack_without_a_verified_digest_registers_nothing(moc
     pulumi.runtime.set_all_config(swarm_config(**{"workhub:promoteFrom": "staging", **PINNED}), secret_keys=SECRET_KEYS)
     source = {"wbhubmanager": DEPLOYED["hubs"]["wbhubmanager"],
               "wbsaleshub": {"image": f"{REGISTRY}/workhub/wbsaleshub:staging-0123456789ab"}}
-    monkeypatch.setattr("components.program.source_stack_hubs", lambda name: source)
+    stack_state.hubs = source
     with pytest.raises(pulumi.RunError) as caught:
         program(project, CiPushes())
     assert "wbsaleshub: stack staging names no image by digest for it" in str(caught.value)
