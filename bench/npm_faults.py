@@ -16,10 +16,10 @@ its base image's npm and its cache mounts (``--runner docker``). The report is
   fetch-timeout 120000, fetch-retry-mintimeout 20000, fetch-retry-maxtimeout 120000, npm's
   default prefer mode, one try (the PRD's sequential script stops at the first failure).
 - C "workhub's defaults": the persisting cache, the npm settings workhub passes into builds
-  (``components.scripts.build_args`` with the default ``BuildSettings()``), and workhub's
+  (``components.render.host.build.build_args`` with the default ``BuildSettings()``), and workhub's
   build-level retry: up to ``BuildSettings().attempts`` tries, a pause of ``retry_backoff_seconds
   * try`` before the next, only when the failed try's output matches the runner's ``transient()``
-  (run from the text of ``components.scripts._RUNNER`` itself). A step that succeeded in an
+  (run from the text of ``components.render.host.build._RUNNER`` itself). A step that succeeded in an
   earlier try is not run again, as BuildKit's layer cache would skip it.
 
 Times are scaled down (``--scale``, 10 by default) so runs finish: each setup's fetch-timeout and
@@ -54,8 +54,8 @@ sys.path.insert(0, str(REPO / "tools"))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_info, write_section  # noqa: E402
-from components.config import BuildSettings  # noqa: E402
-from components import scripts as workhub_scripts  # noqa: E402
+from components.config.models import BuildSettings  # noqa: E402
+from components.render.host import build as workhub_scripts  # noqa: E402
 from faultproxy import Faults, running_proxy  # noqa: E402
 
 STEPS = (("root", ("npm", "ci"), ""), ("frontend", ("npm", "--prefix", "frontend", "ci"), "frontend"))
@@ -159,10 +159,10 @@ def make_setups(defaults: dict[str, str]) -> dict[str, Setup]:
 
 
 def transient_function() -> str:
-    """The runner's transient() shell function, cut out of components.scripts._RUNNER."""
+    """The runner's transient() shell function, cut out of components.render.host.build._RUNNER."""
     m = re.search(r"^transient\(\) \{\n.*?\n\}\n", workhub_scripts._RUNNER, re.S | re.M)
     if not m:
-        raise SystemExit("bench: no transient() function found in components.scripts._RUNNER")
+        raise SystemExit("bench: no transient() function found in components.render.host.build._RUNNER")
     values = workhub_scripts.assignments({"transient_pattern": workhub_scripts.TRANSIENT_PATTERN,
                                           "not_network": workhub_scripts.NOT_NETWORK})
     return values + "\n" + m.group(0)
@@ -428,7 +428,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval for k successes in n runs (95% for z = 1.96).
 
     Written out here (a few lines, as in Wilson 1927 and Agresti & Coull 1998) because neither
-    scipy nor statsmodels is among this project's requirements; tests/test_benchmarks.py checks it
+    scipy nor statsmodels is among this project's requirements; tests/unit/project/test_benchmarks.py checks it
     against published values. Unlike the normal approximation it stays inside 0..1 and gives a real
     interval for n/n: its lower bound is n / (n + z^2)."""
     if n == 0:
@@ -560,8 +560,8 @@ def render(doc: dict) -> str:
     a("- A is WBSalesHub/WBFinHub before the fix: `RUN npm ci` with no cache mount, npm's defaults "
       "(read from this npm with `npm config get`). B adds the PRD's phase-1 cache mount and phase-2 "
       "timeouts, and one try, since the PRD's sequential script stops at the first failure. C passes "
-      "`components.scripts.build_args(hub, BuildSettings(), None)` and retries like the build runner "
-      "(`components.scripts._RUNNER`): its `transient()` shell function is cut out of that text and "
+      "`components.render.host.build.build_args(hub, BuildSettings(), None)` and retries like the build runner "
+      "(`components.render.host.build._RUNNER`): its `transient()` shell function is cut out of that text and "
       "run on each failed try's output. In a retry, a step that already succeeded is skipped, as "
       "BuildKit's layer cache would skip it; the failed step runs again with the cache it left.")
     a(f"- Faults: a share of tarball requests (metadata passes untouched) split evenly among reset "

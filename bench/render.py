@@ -5,7 +5,7 @@
     python bench/render.py --check    # exit 1 (with a diff) when docs/benchmarks.md is not what it renders
 
 Every figure in the page comes from a results file below, so none can be edited by hand without
-tests/test_benchmarks.py failing. After a new benchmark run (`--json` to a results file), add or
+tests/unit/project/test_benchmarks.py failing. After a new benchmark run (`--json` to a results file), add or
 replace its file here and run this again.
 """
 

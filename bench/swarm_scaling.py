@@ -7,9 +7,9 @@ Run on demand (not a test), under the e2e lock since it uses the Swarm test bed
 
     flock /tmp/workhub-e2e.lock .venv/bin/python bench/swarm_scaling.py --json bench/results-swarm.json
 
-It drives the Swarm at the script level, as tests/test_e2e_swarm.py does (not through `pulumi up`):
-the rendered init/join, labels and deploy scripts of components/swarm_scripts.py, over SSH to the
-test bed's nodes with their pinned host keys, with the stack file of components/swarm.py. The
+It drives the Swarm at the script level, as tests/e2e/test_e2e_swarm.py does (not through `pulumi up`):
+the rendered init/join, labels and deploy scripts of components/render/swarm/scripts.py, over SSH to the
+test bed's nodes with their pinned host keys, with the stack file of components/render/swarm/stack.py. The
 sample hubs' images are built once on node 1 (its BuildKit, the local npm registry reached through a
 forward on the bridge), pushed to the test bed's registry, and deployed in registry mode, as if CI
 had built them. Cells:
@@ -87,7 +87,7 @@ def log(message: str) -> None:
     print(f"bench: [{time.monotonic() - STARTED:5.0f} s] {message}", file=sys.stderr, flush=True)
 
 
-# ---- pure parts (unit-tested in tests/test_benchmarks.py) ----
+# ---- pure parts (unit-tested in tests/unit/project/test_benchmarks.py) ----
 
 def parse_wrk(stdout: str) -> dict[str, Any]:
     """One wrk run's figures from its output with WRK_REPORT's line: requests (wrk counts every
@@ -176,7 +176,7 @@ class Bed:
     """The Swarm test bed and what the benchmark runs on it."""
 
     def __init__(self, state: Path):
-        from tests.test_e2e_swarm import run_testbed
+        from tests.e2e.test_e2e_swarm import run_testbed
 
         self.state = state
         self.run_testbed = run_testbed
@@ -188,7 +188,7 @@ class Bed:
         self.private_key = Path(self.env["private_key_path"]).read_text()
 
     def ssh(self, node: int, command: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess:
-        from tests.test_e2e_swarm import ssh_run
+        from tests.e2e.test_e2e_swarm import ssh_run
 
         done = ssh_run(self.env, node, command, stdin)
         if check and done.returncode != 0:
@@ -208,8 +208,8 @@ class Bed:
 def build_images(bed: Bed, hubs: list[dict]) -> dict[str, Any]:
     """Each sample hub built on node 1 with workhub's build args and pushed to the registry; the
     references, and how long that took (not part of any cell)."""
-    from components.config import BuildSettings, Hub
-    from components.scripts import build_args
+    from components.config.models import BuildSettings, Hub
+    from components.render.host.build import build_args
     from workhub import engine as eng
 
     started = time.monotonic()
@@ -240,15 +240,15 @@ def build_images(bed: Bed, hubs: list[dict]) -> dict[str, Any]:
     return {"images": images, "seconds": time.monotonic() - started}
 
 
-# ---- the Swarm, at the script level as tests/test_e2e_swarm.py drives it ----
+# ---- the Swarm, at the script level as tests/e2e/test_e2e_swarm.py drives it ----
 
 class Deployment:
     """One config of the benchmark's stack on the test bed: the Swarm it needs, and its deploy."""
 
     def __init__(self, bed: Bed, hubs: list[dict], node_count: int, replicas: Mapping[str, int],
                  images: Mapping[str, str], secrets: Mapping[str, Mapping[str, str]]):
-        from components.config import hub_secret_values, parse_stack_config
-        from components.runtime import hub_runtime
+        from components.config.parse import hub_secret_values, parse_stack_config
+        from components.config.runtime import hub_runtime
 
         self.bed, self.node_count, self.images = bed, node_count, images
         raw = stack_raw(bed.env, hubs, node_count, replicas, secrets, bed.private_key, bed.password)
@@ -260,8 +260,8 @@ class Deployment:
     def form_swarm(self) -> None:
         """A fresh Swarm of this config's nodes: every node of the test bed leaves whatever Swarm it
         was in (its tasks' containers go with it), then the first inits and the others join."""
-        from components.remote import with_secrets
-        from components.swarm_scripts import init_script, join_script, join_token_script
+        from components.ssh import with_secrets
+        from components.render.swarm.scripts import init_script, join_script, join_token_script
 
         for node in range(1, len(self.bed.env["nodes"]) + 1):
             self.bed.ssh(node, "docker swarm leave --force >/dev/null 2>&1 || true; "
@@ -276,9 +276,9 @@ class Deployment:
 
     def deploy(self) -> dict[str, Any]:
         """Labels, then the stack deploy; timed to the script's exit and to every proxy answering."""
-        from components.remote import with_secrets
-        from components.swarm import proxy_config, proxy_config_name, stack_file
-        from components.swarm_scripts import deploy_script, deploy_secret_values, labels_script
+        from components.ssh import with_secrets
+        from components.render.swarm.stack import proxy_config, proxy_config_name, stack_file
+        from components.render.swarm.scripts import deploy_script, deploy_secret_values, labels_script
 
         proxy = proxy_config(self.config, STACK)
         text = stack_file(self.config, STACK, self.images, self.runtimes, proxy)
@@ -302,7 +302,7 @@ class Deployment:
 
     def tasks(self) -> dict[str, list[str]]:
         """The nodes each hub's running tasks are on."""
-        from components.swarm import service_name
+        from components.render.swarm.stack import service_name
 
         found = {}
         for hub in self.config.hubs:
@@ -314,8 +314,8 @@ class Deployment:
     def scale(self, hub: str, replicas: int) -> list[str]:
         """The hub's service at `replicas` running tasks, each healthy, and the proxies past their
         health checks of the new ones; the nodes of its tasks."""
-        from components.swarm import service_name
-        from tests.test_e2e_swarm import wait_for
+        from components.render.swarm.stack import service_name
+        from tests.e2e.test_e2e_swarm import wait_for
 
         self.bed.ssh(1, f"docker service scale --detach {service_name(STACK, hub)}={replicas} >/dev/null")
         wait_for(f"{hub} at {replicas} running tasks",
@@ -425,9 +425,9 @@ def render(doc: dict) -> str:
         "hosts would serve. The scaling ratio shows overhead and correctness (the load reaches every replica, "
         "through every node's proxy, without failures), not multi-host capacity.",
         "",
-        "The Swarm is driven at the script level, as `tests/test_e2e_swarm.py` does: the rendered init/join, "
-        "labels and deploy scripts (`components/swarm_scripts.py`) over SSH to the test bed's nodes "
-        "(`scripts/swarm-testbed.sh`), with the stack file of `components/swarm.py`; not through `pulumi up`. "
+        "The Swarm is driven at the script level, as `tests/e2e/test_e2e_swarm.py` does: the rendered init/join, "
+        "labels and deploy scripts (`components/render/swarm/scripts.py`) over SSH to the test bed's nodes "
+        "(`scripts/swarm-testbed.sh`), with the stack file of `components/render/swarm/stack.py`; not through `pulumi up`. "
         f"The images were built on node 1 and pushed to the test bed's registry before the cells "
         f"({doc['build_seconds']:.0f} s, not timed in any cell), then deployed in registry mode.",
         "",

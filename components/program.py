@@ -11,20 +11,22 @@ from pulumi.runtime import config as runtime_config
 
 from pulumi.runtime.sync_await import _sync_await
 
-from .build_chain import BuildChain, BuildChainArgs
-from .build_host import BuildHost, BuildHostArgs
-from .config import (NAMESPACE, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, SSH_KEY, ConfigError, StackConfig, built_hubs,
-                     hub_secret_values, namespaced, parse_stack_config)
-from .deploy import Serving
-from .hub_data import HubData, HubDataArgs
-from .plan import HubPlan, dockerfile_warnings, host_only_warnings, plan_stack, private_file_warnings, volume_warnings
-from .promotion import PromotedHub, candidates, swarm_sources
-from .registry_image import Pusher, push_with_docker
-from .runtime import Runtime, hub_runtime
-from .stack_key import read_key
-from .swarm import namespace
-from .swarm_cluster import SwarmCluster, SwarmClusterArgs, node_connection
-from .swarm_stack import SwarmStack, SwarmStackArgs, urls
+from components.resources.build_chain import BuildChain, BuildChainArgs
+from components.resources.host.build_host import BuildHost, BuildHostArgs
+from components.config.models import NAMESPACE, NOTIFY_WEBHOOK, REGISTRY_PASSWORD, SSH_KEY, StackConfig, built_hubs
+from components.config.checks import ConfigError
+from components.config.parse import hub_secret_values, namespaced, parse_stack_config
+from components.render.host.deploy import Serving
+from components.resources.host.hub_data import HubData, HubDataArgs
+from components.plan.hubs import (HubPlan, dockerfile_warnings, host_only_warnings, plan_stack, private_file_warnings,
+                                  volume_warnings)
+from components.resources.host.promotion import PromotedHub, candidates, swarm_sources
+from components.resources.host.registry_image import Pusher, push_with_docker
+from components.config.runtime import Runtime, hub_runtime
+from components.resources.host.stack_key import read_key
+from components.render.swarm.stack import namespace
+from components.resources.swarm.cluster import SwarmCluster, SwarmClusterArgs, node_connection
+from components.resources.swarm.stack import SwarmStack, SwarmStackArgs, urls
 
 
 def read_stack_config() -> tuple[StackConfig, dict[str, Any]]:

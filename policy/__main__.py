@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-# The pack reads the hub Dockerfiles with components.dockerfile, from the repository it lives in.
+# The pack reads the hub Dockerfiles with components.plan.dockerfile, from the repository it lives in.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -23,7 +23,7 @@ from pulumi_policy import (  # noqa: E402
 )
 
 import guardrails as g  # noqa: E402
-from components.lifeline import end_with_the_engine  # noqa: E402
+from components.resources.plugin_lifetime import end_with_the_engine  # noqa: E402
 
 g.keep_secrets_marked()
 end_with_the_engine()

@@ -7,7 +7,7 @@ Every resource workhub registers is a `RemoteCommand`, a dynamic resource
 image (its `create` script embeds the detached runner with `dockerfile=` and `build_args=(...)`,
 and `upload.localDir` is the hub's build context), `<hub>-run` starts its container (`port=` is the
 container's PORT), `<hub>-pull` pulls a registry-mode hub's image, which pulumi-docker's
-`docker:index/image:Image` built and pushed (its `build` input holds the args). Scripts carry every value as a quoted assignment at their top (components/shell.py),
+`docker:index/image:Image` built and pushed (its `build` input holds the args). Scripts carry every value as a quoted assignment at their top (components/render/shell.py),
 which is what `script_values` reads back.
 """
 
@@ -25,7 +25,7 @@ from pulumi_policy import Secret
 from pulumi_policy import proxy
 from pulumi_policy.proxy import UnknownValueError
 
-from components.light import PULUMI_CLI
+from components.constants import PULUMI_CLI
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
 NAMESPACE = "workhub"
@@ -202,7 +202,7 @@ def dockerfile_problems(label: str, path: Path) -> list[str]:
     if not path.is_file():
         return [f"{label}: its Dockerfile {path} does not exist; fix: check out the hub's sources there"]
     # Imported here: BuildKit's parser is only needed when the pack sees a build (not on a no-op).
-    from components.dockerfile import DockerfileError, check_dockerfile
+    from components.plan.dockerfile import DockerfileError, check_dockerfile
 
     try:
         violations = check_dockerfile(path)
@@ -219,13 +219,13 @@ def build_problems(label: str, create: str, upload: Optional[Mapping[str, Any]])
     npm install under the npm cache mount."""
     values = script_values(create)
     node_options = build_arg_values(values.get("build_args", [])).get("NODE_OPTIONS")
-    problems = heap_problems(label, node_options, "components.scripts.build_script")
+    problems = heap_problems(label, node_options, "components.render.host.build.build_script")
     dockerfile = values.get("dockerfile")
     local_dir = plain(upload.get("localDir")) if isinstance(upload, Mapping) and "localDir" in keys(upload) else None
     if not dockerfile or not local_dir:
         problems.append(f"{label}: the build names no Dockerfile (`dockerfile=` in its script) or uploads no build "
                         "context (`upload.localDir`), so its npm cache mount cannot be checked; fix: declare hub "
-                        "builds with components.hub_image.HubImage")
+                        "builds with components.resources.host.hub_image.HubImage")
         return problems
     return problems + dockerfile_problems(label, Path(local_dir) / dockerfile[-1])
 
@@ -237,17 +237,17 @@ def image_build_problems(name: str, build: Any) -> list[str]:
     build = plain(build)
     if not isinstance(build, Mapping):
         return [f"{name}: the image has no build settings, so its npm cache mount and NODE_OPTIONS cannot be "
-                "checked; fix: declare registry-mode hubs with components.registry_image.push_with_docker"]
+                "checked; fix: declare registry-mode hubs with components.resources.host.registry_image.push_with_docker"]
     args = plain(known(build, "args")) or {}
     problems = heap_problems(name, plain(known(args, "NODE_OPTIONS")) if isinstance(args, Mapping) else None,
-                             "components.registry_image.push_with_docker")
+                             "components.resources.host.registry_image.push_with_docker")
     if plain(known(build, "builderVersion")) not in (None, "BuilderBuildKit"):
         problems.append(f"{name}: builds with the classic builder, which has no cache mounts; fix: leave "
                         "builderVersion to BuildKit")
     cache = plain(known(build, "cacheFrom")) or {}
     if not (isinstance(cache, Mapping) and plain(known(cache, "images"))):
         problems.append(f"{name}: builds without a registry cache (cacheFrom.images), so a fresh CI runner installs "
-                        "every package again; fix: declare it with components.registry_image.push_with_docker")
+                        "every package again; fix: declare it with components.resources.host.registry_image.push_with_docker")
     dockerfile = plain(known(build, "dockerfile"))
     if dockerfile:
         problems += dockerfile_problems(name, Path(dockerfile))
@@ -296,7 +296,7 @@ def run_port_problems(label: str, create: str, project_dir: Path) -> list[str]:
                         "there, with its port, once for every stack")
     elif str(catalog[hub]) != port:
         problems.append(f"{label}: starts {hub} with PORT {port}, but {NAMESPACE}:hubs in Pulumi.yaml says "
-                        f"{catalog[hub]}; fix: take the port from the catalog (components.scripts.run_script with "
+                        f"{catalog[hub]}; fix: take the port from the catalog (components.render.host.build.run_script with "
                         "the configured hub), so every stack runs the hub on one port")
     return problems
 

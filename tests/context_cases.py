@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-from components.context import context_files
+from components.plan.context import context_files
 
 DOCKERFILE = "FROM scratch\nCOPY . /\n"
 

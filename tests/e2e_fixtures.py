@@ -26,7 +26,7 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from components.scripts import arg_words
+from components.render.host.build import arg_words
 from tools.procwatch import Watcher
 from workhub import engine as eng
 from workhub.engine import print_line
@@ -123,7 +123,7 @@ def image_registry(host_state: Path, test_host: dict):
 class CiStandIn:
     """Stands in for CI's pulumi-docker build in registry mode (the docker provider plugin cannot
     be built here): builds each hub with BuildKit and the same args, cache and tags that
-    components.registry_image.push_with_docker gives docker.Image, pushes it with a login, and
+    components.resources.host.registry_image.push_with_docker gives docker.Image, pushes it with a login, and
     then forgets the image locally, so the host (which shares this Docker engine) has to pull it."""
 
     def __init__(self, registry: dict):
@@ -180,7 +180,7 @@ def docker(*args: str, check: bool = True) -> str:
 
 def serving_container(hub: str, stack: str) -> str:
     """The container a hub's proxy sends its requests to (the live slot), as its config names it."""
-    from components.compose import LIVE_MARK, slot_container
+    from components.render.host.documents import LIVE_MARK, slot_container
 
     config = (deploy_home() / ".workhub" / "proxy" / f"{hub}-{stack}" / "haproxy.cfg").read_text()
     (live,) = [line[len(LIVE_MARK):] for line in config.splitlines() if line.startswith(LIVE_MARK)]

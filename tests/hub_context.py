@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.dockerfile import MANIFESTS
+from components.plan.dockerfile import MANIFESTS
 
 CANONICAL = Path(__file__).parent / "fixtures" / "dockerfiles" / "canonical.Dockerfile"
 

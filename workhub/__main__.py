@@ -19,9 +19,9 @@ from typing import Mapping, Optional
 
 from pulumi import automation as auto
 
-from components.config import StackConfig
-from components.deploy import prune_script, status_script
-from components.remote import RemoteCommandError
+from components.config.models import StackConfig
+from components.render.host.deploy import prune_script, status_script
+from components.ssh import RemoteCommandError
 
 from . import data, guards, locks, swarm_status
 from . import engine as eng

@@ -14,15 +14,16 @@ from typing import Callable, Mapping, Optional
 
 from pulumi import automation as auto
 
-from components.build_host import connection_for
-from components import swarm_data
-from components.config import NAMESPACE, REGISTRY_PASSWORD, Hub, StackConfig
-from components.deploy import Serving, backup_script, prune_copies_script, purge_script, restore_script, volume_info_script
-from components.remote import RemoteCommandError, run_script, with_secrets
-from components.runtime import volume_name
-from components.swarm import service_name, sockets_volume
-from components.swarm_cluster import node_connection
-from components.swarm_scripts import labels_script
+from components.resources.host.build_host import connection_for
+from components.render.swarm import data as swarm_data
+from components.config.models import NAMESPACE, REGISTRY_PASSWORD, Hub, StackConfig
+from components.render.host.deploy import (Serving, backup_script, prune_copies_script, purge_script, restore_script,
+                                           volume_info_script)
+from components.ssh import RemoteCommandError, run_script, with_secrets
+from components.config.runtime import volume_name
+from components.render.swarm.stack import service_name, sockets_volume
+from components.resources.swarm.cluster import node_connection
+from components.render.swarm.scripts import labels_script
 
 from . import engine as eng
 
@@ -252,7 +253,7 @@ def swarm_restore(config: StackConfig, key: str, stack: str, source: Path, hub: 
 
 
 def _reason(error: Exception) -> str:
-    """The one line a failed script gave as its reason (components.remote.failure_message), else the error."""
+    """The one line a failed script gave as its reason (components.ssh.failure_message), else the error."""
     lines = str(error).splitlines()
     return next((line.removeprefix("reason: ") for line in lines if line.startswith("reason: ")),
                 lines[-1] if lines else "")

@@ -20,8 +20,8 @@ from typing import Optional
 
 import yaml
 
-from components.config import DEFAULT_BASE_IMAGE, NAMESPACE
-from components.dockerfile import DockerfileError, Violation, check_text, conform
+from components.config.models import DEFAULT_BASE_IMAGE, NAMESPACE
+from components.plan.dockerfile import DockerfileError, Violation, check_text, conform
 
 PROJECT = Path(__file__).resolve().parent.parent / "Pulumi.yaml"
 

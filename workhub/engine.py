@@ -28,12 +28,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pulumi import automation as auto
 from pulumi.automation._stack import StackInitMode
 
-from components.build_host import connection_for
-from components.context import context_files
-from components.config import SSH_KEY, StackConfig, namespaced, parse_stack_config
+from components.resources.host.build_host import connection_for
+from components.plan.context import context_files
+from components.config.models import SSH_KEY, StackConfig
+from components.config.parse import namespaced, parse_stack_config
 from components.program import program_for
-from components.registry_image import Pusher, push_with_docker
-from components.remote import run_script
+from components.resources.host.registry_image import Pusher, push_with_docker
+from components.ssh import run_script
 from workhub import locks
 from workhub.display import Display, command_stderr, failure_report, print_err
 from workhub.policy import policy_packs

@@ -12,11 +12,12 @@ them), `changeSummary`, and `diagnostics` when something went wrong.
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from pulumi import automation as auto
-
-from .summary import error_messages
+if TYPE_CHECKING:
+    from pulumi import automation as auto
+# The Automation API (seconds to import) is imported when a preview runs: the summary of a saved
+# preview (workhub.summary --json) reads this module's error_messages without it.
 
 
 class PreviewFailed(Exception):
@@ -29,6 +30,8 @@ class PreviewFailed(Exception):
 
 def preview_json(stack: auto.Stack) -> dict[str, Any]:
     """`pulumi preview --json --diff` of `stack`, run with its inline program; raises PreviewFailed."""
+    from pulumi import automation as auto
+
     lines: list[str] = []
     try:
         stack.preview(json=True, diff=True, color="never", on_output=lines.append)
@@ -40,3 +43,16 @@ def preview_json(stack: auto.Stack) -> dict[str, Any]:
         messages = error_messages(document) or [str(error)]
         raise PreviewFailed("\n".join(messages), document) from error
     return json.loads("\n".join(lines))
+
+
+def error_messages(preview: Mapping[str, Any]) -> list[str]:
+    """The preview's error diagnostics, each once (the engine repeats a program's error)."""
+    seen: list[str] = []
+    for diagnostic in preview.get("diagnostics") or []:
+        if diagnostic.get("severity") != "error":
+            continue
+        message = diagnostic.get("message", "").strip()
+        message = message.removeprefix("error: ").removeprefix("an unhandled error occurred: ")
+        if message and message not in seen:
+            seen.append(message)
+    return seen

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
+from .preview import PreviewFailed, error_messages, preview_json
+
 HUB_IMAGE = "workhub:hub:HubImage"
 BUILD_HOST = "workhub:host:BuildHost"
 COMMAND = "pulumi-python:dynamic:Resource"
@@ -33,11 +35,11 @@ TRIGGER_REASONS = {
 }
 SUMMARY_WORDS = [("create", "to create"), ("update", "to update"), ("replace", "to replace"),
                  ("delete", "to delete"), ("same", "unchanged")]
-# What a command's provider compares to decide whether its script runs again (components/remote.py).
-# Drift a refresh found (components.remote) makes the command run again too.
+# What a command's provider compares to decide whether its script runs again (components/resources/command.py).
+# Drift a refresh found (components.resources.command) makes the command run again too.
 RUN_INPUTS = ("create", "triggers", "upload", "drift")
 ASSIGNMENT = re.compile(r"^([a-z_][a-z0-9_]*)=(.*)$")
-# The stack's own key for the secrets' fingerprints (components.stack_key.NAME): made once.
+# The stack's own key for the secrets' fingerprints (components.resources.host.stack_key.NAME): made once.
 STACK_KEY = "fingerprint-key"
 
 
@@ -320,19 +322,6 @@ def _role(step: Step) -> str:
     return step.name[len(prefix):] if step.parent_name and step.name.startswith(prefix) else step.name
 
 
-def error_messages(preview: Mapping[str, Any]) -> list[str]:
-    """The preview's error diagnostics, each once (the engine repeats a program's error)."""
-    seen: list[str] = []
-    for diagnostic in preview.get("diagnostics") or []:
-        if diagnostic.get("severity") != "error":
-            continue
-        message = diagnostic.get("message", "").strip()
-        message = message.removeprefix("error: ").removeprefix("an unhandled error occurred: ")
-        if message and message not in seen:
-            seen.append(message)
-    return seen
-
-
 def change_summary(preview: Mapping[str, Any]) -> str:
     counts = {key: value for key, value in (preview.get("changeSummary") or {}).items() if value}
     words = [f"{counts.pop(key)} {word}" for key, word in SUMMARY_WORDS if key in counts]
@@ -404,7 +393,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
     else:
         from . import engine as eng
-        from .preview import PreviewFailed, preview_json
 
         os.umask(0o077)  # what the CLI writes here (state, Pulumi.<stack>.yaml) is the user's alone
         try:

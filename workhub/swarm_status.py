@@ -1,14 +1,14 @@
-"""`scripts/workhub status` of a stack on a Swarm: the status script (components/swarm_status.py)
+"""`scripts/workhub status` of a stack on a Swarm: the status script (components/render/swarm/status.py)
 run on the first manager that answers, its output as two aligned tables, the hubs' and the nodes'."""
 
 from __future__ import annotations
 
 from typing import Callable
 
-from components.config import StackConfig
-from components.remote import RemoteCommandError, run_script
-from components.swarm_cluster import node_connection
-from components.swarm_status import HUB_COLUMNS, NODE_COLUMNS, hub_rows, node_rows, parse_output, status_script
+from components.config.models import StackConfig
+from components.ssh import RemoteCommandError, run_script
+from components.resources.swarm.cluster import node_connection
+from components.render.swarm.status import HUB_COLUMNS, NODE_COLUMNS, hub_rows, node_rows, parse_output, status_script
 
 from .outputs import aligned
 

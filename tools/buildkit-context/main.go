@@ -1,7 +1,7 @@
 // buildkit-context prints the build context BuildKit's client sends of a directory: its
 // .dockerignore read by moby/patternmatcher's ignorefile, the tree walked by tonistiigi/fsutil
 // with those exclude patterns, as buildx does. One line per entry: `dir/`, `file`,
-// `link -> target`. tests/test_context_buildkit.py compares workhub's context with it.
+// `link -> target`. tests/unit/plan/test_context_buildkit.py compares workhub's context with it.
 package main
 
 import (

@@ -1,0 +1,894 @@
+"""Hub Dockerfiles: the npm cache rules, checked on BuildKit's own parser, and a rewriter that applies them.
+
+Every hub installs its npm packages through a BuildKit cache mount, after copying only the package
+manifests of the folder it installs in, with workhub's npm settings declared as build args.
+`check_text` names each departure from that pattern with its line and the fix (and, as warnings,
+the network steps a weak link fails on next); `conform` makes the fixes and leaves every other
+byte of the file as it was.
+
+The parser is `dockerfile`, a binding of BuildKit's own Go parser, so a file parses here exactly
+when `docker build` parses it (heredocs, continuations, flags, exec form). dockerfile-parse, the
+other well-kept Python parser, was considered and not taken: it re-implements the syntax with its
+own regular expressions (no heredocs), so it can disagree with Docker. What no library does is
+the reasoning over that syntax tree (which folder an install runs in, what a COPY brings where,
+what a mount hides); that is written here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Iterable, Optional
+
+import dockerfile
+
+from components.config.models import DEFAULT_BASE_IMAGE
+from components.plan.context import context_files
+
+SYNTAX = "# syntax=docker/dockerfile:1"
+CACHE_MOUNT = "--mount=type=cache,target=/root/.npm,sharing=locked"
+BUILD_ARGS = ("NODE_OPTIONS", "NPM_CONFIG_REGISTRY", "NPM_CONFIG_FETCH_RETRIES", "NPM_CONFIG_FETCH_TIMEOUT",
+              "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT",
+              "NPM_CONFIG_PREFER_OFFLINE")
+ARGS_COMMENT = "# Build settings arrive as build args from workhub; npm reads NPM_CONFIG_* from the environment."
+MANIFESTS = ("package.json", "package-lock.json")
+LOCKFILES = ("package-lock.json", "npm-shrinkwrap.json")
+MANIFEST_NAMES = ("package.json",) + LOCKFILES
+APT_MOUNTS = ("--mount=type=cache,target=/var/cache/apt,sharing=locked "
+              "--mount=type=cache,target=/var/lib/apt,sharing=locked")
+APK_MOUNT = "--mount=type=cache,target=/etc/apk/cache,sharing=locked"
+
+_INSTALLS = {"ci", "install", "i"}
+_NPM_VALUE_OPTIONS = {"--loglevel", "--registry", "--cache", "--workspace", "-w", "--omit", "--include"}
+_NPM_CACHE = re.compile(r"^(/root|~|\$HOME|\$\{HOME\})/\.npm(/.*)?$")
+_NPM_CACHE_WORD = re.compile(r"[ \t]+(?:/root|~|\$HOME|\$\{HOME\})/\.npm(?:/\S*)?(?=\s|$)")
+_RUN_FLAGS = re.compile(r"^\s*RUN((?:(?:[ \t]|\\\n)+--\S+)*)(?:[ \t]|\\\n)*", re.IGNORECASE)
+# BuildKit's parser directives: leading comment lines `# key=value`, until the first other line.
+_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
+# docker/dockerfile releases that keep RUN --mount in the stable channel: 1, 1.N and 1.N.M with
+# N >= 2 (1.2.0 moved mounts there), each also as -labs, by name or pinned by digest.
+_FRONTEND = re.compile(r"^(?:docker\.io/)?docker/dockerfile(?:-upstream)?:1(?:\.(\d+)(?:\.\d+)?)?(?:-labs)?"
+                       r"(?:@sha256:[0-9a-f]{64})?$")
+_GLOB = re.compile(r"[*?\[]")
+# A sources COPY is moved only past instructions that cannot read the application's sources.
+_MOVABLE_PAST = {"ARG", "ENV", "LABEL", "EXPOSE", "USER", "COPY", "ADD", "WORKDIR"}
+_SAFE_COMMANDS = {"apt-get", "apk", "cd", "mkdir"}
+_SAFE_NPM = _INSTALLS | {"config", "cache"}
+# OS package managers: the install subcommand, and the cache directories a mount may keep.
+_OS_INSTALLS = {"apt-get": ("install", ("/var/cache/apt", "/var/cache/apt/archives")),
+                "apt": ("install", ("/var/cache/apt", "/var/cache/apt/archives")),
+                "apk": ("add", ("/etc/apk/cache", "/var/cache/apk"))}
+
+# When each Node.js release line stopped getting fixes (its end of life), from the Node.js release
+# schedule: schedule.json of github.com/nodejs/Release (lines 4 to 26, as published in 2026). A line
+# missing here (a newer one) is not warned about. The LTS lines' code names tag images too.
+NODE_END_OF_LIFE = {
+    4: date(2018, 4, 30), 5: date(2016, 6, 30), 6: date(2019, 4, 30), 7: date(2017, 6, 30),
+    8: date(2019, 12, 31), 9: date(2018, 6, 30), 10: date(2021, 4, 30), 11: date(2019, 6, 1),
+    12: date(2022, 4, 30), 13: date(2020, 6, 1), 14: date(2023, 4, 30), 15: date(2021, 6, 1),
+    16: date(2023, 9, 11), 17: date(2022, 6, 1), 18: date(2025, 4, 30), 19: date(2023, 6, 1),
+    20: date(2026, 4, 30), 21: date(2024, 6, 1), 22: date(2027, 4, 30), 23: date(2025, 6, 1),
+    24: date(2028, 4, 30), 25: date(2026, 6, 1), 26: date(2029, 4, 30),
+}
+NODE_CODENAMES = {"argon": 4, "boron": 6, "carbon": 8, "dubnium": 10, "erbium": 12, "fermium": 14,
+                  "gallium": 16, "hydrogen": 18, "iron": 20, "jod": 22, "krypton": 24}
+# The official image's tags that name a line: 20, 20.11, 20.11.1, iron, each with a variant
+# (-alpine, -bookworm-slim); `node`, `lts`, `current` and `latest` move on by themselves.
+_NODE_TAG = re.compile(r"^(?:(\d+)(?:\.\d+){0,2}|([a-z]+))(-[a-z0-9.-]+)?$")
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One departure from the hub Dockerfile pattern: where it is, which rule, and the fix.
+    A warning (severity "warning") does not stop a deploy; it names a step likely to fail."""
+
+    path: str
+    line: int
+    rule: str
+    message: str
+    fix: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        kind = "warning: " if self.severity == "warning" else ""
+        return f"{self.path}:{self.line}: {kind}{self.message}\n    fix: {self.fix}"
+
+
+class DockerfileError(Exception):
+    """The file cannot be parsed, or cannot be rewritten safely; the message says what to do."""
+
+
+def _context_path(source: str) -> str:
+    """A COPY source as a path in the build context ("" for the context itself)."""
+    path = posixpath.normpath("/" + source).lstrip("/")  # a leading / or .. cannot leave the context
+    return "" if path == "." else path
+
+
+class _Context:
+    """The build context's files as Docker sees them (honouring .dockerignore), to tell files from
+    folders, expand globs and know which manifests exist. Unknown (None): every named source is
+    assumed to exist, and one is a folder when it is `.`, ends with `/` or has no extension."""
+
+    def __init__(self, root: Optional[Path]):
+        entries = context_files(root) if root is not None else []
+        self.files: Optional[set[str]] = {e for e in entries if not e.endswith("/")} if root is not None else None
+        # Directories: those of the files, and the empty ones the context lists as `dir/`.
+        self.dirs = {""} | {posixpath.dirname(f) for f in self.files or ()} | {
+            e.rstrip("/") for e in entries if e.endswith("/")}
+        for d in list(self.dirs):
+            while d:
+                d = posixpath.dirname(d)
+                self.dirs.add(d)
+
+    def expand(self, source: str) -> list[tuple[str, bool]]:
+        """The (context path, is a folder) pairs a COPY source names."""
+        path = _context_path(source)
+        if self.files is None:
+            base = posixpath.basename(path)
+            folder = not path or source.endswith("/") or not _GLOB.search(base) and "." not in base
+            return [(path, folder)]
+        if _GLOB.search(path):
+            depth = path.count("/")
+            return sorted((p, p in self.dirs) for p in self.files | self.dirs
+                          if p and p.count("/") == depth and fnmatch.fnmatchcase(p, path))
+        return [(path, path in self.dirs)] if path in self.dirs or path in self.files else []
+
+    def has(self, path: str) -> bool:
+        return self.files is None or path in self.files
+
+
+@dataclass(frozen=True)
+class _Landing:
+    """Where a COPY from the build context puts a context file (or a folder's contents)."""
+
+    cmd: dockerfile.Command
+    source: str  # context path ("" for the whole context)
+    target: str  # absolute path in the image: the file, or the folder that receives the contents
+    folder: bool
+
+
+@dataclass
+class _Run:
+    """A RUN instruction that installs npm packages."""
+
+    cmd: dockerfile.Command
+    installs: list[tuple[str, Optional[str]]]  # (command, absolute install folder; None for a global install)
+    mount: Optional[str]  # its --mount flag with a cache at /root/.npm, if any
+    hiding: list[tuple[str, str]]  # (flag, target) of cache/tmpfs mounts over an install folder's packages
+    wipes: list[str]  # the commands (or their parts) that empty the npm cache
+    retry: bool = False  # an install runs under workhub's retry (`eval "$WORKHUB_RETRY" npm ci`)
+
+
+@dataclass
+class _Stage:
+    """One FROM block, as far as the rules care."""
+
+    instructions: list[dockerfile.Command] = field(default_factory=list)
+    workdir: str = "/"
+    first_workdir: str = ""
+    landings: list[_Landing] = field(default_factory=list)  # COPY/ADD from the context, in order
+    dirs: set[str] = field(default_factory=lambda: {"/"})  # folders known to exist in the image
+    args: set[str] = field(default_factory=set)  # ARGs declared before the first install
+    runs: list[_Run] = field(default_factory=list)
+    workdirs: dict[int, str] = field(default_factory=dict)  # instruction start line -> WORKDIR there
+
+
+def _words(command: str) -> list[str]:
+    """The words of one shell command, without line continuations or comment lines."""
+    text = "\n".join(line for line in command.split("\n") if not line.lstrip().startswith("#"))
+    try:
+        return shlex.split(text.replace("\\\n", " "))
+    except ValueError:
+        return text.replace("\\\n", " ").split()
+
+
+def _segments(body: str) -> list[tuple[int, int]]:
+    """Spans of the commands of a shell line, split at `&&`, `||`, `;`, `|` and `&` (not `2>&1`) outside quotes."""
+    spans, start, quote, i = [], 0, "", 0
+    while i < len(body):
+        char = body[i]
+        if quote:
+            i += 2 if char == "\\" and quote == '"' else 1
+            quote = "" if char == quote else quote
+            continue
+        if char in "'\"":
+            quote = char
+        elif char == "\\":
+            i += 1
+        elif char in ";|" or char == "&" and not (i and body[i - 1] in "<>" or body[i + 1:i + 2] == ">"):
+            spans.append((start, i))
+            start = i = i + (2 if body[i:i + 2] in ("&&", "||") else 1)
+            continue
+        i += 1
+    return spans + [(start, len(body))]
+
+
+def _commands(cmd: dockerfile.Command) -> list[list[str]]:
+    """The words of each command a RUN runs (exec form, shell form or heredoc lines)."""
+    if cmd.json:
+        return [list(cmd.value)]
+    lines = [line for doc in cmd.heredocs for line in doc.content.split("\n")] if cmd.heredocs else [cmd.value[0]]
+    return [_words(line[a:b]) for line in lines for a, b in _segments(line)]
+
+
+# `eval "$WORKHUB_RETRY" npm ci`: the install under workhub's own retry (components.render.host.build.install_retry).
+RETRY_PREFIX = ("eval", "$WORKHUB_RETRY")
+RETRY_ARG = "WORKHUB_RETRY"
+_RETRY_WORDS = (RETRY_PREFIX, ("eval", "${WORKHUB_RETRY}"))
+
+
+def _program(words: list[str]) -> list[str]:
+    """The words without leading `VAR=value` assignments, `sudo` and workhub's retry prefix."""
+    while words and (re.match(r"^\w+=", words[0]) or words[0] == "sudo"
+                     or tuple(words[:2]) in _RETRY_WORDS):
+        words = words[1:] if words[0] != "eval" else words[2:]
+    return words
+
+
+def _npm(words: list[str]) -> Optional[tuple[str, list[str], Optional[str]]]:
+    """(subcommand, its other words, --prefix) when `words` run npm, else None."""
+    words = _program(words)
+    if not words or posixpath.basename(words[0]) != "npm":
+        return None
+    sub, rest, prefix, i = "", [], None, 1
+    while i < len(words):
+        word = words[i]
+        if word in ("--prefix", "-C") and i + 1 < len(words):
+            prefix, i = words[i + 1], i + 1
+        elif word.startswith("--prefix="):
+            prefix = word.split("=", 1)[1]
+        elif word in _NPM_VALUE_OPTIONS:
+            i += 1
+        elif not sub and not word.startswith("-"):
+            sub = word
+        else:
+            rest.append(word)
+        i += 1
+    return sub, rest, prefix
+
+
+def _wipe(words: list[str]) -> Optional[str]:
+    """The part of the command that empties the npm cache (`npm cache clean`, `rm -rf ~/.npm`), if any."""
+    npm = _npm(words)
+    if npm and npm[0] == "cache" and npm[1]:
+        return " ".join(words) if npm[1][0] in ("clean", "clear", "rm") or {"-f", "--force"} & set(npm[1]) else None
+    if words[:1] == ["rm"] and any(_NPM_CACHE.match(w) for w in words[1:]):
+        return " ".join(w for w in words if w == "rm" or w.startswith("-") or _NPM_CACHE.match(w))
+    return None
+
+
+def _absolute(path: str, workdir: str) -> str:
+    return posixpath.normpath(posixpath.join(workdir, path))
+
+
+def _under(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or inside it (both absolute and normalized)."""
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _relative(path: str, workdir: str) -> str:
+    """An absolute image path as COPY would name it under WORKDIR: `./x/`, `./`, or absolute."""
+    if path == workdir:
+        return "./"
+    return "./" + path[len(workdir.rstrip("/")) + 1:] + "/" if _under(path, workdir) else path.rstrip("/") + "/"
+
+
+def _mounts(flags: tuple[str, ...], workdir: str) -> list[tuple[str, dict[str, str], str]]:
+    """Each --mount flag with its options and its absolute target (BuildKit resolves a relative
+    target against WORKDIR)."""
+    found = []
+    for flag in flags:
+        if flag.startswith("--mount="):
+            options = dict(o.split("=", 1) if "=" in o else (o, "") for o in flag[8:].split(","))
+            target = options.get("target") or options.get("dst") or options.get("destination") or ""
+            found.append((flag, options, _absolute(target, workdir) if target else ""))
+    return found
+
+
+def _cache_at(mounts: list[tuple[str, dict[str, str], str]], targets: Iterable[str]) -> Optional[str]:
+    """The flag of the cache mount at one of `targets`, if there is one."""
+    return next((flag for flag, options, target in mounts if options.get("type") == "cache" and target in targets),
+                None)
+
+
+def _locked(mount: Optional[str]) -> bool:
+    return mount is not None and "sharing=locked" in mount[8:].split(",")
+
+
+def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
+    """What the RUN installs, where, what its mounts hide and what it wipes; None when it installs nothing."""
+    installs, wipes, cwd = [], [], workdir
+    for words in _commands(cmd):
+        npm = _npm(words)
+        if words[:1] == ["cd"] and len(words) > 1:
+            cwd = _absolute(words[1], cwd)
+        elif npm and npm[0] in _INSTALLS:
+            where = None if {"-g", "--global"} & set(npm[1]) else _absolute(npm[2] or ".", cwd)
+            installs.append((" ".join(words[2:] if tuple(words[:2]) in _RETRY_WORDS else words), where))
+        elif wipe := _wipe(words):
+            wipes.append(wipe)
+    if not installs:
+        return None
+    mounts = _mounts(cmd.flags, workdir)
+    folders = [d for _, d in installs if d is not None]
+    # A cache (or tmpfs) mount over an install folder's node_modules, or over the folder itself,
+    # keeps what npm installs there out of the image: the app ships without its packages.
+    hiding = [(flag, target) for flag, options, target in mounts if options.get("type") in ("cache", "tmpfs")
+              and target and any(_under(target, d + "/node_modules") or _under(d, target) for d in folders)]
+    retry = any(tuple(words[:2]) in _RETRY_WORDS for words in _commands(cmd))
+    return _Run(cmd, installs, _cache_at(mounts, ("/root/.npm",)), hiding, wipes, retry)
+
+
+def _parse(text: str, path: str) -> list[dockerfile.Command]:
+    try:
+        return dockerfile.parse_string(text)
+    except dockerfile.GoParseError as error:
+        raise DockerfileError(f"{path}: BuildKit cannot parse it ({error})\n"
+                              "    fix: correct it until `docker build` accepts it") from None
+
+
+def _landings(cmd: dockerfile.Command, stage: _Stage, context: _Context) -> list[_Landing]:
+    """Where a COPY/ADD from the build context puts what it copies (Docker's rules: a folder's
+    contents go into the destination; a file goes into it when it is a folder, else becomes it)."""
+    if cmd.heredocs or any(f.startswith("--from=") for f in cmd.flags):
+        return []
+    *sources, dest = cmd.value
+    sources = [s for s in sources if not re.match(r"^[a-z][a-z0-9+.-]*://|^git@", s)]  # ADD of a URL
+    target = _absolute(dest, stage.workdir)
+    into = dest.endswith("/") or dest in (".", "..") or len(sources) > 1 or target in stage.dirs \
+        or any(_GLOB.search(s) for s in sources)
+    found = []
+    for source in sources:
+        for path, folder in context.expand(source):
+            found.append(_Landing(cmd, path, target if folder or not into else
+                                  posixpath.join(target, posixpath.basename(path)), folder))
+    return found
+
+
+def _stages(text: str, path: str, context: _Context) -> list[_Stage]:
+    """Parse with BuildKit's parser and collect, per stage, what the rules look at."""
+    stages, names = [_Stage()], {}
+    for cmd in _parse(text, path):
+        kind, stage = cmd.cmd.upper(), stages[-1]
+        if kind == "FROM":
+            parent = names.get(cmd.value[0].lower(), _Stage())  # FROM an earlier stage starts with its files
+            stage = _Stage(workdir=parent.workdir, first_workdir=parent.first_workdir,
+                           landings=list(parent.landings), dirs=set(parent.dirs))
+            stages.append(stage)
+            if len(cmd.value) == 3:
+                names[cmd.value[2].lower()] = stage
+        stage.instructions.append(cmd)
+        stage.workdirs[cmd.start_line] = stage.workdir
+        if kind == "WORKDIR":
+            stage.workdir = _absolute(cmd.value[0], stage.workdir)
+            stage.first_workdir = stage.first_workdir or stage.workdir
+            stage.dirs.add(stage.workdir)
+        elif kind == "ARG" and not stage.runs:
+            stage.args |= {v.split("=", 1)[0] for v in cmd.value}
+        elif kind in ("COPY", "ADD"):
+            landed = _landings(cmd, stage, context)
+            stage.landings += landed
+            stage.dirs |= {l.target if l.folder else posixpath.dirname(l.target) for l in landed}
+        elif kind == "RUN" and (run := _install_run(cmd, stage.workdir)):
+            stage.runs.append(run)
+    return stages
+
+
+def _folders(stage: _Stage) -> list[str]:
+    """The folders the stage installs npm packages in, deepest first."""
+    found = {d for run in stage.runs for _, d in run.installs if d is not None}
+    return sorted(found, key=lambda d: (-d.count("/"), d))
+
+
+def _context_dir(stage: _Stage, folder: str) -> str:
+    """The context folder whose files make up the image folder `folder`: from a manifest copied
+    there, else from a COPY that brings it (or an enclosing folder), else its path under WORKDIR."""
+    for landing in stage.landings:
+        if not landing.folder and posixpath.dirname(landing.target) == folder \
+                and posixpath.basename(landing.target) in MANIFEST_NAMES:
+            return posixpath.dirname(landing.source)
+    for landing in stage.landings:
+        if landing.folder and _under(folder, landing.target):
+            rest = folder[len(landing.target):].strip("/")
+            return _context_path(posixpath.join(landing.source, rest))
+    base = stage.first_workdir or "/"
+    return folder[len(base.rstrip("/")) + 1:] if _under(folder, base) and folder != base else \
+        ("" if folder == base else folder.lstrip("/"))
+
+
+def _lands(stage: _Stage, target: str, before: int) -> bool:
+    """Whether a COPY of files (not of a folder, which brings sources too) before line `before`
+    puts a context file at `target` (a manifest's image path)."""
+    return any(landing.cmd.start_line < before and not landing.folder
+               and fnmatch.fnmatchcase(target, landing.target) for landing in stage.landings)
+
+
+def _manifests(stage: _Stage, folder: str, context: _Context) -> list[str]:
+    """The context paths of the manifests `folder`'s install needs: package.json and each lockfile the
+    context has there (without a context: package.json and package-lock.json); [] when the context
+    has no package.json there."""
+    source = _context_dir(stage, folder)
+    if context.files is None:
+        return [posixpath.join(source, n) for n in MANIFESTS]
+    found = [posixpath.join(source, n) for n in MANIFEST_NAMES if posixpath.join(source, n) in context.files]
+    return found if found and posixpath.basename(found[0]) == "package.json" else []
+
+
+def _missing(stage: _Stage, run: _Run, folder: str, context: _Context) -> list[str]:
+    """The manifests of `folder` not copied on their own before `run`, as context paths."""
+    line = run.cmd.start_line
+    if context.files is None:  # any lockfile will do
+        if _lands(stage, posixpath.join(folder, "package.json"), line) and \
+                any(_lands(stage, posixpath.join(folder, n), line) for n in LOCKFILES):
+            return []
+        return _manifests(stage, folder, context)
+    return [m for m in _manifests(stage, folder, context)
+            if not _lands(stage, posixpath.join(folder, posixpath.basename(m)), line)]
+
+
+def _installs_without_package_json(stages: list[_Stage], context: _Context) -> list[tuple[_Run, str, str, str]]:
+    """(run, command, folder, context path) of each install whose folder has no package.json in the
+    context: the build fails there at once, and no COPY can fix it."""
+    found = []
+    for stage in stages:
+        for run in stage.runs:
+            for command, folder in run.installs:
+                if folder is not None and context.files is not None and not _manifests(stage, folder, context):
+                    found.append((run, command, folder, posixpath.join(_context_dir(stage, folder), "package.json")))
+    return found
+
+
+def _source_copies(stage: _Stage) -> list[tuple[dockerfile.Command, _Run, list[str]]]:
+    """Each COPY of this stage that brings an install folder's sources before that folder's install:
+    (the COPY, the last install it precedes, the folders). A COPY brings a folder's sources when it
+    copies that folder, an enclosing one, or a folder inside it that no deeper install owns."""
+    folders, own = _folders(stage), {id(c) for c in stage.instructions}
+    found: dict[int, tuple[dockerfile.Command, _Run, list[str]]] = {}
+    for landing in stage.landings:
+        if not landing.folder or id(landing.cmd) not in own:
+            continue
+        owner = next((d for d in folders if _under(landing.target, d)), None)
+        brought = [d for d in folders if _under(d, landing.target) or d == owner]
+        for run in stage.runs:
+            if run.cmd.start_line > landing.cmd.start_line and any(d in brought for _, d in run.installs):
+                cmd, _, known = found.get(landing.cmd.start_line, (landing.cmd, run, []))
+                found[landing.cmd.start_line] = (cmd, run, sorted(set(known) | {d for _, d in run.installs
+                                                                                if d in brought}))
+    return [found[line] for line in sorted(found)]
+
+
+def _syntax_problem(text: str, cmds: list[dockerfile.Command]) -> Optional[tuple[int, str, str]]:
+    """(line, message, fix) when the syntax directive does not select a docker/dockerfile:1 release
+    with RUN --mount (and, when the file uses heredocs, with heredocs: 1.4 or newer)."""
+    found = None
+    for number, line in enumerate(text.split("\n"), 1):
+        match = _DIRECTIVE.match(line)
+        if not match:
+            break
+        if match.group(1).lower() == "syntax":
+            found = (number, match.group(2))
+    if found is None:
+        return 1, f"the file has no `{SYNTAX}` line, so RUN --mount may not be understood", \
+            f"add `{SYNTAX}` as the first line"
+    number, value = found
+    match = _FRONTEND.match(value)
+    minor = int(match.group(1)) if match and match.group(1) else None
+    if match and (minor is None or minor >= 4 or minor >= 2 and not any(c.heredocs for c in cmds)):
+        return None
+    if not match:
+        why = "is not a docker/dockerfile:1 release, so RUN --mount may not be understood"
+    elif minor < 2:
+        why = "selects a Dockerfile frontend older than 1.2, which has no RUN --mount"
+    else:
+        why = "selects a Dockerfile frontend older than 1.4, which has no heredocs"
+    return number, f"`syntax={value}` {why}", f"replace line {number} with `{SYNTAX}`"
+
+
+def _image(ref: str) -> str:
+    """An image reference in one spelling: without docker.io/library/, with a tag."""
+    ref = re.sub(r"^(?:docker\.io|index\.docker\.io)/", "", ref)
+    ref = ref[len("library/"):] if ref.startswith("library/") else ref
+    return ref if "@" in ref or ":" in ref.rsplit("/", 1)[-1] else ref + ":latest"
+
+
+def _base_images(cmds: list[dockerfile.Command]) -> list[tuple[dockerfile.Command, str]]:
+    """Each FROM that pulls an image (not an earlier stage, not scratch), with the image as its
+    global ARG defaults make it; a FROM whose image depends on an ARG without a default is left out."""
+    defaults, names, found, seen_from = {}, set(), [], False
+    for cmd in cmds:
+        kind = cmd.cmd.upper()
+        if kind == "ARG" and not seen_from:
+            defaults.update(v.split("=", 1) for v in cmd.value if "=" in v)
+        elif kind == "FROM":
+            seen_from = True
+            image = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults.get(m.group(1) or m.group(2), "\0"),
+                           cmd.value[0])
+            if image.lower() not in names and image.lower() != "scratch" and "\0" not in image:
+                found.append((cmd, image))
+            if len(cmd.value) == 3:
+                names.add(cmd.value[2].lower())
+    return found
+
+
+def _os_installs(cmd: dockerfile.Command) -> list[tuple[str, str]]:
+    """(package manager, command) of each OS package install the RUN makes without a cache mount
+    for that manager's downloads."""
+    mounts = _mounts(cmd.flags, "/")
+    found = []
+    for words in _commands(cmd):
+        words = _program(words)
+        if not words or posixpath.basename(words[0]) not in _OS_INSTALLS:
+            continue
+        manager = posixpath.basename(words[0])
+        sub, caches = _OS_INSTALLS[manager]
+        if sub in words[1:] and (_cache_at(mounts, caches) is None or "--no-cache" in words):
+            found.append((manager, " ".join(words)))
+    return found
+
+
+def node_line(image: str) -> Optional[int]:
+    """The Node.js release line an image of the official `node` repository (or a mirror of it under
+    the same name) is tagged with: 20 for node:20-alpine, node:20.11.1 or node:iron-bookworm-slim;
+    None for another image, or a tag that moves from line to line (node:lts, node:current)."""
+    name, _, tag = image.split("@", 1)[0].rpartition(":")
+    if not name or "/" in tag or posixpath.basename(name) != "node":
+        return None
+    match = _NODE_TAG.match(tag)
+    if not match:
+        return None
+    return int(match.group(1)) if match.group(1) else NODE_CODENAMES.get(match.group(2))
+
+
+def supported_node_line(today: date, *preferred: Optional[int]) -> int:
+    """The line to move to: the first of `preferred` that is still supported, else the LTS line
+    (even) supported longest."""
+    for line in preferred:
+        if line is not None and NODE_END_OF_LIFE.get(line, date.max) > today:
+            return line
+    return max((line for line in NODE_END_OF_LIFE if line % 2 == 0), key=NODE_END_OF_LIFE.__getitem__)
+
+
+def _on_line(image: str, line: int) -> str:
+    """The image with its tag moved to `line`, its variant kept: node:20.11-alpine -> node:24-alpine."""
+    name, _, tag = image.split("@", 1)[0].rpartition(":")
+    match = _NODE_TAG.match(tag)
+    variant = match.group(3) if match and match.group(3) else ""
+    return f"{name}:{line}{variant}"
+
+
+def _end_of_life(cmds: list[dockerfile.Command], path: str, base_image: Optional[str],
+                 today: date) -> list[Violation]:
+    """A FROM of a Node.js line whose support has ended: its security fixes have stopped."""
+    found = []
+    # The project's base image's line, else workhub's default's.
+    preferred = (node_line(base_image) if base_image else None, node_line(DEFAULT_BASE_IMAGE))
+    for cmd, image in _base_images(cmds):
+        line = node_line(image)
+        end = NODE_END_OF_LIFE.get(line) if line is not None else None
+        if end is None or end > today:
+            continue
+        target = supported_node_line(today, *preferred)
+        to = _on_line(image, target)
+        also = " and workhub:baseImage (in Pulumi.yaml)" if base_image and _image(image) == _image(base_image) else ""
+        found.append(Violation(
+            path, cmd.start_line, "node-end-of-life", f"`FROM {image}` runs Node.js {line}, whose support ended on "
+            f"{end.isoformat()} (the Node.js release schedule): it gets no more security fixes",
+            f"start FROM {to} (Node.js {target}, supported until {NODE_END_OF_LIFE[target].isoformat()}) in this "
+            f"file{also}, then build and test the hub on it", "warning"))
+    return found
+
+
+def _warnings(cmds: list[dockerfile.Command], path: str, base_image: Optional[str],
+              today: Optional[date] = None) -> list[Violation]:
+    """The network steps a weak link fails on next: a base image the host was not checked to pull,
+    and OS package downloads that no cache mount keeps between builds; and a Node.js line at its
+    end of life."""
+    found = _end_of_life(cmds, path, base_image, today or date.today())
+    for cmd, image in _base_images(cmds) if base_image else []:
+        if _image(image) == _image(base_image):
+            continue
+        if "@" in base_image and "@" not in image and _image(image) == _image(base_image.split("@", 1)[0]):
+            found.append(Violation(
+                path, cmd.start_line, "base-image", f"`FROM {image}` is workhub:baseImage ({base_image}) without its "
+                f"digest: the build takes whatever {image} names on the build host, not the image the digest pins",
+                f"start FROM {base_image}", "warning"))
+            continue
+        found.append(Violation(
+            path, cmd.start_line, "base-image", f"`FROM {image}` is not workhub:baseImage ({base_image}), the "
+            "image the preflight checks the build host can pull; the host may not be able to pull this one",
+            f"start FROM {base_image}, or set workhub:baseImage to {image} (in Pulumi.yaml) so the preflight "
+            "checks it", "warning"))
+    for cmd in cmds:
+        if cmd.cmd.upper() != "RUN":
+            continue
+        for manager, command in _os_installs(cmd):
+            fix = (f"run it as `RUN {APK_MOUNT} apk add ...`, without --no-cache" if manager == "apk" else
+                   f"run it as `RUN {APT_MOUNTS} apt-get update && apt-get install ...`, after "
+                   "`RUN rm -f /etc/apt/apt.conf.d/docker-clean` (Debian images delete downloaded packages)")
+            found.append(Violation(
+                path, cmd.start_line, "os-packages", f"`{command}` downloads OS packages on every build (no cache "
+                "mount keeps them), the next network step to fail on a weak link", fix, "warning"))
+    return found
+
+
+def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = None,
+               base_image: Optional[str] = None, today: Optional[date] = None) -> list[Violation]:
+    """Every violation in the text of one Dockerfile, by line; an empty list means it follows the pattern.
+
+    `context` is the build context directory: with it, the manifests each install needs are the
+    ones that folder of the context has. `base_image` (workhub:baseImage) adds a warning for
+    each FROM of another image. A FROM of a Node.js line past its end of life (on `today`, by
+    default the day it runs) is a warning too."""
+    found, ctx = [], _Context(context)
+    cmds = _parse(text, path)
+    if problem := _syntax_problem(text, cmds):
+        found.append(Violation(path, *problem[:1], "syntax", *problem[1:]))
+    stages = _stages(text, path, ctx)
+    for run, command, folder, source in _installs_without_package_json(stages, ctx):
+        found.append(Violation(path, run.cmd.start_line, "manifests-first", f"`{command}` installs in {folder}, but "
+                               f"the build context has no {source}", "add the folder's package.json and lockfile "
+                               "to the context, or correct where the install runs"))
+    for stage in stages:
+        for run in stage.runs:
+            line, shown = run.cmd.start_line, ", ".join(command for command, _ in run.installs)
+            for flag, target in run.hiding:
+                fix = f"drop `{flag}`" if run.mount else f"replace `{flag}` with `{CACHE_MOUNT}`"
+                found.append(Violation(path, line, "cache-mount", f"`{shown}` runs with a cache mount at {target}, "
+                                       "over the packages it installs, so the image ships without them", fix))
+            if run.mount is None and not run.hiding:
+                found.append(Violation(path, line, "cache-mount", f"`{shown}` runs without the npm cache mount, "
+                                       "so every build downloads every package again",
+                                       f"start the instruction with `RUN {CACHE_MOUNT}`"))
+            elif run.mount is not None and not _locked(run.mount):
+                found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` is not "
+                                       "sharing=locked, so two builds can write the cache at once",
+                                       f"replace `{run.mount}` with `{CACHE_MOUNT}`"))
+            for wipe in run.wipes:
+                found.append(Violation(path, line, "no-cache-clean", f"`{shown}` runs with `{wipe}`, which wipes "
+                                       "the npm cache the mount keeps between builds",
+                                       f"drop `{wipe}` from this RUN; the mounted cache never reaches the image"))
+            for command, folder in run.installs:
+                missing = None if folder is None else _missing(stage, run, folder, ctx)
+                if missing:
+                    fix = _copy_manifests(missing, folder, stage.workdirs[line])
+                    found.append(Violation(path, line, "manifests-first", f"`{command}` runs before "
+                                           f"{' and '.join(missing)} are copied on their own",
+                                           f"add `{fix}` before it"))
+        for copy, last, folders in _source_copies(stage):
+            what = "the whole build context" if copy.value[:-1] in ((".",), ("./",)) else \
+                "the sources of " + ", ".join(_context_dir(stage, d) + "/" if _context_dir(stage, d) else "./"
+                                              for d in folders)
+            found.append(Violation(path, copy.start_line, "manifests-first", f"`{copy.original}` copies {what} "
+                                   f"before the npm install at line {last.cmd.start_line}, so any source change "
+                                   "reinstalls every package", f"move it after line {last.cmd.start_line}"))
+        missing = [a for a in _wanted_args(stage) if a not in stage.args]
+        if missing:
+            first = stage.runs[0].cmd.start_line
+            found.append(Violation(path, first, "build-args", f"{', '.join(missing)} not declared with ARG before "
+                                   "the stage's first npm install, so workhub's build args for them are dropped",
+                                   "add " + ", ".join(f"`ARG {a}`" for a in missing) + f" before line {first}"))
+    found += _warnings(cmds, path, base_image, today)
+    return sorted(found, key=lambda violation: violation.line)
+
+
+def _wanted_args(stage: _Stage) -> tuple[str, ...]:
+    """The ARGs a stage's installs need: workhub's settings, and WORKHUB_RETRY where an install
+    runs under it (undeclared, it is empty, and the install runs once)."""
+    if not stage.runs:
+        return ()
+    return BUILD_ARGS + ((RETRY_ARG,) if any(run.retry for run in stage.runs) else ())
+
+
+def check_dockerfile(path: str | Path, context: Optional[Path] = None,
+                     base_image: Optional[str] = None, today: Optional[date] = None) -> list[Violation]:
+    """Every violation in the Dockerfile at `path` (it is read, never written)."""
+    return check_text(Path(path).read_text(), str(path), context, base_image, today)
+
+
+def _copy_manifests(files: list[str], folder: str, workdir: str) -> str:
+    """The COPY of a folder's manifests (context paths) into `folder`, as written under `workdir`."""
+    dest = _relative(folder, workdir)
+    return f"COPY {' '.join(files)} {dest}"
+
+
+def _without_wipes(command: str) -> str:
+    """Shell text without the commands (or rm arguments) that empty the npm cache; "" if nothing is left."""
+    spans, kept = _segments(command), []  # kept: (separator before it, command text)
+    for index, (start, end) in enumerate(spans):
+        segment, words = command[start:end], _words(command[start:end])
+        if _wipe(words):
+            if words[0] != "rm" or all(w.startswith("-") or _NPM_CACHE.match(w) for w in words[1:]):
+                continue
+            segment = _NPM_CACHE_WORD.sub("", segment)
+        kept.append((command[spans[index - 1][1]:start] if index else "", segment))
+    if not kept:
+        return ""
+    kept[0] = ("", kept[0][1].lstrip(" \t\\\n"))
+    return "".join(separator + segment for separator, segment in kept).rstrip(" \t\\\n")
+
+
+def _fix_run(raw: str, run: _Run) -> str:
+    """The RUN's text with the locked npm cache mount (in place of a mount over its packages) and
+    without its cache wipes; other flags stay."""
+    match = _RUN_FLAGS.match(raw)
+    assert match, raw
+    head, body = raw[:match.end()], raw[match.end():]
+    if run.wipes and run.cmd.heredocs:  # a script: rewrite only its lines that wipe
+        lines = body.splitlines(keepends=True)
+        for index, line in enumerate(lines):
+            if any(_wipe(_words(line[a:b])) for a, b in _segments(line)):
+                lines[index] = _without_wipes(line) + "\n" if _without_wipes(line) else ""
+        body = "".join(lines)
+    elif run.wipes and not run.cmd.json:
+        body = _without_wipes(body) + "\n"
+    mount = run.mount
+    for flag, _ in run.hiding:
+        if mount is None:
+            head, mount = head.replace(flag, CACHE_MOUNT, 1), CACHE_MOUNT
+        else:
+            head = re.sub(r"(?:[ \t]|\\\n)+" + re.escape(flag) + r"(?=\s)", "", head, count=1)
+    if mount is None:
+        head = head[:match.start(1)] + " " + CACHE_MOUNT + head[match.start(1):]
+    elif not _locked(mount):
+        options = [o for o in mount[8:].split(",") if not o.startswith("sharing=")]
+        head = head.replace(mount, "--mount=" + ",".join(options + ["sharing=locked"]), 1)
+    return head + body
+
+
+def _movable(cmd: dockerfile.Command) -> bool:
+    """Whether a sources COPY can move past `cmd` without changing what `cmd` does."""
+    if cmd.cmd.upper() != "RUN":
+        return cmd.cmd.upper() in _MOVABLE_PAST
+    for words in _commands(cmd):
+        npm = _npm(words)
+        if not (words[:1] and words[0] in _SAFE_COMMANDS or npm and npm[0] in _SAFE_NPM):
+            return False
+    return not cmd.heredocs
+
+
+@dataclass
+class _Edits:
+    """Changes to a Dockerfile's text by instruction start line: replacements of whole instructions
+    (`ends` says where each ends) and texts inserted before a line."""
+
+    replace: dict[int, str] = field(default_factory=dict)
+    ends: dict[int, int] = field(default_factory=dict)
+    insert: dict[int, list[str]] = field(default_factory=dict)
+
+    def swap(self, cmd: dockerfile.Command, new: str) -> None:
+        self.replace[cmd.start_line], self.ends[cmd.start_line] = new, cmd.end_line
+
+    def apply(self, text: str) -> str:
+        lines, out, line = text.splitlines(keepends=True), [], 1
+        while line <= len(lines) + 1:
+            out += self.insert.get(line, [])
+            if line in self.replace:
+                out.append(self.replace[line])
+                line = self.ends[line] + 1
+            else:
+                out.append(lines[line - 1] if line <= len(lines) else "")
+                line += 1
+        return "".join(out)
+
+
+def _raw(text: str, cmd: dockerfile.Command) -> str:
+    return "".join(text.splitlines(keepends=True)[cmd.start_line - 1:cmd.end_line])
+
+
+def _fix_syntax(text: str, cmds: list[dockerfile.Command]) -> str:
+    problem = _syntax_problem(text, cmds)
+    if problem is None:
+        return text
+    lines = text.split("\n")
+    if _DIRECTIVE.match(lines[problem[0] - 1]) and problem[0] <= len(lines):
+        match = _DIRECTIVE.match(lines[problem[0] - 1])
+        if match and match.group(1).lower() == "syntax":
+            lines[problem[0] - 1] = SYNTAX
+            return "\n".join(lines)
+    return SYNTAX + "\n" + text
+
+
+def _move_sources(text: str, path: str, context: _Context) -> str:
+    """Each COPY that brings a folder's sources before its install, moved to just after that install
+    (its destination made absolute if WORKDIR differs there)."""
+    edits = _Edits()
+    for stage in _stages(text, path, context):
+        copies = _source_copies(stage)
+        moved = {id(copy) for copy, _, _ in copies}
+        for copy, last, _ in copies:
+            blocker = next((c for c in stage.instructions if copy.start_line < c.start_line <= last.cmd.start_line
+                            and id(c) not in moved and not _movable(c)), None)
+            if blocker is not None:
+                raise DockerfileError(f"{path}:{copy.start_line}: `{copy.original}` cannot move after the npm "
+                                      f"install at line {last.cmd.start_line}: line {blocker.start_line} may need "
+                                      "the sources\n    fix: move the installs before it by hand (split a RUN that "
+                                      "also builds)")
+            raw, dest = _raw(text, copy), copy.value[-1]
+            there = stage.workdirs.get(last.cmd.start_line)
+            if there != stage.workdirs[copy.start_line] and not posixpath.isabs(dest):
+                if copy.json:
+                    raise DockerfileError(f"{path}:{copy.start_line}: `{copy.original}` cannot move past a WORKDIR "
+                                          "with a relative destination\n    fix: make its destination absolute")
+                cut = raw.rstrip().rfind(dest)
+                raw = raw[:cut] + _absolute(dest, stage.workdirs[copy.start_line]) + \
+                    ("/" if dest.endswith("/") else "") + raw[cut + len(dest):]
+            edits.swap(copy, "")
+            edits.insert.setdefault(last.cmd.end_line + 1, []).append(raw)
+    return edits.apply(text)
+
+
+def _fix_installs(text: str, path: str, context: _Context) -> str:
+    """Each install RUN with the locked npm cache mount and no wipes, after the stage's missing ARGs
+    and its folder's manifests."""
+    edits = _Edits()
+    insert = edits.insert
+    for stage in _stages(text, path, context):
+        for run in stage.runs:
+            if not _locked(run.mount) or run.wipes or run.hiding:
+                edits.swap(run.cmd, _fix_run(_raw(text, run.cmd), run))
+        if not stage.runs:
+            continue
+        missing = [a for a in _wanted_args(stage) if a not in stage.args]
+        if missing:
+            comment = [ARGS_COMMENT + "\n"] if len(missing) == len(BUILD_ARGS) else []
+            insert.setdefault(stage.runs[0].cmd.start_line, []).extend(comment + [f"ARG {a}\n" for a in missing])
+        for run in stage.runs:
+            for command, folder in run.installs:
+                files = None if folder is None else _missing(stage, run, folder, context)
+                if not files:
+                    continue
+                copy = _copy_manifests(files, folder, stage.workdirs[run.cmd.start_line]) + "\n"
+                if copy not in insert.get(run.cmd.start_line, []):
+                    insert.setdefault(run.cmd.start_line, []).append(copy)
+    return edits.apply(text)
+
+
+def conform(text: str, path: str = "Dockerfile", context: Optional[Path] = None) -> str:
+    """The Dockerfile rewritten to follow every rule; a conforming file comes back unchanged.
+
+    Only what a rule needs changes: the syntax line; the mount flags and cache wipes of each install
+    RUN; a COPY that brings a folder's sources before its install, moved to just after it; the
+    missing ARGs and manifest COPYs (of the files `context` has), inserted just before the
+    installs. Raises DockerfileError when a move could change what the build does, or a folder has
+    no package.json to copy. Warnings are left for the user.
+    """
+    ctx = _Context(context)
+    newline = text.endswith("\n")
+    text = text if newline else text + "\n"
+    for run, command, folder, source in _installs_without_package_json(_stages(text, path, ctx), ctx):
+        raise DockerfileError(f"{path}:{run.cmd.start_line}: `{command}` installs in {folder}, but the build context "
+                              f"has no {source} to copy there first\n    fix: add it (and its lockfile) to the "
+                              "context, or correct where the install runs")
+    text = _fix_syntax(text, _parse(text, path))
+    text = _fix_installs(_move_sources(text, path, ctx), path, ctx)
+    return text if newline else text[:-1]
+
+
+def declared_volumes(text: str, path: str = "Dockerfile") -> list[tuple[str, int]]:
+    """The paths the final stage of an image declares as VOLUME, with the line of each (a stage
+    built FROM an earlier one inherits that one's). Docker gives each such path an anonymous volume
+    in every new container, unless a named volume is mounted there."""
+    try:
+        commands = dockerfile.parse_string(text)
+    except dockerfile.GoParseError as error:
+        raise DockerfileError(f"{path}: BuildKit cannot parse it ({error})") from None
+    stage: dict = {"workdir": "/", "volumes": []}
+    names: dict[str, dict] = {}
+    for cmd in commands:
+        kind = cmd.cmd.upper()
+        if kind == "FROM":
+            parent = names.get(cmd.value[0].lower(), {"workdir": "/", "volumes": []})
+            stage = {"workdir": parent["workdir"], "volumes": list(parent["volumes"])}
+            if len(cmd.value) == 3:
+                names[cmd.value[2].lower()] = stage
+        elif kind == "WORKDIR":
+            stage["workdir"] = posixpath.normpath(posixpath.join(stage["workdir"], cmd.value[0]))
+        elif kind == "VOLUME":
+            stage["volumes"] += [(posixpath.normpath(posixpath.join(stage["workdir"], value)), cmd.start_line)
+                                 for value in cmd.value]
+    return stage["volumes"]

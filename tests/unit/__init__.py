@@ -1,0 +1,1 @@
+"""Unit tests, one folder per layer of the code; none needs the test host."""

@@ -1,0 +1,1 @@
+"""Unit tests of components/config/: the models, the checks, the Swarm rules, a hub's run-time settings."""

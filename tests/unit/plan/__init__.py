@@ -1,0 +1,1 @@
+"""Unit tests of components/plan/: the build context, the Dockerfile checks, each hub's build identity."""

@@ -1,0 +1,271 @@
+"""Rendered remote scripts: exact text (golden files), and config values reaching them only as data."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.render.host.documents import proxy_compose, proxy_config, slot_compose
+from components.config.models import BuildSettings, DeploySettings, Hub, SshKeepAlive, StackConfig
+from components.render.host.deploy import (Serving, backup_script, check_script, prune_script, purge_script,
+                                           restore_script, run_script, status_script, stop_script, volume_check_script,
+                                           volume_info_script, volume_script)
+from components.config.runtime import hub_runtime
+from components.render.host.build import (build_args, install_retry, build_runner, build_script, host_facts_script,
+                                          host_setup_script, image_check_script, preflight_script, promote_script,
+                                          pull_script, remove_image_script, untag_script)
+from components.render.shell import assignments, quote, script
+
+HUB = Hub(name="wbsaleshub", context="WBSalesHub", port=4091, healthPath="/health",
+          buildArgs={"APP_FLAVOUR": "it's $(odd)"}, env={"LOG_LEVEL": "info", "GREETING": "it's $HOME"},
+          stackEnv=["PUBLIC_URL"], secrets=["LEADS_API_TOKEN", "SIGNING_KEY"], volumes={"data": "/app/data"})
+BUILD = BuildSettings()
+STACK = StackConfig.model_validate({
+    "host": {"address": "build.example.test", "user": "deploy", "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFloHIpcBboBa5fvOHzc3/flmdn24bmBRbRH+dbManFE"},
+    "hubs": [HUB.model_dump(by_alias=True)], "hostPorts": {"wbsaleshub": 14091},
+    "env": {"wbsaleshub": {"PUBLIC_URL": "https://sales.example.test"}}})
+SECRETS = {"LEADS_API_TOKEN": "not-a-real-token", "SIGNING_KEY": "-----BEGIN TEST KEY-----\nabc\n-----END TEST KEY-----\n"}
+RUNTIME = hub_runtime(HUB, STACK, "staging", SECRETS, "pepper")
+SERVING = Serving("127.0.0.1", DeploySettings(), "haproxy:2.6")
+IMAGE = "wbsaleshub:staging-0123456789ab"
+REMOTE = "127.0.0.1:5000/workhub/wbsaleshub:staging-0123456789ab"
+
+
+def all_scripts() -> dict[str, str]:
+    """Every script workhub renders, for one sample hub and the default settings."""
+    return {
+        "host_facts.sh": host_facts_script("node:20-bookworm-slim"),
+        "preflight.sh": preflight_script("node:20-bookworm-slim", BUILD),
+        "host_setup.sh": host_setup_script(SshKeepAlive()),
+        "build.sh": build_script(HUB, "staging", IMAGE, "0123456789ab", BUILD, "http://127.0.0.1:4873/"),
+        "remove_image.sh": remove_image_script(HUB, "staging", IMAGE),
+        "run.sh": run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
+        "check.sh": check_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
+        "image_check.sh": image_check_script(IMAGE),
+        "stop.sh": stop_script(HUB, "staging", "127.0.0.1"),
+        "purge.sh": purge_script("staging"),
+        "volume_info.sh": volume_info_script("staging", [(HUB, "data")]),
+        "volume.sh": volume_script(HUB, "staging", "data"),
+        "volume_check.sh": volume_check_script(HUB, "staging", "data"),
+        "backup.sh": backup_script("workhub-staging-wbsaleshub-data", "haproxy:2.6"),
+        "restore.sh": restore_script(HUB, "staging", "data", "0" * 64, 12, 14091, SERVING),
+        "promote.sh": promote_script(HUB, IMAGE, "wbsaleshub:production-0123456789ab", "sha256:" + "0" * 64),
+        "untag.sh": untag_script("wbsaleshub:production-0123456789ab"),
+        "status.sh": status_script("staging", [HUB], {"wbsaleshub": 14091}, "127.0.0.1"),
+        "prune.sh": prune_script("staging", [HUB], 3, False),
+        "pull.sh": pull_script(HUB, "staging", IMAGE, "0123456789ab", REMOTE, "127.0.0.1:5000", "ci", BUILD),
+    }
+
+
+def all_documents() -> dict[str, str]:
+    """Every document a deploy writes on the host: the slot and proxy Compose files, the proxy config."""
+    deploy = DeploySettings()
+    return {
+        "slot-blue.compose.json": slot_compose(HUB, "staging", "blue", IMAGE, RUNTIME, deploy) + "\n",
+        "proxy.compose.json": proxy_compose(HUB, "staging", 14091, "127.0.0.1", "haproxy:2.6") + "\n",
+        "proxy-green.cfg": proxy_config(HUB, "staging", "green", 14091, deploy),
+    }
+
+
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
+
+
+def golden(name: str, text: str) -> None:
+    """Compare with tests/golden/<name>; WORKHUB_UPDATE_GOLDEN=1 rewrites the file instead."""
+    path = GOLDEN / name
+    if os.environ.get("WORKHUB_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; review, then rerun with WORKHUB_UPDATE_GOLDEN=1"
+
+
+@pytest.mark.parametrize("name", sorted(all_scripts()))
+def test_rendered_script_golden(name):
+    """Each rendered script, exactly."""
+    golden(name, all_scripts()[name])
+
+
+@pytest.mark.parametrize("name", sorted(all_documents()))
+def test_rendered_document_golden(name):
+    """Each document a deploy writes, exactly."""
+    golden(name, all_documents()[name])
+
+
+@pytest.mark.parametrize("name", sorted(all_scripts()))
+def test_scripts_are_valid_bash(name):
+    """bash -n accepts every rendered script."""
+    subprocess.run(["bash", "-n"], input=all_scripts()[name], text=True, check=True)
+
+
+def test_a_preflight_with_nothing_to_build_differs_only_in_that_flag():
+    """With every hub pulled from a registry, the preflight's script is the same but for
+    builds_here, which skips the Node heap and BuildKit checks."""
+    pulls_only = preflight_script("node:20-bookworm-slim", BUILD, builds_here=False)
+    assert "\nbuilds_here=false\n" in pulls_only
+    assert pulls_only.replace("builds_here=false", "builds_here=true") == all_scripts()["preflight.sh"]
+
+
+def test_build_args_carry_settings_then_the_hubs_own():
+    """NODE_OPTIONS and npm's fetch settings go in as build args, never as SSH environment."""
+    assert build_args(HUB, BUILD, "http://127.0.0.1:4873/") == [
+        "--build-arg", "NODE_OPTIONS=--max-old-space-size=4096",
+        "--build-arg", "NPM_CONFIG_FETCH_RETRIES=5",
+        "--build-arg", "NPM_CONFIG_FETCH_TIMEOUT=5000",
+        "--build-arg", "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT=1000",
+        "--build-arg", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT=4000",
+        "--build-arg", "NPM_CONFIG_PREFER_OFFLINE=true",
+        "--build-arg", f"WORKHUB_RETRY={install_retry(BUILD)}",
+        "--build-arg", "NPM_CONFIG_REGISTRY=http://127.0.0.1:4873/",
+        "--build-arg", "APP_FLAVOUR=it's $(odd)",
+    ]
+    assert "NPM_CONFIG_REGISTRY" not in " ".join(build_args(HUB, BUILD, None))
+
+
+def test_hostile_build_arg_reaches_docker_as_one_word():
+    """A build arg value with quotes and $(...) is one argument to docker, unexpanded."""
+    text = build_runner(HUB, "staging", IMAGE, "0123456789ab", BUILD, None)
+    setup = text.split('\nstate="$HOME/.workhub"')[0]
+    out = subprocess.run(["bash", "-c", setup + "\n" + 'printf "%s\\n" "${build_args[@]}"'],
+                         capture_output=True, text=True, check=True).stdout
+    assert "APP_FLAVOUR=it's $(odd)\n" in out
+
+
+@pytest.mark.parametrize("value", ["a b", "it's", "$(touch /tmp/pwned)", "`id`", "x; rm -rf /", "\n", ""])
+def test_values_reach_the_shell_as_data(value):
+    """Whatever a value holds, the script sees exactly that string."""
+    text = script({"value": value}, 'printf "%s" "$value"')
+    out = subprocess.run(["bash", "-c", text], capture_output=True, text=True, check=True).stdout
+    assert out == value
+
+
+def test_assignments_render_in_order_and_quote():
+    assert assignments({"b": "x y", "a": 3, "c": True}) == "b='x y'\na=3\nc=true"
+    assert quote("plain") == "plain"
+
+
+def test_bad_variable_names_are_refused():
+    with pytest.raises(ValueError):
+        assignments({"bad-name": "x"})
+
+
+def test_a_failed_health_check_says_what_each_probe_outcome_was_and_for_how_long():
+    """The deploy's words for what the probes saw: each outcome, most frequent first, how long it
+    went on (first to last probe) and how many times (the clock is a stand-in)."""
+    rendered = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+    functions = rendered[rendered.index("declare -A seen=()"):rendered.index("# passes PROBE PAUSE")]
+    clock = "t=0\nnow_ms() { echo $t; }\n"
+    probes = "t=1000; saw 500; t=31400; saw 500; saw 500; t=31500; saw refused\nwhat_was_seen\n"
+    done = subprocess.run(["bash", "-c", clock + functions + probes], capture_output=True, text=True, check=True)
+    assert done.stdout == "answered 500 for 30 s (3 times), refused the connection (1 time)"
+
+
+# A stand-in Docker CLI for the destroy step: it lists $FAKE/images and logs every `image rm`.
+LISTING_DOCKER = """#!/bin/bash
+if [ "$1 $2" = "image ls" ]; then grep "^$3:" "$FAKE/images"; exit 0; fi
+if [ "$1 $2" = "image rm" ]; then printf '%s\\n' "$3" >>"$FAKE/removed"; exit 0; fi
+exit 0
+"""
+
+
+def test_destroy_removes_every_image_of_the_hub_in_the_stack_and_its_context_uploads(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(LISTING_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    (tmp_path / "images").write_text("\n".join([
+        IMAGE, "wbsaleshub:staging-aaaaaaaaaaaa", "wbsaleshub:staging-x-bbbbbbbbbbbb", "wbsaleshub:production-cccccccccccc",
+        "wbsaleshub:staging-latest"]) + "\n")
+    build_dir = tmp_path / ".workhub" / "builds" / "wbsaleshub-staging-aaaaaaaaaaaa"
+    (build_dir / "context").mkdir(parents=True)
+    (build_dir / "log").write_text("built\n")
+    upload = tmp_path / ".workhub" / "contexts" / "staging" / "wbsaleshub"
+    upload.mkdir(parents=True)
+    subprocess.run(["bash", "-c", remove_image_script(HUB, "staging", IMAGE)], check=True,
+                   env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "FAKE": str(tmp_path)})
+    removed = (tmp_path / "removed").read_text().split()
+    assert sorted(set(removed)) == sorted([IMAGE, "wbsaleshub:staging-aaaaaaaaaaaa"]), "exactly this stack's"
+    assert not upload.exists() and not (build_dir / "context").exists()
+    assert (build_dir / "log").read_text() == "built\n", "the build log stays"
+
+
+# Answers `docker volume inspect NAME` from the files in $FAKE, makes one for `docker volume create`,
+# and logs every call.
+VOLUME_DOCKER = r"""#!/bin/bash
+printf '%s\n' "$*" >>"$FAKE/calls"
+case "$1 $2" in
+  "volume inspect") [ -e "$FAKE/volume-$3" ] ;;
+  "volume create") name=${!#}; : >"$FAKE/volume-$name" ;;
+  *) exit 2 ;;
+esac
+"""
+
+
+def run_volume_script(tmp_path: Path, text: str, existing: bool) -> tuple[subprocess.CompletedProcess, list[str]]:
+    fake = tmp_path / "fake"
+    (fake / "bin").mkdir(parents=True)
+    (fake / "bin" / "docker").write_text(VOLUME_DOCKER)
+    (fake / "bin" / "docker").chmod(0o755)
+    if existing:
+        (fake / "volume-workhub-staging-wbsaleshub-data").write_text("its data\n")
+    done = subprocess.run(["bash", "-s"], input=text, text=True, capture_output=True,
+                          env={"PATH": f"{fake / 'bin'}:/usr/bin:/bin", "FAKE": str(fake)})
+    return done, (fake / "calls").read_text().splitlines()
+
+
+def test_a_hubs_volume_resource_adopts_a_volume_that_is_there_and_makes_one_that_is_not(tmp_path):
+    """The volume's command never empties or replaces a volume: one that is there is only inspected
+    (its data as it is); one that is not is made with the labels the deploy gives its volumes."""
+    done, calls = run_volume_script(tmp_path / "there", volume_script(HUB, "staging", "data"), existing=True)
+    assert done.returncode == 0 and done.stdout == '{"volume": "workhub-staging-wbsaleshub-data"}\n'
+    assert calls == ["volume inspect workhub-staging-wbsaleshub-data"]
+    assert "is on the host: it is this stack's, with its data as it is" in done.stderr
+    assert (tmp_path / "there" / "fake" / "volume-workhub-staging-wbsaleshub-data").read_text() == "its data\n"
+
+    done, calls = run_volume_script(tmp_path / "new", volume_script(HUB, "staging", "data"), existing=False)
+    assert done.returncode == 0 and "volume: created workhub-staging-wbsaleshub-data" in done.stderr
+    assert calls[1] == ("volume create --label workhub.stack=staging --label workhub.hub=wbsaleshub --label "
+                        "workhub.volume=data workhub-staging-wbsaleshub-data")
+    _, calls = run_volume_script(tmp_path / "swarm", volume_script(HUB, "staging", "data", "workhub-staging"),
+                                 existing=False)
+    assert calls[1].endswith("--label com.docker.stack.namespace=workhub-staging workhub-staging-wbsaleshub-data")
+
+
+def test_a_volumes_check_finds_it_gone_and_nothing_when_it_is_there(tmp_path):
+    done, _ = run_volume_script(tmp_path / "there", volume_check_script(HUB, "staging", "data"), existing=True)
+    assert (done.returncode, done.stdout) == (0, "")
+    done, _ = run_volume_script(tmp_path / "gone", volume_check_script(HUB, "staging", "data"), existing=False)
+    assert done.stdout == "drift: the volume workhub-staging-wbsaleshub-data is gone from the host\n"
+
+
+def test_helper_containers_run_with_no_more_power_than_each_needs():
+    """Every helper container of the deploy and the backup runs the helper image with no network and
+    no new privileges; as root only with the capabilities named (the walk that changes owners, the
+    backup that reads), otherwise as the hub's uid with none."""
+    import re
+
+    from components.config.models import run_uid
+
+    uid = run_uid(HUB, "staging")
+    runs = [re.sub(r"\\\n\s*", "", line) for text in (run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING),
+                                                       backup_script("v", "busybox:1.37"))
+            for line in re.findall(r"docker run (?:[^\n]*\\\n)*[^\n]*", text)]
+    assert len(runs) == 4, runs  # reown, the copy in, its listing; the backup
+    for run in runs:
+        assert "--network none" in run and "no-new-privileges" in run and '"$helper_image"' in run, run
+        if "--user 0" in run:
+            assert "--cap-drop ALL --cap-add" in run, run
+        else:
+            assert '--user "$uid:$uid" --cap-drop ALL' in run and "--cap-add" not in run, run
+    assert f"\nuid={uid}\n" in run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+
+
+def test_the_move_from_before_the_proxy_keeps_the_old_container_and_counts_only_a_verified_copy():
+    """The container from before the proxy is renamed and kept, never removed; a volume is recorded
+    as its copy only after the listings compare, and a failed copy restarts it."""
+    text = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+    assert 'docker rm "$legacy"' not in text and "2>/dev/null; then" not in text
+    assert 'docker rename "$legacy" "$kept"' in text
+    seed = text[text.index("\nseed() {"):text.index("\nseeding=false")]
+    assert seed.index('cmp -s "$work/source.list" "$work/volume.list"') < seed.index('mv "$seeded_dir/$volume.tmp"')
+    failed = text[text.index("\nseed_failed() {"):text.index("\n}", text.index("\nseed_failed() {"))]
+    assert 'docker volume rm "$1"' in failed and 'docker start "$legacy"' in failed

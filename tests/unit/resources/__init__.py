@@ -1,0 +1,1 @@
+"""Unit tests of components/resources/: the dynamic providers and the state they keep."""

@@ -1,0 +1,1 @@
+"""Unit tests of components/ssh.py: the SSH session against a real paramiko server."""

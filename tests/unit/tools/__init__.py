@@ -1,0 +1,1 @@
+"""Unit tests of tools/, the test and benchmark helpers."""
