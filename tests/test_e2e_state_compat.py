@@ -23,7 +23,8 @@ from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-HUB = {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health"}
+# One hub, with a secret: so the state holds the stack's key (StackKey) besides the commands.
+HUB = {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health", "secrets": ["LEDGER_SIGNING_KEY"]}
 DEPLOY = {"healthTimeoutSeconds": 30, "healthIntervalMs": 300, "stopGraceSeconds": 5}
 STACK = "compat"
 DYNAMIC = "pulumi-python:dynamic:Resource"
@@ -83,7 +84,8 @@ def test_a_stack_deployed_before_the_move_refreshes_updates_and_destroys_with_th
         url = stack.outputs()["hubs"].value["wbfinhub"]["url"]
         assert health(url) == 200
         written = stack.export_stack()
-        assert "components.remote.RemoteCommandProvider" in provider_classes(written.deployment)
+        assert provider_classes(written.deployment) == {"components.remote.RemoteCommandProvider",
+                                                        "components.stack_key.StackKeyProvider"}
         commands = [r for r in written.deployment["resources"] if r["type"] == DYNAMIC]
         checks = sum(bool(r["inputs"].get("check")) for r in commands)
         assert checks, "the stack has commands whose check a refresh runs on the host"
