@@ -1,7 +1,7 @@
 """Every dynamic provider that workhub before the layer move (tests/before_the_move.py) pickled into a
 stack's state loads with the code under test, as the engine's provider process loads it for a
 refresh, an update or a destroy: so a Swarm stack's SwarmMember, whose full deploy costs minutes,
-is proven here, and the one-host stack end to end in test_e2e_state_compat.py."""
+is proven here, and the one-host stack end to end in tests/e2e/test_e2e_state_compat.py."""
 
 from __future__ import annotations
 
@@ -80,4 +80,5 @@ def test_a_provider_pickled_before_the_move_loads_with_the_code_under_test(old_p
                                   f"class):\n{done.stderr[-3000:]}")
     loaded = json.loads(done.stdout)
     assert loaded["provider"], f"{path} loads as something other than a ResourceProvider"
-    assert set(old["methods"]) <= set(loaded["methods"]), f"{path} lost methods: {old['methods']} -> {loaded['methods']}"
+    assert set(old["methods"]) <= set(loaded["methods"]), f"{path} lost methods: {old['methods']} -> " \
+                                                          f"{loaded['methods']}"

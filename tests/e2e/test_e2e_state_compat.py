@@ -2,7 +2,8 @@
 one-hub local stack made and deployed by workhub as it was before the move (tests/before_the_move.py,
 its own fixtures and program, in a process of its own) is refreshed, updated and destroyed by the
 code under test. The state names each dynamic provider by its old module path; the refresh and the
-destroy load them from there (test_state_compat.py proves the same for every provider, Swarm's too)."""
+destroy load them from there (tests/unit/resources/test_state_compat.py proves the same for every
+provider, Swarm's too)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from workhub.engine import print_line
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # One hub, with a secret: so the state holds the stack's key (StackKey) besides the commands.
-HUB = {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health", "secrets": ["LEDGER_SIGNING_KEY"]}
+HUB = {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health",
+       "secrets": ["LEDGER_SIGNING_KEY"]}
 DEPLOY = {"healthTimeoutSeconds": 30, "healthIntervalMs": 300, "stopGraceSeconds": 5}
 STACK = "compat"
 DYNAMIC = "pulumi-python:dynamic:Resource"
