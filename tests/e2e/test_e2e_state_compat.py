@@ -103,7 +103,6 @@ def test_a_stack_deployed_before_the_move_refreshes_updates_and_destroys_with_th
         before = sessions(host_state)
         up = stack.up(on_output=print_line, color="never")
         assert set(up.summary.resource_changes) == {"same"}, up.summary.resource_changes
-        print("providers in the state after the up:", provider_classes(stack.export_stack().deployment))
         assert sessions(host_state) == before, "the up ran nothing on the host"
         assert health(url) == 200
 
