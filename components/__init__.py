@@ -8,6 +8,6 @@
     resources/     the Pulumi resources (host/ and swarm/ side by side)
     program.py     wiring only: config -> plan -> resources
 
-remote.py and swarm_member.py only keep the module paths that existing stacks' state names.
+remote.py, stack_key.py and swarm_member.py only keep the module paths that existing stacks' state names.
 .importlinter holds the rule as contracts; tests/unit/project/test_layers.py checks them.
 """
