@@ -61,20 +61,6 @@ def test_a_local_stack_whose_test_host_is_gone_or_stopped_says_which_and_what_st
     assert connect_local(engine, needs_host=False).name == eng.LOCAL_STACK, "outputs need no host"
 
 
-@pytest.mark.e2e
-def test_a_local_stack_connects_to_its_running_test_host_and_not_to_another(tmp_path, toolchain, test_host, host_state):
-    engine = _deployed_local_stack(tmp_path, test_host["port"], test_host["host_public_key"])
-    engine.state_dir = host_state
-    assert connect_local(engine, needs_host=True).name == eng.LOCAL_STACK
-
-    other = _deployed_local_stack(tmp_path / "other", test_host["port"] + 1, test_host["host_public_key"])
-    other.state_dir = host_state
-    with pytest.raises(eng.NotRunning) as caught:
-        connect_local(other, needs_host=True)
-    assert str(caught.value) == (f"the local stack points at another test host than the one on "
-                                 f"127.0.0.1:{test_host['port']}; 'scripts/workhub up' points it there")
-
-
 def test_pointing_the_local_stack_at_its_test_host_again_sets_nothing(tmp_path, toolchain, monkeypatch):
     """A no-op `up` runs no `pulumi config set`: only a value that differs is set."""
     work = tmp_path / "project"
