@@ -241,15 +241,17 @@ NOT_NETWORK = "not from the network: not trying again"
 _RETRY_DIR = Path(__file__).parent / "install_retry"
 
 
-def _one_line(name: str, comment: str) -> str:
-    """The file `name` of components/render/host/install_retry/ as one line, without its `comment` lines."""
-    lines = (line.strip() for line in (_RETRY_DIR / name).read_text().splitlines())
+def _one_line(text: str, comment: str) -> str:
+    """A file of components/render/host/install_retry/ as one line, without its `comment` lines."""
+    lines = (line.strip() for line in text.splitlines())
     return " ".join(line for line in lines if line and not line.startswith(comment))
 
 
-_STOP_AT_CUT = _one_line("stop-at-cut.js", "//")
-_FILL_CACHE = _one_line("fill-cache.js", "//")
-_INSTALL_RETRY = _one_line("retry.sh", "#").replace("@@NOT_NETWORK@@", NOT_NETWORK)
+# retry.sh as kept, read once: the secret's file, and made one line for the build arg.
+_RETRY_PROGRAM = (_RETRY_DIR / "retry.sh").read_text().replace("@@NOT_NETWORK@@", NOT_NETWORK)
+_STOP_AT_CUT = _one_line((_RETRY_DIR / "stop-at-cut.js").read_text(), "//")
+_FILL_CACHE = _one_line((_RETRY_DIR / "fill-cache.js").read_text(), "//")
+_INSTALL_RETRY = _one_line(_RETRY_PROGRAM, "#")
 
 
 # The BuildKit secret a build on the host gives the install retry as (retry.sh, after its
@@ -277,8 +279,7 @@ def install_retry(build: BuildSettings) -> str:
 def install_retry_file(build: BuildSettings) -> str:
     """The install retry as the file a build on the host gives as the secret RETRY_SECRET: its
     settings, then retry.sh as it is kept (run as `sh FILE npm ci`)."""
-    program = (_RETRY_DIR / "retry.sh").read_text().replace("@@NOT_NETWORK@@", NOT_NETWORK)
-    return "#!/bin/sh\n" + _retry_settings(build) + "\n" + program
+    return "#!/bin/sh\n" + _retry_settings(build) + "\n" + _RETRY_PROGRAM
 
 
 def arg_words(args: dict[str, str]) -> list[str]:
