@@ -5,6 +5,8 @@ fails, the host's sshd and dockerd logs are attached to its report."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -20,7 +22,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypeVar
 
 import pytest
 import yaml
@@ -47,20 +49,87 @@ def toolchain() -> Path:
         pytest.fail(f"the Pulumi toolchain could not be made ready ({error}); run scripts/toolchain.sh to see why")
 
 
+# Under pytest-xdist (scripts/test -n 2: see pytest_collection_modifyitems), each worker is a session
+# of its own; what a session starts once (the test host, and the Docker engine and npm registry it
+# starts) is then started by the first worker that needs it and stopped by the last one done with it.
+T = TypeVar("T")
+
+
+def _run_dir(tmp_path_factory) -> Optional[Path]:
+    """The directory every worker of this xdist run shares (xdist's own pattern); None without xdist."""
+    return tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def once_per_run(tmp_path_factory, name: str, start: Callable[[], T], stop: Callable[[], None]) -> Iterator[T]:
+    """`start()`'s answer, `stop()` after the last user: this session's, or every xdist worker's that
+    asked for `name` while it ran (workers count their use in a file beside it, under its lock)."""
+    shared = _run_dir(tmp_path_factory)
+    if shared is None:
+        value = start()
+        try:
+            yield value
+        finally:
+            stop()
+        return
+    users, lock = shared / f"{name}.users", shared / f"{name}.lock"
+    with _flocked(lock):
+        value = start()  # idempotent: a later worker gets the running one's answer
+        users.write_text(str(int(users.read_text()) + 1 if users.exists() else 1))
+    try:
+        yield value
+    finally:
+        with _flocked(lock):
+            left = int(users.read_text()) - 1
+            users.write_text(str(left))
+            if left == 0:
+                stop()
+
+
+def build_cache_to_itself() -> contextlib.AbstractContextManager:
+    """Under xdist, the test host engine's build cache to this worker while held: every build there
+    shares its npm cache mount (/root/.npm), so a test that counts a cold build's downloads holds
+    it, and so does a build of the Swarm tests' CI stand-in (BedCi). Without xdist, nothing to hold."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return _flocked(Path(tempfile.gettempdir()) / f"workhub-build-cache-{run}.lock") if run else contextlib.nullcontext()
+
+
+@pytest.fixture
+def own_build_cache():
+    """The test host engine's build cache to this test alone (build_cache_to_itself)."""
+    with build_cache_to_itself():
+        yield
+
+
 @pytest.fixture(scope="session")
 def host_state(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp(f"testhost-{RUN_ID}")
+    shared = _run_dir(tmp_path_factory)
+    if shared is None:
+        return tmp_path_factory.mktemp(f"testhost-{RUN_ID}")
+    state = shared / "testhost"
+    state.mkdir(exist_ok=True)
+    return state
 
 
 @pytest.fixture(scope="session")
-def test_host(host_state: Path):
-    """The test host for this session: its own keys and sshd port; the Docker engine is shared."""
-    try:
-        host = eng.testhost_up(state_dir=host_state)
-    except subprocess.CalledProcessError as error:
-        pytest.fail(f"the SSH + Docker test host did not start ({error}); run scripts/testhost.sh up to see why")
-    yield host
-    eng.testhost("down", "--purge", state_dir=host_state)
+def test_host(tmp_path_factory, host_state: Path):
+    """The test host for this run: its own keys and sshd port; the Docker engine is shared."""
+    def start() -> dict:
+        try:
+            return eng.testhost_up(state_dir=host_state)
+        except subprocess.CalledProcessError as error:
+            pytest.fail(f"the SSH + Docker test host did not start ({error}); run scripts/testhost.sh up to see why")
+
+    with once_per_run(tmp_path_factory, "testhost", start,
+                      lambda: eng.testhost("down", "--purge", state_dir=host_state)) as host:
+        yield host
 
 
 @pytest.fixture(scope="session")
@@ -403,6 +472,16 @@ def assert_no_secret_in_any_process(watcher: Watcher) -> list:
     passphrase = os.environ.get("PULUMI_CONFIG_PASSPHRASE", "")
     return watcher.assert_clean(watcher.secrets, common=key_headers(),
                                 noted={"the stacks' passphrase": passphrase} if passphrase else {})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Groups for `--dist loadgroup` (scripts/test -n 2): the end-to-end tests on the Swarm test bed
+    (one per machine) run in one worker, in order; every other end-to-end test (the one test host,
+    its fixed stack and container names) in one other; unit tests go to whichever worker is free.
+    Without -n the marks change nothing."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("swarm-bed" if "bed" in item.fixturenames else "one-host"))
 
 
 @pytest.hookimpl(hookwrapper=True)
