@@ -474,6 +474,7 @@ def assert_no_secret_in_any_process(watcher: Watcher) -> list:
                                 noted={"the stacks' passphrase": passphrase} if passphrase else {})
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the marks
 def pytest_collection_modifyitems(config, items) -> None:
     """Groups for `--dist loadgroup` (scripts/test -n 2): the end-to-end tests on the Swarm test bed
     (one per machine) run in one worker, in order; every other end-to-end test (the one test host,
