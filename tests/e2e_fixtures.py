@@ -5,6 +5,7 @@ fails, the host's sshd and dockerd logs are attached to its report."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -158,8 +159,6 @@ def for_builds(url: str) -> str:
     """`url`, an npm registry on this machine's loopback, as a build on Docker's bridge network
     reaches it: the local cache through the forward scripts/registry.sh keeps, any other (a fault
     proxy of the test's) through a forward of this session's, from the bridge's network only."""
-    import atexit
-
     from tools.forward import Forward
 
     parts = urllib.parse.urlsplit(url)
@@ -474,15 +473,53 @@ def assert_no_secret_in_any_process(watcher: Watcher) -> list:
                                 noted={"the stacks' passphrase": passphrase} if passphrase else {})
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the marks
+# Groups for `--dist loadgroup` (scripts/test -n 2): the end-to-end tests on the Swarm test bed (one
+# per machine) run in one worker, in order; every other end-to-end test (the one test host, its fixed
+# stack and container names) in one other; unit tests go to whichever worker is free. xdist 3.8 marks
+# a group by appending it to the test's node id, which pytest 9.2 no longer lets a plugin change
+# (pytest-dev/pytest-xdist#1386), so each worker writes the groups to a file of this run and the
+# scheduler below reads them there. Without -n none of this runs.
+def _groups_file(run: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"workhub-xdist-groups-{run}.json"
+
+
+def pytest_configure(config) -> None:
+    if config.pluginmanager.hasplugin("xdist") and not os.environ.get("PYTEST_XDIST_WORKER") \
+            and config.getoption("testrunuid", None) is None:
+        config.option.testrunuid = uuid.uuid4().hex  # the workers' PYTEST_XDIST_TESTRUNUID: the file's name
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Groups for `--dist loadgroup` (scripts/test -n 2): the end-to-end tests on the Swarm test bed
-    (one per machine) run in one worker, in order; every other end-to-end test (the one test host,
-    its fixed stack and container names) in one other; unit tests go to whichever worker is free.
-    Without -n the marks change nothing."""
-    for item in items:
-        if item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.xdist_group("swarm-bed" if "bed" in item.fixturenames else "one-host"))
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not run:
+        return
+    groups = {item.nodeid: "swarm-bed" if "bed" in item.fixturenames else "one-host"
+              for item in items if item.get_closest_marker("e2e")}
+    written = _groups_file(run).with_suffix(f".{os.getpid()}")
+    written.write_text(json.dumps(groups))
+    written.replace(_groups_file(run))  # every worker collects the same tests: the same file
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    groups_file = _groups_file(config.getoption("testrunuid"))
+
+    class ByGroupFile(LoadGroupScheduling):
+        """loadgroup with the groups the workers wrote (read once every worker has collected)."""
+
+        groups: Optional[dict] = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                self.groups = json.loads(groups_file.read_text())
+                atexit.register(groups_file.unlink, missing_ok=True)
+            return self.groups.get(nodeid) or super()._split_scope(nodeid)
+
+    return ByGroupFile(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)
