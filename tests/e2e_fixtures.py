@@ -50,10 +50,15 @@ def toolchain() -> Path:
         pytest.fail(f"the Pulumi toolchain could not be made ready ({error}); run scripts/toolchain.sh to see why")
 
 
-# Under pytest-xdist (scripts/test -n 2: see pytest_collection_modifyitems), each worker is a session
+# Under pytest-xdist (scripts/test -n 2 --dist loadgroup: the groups below), each worker is a session
 # of its own; what a session starts once (the test host, and the Docker engine and npm registry it
 # starts) is then started by the first worker that needs it and stopped by the last one done with it.
 T = TypeVar("T")
+
+
+def _run_file(name: str, run: str) -> Path:
+    """A file of xdist run `run` that the workers and the controller share (removed at the run's end)."""
+    return Path(tempfile.gettempdir()) / f"workhub-xdist-{run}-{name}"
 
 
 def _run_dir(tmp_path_factory) -> Optional[Path]:
@@ -99,7 +104,7 @@ def build_cache_to_itself() -> contextlib.AbstractContextManager:
     shares its npm cache mount (/root/.npm), so a test that counts a cold build's downloads holds
     it, and so does a build of the Swarm tests' CI stand-in (BedCi). Without xdist, nothing to hold."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    return _flocked(Path(tempfile.gettempdir()) / f"workhub-build-cache-{run}.lock") if run else contextlib.nullcontext()
+    return _flocked(_run_file("build-cache.lock", run)) if run else contextlib.nullcontext()
 
 
 @pytest.fixture
@@ -479,10 +484,6 @@ def assert_no_secret_in_any_process(watcher: Watcher) -> list:
 # a group by appending it to the test's node id, which pytest 9.2 no longer lets a plugin change
 # (pytest-dev/pytest-xdist#1386), so each worker writes the groups to a file of this run and the
 # scheduler below reads them there. Without -n none of this runs.
-def _groups_file(run: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"workhub-xdist-groups-{run}.json"
-
-
 def pytest_configure(config) -> None:
     if config.pluginmanager.hasplugin("xdist") and not os.environ.get("PYTEST_XDIST_WORKER") \
             and config.getoption("testrunuid", None) is None:
@@ -495,9 +496,9 @@ def pytest_collection_modifyitems(config, items) -> None:
         return
     groups = {item.nodeid: "swarm-bed" if "bed" in item.fixturenames else "one-host"
               for item in items if item.get_closest_marker("e2e")}
-    written = _groups_file(run).with_suffix(f".{os.getpid()}")
+    written = _run_file(f"groups.{os.getpid()}", run)
     written.write_text(json.dumps(groups))
-    written.replace(_groups_file(run))  # every worker collects the same tests: the same file
+    written.replace(_run_file("groups.json", run))  # every worker collects the same tests: the same file
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -506,7 +507,9 @@ def pytest_xdist_make_scheduler(config, log):
         return None
     from xdist.scheduler import LoadGroupScheduling
 
-    groups_file = _groups_file(config.getoption("testrunuid"))
+    run = config.getoption("testrunuid")
+    for name in ("groups.json", "build-cache.lock"):
+        atexit.register(_run_file(name, run).unlink, missing_ok=True)
 
     class ByGroupFile(LoadGroupScheduling):
         """loadgroup with the groups the workers wrote (read once every worker has collected)."""
@@ -515,8 +518,7 @@ def pytest_xdist_make_scheduler(config, log):
 
         def _split_scope(self, nodeid: str) -> str:
             if self.groups is None:
-                self.groups = json.loads(groups_file.read_text())
-                atexit.register(groups_file.unlink, missing_ok=True)
+                self.groups = json.loads(_run_file("groups.json", run).read_text())
             return self.groups.get(nodeid) or super()._split_scope(nodeid)
 
     return ByGroupFile(config, log)
