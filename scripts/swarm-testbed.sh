@@ -28,6 +28,10 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=SCRIPTDIR/testhost.sh
 source "$REPO_ROOT/scripts/testhost.sh"
 log() { printf 'swarm-testbed: %s\n' "$*" >&2; }
+# The nodes' deploy user: not the single test host's, so the two keep apart what a deploy user keeps
+# in its home (~/.workhub: builds, their records, contexts; ~/.ssh/config), which the nodes share
+# with this machine (they are network namespaces); a test run may use both at once.
+SSH_USER=swarm-deploy
 
 BED="${WORKHUB_STATE_DIR:-$REPO_ROOT/.workhub}/swarm-testbed"
 # Sockets and exec roots: short paths (a unix socket path has at most 107 bytes).

@@ -318,8 +318,10 @@ cmd_up() {
 }
 
 forget_client_key() {
-  local auth
-  auth="$(getent passwd "$SSH_USER" | cut -d: -f6)/.ssh/authorized_keys"
+  local home auth
+  # No such user (a Swarm test bed made before it had a user of its own): no key of it to forget.
+  home="$(getent passwd "$SSH_USER" | cut -d: -f6)" || return 0
+  auth="$home/.ssh/authorized_keys"
   [[ -f "$STATE/client_key.pub" && -f "$auth" ]] || return 0
   grep -vxF "$(cat "$STATE/client_key.pub")" "$auth" >"$auth.tmp" || true
   cat "$auth.tmp" >"$auth"

@@ -5,6 +5,9 @@ fails, the host's sshd and dockerd logs are attached to its report."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -20,7 +23,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, TypeVar
 
 import pytest
 import yaml
@@ -47,20 +50,92 @@ def toolchain() -> Path:
         pytest.fail(f"the Pulumi toolchain could not be made ready ({error}); run scripts/toolchain.sh to see why")
 
 
+# Under pytest-xdist (scripts/test -n 2 --dist loadgroup: the groups below), each worker is a session
+# of its own; what a session starts once (the test host, and the Docker engine and npm registry it
+# starts) is then started by the first worker that needs it and stopped by the last one done with it.
+T = TypeVar("T")
+
+
+def _run_file(name: str, run: str) -> Path:
+    """A file of xdist run `run` that the workers and the controller share (removed at the run's end)."""
+    return Path(tempfile.gettempdir()) / f"workhub-xdist-{run}-{name}"
+
+
+def _run_dir(tmp_path_factory) -> Optional[Path]:
+    """The directory every worker of this xdist run shares (xdist's own pattern); None without xdist."""
+    return tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@contextlib.contextmanager
+def once_per_run(tmp_path_factory, name: str, start: Callable[[], T], stop: Callable[[], None]) -> Iterator[T]:
+    """`start()`'s answer, `stop()` after the last user: this session's, or every xdist worker's that
+    asked for `name` while it ran (workers count their use in a file beside it, under its lock)."""
+    shared = _run_dir(tmp_path_factory)
+    if shared is None:
+        value = start()
+        try:
+            yield value
+        finally:
+            stop()
+        return
+    users, lock = shared / f"{name}.users", shared / f"{name}.lock"
+    with _flocked(lock):
+        value = start()  # idempotent: a later worker gets the running one's answer
+        users.write_text(str(int(users.read_text()) + 1 if users.exists() else 1))
+    try:
+        yield value
+    finally:
+        with _flocked(lock):
+            left = int(users.read_text()) - 1
+            users.write_text(str(left))
+            if left == 0:
+                stop()
+
+
+def build_cache_to_itself() -> contextlib.AbstractContextManager:
+    """Under xdist, the test host engine's build cache to this worker while held: every build there
+    shares its npm cache mount (/root/.npm), so a test that counts a cold build's downloads holds
+    it, and so does a build of the Swarm tests' CI stand-in (BedCi). Without xdist, nothing to hold."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return _flocked(_run_file("build-cache.lock", run)) if run else contextlib.nullcontext()
+
+
+@pytest.fixture
+def own_build_cache():
+    """The test host engine's build cache to this test alone (build_cache_to_itself)."""
+    with build_cache_to_itself():
+        yield
+
+
 @pytest.fixture(scope="session")
 def host_state(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp(f"testhost-{RUN_ID}")
+    shared = _run_dir(tmp_path_factory)
+    if shared is None:
+        return tmp_path_factory.mktemp(f"testhost-{RUN_ID}")
+    state = shared / "testhost"
+    state.mkdir(exist_ok=True)
+    return state
 
 
 @pytest.fixture(scope="session")
-def test_host(host_state: Path):
-    """The test host for this session: its own keys and sshd port; the Docker engine is shared."""
-    try:
-        host = eng.testhost_up(state_dir=host_state)
-    except subprocess.CalledProcessError as error:
-        pytest.fail(f"the SSH + Docker test host did not start ({error}); run scripts/testhost.sh up to see why")
-    yield host
-    eng.testhost("down", "--purge", state_dir=host_state)
+def test_host(tmp_path_factory, host_state: Path):
+    """The test host for this run: its own keys and sshd port; the Docker engine is shared."""
+    def start() -> dict:
+        try:
+            return eng.testhost_up(state_dir=host_state)
+        except subprocess.CalledProcessError as error:
+            pytest.fail(f"the SSH + Docker test host did not start ({error}); run scripts/testhost.sh up to see why")
+
+    with once_per_run(tmp_path_factory, "testhost", start,
+                      lambda: eng.testhost("down", "--purge", state_dir=host_state)) as host:
+        yield host
 
 
 @pytest.fixture(scope="session")
@@ -89,8 +164,6 @@ def for_builds(url: str) -> str:
     """`url`, an npm registry on this machine's loopback, as a build on Docker's bridge network
     reaches it: the local cache through the forward scripts/registry.sh keeps, any other (a fault
     proxy of the test's) through a forward of this session's, from the bridge's network only."""
-    import atexit
-
     from tools.forward import Forward
 
     parts = urllib.parse.urlsplit(url)
@@ -405,6 +478,52 @@ def assert_no_secret_in_any_process(watcher: Watcher) -> list:
     passphrase = os.environ.get("PULUMI_CONFIG_PASSPHRASE", "")
     return watcher.assert_clean(watcher.secrets, common=key_headers(),
                                 noted={"the stacks' passphrase": passphrase} if passphrase else {})
+
+
+# Groups for `--dist loadgroup` (scripts/test -n 2): the end-to-end tests on the Swarm test bed (one
+# per machine) run in one worker, in order; every other end-to-end test (the one test host, its fixed
+# stack and container names) in one other; unit tests go to whichever worker is free. xdist 3.8 marks
+# a group by appending it to the test's node id, which pytest 9.2 no longer lets a plugin change
+# (pytest-dev/pytest-xdist#1386), so each worker writes the groups to a file of this run and the
+# scheduler below reads them there. Without -n none of this runs.
+def pytest_configure(config) -> None:
+    if config.pluginmanager.hasplugin("xdist") and not os.environ.get("PYTEST_XDIST_WORKER") \
+            and config.getoption("testrunuid", None) is None:
+        config.option.testrunuid = uuid.uuid4().hex  # the workers' PYTEST_XDIST_TESTRUNUID: the file's name
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not run:
+        return
+    groups = {item.nodeid: "swarm-bed" if "bed" in item.fixturenames else "one-host"
+              for item in items if item.get_closest_marker("e2e")}
+    written = _run_file(f"groups.{os.getpid()}", run)
+    written.write_text(json.dumps(groups))
+    written.replace(_run_file("groups.json", run))  # every worker collects the same tests: the same file
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    run = config.getoption("testrunuid")
+    for name in ("groups.json", "build-cache.lock"):
+        atexit.register(_run_file(name, run).unlink, missing_ok=True)
+
+    class ByGroupFile(LoadGroupScheduling):
+        """loadgroup with the groups the workers wrote (read once every worker has collected)."""
+
+        groups: Optional[dict] = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:
+                self.groups = json.loads(_run_file("groups.json", run).read_text())
+            return self.groups.get(nodeid) or super()._split_scope(nodeid)
+
+    return ByGroupFile(config, log)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -163,7 +163,7 @@ CUT_TARBALL = "express@5.3.0"
 
 
 def test_a_deploy_succeeds_while_a_few_percent_of_registry_requests_fail(
-    tmp_path, toolchain, test_host, npm_registry, sources
+    tmp_path, toolchain, test_host, npm_registry, sources, own_build_cache
 ):
     """Resets and 503 answers on 3% of tarball requests (npm retries those itself), and the first
     download of one tarball cut short, which npm does not retry: workhub's own retry does, inside

@@ -83,7 +83,8 @@ def test_local_stack_builds_hubs_in_turn_and_rebuilds_only_what_changed(
 
 
 @pytest.mark.slow
-def test_an_added_dependency_downloads_only_the_new_packages(tmp_path, toolchain, test_host, npm_registry, sources):
+def test_an_added_dependency_downloads_only_the_new_packages(tmp_path, toolchain, test_host, npm_registry, sources,
+                                                           own_build_cache):
     """Adding one dependency re-runs that hub's npm ci; every other tarball comes from the cache mount.
 
     The builds reach the registry through a proxy of their own (with no faults), so its counts are

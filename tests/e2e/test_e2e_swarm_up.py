@@ -40,8 +40,8 @@ from pulumi import automation as auto
 
 from components.config.models import DEFAULT_HELPER_IMAGE
 from components.render.host.build import arg_words
-from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, break_health, docker, new_local_stack,
-                                 secret_values, serving_container)
+from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, break_health, build_cache_to_itself, docker,
+                                 new_local_stack, secret_values, serving_container)
 from tests.e2e.test_e2e_swarm import run_testbed, wait_for
 from tests.e2e.test_e2e_swarm import ssh as ssh_on
 from tests.e2e.test_e2e_swarm_nodes import running_on as nodes_running
@@ -100,9 +100,10 @@ class BedCi(CiStandIn):
     def __call__(self, push, opts) -> list:
         if push.remote in self.pushed:
             return []
-        self.docker("build", "--network=host", "--progress=plain", "--file",
-                    str(push.plan.context / push.plan.hub.dockerfile), "--tag", push.remote,
-                    *arg_words(push.args), str(push.plan.context))
+        with build_cache_to_itself():
+            self.docker("build", "--network=host", "--progress=plain", "--file",
+                        str(push.plan.context / push.plan.hub.dockerfile), "--tag", push.remote,
+                        *arg_words(push.args), str(push.plan.context))
         saved = subprocess.Popen(["/usr/bin/docker", "save", push.remote], stdout=subprocess.PIPE)
         loaded = subprocess.run(["/usr/bin/docker", "-H", self.node, "load", "--quiet"], stdin=saved.stdout,
                                 capture_output=True, text=True)

@@ -1,0 +1,53 @@
+"""`scripts/test -n 2 --dist loadgroup` (tests/e2e_fixtures.py): the end-to-end tests on the Swarm
+test bed run in one worker, the other end-to-end tests in one worker, unit tests anywhere."""
+
+import collections
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+SAMPLE = '''
+import os
+import pytest
+
+
+@pytest.fixture
+def bed():
+    return "bed"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("n", range(5))
+def test_on_the_bed(bed, n):
+    assert 0, "swarm-bed on " + os.environ["PYTEST_XDIST_WORKER"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("n", range(5))
+def test_on_the_host(n):
+    assert 0, "one-host on " + os.environ["PYTEST_XDIST_WORKER"]
+
+
+@pytest.mark.parametrize("n", range(5))
+def test_unit(n):
+    assert 0, "unit on " + os.environ["PYTEST_XDIST_WORKER"]
+'''
+
+
+def test_each_group_runs_in_one_worker(tmp_path):
+    (tmp_path / "test_sample.py").write_text(SAMPLE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    e2e: end to end\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
+                           "-p", "tests.e2e_fixtures", "--rootdir", str(tmp_path), "-q", "-rf",
+                           str(tmp_path / "test_sample.py")], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "300"})
+    ran = collections.defaultdict(list)
+    for kind, worker in re.findall(r"^FAILED .* - AssertionError: (\S+) on (gw\d)$", done.stdout, re.M):
+        ran[kind].append(worker)
+    assert {kind: len(workers) for kind, workers in ran.items()} == {"swarm-bed": 5, "one-host": 5, "unit": 5}, \
+        done.stdout[-3000:]
+    assert len(set(ran["swarm-bed"])) == 1 and len(set(ran["one-host"])) == 1, dict(ran)
