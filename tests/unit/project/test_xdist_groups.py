@@ -38,13 +38,21 @@ def test_unit(n):
 '''
 
 
+def outside_any_run() -> dict:
+    """This process's environment without what an xdist worker running this test sets (a nested run
+    would otherwise take itself for a worker of ours and write its groups to our run's file)."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PYTEST_XDIST_", "PYTEST_ADDOPTS"))}
+    return {**env, "COLUMNS": "300"}
+
+
 def test_each_group_runs_in_one_worker(tmp_path):
     (tmp_path / "test_sample.py").write_text(SAMPLE)
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    e2e: end to end\n")
     done = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
                            "-p", "tests.e2e_fixtures", "--rootdir", str(tmp_path), "-q", "-rf",
                            str(tmp_path / "test_sample.py")], cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "COLUMNS": "300"})
+                          env=outside_any_run())
     ran = collections.defaultdict(list)
     for kind, worker in re.findall(r"^FAILED .* - AssertionError: (\S+) on (gw\d)$", done.stdout, re.M):
         ran[kind].append(worker)
