@@ -336,10 +336,31 @@ cmd_down() {
   WORKHUB_STATE_DIR="$STATE_ROOT" "$REPO_ROOT/scripts/registry.sh" down --if-started-here
 }
 
+# stop_sessions_left PORT: what the deploy user still runs from an SSH session to this test host's
+# sshd on PORT (a build runner detaches with setsid, so it outlives its session and the sshd; one left
+# by an interrupted test would hold ~deploy/.workhub/build.lock for the rest of its build). Found by
+# the SSH_CONNECTION its session gave it, so another test host's sessions (same user, another port)
+# are left alone; each process group found is sent TERM.
+stop_sessions_left() {
+  local port="$1" proc connection groups=()
+  for proc in /proc/[0-9]*; do
+    [[ "$(stat -c %U "$proc" 2>/dev/null)" == "$SSH_USER" ]] || continue
+    connection="$(tr '\0' '\n' <"$proc/environ" 2>/dev/null | sed -n 's/^SSH_CONNECTION=//p')" || continue
+    [[ "${connection##* }" == "$port" ]] || continue
+    groups+=("$(ps -o pgid= -p "${proc#/proc/}" | tr -d ' ')")
+  done
+  [[ ${#groups[@]} -gt 0 ]] || return 0
+  mapfile -t groups < <(printf '%s\n' "${groups[@]}" | grep -v '^$' | sort -u)
+  log "stopping what $SSH_USER still runs from this test host's sessions (process groups ${groups[*]})"
+  local group
+  for group in "${groups[@]}"; do kill -TERM -- "-$group" 2>/dev/null || true; done
+}
+
 stop_test_host() {
   [[ -d "$STATE" ]] || { log "no test host to stop"; return 0; }
   log "stopping sshd"
   stop_pidfile "$STATE/sshd.pid" sshd
+  [[ -s "$STATE/sshd.port" ]] && stop_sessions_left "$(cat "$STATE/sshd.port")"
   if [[ -f "$STATE/dockerd.started-by-us" ]]; then
     log "stopping dockerd"
     stop_pidfile "$DOCKERD_DIR/dockerd.pid" dockerd
