@@ -468,6 +468,18 @@ def key_headers() -> list[str]:
             for key in keys for format_ in (serialization.PrivateFormat.OpenSSH, serialization.PrivateFormat.PKCS8)]
 
 
+def workhub(engine: eng.Engine, *args: str) -> subprocess.CompletedProcess:
+    """`scripts/workhub ARGS` as the stack's operator runs it: `python -m workhub` with the stack's
+    project (WORKHUB_PROJECT_DIR), backend and passphrase in its environment. What it printed goes
+    to this test's report; a traceback fails the test."""
+    env = {**os.environ, **engine.env(), eng.PROJECT_DIR_ENV: str(engine.work_dir),
+           "WORKHUB_STATE_DIR": str(engine.state_dir), eng.TOOLCHAIN_BIN_ENV: str(eng.ensure_toolchain())}
+    done = subprocess.run([sys.executable, "-m", "workhub", *args], cwd=eng.REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+    print(f"$ scripts/workhub {' '.join(args)}  (exit {done.returncode})\n{done.stderr}{done.stdout}", file=sys.stderr)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done
+
 def assert_no_secret_in_any_process(watcher: Watcher) -> list:
     """Stop the watcher; fail naming each process that had one of `watcher.secrets` in its command
     line or environment (a one-host hub container's environment left out: it holds the hub's

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import deploy_home, docker, health, new_local_stack, serving_container
+from tests.e2e_fixtures import deploy_home, docker, health, new_local_stack, serving_container, workhub
 from workhub import data
 from workhub import engine as eng
 
@@ -33,16 +32,6 @@ def in_volume(command: str) -> str:
     return docker("run", "--rm", "--user", "0", "--network", "none", "-v", f"{VOLUME}:/data", "--entrypoint", "sh",
                   HELPER, "-c", command)
 
-
-def workhub(engine: eng.Engine, *args: str) -> subprocess.CompletedProcess:
-    """`scripts/workhub ARGS` as the stack's operator runs it, with its project, backend and passphrase."""
-    env = {**os.environ, **engine.env(), eng.PROJECT_DIR_ENV: str(engine.work_dir),
-           "WORKHUB_STATE_DIR": str(engine.state_dir), eng.TOOLCHAIN_BIN_ENV: str(eng.ensure_toolchain())}
-    done = subprocess.run([sys.executable, "-m", "workhub", *args], cwd=eng.REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
-    print(f"$ scripts/workhub {' '.join(args)}  (exit {done.returncode})\n{done.stderr}{done.stdout}", file=sys.stderr)
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    return done
 
 
 def protection(stack: auto.Stack) -> dict[str, bool]:

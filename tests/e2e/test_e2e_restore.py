@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -34,7 +33,7 @@ import pytest
 from pulumi import automation as auto
 
 from components.ssh import RemoteCommandError
-from tests.e2e_fixtures import docker, health, new_local_stack, serving_container
+from tests.e2e_fixtures import docker, health, new_local_stack, serving_container, workhub
 from workhub import data
 from workhub import engine as eng
 from workhub.engine import print_line
@@ -100,16 +99,6 @@ def write_file(name: str, content: bytes) -> None:
 def remove_file(name: str) -> None:
     docker("exec", serving_container("wbsaleshub", STACK), "rm", "-f", f"/app/data/{name}")
 
-
-def workhub(engine: eng.Engine, *args: str) -> subprocess.CompletedProcess:
-    """`scripts/workhub ARGS` as the stack's operator runs it."""
-    env = {**os.environ, **engine.env(), eng.PROJECT_DIR_ENV: str(engine.work_dir),
-           "WORKHUB_STATE_DIR": str(engine.state_dir), eng.TOOLCHAIN_BIN_ENV: str(eng.ensure_toolchain())}
-    done = subprocess.run([sys.executable, "-m", "workhub", *args], cwd=eng.REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
-    print(f"$ scripts/workhub {' '.join(args)}  (exit {done.returncode})\n{done.stderr}{done.stdout}", file=sys.stderr)
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    return done
 
 
 def rewrite_manifest(backup: Path, **changes) -> dict:

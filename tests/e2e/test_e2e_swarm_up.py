@@ -41,7 +41,7 @@ from pulumi import automation as auto
 from components.config.models import DEFAULT_HELPER_IMAGE
 from components.render.host.build import arg_words
 from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, break_health, build_cache_to_itself, docker,
-                                 new_local_stack, secret_values, serving_container)
+                                 new_local_stack, secret_values, serving_container, workhub)
 from tests.e2e.test_e2e_swarm import run_testbed, wait_for
 from tests.e2e.test_e2e_swarm import ssh as ssh_on
 from tests.e2e.test_e2e_swarm_nodes import running_on as nodes_running
@@ -327,17 +327,6 @@ def test_up_deploys_the_sample_hubs_rolls_a_setting_out_and_a_bad_version_back_w
         assert get(url + "/health")[0] == 200
 
 
-
-def workhub(engine: eng.Engine, *args: str) -> subprocess.CompletedProcess:
-    """`scripts/workhub ARGS` as the stack's operator runs it: `python -m workhub` with the stack's
-    project (WORKHUB_PROJECT_DIR), backend and passphrase in its environment."""
-    env = {**os.environ, **engine.env(), eng.PROJECT_DIR_ENV: str(engine.work_dir),
-           "WORKHUB_STATE_DIR": str(engine.state_dir), eng.TOOLCHAIN_BIN_ENV: str(eng.ensure_toolchain())}
-    done = subprocess.run([sys.executable, "-m", "workhub", *args], cwd=eng.REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
-    print(f"$ scripts/workhub {' '.join(args)}  (exit {done.returncode})\n{done.stderr}{done.stdout}", file=sys.stderr)
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    return done
 
 
 def running_on(bed: dict, hub: str) -> list[str]:
