@@ -240,9 +240,10 @@ def health(url: str) -> int:
         return error.code
 
 
-def deploy_home() -> Path:
-    """The test host's deploy user's home (the test host runs on this machine)."""
-    entry = subprocess.run(["getent", "passwd", "deploy"], capture_output=True, text=True, check=True).stdout
+def deploy_home(user: str = "deploy") -> Path:
+    """The home of a deploy user on this machine: the test host's (`deploy`), or the Swarm test
+    bed's (its env's `user`), whose nodes share this machine's file system."""
+    entry = subprocess.run(["getent", "passwd", user], capture_output=True, text=True, check=True).stdout
     return Path(entry.split(":")[5])
 
 
@@ -265,9 +266,9 @@ def running_image(hub: str, stack: str) -> str:
     return docker("inspect", "--format", "{{.Config.Image}}", serving_container(hub, stack))
 
 
-def build_records() -> list[dict]:
-    """Every build the test host has recorded, oldest first."""
-    records = deploy_home() / ".workhub" / "builds.jsonl"
+def build_records(user: str = "deploy") -> list[dict]:
+    """Every build `user`'s (the test host's deploy user, by default) host has recorded, oldest first."""
+    records = deploy_home(user) / ".workhub" / "builds.jsonl"
     if not records.exists():
         return []
     return [json.loads(line) for line in records.read_text().splitlines() if line.strip()]

@@ -99,10 +99,10 @@ def running_tasks(bed: dict, hub: str) -> list[tuple[str, str]]:
     return [(line.split()[0], line.split()[1]) for line in listed.stdout.splitlines() if " Running " in f" {line} "]
 
 
-def builds_of(before: int) -> list[dict]:
-    """This stack's builds recorded since `before` (the deploy user's home is shared by the nodes and
-    the single test host), oldest first."""
-    return [record for record in build_records()[before:] if record["stack"] == STACK]
+def builds_of(bed: dict, before: int) -> list[dict]:
+    """This stack's builds recorded since `before` by the test bed's deploy user (whose home the nodes
+    share with this machine; the single test host's builds go to its own user's), oldest first."""
+    return [record for record in build_records(bed["user"])[before:] if record["stack"] == STACK]
 
 
 def assert_one_at_a_time(records: list[dict]) -> None:
@@ -145,10 +145,10 @@ def test_host_built_hubs_build_on_the_build_node_one_at_a_time_and_run_elsewhere
     urls = {hub["name"]: f"http://{bed['nodes'][1]['address']}:{HOST_PORTS[hub['name']]}" for hub in HUBS}
     try:
         # --- first up: cold (a new test bed: node 1's build cache and npm cache mount are empty) ---
-        before = len(build_records())
+        before = len(build_records(bed["user"]))
         result, out = reported(stack)
         assert result is not None, "\n".join(out[-40:])
-        cold = builds_of(before)
+        cold = builds_of(bed, before)
         assert sorted(record["hub"] for record in cold) == ["wbfinhub", "wbhubmanager"], cold
         assert all(record["result"] == "succeeded" for record in cold), cold
         assert_one_at_a_time(cold)
@@ -180,10 +180,10 @@ def test_host_built_hubs_build_on_the_build_node_one_at_a_time_and_run_elsewhere
         # --- second up: a small change to each hub, under a prober through node 2's proxy ---
         mark_version(sources, "WBHubManager", "b2")
         add_dependency(sources, "WBFinHub", npm_registry)
-        before, snapshot = len(build_records()), dict(stats.tarballs)
+        before, snapshot = len(build_records(bed["user"])), dict(stats.tarballs)
         result, out, reports = probed_up(stack, list(urls.values()), "/health")
         assert result is not None, "\n".join(out[-40:])
-        warm = {record["hub"]: record for record in builds_of(before)}
+        warm = {record["hub"]: record for record in builds_of(bed, before)}
         assert sorted(warm) == ["wbfinhub", "wbhubmanager"], warm
         assert_one_at_a_time(list(warm.values()))
         fetched = fetched_since(stats, snapshot)

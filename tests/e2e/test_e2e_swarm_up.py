@@ -309,7 +309,7 @@ def test_up_deploys_the_sample_hubs_rolls_a_setting_out_and_a_bad_version_back_w
     whole, report = "\n".join(out), out[-1]
     lines = report.splitlines()
     assert lines[0] == f"workhub: up of stack '{STACK}' failed", report
-    assert lines[1].startswith("  step: Swarm deploy (swarm-deploy on deploy@10.213.37.11:22"), report
+    assert lines[1].startswith(f"  step: Swarm deploy (swarm-deploy on {bed['user']}@10.213.37.11:22"), report
     reason = lines[2]
     assert reason.startswith(f"  reason: {SERVICE}: its update did not stay healthy and Swarm rolled it back ("), \
         report
