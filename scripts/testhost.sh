@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Local stand-in for a remote deploy host: a Docker engine plus an sshd on 127.0.0.1.
 # Usage: scripts/testhost.sh up | env | check | down [--purge] | logs
+# Environment: WORKHUB_STATE_DIR (the state's top, default .workhub), WORKHUB_TESTHOST_USER (the
+# deploy user `up` makes and authorizes, default deploy), WORKHUB_TESTHOST_SSH_PORT.
 #
 # `check` starts nothing: it prints what `env` prints when the test host runs (its sshd answers and
 # reaches the Docker engine), and otherwise exits 3 saying what is not running.
@@ -18,7 +20,9 @@ DOCKERD_DIR=/run/workhub-testhost
 # /usr/local/bin/docker (v28) refuses to build without buildx; Debian's 20.10 client builds natively.
 DOCKER=/usr/bin/docker
 BASE_IMAGE=node:24-bookworm-slim
-SSH_USER=deploy
+# The deploy user: `deploy`, or WORKHUB_TESTHOST_USER when `up` made this test host (kept in its
+# state for the later commands), so two test hosts on one machine can keep their homes apart.
+SSH_USER="${WORKHUB_TESTHOST_USER:-$(cat "$STATE/user" 2>/dev/null || echo deploy)}"
 PACKAGES=(docker.io openssh-server busybox-static)
 # shellcheck source=SCRIPTDIR/lib/logged.sh
 source "$REPO_ROOT/scripts/lib/logged.sh"
@@ -303,6 +307,7 @@ cmd_up() {
   mkdir -p "$STATE"
   chmod 700 "$STATE_ROOT" "$STATE"
   STATE="$(cd "$STATE" && pwd)"
+  printf '%s\n' "$SSH_USER" >"$STATE/user"
   shared ensure_packages
   ensure_docker
   ensure_keys

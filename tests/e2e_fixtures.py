@@ -67,9 +67,9 @@ def _run_dir(tmp_path_factory) -> Optional[Path]:
 
 
 @contextlib.contextmanager
-def _flocked(path: Path) -> Iterator[None]:
+def _flocked(path: Path, how: int = fcntl.LOCK_EX) -> Iterator[None]:
     with path.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, how)
         yield
 
 
@@ -114,28 +114,95 @@ def own_build_cache():
         yield
 
 
-@pytest.fixture(scope="session")
-def host_state(tmp_path_factory) -> Path:
+def _state_of(tmp_path_factory, name: str) -> Path:
+    """A test host's state directory: this session's, or the one every xdist worker of the run shares."""
     shared = _run_dir(tmp_path_factory)
     if shared is None:
-        return tmp_path_factory.mktemp(f"testhost-{RUN_ID}")
-    state = shared / "testhost"
+        return tmp_path_factory.mktemp(f"{name}-{RUN_ID}")
+    state = shared / name
     state.mkdir(exist_ok=True)
     return state
+
+
+@contextlib.contextmanager
+def _running_test_host(tmp_path_factory, name: str, state: Path, user: str) -> Iterator[dict]:
+    """The test host `name` (its own sshd, keys and deploy user `user`; the Docker engine is the
+    machine's, shared) for as long as this run's workers use it."""
+    def start() -> dict:
+        try:
+            return json.loads(subprocess.run(
+                [str(eng.REPO / "scripts" / "testhost.sh"), "up"], check=True, stdout=subprocess.PIPE, text=True,
+                env={**os.environ, "WORKHUB_STATE_DIR": str(state), "WORKHUB_TESTHOST_USER": user}).stdout)
+        except subprocess.CalledProcessError as error:
+            pytest.fail(f"the SSH + Docker test host did not start ({error}); run scripts/testhost.sh up to see why")
+
+    with once_per_run(tmp_path_factory, name, start,
+                      lambda: eng.testhost("down", "--purge", state_dir=state)) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def host_state(tmp_path_factory) -> Path:
+    return _state_of(tmp_path_factory, "testhost")
 
 
 @pytest.fixture(scope="session")
 def test_host(tmp_path_factory, host_state: Path):
     """The test host for this run: its own keys and sshd port; the Docker engine is shared."""
-    def start() -> dict:
-        try:
-            return eng.testhost_up(state_dir=host_state)
-        except subprocess.CalledProcessError as error:
-            pytest.fail(f"the SSH + Docker test host did not start ({error}); run scripts/testhost.sh up to see why")
-
-    with once_per_run(tmp_path_factory, "testhost", start,
-                      lambda: eng.testhost("down", "--purge", state_dir=host_state)) as host:
+    with _running_test_host(tmp_path_factory, "testhost", host_state, "deploy") as host:
         yield host
+
+
+# The side host: a second test host (its own sshd and deploy user, whose home keeps its own build
+# lock and records; the same Docker engine), for modules whose tests may run beside the one-host
+# tests, in the other xdist worker (on_the_side_host): a test there may stop the first host's sshd
+# (test_e2e_interrupts) or hold its build lock, and none of that reaches the side host.
+SIDE_USER = "side-deploy"
+
+
+@pytest.fixture(scope="session")
+def side_host_state(tmp_path_factory) -> Path:
+    return _state_of(tmp_path_factory, "sidehost")
+
+
+@pytest.fixture(scope="session")
+def side_host(tmp_path_factory, side_host_state: Path):
+    with _running_test_host(tmp_path_factory, "sidehost", side_host_state, SIDE_USER) as host:
+        yield host
+
+
+def engine_shared() -> contextlib.AbstractContextManager:
+    """Under xdist, this machine's Docker engine kept running while held (shared with the other
+    holders); engine_to_itself waits for every holder, then may stop and start it."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return _flocked(_run_file("engine.lock", run), fcntl.LOCK_SH) if run else contextlib.nullcontext()
+
+
+def engine_to_itself() -> contextlib.AbstractContextManager:
+    """Under xdist, this machine's Docker engine to this test alone (it stops and starts it)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return _flocked(_run_file("engine.lock", run)) if run else contextlib.nullcontext()
+
+
+def on_the_side_host() -> tuple:
+    """Fixtures that put a module's tests on the side host: `test_host` and `host_state` are the side
+    host's, and for the whole module the engine keeps running and its build cache is the module's
+    (build_cache_to_itself). Such a module's tests are an xdist group of their own (`side-host`), so
+    they run beside the one-host tests. In the module: `test_host, host_state, beside = on_the_side_host()`."""
+    @pytest.fixture(scope="session", name="test_host")
+    def side_test_host(side_host):
+        return side_host
+
+    @pytest.fixture(scope="session", name="host_state")
+    def side_state(side_host_state):
+        return side_host_state
+
+    @pytest.fixture(scope="module", autouse=True, name="beside_the_one_host")
+    def beside():
+        with engine_shared(), build_cache_to_itself():
+            yield
+
+    return side_test_host, side_state, beside
 
 
 @pytest.fixture(scope="session")
@@ -494,8 +561,9 @@ def assert_no_secret_in_any_process(watcher: Watcher) -> list:
 
 
 # Groups for `--dist loadgroup` (scripts/test -n 2): the end-to-end tests on the Swarm test bed (one
-# per machine) run in one worker, in order; every other end-to-end test (the one test host, its fixed
-# stack and container names) in one other; unit tests go to whichever worker is free. xdist 3.8 marks
+# per machine) run in one worker, in order; those on the side host (on_the_side_host) in one worker;
+# every other end-to-end test (the one test host, its fixed stack and container names) in one other;
+# unit tests go to whichever worker is free. xdist 3.8 marks
 # a group by appending it to the test's node id, which pytest 9.2 no longer lets a plugin change
 # (pytest-dev/pytest-xdist#1386), so each worker writes the groups to a file of this run and the
 # scheduler below reads them there. Without -n none of this runs.
@@ -509,7 +577,8 @@ def pytest_collection_modifyitems(config, items) -> None:
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if not os.environ.get("PYTEST_XDIST_WORKER") or not run:
         return
-    groups = {item.nodeid: "swarm-bed" if "bed" in item.fixturenames else "one-host"
+    groups = {item.nodeid: "swarm-bed" if "bed" in item.fixturenames else
+              "side-host" if "beside_the_one_host" in item.fixturenames else "one-host"
               for item in items if item.get_closest_marker("e2e")}
     written = _run_file(f"groups.{os.getpid()}", run)
     written.write_text(json.dumps(groups))
@@ -523,7 +592,7 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadGroupScheduling
 
     run = config.getoption("testrunuid")
-    for name in ("groups.json", "build-cache.lock"):
+    for name in ("groups.json", "build-cache.lock", "engine.lock"):
         atexit.register(_run_file(name, run).unlink, missing_ok=True)
 
     class ByGroupFile(LoadGroupScheduling):

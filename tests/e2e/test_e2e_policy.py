@@ -27,11 +27,13 @@ from components.config.models import DeploySettings
 from components.render.host.deploy import Serving, run_script
 from components.config.runtime import Runtime
 from components.render.host.build import build_script, context_dir
-from tests.e2e_fixtures import new_local_stack
+from tests.e2e_fixtures import new_local_stack, on_the_side_host
 from workhub import engine as eng
 from workhub.policy import PACK_NAME, policy_packs
 
 pytestmark = pytest.mark.e2e
+# Beside the one-host tests, on a test host of its own (tests/e2e_fixtures.py: on_the_side_host).
+test_host, host_state, beside_the_one_host = on_the_side_host()
 
 EXAMPLES = eng.REPO / "examples"
 CATALOG = {hub["name"]: hub for hub in

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.e2e_fixtures import (deploy_home, deploy_under_probe, docker, forget_local_images, mark_version,
-                                new_local_stack,
+                                engine_to_itself, new_local_stack,
                                 running_image, serving_container)
 from workhub import engine as eng
 from workhub.engine import print_line
@@ -158,13 +158,14 @@ def test_the_proxy_and_the_hub_come_back_after_the_docker_engine_restarts(tmp_pa
         url = stack.up(on_output=print_line, color="never").outputs["hubs"].value["wbsaleshub"]["url"]
         serving, image = serving_container("wbsaleshub", "e2e"), running_image("wbsaleshub", "e2e")
         # A reboot, as far as containers go: the engine stops and starts again; nobody runs `up`.
-        pid = int(Path("/run/workhub-testhost/dockerd.pid").read_text())
-        subprocess.run(["kill", str(pid)], check=True)
-        for _ in range(120):
-            if not Path(f"/proc/{pid}").exists():
-                break
-            time.sleep(0.5)
-        eng.testhost_up(state_dir=host_state)
+        with engine_to_itself():
+            pid = int(Path("/run/workhub-testhost/dockerd.pid").read_text())
+            subprocess.run(["kill", str(pid)], check=True)
+            for _ in range(120):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.5)
+            eng.testhost_up(state_dir=host_state)
         deadline = time.monotonic() + 60
         while answers(url) != 200 and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -33,12 +33,14 @@ import pytest
 from pulumi import automation as auto
 
 from components.ssh import RemoteCommandError
-from tests.e2e_fixtures import docker, health, new_local_stack, serving_container, workhub
+from tests.e2e_fixtures import docker, health, new_local_stack, on_the_side_host, serving_container, workhub
 from workhub import data
 from workhub import engine as eng
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Beside the one-host tests, on a test host of its own (tests/e2e_fixtures.py: on_the_side_host).
+test_host, host_state, beside_the_one_host = on_the_side_host()
 
 STACK = "e2erestore"
 HUB = {"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091, "healthPath": "/health",

@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.before_the_move import before_the_move  # noqa: F401 (a fixture)
-from tests.e2e_fixtures import deploy_home, docker, health
+from tests.e2e_fixtures import deploy_home, docker, health, on_the_side_host
 from workhub import engine as eng
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Beside the one-host tests, on a test host of its own (tests/e2e_fixtures.py: on_the_side_host).
+test_host, host_state, beside_the_one_host = on_the_side_host()
 
 # One hub, with a secret: so the state holds the stack's key (StackKey) besides the commands.
 HUB = {"name": "wbfinhub", "context": "WBFinHub", "port": 4092, "healthPath": "/health",

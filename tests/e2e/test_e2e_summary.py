@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import deploy_home, free_ports, new_local_stack
+from tests.e2e_fixtures import deploy_home, free_ports, new_local_stack, on_the_side_host
 from tests.unit.cli.test_summary import FIXTURES, HUB_NAMES, STACK, UPDATE, host_line, table
 from workhub import engine as eng
 from workhub.engine import print_line
 from workhub.summary import summarize
+
+# Beside the one-host tests, on a test host of its own (tests/e2e_fixtures.py: on_the_side_host).
+test_host, host_state, beside_the_one_host = on_the_side_host()
 
 
 def key_lines(host: dict) -> list[str]:
@@ -34,7 +37,7 @@ def save(name: str, preview: dict[str, Any], tmp_path: Path, host: dict, sources
     if not UPDATE:
         return
     replacements = {str(tmp_path): "<tmp>", str(sources): "<sources>", str(eng.REPO): "<repo>",
-                    str(deploy_home()): "<deploy home>", host["host_public_key"]: "ssh-ed25519 <test host key>"}
+                    str(deploy_home(host["user"])): "<deploy home>", host["host_public_key"]: "ssh-ed25519 <test host key>"}
 
     def clean(value: Any) -> Any:
         if isinstance(value, dict):

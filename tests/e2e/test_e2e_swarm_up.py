@@ -41,6 +41,7 @@ from pulumi import automation as auto
 from components.config.models import DEFAULT_HELPER_IMAGE
 from components.render.host.build import arg_words
 from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, break_health, build_cache_to_itself, docker,
+                                 engine_shared,
                                  new_local_stack, secret_values, serving_container, workhub)
 from tests.e2e.test_e2e_swarm import run_testbed, wait_for
 from tests.e2e.test_e2e_swarm import ssh as ssh_on
@@ -100,7 +101,7 @@ class BedCi(CiStandIn):
     def __call__(self, push, opts) -> list:
         if push.remote in self.pushed:
             return []
-        with build_cache_to_itself():
+        with engine_shared(), build_cache_to_itself():
             self.docker("build", "--network=host", "--progress=plain", "--file",
                         str(push.plan.context / push.plan.hub.dockerfile), "--tag", push.remote,
                         *arg_words(push.args), str(push.plan.context))
