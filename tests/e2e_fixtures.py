@@ -142,15 +142,27 @@ def _running_test_host(tmp_path_factory, name: str, state: Path, user: str) -> I
 
 
 @pytest.fixture(scope="session")
-def host_state(tmp_path_factory) -> Path:
+def first_host_state(tmp_path_factory) -> Path:
     return _state_of(tmp_path_factory, "testhost")
 
 
 @pytest.fixture(scope="session")
-def test_host(tmp_path_factory, host_state: Path):
-    """The test host for this run: its own keys and sshd port; the Docker engine is shared."""
-    with _running_test_host(tmp_path_factory, "testhost", host_state, "deploy") as host:
+def first_test_host(tmp_path_factory, first_host_state: Path):
+    """The test host for this run: its own keys and sshd port; the Docker engine is shared (and
+    started by this host when it was not running, so stopped only once no worker uses this host)."""
+    with _running_test_host(tmp_path_factory, "testhost", first_host_state, "deploy") as host:
         yield host
+
+
+# What a test asks for: the first test host, unless its module runs on the side host (on_the_side_host).
+@pytest.fixture(scope="session")
+def host_state(first_host_state: Path) -> Path:
+    return first_host_state
+
+
+@pytest.fixture(scope="session")
+def test_host(first_test_host: dict) -> dict:
+    return first_test_host
 
 
 # The side host: a second test host (its own sshd and deploy user, whose home keeps its own build
@@ -166,7 +178,8 @@ def side_host_state(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def side_host(tmp_path_factory, side_host_state: Path):
+def side_host(tmp_path_factory, side_host_state: Path, first_test_host: dict):
+    """After the first test host, which starts the Docker engine and stops it when it is done."""
     with _running_test_host(tmp_path_factory, "sidehost", side_host_state, SIDE_USER) as host:
         yield host
 
@@ -463,6 +476,7 @@ def new_local_stack(
     # Without a registry (a stack that builds nothing), one that refuses every connection.
     registry = for_builds(npm_registry) if npm_registry else "http://127.0.0.1:9/"
     values = {k: v for k, v in eng.local_config(host, registry).items() if not k.startswith("workhub:hostPorts.")}
+    values["workhub:host.user"] = host["user"]  # the side host's deploy user is not the template's
     values["workhub:sourceRoot"] = str(source_root)
     values.update({f"workhub:hostPorts.{name}": str(port) for name, port in zip(names, free_ports(len(names)))})
     # The template's per-stack settings are for the sample hubs' own; a test's hubs get a value each.

@@ -44,16 +44,17 @@ from workhub.engine import print_line
 given = json.load(sys.stdin)
 eng.ensure_toolchain()
 _, stack = new_local_stack(Path(given["state"]), given["host"], given["npm_registry"], hubs=[given["hub"]],
-                           name=given["stack"], deploy=given["deploy"])
+                           name=given["stack"], deploy=given["deploy"],
+                           overrides={"workhub:host.user": given["host"]["user"]})
 up = stack.up(on_output=print_line, color="never")
 Path(given["result"]).write_text(json.dumps(up.summary.resource_changes))
 """
 
 
-def sessions(host_state: Path) -> int:
+def sessions(host_state: Path, user: str) -> int:
     """How many SSH logins the test host's sshd has accepted so far (its log: one per script run)."""
     log = (host_state / "testhost" / "sshd.log").read_text(errors="replace")
-    return sum("Accepted publickey for deploy " in line for line in log.splitlines())
+    return sum(f"Accepted publickey for {user} " in line for line in log.splitlines())
 
 
 # The inputs a new version of workhub may change on a command it updates in place: the scripts it
@@ -120,11 +121,11 @@ def test_a_stack_deployed_before_the_move_refreshes_updates_and_destroys_with_th
 
         # The refresh loads each provider from the old state and runs each check on the host (which
         # the sshd log shows: the same count proves below that the `up` runs nothing there).
-        before = sessions(host_state)
+        before = sessions(host_state, test_host["user"])
         refreshed = stack.refresh(on_output=print_line, color="never")
         assert set(refreshed.summary.resource_changes) == {"same"}, refreshed.summary.resource_changes
         assert eng.drift_found(stack) == {}
-        assert sessions(host_state) - before >= checks, "the refresh ran each check over SSH"
+        assert sessions(host_state, test_host["user"]) - before >= checks, "the refresh ran each check over SSH"
 
         # The code under test renders some scripts differently from the old tree (shellcheck's fixes,
         # the install retry as a file of its own: docs/deploys.md), so its first `up` updates those
@@ -135,10 +136,10 @@ def test_a_stack_deployed_before_the_move_refreshes_updates_and_destroys_with_th
         assert set(first.summary.resource_changes) <= {"same", "update"}, first.summary.resource_changes
         assert changed_inputs(written.deployment, stack.export_stack().deployment) <= MAY_CHANGE
         assert health(url) == 200
-        before = sessions(host_state)
+        before = sessions(host_state, test_host["user"])
         up = stack.up(on_output=print_line, color="never")
         assert set(up.summary.resource_changes) == {"same"}, up.summary.resource_changes
-        assert sessions(host_state) == before, "the up ran nothing on the host"
+        assert sessions(host_state, test_host["user"]) == before, "the up ran nothing on the host"
         assert health(url) == 200
 
         # The destroy runs on the state as the old code wrote it (the up changed nothing on the

@@ -1,5 +1,6 @@
 """`scripts/test -n 2 --dist loadgroup` (tests/e2e_fixtures.py): the end-to-end tests on the Swarm
-test bed run in one worker, the other end-to-end tests in one worker, unit tests anywhere."""
+test bed run in one worker, those on the side host in one worker, the other end-to-end tests in one
+worker apart from both, unit tests anywhere."""
 
 import collections
 import os
@@ -26,8 +27,19 @@ def test_on_the_bed(bed, n):
     assert 0, "swarm-bed on " + os.environ["PYTEST_XDIST_WORKER"]
 
 
+@pytest.fixture(scope="module")
+def beside_the_one_host():
+    return "side"
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("n", range(5))
+def test_on_the_side_host(beside_the_one_host, n):
+    assert 0, "side-host on " + os.environ["PYTEST_XDIST_WORKER"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("n", range(10))  # the largest group, as the one-host tests are
 def test_on_the_host(n):
     assert 0, "one-host on " + os.environ["PYTEST_XDIST_WORKER"]
 
@@ -56,6 +68,7 @@ def test_each_group_runs_in_one_worker(tmp_path):
     ran = collections.defaultdict(list)
     for kind, worker in re.findall(r"^FAILED .* - AssertionError: (\S+) on (gw\d)$", done.stdout, re.M):
         ran[kind].append(worker)
-    assert {kind: len(workers) for kind, workers in ran.items()} == {"swarm-bed": 5, "one-host": 5, "unit": 5}, \
-        done.stdout[-3000:]
-    assert len(set(ran["swarm-bed"])) == 1 and len(set(ran["one-host"])) == 1, dict(ran)
+    assert {kind: len(workers) for kind, workers in ran.items()} == {"swarm-bed": 5, "side-host": 5, "one-host": 10,
+                                                                     "unit": 5}, done.stdout[-3000:]
+    assert all(len(set(ran[group])) == 1 for group in ("swarm-bed", "side-host", "one-host")), dict(ran)
+    assert ran["one-host"][0] not in ran["swarm-bed"] + ran["side-host"], "the one-host tests have a worker of their own"
