@@ -332,11 +332,12 @@ def docker(*args: str, check: bool = True) -> str:
     return subprocess.run(["/usr/bin/docker", *args], capture_output=True, text=True, check=check).stdout.strip()
 
 
-def serving_container(hub: str, stack: str) -> str:
-    """The container a hub's proxy sends its requests to (the live slot), as its config names it."""
+def serving_container(hub: str, stack: str, user: str = "deploy") -> str:
+    """The container a hub's proxy sends its requests to (the live slot), as its config names it
+    (in the home of `user`, the test host's deploy user)."""
     from components.render.host.documents import LIVE_MARK, slot_container
 
-    config = (deploy_home() / ".workhub" / "proxy" / f"{hub}-{stack}" / "haproxy.cfg").read_text()
+    config = (deploy_home(user) / ".workhub" / "proxy" / f"{hub}-{stack}" / "haproxy.cfg").read_text()
     (live,) = [line[len(LIVE_MARK):] for line in config.splitlines() if line.startswith(LIVE_MARK)]
     return slot_container(hub, stack, live)
 
@@ -476,7 +477,8 @@ def new_local_stack(
     # Without a registry (a stack that builds nothing), one that refuses every connection.
     registry = for_builds(npm_registry) if npm_registry else "http://127.0.0.1:9/"
     values = {k: v for k, v in eng.local_config(host, registry).items() if not k.startswith("workhub:hostPorts.")}
-    values["workhub:host.user"] = host["user"]  # the side host's deploy user is not the template's
+    if "user" in host:  # the side host's deploy user is not the template's
+        values["workhub:host.user"] = host["user"]
     values["workhub:sourceRoot"] = str(source_root)
     values.update({f"workhub:hostPorts.{name}": str(port) for name, port in zip(names, free_ports(len(names)))})
     # The template's per-stack settings are for the sample hubs' own; a test's hubs get a value each.

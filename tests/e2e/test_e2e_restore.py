@@ -33,7 +33,8 @@ import pytest
 from pulumi import automation as auto
 
 from components.ssh import RemoteCommandError
-from tests.e2e_fixtures import docker, health, new_local_stack, on_the_side_host, serving_container, workhub
+from tests.e2e_fixtures import (SIDE_USER, docker, health, new_local_stack, on_the_side_host, serving_container,
+                                 workhub)
 from workhub import data
 from workhub import engine as eng
 from workhub.engine import print_line
@@ -94,12 +95,12 @@ def files_of(archive: Path) -> dict[str, str]:
 
 def write_file(name: str, content: bytes) -> None:
     """A file the hub itself writes into its volume (as its own uid)."""
-    subprocess.run(["/usr/bin/docker", "exec", "-i", serving_container("wbsaleshub", STACK), "sh", "-c",
+    subprocess.run(["/usr/bin/docker", "exec", "-i", serving_container("wbsaleshub", STACK, SIDE_USER), "sh", "-c",
                     f"cat > /app/data/{name}"], input=content, check=True)
 
 
 def remove_file(name: str) -> None:
-    docker("exec", serving_container("wbsaleshub", STACK), "rm", "-f", f"/app/data/{name}")
+    docker("exec", serving_container("wbsaleshub", STACK, SIDE_USER), "rm", "-f", f"/app/data/{name}")
 
 
 
@@ -226,7 +227,7 @@ def test_a_corrupt_archive_that_matches_its_sha256_changes_nothing(deployed, bac
     last = logs[-1][1]
     assert "FAILED: extracting the archive into " + VOLUME + ".restore-" in last, last
     assert last.endswith(f"nothing was changed: {VOLUME} holds its data as before and "
-                         f"{serving_container('wbsaleshub', STACK)} kept serving"), last
+                         f"{serving_container('wbsaleshub', STACK, SIDE_USER)} kept serving"), last
     assert files_in(VOLUME, deployed.helper) == before, "the live data is unchanged byte for byte"
     assert health(deployed.url) == 200 and report.failed == 0, report.summary()
     assert not volumes_of(f"{VOLUME}.restore-"), "no staging volume left"
@@ -290,7 +291,7 @@ def test_a_swap_killed_halfway_puts_the_old_data_back_and_the_hub_serves(deploye
     assert killed, "the swap's helper container was not killed while it ran"
     assert isinstance(error, RemoteCommandError), error
     (kept,) = set(volumes_of(f"{VOLUME}.pre-restore-")) - kept_before
-    container = serving_container("wbsaleshub", STACK)
+    container = serving_container("wbsaleshub", STACK, SIDE_USER)
     last = logs[-1][1]
     assert f"FAILED: copying {VOLUME}.restore-" in last and f"'s content into {VOLUME} (exit 137)" in last, last
     assert last.endswith(f"{VOLUME} holds its old data again (also kept in {kept}), and {container} answers "

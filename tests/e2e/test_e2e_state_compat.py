@@ -148,7 +148,7 @@ def test_a_stack_deployed_before_the_move_refreshes_updates_and_destroys_with_th
         destroyed = stack.destroy(on_output=print_line, color="never")
         assert set(destroyed.summary.resource_changes) == {"delete"}, destroyed.summary.resource_changes
         assert docker("ps", "--all", "--filter", f"name=wbfinhub-{STACK}", "--format", "{{.Names}}") == ""
-        assert not (deploy_home() / ".workhub" / "contexts" / STACK / "wbfinhub").exists()
+        assert not (deploy_home(test_host["user"]) / ".workhub" / "contexts" / STACK / "wbfinhub").exists()
         assert stack.export_stack().deployment.get("resources") in (None, [])
     finally:
         if stack is None:
