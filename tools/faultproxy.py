@@ -1,8 +1,8 @@
 """A fault-injecting HTTP/1.1 reverse proxy for the local npm registry cache.
 
 It sits between npm and the local verdaccio (``scripts/registry.sh``) and reproduces the network
-faults measured in /work/shared/FINDINGS.md, so tests and benchmarks can show builds surviving
-them. Per request, with probabilities drawn from a seeded ``random.Random``:
+faults the team measured under `npm ci` (FINDINGS.md, beside the PRD), so tests and benchmarks can
+show builds surviving them. Per request, with probabilities drawn from a seeded ``random.Random``:
 
 - ``reset``: the client connection is reset before any response byte (npm retries these);
 - ``stall``: nothing is sent for ``stall_seconds``, then the connection is closed (npm waits its

@@ -138,11 +138,11 @@ NETWORK_ERRORS = [
     "npm ERR! code ECONNRESET",
     "npm ERR! errno ETIMEDOUT",
     "npm ERR! code ESOCKETTIMEDOUT",
-    "npm ERR! request to https://registry.npmjs.org/express failed, reason: getaddrinfo EAI_AGAIN registry.npmjs.org",
+    "npm ERR! request to https://registry.invalid/express failed, reason: getaddrinfo EAI_AGAIN registry.invalid",
     "npm ERR! request to http://127.0.0.1:4873/express failed, reason: connect ECONNREFUSED 127.0.0.1:4873",
     "npm ERR! code EPIPE",
     "npm ERR! network socket hang up",
-    "npm error network request to https://registry.npmjs.org/x failed",
+    "npm error network request to https://registry.invalid/x failed",
     "npm ERR! network This is a problem related to network connectivity.",
     "npm error network aborted",
     "npm ERR! code EINTEGRITY",
@@ -153,10 +153,10 @@ NETWORK_ERRORS = [
     "npm ERR! code ERR_SOCKET_TIMEOUT",
     "npm ERR! Premature close",
     "npm ERR! code E503",
-    "npm ERR! 500 Internal Server Error - GET https://registry.npmjs.org/express",
-    "npm ERR! 502 Bad Gateway - GET https://registry.npmjs.org/express",
-    "npm ERR! 503 Service Unavailable - GET https://registry.npmjs.org/express",
-    "npm ERR! 504 Gateway Timeout - GET https://registry.npmjs.org/express",
+    "npm ERR! 500 Internal Server Error - GET https://registry.invalid/express",
+    "npm ERR! 502 Bad Gateway - GET https://registry.invalid/express",
+    "npm ERR! 503 Service Unavailable - GET https://registry.invalid/express",
+    "npm ERR! 504 Gateway Timeout - GET https://registry.invalid/express",
 ]
 
 # Failures no try can fix: a failing compile, and Dockerfile errors (parse, missing file, a failing step).
