@@ -2,7 +2,7 @@
 # A throwaway Docker Swarm test bed of several nodes on this machine: each node a network namespace
 # with its own dockerd and sshd (the deploy user, a pinned host key), all joined by one bridge, and
 # one image registry (with a login) on the bridge that every node reaches.
-# Usage: scripts/swarm-testbed.sh up [--hub-images] | env | status | down [--purge] | logs
+# Usage: scripts/swarm-testbed.sh up [--hub-images] | env | status | reset | down [--purge] | logs
 #                                | stop-node N | start-node N
 #
 # Addresses: the bridge is $WORKHUB_SWARM_SUBNET.1 (10.213.37.1) in this machine's namespace, where
@@ -18,7 +18,8 @@
 # that the test starts, tools/forward.py). One test bed per machine. `up` forms no Swarm: the nodes are plain engines until a test
 # (or workhub) inits and joins them. `stop-node N` stops node N's dockerd (its containers stop with it;
 # its namespace, address and sshd stay), as when that machine's engine dies; `start-node N` starts it
-# again with the same data root, so it rejoins its Swarm.
+# again with the same data root, so it rejoins its Swarm. `reset` gives the nodes back as `up` left them
+# (in no Swarm, with nothing a test made), so one bed serves a whole test run (tests/swarm_bed.py).
 #
 # dockerd starts through `nsenter --net=`, not `ip netns exec` (which remounts /sys and hides the
 # cgroup mounts dockerd needs), and in a UTS namespace of its own, so each node has its own host name.
@@ -406,14 +407,53 @@ cmd_logs() {
   done
 }
 
+# The images `reset` keeps on node N: those `up` put there (the rest a test pulled or built).
+kept_images() {
+  local server="$1" n="$2"
+  printf '%s\n' "$server/$TEST_IMAGE" "$HELPER_IMAGE"
+  if [[ "$n" == 1 && -f "$BED/hub-images" ]]; then
+    printf '%s\n' "$FRONTEND_IMAGE" "$BASE_IMAGE" "$(hub_image_ref "$BASE_IMAGE")" "$(hub_image_ref "$PROXY_IMAGE")"
+  fi
+}
+
+# reset: the nodes as `up` left them, for the next test on a bed that stays up: every node's engine
+# running (a test may have stopped one), out of any Swarm, without containers, volumes, networks,
+# build cache or images but those `up` put there. The registry keeps what was pushed to it.
+cmd_reset() {
+  [[ $EUID -eq 0 ]] || die "must run as root"
+  [[ -d "$BED/image-registry" ]] || die "no test bed in $BED; run '$0 up' first"
+  local n server ids
+  server="$(registry_server)"
+  for n in $(seq "$NODES"); do ensure_node_dockerd "$n"; done
+  for n in $(seq "$NODES"); do node_docker "$n" swarm leave --force >/dev/null 2>&1 || true; done
+  for n in $(seq "$NODES"); do
+    ids="$(node_docker "$n" ps --all --quiet)"
+    # shellcheck disable=SC2086 # one word per container id
+    [[ -z "$ids" ]] || node_docker "$n" rm --force --volumes $ids >/dev/null
+    ids="$(node_docker "$n" volume ls --quiet)"
+    # shellcheck disable=SC2086 # one word per volume name
+    [[ -z "$ids" ]] || node_docker "$n" volume rm --force $ids >/dev/null
+    node_docker "$n" network prune --force >/dev/null
+    node_docker "$n" builder prune --all --force >/dev/null
+    ids="$(node_docker "$n" image ls --format '{{.Repository}}:{{.Tag}}' | grep -vxF -f <(kept_images "$server" "$n") \
+      | grep -v ':<none>$' || true)"
+    # shellcheck disable=SC2086 # one word per image reference
+    [[ -z "$ids" ]] || node_docker "$n" image rm --force $ids >/dev/null
+    node_docker "$n" image prune --force >/dev/null
+  done
+  log "reset: $NODES nodes up, in no Swarm, with only what \`up\` put there"
+}
+
 [[ -d "$BED" ]] && BED="$(cd "$BED" && pwd)"
 case "${1:-}" in
   up) cmd_up "${2:-}" ;;
   env) print_env ;;
   status) cmd_status ;;
   down) cmd_down "${2:-}" ;;
+  reset) cmd_reset ;;
   logs) cmd_logs ;;
   stop-node) cmd_stop_node "${2:-}" ;;
   start-node) cmd_start_node "${2:-}" ;;
-  *) echo "usage: $0 up | env | status | down [--purge] | logs | stop-node N | start-node N" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--hub-images] | env | status | reset | down [--purge] | logs | stop-node N | start-node N" >&2
+     exit 2 ;;
 esac

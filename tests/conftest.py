@@ -9,7 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-pytest_plugins = ["tests.e2e_fixtures", "tests.mock_state"]
+pytest_plugins = ["tests.e2e_fixtures", "tests.swarm_bed", "tests.mock_state"]
 
 
 @pytest.fixture(autouse=True)

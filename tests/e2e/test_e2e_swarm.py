@@ -2,17 +2,14 @@
 network namespaces, each its own dockerd and sshd, form a 3-manager Swarm over SSH with pinned host
 keys; an overlay network spans them; a dnsrr service pulled from the test bed's registry (with the
 login passed by Docker) resolves `tasks.<service>` from every node, and each node reaches the tasks
-on the others; `down` leaves no namespace, process, mount or bridge behind.
+on the others; `down` leaves no namespace, process, mount or bridge behind (at the run's end: the
+bed is shared, tests/swarm_bed.py).
 
 Run under the shared lock: flock /tmp/workhub-e2e.lock scripts/test tests/e2e/test_e2e_swarm.py
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import re
 import shlex
 import subprocess
 import time
@@ -20,60 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.swarm_bed import reset_testbed
+
 REPO = Path(__file__).resolve().parents[2]
-TESTBED = REPO / "scripts" / "swarm-testbed.sh"
-RUN_DIR = "/run/workhub-swarm"
-DATA_TOP = "/var/lib/workhub-swarm"  # the nodes' engine data (scripts/swarm-testbed.sh)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def run_testbed(state: Path, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run([str(TESTBED), *args], env={**os.environ, "WORKHUB_STATE_DIR": str(state)},
-                          capture_output=True, text=True, timeout=600, pass_fds=pass_fds)
-
-
-def holders(path: Path) -> list[str]:
-    """The processes other than this one that hold `path` open: `pid command`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if any(os.readlink(fd) == str(path) for fd in (proc / "fd").iterdir()):
-                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                found.append(f"{proc.name} {command[:120]}")
-        except OSError:
-            continue  # gone meanwhile, or not ours to read
-    return found
-
-
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    """The test bed with the hub images in its registry; after the module, `down` must leave nothing
-    of it on the machine (a failure there is this fixture's error)."""
-    state = tmp_path_factory.mktemp("swarm")
-    # `up` runs holding a lock, as under `flock LOCK pytest ...`: the daemons it starts must not keep it.
-    lock = state / "caller.lock"
-    with lock.open("w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        started = run_testbed(state, "up", "--hub-images", pass_fds=(held.fileno(),))
-        state_holders = holders(lock)
-    if started.returncode != 0:
-        logs = run_testbed(state, "logs").stdout
-        run_testbed(state, "down", "--purge")
-        pytest.fail(f"the Swarm test bed did not come up:\n{started.stderr[-3000:]}\n{logs[-5000:]}")
-    env = json.loads(started.stdout)
-    env["lock_holders"] = state_holders
-    yield env, state
-    assert run_testbed(state, "status").returncode == 0
-    stopped = run_testbed(state, "down")
-    left = leftovers(state)
-    after = run_testbed(state, "status").returncode
-    run_testbed(state, "down", "--purge")
-    assert stopped.returncode == 0, stopped.stderr
-    assert left == [], f"`down` left behind: {left}"
-    assert after != 0, "status says the test bed is up after `down`"
+def bed(swarm_testbed):
+    """The run's test bed (tests/swarm_bed.py), its nodes plain engines again: its env and state."""
+    return reset_testbed(swarm_testbed)
 
 
 @pytest.fixture(scope="module")
@@ -120,34 +74,6 @@ def wait_for(what: str, check, timeout: float = 120.0, pause: float = 1.0):
             return last
         time.sleep(pause)
     raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
-
-
-def leftovers(state: Path) -> list[str]:
-    """What of the test bed still exists on the machine."""
-    found = []
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found += [f"netns {line.split()[0]}" for line in namespaces.splitlines() if line.startswith("workhub-swarm-")]
-    if subprocess.run(["ip", "link", "show", "whswarm0"], capture_output=True).returncode == 0:
-        found.append("bridge whswarm0")
-    with open("/proc/self/mountinfo") as mounts:
-        found += [f"mount {line.split()[4]}" for line in mounts
-                  if line.split()[4].startswith((RUN_DIR, str(state), DATA_TOP))]
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            status = (proc / "status").read_text()
-            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cgroups = (proc / "cgroup").read_text()
-        except OSError:
-            continue
-        if re.search(r"^State:\s+Z", status, re.M):
-            continue  # a zombie is no process; its parent reaps it
-        if str(state) in command or RUN_DIR in command or ":/workhub-swarm-" in cgroups:
-            found.append(f"process {proc.name}: {command[:120]}")
-    if Path(RUN_DIR).exists():
-        found.append(f"directory {RUN_DIR}")
-    return found
 
 
 def test_the_beds_daemons_keep_none_of_their_starters_files(bed):

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_e2e_swarm import (DEMO_HOST_PORT, REPO, _answers, bed, build_demo, demo_stack,  # noqa: F401
-                                  deploy, get, run_testbed, ssh, swarm, wait_for)
+                                  deploy, get, ssh, swarm, wait_for)
+from tests.swarm_bed import run_testbed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -43,10 +43,11 @@ from components.render.host.build import arg_words
 from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, break_health, build_cache_to_itself, docker,
                                  engine_shared,
                                  new_local_stack, secret_values, serving_container, workhub)
-from tests.e2e.test_e2e_swarm import run_testbed, wait_for
+from tests.e2e.test_e2e_swarm import wait_for
 from tests.e2e.test_e2e_swarm import ssh as ssh_on
 from tests.e2e.test_e2e_swarm_nodes import running_on as nodes_running
 from tests.e2e.test_e2e_swarm_nodes import volume_nodes as nodes_holding
+from tests.swarm_bed import reset_testbed
 from workhub import engine as eng
 from workhub.engine import print_line
 
@@ -71,21 +72,10 @@ LABELS = [{"serve": True, "build": True}, {"serve": True, "data": ["wbsaleshub"]
 
 
 @pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    """The test bed with the Node base and proxy images in its registry; its nodes are plain
-    engines (workhub forms the Swarm). Gone again after the module."""
-    # Under pytest's own directory, which only root may enter: the nodes' engines keep their data
-    # elsewhere (scripts/swarm-testbed.sh), where the deploy user's steps on the build node read the
-    # free disk, as on a real node.
-    state = tmp_path_factory.mktemp("swarm-up")
-    started = run_testbed(state, "up", "--hub-images")
-    if started.returncode != 0:
-        logs = run_testbed(state, "logs").stdout
-        run_testbed(state, "down", "--purge")
-        pytest.fail(f"the Swarm test bed did not come up:\n{started.stderr[-3000:]}\n{logs[-5000:]}")
-    yield json.loads(started.stdout)
-    stopped = run_testbed(state, "down", "--purge")
-    assert stopped.returncode == 0, stopped.stderr
+def bed(swarm_testbed):
+    """The run's test bed (tests/swarm_bed.py) with the Node base and proxy images in its registry;
+    its nodes plain engines again (workhub forms the Swarm): its env."""
+    return reset_testbed(swarm_testbed)[0]
 
 
 class BedCi(CiStandIn):

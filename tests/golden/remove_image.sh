@@ -3,6 +3,7 @@ hub=wbsaleshub
 stack=staging
 image=wbsaleshub:staging-0123456789ab
 context_dir=.workhub/contexts/staging/wbsaleshub
+live_mark='# workhub live slot: '
 stack_images() {
   local ref id
   for ref in $(docker image ls "$1" --format '{{.Repository}}:{{.Tag}}'); do
@@ -11,12 +12,23 @@ stack_images() {
   done
 }
 
+serving_image() {
+  local live
+  live=$(sed -n "s/^$live_mark//p" "$HOME/.workhub/proxy/$1-$stack/haproxy.cfg" 2>/dev/null | head -n 1)
+  docker inspect --format '{{.Config.Image}}' "$1-$stack${live:+-$live}" 2>/dev/null || true
+}
+
 say() { printf 'remove: %s\n' "$*" >&2; }
 state="$HOME/.workhub"
+serving=$(serving_image "$hub")
 for ref in $(stack_images "$hub"); do
+  if [ "$ref" = "$serving" ]; then
+    say "kept image $ref: $hub serves from it"
+    continue
+  fi
   docker image rm "$ref" >/dev/null 2>&1 && say "removed image $ref"
 done
-docker image rm "$image" >/dev/null 2>&1 || true
+[ "$image" = "$serving" ] || docker image rm "$image" >/dev/null 2>&1 || true
 rm -rf "$HOME/${context_dir:?}"
 for dir in "$state/builds/$hub-$stack-"*; do
   [ -d "$dir/context" ] && rm -rf "$dir/context"

@@ -11,6 +11,7 @@ from typing import Optional
 
 from components.config.models import BuildSettings, Hub, SshKeepAlive
 from components.constants import DRIFT_MARK, STREAM_MARK
+from components.render.host.documents import LIVE_MARK
 from components.render.shell import assignments, script
 
 
@@ -598,17 +599,35 @@ stack_images() {
 }
 """
 
+# `serving_image HUB`: the image the hub's live slot in the stack $stack runs (as its proxy's config
+# names the slot, after $live_mark), or nothing when none runs.
+SERVING_IMAGE = r"""
+serving_image() {
+  local live
+  live=$(sed -n "s/^$live_mark//p" "$HOME/.workhub/proxy/$1-$stack/haproxy.cfg" 2>/dev/null | head -n 1)
+  docker inspect --format '{{.Config.Image}}' "$1-$stack${live:+-$live}" 2>/dev/null || true
+}
+"""
+
 # A hub's images in a stack are all `<hub>:<stack>-<content id>`: the one it runs now and the earlier
-# ones an update left for a rollback (prune keeps a few). Removing a tag another stack shares (a
-# promoted image) only untags it. The build logs and records stay; so does the build cache (its npm
-# cache mounts keep the next build fast; `prune --reset-cache` empties it).
-_REMOVE_IMAGE = STACK_IMAGES + r"""
+# ones an update left for a rollback (prune keeps a few). The one its live slot runs stays: the build
+# goes when the hub is pinned to an earlier image of the stack (workhub:pinnedImages), which then
+# serves, and a tag Docker does not refuse to remove (the image has another tag: another stack's
+# promotion) would be gone for the next deploy. Removing a tag another stack shares only untags it.
+# The build logs and records stay; so does the build cache (its npm cache mounts keep the next build
+# fast; `prune --reset-cache` empties it).
+_REMOVE_IMAGE = STACK_IMAGES + SERVING_IMAGE + r"""
 say() { printf 'remove: %s\n' "$*" >&2; }
 state="$HOME/.workhub"
+serving=$(serving_image "$hub")
 for ref in $(stack_images "$hub"); do
+  if [ "$ref" = "$serving" ]; then
+    say "kept image $ref: $hub serves from it"
+    continue
+  fi
   docker image rm "$ref" >/dev/null 2>&1 && say "removed image $ref"
 done
-docker image rm "$image" >/dev/null 2>&1 || true
+[ "$image" = "$serving" ] || docker image rm "$image" >/dev/null 2>&1 || true
 rm -rf "$HOME/${context_dir:?}"
 for dir in "$state/builds/$hub-$stack-"*; do
   [ -d "$dir/context" ] && rm -rf "$dir/context"
@@ -618,9 +637,10 @@ say "removed the build context uploads of $hub in stack $stack; its build logs s
 
 
 def remove_image_script(hub: Hub, stack: str, image: str) -> str:
-    """Remove every image of the hub in this stack and its build context uploads."""
-    return script({"hub": hub.name, "stack": stack, "image": image, "context_dir": context_dir(stack, hub.name)},
-                  _REMOVE_IMAGE)
+    """Remove every image of the hub in this stack but the one it serves from, and its build context
+    uploads."""
+    return script({"hub": hub.name, "stack": stack, "image": image, "context_dir": context_dir(stack, hub.name),
+                   "live_mark": LIVE_MARK}, _REMOVE_IMAGE)
 
 
 # What a refresh runs for the command that put an image on the host (its build, pull or promotion):

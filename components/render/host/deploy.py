@@ -29,7 +29,7 @@ from components.render.host.documents import (BACKEND, LIVE_MARK, LOOKUP_S, PROX
 from components.config.models import DEFAULT_HELPER_IMAGE, DeploySettings, Hub, run_uid
 from components.constants import DRIFT_MARK
 from components.config.runtime import Runtime, volume_name
-from components.render.host.build import PRIVATE_STATE, STACK_IMAGES
+from components.render.host.build import PRIVATE_STATE, SERVING_IMAGE, STACK_IMAGES
 from components.render.shell import Value, script
 
 # Paths on the host, and the Compose project every hub of every stack belongs to: one file per
@@ -859,14 +859,6 @@ def status_script(stack: str, hubs: list[Hub], host_ports: dict[str, int], publi
 
 
 # The image a hub serves from: its live slot's, or (before the proxy) its container's.
-_SERVING = r"""
-serving_image() {
-  local live
-  live=$(sed -n "s/^$live_mark//p" "$HOME/.workhub/proxy/$1-$stack/haproxy.cfg" 2>/dev/null | head -n 1)
-  docker inspect --format '{{.Config.Image}}' "$1-$stack${live:+-$live}" 2>/dev/null || true
-}
-"""
-
 # prune_copies: the copies restores kept of a volume's old content (<volume>.pre-restore-<time>) on this
 # host: the newest of each volume stays (the way back from its last restore), the older ones go.
 # Names sort by time. (On a Swarm, each node's, where its restores ran.)
@@ -887,7 +879,7 @@ prune_copies() {
 }
 """
 
-_PRUNE = _SERVING + STACK_IMAGES + PRUNE_COPIES + r"""
+_PRUNE = SERVING_IMAGE + STACK_IMAGES + PRUNE_COPIES + r"""
 say() { printf 'prune: %s\n' "$*" >&2; }
 for hub in "${hubs[@]}"; do
   running=$(serving_image "$hub")
@@ -955,7 +947,7 @@ def purge_script(stack: str) -> str:
     return script({"stack": stack}, _PURGE)
 
 
-_VOLUME_INFO = _SERVING + r"""
+_VOLUME_INFO = SERVING_IMAGE + r"""
 for i in "${!hubs[@]}"; do
   exists=false
   docker volume inspect "${volumes[$i]}" >/dev/null 2>&1 && exists=true

@@ -16,6 +16,7 @@ from components.render.host.build import (build_arg_values, build_args, install_
                                           host_setup_script, image_check_script, preflight_script, promote_script,
                                           pull_script, remove_image_script, untag_script)
 from components.render.shell import assignments, quote, script
+from components.render.host.documents import LIVE_MARK
 
 HUB = Hub(name="wbsaleshub", context="WBSalesHub", port=4091, healthPath="/health",
           buildArgs={"APP_FLAVOUR": "it's $(odd)"}, env={"LOG_LEVEL": "info", "GREETING": "it's $HOME"},
@@ -176,6 +177,7 @@ def test_a_failed_health_check_says_what_each_probe_outcome_was_and_for_how_long
 LISTING_DOCKER = """#!/bin/bash
 if [ "$1 $2" = "image ls" ]; then grep "^$3:" "$FAKE/images"; exit 0; fi
 if [ "$1 $2" = "image rm" ]; then printf '%s\\n' "$3" >>"$FAKE/removed"; exit 0; fi
+if [ "$1" = inspect ] && [ -f "$FAKE/container-${!#}" ]; then cat "$FAKE/container-${!#}"; exit 0; fi
 exit 0
 """
 
@@ -199,6 +201,25 @@ def test_destroy_removes_every_image_of_the_hub_in_the_stack_and_its_context_upl
     assert sorted(set(removed)) == sorted([IMAGE, "wbsaleshub:staging-aaaaaaaaaaaa"]), "exactly this stack's"
     assert not upload.exists() and not (build_dir / "context").exists()
     assert (build_dir / "log").read_text() == "built\n", "the build log stays"
+
+
+def test_the_image_the_hub_serves_from_stays_when_its_build_goes(tmp_path):
+    """A hub pinned to an earlier image of its stack serves from it; the build's removal, which that
+    pin brings, keeps it, even where Docker would untag it (another stack's tag on the same image)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(LISTING_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    pinned = "wbsaleshub:staging-aaaaaaaaaaaa"
+    (tmp_path / "images").write_text("\n".join([IMAGE, pinned]) + "\n")
+    proxy = tmp_path / ".workhub" / "proxy" / "wbsaleshub-staging"
+    proxy.mkdir(parents=True)
+    (proxy / "haproxy.cfg").write_text(f"global\n{LIVE_MARK}blue\n")
+    (tmp_path / "container-wbsaleshub-staging-blue").write_text(pinned + "\n")
+    done = subprocess.run(["bash", "-c", remove_image_script(HUB, "staging", IMAGE)], check=True, capture_output=True,
+                          text=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "FAKE": str(tmp_path)})
+    assert set((tmp_path / "removed").read_text().split()) == {IMAGE}
+    assert f"remove: kept image {pinned}: wbsaleshub serves from it" in done.stderr
 
 
 # Answers `docker volume inspect NAME` from the files in $FAKE, makes one for `docker volume create`,
