@@ -259,6 +259,10 @@ class _Output:
             self.last = now
 
 
+# How long, after a command's exit status, its output may still arrive before the channel's EOF.
+EOF_GRACE_S = 5.0
+
+
 def _execute(
     transport: paramiko.Transport,
     command: str,
@@ -284,6 +288,7 @@ def _execute(
             while chunk := stdin.read(1 << 16):
                 channel.sendall(chunk)
         channel.shutdown_write()
+        status_at: Optional[float] = None
         while True:
             busy = False
             if channel.recv_ready():
@@ -295,7 +300,12 @@ def _execute(
             if busy:
                 continue
             if channel.exit_status_ready():
-                break
+                # The exit status can come before the last of the output: sshd sends it when the
+                # command ends, and what the command left in its pipes after it, up to the channel's
+                # EOF. So read on to the EOF (a server that never sends one gets a few seconds).
+                status_at = status_at if status_at is not None else time.monotonic()
+                if channel.eof_received or channel.closed or time.monotonic() - status_at > EOF_GRACE_S:
+                    break
             if not transport.is_active():
                 raise ConnectionDropped(f"{label}: the SSH connection dropped", output.streamed)
             output.heartbeat(heartbeat)
