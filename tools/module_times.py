@@ -17,7 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-LINE = re.compile(r"^(\d+(?:\.\d+)?)s (call|setup|teardown) +(\S+?\.py)::(\S+)")
+# The test's id runs to the end of the line: a parameter's id may hold spaces.
+LINE = re.compile(r"^(\d+(?:\.\d+)?)s (call|setup|teardown) +(\S+?\.py)::(.+?)\s*$")
 
 
 def module_times(log: str) -> dict[str, tuple[int, float]]:

@@ -9,15 +9,17 @@ LOG = """============================= slowest durations =======================
 5.00s teardown tests/test_e2e_a.py::test_two[x]
 1.00s call     tests/test_unit.py::test_three
 0.00s setup    tests/test_unit.py::test_three
-======================== 3 passed in 127.00s (0:02:07) =========================
+0.50s call     tests/test_unit.py::test_four[failed from the network]
+0.50s call     tests/test_unit.py::test_four[failed from the disk]
+======================== 5 passed in 128.00s (0:02:08) =========================
 """
 
 
 def test_each_module_sums_its_tests_calls_setups_and_teardowns_slowest_first():
-    assert module_times(LOG) == {"tests/test_e2e_a.py": (2, 125.75), "tests/test_unit.py": (1, 1.0)}
+    assert module_times(LOG) == {"tests/test_e2e_a.py": (2, 125.75), "tests/test_unit.py": (3, 2.0)}
 
 
 def test_the_table_has_a_row_a_module_and_the_sum():
     assert table(module_times(LOG)).splitlines() == [
         "| module | tests | seconds |", "| --- | ---: | ---: |",
-        "| `tests/test_e2e_a.py` | 2 | 126 |", "| `tests/test_unit.py` | 1 | 1 |", "| all | 3 | 127 |"]
+        "| `tests/test_e2e_a.py` | 2 | 126 |", "| `tests/test_unit.py` | 3 | 2 |", "| all | 5 | 128 |"]
