@@ -99,12 +99,18 @@ def once_per_run(tmp_path_factory, name: str, start: Callable[[], T], stop: Call
                 stop()
 
 
+def _run_lock(name: str, how: int = fcntl.LOCK_EX) -> contextlib.AbstractContextManager:
+    """Under xdist, the lock `name` of this run (`how`: exclusive or shared); without it, nothing to
+    hold (one process runs every test in turn)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    return _flocked(_run_file(name, run), how) if run else contextlib.nullcontext()
+
+
 def build_cache_to_itself() -> contextlib.AbstractContextManager:
     """Under xdist, the test host engine's build cache to this worker while held: every build there
     shares its npm cache mount (/root/.npm), so a test that counts a cold build's downloads holds
-    it, and so does a build of the Swarm tests' CI stand-in (BedCi). Without xdist, nothing to hold."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    return _flocked(_run_file("build-cache.lock", run)) if run else contextlib.nullcontext()
+    it, and so does a build of the Swarm tests' CI stand-in (BedCi)."""
+    return _run_lock("build-cache.lock")
 
 
 @pytest.fixture
@@ -187,14 +193,12 @@ def side_host(tmp_path_factory, side_host_state: Path, first_test_host: dict):
 def engine_shared() -> contextlib.AbstractContextManager:
     """Under xdist, this machine's Docker engine kept running while held (shared with the other
     holders); engine_to_itself waits for every holder, then may stop and start it."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    return _flocked(_run_file("engine.lock", run), fcntl.LOCK_SH) if run else contextlib.nullcontext()
+    return _run_lock("engine.lock", fcntl.LOCK_SH)
 
 
 def engine_to_itself() -> contextlib.AbstractContextManager:
     """Under xdist, this machine's Docker engine to this test alone (it stops and starts it)."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    return _flocked(_run_file("engine.lock", run)) if run else contextlib.nullcontext()
+    return _run_lock("engine.lock")
 
 
 def on_the_side_host() -> tuple:
@@ -564,6 +568,7 @@ def workhub(engine: eng.Engine, *args: str) -> subprocess.CompletedProcess:
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     return done
 
+
 def assert_no_secret_in_any_process(watcher: Watcher) -> list:
     """Stop the watcher; fail naming each process that had one of `watcher.secrets` in its command
     line or environment (a one-host hub container's environment left out: it holds the hub's
@@ -579,10 +584,10 @@ def assert_no_secret_in_any_process(watcher: Watcher) -> list:
 # Groups for `--dist loadgroup` (scripts/test -n 2): the end-to-end tests on the Swarm test bed (one
 # per machine) run in one worker, in order; those on the side host (on_the_side_host) in one worker;
 # every other end-to-end test (the one test host, its fixed stack and container names) in one other;
-# unit tests go to whichever worker is free. xdist 3.8 marks
-# a group by appending it to the test's node id, which pytest 9.2 no longer lets a plugin change
-# (pytest-dev/pytest-xdist#1386), so each worker writes the groups to a file of this run and the
-# scheduler below reads them there. Without -n none of this runs.
+# unit tests go to whichever worker is free. xdist 3.8 marks a group by appending it to the test's
+# node id, which pytest 9.2 no longer lets a plugin change (pytest-dev/pytest-xdist#1386), so each
+# worker writes the groups to a file of this run and the scheduler below reads them there. Without
+# -n none of this runs.
 def pytest_configure(config) -> None:
     if config.pluginmanager.hasplugin("xdist") and not os.environ.get("PYTEST_XDIST_WORKER") \
             and config.getoption("testrunuid", None) is None:

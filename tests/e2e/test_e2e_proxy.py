@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e_fixtures import (deploy_home, deploy_under_probe, docker, forget_local_images, mark_version,
-                                engine_to_itself, new_local_stack,
-                                running_image, serving_container)
+from tests.e2e_fixtures import (deploy_home, deploy_under_probe, docker, engine_to_itself, forget_local_images,
+                                mark_version, new_local_stack, running_image, serving_container)
 from workhub import engine as eng
 from workhub.engine import print_line
 

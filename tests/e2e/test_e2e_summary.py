@@ -37,7 +37,8 @@ def save(name: str, preview: dict[str, Any], tmp_path: Path, host: dict, sources
     if not UPDATE:
         return
     replacements = {str(tmp_path): "<tmp>", str(sources): "<sources>", str(eng.REPO): "<repo>",
-                    str(deploy_home(host["user"])): "<deploy home>", host["host_public_key"]: "ssh-ed25519 <test host key>"}
+                    str(deploy_home(host["user"])): "<deploy home>",
+                    host["host_public_key"]: "ssh-ed25519 <test host key>"}
 
     def clean(value: Any) -> Any:
         if isinstance(value, dict):

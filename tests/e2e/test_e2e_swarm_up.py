@@ -41,8 +41,7 @@ from pulumi import automation as auto
 from components.config.models import DEFAULT_HELPER_IMAGE
 from components.render.host.build import arg_words
 from tests.e2e_fixtures import (CiStandIn, assert_no_secret_in_any_process, break_health, build_cache_to_itself, docker,
-                                 engine_shared,
-                                 new_local_stack, secret_values, serving_container, workhub)
+                                 engine_shared, new_local_stack, secret_values, serving_container, workhub)
 from tests.e2e.test_e2e_swarm import wait_for
 from tests.e2e.test_e2e_swarm import ssh as ssh_on
 from tests.e2e.test_e2e_swarm_nodes import running_on as nodes_running

@@ -599,8 +599,9 @@ stack_images() {
 }
 """
 
-# `serving_image HUB`: the image the hub's live slot in the stack $stack runs (as its proxy's config
-# names the slot, after $live_mark), or nothing when none runs.
+# `serving_image HUB`: the image the hub serves from in the stack $stack: its live slot's (as its
+# proxy's config names the slot, after $live_mark), or (before the proxy) its container's; nothing
+# when none runs.
 SERVING_IMAGE = r"""
 serving_image() {
   local live

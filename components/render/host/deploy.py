@@ -858,7 +858,6 @@ def status_script(stack: str, hubs: list[Hub], host_ports: dict[str, int], publi
     )
 
 
-# The image a hub serves from: its live slot's, or (before the proxy) its container's.
 # prune_copies: the copies restores kept of a volume's old content (<volume>.pre-restore-<time>) on this
 # host: the newest of each volume stays (the way back from its last restore), the older ones go.
 # Names sort by time. (On a Swarm, each node's, where its restores ran.)

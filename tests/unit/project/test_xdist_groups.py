@@ -71,4 +71,5 @@ def test_each_group_runs_in_one_worker(tmp_path):
     assert {kind: len(workers) for kind, workers in ran.items()} == {"swarm-bed": 5, "side-host": 5, "one-host": 10,
                                                                      "unit": 5}, done.stdout[-3000:]
     assert all(len(set(ran[group])) == 1 for group in ("swarm-bed", "side-host", "one-host")), dict(ran)
-    assert ran["one-host"][0] not in ran["swarm-bed"] + ran["side-host"], "the one-host tests have a worker of their own"
+    assert ran["one-host"][0] not in ran["swarm-bed"] + ran["side-host"], \
+        "the one-host tests have a worker of their own"

@@ -217,7 +217,8 @@ def test_the_image_the_hub_serves_from_stays_when_its_build_goes(tmp_path):
     (proxy / "haproxy.cfg").write_text(f"global\n{LIVE_MARK}blue\n")
     (tmp_path / "container-wbsaleshub-staging-blue").write_text(pinned + "\n")
     done = subprocess.run(["bash", "-c", remove_image_script(HUB, "staging", IMAGE)], check=True, capture_output=True,
-                          text=True, env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "FAKE": str(tmp_path)})
+                          text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "FAKE": str(tmp_path)})
     assert set((tmp_path / "removed").read_text().split()) == {IMAGE}
     assert f"remove: kept image {pinned}: wbsaleshub serves from it" in done.stderr
 
