@@ -89,12 +89,16 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         assert services.get("wbsaleshub-e2e-staging-proxy") == services.get("wbsaleshub-e2e-production-proxy")
 
         # A new staging build that exits at start: it never takes over, the old one keeps answering.
+        # It is crash-looping: the deploy fails then, with the exit code and the app's own last
+        # lines, not after the whole health timeout (60 s here, the default).
         server = sources / "WBSalesHub" / "server.js"
-        server.write_text("process.exit(3);\n" + server.read_text())
+        server.write_text("console.error('no database at start');\nprocess.exit(3);\n" + server.read_text())
         with pytest.raises(auto.errors.CommandError) as caught:
             staging.up(color="never")
         message = str(caught.value)
-        assert "never answered /health" in message and "It exited (last exit code 3) and Docker restarted it" in message, message
+        assert "is crash-looping: it exited (last exit code 3) and Docker restarted it 3 time(s)" in message, message
+        assert "never answered /health with 200" in message and "no database at start" in message, message
+        assert "not after the 60 s of workhub:deploy.healthTimeoutSeconds" in message, message
         assert "wbsaleshub-e2e-staging-" in message and "keeps serving" in message
         assert health(staged["url"]) == 200
         running = running_image("wbsaleshub", "e2e-staging")
@@ -111,7 +115,7 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         production.set_config("workhub:pinnedImages.wbsaleshub", auto.ConfigValue("wbsaleshub:e2e-pinned-broken"),
                               path=True)
         deploy = deploy_under_probe(production, promoted["url"], fails=True)
-        assert "never answered /health" in deploy.error and "last exit code 4" in deploy.error, deploy.error
+        assert "is crash-looping: it exited (last exit code 4)" in deploy.error, deploy.error
         assert deploy.report.failed == 0, deploy.report.summary()
         assert running_image("wbsaleshub", "e2e-production") == tag
 

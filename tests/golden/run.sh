@@ -425,20 +425,24 @@ what_was_seen() {
       refused) words+=("${seen[$key]}:$span:refused the connection") ;;
       no-answer) words+=("${seen[$key]}:$span:gave no answer") ;;
       stopped) words+=("${seen[$key]}:$span:was not running") ;;
+      crash-looping) ;;  # said on its own
       *) words+=("${seen[$key]}:$span:answered $key") ;;
     esac
   done
+  [ "${#words[@]}" -gt 0 ] || { printf 'exited before a probe reached it'; return 0; }
   printf '%s\n' "${words[@]}" | sort -t: -k1,1nr | awk -F: '{
     printf "%s%s%s (%s time%s)", (NR > 1 ? ", " : ""), $3, ($2 > 0 ? " for " $2 " s" : ""), $1, ($1 == 1 ? "" : "s") }'
 }
 # passes PROBE PAUSE: the function PROBE (it prints what one probe saw) sees 200 healthy_passes
 # times in a row within health_timeout seconds, PAUSE seconds apart; what it saw is counted in `seen`.
+# A probe that sees `crash-looping` ends the wait at once.
 passes() {
   local deadline count=0 outcome
   deadline=$(( $(date +%s) + health_timeout ))
   while [ "$(date +%s)" -lt "$deadline" ]; do
     outcome=$("$1")
     saw "$outcome"
+    [ "$outcome" = crash-looping ] && return 1
     if [ "$outcome" = 200 ]; then
       count=$((count + 1))
       [ "$count" -ge "$healthy_passes" ] && return 0
@@ -449,9 +453,22 @@ passes() {
   done
   return 1
 }
+# A new container that Docker has restarted this many times (it exits at start, and its restart
+# policy starts it again) is crash-looping: the deploy fails then, with its exit code and its log,
+# instead of waiting out the rest of health_timeout for an app that cannot come up.
+crash_loop_restarts=3
 # The new container's health path, probed directly on the stack's network.
 new_container_answers() {
-  if running "$new_container"; then probe "$(ip_of "$new_container")" "$port" "$health_path"; else echo stopped; fi
+  local state
+  state=$(docker container inspect --format '{{.State.Running}} {{.RestartCount}}' "$new_container" 2>/dev/null) \
+    || state="false 0"
+  if [ "${state#* }" -ge "$crash_loop_restarts" ]; then
+    echo crash-looping
+  elif [ "${state% *}" = true ]; then
+    probe "$(ip_of "$new_container")" "$port" "$health_path"
+  else
+    echo stopped
+  fi
 }
 # The hub's health path through its host port (the proxy).
 host_port_answers() { probe "$probe_host" "$host_port" "$health_path"; }
@@ -754,6 +771,7 @@ fi
 say "starting $new_container from $image beside ${live_container:-nothing} (PORT $port); previous image: ${previous:-none}"
 put_file "$new_container" "$(slot_file "$slot")"
 started=true
+started_ms=$(now_ms)
 if [ "${#secret_files[@]}" -gt 0 ]; then
   compose up --no-start --no-deps --no-build "$new_container" >&2
   # Secrets with line breaks become files only the hub's uid reads, put there before it starts.
@@ -764,6 +782,7 @@ else
   compose up --detach --no-deps --no-build "$new_container" >&2
 fi
 if ! wait_healthy; then
+  waited=$(( ($(now_ms) - started_ms + 500) / 1000 ))
   restarts=$(docker container inspect --format '{{.RestartCount}} {{.State.ExitCode}}' "$new_container" 2>/dev/null || echo '0 0')
   exited=""
   [ "${restarts% *}" -gt 0 ] && exited=" It exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s)."
@@ -774,7 +793,11 @@ if ! wait_healthy; then
   tail -n 40 "$log" >&2
   abandon_new
   if [ -n "$legacy" ] && ! running "$legacy"; then docker start "$legacy" >/dev/null && say "restarted $legacy"; fi
-  say "FAILED: $new_container never answered $health_path with 200 $healthy_passes time(s) in a row within $health_timeout s (workhub:deploy.healthTimeoutSeconds): it $(what_was_seen).$exited It got no request from clients; full log on the host: $log"
+  if [ -n "${seen[crash-looping]:-}" ]; then
+    say "FAILED: $new_container is crash-looping: it exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s) in the $waited s after its start, and it never answered $health_path with 200; workhub stopped waiting there, not after the $health_timeout s of workhub:deploy.healthTimeoutSeconds. Its probes: it $(what_was_seen). Its last lines are above: fix what makes it exit, then run up again. It got no request from clients; full log on the host: $log"
+  else
+    say "FAILED: $new_container never answered $health_path with 200 $healthy_passes time(s) in a row within $health_timeout s (workhub:deploy.healthTimeoutSeconds): it $(what_was_seen).$exited It got no request from clients; full log on the host: $log"
+  fi
   exit 1
 fi
 healthy_ms=$(now_ms)

@@ -173,6 +173,41 @@ def test_a_failed_health_check_says_what_each_probe_outcome_was_and_for_how_long
     assert done.stdout == "answered 500 for 30 s (3 times), refused the connection (1 time)"
 
 
+
+# A stand-in Docker CLI for the health wait: each inspect of the new container is a moment later, in
+# which Docker has restarted it once more (the app exits at start); it never answers.
+RESTARTING_DOCKER = """#!/bin/bash
+count=$(( $(cat "$FAKE/restarts" 2>/dev/null || echo 0) + ${STEP:-1} ))
+printf '%s' "$count" >"$FAKE/restarts"
+echo "true $count"
+"""
+
+
+@pytest.mark.parametrize("step, outcome", [(1, "crash-looping"), (0, "timed out")])
+def test_a_new_container_docker_keeps_restarting_ends_the_wait_at_once(tmp_path, step, outcome):
+    """A new container that Docker has restarted 3 times (it exits at start) is crash-looping: the
+    health wait ends there, not after health_timeout (here 2 s, where a container that is not
+    restarted keeps being probed)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(RESTARTING_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    rendered = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+    functions = rendered[rendered.index("declare -A seen=()"):rendered.index("# switch_to SLOT")]
+    stand_ins = ("now_ms() { date +%s%3N; }\nnew_container=wbsaleshub-staging-blue port=4091 health_path=/health health_timeout=2 healthy_passes=3\n"
+                 "health_interval=0.1\nip_of() { echo 172.18.0.9; }\nprobe() { echo refused; }\n")
+    ending = 'if wait_healthy; then echo healthy; elif [ -n "${seen[crash-looping]:-}" ]; then echo crash-looping; ' \
+             'else echo timed out; fi\nwhat_was_seen\n'
+    done = subprocess.run(["bash", "-c", stand_ins + functions + ending], capture_output=True, text=True, check=True,
+                          timeout=30, env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE": str(tmp_path), "STEP": str(step)})
+    said, probes = done.stdout.split("\n", 1)
+    assert said == outcome
+    if outcome == "crash-looping":
+        assert (tmp_path / "restarts").read_text() == "3", "no probe after the third restart"
+        assert probes == "refused the connection (2 times)"
+    else:
+        assert probes.startswith("refused the connection for ") and "crash" not in probes, probes
+
 # A stand-in Docker CLI for the destroy step: it lists $FAKE/images and logs every `image rm`.
 LISTING_DOCKER = """#!/bin/bash
 if [ "$1 $2" = "image ls" ]; then grep "^$3:" "$FAKE/images"; exit 0; fi
