@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import posixpath
 import secrets
+import shutil
 import stat
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -100,6 +101,13 @@ class KnownStackWorkspace(auto.LocalWorkspace):
         pass
 
 
+@functools.cache
+def pulumi_command(path: str) -> auto.PulumiCommand:
+    """The Pulumi CLI at `path`. Making one runs `pulumi version` (the SDK checks it), a CLI start that
+    costs about 0.3 s of CPU, so each binary is checked once per process, not once per stack or engine."""
+    return auto.PulumiCommand(root=str(Path(path).parent.parent)) if os.sep in path else auto.PulumiCommand()
+
+
 @dataclass
 class Engine:
     """Where a stack's project files and state live, and what the engine's environment holds."""
@@ -133,10 +141,10 @@ class Engine:
         env.update(self.extra_env)
         return env
 
-    @cached_property
+    @property
     def command(self) -> auto.PulumiCommand:
-        """The Pulumi CLI, its version checked once (a CLI run) for every workspace of this engine."""
-        return auto.PulumiCommand()
+        """The Pulumi CLI on PATH, its version checked once in this process (pulumi_command)."""
+        return pulumi_command(shutil.which("pulumi") or "pulumi")
 
     def program(self) -> Callable[[], None]:
         """workhub's program, to run inline with this engine's environment."""
