@@ -23,11 +23,32 @@ PRELUDE = "set -eu"
 _LITERAL = {"$": "SC2016", "`": "SC2016", "\\'": "SC1003", "'~": "SC2088", "\u2018": "SC1112", "\u2019": "SC1112"}
 
 
+# Words shellcheck reads as code where a script assigns them: bash's reserved words (`value=then`:
+# SC1010) and the POSIX utilities (`value=cat`: SC2209, "use var=$(command)"). The assignment is
+# right either way, but the rendered scripts pass shellcheck, so these are quoted like any word with
+# a special character. (The list is the POSIX utilities' and bash's keywords; shellcheck keeps its
+# own copy of the first.)
+_CODE_WORDS = frozenset("""
+    if then else elif fi case esac for select while until do done in function time coproc
+    admin alias ar asa at awk basename batch bc bg c99 cal cat cd cflow chgrp chmod chown cksum cmp
+    comm command compress cp crontab csplit ctags cut cxref date dd delta df diff dirname du echo ed
+    env ex expand expr fc fg file find fold fort77 fuser gencat get getconf getopts grep hash head
+    iconv ipcrm ipcs jobs join kill lex link ln locale localedef logger logname lp ls m4 mailx make
+    man mesg mkdir mkfifo more mv newgrp nice nl nm nohup od paste patch pathchk pax pr printf prs ps
+    pwd qalter qdel qhold qmove qmsg qrerun qrls qselect qsig qstat qsub read readonly renice rm
+    rmdel rmdir sact sccs sed sh sleep sort split strings strip stty tabs tail talk tee test touch
+    tput tr tsort tty type ulimit umask unalias uname uncompress unexpand unget uniq unlink uucp
+    uudecode uuencode uustat uux val vi wait wc what who write xargs yacc zcat
+    break colon continue dot eval exec exit export return set shift times trap unset
+""".split())
+
+
 def quote(value: Scalar) -> str:
     """One shell word holding `value` literally."""
     if isinstance(value, bool):
         value = "true" if value else "false"
-    return shlex.quote(str(value))
+    text = str(value)
+    return f"'{text}'" if text in _CODE_WORDS else shlex.quote(text)
 
 
 def assignments(values: Mapping[str, Value]) -> str:
