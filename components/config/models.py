@@ -156,18 +156,31 @@ RESERVED_BUILD_ARGS = (
 )
 
 
+# The largest whole number a config value carries exactly: Pulumi passes config on as JSON numbers
+# (64-bit floats), so a longer one arrives with other digits.
+EXACT_INT = 2 ** 53
+
+
 def _env_text(value: Any) -> Any:
-    """A setting's value as the container sees it: text, with YAML's true/false and numbers spelled
-    the way they were written (true, 3, 1.5), never Python's (True)."""
+    """A setting's value as the container sees it: text, with YAML's true/false and whole numbers
+    spelled as YAML reads them (true, 3), never Python's (True). A YAML number with a fraction or
+    an exponent is refused: it reaches the container as YAML reads it (1.10 as 1.1), not as written."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
+    if isinstance(value, float):
+        raise ValueError(f"is a YAML number, read as {json.dumps(value)} whatever digits were written (1.10 "
+                         "reads as 1.1); put the value in quotes, such as '1.10'")
+    if isinstance(value, int) and abs(value) > EXACT_INT:
+        raise ValueError(f"is a YAML number too long to arrive exactly (it is read as {value}); put the value in "
+                         "quotes")
+    if isinstance(value, int):
+        return str(value)
     return value
 
 
 EnvValue = Annotated[StrictStr, BeforeValidator(_env_text)]
-"""A run-time setting's value: text, or a YAML number or boolean (taken as written)."""
+"""A run-time setting's value: text, a whole YAML number or a YAML boolean (as YAML reads them); a
+number with a fraction is refused (it would not reach the container as written)."""
 
 
 def image_reference_problem(value: str) -> Optional[str]:
@@ -215,7 +228,7 @@ class Hub(_Section):
     dockerfile: str = Field("Dockerfile", description="Dockerfile path, relative to the context.")
     port: Int = Field(ge=1, le=65535, description="The container's PORT: the same in every stack.")
     health_path: str = Field("/health", alias="healthPath", description="Answers 200 when the hub is up.")
-    build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs", json_schema_extra={"keys": "NAME"},
+    build_args: dict[str, EnvValue] = Field(default_factory=dict, alias="buildArgs", json_schema_extra={"keys": "NAME"},
                                        description="Extra build args: NAME -> value (not one workhub sets itself).")
     build_mode: str = Field(
         "remote", alias="buildMode", json_schema_extra={"values": BUILD_MODES},
@@ -224,7 +237,8 @@ class Hub(_Section):
     )
     env: dict[str, EnvValue] = Field(
         default_factory=dict, json_schema_extra={"keys": "NAME"},
-        description="Plain run-time settings, the same in every stack: NAME -> value (a stack may not change them).",
+        description="Plain run-time settings, the same in every stack: NAME -> value (a stack may not change them). "
+                    "Quote a value YAML would read as a number other than as written: '1.10', not 1.10 (1.1).",
     )
     stack_env: list[str] = Field(
         default_factory=list, alias="stackEnv",
@@ -589,7 +603,7 @@ class StackConfig(_Section):
     env: dict[str, dict[str, EnvValue]] = Field(
         default_factory=dict, json_schema_extra={"keys": "hub.NAME"},
         description="This stack's values of the settings a hub lists in stackEnv: hub -> NAME -> value; required "
-                    "for each stackEnv name.",
+                    "for each stackEnv name. Quoted as in hubs[].env.",
     )
     proxy_image: str = Field(
         DEFAULT_PROXY_IMAGE, alias="proxyImage",

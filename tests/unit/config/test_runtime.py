@@ -87,6 +87,15 @@ def test_settings_secrets_and_volumes_parse():
      "container's env file); make it a secret, which reaches the container as a file when it has line breaks "
      "(hub wbsaleshub)\n"
      "    fix: correct workhub:hubs[0].env.GREETING in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"env": {"APP_VERSION": 1.1}},
+     "workhub:hubs[0].env.APP_VERSION: is a YAML number, read as 1.1 whatever digits were written (1.10 reads as "
+     "1.1); put the value in quotes, such as '1.10' (hub wbsaleshub)\n"
+     "    fix: correct workhub:hubs[0].env.APP_VERSION in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"buildArgs": {"BUILD_ID": 12345678901234567000}},
+     "workhub:hubs[0].buildArgs.BUILD_ID: is a YAML number too long to arrive exactly (it is read as "
+     "12345678901234567000); put the value in quotes (hub wbsaleshub)\n"
+     "    fix: correct workhub:hubs[0].buildArgs.BUILD_ID in the config: section of Pulumi.yaml (one value for every "
+     "stack)"),
     ({"volumes": {"data": "app/data"}},
      "workhub:hubs[0].volumes.data: 'app/data' is not a directory in the container: an absolute path such as "
      "/app/data, not / and without '..' or line breaks (hub wbsaleshub)\n"
@@ -115,6 +124,17 @@ def test_a_secret_and_its_file_variable_cannot_both_be_declared():
     (found,) = problems(raw({"secrets": ["TLS_KEY"], "env": {"TLS_KEY_FILE": "/x"}},
                             secrets={"wbsaleshub": {"TLS_KEY": "k"}}))
     assert found.startswith("workhub:hubs[0].env.TLS_KEY_FILE: TLS_KEY_FILE is where secret TLS_KEY is named")
+
+
+def test_a_stack_value_written_as_a_yaml_fraction_asks_for_quotes():
+    """`1.10` would reach the container as 1.1; a whole number (as `config set --path` stores it) is text as read."""
+    found = problems(raw({"stackEnv": ["APP_VERSION"]}, env={"wbsaleshub": {"APP_VERSION": 1.1}}))
+    assert found == [
+        "workhub:env.wbsaleshub.APP_VERSION: is a YAML number, read as 1.1 whatever digits were written (1.10 reads "
+        "as 1.1); put the value in quotes, such as '1.10'\n"
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:env.wbsaleshub.APP_VERSION' <value>"]
+    config = parse(raw({"stackEnv": ["WORKERS"], "buildArgs": {"NODE_MAJOR": 20}}, env={"wbsaleshub": {"WORKERS": 3}}))
+    assert config.env["wbsaleshub"]["WORKERS"] == "3" and config.hubs[0].build_args == {"NODE_MAJOR": "20"}
 
 
 def test_stack_values_must_be_declared_and_never_override_pulumi_yaml():
