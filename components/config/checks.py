@@ -284,6 +284,18 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VOLUME_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,47}")
 
 
+# The options Docker reads after a volume's path in its short form (`name:/path:ro`). workhub mounts
+# each volume in the long form, where the path is taken whole: `/app/data:ro` is another directory.
+_MOUNT_OPTIONS = {"ro", "rw", "z", "Z", "nocopy", "shared", "slave", "private", "rshared", "rslave", "rprivate",
+                  "consistent", "cached", "delegated"}
+
+
+def _mount_option(target: str) -> Optional[str]:
+    """The mount options a volume's path ends in (`:ro`, `:ro,z`), or None."""
+    head, colon, tail = target.rpartition(":")
+    return tail if colon and head and set(tail.split(",")) <= _MOUNT_OPTIONS else None
+
+
 # Set by workhub itself in every hub's container.
 RESERVED_ENV = ("PORT",)
 
@@ -359,6 +371,15 @@ def runtime_problems(config: StackConfig, stack: str) -> list[Problem]:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{name!r} is not a volume name (lower-case "
                                         f"letters, digits, '_', '.', '-', at most 48; hub {hub.name})",
                                         _project(path)))
+            option = _mount_option(target)
+            if option:
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{target!r} ends in Docker's mount option "
+                                        f"':{option}', which a volume's path here does not take: the container "
+                                        f"would get a read-write volume at the directory {target!r}, not at "
+                                        f"{target.rpartition(':')[0]!r} (hub {hub.name})",
+                                        f"write the path without ':{option}' in {NAMESPACE}:{path} in Pulumi.yaml; "
+                                        "a hub's volumes are read-write"))
+                continue
             if not target.startswith("/") or target == "/" or posixpath.normpath(target) != target.rstrip("/") \
                     or _text_problem(target):
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{target!r} is not a directory in the container: "

@@ -29,6 +29,14 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*$")
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _no_bool(value: Any) -> Any:
     """YAML's true/false are not numbers (pydantic would take true for 1)."""
     if isinstance(value, bool):
@@ -53,7 +61,7 @@ class _Section(BaseModel):
 class HostConfig(_Section):
     """The build host: where images are built and hubs run, reached over SSH."""
 
-    address: str = Field(description="DNS name or IP address of the host.")
+    address: str = Field(description="DNS name or IP address of the host (without the port: that is port).")
     user: str = Field(description="SSH user; it must be allowed to use Docker.")
     port: Int = Field(22, ge=1, le=65535, description="SSH port.")
     host_key: str = Field(
@@ -83,6 +91,9 @@ class HostConfig(_Section):
     def _address(cls, value: str) -> str:
         if not _HOSTNAME.fullmatch(value):
             raise ValueError("must be a DNS name or an IP address (letters, digits, '.', ':', '-')")
+        if ":" in value and not _is_ip(value):
+            raise ValueError(f"holds ':', which only an IPv6 address has: SSH would look up {value!r} as a host "
+                             "name; the SSH port is a setting of its own (address: 10.0.0.5, port: 2222)")
         return value
 
     @field_validator("user")
@@ -251,7 +262,8 @@ class Hub(_Section):
     )
     volumes: dict[str, str] = Field(
         default_factory=dict, json_schema_extra={"keys": "name"},
-        description="Named volumes: name -> path in the container; kept across deploys and destroy.",
+        description="Named volumes: name -> path in the container, mounted read-write (a mode such as :ro is "
+                    "refused); kept across deploys and destroy.",
     )
     port_env: Optional[str] = Field(
         None, alias="portEnv", description="Another variable the app reads its port from (PORT is always set).",

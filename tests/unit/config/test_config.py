@@ -89,6 +89,9 @@ def test_plaintext_private_key_is_rejected():
     [
         ("address", "host; rm -rf /", "must be a DNS name or an IP address"),
         ("address", "$(reboot)", "must be a DNS name or an IP address"),
+        ("address", "10.0.0.5:2222", "holds ':', which only an IPv6 address has: SSH would look up '10.0.0.5:2222' "
+                                     "as a host name; the SSH port is a setting of its own"),
+        ("address", "build.example.test:22", "holds ':', which only an IPv6 address has"),
         ("user", "deploy user", "must be a POSIX user name"),
         ("port", 70000, "less than or equal to 65535"),
         ("hostKey", "not a key", "must be one public key line"),
@@ -103,6 +106,13 @@ def test_bad_host_values(key, value, message):
     assert found.startswith(f"workhub:host.{key}: ")
     assert message in found
     assert f"--path 'workhub:host.{key}'" in found
+
+
+@pytest.mark.parametrize("address", ["fe80::1", "2001:db8::5", "10.0.0.5", "build.example.test"])
+def test_host_addresses_ssh_reads_as_written_are_accepted(address):
+    raw = valid()
+    raw["host"]["address"] = address
+    assert parse(raw).host.address == address
 
 
 def test_numbers_given_as_text_are_accepted():

@@ -100,6 +100,12 @@ def test_settings_secrets_and_volumes_parse():
      "workhub:hubs[0].volumes.data: 'app/data' is not a directory in the container: an absolute path such as "
      "/app/data, not / and without '..' or line breaks (hub wbsaleshub)\n"
      "    fix: correct workhub:hubs[0].volumes.data in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"volumes": {"data": "/app/data:ro"}},
+     "workhub:hubs[0].volumes.data: '/app/data:ro' ends in Docker's mount option ':ro', which a volume's path here "
+     "does not take: the container would get a read-write volume at the directory '/app/data:ro', not at "
+     "'/app/data' (hub wbsaleshub)\n"
+     "    fix: write the path without ':ro' in workhub:hubs[0].volumes.data in Pulumi.yaml; a hub's volumes are "
+     "read-write"),
     ({"volumes": {"Data Dir": "/app/data"}},
      "workhub:hubs[0].volumes.Data Dir: 'Data Dir' is not a volume name (lower-case letters, digits, '_', '.', '-', "
      "at most 48; hub wbsaleshub)\n"
@@ -117,6 +123,14 @@ def test_each_bad_hub_setting_names_its_key_and_fix(fields, expected):
 def test_volume_paths_docker_would_refuse_or_misplace_are_refused(target):
     (found,) = problems(raw({"volumes": {"data": target}}))
     assert found.startswith("workhub:hubs[0].volumes.data: ") and "is not a directory in the container" in found
+
+
+@pytest.mark.parametrize("target, option", [("/app/data:rw", "rw"), ("/app/data:ro,z", "ro,z"),
+                                            ("/app/data:nocopy", "nocopy"), ("/app/data/:Z", "Z")])
+def test_a_volume_path_ending_in_a_mount_option_is_refused(target, option):
+    (found,) = problems(raw({"volumes": {"data": target}}))
+    assert found.startswith(f"workhub:hubs[0].volumes.data: {target!r} ends in Docker's mount option ':{option}'")
+    assert parse(raw({"volumes": {"data": "/app/da:ta"}})).hubs[0].volumes == {"data": "/app/da:ta"}
 
 
 def test_a_secret_and_its_file_variable_cannot_both_be_declared():
