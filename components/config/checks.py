@@ -229,6 +229,12 @@ def webhook_problem(url: str) -> Optional[str]:
         host = parts.hostname or ""
     except ValueError:
         return "is not a URL; it must be an https URL"
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        return "names a port outside 1 to 65535; it must be an https URL"
     if not host or any(c.isspace() for c in url.strip()):
         return "is not a URL with a host; it must be an https URL"
     if parts.scheme.lower() == "https":

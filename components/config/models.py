@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import urllib.parse
 from typing import Annotated, Any, Optional
 
 from docker_image.reference import InvalidReference, Reference
@@ -35,6 +36,24 @@ def _is_ip(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _split_port(address: str) -> tuple[str, str]:
+    """`host:5000` -> (host, 5000); without a port (an IPv6 address too) -> (address, "")."""
+    head, colon, tail = address.rpartition(":")
+    return (head, tail) if colon and tail.isdigit() and not head.endswith(":") else (address, "")
+
+
+def endpoint_problem(address: str) -> Optional[str]:
+    """Why `address` (host, or host:port) reaches nothing although its form passes: a port outside
+    1 to 65535, or digits and dots that are no IPv4 address (a resolver reads 10.5 as 10.0.0.5 and
+    looks 10.0.0.300 up as a name); None when neither."""
+    host, port = _split_port(address)
+    if port and not 1 <= int(port) <= 65535:
+        return f"its port {port} is outside 1 to 65535"
+    if re.fullmatch(r"[0-9.]+", host) and not _is_ip(host):
+        return f"{host} is not an IPv4 address (four numbers from 0 to 255)"
+    return None
 
 
 def _no_bool(value: Any) -> Any:
@@ -94,6 +113,9 @@ class HostConfig(_Section):
         if ":" in value and not _is_ip(value):
             raise ValueError(f"holds ':', which only an IPv6 address has: SSH would look up {value!r} as a host "
                              "name; the SSH port is a setting of its own (address: 10.0.0.5, port: 2222)")
+        problem = endpoint_problem(value)
+        if problem:
+            raise ValueError(f"must be a DNS name or an IP address; {problem}")
         return value
 
     @field_validator("user")
@@ -202,10 +224,11 @@ def image_reference_problem(value: str) -> Optional[str]:
     if not value or any(ch.isspace() or not ch.isprintable() for ch in value):
         return "has a space, a line break or a control character"
     try:
-        Reference.parse(value)
+        registry, _ = Reference.parse(value).split_hostname()
     except InvalidReference as error:
         return str(error)
-    return None
+    problem = endpoint_problem(registry) if registry else None
+    return f"registry {registry}: {problem}" if problem else None
 
 
 def _image(rule: str) -> Any:
@@ -470,6 +493,14 @@ class RegistryConfig(_Section):
 
     _server = field_validator("server")(_matches(_SERVER, "must be a registry host[:port] such as registry.example.com "
                                                           "or 127.0.0.1:5000 (no scheme, no path)"))
+
+    @field_validator("server")
+    @classmethod
+    def _server_endpoint(cls, value: str) -> str:
+        problem = endpoint_problem(value)
+        if problem:
+            raise ValueError(f"must be a registry host[:port] that can be reached; {problem}")
+        return value
     _repository = field_validator("repository")(_matches(_REPOSITORY, "must be a lower-case repository path such as "
                                                                       "workhub or team/workhub"))
     _username = field_validator("username")(_matches(re.compile(r"^[A-Za-z0-9._@+-]+$"),
@@ -647,6 +678,14 @@ class StackConfig(_Section):
         _matches(_PATH, "must be a path without control characters", allow_parent=True)
     )
     _registry = field_validator("npm_registry")(_matches(_URL, "must be an http(s) URL such as http://127.0.0.1:4873/"))
+
+    @field_validator("npm_registry")
+    @classmethod
+    def _registry_endpoint(cls, value: Optional[str]) -> Optional[str]:
+        problem = endpoint_problem(urllib.parse.urlsplit(value).netloc) if value else None
+        if problem:
+            raise ValueError(f"must be an http(s) URL that can be reached; {problem}")
+        return value
     _publish = field_validator("publish_address")(classmethod(_ip_address))
 
     _promote = field_validator("promote_from")(
