@@ -181,6 +181,16 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
         problems.append(Problem(f"{NAMESPACE}:build.npmFetchRetryMinTimeoutMs",
                                 f"{heap.npm_fetch_retry_min_timeout_ms} is more than npmFetchRetryMaxTimeoutMs ({heap.npm_fetch_retry_max_timeout_ms})",
                                 fix_for("build.npmFetchRetryMinTimeoutMs", stack)))
+    deploy = config.deploy
+    needed = deploy.healthy_passes * deploy.health_interval_ms / 1000
+    if needed >= deploy.health_timeout_seconds:
+        problems.append(Problem(f"{NAMESPACE}:deploy.healthTimeoutSeconds",
+                                f"{deploy.health_timeout_seconds} s is not more than healthyPasses x healthIntervalMs "
+                                f"({deploy.healthy_passes} x {deploy.health_interval_ms} ms = {needed:g} s): a new "
+                                "container misses the probe made as it starts, so its answers in a row end that "
+                                "long after at the earliest, and every deploy would fail",
+                                f"raise {NAMESPACE}:deploy.healthTimeoutSeconds above {needed:g}, or lower healthyPasses "
+                                "or healthIntervalMs, in the config: section of Pulumi.yaml"))
     if heap.install_max_tries < heap.install_tries:
         problems.append(Problem(f"{NAMESPACE}:build.installMaxTries",
                                 f"{heap.install_max_tries} is less than installTries ({heap.install_tries}), "

@@ -450,7 +450,7 @@ class DeploySettings(_Section):
     health_timeout_seconds: Int = Field(
         60, alias="healthTimeoutSeconds", ge=1, le=3600,
         description="How long a new container has to answer its health path; it gets no traffic until then, "
-                    "and is removed if it does not.",
+                    "and is removed if it does not. More than healthyPasses x healthIntervalMs.",
     )
     healthy_passes: Int = Field(
         3, alias="healthyPasses", ge=1, le=100,
@@ -534,7 +534,8 @@ class SwarmNode(_Section):
     """One node of the Swarm, reached over SSH with a pinned host key."""
 
     name: str = Field(description="The node's host name, as `docker node ls` shows it.")
-    address: str = Field(description="DNS name or IP address the other nodes and workhub reach it at.")
+    address: str = Field(description="DNS name or IP address the other nodes and workhub reach it at; one node's "
+                                     "alone.")
     port: Int = Field(22, ge=1, le=65535, description="SSH port.")
     host_key: str = Field(alias="hostKey", description="The node's SSH host key, `<type> <base64>`.")
     labels: NodeLabels = Field(default_factory=NodeLabels, description="What the node is for: serve, build, data.")

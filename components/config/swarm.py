@@ -37,6 +37,15 @@ SERVICES = ("proxy", "publish")
 SWARM_PORTS = {2377: "Swarm's cluster management (2377/tcp)", 7946: "Swarm's node gossip (7946/tcp+udp)",
                4789: "Swarm's overlay network traffic (VXLAN, 4789/udp)"}
 
+
+def _same_address(address: str) -> str:
+    """`address` as two spellings of one address compare: an IP address in its short form, a name in lower case."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address.lower().rstrip(".")
+
+
 def derive_host(values: Mapping[str, Any], stack: str) -> tuple[dict[str, Any], list[Problem]]:
     """The config values with `host` made from the Swarm's build node (or first manager), when the
     stack targets a Swarm; and the problem of a stack that sets both. The typed config then has one
@@ -106,11 +115,20 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
     problems: list[Problem] = []
     key = f"{NAMESPACE}:swarm"
     names: dict[str, int] = {}
+    addresses: dict[str, int] = {}
     for index, node in enumerate(swarm.nodes):
         if node.name in names:
             problems.append(Problem(f"{key}.nodes[{index}].name", f"{node.name} is also swarm.nodes[{names[node.name]}]",
                                     fix_for(f"swarm.nodes[{index}].name", stack)))
         names.setdefault(node.name, index)
+        address = _same_address(node.address)
+        if address in addresses:
+            other = swarm.nodes[addresses[address]]
+            problems.append(Problem(f"{key}.nodes[{index}].address", f"{node.address} is also the address of "
+                                    f"swarm.nodes[{addresses[address]}] ({other.name}): each node is a host of its "
+                                    "own, which the other nodes and workhub reach at its address",
+                                    fix_for(f"swarm.nodes[{index}].address", stack)))
+        addresses.setdefault(address, index)
     if not swarm.managers:
         problems.append(Problem(f"{key}.managers", "names no node; a Swarm needs at least one manager",
                                 f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:swarm.managers[0]' <node name>"))

@@ -229,6 +229,18 @@ def test_build_settings_cross_check():
     assert parse(with_hubs(build={"installTries": 4, "installMaxTries": 4})).build.install_max_tries == 4
 
 
+def test_health_passes_that_cannot_fit_in_the_health_timeout_are_refused():
+    """A new container misses its first probe: passes x interval at or beyond the timeout fails every deploy."""
+    (found,) = problems(with_hubs(deploy={"healthTimeoutSeconds": 30, "healthyPasses": 10, "healthIntervalMs": 3000}))
+    assert found == (
+        "workhub:deploy.healthTimeoutSeconds: 30 s is not more than healthyPasses x healthIntervalMs (10 x 3000 ms = "
+        "30 s): a new container misses the probe made as it starts, so its answers in a row end that long after at "
+        "the earliest, and every deploy would fail\n"
+        "    fix: raise workhub:deploy.healthTimeoutSeconds above 30, or lower healthyPasses or healthIntervalMs, in "
+        "the config: section of Pulumi.yaml")
+    assert parse(with_hubs(deploy={"healthTimeoutSeconds": 31, "healthyPasses": 10, "healthIntervalMs": 3000}))
+
+
 # --- registry mode ------------------------------------------------------------------------------
 
 def registry_stack(**registry) -> dict:

@@ -132,6 +132,24 @@ def test_managers_must_be_nodes_named_once():
     assert problems(raw)[0].startswith("workhub:swarm.managers: names no node; a Swarm needs at least one manager")
 
 
+def test_node_addresses_are_unique():
+    """Two nodes at one address are one host (however the address is spelled)."""
+    raw = swarm_stack()
+    raw["swarm"]["nodes"][2]["address"] = "10.0.0.11"
+    assert problems(raw) == ["workhub:swarm.nodes[2].address: 10.0.0.11 is also the address of swarm.nodes[0] "
+                             "(node1): each node is a host of its own, which the other nodes and workhub reach at "
+                             "its address\n"
+                             "    fix: scripts/workhub pulumi config set --stack staging --path "
+                             "'workhub:swarm.nodes[2].address' <value>"]
+    raw["swarm"]["nodes"][0]["address"], raw["swarm"]["nodes"][1]["address"] = "Node1.Example.Test", "fe80::0:1"
+    raw["swarm"]["nodes"][1]["publishAddress"] = "10.0.0.12"
+    raw["swarm"]["nodes"][2]["address"] = "node1.example.test"
+    assert problems(raw)[0].startswith("workhub:swarm.nodes[2].address: node1.example.test is also the address of "
+                                       "swarm.nodes[0] (node1)")
+    raw["swarm"]["nodes"][2]["address"] = "fe80::1"
+    assert problems(raw)[0].startswith("workhub:swarm.nodes[2].address: fe80::1 is also the address of swarm.nodes[1]")
+
+
 def test_node_names_are_unique():
     raw = swarm_stack()
     raw["swarm"]["nodes"][2]["name"] = "node2"
