@@ -285,6 +285,9 @@ def registry_problems(config: StackConfig, stack: str, raw: Mapping[str, Any], s
     if REGISTRY_PASSWORD in raw:
         if REGISTRY_PASSWORD not in secret_keys:
             problems.append(stored_in_plain_text(REGISTRY_PASSWORD, fix))
+        elif not str(raw[REGISTRY_PASSWORD]).strip():
+            problems.append(Problem(f"{NAMESPACE}:{REGISTRY_PASSWORD}", "is empty (or only white space): the "
+                                    "registry login would fail", fix))
         elif config.registry is None or config.registry.username is None:
             problems.append(Problem(f"{NAMESPACE}:{REGISTRY_PASSWORD}", "is set, but workhub:registry.username is not",
                                     fix_for("registry.username", stack)))
@@ -329,7 +332,10 @@ def name_problems(hub: Hub, at: str) -> list[tuple[str, Optional[Problem]]]:
     for key, name in hub_names(hub):
         path = f"{at}.{key}"
         problem = None
-        if not _ENV_NAME.fullmatch(name):
+        if not name:
+            problem = Problem(f"{NAMESPACE}:{path}", f"is empty, so it names no variable and would be ignored "
+                              f"(hub {hub.name})", f"set {NAMESPACE}:{path} in Pulumi.yaml to the variable's name, or remove it")
+        elif not _ENV_NAME.fullmatch(name):
             problem = Problem(f"{NAMESPACE}:{path}", f"{name!r} is not an environment variable name (letters, "
                               f"digits and '_', not starting with a digit; hub {hub.name})", _project(path))
         elif name in RESERVED_ENV or (name == hub.port_env and key != "portEnv"):
@@ -477,6 +483,9 @@ def secret_problems(config: StackConfig, stack: str, value: Any, is_secret: bool
                                         f"or {PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
             elif not isinstance(secret, str):
                 problems.append(Problem(f"{NAMESPACE}:{path}", "must be text", secret_fix_for(stack, name, key)))
+            elif not secret.strip():
+                problems.append(Problem(f"{NAMESPACE}:{path}", "is empty (or only white space): the hub would get "
+                                        "no secret", secret_fix_for(stack, name, key)))
             elif "\0" in secret:
                 problems.append(Problem(f"{NAMESPACE}:{path}", "holds a NUL character, which neither an "
                                         "environment variable nor the file a secret becomes can carry here",

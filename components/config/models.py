@@ -772,6 +772,6 @@ def hub_names(hub: Hub) -> list[tuple[str, str]]:
     names = [(f"env.{name}", name) for name in hub.env]
     names += [(f"stackEnv[{i}]", name) for i, name in enumerate(hub.stack_env)]
     names += [(f"secrets[{i}]", name) for i, name in enumerate(hub.secrets)]
-    if hub.port_env:
+    if hub.port_env is not None:
         names.append(("portEnv", hub.port_env))
     return names

@@ -308,6 +308,10 @@ def test_registry_login_needs_its_password_as_a_secret():
     (found,) = problems(plain)
     assert found.startswith("workhub:registryPassword: is stored in plain text; it must be a secret")
     assert parse(plain, secret_keys=secrets).registry.username == "ci"
+    empty = {**registry_stack(server="127.0.0.1:5000", username="ci"), "registryPassword": ""}
+    assert problems(empty, secret_keys=secrets) == [missing.replace("is not set, but workhub:registry.username (ci) "
+                                                                    "is", "is empty (or only white space): the "
+                                                                    "registry login would fail")]
     orphan = {**registry_stack(server="127.0.0.1:5000"), "registryPassword": "hunter22"}
     (found,) = problems(orphan, secret_keys=secrets)
     assert found.startswith("workhub:registryPassword: is set, but workhub:registry.username is not")

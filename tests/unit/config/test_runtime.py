@@ -82,6 +82,9 @@ def test_settings_secrets_and_volumes_parse():
      "workhub:hubs[0].secrets[0]: TOKEN is also declared at hubs[0].env.TOKEN (hub wbsaleshub); a variable has "
      "one source\n"
      "    fix: correct workhub:hubs[0].secrets[0] in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"portEnv": ""},
+     "workhub:hubs[0].portEnv: is empty, so it names no variable and would be ignored (hub wbsaleshub)\n"
+     "    fix: set workhub:hubs[0].portEnv in Pulumi.yaml to the variable's name, or remove it"),
     ({"env": {"GREETING": "two\nlines"}},
      "workhub:hubs[0].env.GREETING: holds a line break, which a plain setting cannot carry (one line each in the "
      "container's env file); make it a secret, which reaches the container as a file when it has line breaks "
@@ -188,6 +191,14 @@ def test_every_declared_secret_is_set_as_a_secret_and_nothing_else_is():
         "workhub:secrets.wbsaleshub.N: N is not declared in workhub:hubs[0].secrets (hub wbsaleshub)",
         "workhub:secrets.nohub: names no hub in workhub:hubs",
     ]
+
+
+@pytest.mark.parametrize("value", ["", " \n"])
+def test_an_empty_secret_is_refused(value):
+    assert problems(raw({"secrets": ["S"]}, secrets={"wbsaleshub": {"S": value}})) == [
+        "workhub:secrets.wbsaleshub.S: is empty (or only white space): the hub would get no secret\n"
+        "    fix: scripts/workhub pulumi config set --stack staging --secret --path 'workhub:secrets.wbsaleshub.S' "
+        "<value>  (or < <file> for a value with line breaks)"]
 
 
 def test_one_secret_set_without_secret_in_the_stack_file_is_refused():
@@ -311,7 +322,7 @@ any_text = st.text(st.characters(exclude_characters="\0", codec="utf-8"), max_si
 
 
 @settings(max_examples=60, deadline=None)
-@given(env=st.dictionaries(env_names, one_line, max_size=5), secret=any_text)
+@given(env=st.dictionaries(env_names, one_line, max_size=5), secret=any_text.filter(str.strip))
 def test_any_accepted_value_reaches_the_env_file_as_it_is(env, secret):
     """For any settings and secret the config accepts: the rendered deploy script is valid bash, and the
     env file it writes holds each value literally, one `NAME=value` line each (Compose's raw format)."""

@@ -131,7 +131,7 @@ free = st.one_of(st.sampled_from([h for h in HOSTILE if "\n" not in h]),
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(arg=free, setting=free, secret=st.one_of(free, st.sampled_from(HOSTILE)),
+@given(arg=free, setting=free, secret=st.one_of(free, st.sampled_from(HOSTILE)).filter(str.strip),
        context=st.one_of(st.sampled_from([h for h in HOSTILE if h.strip() and "\n" not in h]),
                          st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1,
                                  max_size=20)),
