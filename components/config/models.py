@@ -709,7 +709,7 @@ class StackConfig(_Section):
         for name, image in value.items():
             problem = image_reference_problem(image)
             if problem:
-                raise ValueError(f"{name}: {image!r} is not an image reference such as "
+                raise ValueError(f"{quoted(name)}: {image!r} is not an image reference such as "
                                  f"wbsaleshub:production-0123456789ab ({problem})")
         return value
 
@@ -767,9 +767,24 @@ FILE_SUFFIX = "_FILE"
 """A secret with a line break reaches the container as a file, named by <NAME>_FILE."""
 
 
+def quoted(name: str) -> str:
+    """A name from the config as a message shows it: as it is, or JSON-quoted when it is empty or holds a
+    line break, another character that is not printable, or one of . [ ] " (which would break the
+    message's shape or its key path)."""
+    plain = name.isprintable() and name and not any(char in '.[]"' for char in name)
+    return name if plain else json.dumps(name)
+
+
+def member(name: str) -> str:
+    """A name from the config as the next step of a key path: `.name`, or `["name"]` (as `pulumi config
+    --path` reads a quoted step) when it needs quotes."""
+    shown = quoted(name)
+    return f".{name}" if shown == name else f"[{shown}]"
+
+
 def hub_names(hub: Hub) -> list[tuple[str, str]]:
     """Every variable a hub declares, with the key it is declared at: env, stackEnv, secrets, portEnv."""
-    names = [(f"env.{name}", name) for name in hub.env]
+    names = [(f"env{member(name)}", name) for name in hub.env]
     names += [(f"stackEnv[{i}]", name) for i, name in enumerate(hub.stack_env)]
     names += [(f"secrets[{i}]", name) for i, name in enumerate(hub.secrets)]
     if hub.port_env is not None:

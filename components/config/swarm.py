@@ -27,7 +27,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Mapping, Optional
 
-from components.config.models import NAMESPACE, StackConfig, SwarmNode, built_hubs
+from components.config.models import NAMESPACE, StackConfig, SwarmNode, built_hubs, member, quoted
 from components.config.checks import Problem, fix_for
 from components.constants import PULUMI_CLI
 
@@ -134,8 +134,8 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                 f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:swarm.managers[0]' <node name>"))
     for index, name in enumerate(swarm.managers):
         if name not in names:
-            problems.append(Problem(f"{key}.managers[{index}]", f"{name} is not a node in workhub:swarm.nodes",
-                                    f"add a node named {name} to workhub:swarm.nodes, or {PULUMI_CLI} config set --stack "
+            problems.append(Problem(f"{key}.managers[{index}]", f"{quoted(name)} is not a node in workhub:swarm.nodes",
+                                    f"add a node named {quoted(name)} to workhub:swarm.nodes, or {PULUMI_CLI} config set --stack "
                                     f"{stack} --path '{NAMESPACE}:swarm.managers[{index}]' <node name>"))
         elif swarm.managers.index(name) != index:
             problems.append(Problem(f"{key}.managers[{index}]", f"{name} is named twice",
@@ -178,7 +178,7 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
             path = f"swarm.nodes[{index}].labels.data[{position}]"
             rm = f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"
             if name not in hubs:
-                problems.append(Problem(f"{NAMESPACE}:{path}", f"{name} names no hub in workhub:hubs", rm))
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{quoted(name)} names no hub in workhub:hubs", rm))
             elif not hubs[name].volumes:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"hub {name} has no volumes to keep here", rm))
             elif name in holders:
@@ -192,7 +192,7 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                     f"{PULUMI_CLI} config set --stack {stack} --path "
                                     f"'{NAMESPACE}:swarm.nodes[<n>].labels.data[0]' {name}"))
     for name, settings in swarm.hubs.items():
-        path = f"swarm.hubs.{name}"
+        path = f"swarm.hubs{member(name)}"
         if name not in hubs:
             problems.append(Problem(f"{NAMESPACE}:{path}", "names no hub in workhub:hubs",
                                     f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
@@ -204,22 +204,23 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                     "move the hub's data to a service of its own (a database) and remove its "
                                     "volumes from workhub:hubs in Pulumi.yaml"))
     for name, port in config.host_ports.items():
+        at = f"{NAMESPACE}:hostPorts{member(name)}"
         if port < 1024 and port != config.host.port and all(port != node.port for node in swarm.nodes):
-            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is below 1024: on a Swarm the publish "
+            problems.append(Problem(at, f"port {port} is below 1024: on a Swarm the publish "
                                     "relay binds it in the node's own network namespace as the proxy image's user "
                                     "(not root), which may only bind ports from 1024 up",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{at}' "
                                     "<a free port from 1024 up>; a web server on 80/443 fronts it (docs/deploys.md, \"Behind a "
                                     "web server with TLS\")"))
         if port in SWARM_PORTS:
-            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is {SWARM_PORTS[port]}",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+            problems.append(Problem(at, f"port {port} is {SWARM_PORTS[port]}",
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{at}' "
                                     "<a free port>"))
         # The stack's host (the build node) has its SSH port checked by the single-host rules.
         for index, node in enumerate(swarm.nodes if port != config.host.port else []):
             if port == node.port:
-                problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is the SSH port of node "
+                problems.append(Problem(at, f"port {port} is the SSH port of node "
                                         f"{node.name} (swarm.nodes[{index}].port)",
-                                        f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+                                        f"{PULUMI_CLI} config set --stack {stack} --path '{at}' "
                                         "<a free port>"))
     return problems

@@ -136,6 +136,27 @@ def test_a_volume_path_ending_in_a_mount_option_is_refused(target, option):
     assert parse(raw({"volumes": {"data": "/app/da:ta"}})).hubs[0].volumes == {"data": "/app/da:ta"}
 
 
+@pytest.mark.parametrize("changes, expected", [
+    ({"hub": {"env": {"A\nB": "x"}}},
+     "workhub:hubs[0].env[\"A\\nB\"]: 'A\\nB' is not an environment variable name (letters, digits and '_', not "
+     "starting with a digit; hub wbsaleshub)\n"
+     "    fix: correct workhub:hubs[0].env[\"A\\nB\"] in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"hub": {"volumes": {"da\nta": "/app/data"}}}, "workhub:hubs[0].volumes[\"da\\nta\"]: 'da\\nta' is not a volume name"),
+    ({"hostPorts": {"wbsaleshub": 14091, "x\ny": 70000}}, "workhub:hostPorts[\"x\\ny\"]: Input should be less than"),
+    ({"env": {"wbsaleshub": {"X.Y": "1"}}}, "workhub:env.wbsaleshub[\"X.Y\"]: \"X.Y\" is not declared in "
+                                           "workhub:hubs[0].stackEnv (hub wbsaleshub)"),
+    ({"secrets": {"wbsaleshub": {"T\r": "y"}}}, "workhub:secrets.wbsaleshub[\"T\\r\"]: \"T\\r\" is not declared"),
+    ({"hub": {"adr\ness": 1}}, "workhub:hubs[0][\"adr\\ness\"]: is not a known setting (hub wbsaleshub)"),
+])
+def test_a_name_with_a_line_break_is_quoted_in_the_key_and_the_fix(changes, expected):
+    """A name that would break a problem's two lines (or its key path) is shown JSON-quoted, as
+    `pulumi config --path` reads a quoted step: hubs[0].env["A\\nB"]."""
+    config = raw(changes.pop("hub", None), **changes)
+    found = problems(config)
+    assert found[0].startswith(expected), found
+    assert all(len(line.splitlines()) == 2 for line in found), found
+
+
 def test_a_secret_and_its_file_variable_cannot_both_be_declared():
     """A secret with a line break becomes <NAME>_FILE; a setting of that name would hide it."""
     (found,) = problems(raw({"secrets": ["TLS_KEY"], "env": {"TLS_KEY_FILE": "/x"}},

@@ -111,8 +111,16 @@ def test_unknown_keys_in_the_section_are_refused():
     raw = swarm_stack()
     raw["swarm"]["manager"] = ["node1"]
     raw["swarm"]["nodes"][0]["labels"]["serving"] = True
+    raw["swarm"]["nodes"][1]["labelz"] = {}
+    raw["swarm"]["hubs"]["wbhubmanager"]["replica"] = 2
     found = problems(raw)
-    assert found[0].startswith("workhub:swarm.nodes[0].labels.serving: is not a known setting")
+    assert found[0] == ("workhub:swarm.nodes[0].labels.serving: is not a known setting\n    fix: remove it (scripts/workhub "
+                        "pulumi config rm --stack staging --path 'workhub:swarm.nodes[0].labels.serving'); known "
+                        "settings here: serve, build, data")
+    assert found[1].endswith("known settings here: name, address, port, hostKey, labels, publishAddress")
+    assert found[2].startswith("workhub:swarm.hubs.wbhubmanager.replica: is not a known setting")
+    assert found[2].endswith("known settings here: replicas, memoryMb")
+    del found[1:3]
     assert found[1].startswith("workhub:swarm.manager: is not a known setting\n    fix: remove it (scripts/workhub pulumi config rm "
                                "--stack staging --path 'workhub:swarm.manager'); known settings here: user, managers, "
                                "nodes, hubs, monitorSeconds, healthIntervalSeconds")

@@ -110,6 +110,7 @@ def test_accepted_configs_render_inert_scripts_and_refused_ones_say_where_and_ho
         assert error.problems
         for problem in error.problems:
             assert problem.key.startswith("workhub:") and len(problem.key) > len("workhub:"), problem
+            assert len(str(problem).splitlines()) == 2, f"a value broke the problem's two lines: {problem!r}"
             assert problem.fix.strip(), problem
             assert any(word in problem.fix for word in ("pulumi config", "Pulumi.yaml", "check out")), problem
         return
