@@ -7,17 +7,18 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
+import types
+import typing
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 from docker_image.reference import Reference
 from pydantic import BaseModel, ValidationError
 
-from components.config.models import (BuildSettings, DEFAULT_BASE_IMAGE, DeploySettings, FILE_SUFFIX, HUB_SECRETS,
-                                      HostConfig, Hub, NAMESPACE, PROJECT_KEYS, REGISTRY_PASSWORD, RegistryConfig,
-                                      SECRET_SETTINGS, SshKeepAlive, StackConfig, SwarmConfig, hub_names,
-                                      pulls_from_registry, run_uid)
+from components.config.models import (DEFAULT_BASE_IMAGE, FILE_SUFFIX, HUB_SECRETS, Hub, NAMESPACE, PROJECT_KEYS,
+                                      REGISTRY_PASSWORD, SECRET_SETTINGS, StackConfig, hub_names, member,
+                                      pulls_from_registry, quoted, run_uid)
 from components.constants import PULUMI_CLI
 
 
@@ -65,45 +66,55 @@ _EXAMPLES = {
 }
 
 
-def _keys(model: type[BaseModel]) -> str:
-    return ", ".join(field.alias or name for name, field in model.model_fields.items())
+def _held(model: type[BaseModel], key: Any) -> tuple[Optional[type[BaseModel]], bool]:
+    """The model the setting `key` of `model` holds (itself, or each item of its list or map), if any;
+    and whether an index or a map's key comes next in a path."""
+    field = next((info for name, info in model.model_fields.items() if (info.alias or name) == key), None)
+    annotation, keyed = (field.annotation if field else None), False
+    while typing.get_origin(annotation) in (Union, types.UnionType, list, dict):
+        keyed = keyed or typing.get_origin(annotation) in (list, dict)
+        annotation = [arg for arg in typing.get_args(annotation) if arg is not type(None)][-1]
+    return (annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None), keyed
 
 
-# The settings each section knows, named in the fix of an unknown one.
-_KNOWN = {
-    "": _keys(StackConfig) + ", " + ", ".join(SECRET_SETTINGS),
-    "registry": _keys(RegistryConfig),
-    "host": _keys(HostConfig),
-    "hubs": _keys(Hub),
-    "build": _keys(BuildSettings),
-    "deploy": _keys(DeploySettings),
-    "sshKeepAlive": _keys(SshKeepAlive),
-    "swarm": _keys(SwarmConfig),
-}
+def known_settings(loc: tuple) -> str:
+    """The settings of the section an unknown key at `loc` is in, named in its fix: a key at
+    swarm.nodes[0].labels.x is among a node's labels, one at hubs[1].x among a hub's settings."""
+    model: Optional[type[BaseModel]] = StackConfig
+    skip = False
+    for key in loc[:-1]:
+        if skip or model is None:
+            skip = False
+            continue
+        model, skip = _held(model, key)
+    if model is None:
+        return ""
+    names = [info.alias or name for name, info in model.model_fields.items()]
+    return ", ".join(names + list(SECRET_SETTINGS if model is StackConfig else ()))
 
 
 def _path(loc: tuple) -> str:
-    """A pydantic location as a `pulumi config --path` path: hubs[0].port, hostPorts.wbfinhub."""
+    """A pydantic location as a `pulumi config --path` path: hubs[0].port, hostPorts.wbfinhub,
+    hubs[0].env["A\\nB"] (a name that would break the path or the message is quoted)."""
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += f"[{part}]" if isinstance(part, int) else (member(part) if text else member(part).removeprefix("."))
     return text
 
 
-def fix_for(path: str, stack: str, unknown: bool = False) -> str:
-    """How to fix the setting at `path` (without namespace) of `stack`."""
+def fix_for(path: str, stack: str, known: Optional[str] = None) -> str:
+    """How to fix the setting at `path` (without namespace) of `stack`; with `known`, the settings
+    of its section, how to remove an unknown one."""
     top = re.split(r"[.\[]", path, maxsplit=1)[0]
     if top in PROJECT_KEYS:
-        if unknown and path in MOVED:
+        if known is not None and path in MOVED:
             return f"move it to {NAMESPACE}:{MOVED[path]} in the config: section of Pulumi.yaml"
-        if unknown:
-            return (f"remove {NAMESPACE}:{path} from the config: section of Pulumi.yaml; "
-                    f"known settings here: {_KNOWN.get(top, '')}")
+        if known is not None:
+            return f"remove {NAMESPACE}:{path} from the config: section of Pulumi.yaml; known settings here: {known}"
         return f"correct {NAMESPACE}:{path} in the config: section of Pulumi.yaml (one value for every stack)"
-    if unknown:
-        section = top if top != path else ""
+    if known is not None:
         return (f"remove it ({PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'); "
-                f"known settings here: {_KNOWN.get(section, '')}")
+                f"known settings here: {known}")
     example = _EXAMPLES.get(path, "<port>" if path.startswith("hostPorts.") else "<value>")
     return f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' {example}"
 
@@ -122,7 +133,8 @@ def _problems_from(error: ValidationError, raw: Mapping[str, Any], stack: str) -
         hub = _hub_named_at(raw, item["loc"])
         if hub:
             message = f"{message} (hub {hub})"
-        problems.append(Problem(f"{NAMESPACE}:{path}", message, fix_for(path, stack, unknown)))
+        problems.append(Problem(f"{NAMESPACE}:{path}", message,
+                                fix_for(path, stack, known_settings(item["loc"]) if unknown else None)))
     return problems
 
 
@@ -131,7 +143,7 @@ def _hub_named_at(raw: Mapping[str, Any], loc: tuple) -> Optional[str]:
         hubs = raw.get("hubs")
         if isinstance(hubs, list) and loc[1] < len(hubs) and isinstance(hubs[loc[1]], dict):
             name = hubs[loc[1]].get("name")
-            return name if isinstance(name, str) else None
+            return quoted(name) if isinstance(name, str) else None
     return None
 
 
@@ -150,25 +162,26 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
                                     f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{hub.name}' <port>"))
     for name in config.host_ports:
         if name not in seen:
-            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", "names no hub in workhub:hubs",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:hostPorts.{name}'"))
+            problems.append(Problem(f"{NAMESPACE}:hostPorts{member(name)}", "names no hub in workhub:hubs",
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:hostPorts{member(name)}'"))
     for name in config.pinned_images:
         if name not in seen:
-            problems.append(Problem(f"{NAMESPACE}:pinnedImages.{name}", "names no hub in workhub:hubs",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:pinnedImages.{name}'"))
+            problems.append(Problem(f"{NAMESPACE}:pinnedImages{member(name)}", "names no hub in workhub:hubs",
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:pinnedImages{member(name)}'"))
     if config.promote_from == stack:
         problems.append(Problem(f"{NAMESPACE}:promoteFrom", "names this stack itself",
                                 f"{PULUMI_CLI} config set --stack {stack} {NAMESPACE}:promoteFrom staging"))
     by_port: dict[int, str] = {}
     for name, port in config.host_ports.items():
         if port in by_port:
-            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is also the host port of {by_port[port]}",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' <a free port>"))
+            problems.append(Problem(f"{NAMESPACE}:hostPorts{member(name)}", f"port {port} is also the host port of "
+                                    f"{quoted(by_port[port])}", f"{PULUMI_CLI} config set --stack {stack} --path "
+                                    f"'{NAMESPACE}:hostPorts{member(name)}' <a free port>"))
         by_port.setdefault(port, name)
     if config.host.port in by_port:
         name = by_port[config.host.port]
-        problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {config.host.port} is the host's SSH port",
-                                f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' <a free port>"))
+        problems.append(Problem(f"{NAMESPACE}:hostPorts{member(name)}", f"port {config.host.port} is the host's SSH port",
+                                f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts{member(name)}' <a free port>"))
     by_uid: dict[int, str] = {}
     for index, hub in enumerate(config.hubs):
         uid = run_uid(hub, stack)
@@ -181,6 +194,16 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
         problems.append(Problem(f"{NAMESPACE}:build.npmFetchRetryMinTimeoutMs",
                                 f"{heap.npm_fetch_retry_min_timeout_ms} is more than npmFetchRetryMaxTimeoutMs ({heap.npm_fetch_retry_max_timeout_ms})",
                                 fix_for("build.npmFetchRetryMinTimeoutMs", stack)))
+    deploy = config.deploy
+    needed = deploy.healthy_passes * deploy.health_interval_ms / 1000
+    if needed >= deploy.health_timeout_seconds:
+        problems.append(Problem(f"{NAMESPACE}:deploy.healthTimeoutSeconds",
+                                f"{deploy.health_timeout_seconds} s is not more than healthyPasses x healthIntervalMs "
+                                f"({deploy.healthy_passes} x {deploy.health_interval_ms} ms = {needed:g} s): a new "
+                                "container misses the probe made as it starts, so its answers in a row end that "
+                                "long after at the earliest, and every deploy would fail",
+                                f"raise {NAMESPACE}:deploy.healthTimeoutSeconds above {needed:g}, or lower healthyPasses "
+                                "or healthIntervalMs, in the config: section of Pulumi.yaml"))
     if heap.install_max_tries < heap.install_tries:
         problems.append(Problem(f"{NAMESPACE}:build.installMaxTries",
                                 f"{heap.install_max_tries} is less than installTries ({heap.install_tries}), "
@@ -229,6 +252,12 @@ def webhook_problem(url: str) -> Optional[str]:
         host = parts.hostname or ""
     except ValueError:
         return "is not a URL; it must be an https URL"
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        return "names a port outside 1 to 65535; it must be an https URL"
     if not host or any(c.isspace() for c in url.strip()):
         return "is not a URL with a host; it must be an https URL"
     if parts.scheme.lower() == "https":
@@ -269,6 +298,9 @@ def registry_problems(config: StackConfig, stack: str, raw: Mapping[str, Any], s
     if REGISTRY_PASSWORD in raw:
         if REGISTRY_PASSWORD not in secret_keys:
             problems.append(stored_in_plain_text(REGISTRY_PASSWORD, fix))
+        elif not str(raw[REGISTRY_PASSWORD]).strip():
+            problems.append(Problem(f"{NAMESPACE}:{REGISTRY_PASSWORD}", "is empty (or only white space): the "
+                                    "registry login would fail", fix))
         elif config.registry is None or config.registry.username is None:
             problems.append(Problem(f"{NAMESPACE}:{REGISTRY_PASSWORD}", "is set, but workhub:registry.username is not",
                                     fix_for("registry.username", stack)))
@@ -282,6 +314,18 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 _VOLUME_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,47}")
+
+
+# The options Docker reads after a volume's path in its short form (`name:/path:ro`). workhub mounts
+# each volume in the long form, where the path is taken whole: `/app/data:ro` is another directory.
+_MOUNT_OPTIONS = {"ro", "rw", "z", "Z", "nocopy", "shared", "slave", "private", "rshared", "rslave", "rprivate",
+                  "consistent", "cached", "delegated"}
+
+
+def _mount_option(target: str) -> Optional[str]:
+    """The mount options a volume's path ends in (`:ro`, `:ro,z`), or None."""
+    head, colon, tail = target.rpartition(":")
+    return tail if colon and head and set(tail.split(",")) <= _MOUNT_OPTIONS else None
 
 
 # Set by workhub itself in every hub's container.
@@ -301,7 +345,10 @@ def name_problems(hub: Hub, at: str) -> list[tuple[str, Optional[Problem]]]:
     for key, name in hub_names(hub):
         path = f"{at}.{key}"
         problem = None
-        if not _ENV_NAME.fullmatch(name):
+        if not name:
+            problem = Problem(f"{NAMESPACE}:{path}", f"is empty, so it names no variable and would be ignored "
+                              f"(hub {hub.name})", f"set {NAMESPACE}:{path} in Pulumi.yaml to the variable's name, or remove it")
+        elif not _ENV_NAME.fullmatch(name):
             problem = Problem(f"{NAMESPACE}:{path}", f"{name!r} is not an environment variable name (letters, "
                               f"digits and '_', not starting with a digit; hub {hub.name})", _project(path))
         elif name in RESERVED_ENV or (name == hub.port_env and key != "portEnv"):
@@ -350,15 +397,24 @@ def runtime_problems(config: StackConfig, stack: str) -> list[Problem]:
         for key, value in hub.env.items():
             message = _text_problem(value)
             if message:
-                path = f"{at}.env.{key}"
+                path = f"{at}.env{member(key)}"
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{message} (hub {hub.name})", _project(path)))
         targets: dict[str, str] = {}
         for name, target in hub.volumes.items():
-            path = f"{at}.volumes.{name}"
+            path = f"{at}.volumes{member(name)}"
             if not _VOLUME_NAME.fullmatch(name):
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{name!r} is not a volume name (lower-case "
                                         f"letters, digits, '_', '.', '-', at most 48; hub {hub.name})",
                                         _project(path)))
+            option = _mount_option(target)
+            if option:
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{target!r} ends in Docker's mount option "
+                                        f"':{option}', which a volume's path here does not take: the container "
+                                        f"would get a read-write volume at the directory {target!r}, not at "
+                                        f"{target.rpartition(':')[0]!r} (hub {hub.name})",
+                                        f"write the path without ':{option}' in {NAMESPACE}:{path} in Pulumi.yaml; "
+                                        "a hub's volumes are read-write"))
+                continue
             if not target.startswith("/") or target == "/" or posixpath.normpath(target) != target.rstrip("/") \
                     or _text_problem(target):
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{target!r} is not a directory in the container: "
@@ -374,20 +430,20 @@ def runtime_problems(config: StackConfig, stack: str) -> list[Problem]:
     for name, values in config.env.items():
         hub = hubs.get(name)
         if hub is None:
-            problems.append(Problem(f"{NAMESPACE}:env.{name}", "names no hub in workhub:hubs",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:env.{name}'"))
+            problems.append(Problem(f"{NAMESPACE}:env{member(name)}", "names no hub in workhub:hubs",
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:env{member(name)}'"))
             continue
         index = config.hubs.index(hub)
         for key, value in values.items():
-            path = f"env.{name}.{key}"
+            path = f"env.{name}{member(key)}"
             if key in hub.env:
-                problems.append(Problem(f"{NAMESPACE}:{path}", f"{key} is pinned in Pulumi.yaml "
-                                        f"(workhub:hubs[{index}].env.{key}), the same in every stack",
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{quoted(key)} is pinned in Pulumi.yaml "
+                                        f"(workhub:hubs[{index}].env{member(key)}), the same in every stack",
                                         f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'; to let "
-                                        f"stacks differ, move {key} from env to stackEnv of the hub in Pulumi.yaml"))
+                                        f"stacks differ, move {quoted(key)} from env to stackEnv of the hub in Pulumi.yaml"))
             elif key not in hub.stack_env:
-                problems.append(Problem(f"{NAMESPACE}:{path}", f"{key} is not declared in workhub:hubs[{index}]."
-                                        f"stackEnv (hub {name})", f"add {key} to stackEnv of the hub in Pulumi.yaml, "
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{quoted(key)} is not declared in workhub:hubs[{index}]."
+                                        f"stackEnv (hub {name})", f"add {quoted(key)} to stackEnv of the hub in Pulumi.yaml, "
                                         f"or {PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
             elif _text_problem(value):
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{_text_problem(value)} (hub {name})",
@@ -404,7 +460,7 @@ def runtime_problems(config: StackConfig, stack: str) -> list[Problem]:
 
 def secret_fix_for(stack: str, hub: str, name: str) -> str:
     """The command that sets one hub secret (from a file, so a value with line breaks stays whole)."""
-    return (f"{PULUMI_CLI} config set --stack {stack} --secret --path '{NAMESPACE}:{HUB_SECRETS}.{hub}.{name}' "
+    return (f"{PULUMI_CLI} config set --stack {stack} --secret --path '{NAMESPACE}:{HUB_SECRETS}{member(hub)}{member(name)}' "
             "<value>  (or < <file> for a value with line breaks)")
 
 
@@ -424,22 +480,25 @@ def secret_problems(config: StackConfig, stack: str, value: Any, is_secret: bool
     for name, found in values.items():
         hub = hubs.get(name)
         if hub is None:
-            problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}.{name}", "names no hub in workhub:hubs",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{HUB_SECRETS}.{name}'"))
+            problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}{member(name)}", "names no hub in workhub:hubs",
+                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{HUB_SECRETS}{member(name)}'"))
             continue
         if not isinstance(found, Mapping):
-            problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}.{name}", "must map secret names to their values",
+            problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}{member(name)}", "must map secret names to their values",
                                     secret_fix_for(stack, name, "<NAME>")))
             continue
         index = config.hubs.index(hub)
         for key, secret in found.items():
-            path = f"{HUB_SECRETS}.{name}.{key}"
+            path = f"{HUB_SECRETS}{member(name)}{member(key)}"
             if key not in hub.secrets:
-                problems.append(Problem(f"{NAMESPACE}:{path}", f"{key} is not declared in workhub:hubs[{index}]."
-                                        f"secrets (hub {name})", f"add {key} to secrets of the hub in Pulumi.yaml, "
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{quoted(key)} is not declared in workhub:hubs[{index}]."
+                                        f"secrets (hub {name})", f"add {quoted(key)} to secrets of the hub in Pulumi.yaml, "
                                         f"or {PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
             elif not isinstance(secret, str):
                 problems.append(Problem(f"{NAMESPACE}:{path}", "must be text", secret_fix_for(stack, name, key)))
+            elif not secret.strip():
+                problems.append(Problem(f"{NAMESPACE}:{path}", "is empty (or only white space): the hub would get "
+                                        "no secret", secret_fix_for(stack, name, key)))
             elif "\0" in secret:
                 problems.append(Problem(f"{NAMESPACE}:{path}", "holds a NUL character, which neither an "
                                         "environment variable nor the file a secret becomes can carry here",

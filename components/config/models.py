@@ -9,6 +9,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import urllib.parse
 from typing import Annotated, Any, Optional
 
 from docker_image.reference import InvalidReference, Reference
@@ -27,6 +28,32 @@ PRODUCTION_STACK = "production"
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _HOST_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*$")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _split_port(address: str) -> tuple[str, str]:
+    """`host:5000` -> (host, 5000); without a port (an IPv6 address too) -> (address, "")."""
+    head, colon, tail = address.rpartition(":")
+    return (head, tail) if colon and tail.isdigit() and not head.endswith(":") else (address, "")
+
+
+def endpoint_problem(address: str) -> Optional[str]:
+    """Why `address` (host, or host:port) reaches nothing although its form passes: a port outside
+    1 to 65535, or digits and dots that are no IPv4 address (a resolver reads 10.5 as 10.0.0.5 and
+    looks 10.0.0.300 up as a name); None when neither."""
+    host, port = _split_port(address)
+    if port and not 1 <= int(port) <= 65535:
+        return f"its port {port} is outside 1 to 65535"
+    if re.fullmatch(r"[0-9.]+", host) and not _is_ip(host):
+        return f"{host} is not an IPv4 address (four numbers from 0 to 255)"
+    return None
 
 
 def _no_bool(value: Any) -> Any:
@@ -53,7 +80,7 @@ class _Section(BaseModel):
 class HostConfig(_Section):
     """The build host: where images are built and hubs run, reached over SSH."""
 
-    address: str = Field(description="DNS name or IP address of the host.")
+    address: str = Field(description="DNS name or IP address of the host (without the port: that is port).")
     user: str = Field(description="SSH user; it must be allowed to use Docker.")
     port: Int = Field(22, ge=1, le=65535, description="SSH port.")
     host_key: str = Field(
@@ -83,6 +110,12 @@ class HostConfig(_Section):
     def _address(cls, value: str) -> str:
         if not _HOSTNAME.fullmatch(value):
             raise ValueError("must be a DNS name or an IP address (letters, digits, '.', ':', '-')")
+        if ":" in value and not _is_ip(value):
+            raise ValueError(f"holds ':', which only an IPv6 address has: SSH would look up {value!r} as a host "
+                             "name; the SSH port is a setting of its own (address: 10.0.0.5, port: 2222)")
+        problem = endpoint_problem(value)
+        if problem:
+            raise ValueError(f"must be a DNS name or an IP address; {problem}")
         return value
 
     @field_validator("user")
@@ -156,18 +189,31 @@ RESERVED_BUILD_ARGS = (
 )
 
 
+# The largest whole number a config value carries exactly: Pulumi passes config on as JSON numbers
+# (64-bit floats), so a longer one arrives with other digits.
+EXACT_INT = 2 ** 53
+
+
 def _env_text(value: Any) -> Any:
-    """A setting's value as the container sees it: text, with YAML's true/false and numbers spelled
-    the way they were written (true, 3, 1.5), never Python's (True)."""
+    """A setting's value as the container sees it: text, with YAML's true/false and whole numbers
+    spelled as YAML reads them (true, 3), never Python's (True). A YAML number with a fraction or
+    an exponent is refused: it reaches the container as YAML reads it (1.10 as 1.1), not as written."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
+    if isinstance(value, float):
+        raise ValueError(f"is a YAML number, read as {json.dumps(value)} whatever digits were written (1.10 "
+                         "reads as 1.1); put the value in quotes, such as '1.10'")
+    if isinstance(value, int) and abs(value) > EXACT_INT:
+        raise ValueError(f"is a YAML number too long to arrive exactly (it is read as {value}); put the value in "
+                         "quotes")
+    if isinstance(value, int):
+        return str(value)
     return value
 
 
 EnvValue = Annotated[StrictStr, BeforeValidator(_env_text)]
-"""A run-time setting's value: text, or a YAML number or boolean (taken as written)."""
+"""A run-time setting's value: text, a whole YAML number or a YAML boolean (as YAML reads them); a
+number with a fraction is refused (it would not reach the container as written)."""
 
 
 def image_reference_problem(value: str) -> Optional[str]:
@@ -178,10 +224,11 @@ def image_reference_problem(value: str) -> Optional[str]:
     if not value or any(ch.isspace() or not ch.isprintable() for ch in value):
         return "has a space, a line break or a control character"
     try:
-        Reference.parse(value)
+        registry, _ = Reference.parse(value).split_hostname()
     except InvalidReference as error:
         return str(error)
-    return None
+    problem = endpoint_problem(registry) if registry else None
+    return f"registry {registry}: {problem}" if problem else None
 
 
 def _image(rule: str) -> Any:
@@ -215,7 +262,7 @@ class Hub(_Section):
     dockerfile: str = Field("Dockerfile", description="Dockerfile path, relative to the context.")
     port: Int = Field(ge=1, le=65535, description="The container's PORT: the same in every stack.")
     health_path: str = Field("/health", alias="healthPath", description="Answers 200 when the hub is up.")
-    build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs", json_schema_extra={"keys": "NAME"},
+    build_args: dict[str, EnvValue] = Field(default_factory=dict, alias="buildArgs", json_schema_extra={"keys": "NAME"},
                                        description="Extra build args: NAME -> value (not one workhub sets itself).")
     build_mode: str = Field(
         "remote", alias="buildMode", json_schema_extra={"values": BUILD_MODES},
@@ -224,7 +271,8 @@ class Hub(_Section):
     )
     env: dict[str, EnvValue] = Field(
         default_factory=dict, json_schema_extra={"keys": "NAME"},
-        description="Plain run-time settings, the same in every stack: NAME -> value (a stack may not change them).",
+        description="Plain run-time settings, the same in every stack: NAME -> value (a stack may not change them). "
+                    "Quote a value YAML would read as a number other than as written: '1.10', not 1.10 (1.1).",
     )
     stack_env: list[str] = Field(
         default_factory=list, alias="stackEnv",
@@ -237,7 +285,8 @@ class Hub(_Section):
     )
     volumes: dict[str, str] = Field(
         default_factory=dict, json_schema_extra={"keys": "name"},
-        description="Named volumes: name -> path in the container; kept across deploys and destroy.",
+        description="Named volumes: name -> path in the container, mounted read-write (a mode such as :ro is "
+                    "refused); kept across deploys and destroy.",
     )
     port_env: Optional[str] = Field(
         None, alias="portEnv", description="Another variable the app reads its port from (PORT is always set).",
@@ -401,7 +450,7 @@ class DeploySettings(_Section):
     health_timeout_seconds: Int = Field(
         60, alias="healthTimeoutSeconds", ge=1, le=3600,
         description="How long a new container has to answer its health path; it gets no traffic until then, "
-                    "and is removed if it does not.",
+                    "and is removed if it does not. More than healthyPasses x healthIntervalMs.",
     )
     healthy_passes: Int = Field(
         3, alias="healthyPasses", ge=1, le=100,
@@ -444,6 +493,14 @@ class RegistryConfig(_Section):
 
     _server = field_validator("server")(_matches(_SERVER, "must be a registry host[:port] such as registry.example.com "
                                                           "or 127.0.0.1:5000 (no scheme, no path)"))
+
+    @field_validator("server")
+    @classmethod
+    def _server_endpoint(cls, value: str) -> str:
+        problem = endpoint_problem(value)
+        if problem:
+            raise ValueError(f"must be a registry host[:port] that can be reached; {problem}")
+        return value
     _repository = field_validator("repository")(_matches(_REPOSITORY, "must be a lower-case repository path such as "
                                                                       "workhub or team/workhub"))
     _username = field_validator("username")(_matches(re.compile(r"^[A-Za-z0-9._@+-]+$"),
@@ -477,7 +534,8 @@ class SwarmNode(_Section):
     """One node of the Swarm, reached over SSH with a pinned host key."""
 
     name: str = Field(description="The node's host name, as `docker node ls` shows it.")
-    address: str = Field(description="DNS name or IP address the other nodes and workhub reach it at.")
+    address: str = Field(description="DNS name or IP address the other nodes and workhub reach it at; one node's "
+                                     "alone.")
     port: Int = Field(22, ge=1, le=65535, description="SSH port.")
     host_key: str = Field(alias="hostKey", description="The node's SSH host key, `<type> <base64>`.")
     labels: NodeLabels = Field(default_factory=NodeLabels, description="What the node is for: serve, build, data.")
@@ -589,7 +647,7 @@ class StackConfig(_Section):
     env: dict[str, dict[str, EnvValue]] = Field(
         default_factory=dict, json_schema_extra={"keys": "hub.NAME"},
         description="This stack's values of the settings a hub lists in stackEnv: hub -> NAME -> value; required "
-                    "for each stackEnv name.",
+                    "for each stackEnv name. Quoted as in hubs[].env.",
     )
     proxy_image: str = Field(
         DEFAULT_PROXY_IMAGE, alias="proxyImage",
@@ -621,6 +679,14 @@ class StackConfig(_Section):
         _matches(_PATH, "must be a path without control characters", allow_parent=True)
     )
     _registry = field_validator("npm_registry")(_matches(_URL, "must be an http(s) URL such as http://127.0.0.1:4873/"))
+
+    @field_validator("npm_registry")
+    @classmethod
+    def _registry_endpoint(cls, value: Optional[str]) -> Optional[str]:
+        problem = endpoint_problem(urllib.parse.urlsplit(value).netloc) if value else None
+        if problem:
+            raise ValueError(f"must be an http(s) URL that can be reached; {problem}")
+        return value
     _publish = field_validator("publish_address")(classmethod(_ip_address))
 
     _promote = field_validator("promote_from")(
@@ -643,7 +709,7 @@ class StackConfig(_Section):
         for name, image in value.items():
             problem = image_reference_problem(image)
             if problem:
-                raise ValueError(f"{name}: {image!r} is not an image reference such as "
+                raise ValueError(f"{quoted(name)}: {image!r} is not an image reference such as "
                                  f"wbsaleshub:production-0123456789ab ({problem})")
         return value
 
@@ -701,11 +767,26 @@ FILE_SUFFIX = "_FILE"
 """A secret with a line break reaches the container as a file, named by <NAME>_FILE."""
 
 
+def quoted(name: str) -> str:
+    """A name from the config as a message shows it: as it is, or JSON-quoted when it is empty or holds a
+    line break, another character that is not printable, or one of . [ ] " (which would break the
+    message's shape or its key path)."""
+    plain = name.isprintable() and name and not any(char in '.[]"' for char in name)
+    return name if plain else json.dumps(name)
+
+
+def member(name: str) -> str:
+    """A name from the config as the next step of a key path: `.name`, or `["name"]` (as `pulumi config
+    --path` reads a quoted step) when it needs quotes."""
+    shown = quoted(name)
+    return f".{name}" if shown == name else f"[{shown}]"
+
+
 def hub_names(hub: Hub) -> list[tuple[str, str]]:
     """Every variable a hub declares, with the key it is declared at: env, stackEnv, secrets, portEnv."""
-    names = [(f"env.{name}", name) for name in hub.env]
+    names = [(f"env{member(name)}", name) for name in hub.env]
     names += [(f"stackEnv[{i}]", name) for i, name in enumerate(hub.stack_env)]
     names += [(f"secrets[{i}]", name) for i, name in enumerate(hub.secrets)]
-    if hub.port_env:
+    if hub.port_env is not None:
         names.append(("portEnv", hub.port_env))
     return names

@@ -27,7 +27,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Mapping, Optional
 
-from components.config.models import NAMESPACE, StackConfig, SwarmNode, built_hubs
+from components.config.models import NAMESPACE, StackConfig, SwarmNode, built_hubs, member, quoted
 from components.config.checks import Problem, fix_for
 from components.constants import PULUMI_CLI
 
@@ -36,6 +36,15 @@ SERVICES = ("proxy", "publish")
 # The ports Swarm's nodes use between them: no hub may take one of them as its host port.
 SWARM_PORTS = {2377: "Swarm's cluster management (2377/tcp)", 7946: "Swarm's node gossip (7946/tcp+udp)",
                4789: "Swarm's overlay network traffic (VXLAN, 4789/udp)"}
+
+
+def _same_address(address: str) -> str:
+    """`address` as two spellings of one address compare: an IP address in its short form, a name in lower case."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address.lower().rstrip(".")
+
 
 def derive_host(values: Mapping[str, Any], stack: str) -> tuple[dict[str, Any], list[Problem]]:
     """The config values with `host` made from the Swarm's build node (or first manager), when the
@@ -106,18 +115,27 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
     problems: list[Problem] = []
     key = f"{NAMESPACE}:swarm"
     names: dict[str, int] = {}
+    addresses: dict[str, int] = {}
     for index, node in enumerate(swarm.nodes):
         if node.name in names:
             problems.append(Problem(f"{key}.nodes[{index}].name", f"{node.name} is also swarm.nodes[{names[node.name]}]",
                                     fix_for(f"swarm.nodes[{index}].name", stack)))
         names.setdefault(node.name, index)
+        address = _same_address(node.address)
+        if address in addresses:
+            other = swarm.nodes[addresses[address]]
+            problems.append(Problem(f"{key}.nodes[{index}].address", f"{node.address} is also the address of "
+                                    f"swarm.nodes[{addresses[address]}] ({other.name}): each node is a host of its "
+                                    "own, which the other nodes and workhub reach at its address",
+                                    fix_for(f"swarm.nodes[{index}].address", stack)))
+        addresses.setdefault(address, index)
     if not swarm.managers:
         problems.append(Problem(f"{key}.managers", "names no node; a Swarm needs at least one manager",
                                 f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:swarm.managers[0]' <node name>"))
     for index, name in enumerate(swarm.managers):
         if name not in names:
-            problems.append(Problem(f"{key}.managers[{index}]", f"{name} is not a node in workhub:swarm.nodes",
-                                    f"add a node named {name} to workhub:swarm.nodes, or {PULUMI_CLI} config set --stack "
+            problems.append(Problem(f"{key}.managers[{index}]", f"{quoted(name)} is not a node in workhub:swarm.nodes",
+                                    f"add a node named {quoted(name)} to workhub:swarm.nodes, or {PULUMI_CLI} config set --stack "
                                     f"{stack} --path '{NAMESPACE}:swarm.managers[{index}]' <node name>"))
         elif swarm.managers.index(name) != index:
             problems.append(Problem(f"{key}.managers[{index}]", f"{name} is named twice",
@@ -160,7 +178,7 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
             path = f"swarm.nodes[{index}].labels.data[{position}]"
             rm = f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"
             if name not in hubs:
-                problems.append(Problem(f"{NAMESPACE}:{path}", f"{name} names no hub in workhub:hubs", rm))
+                problems.append(Problem(f"{NAMESPACE}:{path}", f"{quoted(name)} names no hub in workhub:hubs", rm))
             elif not hubs[name].volumes:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"hub {name} has no volumes to keep here", rm))
             elif name in holders:
@@ -174,7 +192,7 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                     f"{PULUMI_CLI} config set --stack {stack} --path "
                                     f"'{NAMESPACE}:swarm.nodes[<n>].labels.data[0]' {name}"))
     for name, settings in swarm.hubs.items():
-        path = f"swarm.hubs.{name}"
+        path = f"swarm.hubs{member(name)}"
         if name not in hubs:
             problems.append(Problem(f"{NAMESPACE}:{path}", "names no hub in workhub:hubs",
                                     f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
@@ -186,22 +204,23 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
                                     "move the hub's data to a service of its own (a database) and remove its "
                                     "volumes from workhub:hubs in Pulumi.yaml"))
     for name, port in config.host_ports.items():
+        at = f"{NAMESPACE}:hostPorts{member(name)}"
         if port < 1024 and port != config.host.port and all(port != node.port for node in swarm.nodes):
-            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is below 1024: on a Swarm the publish "
+            problems.append(Problem(at, f"port {port} is below 1024: on a Swarm the publish "
                                     "relay binds it in the node's own network namespace as the proxy image's user "
                                     "(not root), which may only bind ports from 1024 up",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{at}' "
                                     "<a free port from 1024 up>; a web server on 80/443 fronts it (docs/deploys.md, \"Behind a "
                                     "web server with TLS\")"))
         if port in SWARM_PORTS:
-            problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is {SWARM_PORTS[port]}",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+            problems.append(Problem(at, f"port {port} is {SWARM_PORTS[port]}",
+                                    f"{PULUMI_CLI} config set --stack {stack} --path '{at}' "
                                     "<a free port>"))
         # The stack's host (the build node) has its SSH port checked by the single-host rules.
         for index, node in enumerate(swarm.nodes if port != config.host.port else []):
             if port == node.port:
-                problems.append(Problem(f"{NAMESPACE}:hostPorts.{name}", f"port {port} is the SSH port of node "
+                problems.append(Problem(at, f"port {port} is the SSH port of node "
                                         f"{node.name} (swarm.nodes[{index}].port)",
-                                        f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{name}' "
+                                        f"{PULUMI_CLI} config set --stack {stack} --path '{at}' "
                                         "<a free port>"))
     return problems

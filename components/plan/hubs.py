@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from components.config.models import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, StackConfig
+from components.config.models import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, StackConfig, member
 from components.config.checks import Problem, fix_for, secret_fix_for
 from components.plan.dockerfile import retry_secret
 from components.plan.context import DockerignoreError, build_files, content_hash, context_files, read_rules
@@ -203,7 +203,7 @@ def plain_secret_problems(values: dict[str, Any], stack: str) -> list[Problem]:
     for hub, secrets in (found.items() if isinstance(found, dict) else []):
         for name, value in (secrets.items() if isinstance(secrets, dict) else []):
             if not (isinstance(value, dict) and set(value) == {"secure"}):
-                problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}.{hub}.{name}",
+                problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}{member(hub)}{member(name)}",
                                         f"is stored in plain text in Pulumi.{stack}.yaml; it must be a secret",
                                         secret_fix_for(stack, hub, name)))
     return problems

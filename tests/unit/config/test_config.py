@@ -89,6 +89,12 @@ def test_plaintext_private_key_is_rejected():
     [
         ("address", "host; rm -rf /", "must be a DNS name or an IP address"),
         ("address", "$(reboot)", "must be a DNS name or an IP address"),
+        ("address", "10.0.0.5:2222", "holds ':', which only an IPv6 address has: SSH would look up '10.0.0.5:2222' "
+                                     "as a host name; the SSH port is a setting of its own"),
+        ("address", "build.example.test:22", "holds ':', which only an IPv6 address has"),
+        ("address", "10.0.0.300", "must be a DNS name or an IP address; 10.0.0.300 is not an IPv4 address (four "
+                                  "numbers from 0 to 255)"),
+        ("address", "10.5", "10.5 is not an IPv4 address"),
         ("user", "deploy user", "must be a POSIX user name"),
         ("port", 70000, "less than or equal to 65535"),
         ("hostKey", "not a key", "must be one public key line"),
@@ -103,6 +109,13 @@ def test_bad_host_values(key, value, message):
     assert found.startswith(f"workhub:host.{key}: ")
     assert message in found
     assert f"--path 'workhub:host.{key}'" in found
+
+
+@pytest.mark.parametrize("address", ["fe80::1", "2001:db8::5", "10.0.0.5", "build.example.test"])
+def test_host_addresses_ssh_reads_as_written_are_accepted(address):
+    raw = valid()
+    raw["host"]["address"] = address
+    assert parse(raw).host.address == address
 
 
 def test_numbers_given_as_text_are_accepted():
@@ -216,6 +229,18 @@ def test_build_settings_cross_check():
     assert parse(with_hubs(build={"installTries": 4, "installMaxTries": 4})).build.install_max_tries == 4
 
 
+def test_health_passes_that_cannot_fit_in_the_health_timeout_are_refused():
+    """A new container misses its first probe: passes x interval at or beyond the timeout fails every deploy."""
+    (found,) = problems(with_hubs(deploy={"healthTimeoutSeconds": 30, "healthyPasses": 10, "healthIntervalMs": 3000}))
+    assert found == (
+        "workhub:deploy.healthTimeoutSeconds: 30 s is not more than healthyPasses x healthIntervalMs (10 x 3000 ms = "
+        "30 s): a new container misses the probe made as it starts, so its answers in a row end that long after at "
+        "the earliest, and every deploy would fail\n"
+        "    fix: raise workhub:deploy.healthTimeoutSeconds above 30, or lower healthyPasses or healthIntervalMs, in "
+        "the config: section of Pulumi.yaml")
+    assert parse(with_hubs(deploy={"healthTimeoutSeconds": 31, "healthyPasses": 10, "healthIntervalMs": 3000}))
+
+
 # --- registry mode ------------------------------------------------------------------------------
 
 def registry_stack(**registry) -> dict:
@@ -257,6 +282,12 @@ def test_registry_hubs_need_a_registry_unless_the_stack_builds_nothing():
 @pytest.mark.parametrize("field, value, message", [
     ("server", "https://registry.example.test", "must be a registry host[:port]"),
     ("server", "registry.example.test/team", "must be a registry host[:port]"),
+    ("server", "registry.example.test:99999", "must be a registry host[:port] that can be reached; its port 99999 is "
+                                              "outside 1 to 65535"),
+    ("server", "registry.example.test:0", "must be a registry host[:port] that can be reached; its port 0 is "
+                                          "outside 1 to 65535"),
+    ("server", "10.0.0.300:5000", "must be a registry host[:port] that can be reached; 10.0.0.300 is not an IPv4 "
+                                  "address (four numbers from 0 to 255)"),
     ("repository", "Team/WorkHub", "must be a lower-case repository path"),
     ("platform", "windows/amd64", "must be a Linux platform"),
     ("username", "ci user", "must be a user name"),
@@ -277,6 +308,10 @@ def test_registry_login_needs_its_password_as_a_secret():
     (found,) = problems(plain)
     assert found.startswith("workhub:registryPassword: is stored in plain text; it must be a secret")
     assert parse(plain, secret_keys=secrets).registry.username == "ci"
+    empty = {**registry_stack(server="127.0.0.1:5000", username="ci"), "registryPassword": ""}
+    assert problems(empty, secret_keys=secrets) == [missing.replace("is not set, but workhub:registry.username (ci) "
+                                                                    "is", "is empty (or only white space): the "
+                                                                    "registry login would fail")]
     orphan = {**registry_stack(server="127.0.0.1:5000"), "registryPassword": "hunter22"}
     (found,) = problems(orphan, secret_keys=secrets)
     assert found.startswith("workhub:registryPassword: is set, but workhub:registry.username is not")
@@ -316,6 +351,14 @@ def test_sizes_have_an_upper_bound_the_hosts_shell_can_compare():
     assert all("less than or equal to 16777216" in line and "Pulumi.yaml" in line for line in found)
 
 
+@pytest.mark.parametrize("url, problem", [("http://127.0.0.1:99999/", "its port 99999 is outside 1 to 65535"),
+                                          ("http://10.0.0.300:4873/", "10.0.0.300 is not an IPv4 address")])
+def test_an_npm_registry_url_names_a_reachable_port_and_address(url, problem):
+    (found,) = problems({**valid(), "npmRegistry": url})
+    assert found.startswith(f"workhub:npmRegistry: must be an http(s) URL that can be reached; {problem}")
+    assert parse({**valid(), "npmRegistry": "http://[::1]:4873/"}).npm_registry == "http://[::1]:4873/"
+
+
 @pytest.mark.parametrize("key, value", [("host", {"user": "deploy\n"}), ("baseImage", "node:20\n"),
                                         ("npmRegistry", "http://127.0.0.1:4873/\n"), ("promoteFrom", "staging\n")])
 def test_text_ending_in_a_line_break_is_refused(key, value):
@@ -342,7 +385,9 @@ def test_image_references_docker_accepts_are_accepted(key, image):
 
 @pytest.mark.parametrize("image, why", [("Node:20", "lowercase"), ("node:", "invalid reference format"),
                                         ("node:20 ", "a space"), ("-node", "invalid reference format"),
-                                        ("a" * 256, "more than 255"), ("node@sha256:abc", "invalid")])
+                                        ("a" * 256, "more than 255"), ("node@sha256:abc", "invalid"),
+                                        ("registry.example:99999/node:24", "registry registry.example:99999: its "
+                                                                           "port 99999 is outside 1 to 65535")])
 def test_image_references_docker_refuses_are_refused_saying_why(image, why):
     raw = valid()
     raw["proxyImage"] = image
@@ -437,6 +482,8 @@ def test_the_webhook_is_https_or_plain_http_to_loopback(url):
     ("hooks.example.test/tok3n", "is not a URL with a host"),
     ("https:///tok3n", "is not a URL with a host"),
     ("https://[not-an-address/tok3n", "is not a URL"),
+    ("https://hooks.example.test:99999/tok3n", "names a port outside 1 to 65535; it must be an https URL"),
+    ("https://hooks.example.test:0/tok3n", "names a port outside 1 to 65535"),
 ])
 def test_a_webhook_that_is_not_https_is_refused_without_its_url(url, reason):
     """The problem names the key, says why and how to fix it, and never repeats the URL: it is a

@@ -82,15 +82,33 @@ def test_settings_secrets_and_volumes_parse():
      "workhub:hubs[0].secrets[0]: TOKEN is also declared at hubs[0].env.TOKEN (hub wbsaleshub); a variable has "
      "one source\n"
      "    fix: correct workhub:hubs[0].secrets[0] in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"portEnv": ""},
+     "workhub:hubs[0].portEnv: is empty, so it names no variable and would be ignored (hub wbsaleshub)\n"
+     "    fix: set workhub:hubs[0].portEnv in Pulumi.yaml to the variable's name, or remove it"),
     ({"env": {"GREETING": "two\nlines"}},
      "workhub:hubs[0].env.GREETING: holds a line break, which a plain setting cannot carry (one line each in the "
      "container's env file); make it a secret, which reaches the container as a file when it has line breaks "
      "(hub wbsaleshub)\n"
      "    fix: correct workhub:hubs[0].env.GREETING in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"env": {"APP_VERSION": 1.1}},
+     "workhub:hubs[0].env.APP_VERSION: is a YAML number, read as 1.1 whatever digits were written (1.10 reads as "
+     "1.1); put the value in quotes, such as '1.10' (hub wbsaleshub)\n"
+     "    fix: correct workhub:hubs[0].env.APP_VERSION in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"buildArgs": {"BUILD_ID": 12345678901234567000}},
+     "workhub:hubs[0].buildArgs.BUILD_ID: is a YAML number too long to arrive exactly (it is read as "
+     "12345678901234567000); put the value in quotes (hub wbsaleshub)\n"
+     "    fix: correct workhub:hubs[0].buildArgs.BUILD_ID in the config: section of Pulumi.yaml (one value for every "
+     "stack)"),
     ({"volumes": {"data": "app/data"}},
      "workhub:hubs[0].volumes.data: 'app/data' is not a directory in the container: an absolute path such as "
      "/app/data, not / and without '..' or line breaks (hub wbsaleshub)\n"
      "    fix: correct workhub:hubs[0].volumes.data in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"volumes": {"data": "/app/data:ro"}},
+     "workhub:hubs[0].volumes.data: '/app/data:ro' ends in Docker's mount option ':ro', which a volume's path here "
+     "does not take: the container would get a read-write volume at the directory '/app/data:ro', not at "
+     "'/app/data' (hub wbsaleshub)\n"
+     "    fix: write the path without ':ro' in workhub:hubs[0].volumes.data in Pulumi.yaml; a hub's volumes are "
+     "read-write"),
     ({"volumes": {"Data Dir": "/app/data"}},
      "workhub:hubs[0].volumes.Data Dir: 'Data Dir' is not a volume name (lower-case letters, digits, '_', '.', '-', "
      "at most 48; hub wbsaleshub)\n"
@@ -110,11 +128,51 @@ def test_volume_paths_docker_would_refuse_or_misplace_are_refused(target):
     assert found.startswith("workhub:hubs[0].volumes.data: ") and "is not a directory in the container" in found
 
 
+@pytest.mark.parametrize("target, option", [("/app/data:rw", "rw"), ("/app/data:ro,z", "ro,z"),
+                                            ("/app/data:nocopy", "nocopy"), ("/app/data/:Z", "Z")])
+def test_a_volume_path_ending_in_a_mount_option_is_refused(target, option):
+    (found,) = problems(raw({"volumes": {"data": target}}))
+    assert found.startswith(f"workhub:hubs[0].volumes.data: {target!r} ends in Docker's mount option ':{option}'")
+    assert parse(raw({"volumes": {"data": "/app/da:ta"}})).hubs[0].volumes == {"data": "/app/da:ta"}
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"hub": {"env": {"A\nB": "x"}}},
+     "workhub:hubs[0].env[\"A\\nB\"]: 'A\\nB' is not an environment variable name (letters, digits and '_', not "
+     "starting with a digit; hub wbsaleshub)\n"
+     "    fix: correct workhub:hubs[0].env[\"A\\nB\"] in the config: section of Pulumi.yaml (one value for every stack)"),
+    ({"hub": {"volumes": {"da\nta": "/app/data"}}}, "workhub:hubs[0].volumes[\"da\\nta\"]: 'da\\nta' is not a volume name"),
+    ({"hostPorts": {"wbsaleshub": 14091, "x\ny": 70000}}, "workhub:hostPorts[\"x\\ny\"]: Input should be less than"),
+    ({"env": {"wbsaleshub": {"X.Y": "1"}}}, "workhub:env.wbsaleshub[\"X.Y\"]: \"X.Y\" is not declared in "
+                                           "workhub:hubs[0].stackEnv (hub wbsaleshub)"),
+    ({"secrets": {"wbsaleshub": {"T\r": "y"}}}, "workhub:secrets.wbsaleshub[\"T\\r\"]: \"T\\r\" is not declared"),
+    ({"hub": {"adr\ness": 1}}, "workhub:hubs[0][\"adr\\ness\"]: is not a known setting (hub wbsaleshub)"),
+])
+def test_a_name_with_a_line_break_is_quoted_in_the_key_and_the_fix(changes, expected):
+    """A name that would break a problem's two lines (or its key path) is shown JSON-quoted, as
+    `pulumi config --path` reads a quoted step: hubs[0].env["A\\nB"]."""
+    config = raw(changes.pop("hub", None), **changes)
+    found = problems(config)
+    assert found[0].startswith(expected), found
+    assert all(len(line.splitlines()) == 2 for line in found), found
+
+
 def test_a_secret_and_its_file_variable_cannot_both_be_declared():
     """A secret with a line break becomes <NAME>_FILE; a setting of that name would hide it."""
     (found,) = problems(raw({"secrets": ["TLS_KEY"], "env": {"TLS_KEY_FILE": "/x"}},
                             secrets={"wbsaleshub": {"TLS_KEY": "k"}}))
     assert found.startswith("workhub:hubs[0].env.TLS_KEY_FILE: TLS_KEY_FILE is where secret TLS_KEY is named")
+
+
+def test_a_stack_value_written_as_a_yaml_fraction_asks_for_quotes():
+    """`1.10` would reach the container as 1.1; a whole number (as `config set --path` stores it) is text as read."""
+    found = problems(raw({"stackEnv": ["APP_VERSION"]}, env={"wbsaleshub": {"APP_VERSION": 1.1}}))
+    assert found == [
+        "workhub:env.wbsaleshub.APP_VERSION: is a YAML number, read as 1.1 whatever digits were written (1.10 reads "
+        "as 1.1); put the value in quotes, such as '1.10'\n"
+        "    fix: scripts/workhub pulumi config set --stack staging --path 'workhub:env.wbsaleshub.APP_VERSION' <value>"]
+    config = parse(raw({"stackEnv": ["WORKERS"], "buildArgs": {"NODE_MAJOR": 20}}, env={"wbsaleshub": {"WORKERS": 3}}))
+    assert config.env["wbsaleshub"]["WORKERS"] == "3" and config.hubs[0].build_args == {"NODE_MAJOR": "20"}
 
 
 def test_stack_values_must_be_declared_and_never_override_pulumi_yaml():
@@ -154,6 +212,14 @@ def test_every_declared_secret_is_set_as_a_secret_and_nothing_else_is():
         "workhub:secrets.wbsaleshub.N: N is not declared in workhub:hubs[0].secrets (hub wbsaleshub)",
         "workhub:secrets.nohub: names no hub in workhub:hubs",
     ]
+
+
+@pytest.mark.parametrize("value", ["", " \n"])
+def test_an_empty_secret_is_refused(value):
+    assert problems(raw({"secrets": ["S"]}, secrets={"wbsaleshub": {"S": value}})) == [
+        "workhub:secrets.wbsaleshub.S: is empty (or only white space): the hub would get no secret\n"
+        "    fix: scripts/workhub pulumi config set --stack staging --secret --path 'workhub:secrets.wbsaleshub.S' "
+        "<value>  (or < <file> for a value with line breaks)"]
 
 
 def test_one_secret_set_without_secret_in_the_stack_file_is_refused():
@@ -277,7 +343,7 @@ any_text = st.text(st.characters(exclude_characters="\0", codec="utf-8"), max_si
 
 
 @settings(max_examples=60, deadline=None)
-@given(env=st.dictionaries(env_names, one_line, max_size=5), secret=any_text)
+@given(env=st.dictionaries(env_names, one_line, max_size=5), secret=any_text.filter(str.strip))
 def test_any_accepted_value_reaches_the_env_file_as_it_is(env, secret):
     """For any settings and secret the config accepts: the rendered deploy script is valid bash, and the
     env file it writes holds each value literally, one `NAME=value` line each (Compose's raw format)."""

@@ -111,8 +111,16 @@ def test_unknown_keys_in_the_section_are_refused():
     raw = swarm_stack()
     raw["swarm"]["manager"] = ["node1"]
     raw["swarm"]["nodes"][0]["labels"]["serving"] = True
+    raw["swarm"]["nodes"][1]["labelz"] = {}
+    raw["swarm"]["hubs"]["wbhubmanager"]["replica"] = 2
     found = problems(raw)
-    assert found[0].startswith("workhub:swarm.nodes[0].labels.serving: is not a known setting")
+    assert found[0] == ("workhub:swarm.nodes[0].labels.serving: is not a known setting\n    fix: remove it (scripts/workhub "
+                        "pulumi config rm --stack staging --path 'workhub:swarm.nodes[0].labels.serving'); known "
+                        "settings here: serve, build, data")
+    assert found[1].endswith("known settings here: name, address, port, hostKey, labels, publishAddress")
+    assert found[2].startswith("workhub:swarm.hubs.wbhubmanager.replica: is not a known setting")
+    assert found[2].endswith("known settings here: replicas, memoryMb")
+    del found[1:3]
     assert found[1].startswith("workhub:swarm.manager: is not a known setting\n    fix: remove it (scripts/workhub pulumi config rm "
                                "--stack staging --path 'workhub:swarm.manager'); known settings here: user, managers, "
                                "nodes, hubs, monitorSeconds, healthIntervalSeconds")
@@ -130,6 +138,24 @@ def test_managers_must_be_nodes_named_once():
     ]
     raw["swarm"]["managers"] = []
     assert problems(raw)[0].startswith("workhub:swarm.managers: names no node; a Swarm needs at least one manager")
+
+
+def test_node_addresses_are_unique():
+    """Two nodes at one address are one host (however the address is spelled)."""
+    raw = swarm_stack()
+    raw["swarm"]["nodes"][2]["address"] = "10.0.0.11"
+    assert problems(raw) == ["workhub:swarm.nodes[2].address: 10.0.0.11 is also the address of swarm.nodes[0] "
+                             "(node1): each node is a host of its own, which the other nodes and workhub reach at "
+                             "its address\n"
+                             "    fix: scripts/workhub pulumi config set --stack staging --path "
+                             "'workhub:swarm.nodes[2].address' <value>"]
+    raw["swarm"]["nodes"][0]["address"], raw["swarm"]["nodes"][1]["address"] = "Node1.Example.Test", "fe80::0:1"
+    raw["swarm"]["nodes"][1]["publishAddress"] = "10.0.0.12"
+    raw["swarm"]["nodes"][2]["address"] = "node1.example.test"
+    assert problems(raw)[0].startswith("workhub:swarm.nodes[2].address: node1.example.test is also the address of "
+                                       "swarm.nodes[0] (node1)")
+    raw["swarm"]["nodes"][2]["address"] = "fe80::1"
+    assert problems(raw)[0].startswith("workhub:swarm.nodes[2].address: fe80::1 is also the address of swarm.nodes[1]")
 
 
 def test_node_names_are_unique():

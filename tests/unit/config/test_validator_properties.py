@@ -110,6 +110,7 @@ def test_accepted_configs_render_inert_scripts_and_refused_ones_say_where_and_ho
         assert error.problems
         for problem in error.problems:
             assert problem.key.startswith("workhub:") and len(problem.key) > len("workhub:"), problem
+            assert len(str(problem).splitlines()) == 2, f"a value broke the problem's two lines: {problem!r}"
             assert problem.fix.strip(), problem
             assert any(word in problem.fix for word in ("pulumi config", "Pulumi.yaml", "check out")), problem
         return
@@ -131,7 +132,7 @@ free = st.one_of(st.sampled_from([h for h in HOSTILE if "\n" not in h]),
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(arg=free, setting=free, secret=st.one_of(free, st.sampled_from(HOSTILE)),
+@given(arg=free, setting=free, secret=st.one_of(free, st.sampled_from(HOSTILE)).filter(str.strip),
        context=st.one_of(st.sampled_from([h for h in HOSTILE if h.strip() and "\n" not in h]),
                          st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), min_size=1,
                                  max_size=20)),
