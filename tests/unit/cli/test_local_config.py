@@ -4,16 +4,11 @@ Through the path `scripts/workhub up` takes (engine.local_stack), with the real 
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.unit.cli.test_noop_fast_paths import local_project
 from workhub import engine as eng
 
-REPO = Path(__file__).resolve().parents[3]
 VALUES = {"workhub:host.address": "127.0.0.1", "workhub:host.port": "2222", "workhub:sourceRoot": "examples",
           "workhub:hostPorts.wbsaleshub": "24091", "workhub:hostPorts.wbfinhub": "24092",
           "workhub:env.wbsaleshub.PUBLIC_URL": "http://127.0.0.1:24091",
@@ -25,14 +20,7 @@ SECRETS = {"wbsaleshub": {"LEADS_API_TOKEN": "generated-leads-token"},
 @pytest.fixture
 def local(tmp_path, toolchain):
     """A local stack's project and state in tmp_path, and the test host's client key."""
-    work = tmp_path / "project"
-    work.mkdir()
-    shutil.copy(REPO / "Pulumi.yaml", work / "Pulumi.yaml")
-    engine = eng.local_engine(work_dir=work, state_dir=tmp_path / "state")
-    key = tmp_path / "client_key"
-    key.write_text(Ed25519PrivateKey.generate().private_bytes(  # a client key made at run time
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode())
-    return engine, {"private_key_path": str(key)}
+    return local_project(tmp_path)
 
 
 def _up(engine: eng.Engine, host: dict, values=VALUES, secrets=SECRETS) -> dict[str, str]:
