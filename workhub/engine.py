@@ -528,25 +528,90 @@ def _random_secret(name: str) -> str:
     return "-----BEGIN TEST KEY-----\n" + "\n".join(lines) + "\n-----END TEST KEY-----"
 
 
+# What reaches the test host `scripts/testhost.sh` started: set from it on every full `up`, whatever
+# was set by hand (the local commands that only connect check the first two against it).
+TEST_HOST_KEYS = ("workhub:host.port", "workhub:host.hostKey", f"workhub:{SSH_KEY}")
+
+
 def configure_local(engine: Engine, stack: auto.Stack, host: Mapping[str, Any], values: Mapping[str, str],
-                    hub_secrets: Optional[Mapping[str, Mapping[str, str]]] = None) -> None:
+                    hub_secrets: Optional[Mapping[str, Mapping[str, str]]] = None,
+                    say: Callable[[str], None] = print_err) -> None:
     """Point the local stack at the test host: the plain `values` (see local_config), then the
     test host's SSH key and the hubs' secrets (by default local_secrets' values) as secrets. The
-    config is read once and only what differs is set, so a no-op `up` runs no `config set`."""
-    current = flat_config(stack.get_all_config())
-    if any(current.get(key) != value for key, value in values.items()):
-        with private_files():
-            stack.set_all_config({key: auto.ConfigValue(value) for key, value in values.items()}, path=True)
-    private_key = Path(host["private_key_path"]).read_text()
-    # `pulumi config set` drops the last line break of a value read from stdin.
-    if current.get(f"workhub:{SSH_KEY}") != private_key.removesuffix("\n"):
-        engine.set_secret(stack.name, f"workhub:{SSH_KEY}", private_key)
+    config is read once and only what differs is set, so a no-op `up` runs no `config set`.
+
+    What workhub wrote is recorded (written_path): a value set by hand since (`scripts/workhub pulumi
+    config set`) is the user's and stays, until `config rm` gives the key back to workhub (but for
+    TEST_HOST_KEYS); a key workhub wrote and no longer makes (a hub or a value gone from Pulumi.yaml or
+    stacks/local.yaml) is removed, unless it too was set by hand. Both are said, by key, never by value."""
     if hub_secrets is None:
         hub_secrets = local_secrets(project_hubs(engine.work_dir), engine.state_dir)
-    for hub, named in hub_secrets.items():
-        for name, value in named.items():
-            if current.get(f"workhub:secrets.{hub}.{name}") != value:
-                engine.set_secret(stack.name, f"workhub:secrets.{hub}.{name}", value, path=True)
+    # `pulumi config set` drops the last line break of a value read from stdin.
+    secret = {f"workhub:{SSH_KEY}": Path(host["private_key_path"]).read_text().removesuffix("\n")}
+    secret.update({f"workhub:secrets.{hub}.{name}": value.removesuffix("\n")
+                   for hub, named in hub_secrets.items() for name, value in named.items()})
+    made = {**values, **secret}
+    current = flat_config(stack.get_all_config())
+    written = _read_written(engine, stack.name)
+
+    def by_hand(key: str) -> bool:
+        """Set since workhub last wrote it (nothing is known to be before the first record); the
+        test host's own keys always follow the test host."""
+        return (written is not None and key in current and key not in TEST_HOST_KEYS
+                and written.get(key) != _digest(current[key]))
+
+    own = sorted(key for key, value in made.items() if current.get(key, value) != value and by_hand(key))
+    stale = sorted(key for key in written or {} if key in current and key not in made and not by_hand(key))
+    for key in own:
+        say(f"workhub: stack {stack.name!r} keeps {key} as you set it (workhub's own value comes back after "
+            f"`scripts/workhub pulumi config rm --stack {stack.name} --path '{key}'`)")
+    if stale:
+        with private_files():
+            stack.remove_all_config(_removal_paths(stale, set(current) - set(stale)), path=True)
+        say(f"workhub: stack {stack.name!r}: removed {', '.join(stale)} "
+            "(no longer in Pulumi.yaml or stacks/local.yaml)")
+    plain = {key: value for key, value in values.items() if key not in own and current.get(key) != value}
+    if plain:
+        with private_files():
+            stack.set_all_config({key: auto.ConfigValue(value) for key, value in plain.items()}, path=True)
+    for key, value in secret.items():
+        if key not in own and current.get(key) != value:
+            engine.set_secret(stack.name, key, value, path=key != f"workhub:{SSH_KEY}")
+    with private_files():
+        path = written_path(engine, stack.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({key: _digest(value) for key, value in made.items()}, indent=1, sort_keys=True))
+
+
+def written_path(engine: Engine, name: str) -> Path:
+    """Where what workhub last wrote to stack `name`'s config is recorded: each key with a SHA-256 of
+    its value (the values themselves are in stacks/local.yaml and the state directory already)."""
+    return engine.state_dir / "config-fingerprints" / f"{name}.written.json"
+
+
+def _read_written(engine: Engine, name: str) -> Optional[dict[str, str]]:
+    path = written_path(engine, name)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _removal_paths(stale: list[str], kept: set[str]) -> list[str]:
+    """The `--path` keys that remove every key of `stale` and none of `kept`: the shortest path above
+    each that holds nothing kept, so no empty object is left behind (`workhub:env.<hub>` would be
+    refused as naming no hub)."""
+    paths: list[str] = []
+    for key in stale:
+        parts = key.split(".")
+        for length in range(1, len(parts) + 1):
+            path = ".".join(parts[:length])
+            if not any(other == path or other.startswith(path + ".") for other in kept):
+                break
+        if not any(path == done or path.startswith(done + ".") for done in paths):
+            paths = [done for done in paths if not done.startswith(path + ".")] + [path]
+    return paths
 
 
 def local_stack(engine: Engine, name: str, host: Mapping[str, Any], values: Mapping[str, str],
@@ -554,15 +619,17 @@ def local_stack(engine: Engine, name: str, host: Mapping[str, Any], values: Mapp
     """The local stack `name`, created if missing (with `create`; otherwise StackNotFoundError) and
     configured as configure_local does. When the
     config fingerprint kept beside the state says all of it was set already (same values, key,
-    secrets and passphrase, the stack's config file untouched since, its state still there), no CLI
-    runs at all; otherwise the full path runs and the fingerprint is written anew."""
+    secrets and passphrase, the stack's config file untouched since, its state still there, what
+    configure_local wrote recorded), no CLI runs at all; otherwise the full path runs and the
+    fingerprint is written anew."""
     if hub_secrets is None:
         hub_secrets = local_secrets(project_hubs(engine.work_dir), engine.state_dir)
     private_key = Path(host["private_key_path"]).read_text()
     wanted = config_fingerprint(engine, name, values, private_key, hub_secrets)
     kept = fingerprint_path(engine, name)
     record = _fingerprint_record(engine, name, wanted)
-    if record is not None and kept.is_file() and kept.read_text() == record:
+    if (record is not None and kept.is_file() and kept.read_text() == record
+            and written_path(engine, name).is_file()):
         return engine.known_stack(name)
     kept.unlink(missing_ok=True)
     stack = engine.stack(name, create=create)

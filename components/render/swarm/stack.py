@@ -54,6 +54,8 @@ NODE_ENV = "WORKHUB_NODE"
 LABEL_PREFIX = "workhub"
 # Docker's longest secret or config name.
 MAX_NAME = 64
+# How many hex digits of a SHA-256 stand for the part of a name cut to fit MAX_NAME.
+CUT_DIGITS = 12
 
 
 def namespace(stack: str) -> str:
@@ -66,10 +68,21 @@ def service_name(stack: str, hub: str) -> str:
     return f"{namespace(stack)}_{hub}"
 
 
+def versioned_name(what: str, version: str) -> str:
+    """A Docker secret's or config's name: `<what>-<version>`, at most MAX_NAME characters. A `what`
+    too long for that keeps its start and ends in a digest of the whole of it instead, so the name
+    stays unique and still ends in `version`: a name that fits is left as it is."""
+    room = MAX_NAME - len(version) - 1
+    if len(what) > room:
+        digest = hashlib.sha256(what.encode()).hexdigest()[:CUT_DIGITS]
+        what = f"{what[:room - CUT_DIGITS - 1]}-{digest}"
+    return f"{what}-{version}"
+
+
 def secret_name(stack: str, hub: str, name: str, fingerprint: str) -> str:
     """The Docker secret holding one value of a hub's secret: a new value, a new name (Docker's secrets
     cannot change), named by the keyed fingerprint of the value, never by the value."""
-    return f"{stack}-{hub}-{name}-{fingerprint[:12]}"[:MAX_NAME]
+    return versioned_name(f"{stack}-{hub}-{name}", fingerprint[:12])
 
 
 def node_labels(node: SwarmNode) -> dict[str, str]:
@@ -228,7 +241,7 @@ def publish_service(config: StackConfig, stack: str) -> dict[str, Any]:
 def proxy_config_name(stack: str, text: str, role: str = PROXY_SERVICE) -> str:
     """The Docker config holding the proxy's (or the publish relay's) config: versioned by its content
     (configs cannot change)."""
-    return f"{namespace(stack)}-{role}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return versioned_name(f"{namespace(stack)}-{role}", hashlib.sha256(text.encode()).hexdigest()[:12])
 
 
 PROXY_CONFIG_FILE = "haproxy.cfg"

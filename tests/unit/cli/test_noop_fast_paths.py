@@ -20,9 +20,8 @@ from workhub import locks
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture
-def local(tmp_path, toolchain, monkeypatch):
-    """A local stack's project and state in tmp_path, and a record of each full configure."""
+def local_project(tmp_path: Path) -> tuple[eng.Engine, dict]:
+    """A local stack's project and state in tmp_path, and the test host's client key."""
     work = tmp_path / "project"
     work.mkdir()
     shutil.copy(REPO / "Pulumi.yaml", work / "Pulumi.yaml")
@@ -30,11 +29,18 @@ def local(tmp_path, toolchain, monkeypatch):
     key = tmp_path / "client_key"
     key.write_text(Ed25519PrivateKey.generate().private_bytes(  # a client key made at run time
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode())
+    return engine, {"private_key_path": str(key)}
+
+
+@pytest.fixture
+def local(tmp_path, toolchain, monkeypatch):
+    """A local stack's project and state in tmp_path, and a record of each full configure."""
+    engine, host = local_project(tmp_path)
     full: list[dict] = []
     configure = eng.configure_local
     monkeypatch.setattr(eng, "configure_local", lambda engine, stack, host, values, secrets=None: (
         full.append(dict(values)), configure(engine, stack, host, values, secrets)))
-    return engine, {"private_key_path": str(key)}, full
+    return engine, host, full
 
 
 VALUES = {"workhub:host.address": "127.0.0.1", "workhub:host.port": "2222", "workhub:sourceRoot": "examples"}

@@ -2,15 +2,19 @@
 nodes' labels, rendered from the same hub data as one host's Compose files; golden files for the
 exact text, and the properties that keep requests and secret values safe."""
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from components.config.models import StackConfig, run_uid
 from components.config.parse import hub_secret_values, parse_stack_config
-from components.config.runtime import hub_runtime
+from components.config.runtime import fingerprint, hub_runtime
 from components.render.swarm.data import owners_script
 from components.render.swarm.stack import (node_labels, proxy_config, proxy_config_name, publish_config, secret_name,
                                            service_name, stack_file, task_slots)
@@ -148,6 +152,56 @@ def test_secrets_are_docker_secrets_by_versioned_name_never_values():
 def test_a_new_secret_value_is_a_new_secret_name():
     assert secret_name("staging", "wbhubmanager", "S", "a" * 16) != secret_name("staging", "wbhubmanager", "S", "b" * 16)
     assert len(secret_name("s" * 40, "h" * 31, "N" * 60, "f" * 16)) == 64
+
+
+# Docker's rule for a secret's or config's name (swarmkit's controlapi): at most 64 of these characters.
+DOCKER_NAME = re.compile(r"[a-zA-Z0-9]+(?:[a-zA-Z0-9-_.]*[a-zA-Z0-9])?")
+
+
+def test_a_name_that_fits_is_the_one_existing_stacks_made():
+    """Only names Docker's 64 characters would have cut change: a short one is what it always was."""
+    assert secret_name("staging", "wbhubmanager", "SESSION_SECRET", "0123456789abcdef") == \
+        "staging-wbhubmanager-SESSION_SECRET-0123456789ab"
+    fits = "s" * 10 + "-" + "h" * 31 + "-" + "N" * 8 + "-" + "f" * 12
+    assert len(fits) == 64 and secret_name("s" * 10, "h" * 31, "N" * 8, "f" * 16) == fits
+    assert proxy_config_name("staging", "x") == "workhub-staging-proxy-" + hashlib.sha256(b"x").hexdigest()[:12]
+
+
+def test_long_secret_names_stay_apart_and_change_with_their_value():
+    """Two long names of one hub sharing their first 64 characters are two secrets; a new value of a
+    long-named secret is a new name (so the deploy makes it rather than skipping it as present)."""
+    first, second = "DATABASE_CONNECTION_STRING_FOR_THE_REPORTING_REPLICA_" + "A", \
+        "DATABASE_CONNECTION_STRING_FOR_THE_REPORTING_REPLICA_" + "B"
+    names = {secret_name("staging", "wbhubmanager", name, fingerprint(STACK_KEY, "wbhubmanager", name, value))
+             for name in (first, second) for value in ("old", "new")}
+    assert len(names) == 4
+    assert all(len(name) == 64 and DOCKER_NAME.fullmatch(name) for name in names)
+
+
+def test_a_long_stack_names_proxy_configs_fit_docker():
+    long_stack = "a-rather-long-stack-name-for-the-reporting-team"
+    names = {proxy_config_name(long_stack, text, role) for text in ("a", "b") for role in ("proxy", "publish")}
+    assert len(names) == 4 and all(len(name) <= 64 and DOCKER_NAME.fullmatch(name) for name in names)
+
+
+_STACKS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}", fullmatch=True)
+_HUBS = st.from_regex(r"[a-z][a-z0-9-]{0,30}", fullmatch=True)
+_NAMES = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,90}", fullmatch=True)
+# A secret as (which of two hubs, the end of its name after a start all share, its value): names
+# that share their first characters, and one name with two values, come up often.
+_SECRETS = st.tuples(st.sampled_from([0, 1]), st.from_regex(r"[A-Z0-9_]{0,3}", fullmatch=True),
+                     st.sampled_from(["", "old", "new"]) | st.text(max_size=20))
+
+
+@settings(max_examples=300, deadline=None)
+@given(stack=_STACKS, hubs=st.tuples(_HUBS, _HUBS), start=_NAMES, one=_SECRETS, other=_SECRETS)
+def test_any_two_secrets_of_a_stack_get_two_valid_docker_names(stack, hubs, start, one, other):
+    """Whatever their length: distinct (hub, name, value) are distinct Docker secrets, each a name
+    Docker takes."""
+    secrets = [(hubs[hub], start + end, value) for hub, end, value in (one, other)]
+    made = [secret_name(stack, hub, name, fingerprint(STACK_KEY, hub, name, value)) for hub, name, value in secrets]
+    assert all(len(name) <= 64 and DOCKER_NAME.fullmatch(name) for name in made), made
+    assert (made[0] == made[1]) == (secrets[0] == secrets[1]), made
 
 
 def test_settings_reach_the_stack_file_literally():
