@@ -61,8 +61,9 @@ ensure_packages() {
   [[ ${#missing[@]} -eq 0 ]] && return 0
   log "installing ${missing[*]} (log: $STATE/install.log)"
   logged "apt-get update" "$STATE/install.log" apt-get update -qq
+  # Another setup's apt-get may hold dpkg's lock: wait for it, as for the caches setups share.
   logged "apt-get install ${missing[*]}" "$STATE/install.log" \
-    env NEEDRESTART_SUSPEND=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    env NEEDRESTART_SUSPEND=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${missing[@]}"
 }
 
 # Returns non-zero if dockerd exits or does not answer within 60 s.
