@@ -185,11 +185,12 @@ log:
 EOF
 }
 
-# One 'up'/'down' at a time, so parallel callers never start two servers on one storage.
+# One 'up'/'down' at a time, so parallel callers never install verdaccio twice nor start two
+# servers on one storage; one 'warm' at a time. A caller that waits says so (hold_lock).
 take_lock() {
-  mkdir -p "$DIR"
-  exec 9>"$DIR/.lock-$1"
-  flock 9
+  local doing="is starting or stopping verdaccio (its install and storage: $DIR)"
+  [[ "$1" != warm ]] || doing="is warming the npm registry cache"
+  hold_lock "$DIR/.lock-$1" "$doing"
 }
 
 # The gateway address and network of the local Docker engine's default bridge, the one builds run

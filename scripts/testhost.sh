@@ -61,8 +61,9 @@ ensure_packages() {
   [[ ${#missing[@]} -eq 0 ]] && return 0
   log "installing ${missing[*]} (log: $STATE/install.log)"
   logged "apt-get update" "$STATE/install.log" apt-get update -qq
+  # Another setup's apt-get may hold dpkg's lock: wait for it, as for the caches setups share.
   logged "apt-get install ${missing[*]}" "$STATE/install.log" \
-    env NEEDRESTART_SUSPEND=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    env NEEDRESTART_SUSPEND=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${missing[@]}"
 }
 
 # Returns non-zero if dockerd exits or does not answer within 60 s.
@@ -253,7 +254,9 @@ print_env() {
     || die "no test host state in $STATE; run '$0 up' first"
   local started=false
   [[ -f "$STATE/dockerd.started-by-us" ]] && started=true
+  # base_images: what its builds can start FROM, since it cannot pull (the images `up` makes).
   STATE="$STATE" PORT="$(cat "$STATE/sshd.port")" USER_NAME="$SSH_USER" STARTED="$started" \
+    IMAGES="$BASE_IMAGE $PROXY_IMAGE $HELPER_IMAGE" \
     HOST_KEY="$(cut -d' ' -f1,2 "$STATE/ssh_host_ed25519_key.pub")" python3 -c '
 import json, os
 e = os.environ
@@ -261,7 +264,8 @@ print(json.dumps({
     "host": "127.0.0.1", "port": int(e["PORT"]), "user": e["USER_NAME"],
     "private_key_path": e["STATE"] + "/client_key", "public_key_path": e["STATE"] + "/client_key.pub",
     "host_public_key": e["HOST_KEY"], "known_hosts_path": e["STATE"] + "/known_hosts",
-    "state_dir": e["STATE"], "docker_started_by_us": e["STARTED"] == "true"}))'
+    "state_dir": e["STATE"], "docker_started_by_us": e["STARTED"] == "true",
+    "base_images": e["IMAGES"].split()}))'
 }
 
 not_running() { log "$*; 'scripts/workhub up' (or 'scripts/testhost.sh up') starts it"; exit 3; }

@@ -78,31 +78,47 @@ install_sdk_scripts() {
     sdk=$(GOFLAGS=-mod=mod go mod download -json "github.com/pulumi/pulumi/sdk/v3@v$PULUMI_VERSION" 2>>"$log_file" |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') || die "could not download the Pulumi SDK module (log: $log_file)"
   fi
-  install -m 0755 "$sdk/python/dist/pulumi-resource-pulumi-python" "$BIN/"
-  install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$BIN/"
+  install_whole "$sdk/python/dist/pulumi-resource-pulumi-python"
+  install_whole "$sdk/python/cmd/pulumi-language-python-exec"
 }
 
-main() {
+# install_whole FILE: an executable copy in $BIN, renamed into place once whole.
+install_whole() {
+  local name
+  name=$(basename "$1")
+  install -m 0755 "$1" "$BIN/$name.new"
+  mv "$BIN/$name.new" "$BIN/$name"
+}
+
+ready() {
+  [ -x "$BIN/pulumi" ] && [ -x "$BIN/pulumi-resource-pulumi-python" ] && [ -x "$BIN/pulumi-language-python-exec" ]
+}
+
+# Under the cache's lock (one setup at a time fills it): a setup that waited for another finds all
+# ready here and makes nothing. Said once, when this run made something ready.
+fill() {
+  ready && return 0
   mkdir -p "$BIN"
-  local existing made=0
+  local existing
   if [ -x "$BIN/pulumi" ]; then
     :
   elif existing=$(installed_pulumi); then
     say "using the installed $existing ($("$existing" version))"
     ln -sf "$existing" "$BIN/pulumi"
-    made=1
   else
     build_cli
-    made=1
   fi
   if [ ! -x "$BIN/pulumi-resource-pulumi-python" ] || [ ! -x "$BIN/pulumi-language-python-exec" ]; then
     say "installing the Python SDK's plugin scripts"
     install_sdk_scripts
-    made=1
   fi
+  say "ready: pulumi $("$BIN/pulumi" version) in $BIN"
+}
+
+main() {
+  # A warm run takes no lock: what fill makes appears whole (renamed into place) or not at all.
+  ready || with_cache_lock "$CACHE.lock" "is making the Pulumi CLI v$PULUMI_VERSION in $CACHE" fill
   "$BIN/pulumi" version >/dev/null || die "$BIN/pulumi does not run"
-  # Said once, when this run made something ready; a warm run prints only the directory.
-  [ "$made" = 0 ] || say "ready: pulumi $("$BIN/pulumi" version) in $BIN"
   printf '%s\n' "$BIN"
 }
 

@@ -16,11 +16,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from pulumi import automation as auto
 
 from components.config.models import StackConfig
+from components.plan.base_images import missing_base_images
 from components.render.host.deploy import prune_script, status_script
 from components.ssh import RemoteCommandError
 
@@ -118,6 +119,17 @@ def guard_destroy(stack: auto.Stack, args: argparse.Namespace) -> None:
     guards.confirm_destroy(stack.name, args.purge_data, args.yes)
 
 
+def say_test_host(engine: eng.Engine, host: Mapping[str, Any], builds: bool) -> None:
+    """The test host is ready, and (it cannot pull) which images its builds can start FROM; with
+    `builds`, before any build, each hub Dockerfile's FROM of another image, whose build would fail."""
+    images = host.get("base_images") or []
+    can = f"; it cannot pull images: its builds can start FROM {', '.join(images)}" if images else ""
+    print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}{can}", file=sys.stderr)
+    if builds and images:
+        for line in missing_base_images(eng.local_dockerfiles(engine.work_dir), images, engine.work_dir):
+            print(f"workhub: warning: {line}", file=sys.stderr)
+
+
 def open_stack(args: argparse.Namespace) -> tuple[eng.Engine, auto.Stack]:
     """The engine and the stack the operation works on. A stack that does not exist is refused
     (NoSuchStack), but for `up` of the local stack, which creates it; a destroy is guarded before
@@ -134,7 +146,7 @@ def open_stack(args: argparse.Namespace) -> tuple[eng.Engine, auto.Stack]:
             if args.operation == "destroy":
                 guard_destroy(stack, args)
         host = eng.testhost_up()
-        print(f"workhub: test host ready: {host['user']}@{host['host']}:{host['port']}", file=sys.stderr)
+        say_test_host(engine, host, builds=args.operation in ("up", "preview"))
         npm_registry = eng.registry_up()
         for_builds = eng.registry_for_builds()
         print(f"workhub: local npm registry cache ready: {npm_registry} (builds: {for_builds})", file=sys.stderr)

@@ -438,14 +438,25 @@ def registry_for_builds() -> str:
     return registry("url", "--bridge").strip()
 
 
+def local_contexts(work_dir: Path = REPO, template: Path = REPO / "stacks" / "local.yaml") -> list[tuple[dict, Path]]:
+    """Each hub of the project in `work_dir` with its build context on the local stack
+    (`template`'s workhub:sourceRoot), read from the committed files: no CLI runs."""
+    source_root = (yaml.safe_load(template.read_text()) or {}).get("workhub:sourceRoot", "..")
+    return [(hub, (work_dir / source_root / hub["context"]).resolve()) for hub in project_hubs(work_dir)]
+
+
+def local_dockerfiles(work_dir: Path = REPO, template: Path = REPO / "stacks" / "local.yaml") -> list[tuple[str, Path]]:
+    """Each hub of the local stack by name, with its Dockerfile's path."""
+    return [(hub["name"], context / hub.get("dockerfile", "Dockerfile"))
+            for hub, context in local_contexts(work_dir, template)]
+
+
 def lockfile_dirs(work_dir: Path = REPO, template: Path = REPO / "stacks" / "local.yaml") -> list[Path]:
     """Every folder of a local hub's build context with a package.json and package-lock.json, as
     Docker sends the context (.dockerignore honoured, no node_modules): every lockfile the hub's
     Dockerfile can install from (root, frontend/, backend/, packages/...), whichever it uses."""
-    source_root = (yaml.safe_load(template.read_text()) or {}).get("workhub:sourceRoot", "..")
     found = []
-    for hub in project_hubs(work_dir):
-        context = (work_dir / source_root / hub["context"]).resolve()
+    for _, context in local_contexts(work_dir, template):
         files = set(context_files(context)) if context.is_dir() else set()
         for path in sorted(files):
             folder, name = posixpath.split(path)

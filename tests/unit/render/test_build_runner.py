@@ -157,6 +157,18 @@ NETWORK_ERRORS = [
     "npm ERR! 502 Bad Gateway - GET https://registry.invalid/express",
     "npm ERR! 503 Service Unavailable - GET https://registry.invalid/express",
     "npm ERR! 504 Gateway Timeout - GET https://registry.invalid/express",
+    # A name that did not resolve: BuildKit pulling a FROM image (Go's resolver), npm, apt, curl, wget.
+    'ERROR: failed to solve: node:20-alpine: failed to do request: Head "https://registry.invalid/v2/library/node/'
+    'manifests/20-alpine": dial tcp: lookup registry.invalid on 127.0.0.11:53: no such host',
+    "failed to resolve source metadata for registry.invalid/node:20-alpine: dial tcp: lookup registry.invalid "
+    "on 10.0.2.3:53: server misbehaving",
+    "dial tcp: lookup registry.invalid on 127.0.0.11:53: read udp 172.17.0.2:40000->127.0.0.11:53: i/o timeout",
+    "npm ERR! request to https://registry.invalid/express failed, reason: getaddrinfo ENOTFOUND registry.invalid",
+    "socket.gaierror: [Errno -3] Temporary failure in name resolution",
+    "W: Failed to fetch http://deb.invalid/dists/bookworm/InRelease  Temporary failure resolving 'deb.invalid'",
+    "E: Could not resolve 'deb.invalid'",
+    "curl: (6) Could not resolve host: registry.invalid",
+    "wget: unable to resolve host address 'registry.invalid'",
 ]
 
 # Failures no try can fix: a failing compile, and Dockerfile errors (parse, missing file, a failing step).
