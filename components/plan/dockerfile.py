@@ -884,8 +884,9 @@ def conform(text: str, path: str = "Dockerfile", context: Optional[Path] = None)
         raise DockerfileError(f"{path}:{run.cmd.start_line}: `{command}` installs in {folder}, but the build context "
                               f"has no {source} to copy there first\n    fix: add it (and its lockfile) to the "
                               "context, or correct where the install runs")
-    text = _fix_syntax(text, _parse(text, path))
+    # The syntax line last: every refusal before it names the lines of the file as the user has it.
     text = _fix_installs(_move_sources(text, path, ctx), path, ctx)
+    text = _fix_syntax(text, _parse(text, path))
     return text if newline else text[:-1]
 
 

@@ -276,6 +276,29 @@ def test_conform_refuses_to_move_context_past_a_build():
         "    fix: move the installs before it by hand (split a RUN that also builds)")
 
 
+@pytest.mark.parametrize("syntax", ["# syntax=docker/dockerfile:1\n", "", "# syntax=docker/dockerfile:1.1\n"])
+def test_conform_names_the_lines_check_names(tmp_path, capsys, syntax):
+    """conform's refusals name the original file's lines, as check does, whether or not it adds the
+    syntax line (it used to count that line: one more than check)."""
+    text = with_("# syntax=docker/dockerfile:1\n", syntax).replace(
+        "COPY frontend/package.json", "COPY . .\nRUN npm run generate\nCOPY frontend/package.json")
+    shift = syntax.count("\n") - 1
+    (copy,) = [v for v in check_text(text) if v.message.startswith("`COPY . .`")]
+    assert copy.line == 16 + shift
+    with pytest.raises(DockerfileError, match=rf"^Dockerfile:{copy.line}: `COPY \. \.` cannot move after the npm "
+                                              rf"install at line {19 + shift}: line {17 + shift} may need"):
+        conform(text)
+    path = tmp_path / "Dockerfile"
+    path.write_text(text)
+    manifests(tmp_path, "", "frontend")
+    assert main(["check", str(path)]) == 1
+    checked = capsys.readouterr().out
+    assert main(["conform", str(path)]) == 1
+    assert capsys.readouterr().err.startswith(f"{path}:{copy.line}: `COPY . .` cannot move")
+    assert f"{path}:{copy.line}: `COPY . .` copies the whole build context" in checked
+    assert path.read_text() == text
+
+
 def test_unparsable_file_names_the_fix():
     """A file with no instructions is refused with the path."""
     with pytest.raises(DockerfileError, match=r"^hub/Dockerfile: BuildKit cannot parse it"):
