@@ -46,8 +46,15 @@ APK_MOUNT = "--mount=type=cache,target=/etc/apk/cache,sharing=locked"
 
 _INSTALLS = {"ci", "install", "i"}
 _NPM_VALUE_OPTIONS = {"--loglevel", "--registry", "--cache", "--workspace", "-w", "--omit", "--include"}
-_NPM_CACHE = re.compile(r"^(/root|~|\$HOME|\$\{HOME\})/\.npm(/.*)?$")
-_NPM_CACHE_WORD = re.compile(r"[ \t]+(?:/root|~|\$HOME|\$\{HOME\})/\.npm(?:/\S*)?(?=\s|$)")
+_NPM_CACHE = re.compile(r"^(/root|/home/[^/\s]+|~|\$HOME|\$\{HOME\})/\.npm(/.*)?$")
+_NPM_CACHE_WORD = re.compile(r"[ \t]+(?:/root|/home/[^/\s]+|~|\$HOME|\$\{HOME\})/\.npm(?:/\S*)?(?=\s|$)")
+# The users every stage knows: root, and the official node images' `node` (uid and gid 1000).
+# name -> (uid, gid, home); a stage adds those its RUNs create with useradd/adduser.
+_USERS = {"root": ("0", "0", "/root"), "node": ("1000", "1000", "/home/node")}
+_USER_VALUE_OPTIONS = {"-u", "--uid", "-g", "--gid", "-G", "--groups", "--ingroup", "-d", "--home-dir", "--home",
+                       "-h", "-s", "--shell", "-c", "--comment", "--gecos", "-k", "--skel", "-K", "--key", "-e",
+                       "--expiredate", "-f", "--inactive", "-p", "--password", "-b", "--base-dir", "-R", "--root",
+                       "-P", "--prefix", "-Z", "--selinux-user", "--firstuid", "--lastuid"}
 _RUN_FLAGS = re.compile(r"^\s*RUN((?:(?:[ \t]|\\\n)+--\S+)*)(?:[ \t]|\\\n)*", re.IGNORECASE)
 # BuildKit's parser directives: leading comment lines `# key=value`, until the first other line.
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
@@ -153,13 +160,50 @@ class _Landing:
     folder: bool
 
 
+@dataclass(frozen=True)
+class _Cache:
+    """Where npm caches for an install: its cache folder (None when the file does not say), and the
+    user the install runs as, as USER names it, with its uid and gid where known."""
+
+    folder: Optional[str]
+    user: str = "root"
+    uid: Optional[str] = "0"
+    gid: Optional[str] = "0"
+    assumed: str = ""  # what was assumed to find the folder, said in the messages
+
+    @property
+    def who(self) -> str:
+        """The user as a message names it: `node (uid 1000)`, `uid 1001`, `app`."""
+        name = self.user.partition(":")[0]
+        return f"uid {name}" if name.isdigit() else f"{name} (uid {self.uid})" if self.uid else name
+
+    @property
+    def root(self) -> bool:
+        return self.uid == "0"
+
+    def mount(self, flag: Optional[str] = None) -> str:
+        """The locked cache mount at the folder, owned by the user (a mount is root's unless it says
+        otherwise, and only root could write it): `flag` (a mount already there) with those options
+        set, or a new one (with placeholders for a uid and gid the file does not say)."""
+        owned = not self.root and self.uid is not None
+        options = [o for o in flag[8:].split(",") if not o.startswith(("sharing=",) + (("uid=", "gid=") * owned))] \
+            if flag else ["type=cache", f"target={self.folder}"]
+        if owned:
+            options += [f"uid={self.uid}"] + ([f"gid={self.gid}"] if self.gid else [])
+        elif not self.root and not flag:
+            options += [f"uid=<uid of {self.user}>", f"gid=<gid of {self.user}>"]
+        return "--mount=" + ",".join(options + ["sharing=locked"])
+
+
 @dataclass
 class _Run:
     """A RUN instruction that installs npm packages."""
 
     cmd: dockerfile.Command
     installs: list[tuple[str, Optional[str]]]  # (command, absolute install folder; None for a global install)
-    mount: Optional[str]  # its --mount flag with a cache at /root/.npm, if any
+    mount: Optional[str]  # its --mount flag with a cache where npm caches, if any
+    cache: _Cache  # where npm caches, as whom
+    stray: Optional[str]  # with no such mount: a cache mount for npm elsewhere, which npm never uses
     hiding: list[tuple[str, str]]  # (flag, target) of cache/tmpfs mounts over an install folder's packages
     wipes: list[str]  # the commands (or their parts) that empty the npm cache
     retry: bool = False  # an install runs under workhub's retry (`eval "$WORKHUB_RETRY" npm ci`)
@@ -178,6 +222,9 @@ class _Stage:
     args: set[str] = field(default_factory=set)  # ARGs declared before the first install
     runs: list[_Run] = field(default_factory=list)
     workdirs: dict[int, str] = field(default_factory=dict)  # instruction start line -> WORKDIR there
+    user: str = "root"  # as the last USER names it
+    env: dict[str, str] = field(default_factory=dict)  # ENV's HOME and npm_config_cache (lower case) so far
+    users: dict[str, tuple[str, str, str]] = field(default_factory=lambda: dict(_USERS))  # name -> uid, gid, home
 
 
 def _words(command: str) -> list[str]:
@@ -303,9 +350,80 @@ def _locked(mount: Optional[str]) -> bool:
     return mount is not None and "sharing=locked" in mount[8:].split(",")
 
 
-def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
+def _option(words: list[str], name: str) -> Optional[str]:
+    """The value of a command's `--name VALUE` or `--name=VALUE` option, if it has one."""
+    for index, word in enumerate(words):
+        if word == name and index + 1 < len(words):
+            return words[index + 1]
+        if word.startswith(name + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def _created_user(words: list[str]) -> Optional[tuple[str, tuple[str, str, str]]]:
+    """(name, (uid, gid, home)) of the user a `useradd`/`adduser` command creates ("" when it does not
+    say): its home is /home/<name> unless it names another."""
+    words = _program(words)
+    if not words or posixpath.basename(words[0]) not in ("useradd", "adduser"):
+        return None
+    names, index = [], 1
+    while index < len(words):
+        word = words[index]
+        index += 2 if word in _USER_VALUE_OPTIONS else 1
+        if not word.startswith("-"):
+            names.append(word)
+    if not names:
+        return None
+    uid = _option(words, "-u") or _option(words, "--uid") or ""
+    gid = _option(words, "-g") or _option(words, "--gid") or ""
+    home = _option(words, "-d") or _option(words, "--home-dir") or _option(words, "--home") or \
+        (_option(words, "-h") if words[0].endswith("adduser") else None) or f"/home/{names[0]}"
+    return names[0], (uid if uid.isdigit() else "", gid if gid.isdigit() else "", home)
+
+
+def _who(stage: _Stage) -> tuple[Optional[str], Optional[str], Optional[str], str]:
+    """(uid, gid, home, what was assumed) of the user the stage's RUNs run as now."""
+    name, _, group = stage.user.partition(":")
+    assumed = ""
+    if name.isdigit():
+        known = next((user for user in stage.users.values() if user[0] == name), None)
+        uid, gid, home = name, (known[1] or None) if known else None, known[2] if known else None
+    elif name in stage.users:
+        uid, gid, home = (value or None for value in stage.users[name])
+    else:  # a user made some other way (a base image's, a script's): useradd's and adduser's default home
+        uid, gid, home = None, None, f"/home/{name}"
+        assumed = f"workhub takes {name}'s home to be /home/{name}, where useradd -m and adduser put it"
+    if group:
+        gid = group if group.isdigit() else (stage.users.get(group, ("", "", ""))[1] or None)
+    if "HOME" in stage.env:
+        home, assumed = stage.env["HOME"], ""
+    return uid, gid, home, assumed
+
+
+def _cache(stage: _Stage, words: list[str], cwd: str) -> _Cache:
+    """Where npm caches when it runs `words` in `cwd`: its --cache, else npm_config_cache (the
+    command's own, then ENV's), else the .npm folder in the user's home."""
+    uid, gid, home, assumed = _who(stage)
+    setting = _option(words, "--cache") or next(
+        (w.split("=", 1)[1] for w in words if re.match(r"(?i)^npm_config_cache=", w)), None) or \
+        stage.env.get("npm_config_cache")
+    if setting is None:
+        folder = posixpath.join(home, ".npm") if home else None
+    else:
+        expanded = re.sub(r"^~(?=/|$)|\$\{HOME\}|\$HOME\b", lambda _: home or "$", setting)
+        folder = None if "$" in expanded else _absolute(expanded, cwd)
+        assumed = assumed if "HOME" in setting or setting.startswith("~") else ""
+    return _Cache(folder, stage.user, uid, gid, assumed)
+
+
+def _npm_like(target: str) -> bool:
+    """Whether a cache mount's target looks meant for npm's cache (/root/.npm, /tmp/npm-cache)."""
+    return "npm" in posixpath.basename(target) or posixpath.basename(target) == "_cacache"
+
+
+def _install_run(cmd: dockerfile.Command, stage: _Stage) -> Optional[_Run]:
     """What the RUN installs, where, what its mounts hide and what it wipes; None when it installs nothing."""
-    installs, wipes, cwd = [], [], workdir
+    installs, wipes, workdir, cwd, cache = [], [], stage.workdir, stage.workdir, None
     for words in _commands(cmd):
         npm = _npm(words)
         if words[:1] == ["cd"] and len(words) > 1:
@@ -313,9 +431,10 @@ def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
         elif npm and npm[0] in _INSTALLS:
             where = None if {"-g", "--global"} & set(npm[1]) else _absolute(npm[2] or ".", cwd)
             installs.append((" ".join(words[2:] if tuple(words[:2]) in _RETRY_WORDS else words), where))
+            cache = cache or _cache(stage, words, cwd)
         elif wipe := _wipe(words):
             wipes.append(wipe)
-    if not installs:
+    if not installs or cache is None:
         return None
     mounts = _mounts(cmd.flags, workdir)
     folders = [d for _, d in installs if d is not None]
@@ -325,7 +444,13 @@ def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
               and target and any(_under(target, d + "/node_modules") or _under(d, target) for d in folders)]
     retry = any(tuple(words[:2]) in _RETRY_WORDS for words in _commands(cmd))
     retry_mount = any(options.get("type") == "secret" and options.get("id") == RETRY_SECRET for _, options, _ in mounts)
-    return _Run(cmd, installs, _cache_at(mounts, ("/root/.npm",)), hiding, wipes, retry, retry_mount)
+    hidden = {flag for flag, _ in hiding}
+    npm_like = [flag for flag, options, target in mounts if options.get("type") == "cache" and _npm_like(target)
+                and flag not in hidden]
+    # Where the file does not say where npm caches, any mount meant for it is taken as right.
+    mount = _cache_at(mounts, (cache.folder,)) if cache.folder else next(iter(npm_like), None)
+    stray = next((flag for flag in npm_like if flag != mount), None) if mount is None else None
+    return _Run(cmd, installs, mount, cache, stray, hiding, wipes, retry, retry_mount)
 
 
 def _parse(text: str, path: str) -> list[dockerfile.Command]:
@@ -362,7 +487,8 @@ def _stages(text: str, path: str, context: _Context) -> list[_Stage]:
         if kind == "FROM":
             parent = names.get(cmd.value[0].lower(), _Stage())  # FROM an earlier stage starts with its files
             stage = _Stage(workdir=parent.workdir, first_workdir=parent.first_workdir,
-                           landings=list(parent.landings), dirs=set(parent.dirs))
+                           landings=list(parent.landings), dirs=set(parent.dirs), user=parent.user,
+                           env=dict(parent.env), users=dict(parent.users))
             stages.append(stage)
             if len(cmd.value) == 3:
                 names[cmd.value[2].lower()] = stage
@@ -378,8 +504,17 @@ def _stages(text: str, path: str, context: _Context) -> list[_Stage]:
             landed = _landings(cmd, stage, context)
             stage.landings += landed
             stage.dirs |= {l.target if l.folder else posixpath.dirname(l.target) for l in landed}
-        elif kind == "RUN" and (run := _install_run(cmd, stage.workdir)):
+        elif kind == "USER":
+            stage.user = cmd.value[0]
+        elif kind == "ENV":
+            for key, value in zip(cmd.value[::2], cmd.value[1::2]):
+                key = key.lower() if key.lower() == "npm_config_cache" else key
+                if key in ("HOME", "npm_config_cache"):
+                    stage.env[key] = (_words(value) or [""])[0]
+        elif kind == "RUN" and (run := _install_run(cmd, stage)):
             stage.runs.append(run)
+        if kind == "RUN":
+            stage.users.update(user for words in _commands(cmd) if (user := _created_user(words)))
     return stages
 
 
@@ -640,18 +775,7 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
     for stage in stages:
         for run in stage.runs:
             line, shown = run.cmd.start_line, ", ".join(command for command, _ in run.installs)
-            for flag, target in run.hiding:
-                fix = f"drop `{flag}`" if run.mount else f"replace `{flag}` with `{CACHE_MOUNT}`"
-                found.append(Violation(path, line, "cache-mount", f"`{shown}` runs with a cache mount at {target}, "
-                                       "over the packages it installs, so the image ships without them", fix))
-            if run.mount is None and not run.hiding:
-                found.append(Violation(path, line, "cache-mount", f"`{shown}` runs without the npm cache mount, "
-                                       "so every build downloads every package again",
-                                       f"start the instruction with `RUN {CACHE_MOUNT}`"))
-            elif run.mount is not None and not _locked(run.mount):
-                found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` is not "
-                                       "sharing=locked, so two builds can write the cache at once",
-                                       f"replace `{run.mount}` with `{CACHE_MOUNT}`"))
+            found += _cache_violations(path, run, shown)
             if run.retry and not run.retry_mount:
                 found.append(Violation(path, line, "retry-secret", f"`{shown}` runs workhub's install retry "
                                        f"without the secret it comes as, so the whole retry program is its "
@@ -683,6 +807,56 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
                                    "add " + ", ".join(f"`ARG {a}`" for a in missing) + f" before line {first}"))
     found += _warnings(cmds, path, base_image, today)
     return sorted(found, key=lambda violation: violation.line)
+
+
+def _cache_violations(path: str, run: _Run, shown: str) -> list[Violation]:
+    """Whether the install's npm cache is mounted where npm caches, locked, and writable by its user."""
+    line, cache, found = run.cmd.start_line, run.cache, []
+    wanted = cache.mount()
+    said = f" ({cache.assumed})" if cache.assumed else ""
+    if cache.folder is None and run.mount is None:
+        owner = f",uid={cache.uid}" if cache.uid else ""
+        return [Violation(path, line, "cache-mount", f"`{shown}` runs as {cache.who}, whose home (where npm "
+                          "caches) this file does not say, and without a cache mount for npm",
+                          f"add `ENV npm_config_cache=/tmp/.npm` before it and start it with "
+                          f"`RUN --mount=type=cache,target=/tmp/.npm{owner},sharing=locked`")]
+    for flag, target in run.hiding:
+        fix = f"drop `{flag}`" if run.mount or run.stray else f"replace `{flag}` with `{wanted}`"
+        found.append(Violation(path, line, "cache-mount", f"`{shown}` runs with a cache mount at {target}, "
+                               "over the packages it installs, so the image ships without them", fix))
+    as_whom = "" if cache.user == "root" else f" as {cache.who}"
+    if run.stray:
+        found.append(Violation(path, line, "cache-mount", f"`{shown}` runs{as_whom} with its npm cache in "
+                               f"{cache.folder}{said}, so its cache mount at {_target(run.stray)} is never used",
+                               f"replace `{run.stray}` with `{wanted}`"))
+    elif run.mount is None and not run.hiding:
+        found.append(Violation(path, line, "cache-mount", f"`{shown}` runs without the npm cache mount, "
+                               "so every build downloads every package again",
+                               f"start the instruction with `RUN {wanted}`" + (f"{said}" if said else "")))
+    elif run.mount is not None and not cache.root and cache.uid and _owner(run.mount) != cache.uid:
+        owner = "root (uid 0)" if _owner(run.mount) == "0" else f"uid {_owner(run.mount)}"
+        found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` belongs to {owner}, but "
+                               f"npm runs as {cache.who} and cannot write to it", f"replace `{run.mount}` with `{cache.mount(run.mount)}`"))
+    elif run.mount is not None and not _locked(run.mount):
+        found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` is not "
+                               "sharing=locked, so two builds can write the cache at once",
+                               f"replace `{run.mount}` with `{cache.mount(run.mount)}`"))
+    return found
+
+
+def _target(flag: str) -> str:
+    return next(o.split("=", 1)[1] for o in flag[8:].split(",") if o.startswith(("target=", "dst=", "destination=")))
+
+
+def _owner(flag: str) -> str:
+    """The uid a cache mount belongs to (root's unless it says)."""
+    return next((o[4:] for o in flag[8:].split(",") if o.startswith("uid=")), "0")
+
+
+def _mount_fixed(run: _Run) -> bool:
+    """Whether the install's cache mount is where npm caches, locked and its user's."""
+    return run.mount is not None and not run.stray and _locked(run.mount) and \
+        (run.cache.root or not run.cache.uid or _owner(run.mount) == run.cache.uid)
 
 
 def _wanted_args(stage: _Stage) -> tuple[str, ...]:
@@ -728,7 +902,7 @@ def _without_wipes(command: str) -> str:
     return "".join(separator + segment for separator, segment in kept).rstrip(" \t\\\n")
 
 
-def _fix_run(raw: str, run: _Run) -> str:
+def _fix_run(raw: str, run: _Run, path: str) -> str:
     """The RUN's text with the locked npm cache mount (in place of a mount over its packages), the
     install retry's secret mount where it runs the retry, and without its cache wipes; other flags stay."""
     match = _RUN_FLAGS.match(raw)
@@ -742,17 +916,26 @@ def _fix_run(raw: str, run: _Run) -> str:
         body = "".join(lines)
     elif run.wipes and not run.cmd.json:
         body = _without_wipes(body) + "\n"
+    if run.cache.folder is None and run.mount is None:
+        raise DockerfileError(f"{path}:{run.cmd.start_line}: conform cannot tell where npm caches when it runs as "
+                              f"{run.cache.who}\n    fix: {_cache_violations(path, run, '')[0].fix}")
+    if run.cache.uid is None and (run.mount is None or run.stray):
+        raise DockerfileError(f"{path}:{run.cmd.start_line}: conform cannot tell the uid of {run.cache.user}, whose "
+                              f"npm cache it would mount\n    fix: start the RUN with `RUN {run.cache.mount()}`, "
+                              f"its uid and gid filled in, or create {run.cache.user} in this file with "
+                              "`useradd -u <uid>` or `adduser -u <uid>`")
     mount = run.mount
+    if run.stray:
+        head, mount = head.replace(run.stray, run.cache.mount(), 1), run.cache.mount()
     for flag, _ in run.hiding:
         if mount is None:
-            head, mount = head.replace(flag, CACHE_MOUNT, 1), CACHE_MOUNT
+            head, mount = head.replace(flag, run.cache.mount(), 1), run.cache.mount()
         else:
             head = re.sub(r"(?:[ \t]|\\\n)+" + re.escape(flag) + r"(?=\s)", "", head, count=1)
     if mount is None:
-        head = head[:match.start(1)] + " " + CACHE_MOUNT + head[match.start(1):]
-    elif not _locked(mount):
-        options = [o for o in mount[8:].split(",") if not o.startswith("sharing=")]
-        head = head.replace(mount, "--mount=" + ",".join(options + ["sharing=locked"]), 1)
+        head = head[:match.start(1)] + " " + run.cache.mount() + head[match.start(1):]
+    elif mount == run.mount and not _mount_fixed(run):
+        head = head.replace(mount, run.cache.mount(mount), 1)
     if run.retry and not run.retry_mount:
         flags = _RUN_FLAGS.match(head)
         assert flags, head
@@ -849,8 +1032,8 @@ def _fix_installs(text: str, path: str, context: _Context) -> str:
     insert = edits.insert
     for stage in _stages(text, path, context):
         for run in stage.runs:
-            if not _locked(run.mount) or run.wipes or run.hiding or run.retry and not run.retry_mount:
-                edits.swap(run.cmd, _fix_run(_raw(text, run.cmd), run))
+            if not _mount_fixed(run) or run.wipes or run.hiding or run.retry and not run.retry_mount:
+                edits.swap(run.cmd, _fix_run(_raw(text, run.cmd), run, path))
         if not stage.runs:
             continue
         missing = [a for a in _wanted_args(stage) if a not in stage.args]

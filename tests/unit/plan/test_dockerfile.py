@@ -737,3 +737,135 @@ def test_conform_fixes_any_such_layout(case):
         for folder in folders:
             wanted = " ".join(posixpath.join(folder, n) for n in ("package.json", *locks[folder]))
             assert f"COPY {wanted} " in fixed, fixed
+
+
+# --- where npm caches: the user an install runs as, npm_config_cache ----------------------------
+
+NODE_MOUNT = "--mount=type=cache,target=/home/node/.npm,uid=1000,gid=1000,sharing=locked"
+ROOT_INSTALL = f"COPY package.json package-lock.json ./\nRUN {CACHE_MOUNT} npm ci\n" \
+    f"COPY frontend/package.json frontend/package-lock.json ./frontend/\nRUN {CACHE_MOUNT} npm --prefix frontend ci\n"
+
+
+def installing(lines: str) -> str:
+    """The canonical Dockerfile with its installs replaced by `lines`."""
+    return with_(ROOT_INSTALL, "COPY package.json package-lock.json ./\n" + lines)
+
+
+@pytest.mark.parametrize("lines", [
+    f"USER node\nRUN {NODE_MOUNT} npm ci\n",
+    "USER node\nRUN --mount=type=cache,target=/home/node/.npm,uid=1000,sharing=locked npm ci\n",
+    f"USER node:node\nRUN {NODE_MOUNT} npm ci\n",
+    f"USER 1000:1000\nRUN {NODE_MOUNT} npm ci\n",
+    "ENV npm_config_cache=/tmp/npm\nRUN --mount=type=cache,target=/tmp/npm,sharing=locked npm ci\n",
+    "ENV NPM_CONFIG_CACHE=/var/cache/npm\nRUN --mount=type=cache,target=/var/cache/npm,sharing=locked npm ci\n",
+    "USER node\nENV npm_config_cache=/tmp/npm\nRUN --mount=type=cache,target=/tmp/npm,uid=1000,sharing=locked npm ci\n",
+    "RUN --mount=type=cache,target=/tmp/npm,sharing=locked npm ci --cache /tmp/npm\n",
+    "ENV HOME=/app\nRUN --mount=type=cache,target=/app/.npm,sharing=locked npm ci\n",
+    "RUN useradd -m -u 1001 app\nUSER app\nRUN --mount=type=cache,target=/home/app/.npm,uid=1001,sharing=locked "
+    "npm ci\n",
+    "RUN adduser -D -u 1001 -h /srv/app app\nUSER app\n"
+    "RUN --mount=type=cache,target=/srv/app/.npm,uid=1001,sharing=locked npm ci\n",
+])
+def test_a_cache_mount_where_npm_caches_conforms(lines):
+    """npm caches in npm_config_cache (either case, or --cache), else in its user's home: a locked
+    mount there that its user can write conforms, and conform leaves it."""
+    text = installing(lines)
+    assert check_text(text) == []
+    assert conform(text) == text
+
+
+@pytest.mark.parametrize("lines, message, fixed", [
+    (f"USER node\nRUN {CACHE_MOUNT} npm ci\n",
+     "`npm ci` runs as node (uid 1000) with its npm cache in /home/node/.npm, so its cache mount at /root/.npm is "
+     "never used", f"USER node\nRUN {NODE_MOUNT} npm ci\n"),
+    ("USER node\nRUN --mount=type=cache,target=/home/node/.npm,sharing=locked npm ci\n",
+     "the npm cache mount of `npm ci` belongs to root (uid 0), but npm runs as node (uid 1000) and cannot write "
+     "to it", f"USER node\nRUN {NODE_MOUNT} npm ci\n"),
+    ("USER node\nRUN npm ci\n", "`npm ci` runs without the npm cache mount, so every build downloads every package "
+     "again", f"USER node\nRUN {NODE_MOUNT} npm ci\n"),
+    (f"ENV npm_config_cache=/tmp/npm\nRUN {CACHE_MOUNT} npm ci\n",
+     "`npm ci` runs with its npm cache in /tmp/npm, so its cache mount at /root/.npm is never used",
+     "ENV npm_config_cache=/tmp/npm\nRUN --mount=type=cache,target=/tmp/npm,sharing=locked npm ci\n"),
+    (f"USER node\nENV NPM_CONFIG_CACHE=/home/node/.cache/npm\nRUN {NODE_MOUNT} npm ci\n",
+     "`npm ci` runs as node (uid 1000) with its npm cache in /home/node/.cache/npm, so its cache mount at "
+     "/home/node/.npm is never used", "USER node\nENV NPM_CONFIG_CACHE=/home/node/.cache/npm\n"
+     "RUN --mount=type=cache,target=/home/node/.cache/npm,uid=1000,gid=1000,sharing=locked npm ci\n"),
+    ("RUN groupadd -g 1001 app && useradd -m -u 1001 -g 1001 app\nUSER app\nRUN npm ci\n",
+     "`npm ci` runs without the npm cache mount, so every build downloads every package again",
+     "RUN groupadd -g 1001 app && useradd -m -u 1001 -g 1001 app\nUSER app\n"
+     "RUN --mount=type=cache,target=/home/app/.npm,uid=1001,gid=1001,sharing=locked npm ci\n"),
+    (f"USER node\nRUN {NODE_MOUNT} npm ci && rm -rf /home/node/.npm\n",
+     "`npm ci` runs with `rm -rf /home/node/.npm`, which wipes the npm cache the mount keeps between builds",
+     f"USER node\nRUN {NODE_MOUNT} npm ci\n"),
+])
+def test_a_cache_mount_elsewhere_is_named_and_moved_where_npm_caches(lines, message, fixed):
+    """After USER node npm caches in /home/node/.npm (and where npm_config_cache says): a mount at
+    /root/.npm is never used, a root-owned one cannot be written; conform mounts exactly there,
+    with the user's uid and gid."""
+    text = installing(lines)
+    assert [(v.line, v.rule, v.message) for v in check_text(text)] == [
+        (14 + lines.count("\n"), "cache-mount" if "wipes" not in message else "no-cache-clean", message)]
+    assert conform(text) == installing(fixed)
+    assert check_text(conform(text)) == []
+
+
+def test_a_user_whose_uid_or_home_the_file_does_not_say_is_asked_for():
+    """`USER app` (made outside the file): its home is taken to be /home/app, said so, and conform
+    asks for its uid; `USER 1001`: where npm caches is unknown, and the fix sets it."""
+    app = installing("USER app\nRUN npm ci\n")
+    (violation,) = check_text(app)
+    assert violation.fix == "start the instruction with `RUN --mount=type=cache,target=/home/app/.npm,uid=<uid of " \
+        "app>,gid=<gid of app>,sharing=locked` (workhub takes app's home to be /home/app, where useradd -m and " \
+        "adduser put it)"
+    assert check_text(installing("USER app\nRUN --mount=type=cache,target=/home/app/.npm,uid=1001,sharing=locked "
+                                 "npm ci\n")) == []
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:16: conform cannot tell the uid of app, whose npm cache "
+                                              r"it would mount\n    fix: start the RUN with `RUN --mount=type=cache,"
+                                              r"target=/home/app/.npm,uid=<uid of app>,gid=<gid of app>"):
+        conform(app)
+    numeric = installing("USER 1001\nRUN npm ci\n")
+    (violation,) = check_text(numeric)
+    assert violation.message == "`npm ci` runs as uid 1001, whose home (where npm caches) this file does not say, " \
+        "and without a cache mount for npm"
+    assert violation.fix == "add `ENV npm_config_cache=/tmp/.npm` before it and start it with " \
+        "`RUN --mount=type=cache,target=/tmp/.npm,uid=1001,sharing=locked`"
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:16: conform cannot tell where npm caches when it runs "
+                                              r"as uid 1001\n    fix: add `ENV npm_config_cache=/tmp/.npm`"):
+        conform(numeric)
+    told = installing("USER 1001\nENV npm_config_cache=/tmp/.npm\nRUN npm ci\n")
+    assert "target=/tmp/.npm,uid=1001,sharing=locked npm ci" in conform(told)
+
+
+def test_a_stage_from_another_keeps_its_user():
+    """FROM an earlier stage runs as that stage's last USER."""
+    text = installing("USER node\nRUN --mount=type=cache,target=/home/node/.npm,uid=1000,sharing=locked npm ci\n") + \
+        f"FROM node:24-bookworm-slim AS base\nUSER node\nFROM base\n{ARGS}COPY package*.json /app/\n" \
+        f"RUN {CACHE_MOUNT} npm ci --prefix /app\n"
+    assert [v.message for v in check_text(text)][0].endswith("so its cache mount at /root/.npm is never used")
+    assert check_text(conform(text)) == []
+
+
+USERS = {"root": ("", "0", "/root"), "node": ("USER node\n", "1000", "/home/node"),
+         "node:node": ("USER node:node\n", "1000", "/home/node"), "1000": ("USER 1000\n", "1000", "/home/node"),
+         "app": ("RUN useradd --create-home --uid 1001 app\nUSER app\n", "1001", "/home/app")}
+
+
+@settings(max_examples=80, deadline=None)
+@given(user=st.sampled_from(sorted(USERS)), setting=st.sampled_from(["", "ENV npm_config_cache=/tmp/npm\n",
+                                                                     "ENV NPM_CONFIG_CACHE=/var/cache/npm\n"]),
+       mount=st.sampled_from(["", CACHE_MOUNT, NODE_MOUNT, "--mount=type=cache,target=/home/node/.npm",
+                              "--mount=type=cache,target=/tmp/npm,sharing=shared",
+                              "--mount=type=cache,target=/app/node_modules"]),
+       first=st.booleans())
+def test_conform_mounts_the_cache_where_npm_caches_for_any_user(user, setting, mount, first):
+    """Whatever the user and cache setting, and whatever mount was there: the fixed file mounts a
+    locked cache exactly where npm caches, owned by the user, breaks no rule, and conform leaves it."""
+    lines, uid, home = USERS[user]
+    before = lines + setting if first else setting + lines
+    text = installing(before + f"RUN {mount + ' ' if mount else ''}npm ci\n")
+    fixed = conform(text)
+    folder = setting.split("=", 1)[1].strip() if setting else home + "/.npm"
+    owner = "" if uid == "0" else f",uid={uid}" + (",gid=1000" if uid == "1000" else "")
+    assert f"RUN --mount=type=cache,target={folder}{owner},sharing=locked npm ci\n" in fixed, fixed
+    assert check_text(fixed) == [], fixed
+    assert conform(fixed) == fixed
