@@ -16,6 +16,7 @@ what a mount hides); that is written here.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import posixpath
 import re
@@ -158,6 +159,14 @@ class _Landing:
     source: str  # context path ("" for the whole context)
     target: str  # absolute path in the image: the file, or the folder that receives the contents
     folder: bool
+    sources: bool = False  # its COPY brings sources (a folder, a glob of them, files beside manifests)
+
+    @property
+    def manifest(self) -> bool:
+        """A package manifest (a glob counts when it names manifests and no source file)."""
+        name = posixpath.basename(self.target)
+        return not self.folder and any(fnmatch.fnmatchcase(m, name) for m in MANIFEST_NAMES) and \
+            not any(fnmatch.fnmatchcase(other, name) for other in ("index.js", "tsconfig.json"))
 
 
 @dataclass(frozen=True)
@@ -471,11 +480,16 @@ def _landings(cmd: dockerfile.Command, stage: _Stage, context: _Context) -> list
     target = _absolute(dest, stage.workdir)
     into = dest.endswith("/") or dest in (".", "..") or len(sources) > 1 or target in stage.dirs \
         or any(_GLOB.search(s) for s in sources)
-    found = []
+    found, globbed = [], set()
     for source in sources:
         for path, folder in context.expand(source):
             found.append(_Landing(cmd, path, target if folder or not into else
                                   posixpath.join(target, posixpath.basename(path)), folder))
+            globbed |= {len(found) - 1} if _GLOB.search(source) else set()
+    others = [index for index, landing in enumerate(found) if not landing.manifest]
+    # Sources: a folder; files a glob picks (they change as the sources do); files beside manifests.
+    if any(found[i].folder or i in globbed for i in others) or others and len(others) < len(found):
+        found = [dataclasses.replace(landing, sources=True) for landing in found]
     return found
 
 
@@ -543,7 +557,7 @@ def _context_dir(stage: _Stage, folder: str) -> str:
 def _lands(stage: _Stage, target: str, before: int) -> bool:
     """Whether a COPY of files (not of a folder, which brings sources too) before line `before`
     puts a context file at `target` (a manifest's image path)."""
-    return any(landing.cmd.start_line < before and not landing.folder
+    return any(landing.cmd.start_line < before and not landing.folder and not landing.sources
                and fnmatch.fnmatchcase(target, landing.target) for landing in stage.landings)
 
 
@@ -582,22 +596,25 @@ def _installs_without_package_json(stages: list[_Stage], context: _Context) -> l
     return found
 
 
-def _source_copies(stage: _Stage) -> list[tuple[dockerfile.Command, _Run, list[str]]]:
-    """Each COPY of this stage that brings an install folder's sources before that folder's install:
-    (the COPY, the last install it precedes, the folders). A COPY brings a folder's sources when it
-    copies that folder, an enclosing one, or a folder inside it that no deeper install owns."""
+def _source_copies(stage: _Stage) -> list[tuple[dockerfile.Command, _Run, list[str], bool]]:
+    """Each COPY of this stage that brings sources into (or around) an install folder before an
+    install: (the COPY, the last install after it, the context folders of its sources, whether it
+    brings manifests too).
+    Any source change then re-runs every install after it (Docker's layer cache), whichever
+    folder it installs in."""
     folders, own = _folders(stage), {id(c) for c in stage.instructions}
-    found: dict[int, tuple[dockerfile.Command, _Run, list[str]]] = {}
+    found: dict[int, tuple[dockerfile.Command, _Run, list[str], bool]] = {}
     for landing in stage.landings:
-        if not landing.folder or id(landing.cmd) not in own:
+        if not landing.sources or id(landing.cmd) not in own or landing.manifest:
             continue
-        owner = next((d for d in folders if _under(landing.target, d)), None)
-        brought = [d for d in folders if _under(d, landing.target) or d == owner]
-        for run in stage.runs:
-            if run.cmd.start_line > landing.cmd.start_line and any(d in brought for _, d in run.installs):
-                cmd, _, known = found.get(landing.cmd.start_line, (landing.cmd, run, []))
-                found[landing.cmd.start_line] = (cmd, run, sorted(set(known) | {d for _, d in run.installs
-                                                                                if d in brought}))
+        brought = [d for d in folders if _under(landing.target, d) or landing.folder and _under(d, landing.target)]
+        later = [run for run in stage.runs if run.cmd.start_line > landing.cmd.start_line]
+        if brought and later:
+            line = landing.cmd.start_line
+            mixed = any(other.manifest for other in stage.landings if other.cmd is landing.cmd)
+            known = found.get(line, (landing.cmd, later[-1], [], mixed))[2]
+            folder = landing.source if landing.folder else posixpath.dirname(landing.source)
+            found[line] = (landing.cmd, later[-1], sorted(set(known) | {folder + "/" if folder else "./"}), mixed)
     return [found[line] for line in sorted(found)]
 
 
@@ -792,10 +809,10 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
                     found.append(Violation(path, line, "manifests-first", f"`{command}` runs before "
                                            f"{' and '.join(missing)} are copied on their own",
                                            f"add `{fix}` before it"))
-        for copy, last, folders in _source_copies(stage):
+        for copy, last, folders, mixed in _source_copies(stage):
+            named = ", ".join(folders)
             what = "the whole build context" if copy.value[:-1] in ((".",), ("./",)) else \
-                "the sources of " + ", ".join(_context_dir(stage, d) + "/" if _context_dir(stage, d) else "./"
-                                              for d in folders)
+                f"the sources of {named}" + (" together with package manifests" if mixed else "")
             found.append(Violation(path, copy.start_line, "manifests-first", f"`{copy.original}` copies {what} "
                                    f"before the npm install at line {last.cmd.start_line}, so any source change "
                                    "reinstalls every package", f"move it after line {last.cmd.start_line}"))
@@ -1002,8 +1019,8 @@ def _move_sources(text: str, path: str, context: _Context) -> str:
     edits = _Edits()
     for stage in _stages(text, path, context):
         copies = _source_copies(stage)
-        moved = {id(copy) for copy, _, _ in copies}
-        for copy, last, _ in copies:
+        moved = {id(copy) for copy, _, _, _ in copies}
+        for copy, last, _, _ in copies:
             blocker = next((c for c in stage.instructions if copy.start_line < c.start_line <= last.cmd.start_line
                             and id(c) not in moved and not _movable(c)), None)
             if blocker is not None:

@@ -497,11 +497,14 @@ def test_manifests_first_means_before_the_folders_sources(tmp_path):
     ("COPY src ./src\n", True),            # a folder of the root install's sources
     ("COPY src/ ./src/\n", True),
     ("COPY .npmrc ./\n", False),            # one named file, copied on purpose
-    ("COPY frontend/ ./frontend/\n", False),  # another install folder's sources, after its install
+    ("COPY frontend/ ./frontend/\n", True),  # another install folder's sources, before the root install
+    ("COPY src/*.js ./src/\n", True),       # the files a glob picks change with the sources
+    ("COPY package*.json ./\n", False),      # a glob of manifests only
 ])
 def test_which_copies_bring_a_folders_sources(tmp_path, copy, flagged):
-    """A folder COPY inside an install folder (and owned by no deeper install) brings its sources;
-    a named file does not."""
+    """A folder COPY into (or around) an install folder brings sources, whichever install's they are
+    (a later install re-runs when they change: Docker's layer cache), as does a glob that picks
+    sources; a named file does not."""
     manifests(tmp_path, "", "frontend")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "index.js").write_text("")
@@ -869,3 +872,47 @@ def test_conform_mounts_the_cache_where_npm_caches_for_any_user(user, setting, m
     assert f"RUN --mount=type=cache,target={folder}{owner},sharing=locked npm ci\n" in fixed, fixed
     assert check_text(fixed) == [], fixed
     assert conform(fixed) == fixed
+
+
+# --- sources copied together with the manifests -------------------------------------------------
+
+
+@pytest.mark.parametrize("copy, what", [
+    ("ADD *.js package.json package-lock.json /app/\n", "the sources of ./ together with package manifests"),
+    ("COPY package.json package-lock.json server.js ./\n", "the sources of ./ together with package manifests"),
+    ('COPY ["package.json", "package-lock.json", "src", "./"]\n', "the sources of src/ together with package manifests"),
+    ("COPY *.js ./\nCOPY package.json package-lock.json ./\n", "the sources of ./"),
+])
+def test_sources_copied_with_the_manifests_are_named_and_moved(tmp_path, copy, what):
+    """A COPY/ADD that brings sources with (or before) the manifests re-runs the install on every
+    source change, as `COPY . .` does: named, and conform copies the manifests on their own
+    first and moves it after the install."""
+    manifests(tmp_path, "")
+    (tmp_path / "server.js").write_text("")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "index.js").write_text("")
+    text = HEAD + ARGS + f"WORKDIR /app\n{copy}RUN {CACHE_MOUNT} npm ci\nCMD [\"node\", \"server.js\"]\n"
+    install = 11 + copy.count("\n")
+    found = [str(v) for v in check_text(text, "Dockerfile", tmp_path)]
+    assert found[0] == f"Dockerfile:11: `{copy.splitlines()[0]}` copies {what} before the npm install at line " \
+        f"{install}, so any source change reinstalls every package\n    fix: move it after line {install}"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert fixed.startswith(HEAD + ARGS + f"WORKDIR /app\nCOPY package.json package-lock.json ./\nRUN {CACHE_MOUNT} "
+                                          "npm ci\n"), fixed
+    assert copy.splitlines()[0] in fixed.split("npm ci\n", 1)[1]
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
+    assert conform(fixed, "Dockerfile", tmp_path) == fixed
+
+
+def test_a_folder_copied_before_another_folders_install_is_named(tmp_path):
+    """`ADD app /app/app` before the root install re-runs it on every front-end change: named, and
+    moved after the last install it precedes."""
+    manifests(tmp_path, "", "app")
+    text = HEAD + ARGS + f"WORKDIR /app\nCOPY package*.json ./\nADD app /app/app\nRUN {CACHE_MOUNT} npm ci\n" \
+        f"COPY app/package*.json ./app/\nRUN {CACHE_MOUNT} cd app && npm ci\n"
+    assert [str(v) for v in check_text(text, "Dockerfile", tmp_path)] == [
+        "Dockerfile:12: `ADD app /app/app` copies the sources of app/ before the npm install at line 15, so any "
+        "source change reinstalls every package\n    fix: move it after line 15"]
+    assert conform(text, "Dockerfile", tmp_path) == HEAD + ARGS + f"WORKDIR /app\nCOPY package*.json ./\n" \
+        f"RUN {CACHE_MOUNT} npm ci\nCOPY app/package*.json ./app/\nRUN {CACHE_MOUNT} cd app && npm ci\n" \
+        "ADD app /app/app\n"
