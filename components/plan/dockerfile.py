@@ -66,7 +66,7 @@ _FRONTEND = re.compile(r"^(?:docker\.io/)?docker/dockerfile(?:-upstream)?:1(?:\.
 _GLOB = re.compile(r"[*?\[]")
 # A sources COPY is moved only past instructions that cannot read the application's sources.
 _MOVABLE_PAST = {"ARG", "ENV", "LABEL", "EXPOSE", "USER", "COPY", "ADD", "WORKDIR"}
-_SAFE_COMMANDS = {"apt-get", "apk", "cd", "mkdir"}
+_SAFE_COMMANDS = {"apt-get", "apk", "cd", "mkdir", "set"}
 _SAFE_NPM = _INSTALLS | {"config", "cache"}
 # OS package managers: the install subcommand, and the cache directories a mount may keep.
 _OS_INSTALLS = {"apt-get": ("install", ("/var/cache/apt", "/var/cache/apt/archives")),
@@ -805,17 +805,24 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
             for command, folder in run.installs:
                 missing = None if folder is None else _missing(stage, run, folder, ctx)
                 if missing:
-                    fix = _copy_manifests(missing, folder, stage.workdirs[line])
+                    fix = _copy_manifests(missing, folder, stage.workdirs[line], run.cache)
                     found.append(Violation(path, line, "manifests-first", f"`{command}` runs before "
                                            f"{' and '.join(missing)} are copied on their own",
                                            f"add `{fix}` before it"))
+        try:
+            splits = {split.cmd.start_line: split for split, _ in _moves(text, path, stage)[1]}
+        except DockerfileError:  # conform says which step stops the move
+            splits = {}
         for copy, last, folders, mixed in _source_copies(stage):
             named = ", ".join(folders)
             what = "the whole build context" if copy.value[:-1] in ((".",), ("./",)) else \
                 f"the sources of {named}" + (" together with package manifests" if mixed else "")
+            split = "".join(f"; split line {s.cmd.start_line}: its installs stay there, `{s.rest.strip()}` "
+                            f"follows the sources" for line, s in splits.items()
+                            if copy.start_line < line <= last.cmd.start_line)
             found.append(Violation(path, copy.start_line, "manifests-first", f"`{copy.original}` copies {what} "
                                    f"before the npm install at line {last.cmd.start_line}, so any source change "
-                                   "reinstalls every package", f"move it after line {last.cmd.start_line}"))
+                                   "reinstalls every package", f"move it after line {last.cmd.start_line}{split}"))
         missing = [a for a in _wanted_args(stage) if a not in stage.args]
         if missing:
             first = stage.runs[0].cmd.start_line
@@ -897,10 +904,12 @@ def check_dockerfile(path: str | Path, context: Optional[Path] = None,
     return check_text(Path(path).read_text(), str(path), context, base_image, today)
 
 
-def _copy_manifests(files: list[str], folder: str, workdir: str) -> str:
-    """The COPY of a folder's manifests (context paths) into `folder`, as written under `workdir`."""
+def _copy_manifests(files: list[str], folder: str, workdir: str, cache: _Cache) -> str:
+    """The COPY of a folder's manifests (context paths) into `folder`, as written under `workdir`,
+    owned by the user the install runs as (npm writes node_modules and the lockfile there)."""
     dest = _relative(folder, workdir)
-    return f"COPY {' '.join(files)} {dest}"
+    chown = "" if cache.user in ("root", "0", "0:0") else f"--chown={cache.user} "
+    return f"COPY {chown}{' '.join(files)} {dest}"
 
 
 def _without_wipes(command: str) -> str:
@@ -960,15 +969,86 @@ def _fix_run(raw: str, run: _Run, path: str) -> str:
     return head + body
 
 
+def _safe(words: list[str]) -> bool:
+    """Whether a command cannot read the application's sources (an install, set, cd, mkdir, OS packages)."""
+    npm = _npm(words)
+    return bool(words[:1] and words[0] in _SAFE_COMMANDS or npm and npm[0] in _SAFE_NPM)
+
+
 def _movable(cmd: dockerfile.Command) -> bool:
     """Whether a sources COPY can move past `cmd` without changing what `cmd` does."""
     if cmd.cmd.upper() != "RUN":
         return cmd.cmd.upper() in _MOVABLE_PAST
-    for words in _commands(cmd):
-        npm = _npm(words)
-        if not (words[:1] and words[0] in _SAFE_COMMANDS or npm and npm[0] in _SAFE_NPM):
-            return False
-    return not cmd.heredocs
+    return all(_safe(words) for words in _commands(cmd)) and not cmd.heredocs
+
+
+@dataclass(frozen=True)
+class _Split:
+    """A RUN that installs and then builds, cut in two: the installs (with the commands before them,
+    none of which reads the sources) and the rest, which goes after the sources."""
+
+    cmd: dockerfile.Command
+    install: str  # the instruction's new text, up to its last install
+    rest: str  # the RUN of the rest, with the shell options (`set`) and `cd`s before it
+
+
+def _split(text: str, stage: _Stage, cmd: dockerfile.Command, there: str) -> Optional[_Split]:
+    """The RUN `cmd` split after its last install, the rest to run where WORKDIR is `there`; None when
+    it is not a shell-form RUN of commands joined by `&&` whose commands up to that install cannot
+    read the sources."""
+    run = next((r for r in stage.runs if r.cmd is cmd), None)
+    match = _RUN_FLAGS.match(_raw(text, cmd))
+    if run is None or cmd.json or cmd.heredocs or not match:
+        return None
+    raw = _raw(text, cmd)
+    head, body = raw[:match.end()], raw[match.end():]
+    spans = _segments(body)
+    parts = [body[a:b].strip(" \t\\\n") for a, b in spans]
+    words = [_words(part) for part in parts]
+    cut = max(i for i, w in enumerate(words) if (npm := _npm(w)) and npm[0] in _INSTALLS)
+    joined = all(body[spans[i][1]:spans[i + 1][0]] == "&&" for i in range(len(spans) - 1))
+    if not joined or cut == len(parts) - 1 or not all(_safe(w) for w in words[:cut + 1]):
+        return None
+    # The rest keeps the shell options and runs where the install ran: its own cds, or one to
+    # where they led when it moves past a WORKDIR.
+    kept = [part for part, w in zip(parts[:cut + 1], words) if w[:1] == ["set"]]
+    cds = [(part, w) for part, w in zip(parts[:cut + 1], words) if w[:1] == ["cd"] and len(w) > 1]
+    cwd = stage.workdirs[cmd.start_line]
+    for _, w in cds:
+        cwd = _absolute(w[1], cwd)
+    kept += [part for part, _ in cds] if stage.workdirs[cmd.start_line] == there else \
+        [f"cd {cwd}"] if cwd != there else []
+    npm_mounts = {run.mount, run.stray, RETRY_MOUNT} | {flag for flag, _ in run.hiding}
+    flags = [flag for flag in cmd.flags if flag not in npm_mounts]
+    rest = "RUN " + " ".join(flags + [" && ".join(kept + parts[cut + 1:])]) + "\n"
+    return _Split(cmd, head + body[:spans[cut][1]].rstrip(" \t\\\n") + "\n", rest)
+
+
+def _moves(text: str, path: str, stage: _Stage) -> tuple[list[tuple[dockerfile.Command, _Run]], list[_Split]]:
+    """The stage's sources COPYs to move after the last install each precedes, and the RUNs to split
+    on the way (each one's rest to follow the last of those COPYs); raises DockerfileError with the
+    edit to make by hand when a step in between may need the sources and cannot be split."""
+    copies = _source_copies(stage)
+    moved, splits = {id(copy) for copy, _, _, _ in copies}, {}
+    for copy, last, _, _ in copies:
+        there = stage.workdirs[last.cmd.start_line]
+        for step in stage.instructions:
+            if not copy.start_line < step.start_line <= last.cmd.start_line or id(step) in moved or _movable(step):
+                continue
+            split = _split(text, stage, step, there)
+            if split is None:
+                run = next((r for r in stage.runs if r.cmd is step), None)
+                installs = [r.cmd.start_line for r in stage.runs if r.cmd.start_line > copy.start_line]
+                fix = f"move the npm installs at line{'s' * (len(installs) > 1)} " \
+                    f"{', '.join(map(str, installs))} (with the COPYs of their manifests) before line " \
+                    f"{copy.start_line}, by hand" if run is None else \
+                    f"split line {step.start_line} by hand: its installs (`{'` and `'.join(c for c, _ in run.installs)}`) " \
+                    f"in a RUN of their own, the rest in a RUN after line {last.cmd.end_line}, then conform again"
+                raise DockerfileError(f"{path}:{copy.start_line}: `{copy.original}` cannot move after the npm "
+                                      f"install at line {last.cmd.start_line}: line {step.start_line} may need "
+                                      f"the sources\n    fix: {fix}")
+            splits[step.start_line] = (split, max(last.cmd.end_line, splits.get(step.start_line, (split, 0))[1]))
+    return [(copy, last) for copy, last, _, _ in copies], [splits[line] for line in sorted(splits)]
 
 
 @dataclass
@@ -1014,20 +1094,13 @@ def _fix_syntax(text: str, cmds: list[dockerfile.Command]) -> str:
 
 
 def _move_sources(text: str, path: str, context: _Context) -> str:
-    """Each COPY that brings a folder's sources before its install, moved to just after that install
-    (its destination made absolute if WORKDIR differs there)."""
+    """Each COPY that brings sources before an install, moved to just after the last such install
+    (its destination made absolute if WORKDIR differs there), and each RUN in between that also
+    builds split: its installs stay, the rest follows the sources."""
     edits = _Edits()
     for stage in _stages(text, path, context):
-        copies = _source_copies(stage)
-        moved = {id(copy) for copy, _, _, _ in copies}
-        for copy, last, _, _ in copies:
-            blocker = next((c for c in stage.instructions if copy.start_line < c.start_line <= last.cmd.start_line
-                            and id(c) not in moved and not _movable(c)), None)
-            if blocker is not None:
-                raise DockerfileError(f"{path}:{copy.start_line}: `{copy.original}` cannot move after the npm "
-                                      f"install at line {last.cmd.start_line}: line {blocker.start_line} may need "
-                                      "the sources\n    fix: move the installs before it by hand (split a RUN that "
-                                      "also builds)")
+        copies, splits = _moves(text, path, stage)
+        for copy, last in copies:
             raw, dest = _raw(text, copy), copy.value[-1]
             there = stage.workdirs.get(last.cmd.start_line)
             if there != stage.workdirs[copy.start_line] and not posixpath.isabs(dest):
@@ -1039,6 +1112,9 @@ def _move_sources(text: str, path: str, context: _Context) -> str:
                     ("/" if dest.endswith("/") else "") + raw[cut + len(dest):]
             edits.swap(copy, "")
             edits.insert.setdefault(last.cmd.end_line + 1, []).append(raw)
+        for split, after in splits:
+            edits.swap(split.cmd, split.install)
+            edits.insert.setdefault(after + 1, []).append(split.rest)
     return edits.apply(text)
 
 
@@ -1062,7 +1138,7 @@ def _fix_installs(text: str, path: str, context: _Context) -> str:
                 files = None if folder is None else _missing(stage, run, folder, context)
                 if not files:
                     continue
-                copy = _copy_manifests(files, folder, stage.workdirs[run.cmd.start_line]) + "\n"
+                copy = _copy_manifests(files, folder, stage.workdirs[run.cmd.start_line], run.cache) + "\n"
                 if copy not in insert.get(run.cmd.start_line, []):
                     insert.setdefault(run.cmd.start_line, []).append(copy)
     return edits.apply(text)

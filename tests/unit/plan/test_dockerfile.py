@@ -273,7 +273,7 @@ def test_conform_refuses_to_move_context_past_a_build():
         conform(text)
     assert str(caught.value) == (
         "Dockerfile:16: `COPY . .` cannot move after the npm install at line 19: line 17 may need the sources\n"
-        "    fix: move the installs before it by hand (split a RUN that also builds)")
+        "    fix: move the npm installs at line 19 (with the COPYs of their manifests) before line 16, by hand")
 
 
 @pytest.mark.parametrize("syntax", ["# syntax=docker/dockerfile:1\n", "", "# syntax=docker/dockerfile:1.1\n"])
@@ -916,3 +916,97 @@ def test_a_folder_copied_before_another_folders_install_is_named(tmp_path):
     assert conform(text, "Dockerfile", tmp_path) == HEAD + ARGS + f"WORKDIR /app\nCOPY package*.json ./\n" \
         f"RUN {CACHE_MOUNT} npm ci\nCOPY app/package*.json ./app/\nRUN {CACHE_MOUNT} cd app && npm ci\n" \
         "ADD app /app/app\n"
+
+
+# --- RUNs that install and build in one step ----------------------------------------------------
+
+VITE = "--mount=type=cache,target=/tmp/vite"
+
+
+@pytest.mark.parametrize("run, install, rest", [
+    ("RUN npm ci && npm run build\n", f"RUN {CACHE_MOUNT} npm ci\n", "RUN npm run build\n"),
+    ("RUN set -eux && npm ci && npm run build\n", f"RUN {CACHE_MOUNT} set -eux && npm ci\n",
+     "RUN set -eux && npm run build\n"),
+    ("RUN set -eux \\\n    && npm ci \\\n    && npm run build \\\n    && npm prune --omit=dev\n",
+     f"RUN {CACHE_MOUNT} set -eux \\\n    && npm ci\n", "RUN set -eux && npm run build && npm prune --omit=dev\n"),
+    (f"RUN {VITE} npm ci && npm run build\n", f"RUN {CACHE_MOUNT} {VITE} npm ci\n", f"RUN {VITE} npm run build\n"),
+    ("RUN set -eux && npm ci\n", f"RUN {CACHE_MOUNT} set -eux && npm ci\n", ""),
+])
+def test_a_run_that_installs_and_builds_is_split(tmp_path, run, install, rest):
+    """A RUN that installs then builds, after `COPY . .`: the install stays (with the cache mount,
+    after its manifests), the rest (with the shell options and other flags) follows the sources."""
+    manifests(tmp_path, "")
+    text = HEAD + ARGS + f"WORKDIR /app\nCOPY . .\n{run}CMD [\"node\", \"server.js\"]\n"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert fixed == HEAD + ARGS + f"WORKDIR /app\nCOPY package.json package-lock.json ./\n{install}COPY . .\n" \
+        f"{rest}CMD [\"node\", \"server.js\"]\n"
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
+    assert conform(fixed, "Dockerfile", tmp_path) == fixed
+    if rest:
+        (copy,) = [v for v in check_text(text, "Dockerfile", tmp_path) if v.line == 11]
+        assert copy.fix == f"move it after line 12; split line 12: its installs stay there, `{rest.strip()}` " \
+            "follows the sources"
+
+
+def test_a_split_run_past_a_workdir_runs_where_it_ran(tmp_path):
+    """The rest of a RUN that moves past a WORKDIR changes to the folder it ran in first."""
+    manifests(tmp_path, "frontend", "backend")
+    text = HEAD + ARGS + "WORKDIR /app\nCOPY frontend/ frontend/\nRUN cd frontend && npm ci && npm run build\n" \
+        f"WORKDIR /app/backend\nCOPY backend/package*.json ./\nRUN {CACHE_MOUNT} npm ci\n"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert fixed.endswith(f"RUN {CACHE_MOUNT} npm ci\nCOPY frontend/ /app/frontend/\n"
+                          "RUN cd /app/frontend && npm run build\n"), fixed
+    assert f"RUN {CACHE_MOUNT} cd frontend && npm ci\n" in fixed
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
+
+
+@pytest.mark.parametrize("run, why", [
+    ("RUN npm run prebuild && npm ci && npm run build\n", "`npm run prebuild` runs before the install"),
+    ("RUN npm ci; npm run build\n", "`;` does not stop at a failed install"),
+    ("RUN npm ci || true && npm run build\n", "`||` too"),
+    ("RUN <<EOT\nnpm ci\nnpm run build\nEOT\n", "a heredoc script"),
+])
+def test_a_run_that_cannot_be_split_safely_is_refused_with_the_edit(tmp_path, run, why):
+    """Where splitting could change what the RUN does, conform refuses and says how to split it."""
+    manifests(tmp_path, "")
+    text = HEAD + ARGS + f"WORKDIR /app\nCOPY . .\n{run}CMD [\"node\", \"server.js\"]\n"
+    with pytest.raises(DockerfileError) as caught:
+        conform(text, "Dockerfile", tmp_path)
+    assert str(caught.value) == "Dockerfile:11: `COPY . .` cannot move after the npm install at line 12: line 12 " \
+        "may need the sources\n    fix: split line 12 by hand: its installs (`npm ci`) in a RUN of their own, the " \
+        f"rest in a RUN after line {11 + run.count(chr(10))}, then conform again", why
+
+
+@settings(max_examples=60, deadline=None)
+@given(options=st.sampled_from(["", "set -eux && ", "set -e && "]),
+       where=st.sampled_from(["", "cd app && "]),
+       sub=st.sampled_from(["ci", "install", "ci --omit=dev"]),
+       rest=st.sampled_from(["", " && npm run build", " && npm run build && npm prune --omit=dev", " && npm test"]),
+       copy=st.sampled_from(["COPY . .", "ADD app /app/app", "COPY app ./app"]))
+def test_conform_splits_any_install_and_build(options, where, sub, rest, copy):
+    """Whatever shell options, folder and steps follow the install: the fixed file breaks no rule,
+    conform leaves it, the install keeps the options before it and the rest follows the sources
+    with them."""
+    with tempfile.TemporaryDirectory() as directory:
+        context = Path(directory)
+        manifests(context, "", "app")
+        text = HEAD + ARGS + f"WORKDIR /app\n{copy}\nRUN {options}{where}npm {sub}{rest}\n"
+        fixed = conform(text, "Dockerfile", context)
+        assert check_text(fixed, "Dockerfile", context) == [], fixed
+        assert conform(fixed, "Dockerfile", context) == fixed
+        install = f"RUN {CACHE_MOUNT} {options}{where}npm {sub}\n"
+        assert install in fixed, fixed
+        assert fixed.index(install) < fixed.index(copy + "\n")
+        if rest:
+            assert fixed.endswith(f"{copy}\nRUN {options}{where}{rest[4:]}\n"), fixed
+
+
+def test_the_manifests_of_an_install_as_another_user_are_its_own(tmp_path):
+    """After USER node the manifests COPY conform adds is node's (npm writes node_modules and the
+    lockfile beside them), with the cache mounted where node's npm caches."""
+    manifests(tmp_path, "frontend")
+    text = HEAD + ARGS + "WORKDIR /home/node/app\nUSER node\nCOPY --chown=node:node . .\nRUN cd frontend && npm ci\n"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert "COPY --chown=node frontend/package.json frontend/package-lock.json ./frontend/\n" \
+        f"RUN {NODE_MOUNT} cd frontend && npm ci\nCOPY --chown=node:node . .\n" in fixed, fixed
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
