@@ -33,7 +33,7 @@ from components.plan.context import context_files
 from components.render.host.build import RETRY_MOUNT, RETRY_SECRET
 
 SYNTAX = "# syntax=docker/dockerfile:1"
-CACHE_MOUNT = "--mount=type=cache,target=/root/.npm,sharing=locked"
+CACHE_MOUNT = "--mount=type=cache,target=/root/.npm,sharing=locked"  # root's; other users: _Cache.mount
 BUILD_ARGS = ("NODE_OPTIONS", "NPM_CONFIG_REGISTRY", "NPM_CONFIG_FETCH_RETRIES", "NPM_CONFIG_FETCH_TIMEOUT",
               "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT",
               "NPM_CONFIG_PREFER_OFFLINE")
@@ -512,8 +512,10 @@ def _stages(text: str, path: str, context: _Context) -> list[_Stage]:
             stage.workdir = _absolute(cmd.value[0], stage.workdir)
             stage.first_workdir = stage.first_workdir or stage.workdir
             stage.dirs.add(stage.workdir)
-        elif kind == "ARG" and not stage.runs:
-            stage.args |= {v.split("=", 1)[0] for v in cmd.value}
+        elif kind == "ARG":
+            stage.args |= {v.split("=", 1)[0] for v in cmd.value} if not stage.runs else set()
+            stage.env.update(("npm_config_cache", (_words(v.split("=", 1)[1]) or [""])[0]) for v in cmd.value
+                             if re.match(r"(?i)^npm_config_cache=", v))
         elif kind in ("COPY", "ADD"):
             landed = _landings(cmd, stage, context)
             stage.landings += landed
@@ -860,7 +862,8 @@ def _cache_violations(path: str, run: _Run, shown: str) -> list[Violation]:
     elif run.mount is not None and not cache.root and cache.uid and _owner(run.mount) != cache.uid:
         owner = "root (uid 0)" if _owner(run.mount) == "0" else f"uid {_owner(run.mount)}"
         found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` belongs to {owner}, but "
-                               f"npm runs as {cache.who} and cannot write to it", f"replace `{run.mount}` with `{cache.mount(run.mount)}`"))
+                               f"npm runs as {cache.who} and cannot write to it",
+                               f"replace `{run.mount}` with `{cache.mount(run.mount)}`"))
     elif run.mount is not None and not _locked(run.mount):
         found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` is not "
                                "sharing=locked, so two builds can write the cache at once",
@@ -1039,10 +1042,11 @@ def _moves(text: str, path: str, stage: _Stage) -> tuple[list[tuple[dockerfile.C
             if split is None:
                 run = next((r for r in stage.runs if r.cmd is step), None)
                 installs = [r.cmd.start_line for r in stage.runs if r.cmd.start_line > copy.start_line]
+                commands = "` and `".join(c for c, _ in run.installs) if run else ""
                 fix = f"move the npm installs at line{'s' * (len(installs) > 1)} " \
                     f"{', '.join(map(str, installs))} (with the COPYs of their manifests) before line " \
                     f"{copy.start_line}, by hand" if run is None else \
-                    f"split line {step.start_line} by hand: its installs (`{'` and `'.join(c for c, _ in run.installs)}`) " \
+                    f"split line {step.start_line} by hand: its installs (`{commands}`) " \
                     f"in a RUN of their own, the rest in a RUN after line {last.cmd.end_line}, then conform again"
                 raise DockerfileError(f"{path}:{copy.start_line}: `{copy.original}` cannot move after the npm "
                                       f"install at line {last.cmd.start_line}: line {step.start_line} may need "

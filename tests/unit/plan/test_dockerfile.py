@@ -764,6 +764,8 @@ def installing(lines: str) -> str:
     "USER node\nENV npm_config_cache=/tmp/npm\nRUN --mount=type=cache,target=/tmp/npm,uid=1000,sharing=locked npm ci\n",
     "RUN --mount=type=cache,target=/tmp/npm,sharing=locked npm ci --cache /tmp/npm\n",
     "ENV HOME=/app\nRUN --mount=type=cache,target=/app/.npm,sharing=locked npm ci\n",
+    "ARG NPM_CONFIG_CACHE=/tmp/npm\nRUN --mount=type=cache,target=/tmp/npm,sharing=locked npm ci\n",
+    "RUN --mount=type=cache,target=/tmp/npm,sharing=locked npm_config_cache=/tmp/npm npm ci\n",
     "RUN useradd -m -u 1001 app\nUSER app\nRUN --mount=type=cache,target=/home/app/.npm,uid=1001,sharing=locked "
     "npm ci\n",
     "RUN adduser -D -u 1001 -h /srv/app app\nUSER app\n"
@@ -880,7 +882,8 @@ def test_conform_mounts_the_cache_where_npm_caches_for_any_user(user, setting, m
 @pytest.mark.parametrize("copy, what", [
     ("ADD *.js package.json package-lock.json /app/\n", "the sources of ./ together with package manifests"),
     ("COPY package.json package-lock.json server.js ./\n", "the sources of ./ together with package manifests"),
-    ('COPY ["package.json", "package-lock.json", "src", "./"]\n', "the sources of src/ together with package manifests"),
+    ('COPY ["package.json", "package-lock.json", "src", "./"]\n',
+     "the sources of src/ together with package manifests"),
     ("COPY *.js ./\nCOPY package.json package-lock.json ./\n", "the sources of ./"),
 ])
 def test_sources_copied_with_the_manifests_are_named_and_moved(tmp_path, copy, what):
