@@ -1008,7 +1008,7 @@ def _split(text: str, stage: _Stage, cmd: dockerfile.Command, there: str) -> Opt
     spans = _segments(body)
     parts = [body[a:b].strip(" \t\\\n") for a, b in spans]
     words = [_words(part) for part in parts]
-    cut = max(i for i, w in enumerate(words) if (npm := _npm(w)) and npm[0] in _INSTALLS)
+    cut = max((i for i, w in enumerate(words) if (npm := _npm(w)) and npm[0] in _INSTALLS), default=len(parts) - 1)
     joined = all(body[spans[i][1]:spans[i + 1][0]] == "&&" for i in range(len(spans) - 1))
     if not joined or cut == len(parts) - 1 or not all(_safe(w) for w in words[:cut + 1]):
         return None
