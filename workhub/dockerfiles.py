@@ -55,6 +55,9 @@ def _conform(shown: str, path: Path, context: Path, base_image: str) -> bool:
     rewritten = conform(text, shown, context)
     left, warnings = _split(check_text(rewritten, shown, context, base_image))
     if left:
+        # Named as the original file has them (the rewrite's lines may differ), where check named them too.
+        found = {(v.rule, v.message): v for v in fixed}
+        left = [found.get((v.rule, v.message), v) for v in left]
         raise DockerfileError("\n".join(str(v) for v in left) + f"\n{shown}: left unchanged: conform cannot "
                               "fix the above; fix them by hand")
     if rewritten == text:

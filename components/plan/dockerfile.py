@@ -16,6 +16,7 @@ what a mount hides); that is written here.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import posixpath
 import re
@@ -32,7 +33,7 @@ from components.plan.context import context_files
 from components.render.host.build import RETRY_MOUNT, RETRY_SECRET
 
 SYNTAX = "# syntax=docker/dockerfile:1"
-CACHE_MOUNT = "--mount=type=cache,target=/root/.npm,sharing=locked"
+CACHE_MOUNT = "--mount=type=cache,target=/root/.npm,sharing=locked"  # root's; other users: _Cache.mount
 BUILD_ARGS = ("NODE_OPTIONS", "NPM_CONFIG_REGISTRY", "NPM_CONFIG_FETCH_RETRIES", "NPM_CONFIG_FETCH_TIMEOUT",
               "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT",
               "NPM_CONFIG_PREFER_OFFLINE")
@@ -46,8 +47,15 @@ APK_MOUNT = "--mount=type=cache,target=/etc/apk/cache,sharing=locked"
 
 _INSTALLS = {"ci", "install", "i"}
 _NPM_VALUE_OPTIONS = {"--loglevel", "--registry", "--cache", "--workspace", "-w", "--omit", "--include"}
-_NPM_CACHE = re.compile(r"^(/root|~|\$HOME|\$\{HOME\})/\.npm(/.*)?$")
-_NPM_CACHE_WORD = re.compile(r"[ \t]+(?:/root|~|\$HOME|\$\{HOME\})/\.npm(?:/\S*)?(?=\s|$)")
+_NPM_CACHE = re.compile(r"^(/root|/home/[^/\s]+|~|\$HOME|\$\{HOME\})/\.npm(/.*)?$")
+_NPM_CACHE_WORD = re.compile(r"[ \t]+(?:/root|/home/[^/\s]+|~|\$HOME|\$\{HOME\})/\.npm(?:/\S*)?(?=\s|$)")
+# The users every stage knows: root, and the official node images' `node` (uid and gid 1000).
+# name -> (uid, gid, home); a stage adds those its RUNs create with useradd/adduser.
+_USERS = {"root": ("0", "0", "/root"), "node": ("1000", "1000", "/home/node")}
+_USER_VALUE_OPTIONS = {"-u", "--uid", "-g", "--gid", "-G", "--groups", "--ingroup", "-d", "--home-dir", "--home",
+                       "-h", "-s", "--shell", "-c", "--comment", "--gecos", "-k", "--skel", "-K", "--key", "-e",
+                       "--expiredate", "-f", "--inactive", "-p", "--password", "-b", "--base-dir", "-R", "--root",
+                       "-P", "--prefix", "-Z", "--selinux-user", "--firstuid", "--lastuid"}
 _RUN_FLAGS = re.compile(r"^\s*RUN((?:(?:[ \t]|\\\n)+--\S+)*)(?:[ \t]|\\\n)*", re.IGNORECASE)
 # BuildKit's parser directives: leading comment lines `# key=value`, until the first other line.
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
@@ -58,7 +66,7 @@ _FRONTEND = re.compile(r"^(?:docker\.io/)?docker/dockerfile(?:-upstream)?:1(?:\.
 _GLOB = re.compile(r"[*?\[]")
 # A sources COPY is moved only past instructions that cannot read the application's sources.
 _MOVABLE_PAST = {"ARG", "ENV", "LABEL", "EXPOSE", "USER", "COPY", "ADD", "WORKDIR"}
-_SAFE_COMMANDS = {"apt-get", "apk", "cd", "mkdir"}
+_SAFE_COMMANDS = {"apt-get", "apk", "cd", "mkdir", "set"}
 _SAFE_NPM = _INSTALLS | {"config", "cache"}
 # OS package managers: the install subcommand, and the cache directories a mount may keep.
 _OS_INSTALLS = {"apt-get": ("install", ("/var/cache/apt", "/var/cache/apt/archives")),
@@ -151,6 +159,49 @@ class _Landing:
     source: str  # context path ("" for the whole context)
     target: str  # absolute path in the image: the file, or the folder that receives the contents
     folder: bool
+    sources: bool = False  # its COPY brings sources (a folder, a glob of them, files beside manifests)
+
+    @property
+    def manifest(self) -> bool:
+        """A package manifest (a glob counts when it names manifests and no source file)."""
+        name = posixpath.basename(self.target)
+        return not self.folder and any(fnmatch.fnmatchcase(m, name) for m in MANIFEST_NAMES) and \
+            not any(fnmatch.fnmatchcase(other, name) for other in ("index.js", "tsconfig.json"))
+
+
+@dataclass(frozen=True)
+class _Cache:
+    """Where npm caches for an install: its cache folder (None when the file does not say), and the
+    user the install runs as, as USER names it, with its uid and gid where known."""
+
+    folder: Optional[str]
+    user: str = "root"
+    uid: Optional[str] = "0"
+    gid: Optional[str] = "0"
+    assumed: str = ""  # what was assumed to find the folder, said in the messages
+
+    @property
+    def who(self) -> str:
+        """The user as a message names it: `node (uid 1000)`, `uid 1001`, `app`."""
+        name = self.user.partition(":")[0]
+        return f"uid {name}" if name.isdigit() else f"{name} (uid {self.uid})" if self.uid else name
+
+    @property
+    def root(self) -> bool:
+        return self.uid == "0"
+
+    def mount(self, flag: Optional[str] = None) -> str:
+        """The locked cache mount at the folder, owned by the user (a mount is root's unless it says
+        otherwise, and only root could write it): `flag` (a mount already there) with those options
+        set, or a new one (with placeholders for a uid and gid the file does not say)."""
+        owned = not self.root and self.uid is not None
+        options = [o for o in flag[8:].split(",") if not o.startswith(("sharing=",) + (("uid=", "gid=") * owned))] \
+            if flag else ["type=cache", f"target={self.folder}"]
+        if owned:
+            options += [f"uid={self.uid}"] + ([f"gid={self.gid}"] if self.gid else [])
+        elif not self.root and not flag:
+            options += [f"uid=<uid of {self.user}>", f"gid=<gid of {self.user}>"]
+        return "--mount=" + ",".join(options + ["sharing=locked"])
 
 
 @dataclass
@@ -159,7 +210,9 @@ class _Run:
 
     cmd: dockerfile.Command
     installs: list[tuple[str, Optional[str]]]  # (command, absolute install folder; None for a global install)
-    mount: Optional[str]  # its --mount flag with a cache at /root/.npm, if any
+    mount: Optional[str]  # its --mount flag with a cache where npm caches, if any
+    cache: _Cache  # where npm caches, as whom
+    stray: Optional[str]  # with no such mount: a cache mount for npm elsewhere, which npm never uses
     hiding: list[tuple[str, str]]  # (flag, target) of cache/tmpfs mounts over an install folder's packages
     wipes: list[str]  # the commands (or their parts) that empty the npm cache
     retry: bool = False  # an install runs under workhub's retry (`eval "$WORKHUB_RETRY" npm ci`)
@@ -178,6 +231,9 @@ class _Stage:
     args: set[str] = field(default_factory=set)  # ARGs declared before the first install
     runs: list[_Run] = field(default_factory=list)
     workdirs: dict[int, str] = field(default_factory=dict)  # instruction start line -> WORKDIR there
+    user: str = "root"  # as the last USER names it
+    env: dict[str, str] = field(default_factory=dict)  # ENV's HOME and npm_config_cache (lower case) so far
+    users: dict[str, tuple[str, str, str]] = field(default_factory=lambda: dict(_USERS))  # name -> uid, gid, home
 
 
 def _words(command: str) -> list[str]:
@@ -303,9 +359,80 @@ def _locked(mount: Optional[str]) -> bool:
     return mount is not None and "sharing=locked" in mount[8:].split(",")
 
 
-def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
+def _option(words: list[str], name: str) -> Optional[str]:
+    """The value of a command's `--name VALUE` or `--name=VALUE` option, if it has one."""
+    for index, word in enumerate(words):
+        if word == name and index + 1 < len(words):
+            return words[index + 1]
+        if word.startswith(name + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def _created_user(words: list[str]) -> Optional[tuple[str, tuple[str, str, str]]]:
+    """(name, (uid, gid, home)) of the user a `useradd`/`adduser` command creates ("" when it does not
+    say): its home is /home/<name> unless it names another."""
+    words = _program(words)
+    if not words or posixpath.basename(words[0]) not in ("useradd", "adduser"):
+        return None
+    names, index = [], 1
+    while index < len(words):
+        word = words[index]
+        index += 2 if word in _USER_VALUE_OPTIONS else 1
+        if not word.startswith("-"):
+            names.append(word)
+    if not names:
+        return None
+    uid = _option(words, "-u") or _option(words, "--uid") or ""
+    gid = _option(words, "-g") or _option(words, "--gid") or ""
+    home = _option(words, "-d") or _option(words, "--home-dir") or _option(words, "--home") or \
+        (_option(words, "-h") if words[0].endswith("adduser") else None) or f"/home/{names[0]}"
+    return names[0], (uid if uid.isdigit() else "", gid if gid.isdigit() else "", home)
+
+
+def _who(stage: _Stage) -> tuple[Optional[str], Optional[str], Optional[str], str]:
+    """(uid, gid, home, what was assumed) of the user the stage's RUNs run as now."""
+    name, _, group = stage.user.partition(":")
+    assumed = ""
+    if name.isdigit():
+        known = next((user for user in stage.users.values() if user[0] == name), None)
+        uid, gid, home = name, (known[1] or None) if known else None, known[2] if known else None
+    elif name in stage.users:
+        uid, gid, home = (value or None for value in stage.users[name])
+    else:  # a user made some other way (a base image's, a script's): useradd's and adduser's default home
+        uid, gid, home = None, None, f"/home/{name}"
+        assumed = f"workhub takes {name}'s home to be /home/{name}, where useradd -m and adduser put it"
+    if group:
+        gid = group if group.isdigit() else (stage.users.get(group, ("", "", ""))[1] or None)
+    if "HOME" in stage.env:
+        home, assumed = stage.env["HOME"], ""
+    return uid, gid, home, assumed
+
+
+def _cache(stage: _Stage, words: list[str], cwd: str) -> _Cache:
+    """Where npm caches when it runs `words` in `cwd`: its --cache, else npm_config_cache (the
+    command's own, then ENV's), else the .npm folder in the user's home."""
+    uid, gid, home, assumed = _who(stage)
+    setting = _option(words, "--cache") or next(
+        (w.split("=", 1)[1] for w in words if re.match(r"(?i)^npm_config_cache=", w)), None) or \
+        stage.env.get("npm_config_cache")
+    if setting is None:
+        folder = posixpath.join(home, ".npm") if home else None
+    else:
+        expanded = re.sub(r"^~(?=/|$)|\$\{HOME\}|\$HOME\b", lambda _: home or "$", setting)
+        folder = None if "$" in expanded else _absolute(expanded, cwd)
+        assumed = assumed if "HOME" in setting or setting.startswith("~") else ""
+    return _Cache(folder, stage.user, uid, gid, assumed)
+
+
+def _npm_like(target: str) -> bool:
+    """Whether a cache mount's target looks meant for npm's cache (/root/.npm, /tmp/npm-cache)."""
+    return "npm" in posixpath.basename(target) or posixpath.basename(target) == "_cacache"
+
+
+def _install_run(cmd: dockerfile.Command, stage: _Stage) -> Optional[_Run]:
     """What the RUN installs, where, what its mounts hide and what it wipes; None when it installs nothing."""
-    installs, wipes, cwd = [], [], workdir
+    installs, wipes, workdir, cwd, cache = [], [], stage.workdir, stage.workdir, None
     for words in _commands(cmd):
         npm = _npm(words)
         if words[:1] == ["cd"] and len(words) > 1:
@@ -313,9 +440,10 @@ def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
         elif npm and npm[0] in _INSTALLS:
             where = None if {"-g", "--global"} & set(npm[1]) else _absolute(npm[2] or ".", cwd)
             installs.append((" ".join(words[2:] if tuple(words[:2]) in _RETRY_WORDS else words), where))
+            cache = cache or _cache(stage, words, cwd)
         elif wipe := _wipe(words):
             wipes.append(wipe)
-    if not installs:
+    if not installs or cache is None:
         return None
     mounts = _mounts(cmd.flags, workdir)
     folders = [d for _, d in installs if d is not None]
@@ -325,7 +453,13 @@ def _install_run(cmd: dockerfile.Command, workdir: str) -> Optional[_Run]:
               and target and any(_under(target, d + "/node_modules") or _under(d, target) for d in folders)]
     retry = any(tuple(words[:2]) in _RETRY_WORDS for words in _commands(cmd))
     retry_mount = any(options.get("type") == "secret" and options.get("id") == RETRY_SECRET for _, options, _ in mounts)
-    return _Run(cmd, installs, _cache_at(mounts, ("/root/.npm",)), hiding, wipes, retry, retry_mount)
+    hidden = {flag for flag, _ in hiding}
+    npm_like = [flag for flag, options, target in mounts if options.get("type") == "cache" and _npm_like(target)
+                and flag not in hidden]
+    # Where the file does not say where npm caches, any mount meant for it is taken as right.
+    mount = _cache_at(mounts, (cache.folder,)) if cache.folder else next(iter(npm_like), None)
+    stray = next((flag for flag in npm_like if flag != mount), None) if mount is None else None
+    return _Run(cmd, installs, mount, cache, stray, hiding, wipes, retry, retry_mount)
 
 
 def _parse(text: str, path: str) -> list[dockerfile.Command]:
@@ -346,11 +480,16 @@ def _landings(cmd: dockerfile.Command, stage: _Stage, context: _Context) -> list
     target = _absolute(dest, stage.workdir)
     into = dest.endswith("/") or dest in (".", "..") or len(sources) > 1 or target in stage.dirs \
         or any(_GLOB.search(s) for s in sources)
-    found = []
+    found, globbed = [], set()
     for source in sources:
         for path, folder in context.expand(source):
             found.append(_Landing(cmd, path, target if folder or not into else
                                   posixpath.join(target, posixpath.basename(path)), folder))
+            globbed |= {len(found) - 1} if _GLOB.search(source) else set()
+    others = [index for index, landing in enumerate(found) if not landing.manifest]
+    # Sources: a folder; files a glob picks (they change as the sources do); files beside manifests.
+    if any(found[i].folder or i in globbed for i in others) or others and len(others) < len(found):
+        found = [dataclasses.replace(landing, sources=True) for landing in found]
     return found
 
 
@@ -362,7 +501,8 @@ def _stages(text: str, path: str, context: _Context) -> list[_Stage]:
         if kind == "FROM":
             parent = names.get(cmd.value[0].lower(), _Stage())  # FROM an earlier stage starts with its files
             stage = _Stage(workdir=parent.workdir, first_workdir=parent.first_workdir,
-                           landings=list(parent.landings), dirs=set(parent.dirs))
+                           landings=list(parent.landings), dirs=set(parent.dirs), user=parent.user,
+                           env=dict(parent.env), users=dict(parent.users))
             stages.append(stage)
             if len(cmd.value) == 3:
                 names[cmd.value[2].lower()] = stage
@@ -372,14 +512,25 @@ def _stages(text: str, path: str, context: _Context) -> list[_Stage]:
             stage.workdir = _absolute(cmd.value[0], stage.workdir)
             stage.first_workdir = stage.first_workdir or stage.workdir
             stage.dirs.add(stage.workdir)
-        elif kind == "ARG" and not stage.runs:
-            stage.args |= {v.split("=", 1)[0] for v in cmd.value}
+        elif kind == "ARG":
+            stage.args |= {v.split("=", 1)[0] for v in cmd.value} if not stage.runs else set()
+            stage.env.update(("npm_config_cache", (_words(v.split("=", 1)[1]) or [""])[0]) for v in cmd.value
+                             if re.match(r"(?i)^npm_config_cache=", v))
         elif kind in ("COPY", "ADD"):
             landed = _landings(cmd, stage, context)
             stage.landings += landed
             stage.dirs |= {l.target if l.folder else posixpath.dirname(l.target) for l in landed}
-        elif kind == "RUN" and (run := _install_run(cmd, stage.workdir)):
+        elif kind == "USER":
+            stage.user = cmd.value[0]
+        elif kind == "ENV":
+            for key, value in zip(cmd.value[::2], cmd.value[1::2]):
+                key = key.lower() if key.lower() == "npm_config_cache" else key
+                if key in ("HOME", "npm_config_cache"):
+                    stage.env[key] = (_words(value) or [""])[0]
+        elif kind == "RUN" and (run := _install_run(cmd, stage)):
             stage.runs.append(run)
+        if kind == "RUN":
+            stage.users.update(user for words in _commands(cmd) if (user := _created_user(words)))
     return stages
 
 
@@ -408,7 +559,7 @@ def _context_dir(stage: _Stage, folder: str) -> str:
 def _lands(stage: _Stage, target: str, before: int) -> bool:
     """Whether a COPY of files (not of a folder, which brings sources too) before line `before`
     puts a context file at `target` (a manifest's image path)."""
-    return any(landing.cmd.start_line < before and not landing.folder
+    return any(landing.cmd.start_line < before and not landing.folder and not landing.sources
                and fnmatch.fnmatchcase(target, landing.target) for landing in stage.landings)
 
 
@@ -447,22 +598,25 @@ def _installs_without_package_json(stages: list[_Stage], context: _Context) -> l
     return found
 
 
-def _source_copies(stage: _Stage) -> list[tuple[dockerfile.Command, _Run, list[str]]]:
-    """Each COPY of this stage that brings an install folder's sources before that folder's install:
-    (the COPY, the last install it precedes, the folders). A COPY brings a folder's sources when it
-    copies that folder, an enclosing one, or a folder inside it that no deeper install owns."""
+def _source_copies(stage: _Stage) -> list[tuple[dockerfile.Command, _Run, list[str], bool]]:
+    """Each COPY of this stage that brings sources into (or around) an install folder before an
+    install: (the COPY, the last install after it, the context folders of its sources, whether it
+    brings manifests too).
+    Any source change then re-runs every install after it (Docker's layer cache), whichever
+    folder it installs in."""
     folders, own = _folders(stage), {id(c) for c in stage.instructions}
-    found: dict[int, tuple[dockerfile.Command, _Run, list[str]]] = {}
+    found: dict[int, tuple[dockerfile.Command, _Run, list[str], bool]] = {}
     for landing in stage.landings:
-        if not landing.folder or id(landing.cmd) not in own:
+        if not landing.sources or id(landing.cmd) not in own or landing.manifest:
             continue
-        owner = next((d for d in folders if _under(landing.target, d)), None)
-        brought = [d for d in folders if _under(d, landing.target) or d == owner]
-        for run in stage.runs:
-            if run.cmd.start_line > landing.cmd.start_line and any(d in brought for _, d in run.installs):
-                cmd, _, known = found.get(landing.cmd.start_line, (landing.cmd, run, []))
-                found[landing.cmd.start_line] = (cmd, run, sorted(set(known) | {d for _, d in run.installs
-                                                                                if d in brought}))
+        brought = [d for d in folders if _under(landing.target, d) or landing.folder and _under(d, landing.target)]
+        later = [run for run in stage.runs if run.cmd.start_line > landing.cmd.start_line]
+        if brought and later:
+            line = landing.cmd.start_line
+            mixed = any(other.manifest for other in stage.landings if other.cmd is landing.cmd)
+            known = found.get(line, (landing.cmd, later[-1], [], mixed))[2]
+            folder = landing.source if landing.folder else posixpath.dirname(landing.source)
+            found[line] = (landing.cmd, later[-1], sorted(set(known) | {folder + "/" if folder else "./"}), mixed)
     return [found[line] for line in sorted(found)]
 
 
@@ -640,18 +794,7 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
     for stage in stages:
         for run in stage.runs:
             line, shown = run.cmd.start_line, ", ".join(command for command, _ in run.installs)
-            for flag, target in run.hiding:
-                fix = f"drop `{flag}`" if run.mount else f"replace `{flag}` with `{CACHE_MOUNT}`"
-                found.append(Violation(path, line, "cache-mount", f"`{shown}` runs with a cache mount at {target}, "
-                                       "over the packages it installs, so the image ships without them", fix))
-            if run.mount is None and not run.hiding:
-                found.append(Violation(path, line, "cache-mount", f"`{shown}` runs without the npm cache mount, "
-                                       "so every build downloads every package again",
-                                       f"start the instruction with `RUN {CACHE_MOUNT}`"))
-            elif run.mount is not None and not _locked(run.mount):
-                found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` is not "
-                                       "sharing=locked, so two builds can write the cache at once",
-                                       f"replace `{run.mount}` with `{CACHE_MOUNT}`"))
+            found += _cache_violations(path, run, shown)
             if run.retry and not run.retry_mount:
                 found.append(Violation(path, line, "retry-secret", f"`{shown}` runs workhub's install retry "
                                        f"without the secret it comes as, so the whole retry program is its "
@@ -664,17 +807,24 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
             for command, folder in run.installs:
                 missing = None if folder is None else _missing(stage, run, folder, ctx)
                 if missing:
-                    fix = _copy_manifests(missing, folder, stage.workdirs[line])
+                    fix = _copy_manifests(missing, folder, stage.workdirs[line], run.cache)
                     found.append(Violation(path, line, "manifests-first", f"`{command}` runs before "
                                            f"{' and '.join(missing)} are copied on their own",
                                            f"add `{fix}` before it"))
-        for copy, last, folders in _source_copies(stage):
+        try:
+            splits = {split.cmd.start_line: split for split, _ in _moves(text, path, stage)[1]}
+        except DockerfileError:  # conform says which step stops the move
+            splits = {}
+        for copy, last, folders, mixed in _source_copies(stage):
+            named = ", ".join(folders)
             what = "the whole build context" if copy.value[:-1] in ((".",), ("./",)) else \
-                "the sources of " + ", ".join(_context_dir(stage, d) + "/" if _context_dir(stage, d) else "./"
-                                              for d in folders)
+                f"the sources of {named}" + (" together with package manifests" if mixed else "")
+            split = "".join(f"; split line {s.cmd.start_line}: its installs stay there, `{s.rest.strip()}` "
+                            f"follows the sources" for line, s in splits.items()
+                            if copy.start_line < line <= last.cmd.start_line)
             found.append(Violation(path, copy.start_line, "manifests-first", f"`{copy.original}` copies {what} "
                                    f"before the npm install at line {last.cmd.start_line}, so any source change "
-                                   "reinstalls every package", f"move it after line {last.cmd.start_line}"))
+                                   "reinstalls every package", f"move it after line {last.cmd.start_line}{split}"))
         missing = [a for a in _wanted_args(stage) if a not in stage.args]
         if missing:
             first = stage.runs[0].cmd.start_line
@@ -683,6 +833,57 @@ def check_text(text: str, path: str = "Dockerfile", context: Optional[Path] = No
                                    "add " + ", ".join(f"`ARG {a}`" for a in missing) + f" before line {first}"))
     found += _warnings(cmds, path, base_image, today)
     return sorted(found, key=lambda violation: violation.line)
+
+
+def _cache_violations(path: str, run: _Run, shown: str) -> list[Violation]:
+    """Whether the install's npm cache is mounted where npm caches, locked, and writable by its user."""
+    line, cache, found = run.cmd.start_line, run.cache, []
+    wanted = cache.mount()
+    said = f" ({cache.assumed})" if cache.assumed else ""
+    if cache.folder is None and run.mount is None:
+        owner = f",uid={cache.uid}" if cache.uid else ""
+        return [Violation(path, line, "cache-mount", f"`{shown}` runs as {cache.who}, whose home (where npm "
+                          "caches) this file does not say, and without a cache mount for npm",
+                          f"add `ENV npm_config_cache=/tmp/.npm` before it and start it with "
+                          f"`RUN --mount=type=cache,target=/tmp/.npm{owner},sharing=locked`")]
+    for flag, target in run.hiding:
+        fix = f"drop `{flag}`" if run.mount or run.stray else f"replace `{flag}` with `{wanted}`"
+        found.append(Violation(path, line, "cache-mount", f"`{shown}` runs with a cache mount at {target}, "
+                               "over the packages it installs, so the image ships without them", fix))
+    as_whom = "" if cache.user == "root" else f" as {cache.who}"
+    if run.stray:
+        found.append(Violation(path, line, "cache-mount", f"`{shown}` runs{as_whom} with its npm cache in "
+                               f"{cache.folder}{said}, so its cache mount at {_target(run.stray)} is never used",
+                               f"replace `{run.stray}` with `{wanted}`"))
+    elif run.mount is None and not run.hiding:
+        found.append(Violation(path, line, "cache-mount", f"`{shown}` runs without the npm cache mount, "
+                               "so every build downloads every package again",
+                               f"start the instruction with `RUN {wanted}`" + (f"{said}" if said else "")))
+    elif run.mount is not None and not cache.root and cache.uid and _owner(run.mount) != cache.uid:
+        owner = "root (uid 0)" if _owner(run.mount) == "0" else f"uid {_owner(run.mount)}"
+        found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` belongs to {owner}, but "
+                               f"npm runs as {cache.who} and cannot write to it",
+                               f"replace `{run.mount}` with `{cache.mount(run.mount)}`"))
+    elif run.mount is not None and not _locked(run.mount):
+        found.append(Violation(path, line, "cache-mount", f"the npm cache mount of `{shown}` is not "
+                               "sharing=locked, so two builds can write the cache at once",
+                               f"replace `{run.mount}` with `{cache.mount(run.mount)}`"))
+    return found
+
+
+def _target(flag: str) -> str:
+    return next(o.split("=", 1)[1] for o in flag[8:].split(",") if o.startswith(("target=", "dst=", "destination=")))
+
+
+def _owner(flag: str) -> str:
+    """The uid a cache mount belongs to (root's unless it says)."""
+    return next((o[4:] for o in flag[8:].split(",") if o.startswith("uid=")), "0")
+
+
+def _mount_fixed(run: _Run) -> bool:
+    """Whether the install's cache mount is where npm caches, locked and its user's."""
+    return run.mount is not None and not run.stray and _locked(run.mount) and \
+        (run.cache.root or not run.cache.uid or _owner(run.mount) == run.cache.uid)
 
 
 def _wanted_args(stage: _Stage) -> tuple[str, ...]:
@@ -706,10 +907,12 @@ def check_dockerfile(path: str | Path, context: Optional[Path] = None,
     return check_text(Path(path).read_text(), str(path), context, base_image, today)
 
 
-def _copy_manifests(files: list[str], folder: str, workdir: str) -> str:
-    """The COPY of a folder's manifests (context paths) into `folder`, as written under `workdir`."""
+def _copy_manifests(files: list[str], folder: str, workdir: str, cache: _Cache) -> str:
+    """The COPY of a folder's manifests (context paths) into `folder`, as written under `workdir`,
+    owned by the user the install runs as (npm writes node_modules and the lockfile there)."""
     dest = _relative(folder, workdir)
-    return f"COPY {' '.join(files)} {dest}"
+    chown = "" if cache.user in ("root", "0", "0:0") else f"--chown={cache.user} "
+    return f"COPY {chown}{' '.join(files)} {dest}"
 
 
 def _without_wipes(command: str) -> str:
@@ -728,7 +931,7 @@ def _without_wipes(command: str) -> str:
     return "".join(separator + segment for separator, segment in kept).rstrip(" \t\\\n")
 
 
-def _fix_run(raw: str, run: _Run) -> str:
+def _fix_run(raw: str, run: _Run, path: str) -> str:
     """The RUN's text with the locked npm cache mount (in place of a mount over its packages), the
     install retry's secret mount where it runs the retry, and without its cache wipes; other flags stay."""
     match = _RUN_FLAGS.match(raw)
@@ -742,17 +945,26 @@ def _fix_run(raw: str, run: _Run) -> str:
         body = "".join(lines)
     elif run.wipes and not run.cmd.json:
         body = _without_wipes(body) + "\n"
+    if run.cache.folder is None and run.mount is None:
+        raise DockerfileError(f"{path}:{run.cmd.start_line}: conform cannot tell where npm caches when it runs as "
+                              f"{run.cache.who}\n    fix: {_cache_violations(path, run, '')[0].fix}")
+    if run.cache.uid is None and (run.mount is None or run.stray):
+        raise DockerfileError(f"{path}:{run.cmd.start_line}: conform cannot tell the uid of {run.cache.user}, whose "
+                              f"npm cache it would mount\n    fix: start the RUN with `RUN {run.cache.mount()}`, "
+                              f"its uid and gid filled in, or create {run.cache.user} in this file with "
+                              "`useradd -u <uid>` or `adduser -u <uid>`")
     mount = run.mount
+    if run.stray:
+        head, mount = head.replace(run.stray, run.cache.mount(), 1), run.cache.mount()
     for flag, _ in run.hiding:
         if mount is None:
-            head, mount = head.replace(flag, CACHE_MOUNT, 1), CACHE_MOUNT
+            head, mount = head.replace(flag, run.cache.mount(), 1), run.cache.mount()
         else:
             head = re.sub(r"(?:[ \t]|\\\n)+" + re.escape(flag) + r"(?=\s)", "", head, count=1)
     if mount is None:
-        head = head[:match.start(1)] + " " + CACHE_MOUNT + head[match.start(1):]
-    elif not _locked(mount):
-        options = [o for o in mount[8:].split(",") if not o.startswith("sharing=")]
-        head = head.replace(mount, "--mount=" + ",".join(options + ["sharing=locked"]), 1)
+        head = head[:match.start(1)] + " " + run.cache.mount() + head[match.start(1):]
+    elif mount == run.mount and not _mount_fixed(run):
+        head = head.replace(mount, run.cache.mount(mount), 1)
     if run.retry and not run.retry_mount:
         flags = _RUN_FLAGS.match(head)
         assert flags, head
@@ -760,15 +972,87 @@ def _fix_run(raw: str, run: _Run) -> str:
     return head + body
 
 
+def _safe(words: list[str]) -> bool:
+    """Whether a command cannot read the application's sources (an install, set, cd, mkdir, OS packages)."""
+    npm = _npm(words)
+    return bool(words[:1] and words[0] in _SAFE_COMMANDS or npm and npm[0] in _SAFE_NPM)
+
+
 def _movable(cmd: dockerfile.Command) -> bool:
     """Whether a sources COPY can move past `cmd` without changing what `cmd` does."""
     if cmd.cmd.upper() != "RUN":
         return cmd.cmd.upper() in _MOVABLE_PAST
-    for words in _commands(cmd):
-        npm = _npm(words)
-        if not (words[:1] and words[0] in _SAFE_COMMANDS or npm and npm[0] in _SAFE_NPM):
-            return False
-    return not cmd.heredocs
+    return all(_safe(words) for words in _commands(cmd)) and not cmd.heredocs
+
+
+@dataclass(frozen=True)
+class _Split:
+    """A RUN that installs and then builds, cut in two: the installs (with the commands before them,
+    none of which reads the sources) and the rest, which goes after the sources."""
+
+    cmd: dockerfile.Command
+    install: str  # the instruction's new text, up to its last install
+    rest: str  # the RUN of the rest, with the shell options (`set`) and `cd`s before it
+
+
+def _split(text: str, stage: _Stage, cmd: dockerfile.Command, there: str) -> Optional[_Split]:
+    """The RUN `cmd` split after its last install, the rest to run where WORKDIR is `there`; None when
+    it is not a shell-form RUN of commands joined by `&&` whose commands up to that install cannot
+    read the sources."""
+    run = next((r for r in stage.runs if r.cmd is cmd), None)
+    match = _RUN_FLAGS.match(_raw(text, cmd))
+    if run is None or cmd.json or cmd.heredocs or not match:
+        return None
+    raw = _raw(text, cmd)
+    head, body = raw[:match.end()], raw[match.end():]
+    spans = _segments(body)
+    parts = [body[a:b].strip(" \t\\\n") for a, b in spans]
+    words = [_words(part) for part in parts]
+    cut = max((i for i, w in enumerate(words) if (npm := _npm(w)) and npm[0] in _INSTALLS), default=len(parts) - 1)
+    joined = all(body[spans[i][1]:spans[i + 1][0]] == "&&" for i in range(len(spans) - 1))
+    if not joined or cut == len(parts) - 1 or not all(_safe(w) for w in words[:cut + 1]):
+        return None
+    # The rest keeps the shell options and runs where the install ran: its own cds, or one to
+    # where they led when it moves past a WORKDIR.
+    kept = [part for part, w in zip(parts[:cut + 1], words) if w[:1] == ["set"]]
+    cds = [(part, w) for part, w in zip(parts[:cut + 1], words) if w[:1] == ["cd"] and len(w) > 1]
+    cwd = stage.workdirs[cmd.start_line]
+    for _, w in cds:
+        cwd = _absolute(w[1], cwd)
+    kept += [part for part, _ in cds] if stage.workdirs[cmd.start_line] == there else \
+        [f"cd {cwd}"] if cwd != there else []
+    npm_mounts = {run.mount, run.stray, RETRY_MOUNT} | {flag for flag, _ in run.hiding}
+    flags = [flag for flag in cmd.flags if flag not in npm_mounts]
+    rest = "RUN " + " ".join(flags + [" && ".join(kept + parts[cut + 1:])]) + "\n"
+    return _Split(cmd, head + body[:spans[cut][1]].rstrip(" \t\\\n") + "\n", rest)
+
+
+def _moves(text: str, path: str, stage: _Stage) -> tuple[list[tuple[dockerfile.Command, _Run]], list[_Split]]:
+    """The stage's sources COPYs to move after the last install each precedes, and the RUNs to split
+    on the way (each one's rest to follow the last of those COPYs); raises DockerfileError with the
+    edit to make by hand when a step in between may need the sources and cannot be split."""
+    copies = _source_copies(stage)
+    moved, splits = {id(copy) for copy, _, _, _ in copies}, {}
+    for copy, last, _, _ in copies:
+        there = stage.workdirs[last.cmd.start_line]
+        for step in stage.instructions:
+            if not copy.start_line < step.start_line <= last.cmd.start_line or id(step) in moved or _movable(step):
+                continue
+            split = _split(text, stage, step, there)
+            if split is None:
+                run = next((r for r in stage.runs if r.cmd is step), None)
+                installs = [r.cmd.start_line for r in stage.runs if r.cmd.start_line > copy.start_line]
+                commands = "` and `".join(c for c, _ in run.installs) if run else ""
+                fix = f"move the npm installs at line{'s' * (len(installs) > 1)} " \
+                    f"{', '.join(map(str, installs))} (with the COPYs of their manifests) before line " \
+                    f"{copy.start_line}, by hand" if run is None else \
+                    f"split line {step.start_line} by hand: its installs (`{commands}`) " \
+                    f"in a RUN of their own, the rest in a RUN after line {last.cmd.end_line}, then conform again"
+                raise DockerfileError(f"{path}:{copy.start_line}: `{copy.original}` cannot move after the npm "
+                                      f"install at line {last.cmd.start_line}: line {step.start_line} may need "
+                                      f"the sources\n    fix: {fix}")
+            splits[step.start_line] = (split, max(last.cmd.end_line, splits.get(step.start_line, (split, 0))[1]))
+    return [(copy, last) for copy, last, _, _ in copies], [splits[line] for line in sorted(splits)]
 
 
 @dataclass
@@ -814,20 +1098,13 @@ def _fix_syntax(text: str, cmds: list[dockerfile.Command]) -> str:
 
 
 def _move_sources(text: str, path: str, context: _Context) -> str:
-    """Each COPY that brings a folder's sources before its install, moved to just after that install
-    (its destination made absolute if WORKDIR differs there)."""
+    """Each COPY that brings sources before an install, moved to just after the last such install
+    (its destination made absolute if WORKDIR differs there), and each RUN in between that also
+    builds split: its installs stay, the rest follows the sources."""
     edits = _Edits()
     for stage in _stages(text, path, context):
-        copies = _source_copies(stage)
-        moved = {id(copy) for copy, _, _ in copies}
-        for copy, last, _ in copies:
-            blocker = next((c for c in stage.instructions if copy.start_line < c.start_line <= last.cmd.start_line
-                            and id(c) not in moved and not _movable(c)), None)
-            if blocker is not None:
-                raise DockerfileError(f"{path}:{copy.start_line}: `{copy.original}` cannot move after the npm "
-                                      f"install at line {last.cmd.start_line}: line {blocker.start_line} may need "
-                                      "the sources\n    fix: move the installs before it by hand (split a RUN that "
-                                      "also builds)")
+        copies, splits = _moves(text, path, stage)
+        for copy, last in copies:
             raw, dest = _raw(text, copy), copy.value[-1]
             there = stage.workdirs.get(last.cmd.start_line)
             if there != stage.workdirs[copy.start_line] and not posixpath.isabs(dest):
@@ -839,6 +1116,9 @@ def _move_sources(text: str, path: str, context: _Context) -> str:
                     ("/" if dest.endswith("/") else "") + raw[cut + len(dest):]
             edits.swap(copy, "")
             edits.insert.setdefault(last.cmd.end_line + 1, []).append(raw)
+        for split, after in splits:
+            edits.swap(split.cmd, split.install)
+            edits.insert.setdefault(after + 1, []).append(split.rest)
     return edits.apply(text)
 
 
@@ -849,8 +1129,8 @@ def _fix_installs(text: str, path: str, context: _Context) -> str:
     insert = edits.insert
     for stage in _stages(text, path, context):
         for run in stage.runs:
-            if not _locked(run.mount) or run.wipes or run.hiding or run.retry and not run.retry_mount:
-                edits.swap(run.cmd, _fix_run(_raw(text, run.cmd), run))
+            if not _mount_fixed(run) or run.wipes or run.hiding or run.retry and not run.retry_mount:
+                edits.swap(run.cmd, _fix_run(_raw(text, run.cmd), run, path))
         if not stage.runs:
             continue
         missing = [a for a in _wanted_args(stage) if a not in stage.args]
@@ -862,7 +1142,7 @@ def _fix_installs(text: str, path: str, context: _Context) -> str:
                 files = None if folder is None else _missing(stage, run, folder, context)
                 if not files:
                     continue
-                copy = _copy_manifests(files, folder, stage.workdirs[run.cmd.start_line]) + "\n"
+                copy = _copy_manifests(files, folder, stage.workdirs[run.cmd.start_line], run.cache) + "\n"
                 if copy not in insert.get(run.cmd.start_line, []):
                     insert.setdefault(run.cmd.start_line, []).append(copy)
     return edits.apply(text)
@@ -884,8 +1164,9 @@ def conform(text: str, path: str = "Dockerfile", context: Optional[Path] = None)
         raise DockerfileError(f"{path}:{run.cmd.start_line}: `{command}` installs in {folder}, but the build context "
                               f"has no {source} to copy there first\n    fix: add it (and its lockfile) to the "
                               "context, or correct where the install runs")
-    text = _fix_syntax(text, _parse(text, path))
+    # The syntax line last: every refusal before it names the lines of the file as the user has it.
     text = _fix_installs(_move_sources(text, path, ctx), path, ctx)
+    text = _fix_syntax(text, _parse(text, path))
     return text if newline else text[:-1]
 
 

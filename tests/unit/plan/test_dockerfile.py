@@ -273,7 +273,30 @@ def test_conform_refuses_to_move_context_past_a_build():
         conform(text)
     assert str(caught.value) == (
         "Dockerfile:16: `COPY . .` cannot move after the npm install at line 19: line 17 may need the sources\n"
-        "    fix: move the installs before it by hand (split a RUN that also builds)")
+        "    fix: move the npm installs at line 19 (with the COPYs of their manifests) before line 16, by hand")
+
+
+@pytest.mark.parametrize("syntax", ["# syntax=docker/dockerfile:1\n", "", "# syntax=docker/dockerfile:1.1\n"])
+def test_conform_names_the_lines_check_names(tmp_path, capsys, syntax):
+    """conform's refusals name the original file's lines, as check does, whether or not it adds the
+    syntax line (it used to count that line: one more than check)."""
+    text = with_("# syntax=docker/dockerfile:1\n", syntax).replace(
+        "COPY frontend/package.json", "COPY . .\nRUN npm run generate\nCOPY frontend/package.json")
+    shift = syntax.count("\n") - 1
+    (copy,) = [v for v in check_text(text) if v.message.startswith("`COPY . .`")]
+    assert copy.line == 16 + shift
+    with pytest.raises(DockerfileError, match=rf"^Dockerfile:{copy.line}: `COPY \. \.` cannot move after the npm "
+                                              rf"install at line {19 + shift}: line {17 + shift} may need"):
+        conform(text)
+    path = tmp_path / "Dockerfile"
+    path.write_text(text)
+    manifests(tmp_path, "", "frontend")
+    assert main(["check", str(path)]) == 1
+    checked = capsys.readouterr().out
+    assert main(["conform", str(path)]) == 1
+    assert capsys.readouterr().err.startswith(f"{path}:{copy.line}: `COPY . .` cannot move")
+    assert f"{path}:{copy.line}: `COPY . .` copies the whole build context" in checked
+    assert path.read_text() == text
 
 
 def test_unparsable_file_names_the_fix():
@@ -474,11 +497,14 @@ def test_manifests_first_means_before_the_folders_sources(tmp_path):
     ("COPY src ./src\n", True),            # a folder of the root install's sources
     ("COPY src/ ./src/\n", True),
     ("COPY .npmrc ./\n", False),            # one named file, copied on purpose
-    ("COPY frontend/ ./frontend/\n", False),  # another install folder's sources, after its install
+    ("COPY frontend/ ./frontend/\n", True),  # another install folder's sources, before the root install
+    ("COPY src/*.js ./src/\n", True),       # the files a glob picks change with the sources
+    ("COPY package*.json ./\n", False),      # a glob of manifests only
 ])
 def test_which_copies_bring_a_folders_sources(tmp_path, copy, flagged):
-    """A folder COPY inside an install folder (and owned by no deeper install) brings its sources;
-    a named file does not."""
+    """A folder COPY into (or around) an install folder brings sources, whichever install's they are
+    (a later install re-runs when they change: Docker's layer cache), as does a glob that picks
+    sources; a named file does not."""
     manifests(tmp_path, "", "frontend")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "index.js").write_text("")
@@ -714,3 +740,276 @@ def test_conform_fixes_any_such_layout(case):
         for folder in folders:
             wanted = " ".join(posixpath.join(folder, n) for n in ("package.json", *locks[folder]))
             assert f"COPY {wanted} " in fixed, fixed
+
+
+# --- where npm caches: the user an install runs as, npm_config_cache ----------------------------
+
+NODE_MOUNT = "--mount=type=cache,target=/home/node/.npm,uid=1000,gid=1000,sharing=locked"
+ROOT_INSTALL = f"COPY package.json package-lock.json ./\nRUN {CACHE_MOUNT} npm ci\n" \
+    f"COPY frontend/package.json frontend/package-lock.json ./frontend/\nRUN {CACHE_MOUNT} npm --prefix frontend ci\n"
+
+
+def installing(lines: str) -> str:
+    """The canonical Dockerfile with its installs replaced by `lines`."""
+    return with_(ROOT_INSTALL, "COPY package.json package-lock.json ./\n" + lines)
+
+
+@pytest.mark.parametrize("lines", [
+    f"USER node\nRUN {NODE_MOUNT} npm ci\n",
+    "USER node\nRUN --mount=type=cache,target=/home/node/.npm,uid=1000,sharing=locked npm ci\n",
+    f"USER node:node\nRUN {NODE_MOUNT} npm ci\n",
+    f"USER 1000:1000\nRUN {NODE_MOUNT} npm ci\n",
+    "ENV npm_config_cache=/tmp/npm\nRUN --mount=type=cache,target=/tmp/npm,sharing=locked npm ci\n",
+    "ENV NPM_CONFIG_CACHE=/var/cache/npm\nRUN --mount=type=cache,target=/var/cache/npm,sharing=locked npm ci\n",
+    "USER node\nENV npm_config_cache=/tmp/npm\nRUN --mount=type=cache,target=/tmp/npm,uid=1000,sharing=locked npm ci\n",
+    "RUN --mount=type=cache,target=/tmp/npm,sharing=locked npm ci --cache /tmp/npm\n",
+    "ENV HOME=/app\nRUN --mount=type=cache,target=/app/.npm,sharing=locked npm ci\n",
+    "ARG NPM_CONFIG_CACHE=/tmp/npm\nRUN --mount=type=cache,target=/tmp/npm,sharing=locked npm ci\n",
+    "RUN --mount=type=cache,target=/tmp/npm,sharing=locked npm_config_cache=/tmp/npm npm ci\n",
+    "RUN useradd -m -u 1001 app\nUSER app\nRUN --mount=type=cache,target=/home/app/.npm,uid=1001,sharing=locked "
+    "npm ci\n",
+    "RUN adduser -D -u 1001 -h /srv/app app\nUSER app\n"
+    "RUN --mount=type=cache,target=/srv/app/.npm,uid=1001,sharing=locked npm ci\n",
+])
+def test_a_cache_mount_where_npm_caches_conforms(lines):
+    """npm caches in npm_config_cache (either case, or --cache), else in its user's home: a locked
+    mount there that its user can write conforms, and conform leaves it."""
+    text = installing(lines)
+    assert check_text(text) == []
+    assert conform(text) == text
+
+
+@pytest.mark.parametrize("lines, message, fixed", [
+    (f"USER node\nRUN {CACHE_MOUNT} npm ci\n",
+     "`npm ci` runs as node (uid 1000) with its npm cache in /home/node/.npm, so its cache mount at /root/.npm is "
+     "never used", f"USER node\nRUN {NODE_MOUNT} npm ci\n"),
+    ("USER node\nRUN --mount=type=cache,target=/home/node/.npm,sharing=locked npm ci\n",
+     "the npm cache mount of `npm ci` belongs to root (uid 0), but npm runs as node (uid 1000) and cannot write "
+     "to it", f"USER node\nRUN {NODE_MOUNT} npm ci\n"),
+    ("USER node\nRUN npm ci\n", "`npm ci` runs without the npm cache mount, so every build downloads every package "
+     "again", f"USER node\nRUN {NODE_MOUNT} npm ci\n"),
+    (f"ENV npm_config_cache=/tmp/npm\nRUN {CACHE_MOUNT} npm ci\n",
+     "`npm ci` runs with its npm cache in /tmp/npm, so its cache mount at /root/.npm is never used",
+     "ENV npm_config_cache=/tmp/npm\nRUN --mount=type=cache,target=/tmp/npm,sharing=locked npm ci\n"),
+    (f"USER node\nENV NPM_CONFIG_CACHE=/home/node/.cache/npm\nRUN {NODE_MOUNT} npm ci\n",
+     "`npm ci` runs as node (uid 1000) with its npm cache in /home/node/.cache/npm, so its cache mount at "
+     "/home/node/.npm is never used", "USER node\nENV NPM_CONFIG_CACHE=/home/node/.cache/npm\n"
+     "RUN --mount=type=cache,target=/home/node/.cache/npm,uid=1000,gid=1000,sharing=locked npm ci\n"),
+    ("RUN groupadd -g 1001 app && useradd -m -u 1001 -g 1001 app\nUSER app\nRUN npm ci\n",
+     "`npm ci` runs without the npm cache mount, so every build downloads every package again",
+     "RUN groupadd -g 1001 app && useradd -m -u 1001 -g 1001 app\nUSER app\n"
+     "RUN --mount=type=cache,target=/home/app/.npm,uid=1001,gid=1001,sharing=locked npm ci\n"),
+    (f"USER node\nRUN {NODE_MOUNT} npm ci && rm -rf /home/node/.npm\n",
+     "`npm ci` runs with `rm -rf /home/node/.npm`, which wipes the npm cache the mount keeps between builds",
+     f"USER node\nRUN {NODE_MOUNT} npm ci\n"),
+])
+def test_a_cache_mount_elsewhere_is_named_and_moved_where_npm_caches(lines, message, fixed):
+    """After USER node npm caches in /home/node/.npm (and where npm_config_cache says): a mount at
+    /root/.npm is never used, a root-owned one cannot be written; conform mounts exactly there,
+    with the user's uid and gid."""
+    text = installing(lines)
+    assert [(v.line, v.rule, v.message) for v in check_text(text)] == [
+        (14 + lines.count("\n"), "cache-mount" if "wipes" not in message else "no-cache-clean", message)]
+    assert conform(text) == installing(fixed)
+    assert check_text(conform(text)) == []
+
+
+def test_a_user_whose_uid_or_home_the_file_does_not_say_is_asked_for():
+    """`USER app` (made outside the file): its home is taken to be /home/app, said so, and conform
+    asks for its uid; `USER 1001`: where npm caches is unknown, and the fix sets it."""
+    app = installing("USER app\nRUN npm ci\n")
+    (violation,) = check_text(app)
+    assert violation.fix == "start the instruction with `RUN --mount=type=cache,target=/home/app/.npm,uid=<uid of " \
+        "app>,gid=<gid of app>,sharing=locked` (workhub takes app's home to be /home/app, where useradd -m and " \
+        "adduser put it)"
+    assert check_text(installing("USER app\nRUN --mount=type=cache,target=/home/app/.npm,uid=1001,sharing=locked "
+                                 "npm ci\n")) == []
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:16: conform cannot tell the uid of app, whose npm cache "
+                                              r"it would mount\n    fix: start the RUN with `RUN --mount=type=cache,"
+                                              r"target=/home/app/.npm,uid=<uid of app>,gid=<gid of app>"):
+        conform(app)
+    numeric = installing("USER 1001\nRUN npm ci\n")
+    (violation,) = check_text(numeric)
+    assert violation.message == "`npm ci` runs as uid 1001, whose home (where npm caches) this file does not say, " \
+        "and without a cache mount for npm"
+    assert violation.fix == "add `ENV npm_config_cache=/tmp/.npm` before it and start it with " \
+        "`RUN --mount=type=cache,target=/tmp/.npm,uid=1001,sharing=locked`"
+    with pytest.raises(DockerfileError, match=r"^Dockerfile:16: conform cannot tell where npm caches when it runs "
+                                              r"as uid 1001\n    fix: add `ENV npm_config_cache=/tmp/.npm`"):
+        conform(numeric)
+    told = installing("USER 1001\nENV npm_config_cache=/tmp/.npm\nRUN npm ci\n")
+    assert "target=/tmp/.npm,uid=1001,sharing=locked npm ci" in conform(told)
+
+
+def test_a_stage_from_another_keeps_its_user():
+    """FROM an earlier stage runs as that stage's last USER."""
+    text = installing("USER node\nRUN --mount=type=cache,target=/home/node/.npm,uid=1000,sharing=locked npm ci\n") + \
+        f"FROM node:24-bookworm-slim AS base\nUSER node\nFROM base\n{ARGS}COPY package*.json /app/\n" \
+        f"RUN {CACHE_MOUNT} npm ci --prefix /app\n"
+    assert [v.message for v in check_text(text)][0].endswith("so its cache mount at /root/.npm is never used")
+    assert check_text(conform(text)) == []
+
+
+USERS = {"root": ("", "0", "/root"), "node": ("USER node\n", "1000", "/home/node"),
+         "node:node": ("USER node:node\n", "1000", "/home/node"), "1000": ("USER 1000\n", "1000", "/home/node"),
+         "app": ("RUN useradd --create-home --uid 1001 app\nUSER app\n", "1001", "/home/app")}
+
+
+@settings(max_examples=80, deadline=None)
+@given(user=st.sampled_from(sorted(USERS)), setting=st.sampled_from(["", "ENV npm_config_cache=/tmp/npm\n",
+                                                                     "ENV NPM_CONFIG_CACHE=/var/cache/npm\n"]),
+       mount=st.sampled_from(["", CACHE_MOUNT, NODE_MOUNT, "--mount=type=cache,target=/home/node/.npm",
+                              "--mount=type=cache,target=/tmp/npm,sharing=shared",
+                              "--mount=type=cache,target=/app/node_modules"]),
+       first=st.booleans())
+def test_conform_mounts_the_cache_where_npm_caches_for_any_user(user, setting, mount, first):
+    """Whatever the user and cache setting, and whatever mount was there: the fixed file mounts a
+    locked cache exactly where npm caches, owned by the user, breaks no rule, and conform leaves it."""
+    lines, uid, home = USERS[user]
+    before = lines + setting if first else setting + lines
+    text = installing(before + f"RUN {mount + ' ' if mount else ''}npm ci\n")
+    fixed = conform(text)
+    folder = setting.split("=", 1)[1].strip() if setting else home + "/.npm"
+    owner = "" if uid == "0" else f",uid={uid}" + (",gid=1000" if uid == "1000" else "")
+    assert f"RUN --mount=type=cache,target={folder}{owner},sharing=locked npm ci\n" in fixed, fixed
+    assert check_text(fixed) == [], fixed
+    assert conform(fixed) == fixed
+
+
+# --- sources copied together with the manifests -------------------------------------------------
+
+
+@pytest.mark.parametrize("copy, what", [
+    ("ADD *.js package.json package-lock.json /app/\n", "the sources of ./ together with package manifests"),
+    ("COPY package.json package-lock.json server.js ./\n", "the sources of ./ together with package manifests"),
+    ('COPY ["package.json", "package-lock.json", "src", "./"]\n',
+     "the sources of src/ together with package manifests"),
+    ("COPY *.js ./\nCOPY package.json package-lock.json ./\n", "the sources of ./"),
+])
+def test_sources_copied_with_the_manifests_are_named_and_moved(tmp_path, copy, what):
+    """A COPY/ADD that brings sources with (or before) the manifests re-runs the install on every
+    source change, as `COPY . .` does: named, and conform copies the manifests on their own
+    first and moves it after the install."""
+    manifests(tmp_path, "")
+    (tmp_path / "server.js").write_text("")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "index.js").write_text("")
+    text = HEAD + ARGS + f"WORKDIR /app\n{copy}RUN {CACHE_MOUNT} npm ci\nCMD [\"node\", \"server.js\"]\n"
+    install = 11 + copy.count("\n")
+    found = [str(v) for v in check_text(text, "Dockerfile", tmp_path)]
+    assert found[0] == f"Dockerfile:11: `{copy.splitlines()[0]}` copies {what} before the npm install at line " \
+        f"{install}, so any source change reinstalls every package\n    fix: move it after line {install}"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert fixed.startswith(HEAD + ARGS + f"WORKDIR /app\nCOPY package.json package-lock.json ./\nRUN {CACHE_MOUNT} "
+                                          "npm ci\n"), fixed
+    assert copy.splitlines()[0] in fixed.split("npm ci\n", 1)[1]
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
+    assert conform(fixed, "Dockerfile", tmp_path) == fixed
+
+
+def test_a_folder_copied_before_another_folders_install_is_named(tmp_path):
+    """`ADD app /app/app` before the root install re-runs it on every front-end change: named, and
+    moved after the last install it precedes."""
+    manifests(tmp_path, "", "app")
+    text = HEAD + ARGS + f"WORKDIR /app\nCOPY package*.json ./\nADD app /app/app\nRUN {CACHE_MOUNT} npm ci\n" \
+        f"COPY app/package*.json ./app/\nRUN {CACHE_MOUNT} cd app && npm ci\n"
+    assert [str(v) for v in check_text(text, "Dockerfile", tmp_path)] == [
+        "Dockerfile:12: `ADD app /app/app` copies the sources of app/ before the npm install at line 15, so any "
+        "source change reinstalls every package\n    fix: move it after line 15"]
+    assert conform(text, "Dockerfile", tmp_path) == HEAD + ARGS + f"WORKDIR /app\nCOPY package*.json ./\n" \
+        f"RUN {CACHE_MOUNT} npm ci\nCOPY app/package*.json ./app/\nRUN {CACHE_MOUNT} cd app && npm ci\n" \
+        "ADD app /app/app\n"
+
+
+# --- RUNs that install and build in one step ----------------------------------------------------
+
+VITE = "--mount=type=cache,target=/tmp/vite"
+
+
+@pytest.mark.parametrize("run, install, rest", [
+    ("RUN npm ci && npm run build\n", f"RUN {CACHE_MOUNT} npm ci\n", "RUN npm run build\n"),
+    ("RUN set -eux && npm ci && npm run build\n", f"RUN {CACHE_MOUNT} set -eux && npm ci\n",
+     "RUN set -eux && npm run build\n"),
+    ("RUN set -eux \\\n    && npm ci \\\n    && npm run build \\\n    && npm prune --omit=dev\n",
+     f"RUN {CACHE_MOUNT} set -eux \\\n    && npm ci\n", "RUN set -eux && npm run build && npm prune --omit=dev\n"),
+    (f"RUN {VITE} npm ci && npm run build\n", f"RUN {CACHE_MOUNT} {VITE} npm ci\n", f"RUN {VITE} npm run build\n"),
+    ("RUN set -eux && npm ci\n", f"RUN {CACHE_MOUNT} set -eux && npm ci\n", ""),
+])
+def test_a_run_that_installs_and_builds_is_split(tmp_path, run, install, rest):
+    """A RUN that installs then builds, after `COPY . .`: the install stays (with the cache mount,
+    after its manifests), the rest (with the shell options and other flags) follows the sources."""
+    manifests(tmp_path, "")
+    text = HEAD + ARGS + f"WORKDIR /app\nCOPY . .\n{run}CMD [\"node\", \"server.js\"]\n"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert fixed == HEAD + ARGS + f"WORKDIR /app\nCOPY package.json package-lock.json ./\n{install}COPY . .\n" \
+        f"{rest}CMD [\"node\", \"server.js\"]\n"
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
+    assert conform(fixed, "Dockerfile", tmp_path) == fixed
+    if rest:
+        (copy,) = [v for v in check_text(text, "Dockerfile", tmp_path) if v.line == 11]
+        assert copy.fix == f"move it after line 12; split line 12: its installs stay there, `{rest.strip()}` " \
+            "follows the sources"
+
+
+def test_a_split_run_past_a_workdir_runs_where_it_ran(tmp_path):
+    """The rest of a RUN that moves past a WORKDIR changes to the folder it ran in first."""
+    manifests(tmp_path, "frontend", "backend")
+    text = HEAD + ARGS + "WORKDIR /app\nCOPY frontend/ frontend/\nRUN cd frontend && npm ci && npm run build\n" \
+        f"WORKDIR /app/backend\nCOPY backend/package*.json ./\nRUN {CACHE_MOUNT} npm ci\n"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert fixed.endswith(f"RUN {CACHE_MOUNT} npm ci\nCOPY frontend/ /app/frontend/\n"
+                          "RUN cd /app/frontend && npm run build\n"), fixed
+    assert f"RUN {CACHE_MOUNT} cd frontend && npm ci\n" in fixed
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
+
+
+@pytest.mark.parametrize("run, why", [
+    ("RUN npm run prebuild && npm ci && npm run build\n", "`npm run prebuild` runs before the install"),
+    ("RUN npm ci; npm run build\n", "`;` does not stop at a failed install"),
+    ("RUN npm ci || true && npm run build\n", "`||` too"),
+    ("RUN <<EOT\nnpm ci\nnpm run build\nEOT\n", "a heredoc script"),
+])
+def test_a_run_that_cannot_be_split_safely_is_refused_with_the_edit(tmp_path, run, why):
+    """Where splitting could change what the RUN does, conform refuses and says how to split it."""
+    manifests(tmp_path, "")
+    text = HEAD + ARGS + f"WORKDIR /app\nCOPY . .\n{run}CMD [\"node\", \"server.js\"]\n"
+    with pytest.raises(DockerfileError) as caught:
+        conform(text, "Dockerfile", tmp_path)
+    assert str(caught.value) == "Dockerfile:11: `COPY . .` cannot move after the npm install at line 12: line 12 " \
+        "may need the sources\n    fix: split line 12 by hand: its installs (`npm ci`) in a RUN of their own, the " \
+        f"rest in a RUN after line {11 + run.count(chr(10))}, then conform again", why
+
+
+@settings(max_examples=60, deadline=None)
+@given(options=st.sampled_from(["", "set -eux && ", "set -e && "]),
+       where=st.sampled_from(["", "cd app && "]),
+       sub=st.sampled_from(["ci", "install", "ci --omit=dev"]),
+       rest=st.sampled_from(["", " && npm run build", " && npm run build && npm prune --omit=dev", " && npm test"]),
+       copy=st.sampled_from(["COPY . .", "ADD app /app/app", "COPY app ./app"]))
+def test_conform_splits_any_install_and_build(options, where, sub, rest, copy):
+    """Whatever shell options, folder and steps follow the install: the fixed file breaks no rule,
+    conform leaves it, the install keeps the options before it and the rest follows the sources
+    with them."""
+    with tempfile.TemporaryDirectory() as directory:
+        context = Path(directory)
+        manifests(context, "", "app")
+        text = HEAD + ARGS + f"WORKDIR /app\n{copy}\nRUN {options}{where}npm {sub}{rest}\n"
+        fixed = conform(text, "Dockerfile", context)
+        assert check_text(fixed, "Dockerfile", context) == [], fixed
+        assert conform(fixed, "Dockerfile", context) == fixed
+        install = f"RUN {CACHE_MOUNT} {options}{where}npm {sub}\n"
+        assert install in fixed, fixed
+        assert fixed.index(install) < fixed.index(copy + "\n")
+        if rest:
+            assert fixed.endswith(f"{copy}\nRUN {options}{where}{rest[4:]}\n"), fixed
+
+
+def test_the_manifests_of_an_install_as_another_user_are_its_own(tmp_path):
+    """After USER node the manifests COPY conform adds is node's (npm writes node_modules and the
+    lockfile beside them), with the cache mounted where node's npm caches."""
+    manifests(tmp_path, "frontend")
+    text = HEAD + ARGS + "WORKDIR /home/node/app\nUSER node\nCOPY --chown=node:node . .\nRUN cd frontend && npm ci\n"
+    fixed = conform(text, "Dockerfile", tmp_path)
+    assert "COPY --chown=node frontend/package.json frontend/package-lock.json ./frontend/\n" \
+        f"RUN {NODE_MOUNT} cd frontend && npm ci\nCOPY --chown=node:node . .\n" in fixed, fixed
+    assert check_text(fixed, "Dockerfile", tmp_path) == []
