@@ -96,7 +96,7 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         with pytest.raises(auto.errors.CommandError) as caught:
             staging.up(color="never")
         message = str(caught.value)
-        assert "is crash-looping: it exited (last exit code 3) and Docker restarted it 3 time(s)" in message, message
+        assert "is crash-looping: it exited (last exit code 3) and Docker restarted it " in message, message
         assert "never answered /health with 200" in message and "no database at start" in message, message
         assert "not after the 60 s of workhub:deploy.healthTimeoutSeconds" in message, message
         assert "wbsaleshub-e2e-staging-" in message and "keeps serving" in message

@@ -257,6 +257,19 @@ passes() {
 # policy starts it again) is crash-looping: the deploy fails then, with its exit code and its log,
 # instead of waiting out the rest of health_timeout for an app that cannot come up.
 crash_loop_restarts=3
+# The exit code of the new container's last run. Docker keeps it only while it waits to restart the
+# container (State.Restarting; a container started again has none yet): read then, waiting at most 5 s.
+last_exit_code() {
+  local state tries=50
+  while state=$(docker container inspect --format '{{.State.Restarting}} {{.State.Running}} {{.State.ExitCode}}' \
+    "$new_container" 2>/dev/null); do
+    case "$state" in "true "* | "false false "*) echo "${state##* }"; return 0 ;; esac
+    tries=$((tries - 1))
+    [ "$tries" -gt 0 ] || break
+    sleep 0.1
+  done
+  echo unknown
+}
 # The new container's health path, probed directly on the stack's network.
 new_container_answers() {
   local state
@@ -584,6 +597,7 @@ if ! wait_healthy; then
   restarts=$(docker container inspect --format '{{.RestartCount}} {{.State.ExitCode}}' "$new_container" 2>/dev/null || echo '0 0')
   exited=""
   [ "${restarts% *}" -gt 0 ] && exited=" It exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s)."
+  [ -z "${seen[crash-looping]:-}" ] || crash_code=$(last_exit_code)
   # Its whole log stays on the host (the container goes); its last lines go to the update's log.
   mkdir -p "$state/logs"
   log="$state/logs/$new_container-$(date -u +%Y%m%dT%H%M%SZ).log"
@@ -592,7 +606,7 @@ if ! wait_healthy; then
   abandon_new
   if [ -n "$legacy" ] && ! running "$legacy"; then docker start "$legacy" >/dev/null && say "restarted $legacy"; fi
   if [ -n "${seen[crash-looping]:-}" ]; then
-    say "FAILED: $new_container is crash-looping: it exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s) in the $waited s after its start, and it never answered $health_path with 200; workhub stopped waiting there, not after the $health_timeout s of workhub:deploy.healthTimeoutSeconds. Its probes: it $(what_was_seen). Its last lines are above: fix what makes it exit, then run up again. It got no request from clients; full log on the host: $log"
+    say "FAILED: $new_container is crash-looping: it exited (last exit code $crash_code) and Docker restarted it ${restarts% *} time(s) in the $waited s after its start, and it never answered $health_path with 200; workhub stopped waiting there, not after the $health_timeout s of workhub:deploy.healthTimeoutSeconds. Its probes: it $(what_was_seen). Its last lines are above: fix what makes it exit, then run up again. It got no request from clients; full log on the host: $log"
   else
     say "FAILED: $new_container never answered $health_path with 200 $healthy_passes time(s) in a row within $health_timeout s (workhub:deploy.healthTimeoutSeconds): it $(what_was_seen).$exited It got no request from clients; full log on the host: $log"
   fi

@@ -208,6 +208,30 @@ def test_a_new_container_docker_keeps_restarting_ends_the_wait_at_once(tmp_path,
     else:
         assert probes.startswith("refused the connection for ") and "crash" not in probes, probes
 
+
+# A stand-in Docker CLI whose container runs (exit code 0) on the first two inspects, then waits to
+# be restarted after exiting with 3.
+RESTARTING_AGAIN = """#!/bin/bash
+count=$(( $(cat "$FAKE/inspects" 2>/dev/null || echo 0) + 1 ))
+printf '%s' "$count" >"$FAKE/inspects"
+if [ "$count" -le 2 ]; then echo "false true 0"; else echo "true true 3"; fi
+"""
+
+
+def test_a_crash_loops_exit_code_is_read_while_docker_waits_to_restart_it(tmp_path):
+    """Docker resets a container's exit code when it starts it again: the code is read while it
+    waits to restart (State.Restarting), not from the run in progress."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(RESTARTING_AGAIN)
+    (bin_dir / "docker").chmod(0o755)
+    rendered = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+    function = rendered[rendered.index("last_exit_code() {"):rendered.index("# The new container's health path")]
+    done = subprocess.run(["bash", "-c", "new_container=wbsaleshub-staging-blue\n" + function + "last_exit_code\n"],
+                          capture_output=True, text=True, check=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE": str(tmp_path)})
+    assert done.stdout == "3\n"
+
 # A stand-in Docker CLI for the destroy step: it lists $FAKE/images and logs every `image rm`.
 LISTING_DOCKER = """#!/bin/bash
 if [ "$1 $2" = "image ls" ]; then grep "^$3:" "$FAKE/images"; exit 0; fi
