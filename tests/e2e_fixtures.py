@@ -346,9 +346,9 @@ def serving_container(hub: str, stack: str, user: str = "deploy") -> str:
     return slot_container(hub, stack, live)
 
 
-def running_image(hub: str, stack: str) -> str:
-    """The image a hub serves from on the test host."""
-    return docker("inspect", "--format", "{{.Config.Image}}", serving_container(hub, stack))
+def running_image(hub: str, stack: str, user: str = "deploy") -> str:
+    """The image a hub serves from on the test host (whose deploy user is `user`)."""
+    return docker("inspect", "--format", "{{.Config.Image}}", serving_container(hub, stack, user))
 
 
 def build_records(user: str = "deploy") -> list[dict]:

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e_fixtures import docker, health, new_local_stack, running_image, serving_container
+from tests.e2e_fixtures import (SIDE_USER, docker, health, new_local_stack, on_the_side_host, running_image,
+                                 serving_container)
 from workhub import engine as eng
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+# Beside the one-host tests, on a test host of its own (tests/e2e_fixtures.py: on_the_side_host).
+test_host, host_state, beside_the_one_host = on_the_side_host()
+
 HUB = {"name": "wbhubmanager", "context": "WBHubManager", "port": 4090, "healthPath": "/health",
        "secrets": ["SESSION_SECRET"], "volumes": {"data": "/app/data"}}
-VOLUME = "workhub-e2e-wbhubmanager-data"
+STACK = "sidedrift"
+VOLUME = f"workhub-{STACK}-wbhubmanager-data"
 DEPLOY = {"healthTimeoutSeconds": 30, "healthIntervalMs": 300, "stopGraceSeconds": 5}
 
 
@@ -28,7 +33,7 @@ def refresh(stack) -> tuple[dict, str]:
 
 def test_refresh_reports_a_container_removed_or_replaced_by_hand_and_up_repairs_it(tmp_path, toolchain, test_host,
                                                                                    npm_registry):
-    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], deploy=DEPLOY)
+    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], deploy=DEPLOY, name=STACK)
     try:
         hub = stack.up(on_output=print_line, color="never").outputs["hubs"].value["wbhubmanager"]
         url, image = hub["url"], hub["image"]
@@ -37,7 +42,7 @@ def test_refresh_reports_a_container_removed_or_replaced_by_hand_and_up_repairs_
         assert "update" not in changes and eng.drift_found(stack) == {}, "a host as the last deploy left it"
 
         # 1. The live container removed by hand: the port answers no more.
-        live = serving_container("wbhubmanager", "e2e")
+        live = serving_container("wbhubmanager", STACK, SIDE_USER)
         docker("rm", "--force", live)
         changes, printed = refresh(stack)
         assert changes.get("update") == 1, printed
@@ -51,16 +56,16 @@ def test_refresh_reports_a_container_removed_or_replaced_by_hand_and_up_repairs_
         up = stack.up(on_output=print_line, color="never")
         assert up.summary.resource_changes.get("update") == 1
         assert f"removed what was left of {live} (it was not running)" in up.stdout
-        assert health(url) == 200 and running_image("wbhubmanager", "e2e") == image
-        assert serving_container("wbhubmanager", "e2e") != live
+        assert health(url) == 200 and running_image("wbhubmanager", STACK, SIDE_USER) == image
+        assert serving_container("wbhubmanager", STACK, SIDE_USER) != live
         changes, _ = refresh(stack)
         assert "update" not in changes and eng.drift_found(stack) == {}
         assert stack.preview(color="never").change_summary.get("update") is None
 
         # 2. The live container replaced by hand with a container of another image, under its name.
-        live = serving_container("wbhubmanager", "e2e")
+        live = serving_container("wbhubmanager", STACK, SIDE_USER)
         docker("rm", "--force", live)
-        docker("run", "--detach", "--name", live, "--network", "workhub-e2e", "--entrypoint", "sleep",
+        docker("run", "--detach", "--name", live, "--network", f"workhub-{STACK}", "--entrypoint", "sleep",
                "node:24-bookworm-slim", "infinity")
         changes, printed = refresh(stack)
         assert changes.get("update") == 1, printed
@@ -69,7 +74,7 @@ def test_refresh_reports_a_container_removed_or_replaced_by_hand_and_up_repairs_
         assert f"the live container {live} was not made from its Compose file (started or changed by hand?)" in found
 
         stack.up(on_output=print_line, color="never")
-        assert health(url) == 200 and running_image("wbhubmanager", "e2e") == image
+        assert health(url) == 200 and running_image("wbhubmanager", STACK, SIDE_USER) == image
         assert docker("ps", "--all", "--quiet", "--filter", "ancestor=node:24-bookworm-slim", "--filter",
                       f"name={live}") == "", "the container made by hand is gone"
         assert eng.drift_found(stack) == {}
@@ -82,7 +87,7 @@ def test_refresh_reports_a_container_removed_or_replaced_by_hand_and_up_repairs_
         assert docker("image", "inspect", "--format", "{{.Id}}", image) and eng.drift_found(stack) == {}
         assert health(url) == 200
 
-        (state_file,) = (tmp_path / "state").rglob("e2e.json")
+        (state_file,) = (tmp_path / "state").rglob(f"{STACK}.json")
         assert "PRIVATE KEY" not in state_file.read_text(), "the refreshes kept the SSH key encrypted"
     finally:
         stack.destroy(color="never")

@@ -16,15 +16,20 @@ import time
 import pytest
 from pulumi import automation as auto
 
-from tests.e2e_fixtures import RUN_ID, docker, health, new_local_stack, serving_container
+from tests.e2e_fixtures import (RUN_ID, SIDE_USER, docker, health, new_local_stack, on_the_side_host,
+                                 serving_container)
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+# Beside the one-host tests, on a test host of its own (tests/e2e_fixtures.py: on_the_side_host).
+test_host, host_state, beside_the_one_host = on_the_side_host()
+
 HUB = {"name": "wbhubmanager", "context": "WBHubManager", "port": 4090, "healthPath": "/health",
        "stackEnv": ["PUBLIC_URL"]}
 DEPLOY = {"healthTimeoutSeconds": 30, "healthIntervalMs": 300, "stopGraceSeconds": 2}
-NETWORK = "workhub-e2e"
+STACK = "sideswitch"
+NETWORK = f"workhub-{STACK}"
 # What the resolver held a vanished address for before; a switch or a restart that takes this long
 # has waited on it.
 OLD_HOLD_S = 30
@@ -52,15 +57,15 @@ def test_a_slot_back_at_another_address_serves_at_once(tmp_path, toolchain, test
     """A deploy into the slot whose container left seconds ago, now at another address, switches
     within seconds of the new container being healthy; so does a live container stopped and started
     again at another address, with no deploy at all."""
-    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], deploy=DEPLOY)
+    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], deploy=DEPLOY, name=STACK)
     squatters: list[str] = []
     try:
         url = stack.up(on_output=print_line, color="never").outputs["hubs"].value["wbhubmanager"]["url"]
-        first = serving_container("wbhubmanager", "e2e")
+        first = serving_container("wbhubmanager", STACK, SIDE_USER)
         before = address(first)
         new_setting(stack, "http://127.0.0.1/second")
         stack.up(on_output=print_line, color="never")
-        assert serving_container("wbhubmanager", "e2e") != first, "the deploy went to the other slot"
+        assert serving_container("wbhubmanager", STACK, SIDE_USER) != first, "the deploy went to the other slot"
 
         # 1. The next deploy goes back to `first`'s slot moments after its container was removed, and
         # the address it had is taken: the new container gets another one.
@@ -68,7 +73,7 @@ def test_a_slot_back_at_another_address_serves_at_once(tmp_path, toolchain, test
         assert squat(squatters[-1]) == before, "another container took the address the slot had"
         new_setting(stack, "http://127.0.0.1/third")
         up = stack.up(on_output=print_line, color="never")
-        assert serving_container("wbhubmanager", "e2e") == first and address(first) != before
+        assert serving_container("wbhubmanager", STACK, SIDE_USER) == first and address(first) != before
         assert health(url) == 200
         took = int(re.findall(r"switched (\d+) ms after it was healthy", up.stdout)[-1])
         print(f"switched {took} ms after the new container was healthy")
