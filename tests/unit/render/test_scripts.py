@@ -174,6 +174,15 @@ def test_a_failed_health_check_says_what_each_probe_outcome_was_and_for_how_long
 
 
 
+def stand_in_docker(tmp_path: Path, program: str) -> Path:
+    """A directory holding `program` as `docker`, to put first on a script's PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(program)
+    (bin_dir / "docker").chmod(0o755)
+    return bin_dir
+
+
 # A stand-in Docker CLI for the health wait: each inspect of the new container is a moment later, in
 # which Docker has restarted it once more (the app exits at start); it never answers.
 RESTARTING_DOCKER = """#!/bin/bash
@@ -188,10 +197,7 @@ def test_a_new_container_docker_keeps_restarting_ends_the_wait_at_once(tmp_path,
     """A new container that Docker has restarted 3 times (it exits at start) is crash-looping: the
     health wait ends there, not after health_timeout (here 2 s, where a container that is not
     restarted keeps being probed)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(RESTARTING_DOCKER)
-    (bin_dir / "docker").chmod(0o755)
+    bin_dir = stand_in_docker(tmp_path, RESTARTING_DOCKER)
     rendered = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
     functions = rendered[rendered.index("declare -A seen=()"):rendered.index("# switch_to SLOT")]
     stand_ins = ("now_ms() { date +%s%3N; }\nnew_container=wbsaleshub-staging-blue port=4091 health_path=/health health_timeout=2 healthy_passes=3\n"
@@ -221,10 +227,7 @@ if [ "$count" -le 2 ]; then echo "false true 0"; else echo "true true 3"; fi
 def test_a_crash_loops_exit_code_is_read_while_docker_waits_to_restart_it(tmp_path):
     """Docker resets a container's exit code when it starts it again: the code is read while it
     waits to restart (State.Restarting), not from the run in progress."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(RESTARTING_AGAIN)
-    (bin_dir / "docker").chmod(0o755)
+    bin_dir = stand_in_docker(tmp_path, RESTARTING_AGAIN)
     rendered = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
     function = rendered[rendered.index("last_exit_code() {"):rendered.index("# The new container's health path")]
     done = subprocess.run(["bash", "-c", "new_container=wbsaleshub-staging-blue\n" + function + "last_exit_code\n"],
@@ -242,10 +245,7 @@ exit 0
 
 
 def test_destroy_removes_every_image_of_the_hub_in_the_stack_and_its_context_uploads(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(LISTING_DOCKER)
-    (bin_dir / "docker").chmod(0o755)
+    bin_dir = stand_in_docker(tmp_path, LISTING_DOCKER)
     (tmp_path / "images").write_text("\n".join([
         IMAGE, "wbsaleshub:staging-aaaaaaaaaaaa", "wbsaleshub:staging-x-bbbbbbbbbbbb", "wbsaleshub:production-cccccccccccc",
         "wbsaleshub:staging-latest"]) + "\n")
@@ -265,10 +265,7 @@ def test_destroy_removes_every_image_of_the_hub_in_the_stack_and_its_context_upl
 def test_the_image_the_hub_serves_from_stays_when_its_build_goes(tmp_path):
     """A hub pinned to an earlier image of its stack serves from it; the build's removal, which that
     pin brings, keeps it, even where Docker would untag it (another stack's tag on the same image)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(LISTING_DOCKER)
-    (bin_dir / "docker").chmod(0o755)
+    bin_dir = stand_in_docker(tmp_path, LISTING_DOCKER)
     pinned = "wbsaleshub:staging-aaaaaaaaaaaa"
     (tmp_path / "images").write_text("\n".join([IMAGE, pinned]) + "\n")
     proxy = tmp_path / ".workhub" / "proxy" / "wbsaleshub-staging"
