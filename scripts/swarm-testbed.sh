@@ -416,6 +416,22 @@ kept_images() {
   fi
 }
 
+# drop_stale_vxlan N: the VXLAN devices node N's overlay networks left behind, deleted. An engine that
+# stopped while in a Swarm (stop-node) can leave its overlay sandboxes, whose devices keep their
+# VXLAN ids bound on the node's address: the next Swarm's first overlay network (the same id) then
+# fails on that node with "error creating vxlan interface: file exists". Run when the node is in no
+# Swarm and has no container, so no live network holds one.
+drop_stale_vxlan() {
+  local n="$1" ns dev
+  for ns in "/var/run/netns/$(netns "$n")" "$RUN_DIR/$n/exec/netns/"*; do
+    [[ -e "$ns" ]] || continue
+    for dev in $(nsenter --net="$ns" -- ip -o link show type vxlan 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'); do
+      log "node $n: deleting the VXLAN device $dev an earlier Swarm left"
+      nsenter --net="$ns" -- ip link delete "$dev" || true
+    done
+  done
+}
+
 # reset: the nodes as `up` left them, for the next test on a bed that stays up: every node's engine
 # running (a test may have stopped one), out of any Swarm, without containers, volumes, networks,
 # build cache or images but those `up` put there. The registry keeps what was pushed to it.
@@ -434,6 +450,7 @@ cmd_reset() {
     # shellcheck disable=SC2086 # one word per volume name
     [[ -z "$ids" ]] || node_docker "$n" volume rm --force $ids >/dev/null
     node_docker "$n" network prune --force >/dev/null
+    drop_stale_vxlan "$n"
     node_docker "$n" builder prune --all --force >/dev/null
     ids="$(node_docker "$n" image ls --format '{{.Repository}}:{{.Tag}}' | grep -vxF -f <(kept_images "$server" "$n") \
       | grep -v ':<none>$' || true)"
