@@ -51,6 +51,13 @@ def quote(value: Scalar) -> str:
     return f"'{text}'" if text in _CODE_WORDS else shlex.quote(text)
 
 
+def _array_item(value: Scalar) -> str:
+    """One word of an array assignment. A bare comma is literal there, but shellcheck reads
+    `(a,b)` as a mistaken separator (SC2054), so a word holding one is quoted."""
+    word = quote(value)
+    return f"'{word}'" if "," in word and not word.startswith("'") else word
+
+
 def assignments(values: Mapping[str, Value]) -> str:
     """`name='value'` lines, in the given order, for a script body to read as "$name".
 
@@ -60,7 +67,7 @@ def assignments(values: Mapping[str, Value]) -> str:
         if not _NAME.match(name):
             raise ValueError(f"not a shell variable name: {name!r}")
         if isinstance(value, (list, tuple)):
-            lines.append(f"{name}=(" + " ".join(quote(item) for item in value) + ")")
+            lines.append(f"{name}=(" + " ".join(_array_item(item) for item in value) + ")")
         else:
             lines.append(f"{name}={quote(value)}")
     return "\n".join(lines)

@@ -178,7 +178,7 @@ def demo_stack(env: dict, change=None):
         "proxyImage": env["hub_images"]["proxy"],
         "deploy": {"healthTimeoutSeconds": 10, "healthyPasses": 2, "healthIntervalMs": 300, "stopGraceSeconds": 5},
         "swarm": {"user": env["user"], "managers": [node["name"] for node in nodes], "monitorSeconds": 5,
-                  "healthIntervalSeconds": 2,  # the default: each check starts Node in the task (CPU)
+                  "healthIntervalSeconds": 1,
                   "nodes": [{"name": node["name"], "address": node["address"], "hostKey": node["host_public_key"],
                              "labels": label} for node, label in zip(nodes, labels)],
                   "hubs": {"demo": {"replicas": 2, "memoryMb": 128}}},

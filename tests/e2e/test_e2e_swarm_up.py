@@ -140,7 +140,7 @@ def new_swarm_stack(tmp_path: Path, bed: dict, sources: Path, npm_registry: str,
     labels = [{key: [hub for hub in value if hub in names] if key == "data" else value for key, value in row.items()}
               for row in labels]
     swarm = {"user": bed["user"], "managers": [node["name"] for node in bed["nodes"]], "monitorSeconds": 5,
-             "healthIntervalSeconds": 2,  # the default: each check starts Node in the task (CPU)
+             "healthIntervalSeconds": 1,
              "nodes": [{"name": node["name"], "address": node["address"], "hostKey": node["host_public_key"],
                         "labels": row} for node, row in zip(bed["nodes"], labels)],
              "hubs": {"wbhubmanager": {"replicas": 2, "memoryMb": 256}} if swarm_hubs is None else swarm_hubs}

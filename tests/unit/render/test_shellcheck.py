@@ -109,7 +109,7 @@ _VALUES = st.one_of(st.text(alphabet=st.sampled_from("$`\\~'\"\n a\u2018\u2019\u
 
 @settings(max_examples=40, deadline=None)
 @given(value=_VALUES | st.sampled_from(["then", "done", "cat", "export", "test", "wait"]),
-       items=st.lists(_VALUES, max_size=3))
+       items=st.lists(_VALUES | st.sampled_from([",", "a,b"]), max_size=3))
 def test_any_config_value_passes_shellcheck(value, items):
     """Whatever a value holds, its assignment (a word or an array) gives shellcheck nothing to say."""
     text = script({"value": value, "items": items}, r'printf "%s\n" "$value" "${items[@]}"')
