@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from components.plan.dockerfile import DockerfileError, _base_images, _image, _parse
+from components.plan.dockerfile import DockerfileError, image_ref, pulled_images
 
 
 def missing_base_images(dockerfiles: Iterable[tuple[str, Path]], images: Sequence[str],
@@ -18,16 +18,16 @@ def missing_base_images(dockerfiles: Iterable[tuple[str, Path]], images: Sequenc
     image not among `images`, naming the hub, the Dockerfile's line (its path relative to
     `shown_from` where it lies below it) and the images there are. A Dockerfile that cannot be read
     or parsed is left to the checks that stop the stack."""
-    have = {_image(image) for image in images}
+    have = {image_ref(image) for image in images}
     found = []
     for hub, path in dockerfiles:
         shown = os.path.relpath(path, shown_from) if path.is_relative_to(shown_from) else str(path)
         try:
-            froms = _base_images(_parse(path.read_text(), shown))
+            froms = pulled_images(path.read_text(), shown)
         except (OSError, UnicodeDecodeError, DockerfileError):
             continue
         for cmd, image in froms:
-            if _image(image) not in have:
+            if image_ref(image) not in have:
                 found.append(f"{hub}: {shown}:{cmd.start_line}: `{cmd.original}`: the test host has no {image} "
                              f"and cannot pull it, so this build will fail; start FROM an image it has: "
                              f"{', '.join(images)}")

@@ -647,11 +647,17 @@ def _syntax_problem(text: str, cmds: list[dockerfile.Command]) -> Optional[tuple
     return number, f"`syntax={value}` {why}", f"replace line {number} with `{SYNTAX}`"
 
 
-def _image(ref: str) -> str:
+def image_ref(ref: str) -> str:
     """An image reference in one spelling: without docker.io/library/, with a tag."""
     ref = re.sub(r"^(?:docker\.io|index\.docker\.io)/", "", ref)
     ref = ref[len("library/"):] if ref.startswith("library/") else ref
     return ref if "@" in ref or ":" in ref.rsplit("/", 1)[-1] else ref + ":latest"
+
+
+def pulled_images(text: str, path: str) -> list[tuple[dockerfile.Command, str]]:
+    """Each FROM of the Dockerfile `text` (named `path` in a parse error) that pulls an image, with
+    the image (_base_images); DockerfileError when BuildKit cannot parse it."""
+    return _base_images(_parse(text, path))
 
 
 def _base_images(cmds: list[dockerfile.Command]) -> list[tuple[dockerfile.Command, str]]:
@@ -732,7 +738,7 @@ def _end_of_life(cmds: list[dockerfile.Command], path: str, base_image: Optional
             continue
         target = supported_node_line(today, *preferred)
         to = _on_line(image, target)
-        also = " and workhub:baseImage (in Pulumi.yaml)" if base_image and _image(image) == _image(base_image) else ""
+        also = " and workhub:baseImage (in Pulumi.yaml)" if base_image and image_ref(image) == image_ref(base_image) else ""
         found.append(Violation(
             path, cmd.start_line, "node-end-of-life", f"`FROM {image}` runs Node.js {line}, whose support ended on "
             f"{end.isoformat()} (the Node.js release schedule): it gets no more security fixes",
@@ -748,9 +754,9 @@ def _warnings(cmds: list[dockerfile.Command], path: str, base_image: Optional[st
     end of life."""
     found = _end_of_life(cmds, path, base_image, today or date.today())
     for cmd, image in _base_images(cmds) if base_image else []:
-        if _image(image) == _image(base_image):
+        if image_ref(image) == image_ref(base_image):
             continue
-        if "@" in base_image and "@" not in image and _image(image) == _image(base_image.split("@", 1)[0]):
+        if "@" in base_image and "@" not in image and image_ref(image) == image_ref(base_image.split("@", 1)[0]):
             found.append(Violation(
                 path, cmd.start_line, "base-image", f"`FROM {image}` is workhub:baseImage ({base_image}) without its "
                 f"digest: the build takes whatever {image} names on the build host, not the image the digest pins",
