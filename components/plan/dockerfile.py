@@ -738,7 +738,8 @@ def _end_of_life(cmds: list[dockerfile.Command], path: str, base_image: Optional
             continue
         target = supported_node_line(today, *preferred)
         to = _on_line(image, target)
-        also = " and workhub:baseImage (in Pulumi.yaml)" if base_image and image_ref(image) == image_ref(base_image) else ""
+        ours = base_image and image_ref(image) == image_ref(base_image)
+        also = " and workhub:baseImage (in Pulumi.yaml)" if ours else ""
         found.append(Violation(
             path, cmd.start_line, "node-end-of-life", f"`FROM {image}` runs Node.js {line}, whose support ended on "
             f"{end.isoformat()} (the Node.js release schedule): it gets no more security fixes",
