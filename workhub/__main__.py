@@ -28,6 +28,7 @@ from components.ssh import RemoteCommandError
 from . import data, guards, locks, swarm_status
 from . import engine as eng
 from .outputs import aligned, changes, outputs_table
+from .lean import masked_outputs
 
 # Operations on a deployed stack: for the local stack they start nothing, they only connect.
 CONNECT_ONLY = {"outputs", "status", "prune", "backup", "restore"}
@@ -160,7 +161,7 @@ def open_stack(args: argparse.Namespace) -> tuple[eng.Engine, auto.Stack]:
 
 
 def show_outputs(args: argparse.Namespace, engine: eng.Engine, stack: auto.Stack) -> int:
-    print(outputs_table(stack.outputs()))
+    print(outputs_table(masked_outputs(stack)))
     return 0
 
 
@@ -244,7 +245,7 @@ def run_engine(args: argparse.Namespace, engine: eng.Engine, stack: auto.Stack) 
         print(f"\nworkhub: refresh of {args.stack!r}: {eng.drift_summary(eng.drift_found(stack))}")
     if args.operation == "up":
         print(f"\nworkhub: stack {args.stack!r} is up ({changes(result.summary.resource_changes or {})})")
-        print(outputs_table(result.outputs))
+        print(outputs_table(masked_outputs(stack)))
     return 0
 
 

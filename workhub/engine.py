@@ -37,6 +37,7 @@ from components.program import program_for
 from components.resources.host.registry_image import Pusher, push_with_docker
 from components.ssh import run_script
 from workhub import locks
+from workhub.lean import lean
 from workhub.display import Display, command_stderr, failure_report, print_err
 from workhub.policy import policy_packs
 
@@ -157,18 +158,35 @@ class Engine:
                     pulumi_command=self.command)
 
     def stack(self, name: str, create: bool = True) -> auto.Stack:
-        """The stack `name`; with `create=False` only one that exists (else StackNotFoundError)."""
+        """The stack `name`; with `create=False` only one that exists (else StackNotFoundError). In
+        a local file backend, whose files say which stacks exist, one that exists is selected with no
+        CLI run and a new one made with one (`stack init`), where the Automation API's
+        create-or-select runs `stack select` first and then `stack init`."""
+        held = self.file_backend_stacks()
+        if held is not None and create:
+            with private_files():
+                if name in held:
+                    return self.known_stack(name)
+                return lean(auto.Stack.create(name, self.workspace(known=True)))
         options = auto.LocalWorkspaceOptions(work_dir=str(self.work_dir), env_vars=self.env(),
                                              pulumi_command=self.command)
         select = auto.create_or_select_stack if create else auto.select_stack
         with private_files():
-            return select(name, project_name=project_name(self.work_dir), program=self.program(), opts=options)
+            return lean(select(name, project_name=project_name(self.work_dir), program=self.program(), opts=options))
+
+    def file_backend_stacks(self) -> Optional[list[str]]:
+        """The project's stacks in this engine's local file backend; None when the backend is not a
+        local file one (or the project has no name), so only the CLI knows."""
+        url = self.backend_url or ""
+        if not url.startswith("file://") or not project_name(self.work_dir):
+            return None
+        return backend_stacks(Path(url.removeprefix("file://")).expanduser(), self.work_dir)
 
     def known_stack(self, name: str) -> auto.Stack:
         """The stack `name`, known to exist (its config fingerprint matched and its state is in the
         local backend), without the CLI run `stack select` costs: every operation of the Automation
         API names its stack (`--stack`). A stack not known to exist goes through `stack()`."""
-        return auto.Stack.select(name, self.workspace(known=True))
+        return lean(auto.Stack.select(name, self.workspace(known=True)))
 
     def set_secret(self, stack: str, key: str, value: str, path: bool = False) -> None:
         """Set a secret through stdin, so its value is in no process's arguments; with `path`, `key`
