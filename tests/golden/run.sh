@@ -591,10 +591,19 @@ settle_owners() {
     fi
   done
 }
+# A deploy that failed is recorded beside the builds (~/.workhub/deploys.jsonl, in the shape of a
+# build record), so `status` tells a built image that never took over from one that serves.
+log=""
+record_failed_deploy() {
+  printf '{"hub": "%s", "stack": "%s", "image": "%s", "end_ms": %s, "result": "deploy failed", "log": "%s"}\n' \
+    "$hub" "$stack" "$image" "$(now_ms)" "$log" >>"$state/deploys.jsonl" 2>/dev/null || true
+}
 # However the script ends, a new container that never got traffic does not stay behind.
 finish() {
+  local code=$?
   if [ "$started" = true ] && [ "$switched" = false ]; then abandon_new; fi
   settle_owners
+  [ "$code" -eq 0 ] || record_failed_deploy
   rm -rf "$work"
 }
 work=$(mktemp -d)

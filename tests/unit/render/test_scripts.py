@@ -1,5 +1,6 @@
 """Rendered remote scripts: exact text (golden files), and config values reaching them only as data."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -313,6 +314,57 @@ def test_an_old_container_docker_had_to_kill_after_the_grace_is_said_once_with_t
     for fix in ("handle SIGTERM in the app", "tini or dumb-init as the image's ENTRYPOINT",
                 "lower workhub:deploy.stopGraceSeconds"):
         assert fix in line, line
+
+
+# A stand-in Docker CLI for `status`: the live container runs $RUNNING, made at $CREATED.
+STATUS_DOCKER = """#!/bin/bash
+case "$3" in
+  *Config.Image*) echo "$RUNNING" ;;
+  *Created*) echo "$CREATED" ;;
+  *StartedAt*) echo 1970-01-01T00:00:09.000000000Z ;;
+  *) echo running ;;
+esac
+"""
+A, B = "wbsaleshub:staging-aaaaaaaaaaaa", "wbsaleshub:staging-bbbbbbbbbbbb"
+
+
+def record(image: str, end_ms: int, result: str = "succeeded", log: str = "") -> str:
+    log = log or f"{image}/log"
+    return (f'{{"hub": "wbsaleshub", "stack": "staging", "image": "{image}", "end_ms": {end_ms}, '
+            f'"result": "{result}", "attempts": 1, "log": "{log}"}}\n')
+
+
+@pytest.mark.parametrize("builds, deploys, last", [
+    # A, then B, then a revert to A (its image was still there: no build): B is no attempt any more.
+    ([record(A, 1000), record(B, 2000)], [], ("", "")),
+    # B built after A's container was made, and its deploy failed: the attempt failed.
+    ([record(A, 1000), record(B, 4000)], [record(B, 5000, "deploy failed", "/logs/b.log")],
+     ("deploy failed", B)),
+    # B's build failed after A's container was made.
+    ([record(A, 1000), record(B, 4000, "failed")], [], ("failed", B)),
+    # B built, its deploy failed; then a revert to A, made anew: nothing since.
+    ([record(A, 1000), record(B, 2000)], [record(B, 2500, "deploy failed")], ("", "")),
+])
+def test_status_last_attempt_is_what_was_tried_since_the_running_container_was_made(tmp_path, builds, deploys, last):
+    """LAST_ATTEMPT is the newest build, pull or failed deploy since the running container was made
+    (at 3 s here): a build a revert superseded is none, a built image whose deploy failed did not
+    succeed."""
+    home = tmp_path / "home"
+    (home / ".workhub" / "proxy" / "wbsaleshub-staging").mkdir(parents=True)
+    (home / ".workhub" / "proxy" / "wbsaleshub-staging" / "haproxy.cfg").write_text(LIVE_MARK + "blue\n")
+    (home / ".workhub" / "builds.jsonl").write_text("".join(builds))
+    if deploys:
+        (home / ".workhub" / "deploys.jsonl").write_text("".join(deploys))
+    bin_dir = stand_in_docker(tmp_path, STATUS_DOCKER)
+    done = subprocess.run(["bash", "-c", status_script("staging", [HUB], {"wbsaleshub": 1}, "127.0.0.1")],
+                          capture_output=True, text=True, check=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "RUNNING": A,
+                               "CREATED": "1970-01-01T00:00:03.000000000Z"})
+    row = json.loads(done.stdout)
+    assert (row["image"], row["build"], row["log"]) == (A, "succeeded", f"{A}/log")
+    assert (row["last_attempt"], row["last_image"]) == last, row
+    if last[0] == "deploy failed":
+        assert row["last_log"] == "/logs/b.log"
 
 
 def test_destroy_removes_every_image_of_the_hub_in_the_stack_and_its_context_uploads(tmp_path):
