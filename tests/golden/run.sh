@@ -501,12 +501,8 @@ show_app_log() {
     printf '%s | %s\n' "$new_container" "${line#* }" >&2
   done < <(docker logs --timestamps ${app_logged:+--since "$app_logged"} "$new_container" 2>&1)
 }
-wait_healthy() {
-  local code=0
-  passes new_container_answers "$health_interval" show_app_log || code=$?
-  show_app_log
-  return "$code"
-}
+# (Its lines up to the end of a wait that failed are shown once it has stopped: see below.)
+wait_healthy() { passes new_container_answers "$health_interval" show_app_log && show_app_log; }
 through_proxy() { passes host_port_answers 0.2; }
 # switch_to SLOT: the proxy sends every new request to SLOT's container and none to the other's
 # (requests in flight finish where they are; no connection is closed), and its config file says so
@@ -843,7 +839,10 @@ if ! wait_healthy; then
   exited=""
   [ "${restarts% *}" -gt 0 ] && exited=" It exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s)."
   [ -z "${seen[crash-looping]:-}" ] || crash_code=$(last_exit_code)
-  # Its whole log stays on the host (the container goes); its lines went to the update's log as they came.
+  # It runs no more (Docker would start it again), so the last of its lines shown are the last of its
+  # log. The whole log stays on the host (the container goes).
+  docker stop --time 0 "$new_container" >/dev/null 2>&1 || true
+  show_app_log
   mkdir -p "$state/logs"
   log="$state/logs/$new_container-$(date -u +%Y%m%dT%H%M%SZ).log"
   docker logs "$new_container" >"$log" 2>&1 || true
