@@ -911,9 +911,9 @@ for i in "${!hubs[@]}"; do
     || created_ms=0
   records=$(cat "$state/builds.jsonl" "$state/deploys.jsonl" 2>/dev/null \
     | grep -F "\"hub\": \"$hub\", \"stack\": \"$stack\",") || true
-  # The build (or pull) that made the running image; and the last attempt since its container was
-  # made (a build, a pull or a failed deploy, of another image or of the same), the newest first: one
-  # from before (a build a revert superseded) is not the last attempt any more.
+  # The build (or pull) that made the running image; and the newest attempt since its container was
+  # made (a build, a pull or a failed deploy, of another image or of the same): one from before (a
+  # build that a revert superseded) is not the last attempt any more.
   made=$(printf '%s\n' "$records" | grep -F "\"image\": \"$image\"," | grep -F '"result": "succeeded"' | tail -n 1)
   last=$(printf '%s\n' "$records" | awk -v after="$created_ms" '
     match($0, /"end_ms": [0-9]+/) { t = substr($0, RSTART + 10, RLENGTH - 10) + 0; if (t > after && t >= newest) { newest = t; line = $0 } }
