@@ -35,8 +35,9 @@ CONNECT_ONLY = {"outputs", "status", "prune", "backup", "restore"}
 
 
 def last_attempt(row: dict) -> str:
-    """The last build tried of a hub when it made another image than the one running: its result,
-    its image and its log; "-" when the running image is the last one built."""
+    """The last attempt of a hub since its running container was made (a build, a pull, or a deploy
+    that failed): its result, its image and its log; "-" when there was none (a build from before it,
+    which a later deploy such as a revert superseded, is not one)."""
     if not row.get("last_attempt"):
         return "-"
     log = f" (log {row['last_log']})" if row.get("last_log") else ""
@@ -45,7 +46,7 @@ def last_attempt(row: dict) -> str:
 
 def format_status(rows: list[dict]) -> str:
     """The status lines as an aligned table: the build (result, attempts, log) is the one that made
-    the running image; a later build tried of another image shows apart, in LAST_ATTEMPT."""
+    the running image; a later attempt (a build, or a deploy that failed) shows apart, in LAST_ATTEMPT."""
     columns = ["hub", "container", "image", "since", "health", "proxy", "build", "attempts", "log", "last_attempt"]
     rows = [{**row, "last_attempt": last_attempt(row)} for row in rows]
     table = [[c.upper() for c in columns]] + [[str(row.get(c) or "-") for c in columns] for row in rows]

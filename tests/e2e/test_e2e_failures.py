@@ -61,6 +61,10 @@ def test_a_failed_health_check_is_said_once_last_with_what_was_seen(tmp_path, to
         assert "  last log lines:" in lines and any("listening on 0.0.0.0:4092" in line for line in lines), report
         log = Path(field(report, "log on the host"))
         assert "listening on 0.0.0.0:4092" in log.read_text(), "the container's whole log stays on the host"
+        # The container's own lines came as it wrote them, marked with its name, once; the report at
+        # the end quotes its last lines.
+        streamed = [line for line in out[:-1] if "listening on 0.0.0.0:4092" in line]
+        assert len(streamed) == 1 and "wbfinhub-e2e-blue | " in streamed[0], out[:-1]
     finally:
         stack.destroy(color="never")
 

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
 from pulumi import automation as auto
 
+from components.render.host.deploy import status_script
 from tests.e2e_fixtures import (build_records, deploy_home, deploy_under_probe, docker, forget_local_images,
                                  health, mark_version, new_local_stack, records_since, running_image,
                                  serving_container)
+from workhub import engine as eng
 from workhub.engine import print_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -36,8 +39,13 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         early = production.preview(color="never")
         assert "wbsaleshub: not promoted: stack e2e-staging has no wbsaleshub" in early.stdout
 
-        staged = staging.up(on_output=print_line, color="never").outputs["hubs"].value["wbsaleshub"]
+        first = staging.up(on_output=print_line, color="never")
+        staged = first.outputs["hubs"].value["wbsaleshub"]
         verified = staged["verified"]
+        # The new container's own lines come during its health wait, marked with its name, before it
+        # is found healthy.
+        own = first.stdout.find(f"{verified['container']} | ")
+        assert 0 <= own < first.stdout.find(f"run: {verified['container']} answers /health"), first.stdout
         assert verified["image"] == staged["image"] and verified["image_id"].startswith("sha256:")
 
         before = len(build_records())
@@ -53,7 +61,11 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         # Staging verifies a new version. Before production promotes it, its tag is moved to another
         # image (a rebuild or a hand-made tag under the same name): production refuses it by ID.
         mark_version(sources, "WBSalesHub", "promoted")
-        second = staging.up(on_output=print_line, color="never").outputs["hubs"].value["wbsaleshub"]["verified"]
+        again = staging.up(on_output=print_line, color="never")
+        second = again.outputs["hubs"].value["wbsaleshub"]["verified"]
+        # The outputs' free disk is this up's (its preflight's), not the first up's.
+        measured = re.findall(r"; (\d+) MB free disk; BuildKit works", again.stdout)
+        assert measured and again.outputs["hostFacts"].value["disk_free_mb"] == int(measured[-1]), again.stdout
         other_id = docker("image", "inspect", "--format", "{{.Id}}", "node:24-bookworm-slim")
         docker("tag", "node:24-bookworm-slim", second["image"])
         with pytest.raises(auto.errors.CommandError) as caught:
@@ -93,16 +105,33 @@ def test_production_promotes_what_staging_verified_and_a_failed_health_check_rol
         # lines, not after the whole health timeout (60 s here, the default).
         server = sources / "WBSalesHub" / "server.js"
         server.write_text("console.error('no database at start');\nprocess.exit(3);\n" + server.read_text())
+        printed: list[str] = []
         with pytest.raises(auto.errors.CommandError) as caught:
-            staging.up(color="never")
+            staging.up(color="never", on_output=printed.append)
         message = str(caught.value)
         assert "is crash-looping: it exited (last exit code 3) and Docker restarted it " in message, message
+        # Its lines came as it wrote them, marked with its name (every run's: Docker restarted it),
+        # and not again, unmarked, at the end: each time they are printed (the engine's summary of
+        # the update and the failure's quote of the last lines repeat them) they carry the mark.
+        crashed = re.search(r"FAILED: (\S+) is crash-looping", message).group(1)
+        streamed = "".join(printed)
+        said = [line for line in streamed.splitlines() if "no database at start" in line]
+        assert said and all(f"{crashed} | " in line for line in said), streamed
+        host_log = re.search(r"full log on the host: (\S+)", message).group(1)
         assert "never answered /health with 200" in message and "no database at start" in message, message
         assert "not after the 60 s of workhub:deploy.healthTimeoutSeconds" in message, message
         assert "wbsaleshub-e2e-staging-" in message and "keeps serving" in message
         assert health(staged["url"]) == 200
         running = running_image("wbsaleshub", "e2e-staging")
         assert running == staged["image"]
+        # `status` says that the last attempt was that image's deploy, and that it failed (its build
+        # succeeded).
+        out = eng.on_host(staging, lambda c: status_script(staging.name, c.hubs, c.host_ports, c.publish_address),
+                          "status", log=lambda line: None)
+        (row,) = [json.loads(line) for line in out.splitlines() if line.strip()]
+        assert (row["image"], row["last_attempt"], row["last_log"]) == (staged["image"], "deploy failed", host_log), row
+        tried = re.search(rf"starting {crashed} from (\S+) beside", streamed).group(1)
+        assert row["last_image"] == tried != staged["image"], row
 
         # Rollback by pin. A pinned image is health-checked like any other: one that exits at start
         # never takes over from the one serving.

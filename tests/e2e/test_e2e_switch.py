@@ -6,7 +6,10 @@ container that Docker started again at another address (after a crash, a restore
 Both cases below are what failed `tests/e2e/test_e2e_drift.py` on a new machine and kept a restored
 hub away for 30 s: the resolver held on to the address a name had before its container went away
 for 30 s (`hold obsolete`), so the same name back at another address within those 30 s was not
-found, and the switch gave up after 10 s."""
+found, and the switch gave up after 10 s.
+
+The deploys here also show an app that ignores SIGTERM said once, with the fix, by the deploy that
+replaces it (it costs that deploy the 2 s of stopGraceSeconds)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 test_host, host_state, beside_the_one_host = on_the_side_host()
 
 HUB = {"name": "wbhubmanager", "context": "WBHubManager", "port": 4090, "healthPath": "/health",
-       "stackEnv": ["PUBLIC_URL"]}
+       "stackEnv": ["PUBLIC_URL", "NODE_OPTIONS"]}
+# NODE_OPTIONS that keep the app from handling SIGTERM (its process.on takes no handler for it):
+# Node as PID 1 then ignores it, as an app without a handler of its own does.
+PLAIN_NODE = "--max-old-space-size=256"
+IGNORE_SIGTERM = ("--import=data:text/javascript,const{on}=process;process.on=function(s,...a){"
+                  "if(s==='SIGTERM'||s==='SIGINT')return(this);return(on.call(this,s,...a))}")
 DEPLOY = {"healthTimeoutSeconds": 30, "healthIntervalMs": 300, "stopGraceSeconds": 2}
 STACK = "sideswitch"
 NETWORK = f"workhub-{STACK}"
@@ -48,24 +56,30 @@ def squat(name: str) -> str:
     return address(name)
 
 
-def new_setting(stack: auto.Stack, value: str) -> None:
+def new_setting(stack: auto.Stack, value: str, node_options: str = PLAIN_NODE) -> None:
     """A new value of the hub's per-stack setting: the next `up` deploys a new container, no build."""
     stack.set_config("workhub:env.wbhubmanager.PUBLIC_URL", auto.ConfigValue(value), path=True)
+    stack.set_config("workhub:env.wbhubmanager.NODE_OPTIONS", auto.ConfigValue(node_options), path=True)
 
 
 def test_a_slot_back_at_another_address_serves_at_once(tmp_path, toolchain, test_host, npm_registry):
     """A deploy into the slot whose container left seconds ago, now at another address, switches
     within seconds of the new container being healthy; so does a live container stopped and started
     again at another address, with no deploy at all."""
-    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], deploy=DEPLOY, name=STACK)
+    engine, stack = new_local_stack(tmp_path, test_host, npm_registry, hubs=[HUB], deploy=DEPLOY, name=STACK,
+                                    overrides={"workhub:env.wbhubmanager.NODE_OPTIONS": PLAIN_NODE})
     squatters: list[str] = []
     try:
         url = stack.up(on_output=print_line, color="never").outputs["hubs"].value["wbhubmanager"]["url"]
         first = serving_container("wbhubmanager", STACK, SIDE_USER)
         before = address(first)
-        new_setting(stack, "http://127.0.0.1/second")
-        stack.up(on_output=print_line, color="never")
-        assert serving_container("wbhubmanager", STACK, SIDE_USER) != first, "the deploy went to the other slot"
+        # The second container's app ignores SIGTERM: the deploy that replaces it (the next) says so,
+        # once; this one, whose old container stopped on SIGTERM, does not.
+        new_setting(stack, "http://127.0.0.1/second", IGNORE_SIGTERM)
+        second = stack.up(on_output=print_line, color="never")
+        assert "ignored SIGTERM" not in second.stdout, second.stdout
+        ignoring = serving_container("wbhubmanager", STACK, SIDE_USER)
+        assert ignoring != first, "the deploy went to the other slot"
 
         # 1. The next deploy goes back to `first`'s slot moments after its container was removed, and
         # the address it had is taken: the new container gets another one.
@@ -74,6 +88,9 @@ def test_a_slot_back_at_another_address_serves_at_once(tmp_path, toolchain, test
         new_setting(stack, "http://127.0.0.1/third")
         up = stack.up(on_output=print_line, color="never")
         assert serving_container("wbhubmanager", STACK, SIDE_USER) == first and address(first) != before
+        note = (f"run: note: {ignoring} ignored SIGTERM: Docker killed it (exit code 137) after the 2 s of "
+                "workhub:deploy.stopGraceSeconds")
+        assert note in up.stdout, up.stdout
         assert health(url) == 200
         took = int(re.findall(r"switched (\d+) ms after it was healthy", up.stdout)[-1])
         print(f"switched {took} ms after the new container was healthy")

@@ -433,13 +433,15 @@ what_was_seen() {
   printf '%s\n' "${words[@]}" | sort -t: -k1,1nr | awk -F: '{
     printf "%s%s%s (%s time%s)", (NR > 1 ? ", " : ""), $3, ($2 > 0 ? " for " $2 " s" : ""), $1, ($1 == 1 ? "" : "s") }'
 }
-# passes PROBE PAUSE: the function PROBE (it prints what one probe saw) sees 200 healthy_passes
+# passes PROBE PAUSE [EACH]: the function PROBE (it prints what one probe saw) sees 200 healthy_passes
 # times in a row within health_timeout seconds, PAUSE seconds apart; what it saw is counted in `seen`.
-# A probe that sees `crash-looping` ends the wait at once.
+# A probe that sees `crash-looping` ends the wait at once. The function EACH, if given, runs before
+# each probe.
 passes() {
   local deadline count=0 outcome
   deadline=$(( $(date +%s) + health_timeout ))
   while [ "$(date +%s)" -lt "$deadline" ]; do
+    [ -z "${3:-}" ] || "$3"
     outcome=$("$1")
     saw "$outcome"
     [ "$outcome" = crash-looping ] && return 1
@@ -485,7 +487,22 @@ new_container_answers() {
 }
 # The hub's health path through its host port (the proxy).
 host_port_answers() { probe "$probe_host" "$host_port" "$health_path"; }
-wait_healthy() { passes new_container_answers "$health_interval"; }
+# The new container's own log lines, each once, as they come: "<container> | <line>" on stderr,
+# between the deploy's own lines. Read at each probe with Docker's timestamps (of fixed width, so they
+# compare as text), from the last one shown on: the lines of every run of the container, also when
+# Docker restarts it (each run's log is a stream of its own, which `docker logs --follow` would leave).
+app_logged=""
+show_app_log() {
+  local line stamp
+  while IFS= read -r line; do
+    stamp=${line%% *}
+    [[ "$stamp" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9:]+)$ ]] && [[ "$stamp" > "$app_logged" ]] || continue
+    app_logged=$stamp
+    printf '%s | %s\n' "$new_container" "${line#* }" >&2
+  done < <(docker logs --timestamps ${app_logged:+--since "$app_logged"} "$new_container" 2>&1)
+}
+# (Its lines up to the end of a wait that failed are shown once it has stopped: see below.)
+wait_healthy() { passes new_container_answers "$health_interval" show_app_log && show_app_log; }
 through_proxy() { passes host_port_answers 0.2; }
 # switch_to SLOT: the proxy sends every new request to SLOT's container and none to the other's
 # (requests in flight finish where they are; no connection is closed), and its config file says so
@@ -529,6 +546,19 @@ drain() {
   done
   say "$base-$1 still had requests in flight after $stop_grace s (workhub:deploy.stopGraceSeconds); stopping it anyway"
 }
+# stop_old CONTAINER: it gets SIGTERM and stop_grace seconds to exit. One that Docker had to kill
+# then (exit code 137 after the whole grace) ignores SIGTERM: every deploy waits that long for it,
+# which is said, once, with the fix; the deploy goes on.
+stop_old() {
+  local start code took
+  start=$(now_ms)
+  docker stop --time "$stop_grace" "$1" >/dev/null 2>&1 || true
+  took=$(( $(now_ms) - start ))
+  code=$(docker container inspect --format '{{.State.ExitCode}}' "$1" 2>/dev/null) || return 0
+  if [ "$stop_grace" -gt 0 ] && [ "$code" = 137 ] && [ "$took" -ge $(( stop_grace * 1000 )) ]; then
+    say "note: $1 ignored SIGTERM: Docker killed it (exit code 137) after the $stop_grace s of workhub:deploy.stopGraceSeconds, a wait every deploy of $hub makes once the old container has drained (Node as PID 1 ignores SIGTERM unless the app handles it). The deploy succeeded; to end the wait, handle SIGTERM in the app (close the server, then exit), or start it under an init process (tini or dumb-init as the image's ENTRYPOINT; workhub has no per-hub setting for Docker's init), or lower workhub:deploy.stopGraceSeconds (it also bounds how long requests in flight may take)"
+  fi
+}
 new_container=""
 started=false
 switched=false
@@ -557,10 +587,19 @@ settle_owners() {
     fi
   done
 }
+# A deploy that failed is recorded beside the builds (~/.workhub/deploys.jsonl, in the shape of a
+# build record), so `status` tells a built image that never took over from one that serves.
+log=""
+record_failed_deploy() {
+  printf '{"hub": "%s", "stack": "%s", "image": "%s", "end_ms": %s, "result": "deploy failed", "log": "%s"}\n' \
+    "$hub" "$stack" "$image" "$(now_ms)" "$log" >>"$state/deploys.jsonl" 2>/dev/null || true
+}
 # However the script ends, a new container that never got traffic does not stay behind.
 finish() {
+  local code=$?
   if [ "$started" = true ] && [ "$switched" = false ]; then abandon_new; fi
   settle_owners
+  [ "$code" -eq 0 ] || record_failed_deploy
   rm -rf "$work"
 }
 work=$(mktemp -d)
@@ -800,11 +839,13 @@ if ! wait_healthy; then
   exited=""
   [ "${restarts% *}" -gt 0 ] && exited=" It exited (last exit code ${restarts#* }) and Docker restarted it ${restarts% *} time(s)."
   [ -z "${seen[crash-looping]:-}" ] || crash_code=$(last_exit_code)
-  # Its whole log stays on the host (the container goes); its last lines go to the update's log.
+  # It runs no more (Docker would start it again), so the last of its lines shown are the last of its
+  # log. The whole log stays on the host (the container goes).
+  docker stop --time 0 "$new_container" >/dev/null 2>&1 || true
+  show_app_log
   mkdir -p "$state/logs"
   log="$state/logs/$new_container-$(date -u +%Y%m%dT%H%M%SZ).log"
   docker logs "$new_container" >"$log" 2>&1 || true
-  tail -n 40 "$log" >&2
   abandon_new
   if [ -n "$legacy" ] && ! running "$legacy"; then docker start "$legacy" >/dev/null && say "restarted $legacy"; fi
   if [ -n "${seen[crash-looping]:-}" ]; then
@@ -878,7 +919,7 @@ if [ -n "$live_container" ] && [ "$live_container" != "$new_container" ]; then
     say "kept $legacy (from before the proxy), stopped, as $kept with its data; when satisfied: docker rm --volumes $kept"
   else
     drain "$live"
-    docker stop --time "$stop_grace" "$live_container" >/dev/null 2>&1 || true
+    stop_old "$live_container"
     remove_slot "$live_container"
     say "stopped $live_container"
   fi

@@ -25,10 +25,17 @@ for i in "${!hubs[@]}"; do
   since=$(docker inspect --format '{{.State.StartedAt}}' "$container" 2>/dev/null) || since=none
   proxy=$(docker inspect --format '{{.State.Status}}' "$base-proxy" 2>/dev/null) || proxy=none
   if [ "$(probe "$probe_host" "${host_ports[$i]}" "${health_paths[$i]}")" = 200 ]; then health=ok; else health=failing; fi
-  records=$(grep -F "\"hub\": \"$hub\", \"stack\": \"$stack\"," "$state/builds.jsonl" 2>/dev/null) || true
-  # The build (or pull) that made the running image, and the last one tried when it was another.
+  created=$(docker inspect --format '{{.Created}}' "$container" 2>/dev/null) && created_ms=$(date -d "$created" +%s%3N) \
+    || created_ms=0
+  records=$(cat "$state/builds.jsonl" "$state/deploys.jsonl" 2>/dev/null \
+    | grep -F "\"hub\": \"$hub\", \"stack\": \"$stack\",") || true
+  # The build (or pull) that made the running image; and the newest attempt since its container was
+  # made (a build, a pull or a failed deploy, of another image or of the same): one from before (a
+  # build that a revert superseded) is not the last attempt any more.
   made=$(printf '%s\n' "$records" | grep -F "\"image\": \"$image\"," | grep -F '"result": "succeeded"' | tail -n 1)
-  last=$(printf '%s\n' "$records" | tail -n 1)
+  last=$(printf '%s\n' "$records" | awk -v after="$created_ms" '
+    match($0, /"end_ms": [0-9]+/) { t = substr($0, RSTART + 10, RLENGTH - 10) + 0; if (t > after && t >= newest) { newest = t; line = $0 } }
+    END { print line }')
   [ "$last" = "$made" ] && last=""
   printf '{"hub": "%s", "container": "%s", "image": "%s", "since": "%s", "health": "%s", "proxy": "%s", "build": "%s", "attempts": "%s", "log": "%s", "last_attempt": "%s", "last_image": "%s", "last_log": "%s"}\n' \
     "$hub" "$container" "$image" "$(printf '%s' "${since:-none}" | cut -c1-19)" "$health" "$proxy" "$(field "$made" result)" \

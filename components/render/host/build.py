@@ -117,6 +117,8 @@ if [ "$builds_here" = true ]; then
 else
   say "ok: ${disk_free_mb} MB free disk for the pulled images"
 fi
+# The free disk the check saw: the stack's outputs show it (the host's other facts are read once).
+printf '{"disk_free_mb": %s}\n' "$disk_free_mb"
 """
 
 

@@ -57,6 +57,21 @@ def parse_last_json(stdout: str) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def facts_now(facts: str, preflight: Optional[str]) -> dict[str, Any]:
+    """The host's facts (read once, when the host was first checked) with the free disk the
+    preflight measured last: it runs again on each `up` that builds or changes an image, so the
+    figure is that up's, not the first one's. (A preflight from before it printed its figure adds
+    nothing.)"""
+    found = parse_last_json(facts)
+    try:
+        measured = parse_last_json(preflight or "")
+    except ValueError:
+        return found
+    if isinstance(measured, dict) and isinstance(measured.get("disk_free_mb"), int):
+        found["disk_free_mb"] = measured["disk_free_mb"]
+    return found
+
+
 class BuildHost(pulumi.ComponentResource):
     """The build host, reached over SSH with a pinned host key.
 
@@ -88,9 +103,10 @@ class BuildHost(pulumi.ComponentResource):
             self.register_outputs({})
             return
         self.facts_command = command("facts", host_facts_script(args.base_image), [])
-        self.facts = self.facts_command.stdout.apply(parse_last_json)
         preflight = command("preflight", preflight_script(args.base_image, args.build, args.builds_here), [],
                             triggers=list(args.builds))
+        self.facts = pulumi.Output.all(self.facts_command.stdout, preflight.stdout).apply(
+            lambda out: facts_now(out[0], out[1]))
         setup = command("setup", host_setup_script(args.keep_alive), [preflight])
         self.ready = [preflight, setup]
         self.register_outputs({"facts": self.facts})

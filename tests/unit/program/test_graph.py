@@ -220,6 +220,17 @@ def test_facts_are_parsed_from_the_last_stdout_line(mocks, project):
     return host.facts.apply(lambda facts: assert_equal(facts, FACTS))
 
 
+def test_the_free_disk_shown_is_the_last_preflights_and_the_other_facts_the_first_check():
+    """The outputs' free disk is what the preflight measured last (it runs on each up that builds or
+    changes an image); the other facts are read once; a preflight from before it printed its figure
+    leaves the facts' own."""
+    from components.resources.host.build_host import facts_now
+
+    facts = "noise\n" + json.dumps(FACTS) + "\n"
+    assert facts_now(facts, 'ok\n{"disk_free_mb": 123}\n') == {**FACTS, "disk_free_mb": 123}
+    assert facts_now(facts, "") == FACTS and facts_now(facts, None) == FACTS
+
+
 def assert_equal(got, want):
     assert got == want
 

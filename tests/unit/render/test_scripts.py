@@ -1,5 +1,6 @@
 """Rendered remote scripts: exact text (golden files), and config values reaching them only as data."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -184,8 +185,9 @@ def stand_in_docker(tmp_path: Path, program: str) -> Path:
 
 
 # A stand-in Docker CLI for the health wait: each inspect of the new container is a moment later, in
-# which Docker has restarted it once more (the app exits at start); it never answers.
+# which Docker has restarted it once more (the app exits at start); it never answers, nor logs.
 RESTARTING_DOCKER = """#!/bin/bash
+[ "$1" = logs ] && exit 0
 count=$(( $(cat "$FAKE/restarts" 2>/dev/null || echo 0) + ${STEP:-1} ))
 printf '%s' "$count" >"$FAKE/restarts"
 echo "true $count"
@@ -242,6 +244,127 @@ if [ "$1 $2" = "image rm" ]; then printf '%s\\n' "$3" >>"$FAKE/removed"; exit 0;
 if [ "$1" = inspect ] && [ -f "$FAKE/container-${!#}" ]; then cat "$FAKE/container-${!#}"; exit 0; fi
 exit 0
 """
+
+
+# A stand-in Docker CLI whose new container runs and writes one more log line each time its log is
+# read (a second apart, by Docker's fixed-width timestamps); like Docker, `--since` keeps the lines
+# from that time on, that time included; Docker's own messages on its stderr carry no timestamp.
+LOGGING_DOCKER = """#!/bin/bash
+if [ "$1" = logs ]; then
+  n=$(( $(cat "$FAKE/log" 2>/dev/null | wc -l) + 1 ))
+  printf '2026-01-02T03:04:%02d.000000000Z app line %s\\n' "$n" "$n" >>"$FAKE/log"
+  since=""
+  [ "$3" = --since ] && since=$4
+  awk -v since="$since" '$1 >= since' "$FAKE/log"
+  echo 'Error response from daemon: a message of Docker, not of the app' >&2
+  exit 0
+fi
+echo "true 0"
+"""
+
+
+def test_the_new_containers_own_lines_are_shown_as_they_come_each_once(tmp_path):
+    """During the health wait the new container's log lines come out between the probes, in time
+    order, each once (not again at the end), marked with its name; Docker's own messages are not
+    taken for the app's."""
+    bin_dir = stand_in_docker(tmp_path, LOGGING_DOCKER)
+    rendered = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+    functions = rendered[rendered.index("declare -A seen=()"):rendered.index("# switch_to SLOT")]
+    stand_ins = ("now_ms() { date +%s%3N; }\nnew_container=wbsaleshub-staging-blue port=4091 health_path=/health "
+                 "health_timeout=20 healthy_passes=3 health_interval=0.01\nip_of() { echo 172.18.0.9; }\n"
+                 'probe() { local n=$(( $(cat "$FAKE/probes" 2>/dev/null || echo 0) + 1 )); echo "$n" >"$FAKE/probes"; '
+                 'echo "probe $n" >&2; if [ "$n" -ge 3 ]; then echo 200; else echo refused; fi; }\n')
+    done = subprocess.run(["bash", "-c", stand_ins + functions + "wait_healthy && echo healthy\n"],
+                          capture_output=True, text=True, check=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE": str(tmp_path)})
+    assert done.stdout == "healthy\n"
+    expected = [line for n in range(1, 6) for line in (f"wbsaleshub-staging-blue | app line {n}", f"probe {n}")]
+    assert done.stderr.splitlines() == expected + ["wbsaleshub-staging-blue | app line 6"], done.stderr
+
+
+# A stand-in Docker CLI for stopping the old container: `docker stop` and what inspect then says of it.
+STOPPING_DOCKER = """#!/bin/bash
+[ "$1" = stop ] && exit 0
+echo "$EXIT_CODE"
+"""
+
+
+@pytest.mark.parametrize("code, took_ms, said", [(137, 2000, True), (137, 300, False), (0, 2000, False),
+                                                 (143, 2000, False)])
+def test_an_old_container_docker_had_to_kill_after_the_grace_is_said_once_with_the_fix(tmp_path, code, took_ms, said):
+    """An old container that Docker killed (exit code 137) after the whole stopGraceSeconds ignored
+    SIGTERM: said once, with the fixes, and not as a failure. One that exited by itself (0, 143), or
+    was killed sooner, is not."""
+    bin_dir = stand_in_docker(tmp_path, STOPPING_DOCKER)
+    rendered = run_script(HUB, "staging", IMAGE, 14091, RUNTIME, SERVING)
+    function = rendered[rendered.index("stop_old() {"):rendered.index('new_container=""')]
+    stand_ins = ('say() { printf "run: %s\\n" "$*" >&2; }\nhub=wbsaleshub stop_grace=2\n'
+                 f'now_ms() {{ local t; t=$(cat "$FAKE/t" 2>/dev/null || echo 0); echo $((t + {took_ms})) >"$FAKE/t"; echo "$t"; }}\n')
+    done = subprocess.run(["bash", "-c", stand_ins + function + "stop_old wbsaleshub-staging-blue && echo stopped\n"],
+                          capture_output=True, text=True, check=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE": str(tmp_path), "EXIT_CODE": str(code)})
+    assert done.stdout == "stopped\n"
+    if not said:
+        assert done.stderr == ""
+        return
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("run: note: wbsaleshub-staging-blue ignored SIGTERM: Docker killed it (exit code 137) "
+                           "after the 2 s of workhub:deploy.stopGraceSeconds"), line
+    assert "FAILED" not in line and "The deploy succeeded" in line
+    for fix in ("handle SIGTERM in the app", "tini or dumb-init as the image's ENTRYPOINT",
+                "lower workhub:deploy.stopGraceSeconds"):
+        assert fix in line, line
+
+
+# A stand-in Docker CLI for `status`: the live container runs $RUNNING, made at $CREATED.
+STATUS_DOCKER = """#!/bin/bash
+case "$3" in
+  *Config.Image*) echo "$RUNNING" ;;
+  *Created*) echo "$CREATED" ;;
+  *StartedAt*) echo 1970-01-01T00:00:09.000000000Z ;;
+  *) echo running ;;
+esac
+"""
+A, B = "wbsaleshub:staging-aaaaaaaaaaaa", "wbsaleshub:staging-bbbbbbbbbbbb"
+
+
+def record(image: str, end_ms: int, result: str = "succeeded", log: str = "") -> str:
+    log = log or f"{image}/log"
+    return (f'{{"hub": "wbsaleshub", "stack": "staging", "image": "{image}", "end_ms": {end_ms}, '
+            f'"result": "{result}", "attempts": 1, "log": "{log}"}}\n')
+
+
+@pytest.mark.parametrize("builds, deploys, last", [
+    # A, then B, then a revert to A (its image was still there: no build): B is no attempt any more.
+    ([record(A, 1000), record(B, 2000)], [], ("", "")),
+    # B built after A's container was made, and its deploy failed: the attempt failed.
+    ([record(A, 1000), record(B, 4000)], [record(B, 5000, "deploy failed", "/logs/b.log")],
+     ("deploy failed", B)),
+    # B's build failed after A's container was made.
+    ([record(A, 1000), record(B, 4000, "failed")], [], ("failed", B)),
+    # B built, its deploy failed; then a revert to A, made anew: nothing since.
+    ([record(A, 1000), record(B, 2000)], [record(B, 2500, "deploy failed")], ("", "")),
+])
+def test_status_last_attempt_is_what_was_tried_since_the_running_container_was_made(tmp_path, builds, deploys, last):
+    """LAST_ATTEMPT is the newest build, pull or failed deploy since the running container was made
+    (at 3 s here): a build a revert superseded is none, a built image whose deploy failed did not
+    succeed."""
+    home = tmp_path / "home"
+    (home / ".workhub" / "proxy" / "wbsaleshub-staging").mkdir(parents=True)
+    (home / ".workhub" / "proxy" / "wbsaleshub-staging" / "haproxy.cfg").write_text(LIVE_MARK + "blue\n")
+    (home / ".workhub" / "builds.jsonl").write_text("".join(builds))
+    if deploys:
+        (home / ".workhub" / "deploys.jsonl").write_text("".join(deploys))
+    bin_dir = stand_in_docker(tmp_path, STATUS_DOCKER)
+    done = subprocess.run(["bash", "-c", status_script("staging", [HUB], {"wbsaleshub": 1}, "127.0.0.1")],
+                          capture_output=True, text=True, check=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(home), "RUNNING": A,
+                               "CREATED": "1970-01-01T00:00:03.000000000Z"})
+    row = json.loads(done.stdout)
+    assert (row["image"], row["build"], row["log"]) == (A, "succeeded", f"{A}/log")
+    assert (row["last_attempt"], row["last_image"]) == last, row
+    if last[0] == "deploy failed":
+        assert row["last_log"] == "/logs/b.log"
 
 
 def test_destroy_removes_every_image_of_the_hub_in_the_stack_and_its_context_uploads(tmp_path):
