@@ -221,6 +221,30 @@ def deploy(env: dict, image: str, change=None) -> subprocess.CompletedProcess:
     return ssh_run(env, 1, "bash -s", with_secrets(script, secrets))
 
 
+# Two secret names whose Docker secrets' names (`e2e-demo-<NAME>-<fingerprint>`) are longer than
+# Docker's 64 characters and share far more than those: cut at 64, they would be one Docker secret.
+LONG_SECRET = "A_SECRET_NAME_LONG_ENOUGH_THAT_DOCKER_WOULD_CUT_ITS_END_"
+LONG_SECRETS = (LONG_SECRET + "ONE", LONG_SECRET + "TWO")
+
+
+def long_secrets(one: str, two: str):
+    """A `change` for demo_stack: the demo hub also gets the two long-named secrets, valued `one` and `two`."""
+    def change(raw: dict) -> None:
+        raw["hubs"][0]["secrets"] = [*raw["hubs"][0]["secrets"], *LONG_SECRETS]
+        raw["secrets"]["demo"] = {**raw["secrets"]["demo"], LONG_SECRETS[0]: one, LONG_SECRETS[1]: two}
+    return change
+
+
+def demo_secret_files(env: dict) -> set[tuple[str, ...]]:
+    """What each running task of the demo hub reads in its two long-named secrets' files."""
+    seen = set()
+    for node in range(1, len(env["nodes"]) + 1):
+        tasks = ssh(env, node, "docker ps -q --filter label=com.docker.swarm.service.name=workhub-e2e_demo").split()
+        for task in tasks:
+            seen.add(tuple(ssh(env, node, f"docker exec {task} cat /run/secrets/{name}") for name in LONG_SECRETS))
+    return seen
+
+
 def get(url: str) -> str:
     import urllib.request
     with urllib.request.urlopen(url, timeout=5) as answer:
@@ -230,15 +254,18 @@ def get(url: str) -> str:
 def test_a_hub_rolls_out_and_back_on_the_swarm_without_a_failed_request(swarm):
     """The demo hub with 2 replicas behind the proxy on both serving nodes: a rolling update and an
     update whose new version is unhealthy (Swarm rolls it back, the deploy fails saying so) drop no
-    request through either node's proxy."""
+    request through either node's proxy. Two secrets whose Docker names would differ only past 64
+    characters each reach the tasks with their own value, and one rotated with the update its new one."""
     import hashlib
 
     from tools.prober import Prober
 
     env = swarm
     v1, v2, bad = build_demo(env, "v1"), build_demo(env, "v2"), build_demo(env, "v3", health=500)
-    first = deploy(env, v1)
+    first = deploy(env, v1, long_secrets("one-first", "two-first"))
     assert first.returncode == 0, first.stderr[-3000:]
+    # Two secrets whose names differ only past Docker's 64 characters: each task reads its own value.
+    assert demo_secret_files(env) == {("one-first", "two-first")}
     serving = [f"http://{node['address']}:{DEMO_HOST_PORT}" for node in env["nodes"][:2]]
     for url in serving:
         wait_for(f"{url} answers v1", lambda: get(url + "/") == "v1" if _answers(url) else False, timeout=60)
@@ -249,12 +276,14 @@ def test_a_hub_rolls_out_and_back_on_the_swarm_without_a_failed_request(swarm):
 
     probers = [Prober(url, rate=10, timeout=10, path="/").start() for url in serving]
     try:
-        rolled = deploy(env, v2)
+        # The rollout also rotates one long-named secret: its new value reaches the new tasks.
+        rolled = deploy(env, v2, long_secrets("one-rotated", "two-first"))
         assert rolled.returncode == 0, rolled.stderr[-3000:]
         assert "workhub-e2e_demo: rolled out" in rolled.stderr
         for url in serving:
             wait_for(f"{url} answers v2", lambda: get(url + "/") == "v2", timeout=30)
-        failed = deploy(env, bad)
+        assert demo_secret_files(env) == {("one-rotated", "two-first")}
+        failed = deploy(env, bad, long_secrets("one-rotated", "two-first"))
         time.sleep(2)
     finally:
         for prober in probers:
