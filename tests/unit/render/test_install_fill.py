@@ -46,6 +46,8 @@ def tarball(name: str) -> bytes:
 
 
 TARBALLS = {name: tarball(name) for name in PACKAGES}
+# Tarballs whose next download sends its headers and half its body, then nothing for 30 s.
+BODY_STALL_ONCE: set[str] = set()
 INTEGRITY = {name: "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode() for name, data in TARBALLS.items()}
 
 
@@ -59,6 +61,15 @@ class _Registry(http.server.BaseHTTPRequestHandler):
         name = self.path.lstrip("/").split("/")[0]
         if name not in TARBALLS:
             body, ctype, status = b'{"error":"not found"}', "application/json", 404
+        elif "/-/" in self.path and name in BODY_STALL_ONCE:
+            BODY_STALL_ONCE.discard(name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(TARBALLS[name])))
+            self.end_headers()
+            self.wfile.write(TARBALLS[name][:len(TARBALLS[name]) // 2])
+            self.wfile.flush()
+            time.sleep(30)
+            return
         elif "/-/" in self.path:
             body, ctype, status = TARBALLS[name], "application/octet-stream", 200
         else:
@@ -180,3 +191,18 @@ def test_a_stalled_tarball_costs_one_fetch_timeout_with_the_projects_settings_no
     assert "wh-beta-1.0.0.tgz attempt 1 failed" in out, "npm's own retry fetched it again, in the same try"
     assert out.count("workhub: try ") == 0, "no second try of the install"
     assert took < 15, f"the install took {took:.1f} s for one stalled tarball: npm waited for the stall"
+
+
+def test_a_download_that_stalls_after_its_headers_costs_one_fetch_timeout_too(tmp_path, registry):
+    """A body stall: headers and half the body, then silence. npm's fetch-timeout is also its
+    agent's idle timeout (@npmcli/agent: a socket silent that long is destroyed), so the download
+    ends like a cut one: the try stops there, the fill fetches it again, the next try installs."""
+    BODY_STALL_ONCE.add("wh-beta")
+    started = time.monotonic()
+    done, stats = install(tmp_path, registry, project_build_settings(), Faults())
+    took = time.monotonic() - started
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "workhub: the download of /wh-beta/-/wh-beta-1.0.0.tgz was cut short (ECONNRESET)" in out
+    assert stats["tarballs"]["wh-beta@1.0.0"] == 2, stats
+    assert took < 15, f"the install took {took:.1f} s for one tarball stalled after its headers"
