@@ -57,9 +57,10 @@ NPM_FAULTS_ALSO = [
      "and the cache fill as today), and C, today's (Pulumi.yaml holds the defaults: fetch-timeout 5 s, pauses 1 s "
      "then 4 s); a 1% stall cell with 30 s stalls and a 10% reset cell, inside real BuildKit builds of WBFinHub's "
      "Dockerfile, a new empty cache mount per build, at real time, 2 builds a cell, the cells in random order. Its "
-     "first three builds (C's 55.3 s fault-free one, 56.4 s at 10% reset and 38.1 s at 1% stall) ran while this "
-     "session's unit suite loaded the 2 CPUs, so C's fault-free median is high; its other fault-free build took "
-     "35.9 s, against 39.9 s and 32.6 s for its faulted builds that ran without that load"),
+     "first four builds (C: 55.3 s fault-free, 56.4 s at 10% reset, 38.1 s at 1% stall; Y: 74.6 s at 10% reset, "
+     "for half of it) ran while this session's unit suite loaded the 2 CPUs, so C's fault-free median is high: "
+     "C's builds without that load took 35.9 s fault-free, 39.9 s at 1% stall and 32.6 s at 10% reset, Y's "
+     "25.0 s and 35.1 s fault-free, 43.9 s and 56.5 s at 1% stall and 54.4 s at 10% reset"),
     ("bench/results-whatif-attempts5.json", "What-if: 5 tries",
      "What-if run, before 5 tries became the default: C with `build.attempts` 5, which is today's default"),
     ("bench/results-3attempts.json", "Earlier: 3 tries",
