@@ -61,6 +61,11 @@ NPM_FAULTS_ALSO = [
      "for half of it) ran while this session's unit suite loaded the 2 CPUs, so C's fault-free median is high: "
      "C's builds without that load took 35.9 s fault-free, 39.9 s at 1% stall and 32.6 s at 10% reset, Y's "
      "25.0 s and 35.1 s fault-free, 43.9 s and 56.5 s at 1% stall and 54.4 s at 10% reset"),
+    ("bench/results-stalls-resets-2.json", "Stalls and resets again, 3 builds a cell",
+     "The same cells again right after, 3 builds a cell, with nothing else of this session on the CPUs (the "
+     "other sessions' tests wait for the same lock). One of C's three builds at 1% stall drew no stall (its "
+     "others drew 5 and 4, 26.0 s and 31.0 s); Y's three drew 3, 4 and 8 stalls, each costing its install the "
+     "whole 30 s"),
     ("bench/results-whatif-attempts5.json", "What-if: 5 tries",
      "What-if run, before 5 tries became the default: C with `build.attempts` 5, which is today's default"),
     ("bench/results-3attempts.json", "Earlier: 3 tries",
