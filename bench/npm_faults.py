@@ -113,6 +113,9 @@ PREVIOUS_NPM = {"NPM_CONFIG_FETCH_RETRIES": "5", "NPM_CONFIG_FETCH_TIMEOUT": "30
                 "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT": "2000", "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT": "15000",
                 "NPM_CONFIG_PREFER_OFFLINE": "true"}
 PREVIOUS_ATTEMPTS, PREVIOUS_BACKOFF_S = 5, 10.0
+# The settings of PREVIOUS_NPM that the project's Pulumi.yaml pinned until issue 22 (setup Y).
+PINNED_BEFORE_22 = {"npmFetchTimeoutMs": "NPM_CONFIG_FETCH_TIMEOUT", "npmFetchRetryMinTimeoutMs": "NPM_CONFIG_FETCH_RETRY_MINTIMEOUT",
+                    "npmFetchRetryMaxTimeoutMs": "NPM_CONFIG_FETCH_RETRY_MAXTIMEOUT"}
 
 
 def workhub_env(**overrides) -> tuple[dict[str, str], BuildSettings]:
@@ -139,6 +142,10 @@ def make_setups(defaults: dict[str, str]) -> dict[str, Setup]:
     # was, each try after a cut a whole `npm ci` again), so one run shows the fill's effect.
     f_env = dict(defaults)
     f_env.update(workhub_env(installFillCache=False)[0])
+    # Y: what every stack built with until issue 22: today's install retry and fill, but the npm
+    # settings of P, which the project's Pulumi.yaml still pinned over the defaults C measures.
+    y_env = dict(defaults)
+    y_env.update(workhub_env(**{alias: int(PREVIOUS_NPM[var]) for alias, var in PINNED_BEFORE_22.items()})[0])
     return {
         "P": Setup("P", "workhub's previous defaults", True, p_env, attempts=PREVIOUS_ATTEMPTS,
                    backoff_s=PREVIOUS_BACKOFF_S,
@@ -148,6 +155,10 @@ def make_setups(defaults: dict[str, str]) -> dict[str, Setup]:
                    backoff_s=float(wh.retry_backoff_seconds),
                    note="C with build.installFillCache false: after a cut, the install retry runs the "
                         "whole npm ci again (workhub's defaults until the fill)"),
+        "Y": Setup("Y", "the project's settings before issue 22", True, y_env, attempts=wh.attempts,
+                   backoff_s=float(wh.retry_backoff_seconds),
+                   note="C with Pulumi.yaml's npm settings until issue 22: fetch-timeout 30000, retry min 2000 / "
+                        "max 15000 (the defaults before issue 13)"),
         "A": Setup("A", "no cache mount, npm defaults", False, dict(defaults),
                    note="empty npm cache in every build, one try"),
         "B": Setup("B", "the PRD's settings", True, prd,

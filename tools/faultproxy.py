@@ -11,9 +11,9 @@ show builds surviving them. Per request, with probabilities drawn from a seeded 
   of the body are sent, then the connection is closed (npm does NOT retry these: FINDINGS #4);
 - ``status_5xx``: a 503 with a small body.
 
-and, with no draw at all, ``cut_first``: the first download of each named tarball
-(``<package>@<version>``) is cut, and every later one passes (unless a draw faults it), so a test
-can count on exactly one cut it knows of.
+and, with no draw at all, ``cut_first`` (``stall_first``): the first download of each named tarball
+(``<package>@<version>``) is cut (stalled), and every later one passes (unless a draw faults it),
+so a test can count on exactly one cut (stall) it knows of.
 
 By default only tarball requests (``GET /<package>/-/<file>.tgz``) are faulted; metadata passes
 through untouched unless ``tarballs_only=False``.
@@ -45,7 +45,8 @@ Command line (prints the proxy URL as its first stdout line, runs until SIGTERM/
 writes the stats JSON to --stats-file)::
 
     python tools/faultproxy.py --upstream URL [--listen-port N] [--reset P] [--stall P]
-        [--stall-seconds S] [--cut P] [--status-5xx P] [--cut-first PKG@VERSION ...] [--seed N] [--all-requests]
+        [--stall-seconds S] [--cut P] [--status-5xx P] [--cut-first PKG@VERSION ...]
+        [--stall-first PKG@VERSION ...] [--seed N] [--all-requests]
         [--stats-file PATH] [--verbose]
 
 A given seed gives the same fault decisions for the same requests: each decision is drawn from a
@@ -121,11 +122,15 @@ class Faults:
     status_5xx: float = 0.0
     cut_first: tuple[str, ...] = ()
     """Tarballs (``<package>@<version>``) whose first download is cut, whatever the draws say."""
+    stall_first: tuple[str, ...] = ()
+    """Tarballs whose first download stalls (``stall_seconds``), whatever the draws say."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.cut_first, str) or not all(isinstance(k, str) and "@" in k[1:] for k in self.cut_first):
-            raise ValueError(f"faultproxy: cut_first={self.cut_first!r} is not a list of <package>@<version> names")
-        object.__setattr__(self, "cut_first", tuple(self.cut_first))
+        for name in ("cut_first", "stall_first"):
+            names = getattr(self, name)
+            if isinstance(names, str) or not all(isinstance(k, str) and "@" in k[1:] for k in names):
+                raise ValueError(f"faultproxy: {name}={names!r} is not a list of <package>@<version> names")
+            object.__setattr__(self, name, tuple(names))
         total = 0.0
         for kind in FAULT_KINDS:
             p = getattr(self, kind)
@@ -140,7 +145,7 @@ class Faults:
 
     @property
     def any(self) -> bool:
-        return bool(self.cut_first) or any(getattr(self, kind) > 0.0 for kind in FAULT_KINDS)
+        return bool(self.cut_first or self.stall_first) or any(getattr(self, kind) > 0.0 for kind in FAULT_KINDS)
 
     def pick(self, rng: random.Random) -> str | None:
         """One fault kind (or None) for one request, from one draw of ``rng``."""
@@ -520,7 +525,7 @@ class FaultProxy:
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task] = set()
         self._seen: dict[tuple[str, str], int] = {}
-        self._cut_once: set[str] = set()
+        self._first_done: set[tuple[str, str]] = set()  # (kind, tarball) of cut_first / stall_first
         self._base_url = ""
 
     # lifecycle
@@ -640,9 +645,11 @@ class FaultProxy:
         fault, rng = (None, None)
         if tarball is not None or not self.tarballs_only:
             fault, rng = self._draw(req)
-        if tarball in self.faults.cut_first and tarball not in self._cut_once:
-            self._cut_once.add(tarball)
-            fault = "cut"
+        for kind, names in (("cut", self.faults.cut_first), ("stall", self.faults.stall_first)):
+            if tarball in names and (kind, tarball) not in self._first_done:
+                self._first_done.add((kind, tarball))
+                fault = kind
+                break
 
         if fault == "reset":
             self.stats._fault("reset", req.method, req.target)
@@ -913,6 +920,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--status-5xx", type=_probability, default=0.0, help="probability of a 503")
     p.add_argument("--cut-first", action="append", default=[], metavar="PKG@VERSION",
                    help="cut the first download of this tarball (repeatable)")
+    p.add_argument("--stall-first", action="append", default=[], metavar="PKG@VERSION",
+                   help="stall the first download of this tarball (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed for the fault draws (default: random, in the stats)")
     p.add_argument("--all-requests", action="store_true", help="fault metadata requests too, not only tarballs")
     p.add_argument("--stats-file", default=None, help="write the stats JSON here on exit")
@@ -953,7 +962,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         faults = Faults(reset=args.reset, stall=args.stall, stall_seconds=args.stall_seconds,
-                        cut=args.cut, status_5xx=args.status_5xx, cut_first=tuple(args.cut_first))
+                        cut=args.cut, status_5xx=args.status_5xx, cut_first=tuple(args.cut_first),
+                        stall_first=tuple(args.stall_first))
         proxy = FaultProxy(args.upstream, faults, seed=args.seed, tarballs_only=not args.all_requests,
                            listen_port=args.listen_port, verbose=args.verbose)
     except ValueError as e:

@@ -115,7 +115,8 @@ def test_fault_kinds_are_reported_apart():
 def test_a_cell_of_one_fault_kind_injects_only_that_kind():
     ctx = npm_faults.Ctx("http://127.0.0.1:9/", REPO, REPO, 10.0, 120.0, 0.0, {}, {})
     assert npm_faults.faults_for(10, ctx, "cut").as_dict() == {
-        "reset": 0.0, "stall": 0.0, "stall_seconds": 12.0, "cut": 0.1, "status_5xx": 0.0, "cut_first": ()}
+        "reset": 0.0, "stall": 0.0, "stall_seconds": 12.0, "cut": 0.1, "status_5xx": 0.0, "cut_first": (),
+        "stall_first": ()}
     mix = npm_faults.faults_for(3, ctx)
     assert mix.reset == mix.cut == mix.stall == pytest.approx(0.01)
 
@@ -162,6 +163,14 @@ def test_the_previous_defaults_run_beside_workhubs_without_the_install_retry():
     assert "WORKHUB_RETRY" not in previous.npm_env and "WORKHUB_RETRY" in current.npm_env
     assert previous.npm_env["NPM_CONFIG_FETCH_TIMEOUT"] == "30000"
     assert (previous.attempts, previous.backoff_s) == (current.attempts, current.backoff_s) == (5, 10.0)
+
+
+def test_the_projects_settings_before_issue_22_are_todays_retry_with_the_previous_npm_settings():
+    setups = npm_faults.make_setups({var: "0" for var in npm_faults.NPM_KEYS.values()})
+    before, current, previous = setups["Y"], setups["C"], setups["P"]
+    assert before.npm_env["WORKHUB_RETRY"] == current.npm_env["WORKHUB_RETRY"]
+    assert {k: v for k, v in before.npm_env.items() if k != "WORKHUB_RETRY"} == previous.npm_env
+    assert (before.attempts, before.backoff_s) == (current.attempts, current.backoff_s)
 
 
 @pytest.mark.parametrize("line, step", [

@@ -17,15 +17,18 @@ import shutil
 import subprocess
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.config.models import BuildSettings
-from components.render.host.build import install_retry
+from components.render.host.build import build_arg_values, install_retry
 from tools.faultproxy import Faults, running_proxy
 
 NPM, NODE = shutil.which("npm"), shutil.which("node")
+REPO = Path(__file__).resolve().parents[3]
 
 PACKAGES = ("wh-alpha", "wh-beta", "wh-gamma")
 
@@ -43,6 +46,8 @@ def tarball(name: str) -> bytes:
 
 
 TARBALLS = {name: tarball(name) for name in PACKAGES}
+# Tarballs whose next download sends its headers and half its body, then nothing for 30 s.
+BODY_STALL_ONCE: set[str] = set()
 INTEGRITY = {name: "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode() for name, data in TARBALLS.items()}
 
 
@@ -56,6 +61,15 @@ class _Registry(http.server.BaseHTTPRequestHandler):
         name = self.path.lstrip("/").split("/")[0]
         if name not in TARBALLS:
             body, ctype, status = b'{"error":"not found"}', "application/json", 404
+        elif "/-/" in self.path and name in BODY_STALL_ONCE:
+            BODY_STALL_ONCE.discard(name)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(TARBALLS[name])))
+            self.end_headers()
+            self.wfile.write(TARBALLS[name][:len(TARBALLS[name]) // 2])
+            self.wfile.flush()
+            time.sleep(30)
+            return
         elif "/-/" in self.path:
             body, ctype, status = TARBALLS[name], "application/octet-stream", 200
         else:
@@ -103,14 +117,19 @@ def project(path: Path) -> Path:
     return path
 
 
-def install(tmp_path: Path, registry_url: str, build: BuildSettings) -> tuple[subprocess.CompletedProcess, dict]:
+def install(tmp_path: Path, registry_url: str, build: BuildSettings,
+            faults: Faults = Faults(cut_first=("wh-beta@1.0.0",))) -> tuple[subprocess.CompletedProcess, dict]:
+    """`eval "$WORKHUB_RETRY" npm ci` through the fault proxy, with the npm fetch settings `build`
+    gives a build (build_arg_values: what a hub's Dockerfile hands npm)."""
     # Not a skip: the machine's Node.js and npm are part of what these tests need (as Docker is).
     assert NPM and NODE, "these tests run the real npm and node: install Node.js with npm on the PATH"
     app = project(tmp_path / "app")
     (tmp_path / "npmrc").touch()
     (tmp_path / "npmrc-global").touch()
-    with running_proxy(registry_url, Faults(cut_first=("wh-beta@1.0.0",)), seed=1) as (url, stats):
-        env = {"PATH": f"{Path(NPM).parent}:{Path(NODE).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+    hub = type("TestHub", (), {"build_args": {}})()
+    fetch = {k: v for k, v in build_arg_values(hub, build, None).items() if k.startswith("NPM_CONFIG_FETCH_")}
+    with running_proxy(registry_url, faults, seed=1) as (url, stats):
+        env = {**fetch, "PATH": f"{Path(NPM).parent}:{Path(NODE).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
                "NPM_CONFIG_USERCONFIG": str(tmp_path / "npmrc"), "NPM_CONFIG_GLOBALCONFIG": str(tmp_path / "npmrc-global"),
                "NPM_CONFIG_CACHE": str(tmp_path / "cache"), "NPM_CONFIG_REGISTRY": url,
                "NPM_CONFIG_PREFER_OFFLINE": "true", "NPM_CONFIG_AUDIT": "false", "NPM_CONFIG_FUND": "false",
@@ -149,3 +168,41 @@ def test_without_the_fill_npm_fails_the_try_itself_and_the_next_try_fetches_agai
     assert done.returncode == 0, out
     assert "npm error network aborted" in out and "was cut short" not in out and "are in the npm cache" not in out
     assert stats["tarballs"]["wh-beta@1.0.0"] == 2
+
+
+def project_build_settings() -> BuildSettings:
+    """workhub:build as the project's Pulumi.yaml sets it: what every stack builds with."""
+    config = yaml.safe_load((REPO / "Pulumi.yaml").read_text())["config"]
+    return BuildSettings(**config["workhub:build"]["value"])
+
+
+def test_a_stalled_tarball_costs_one_fetch_timeout_with_the_projects_settings_not_the_stall(tmp_path, registry):
+    """Issue 22: a tarball whose registry sends nothing for 30 s. npm's fetch-timeout (from the first
+    byte of the request to the response's headers, minipass-fetch's request timeout) cuts it and npm
+    fetches it again; with the project's settings that must cost a few seconds, not the 30 s stall
+    (Pulumi.yaml once pinned fetch-timeout 30000 over the 5000 the benchmark measured)."""
+    settings = project_build_settings()
+    started = time.monotonic()
+    done, stats = install(tmp_path, registry, settings, Faults(stall_first=("wh-beta@1.0.0",), stall_seconds=30))
+    took = time.monotonic() - started
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert stats["faults"]["stall"] == 1 and stats["tarballs"]["wh-beta@1.0.0"] == 2, stats
+    assert "wh-beta-1.0.0.tgz attempt 1 failed" in out, "npm's own retry fetched it again, in the same try"
+    assert out.count("workhub: try ") == 0, "no second try of the install"
+    assert took < 15, f"the install took {took:.1f} s for one stalled tarball: npm waited for the stall"
+
+
+def test_a_download_that_stalls_after_its_headers_costs_one_fetch_timeout_too(tmp_path, registry):
+    """A body stall: headers and half the body, then silence. npm's fetch-timeout is also its
+    agent's idle timeout (@npmcli/agent: a socket silent that long is destroyed), so the download
+    ends like a cut one: the try stops there, the fill fetches it again, the next try installs."""
+    BODY_STALL_ONCE.add("wh-beta")
+    started = time.monotonic()
+    done, stats = install(tmp_path, registry, project_build_settings(), Faults())
+    took = time.monotonic() - started
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "workhub: the download of /wh-beta/-/wh-beta-1.0.0.tgz was cut short (ECONNRESET)" in out
+    assert stats["tarballs"]["wh-beta@1.0.0"] == 2, stats
+    assert took < 15, f"the install took {took:.1f} s for one tarball stalled after its headers"

@@ -263,10 +263,20 @@ def test_cut_first_cuts_only_the_first_download_of_the_named_tarball(upstream):
     assert stats.faults["cut"] == 1 and stats.fault_events == [{"kind": "cut", "method": "GET", "target": TARBALL_PATH}]
 
 
+def test_stall_first_stalls_only_the_first_download_of_the_named_tarball(upstream):
+    """The deterministic stall the install's timeout test counts on: one stall, then whole downloads."""
+    _, up_url = upstream
+    with running_proxy(up_url, Faults(stall_first=("fakepkg@1.0.0",), stall_seconds=0.2), seed=1) as (url, stats):
+        outcomes = [_outcome(url, TARBALL_PATH) for _ in range(3)]
+    assert outcomes[1:] == ["ok", "ok"] and outcomes[0] != "ok"
+    assert stats.faults["stall"] == 1 and stats.fault_events == [{"kind": "stall", "method": "GET", "target": TARBALL_PATH}]
+
+
+@pytest.mark.parametrize("field", ["cut_first", "stall_first"])
 @pytest.mark.parametrize("bad", ["fakepkg@1.0.0", ("fakepkg",), ("@scope/only",), (1,)])
-def test_cut_first_takes_package_at_version_names(bad):
-    with pytest.raises(ValueError, match="cut_first"):
-        Faults(cut_first=bad)
+def test_cut_first_takes_package_at_version_names(bad, field):
+    with pytest.raises(ValueError, match=field):
+        Faults(**{field: bad})
 
 
 def test_status_5xx_answers_503_and_keeps_the_connection(upstream):
