@@ -165,13 +165,14 @@ def test_a_base_image_the_test_host_lacks_is_named_before_the_build_whose_pull_f
                        "host has no node:20-alpine and cannot pull it, so this build will fail; start FROM an image "
                        f"it has: {', '.join(test_host['base_images'])}"), said
 
-    # The build runner as the build step starts it on the host, in a home of its own, on the real engine.
+    # The build runner as the build step starts it on the host (with the PATH the test host's sshd
+    # gives: Debian's Docker client), in a home of its own, on the real engine.
     home, build_id, image = tmp_path / "home", f"{RUN_ID}0000", f"workhub-e2e-from-missing:{RUN_ID}"
     work = home / ".workhub" / "builds" / f"{hub.name}-e2e-{build_id}"
     shutil.copytree(dockerfile.parent, work / "context")
     runner = build_runner(hub, "e2e", image, build_id, BuildSettings(attempts=2, retryBackoffSeconds=0), None)
-    subprocess.run(["bash", "-s"], input=runner, text=True, env={**os.environ, "HOME": str(home)}, check=True,
-                   timeout=120)
+    subprocess.run(["bash", "-s"], input=runner, text=True, check=True, timeout=120,
+                   env={"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": str(home)})
     log = (work / "log").read_text()
     (record,) = [json.loads(line) for line in (home / ".workhub" / "builds.jsonl").read_text().splitlines()]
     assert (record["result"], record["attempts"]) == ("failed", 2), log
