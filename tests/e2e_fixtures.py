@@ -366,10 +366,11 @@ def records_since(before: int) -> list[dict]:
 def npm_steps_cached(log: str) -> dict[str, bool]:
     """For each `npm ... ci` step of a BuildKit plain-progress log (after its mounts, the npm cache's
     and the retry's secret; under workhub's retry or not, which BuildKit shows as
-    `eval "sh /run/secrets/workhub-retry" npm ci`, or the retry's text without the secret): whether
-    it was CACHED."""
+    `eval "sh /run/secrets/workhub-retry" npm ci`, or the retry's text without the secret; after
+    the words before it, `set -eux && cd app && npm ci --omit=dev`): whether it was CACHED."""
     steps = {}
-    for match in re.finditer(r'^#(\d+) \[[^\]]*\] RUN (?:--mount=\S+ )+(?:eval ".*" )?(npm .*ci)$', log, re.M):
+    for match in re.finditer(r'^#(\d+) \[[^\]]*\] RUN (?:--mount=\S+ )+(?:eval ".*" )?((?:\S+ )*?npm .*\bci\b.*)$',
+                             log, re.M):
         number, command = match.groups()
         steps[command] = re.search(rf"^#{number} CACHED$", log, re.M) is not None
     return steps

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
+import shlex
 import types
 import typing
 import urllib.parse
@@ -102,6 +103,13 @@ def _path(loc: tuple) -> str:
     return text
 
 
+def path_arg(path: str) -> str:
+    """`--path` and the key `workhub:<path>` as one shell word, in single quotes (a `'` of a name in
+    it written as the shell reads it): what a fix hands `pulumi config set` or `rm`."""
+    word = shlex.quote(f"{NAMESPACE}:{path}")
+    return f"--path {word if word.startswith(chr(39)) else chr(39) + word + chr(39)}"
+
+
 def fix_for(path: str, stack: str, known: Optional[str] = None) -> str:
     """How to fix the setting at `path` (without namespace) of `stack`; with `known`, the settings
     of its section, how to remove an unknown one."""
@@ -113,10 +121,10 @@ def fix_for(path: str, stack: str, known: Optional[str] = None) -> str:
             return f"remove {NAMESPACE}:{path} from the config: section of Pulumi.yaml; known settings here: {known}"
         return f"correct {NAMESPACE}:{path} in the config: section of Pulumi.yaml (one value for every stack)"
     if known is not None:
-        return (f"remove it ({PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'); "
+        return (f"remove it ({PULUMI_CLI} config rm --stack {stack} {path_arg(path)}); "
                 f"known settings here: {known}")
     example = _EXAMPLES.get(path, "<port>" if path.startswith("hostPorts.") else "<value>")
-    return f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' {example}"
+    return f"{PULUMI_CLI} config set --stack {stack} {path_arg(path)} {example}"
 
 
 def _problems_from(error: ValidationError, raw: Mapping[str, Any], stack: str) -> list[Problem]:
@@ -147,27 +155,32 @@ def _hub_named_at(raw: Mapping[str, Any], loc: tuple) -> Optional[str]:
     return None
 
 
+def repeats(values: list[Any]) -> list[tuple[int, int]]:
+    """Each index of `values` whose value an earlier one has, with the index of its first."""
+    first: dict[Any, int] = {}
+    return [(index, first[value]) for index, value in enumerate(values) if first.setdefault(value, index) != index]
+
+
 def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
     """Rules across fields: unique hub names, one host port per hub, no port used twice."""
     problems: list[Problem] = []
-    seen: dict[str, int] = {}
-    for index, hub in enumerate(config.hubs):
-        if hub.name in seen:
-            problems.append(Problem(f"{NAMESPACE}:hubs[{index}].name", f"{hub.name} is declared twice (also hubs[{seen[hub.name]}])",
-                                    fix_for(f"hubs[{index}].name", stack)))
-        seen.setdefault(hub.name, index)
+    for index, first in repeats([hub.name for hub in config.hubs]):
+        problems.append(Problem(f"{NAMESPACE}:hubs[{index}].name",
+                                f"{config.hubs[index].name} is declared twice (also hubs[{first}])",
+                                fix_for(f"hubs[{index}].name", stack)))
+    seen = {hub.name for hub in config.hubs}
     for hub in config.hubs:
         if hub.name not in config.host_ports:
             problems.append(Problem(f"{NAMESPACE}:hostPorts.{hub.name}", f"is not set: hub {hub.name} needs a host port in this stack",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{hub.name}' <port>"))
+                                    f"{PULUMI_CLI} config set --stack {stack} {path_arg(f'hostPorts.{hub.name}')} <port>"))
     for name in config.host_ports:
         if name not in seen:
             problems.append(Problem(f"{NAMESPACE}:hostPorts{member(name)}", "names no hub in workhub:hubs",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:hostPorts{member(name)}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} {path_arg(f'hostPorts{member(name)}')}"))
     for name in config.pinned_images:
         if name not in seen:
             problems.append(Problem(f"{NAMESPACE}:pinnedImages{member(name)}", "names no hub in workhub:hubs",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:pinnedImages{member(name)}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} {path_arg(f'pinnedImages{member(name)}')}"))
     if config.promote_from == stack:
         problems.append(Problem(f"{NAMESPACE}:promoteFrom", "names this stack itself",
                                 f"{PULUMI_CLI} config set --stack {stack} {NAMESPACE}:promoteFrom staging"))
@@ -175,13 +188,13 @@ def cross_checks(config: StackConfig, stack: str) -> list[Problem]:
     for name, port in config.host_ports.items():
         if port in by_port:
             problems.append(Problem(f"{NAMESPACE}:hostPorts{member(name)}", f"port {port} is also the host port of "
-                                    f"{quoted(by_port[port])}", f"{PULUMI_CLI} config set --stack {stack} --path "
-                                    f"'{NAMESPACE}:hostPorts{member(name)}' <a free port>"))
+                                    f"{quoted(by_port[port])}", f"{PULUMI_CLI} config set --stack {stack} "
+                                    f"{path_arg(f'hostPorts{member(name)}')} <a free port>"))
         by_port.setdefault(port, name)
     if config.host.port in by_port:
         name = by_port[config.host.port]
         problems.append(Problem(f"{NAMESPACE}:hostPorts{member(name)}", f"port {config.host.port} is the host's SSH port",
-                                f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts{member(name)}' <a free port>"))
+                                f"{PULUMI_CLI} config set --stack {stack} {path_arg(f'hostPorts{member(name)}')} <a free port>"))
     by_uid: dict[int, str] = {}
     for index, hub in enumerate(config.hubs):
         uid = run_uid(hub, stack)
@@ -431,7 +444,7 @@ def runtime_problems(config: StackConfig, stack: str) -> list[Problem]:
         hub = hubs.get(name)
         if hub is None:
             problems.append(Problem(f"{NAMESPACE}:env{member(name)}", "names no hub in workhub:hubs",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:env{member(name)}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} {path_arg(f'env{member(name)}')}"))
             continue
         index = config.hubs.index(hub)
         for key, value in values.items():
@@ -439,28 +452,28 @@ def runtime_problems(config: StackConfig, stack: str) -> list[Problem]:
             if key in hub.env:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{quoted(key)} is pinned in Pulumi.yaml "
                                         f"(workhub:hubs[{index}].env{member(key)}), the same in every stack",
-                                        f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'; to let "
+                                        f"{PULUMI_CLI} config rm --stack {stack} {path_arg(path)}; to let "
                                         f"stacks differ, move {quoted(key)} from env to stackEnv of the hub in Pulumi.yaml"))
             elif key not in hub.stack_env:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{quoted(key)} is not declared in workhub:hubs[{index}]."
                                         f"stackEnv (hub {name})", f"add {quoted(key)} to stackEnv of the hub in Pulumi.yaml, "
-                                        f"or {PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
+                                        f"or {PULUMI_CLI} config rm --stack {stack} {path_arg(path)}"))
             elif _text_problem(value):
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{_text_problem(value)} (hub {name})",
-                                        f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' <value>"))
+                                        f"{PULUMI_CLI} config set --stack {stack} {path_arg(path)} <value>"))
     for hub in config.hubs:
         for i, key in enumerate(hub.stack_env):
             if key not in config.env.get(hub.name, {}) and f"stackEnv[{i}]" in usable_declarations(hub):
                 path = f"env.{hub.name}.{key}"
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"is not set: hub {hub.name} declares {key} in "
                                         "stackEnv, so each stack gives it a value",
-                                        f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' <value>"))
+                                        f"{PULUMI_CLI} config set --stack {stack} {path_arg(path)} <value>"))
     return problems
 
 
 def secret_fix_for(stack: str, hub: str, name: str) -> str:
     """The command that sets one hub secret (from a file, so a value with line breaks stays whole)."""
-    return (f"{PULUMI_CLI} config set --stack {stack} --secret --path '{NAMESPACE}:{HUB_SECRETS}{member(hub)}{member(name)}' "
+    return (f"{PULUMI_CLI} config set --stack {stack} --secret {path_arg(f'{HUB_SECRETS}{member(hub)}{member(name)}')} "
             "<value>  (or < <file> for a value with line breaks)")
 
 
@@ -481,7 +494,7 @@ def secret_problems(config: StackConfig, stack: str, value: Any, is_secret: bool
         hub = hubs.get(name)
         if hub is None:
             problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}{member(name)}", "names no hub in workhub:hubs",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{HUB_SECRETS}{member(name)}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} {path_arg(f'{HUB_SECRETS}{member(name)}')}"))
             continue
         if not isinstance(found, Mapping):
             problems.append(Problem(f"{NAMESPACE}:{HUB_SECRETS}{member(name)}", "must map secret names to their values",
@@ -493,7 +506,7 @@ def secret_problems(config: StackConfig, stack: str, value: Any, is_secret: bool
             if key not in hub.secrets:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{quoted(key)} is not declared in workhub:hubs[{index}]."
                                         f"secrets (hub {name})", f"add {quoted(key)} to secrets of the hub in Pulumi.yaml, "
-                                        f"or {PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
+                                        f"or {PULUMI_CLI} config rm --stack {stack} {path_arg(path)}"))
             elif not isinstance(secret, str):
                 problems.append(Problem(f"{NAMESPACE}:{path}", "must be text", secret_fix_for(stack, name, key)))
             elif not secret.strip():

@@ -28,7 +28,7 @@ import ipaddress
 from typing import Any, Mapping, Optional
 
 from components.config.models import NAMESPACE, StackConfig, SwarmNode, built_hubs, member, quoted
-from components.config.checks import Problem, fix_for
+from components.config.checks import Problem, fix_for, path_arg, repeats
 from components.constants import PULUMI_CLI
 
 # The stack's own services besides its hubs' (components/render/swarm/stack.py): no hub may take their names.
@@ -114,54 +114,48 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
         return []
     problems: list[Problem] = []
     key = f"{NAMESPACE}:swarm"
-    names: dict[str, int] = {}
-    addresses: dict[str, int] = {}
-    for index, node in enumerate(swarm.nodes):
-        if node.name in names:
-            problems.append(Problem(f"{key}.nodes[{index}].name", f"{node.name} is also swarm.nodes[{names[node.name]}]",
-                                    fix_for(f"swarm.nodes[{index}].name", stack)))
-        names.setdefault(node.name, index)
-        address = _same_address(node.address)
-        if address in addresses:
-            other = swarm.nodes[addresses[address]]
-            problems.append(Problem(f"{key}.nodes[{index}].address", f"{node.address} is also the address of "
-                                    f"swarm.nodes[{addresses[address]}] ({other.name}): each node is a host of its "
-                                    "own, which the other nodes and workhub reach at its address",
-                                    fix_for(f"swarm.nodes[{index}].address", stack)))
-        addresses.setdefault(address, index)
+    for index, first in repeats([node.name for node in swarm.nodes]):
+        problems.append(Problem(f"{key}.nodes[{index}].name", f"{swarm.nodes[index].name} is also swarm.nodes[{first}]",
+                                fix_for(f"swarm.nodes[{index}].name", stack)))
+    for index, first in repeats([_same_address(node.address) for node in swarm.nodes]):
+        problems.append(Problem(f"{key}.nodes[{index}].address", f"{swarm.nodes[index].address} is also the address "
+                                f"of swarm.nodes[{first}] ({swarm.nodes[first].name}): each node is a host of its "
+                                "own, which the other nodes and workhub reach at its address",
+                                fix_for(f"swarm.nodes[{index}].address", stack)))
+    names = {node.name for node in swarm.nodes}
     if not swarm.managers:
         problems.append(Problem(f"{key}.managers", "names no node; a Swarm needs at least one manager",
-                                f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:swarm.managers[0]' <node name>"))
+                                f"{PULUMI_CLI} config set --stack {stack} {path_arg('swarm.managers[0]')} <node name>"))
     for index, name in enumerate(swarm.managers):
         if name not in names:
             problems.append(Problem(f"{key}.managers[{index}]", f"{quoted(name)} is not a node in workhub:swarm.nodes",
                                     f"add a node named {quoted(name)} to workhub:swarm.nodes, or {PULUMI_CLI} config set --stack "
-                                    f"{stack} --path '{NAMESPACE}:swarm.managers[{index}]' <node name>"))
+                                    f"{stack} {path_arg(f'swarm.managers[{index}]')} <node name>"))
         elif swarm.managers.index(name) != index:
             problems.append(Problem(f"{key}.managers[{index}]", f"{name} is named twice",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:swarm.managers[{index}]'"))
-    label_fix = PULUMI_CLI + " config set --stack {stack} --path '{ns}:swarm.nodes[<n>].labels.{label}' true"
+                                    f"{PULUMI_CLI} config rm --stack {stack} {path_arg(f'swarm.managers[{index}]')}"))
+    label_fix = PULUMI_CLI + " config set --stack {stack} {path} true"
     for index, node in enumerate(swarm.nodes):
         if node.labels.serve and publish_address(config, node) is None:
             path = f"swarm.nodes[{index}].publishAddress"
             problems.append(Problem(f"{NAMESPACE}:{path}", f"is not set, and node {node.name}'s address ({node.address}) "
                                     "is a name, not an address its proxy can publish the hubs' host ports on",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}' <the node's "
+                                    f"{PULUMI_CLI} config set --stack {stack} {path_arg(path)} <the node's "
                                     "private IP address>"))
     if not any(node.labels.serve for node in swarm.nodes):
         problems.append(Problem(f"{key}.nodes", "has no node labelled serve: the proxy that publishes the hubs' host "
                                 "ports runs on serving nodes",
-                                label_fix.format(stack=stack, ns=NAMESPACE, label="serve")))
+                                label_fix.format(stack=stack, path=path_arg("swarm.nodes[<n>].labels.serve"))))
     builders = [index for index, node in enumerate(swarm.nodes) if node.labels.build]
     host_built = [hub.name for hub in built_hubs(config) if hub.build_mode == "remote"]
     if host_built and not builders:
         problems.append(Problem(f"{key}.nodes", f"has no node labelled build, but {', '.join(host_built)} build(s) "
                                 "on a host (buildMode: remote)",
-                                label_fix.format(stack=stack, ns=NAMESPACE, label="build")))
+                                label_fix.format(stack=stack, path=path_arg("swarm.nodes[<n>].labels.build"))))
     for index in builders[1:]:
         problems.append(Problem(f"{key}.nodes[{index}].labels.build", f"is also set on swarm.nodes[{builders[0]}]: one "
                                 "node builds, one build at a time, with its warm npm cache",
-                                f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:swarm.nodes[{index}].labels.build'"))
+                                f"{PULUMI_CLI} config rm --stack {stack} {path_arg(f'swarm.nodes[{index}].labels.build')}"))
     if config.registry is None:
         problems.append(Problem(f"{NAMESPACE}:registry.server", "is not set, but this stack targets a Swarm: every "
                                 "node pulls the hubs' images from the stack's image registry",
@@ -176,7 +170,7 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
     for index, node in enumerate(swarm.nodes):
         for position, name in enumerate(node.labels.data):
             path = f"swarm.nodes[{index}].labels.data[{position}]"
-            rm = f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"
+            rm = f"{PULUMI_CLI} config rm --stack {stack} {path_arg(path)}"
             if name not in hubs:
                 problems.append(Problem(f"{NAMESPACE}:{path}", f"{quoted(name)} names no hub in workhub:hubs", rm))
             elif not hubs[name].volumes:
@@ -189,38 +183,39 @@ def swarm_problems(config: StackConfig, stack: str) -> list[Problem]:
         if hub.volumes and name not in holders:
             problems.append(Problem(f"{key}.nodes", f"no node holds hub {name}'s volumes ({', '.join(hub.volumes)}): "
                                     "a hub with volumes is pinned to the node that keeps them",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path "
-                                    f"'{NAMESPACE}:swarm.nodes[<n>].labels.data[0]' {name}"))
+                                    f"{PULUMI_CLI} config set --stack {stack} "
+                                    f"{path_arg('swarm.nodes[<n>].labels.data[0]')} {name}"))
     for name, settings in swarm.hubs.items():
         path = f"swarm.hubs{member(name)}"
         if name not in hubs:
             problems.append(Problem(f"{NAMESPACE}:{path}", "names no hub in workhub:hubs",
-                                    f"{PULUMI_CLI} config rm --stack {stack} --path '{NAMESPACE}:{path}'"))
+                                    f"{PULUMI_CLI} config rm --stack {stack} {path_arg(path)}"))
         elif settings.replicas > 1 and hubs[name].volumes:
             problems.append(Problem(f"{NAMESPACE}:{path}.replicas", f"is {settings.replicas}, but hub {name} keeps "
                                     f"its data in node-local volumes ({', '.join(hubs[name].volumes)}), which one "
                                     "task on one node can use",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:{path}.replicas' 1; or "
+                                    f"{PULUMI_CLI} config set --stack {stack} {path_arg(f'{path}.replicas')} 1; or "
                                     "move the hub's data to a service of its own (a database) and remove its "
                                     "volumes from workhub:hubs in Pulumi.yaml"))
     for name, port in config.host_ports.items():
-        at = f"{NAMESPACE}:hostPorts{member(name)}"
+        path = f"hostPorts{member(name)}"
+        at = f"{NAMESPACE}:{path}"
         if port < 1024 and port != config.host.port and all(port != node.port for node in swarm.nodes):
             problems.append(Problem(at, f"port {port} is below 1024: on a Swarm the publish "
                                     "relay binds it in the node's own network namespace as the proxy image's user "
                                     "(not root), which may only bind ports from 1024 up",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{at}' "
+                                    f"{PULUMI_CLI} config set --stack {stack} {path_arg(path)} "
                                     "<a free port from 1024 up>; a web server on 80/443 fronts it (docs/deploys.md, \"Behind a "
                                     "web server with TLS\")"))
         if port in SWARM_PORTS:
             problems.append(Problem(at, f"port {port} is {SWARM_PORTS[port]}",
-                                    f"{PULUMI_CLI} config set --stack {stack} --path '{at}' "
+                                    f"{PULUMI_CLI} config set --stack {stack} {path_arg(path)} "
                                     "<a free port>"))
         # The stack's host (the build node) has its SSH port checked by the single-host rules.
         for index, node in enumerate(swarm.nodes if port != config.host.port else []):
             if port == node.port:
                 problems.append(Problem(at, f"port {port} is the SSH port of node "
                                         f"{node.name} (swarm.nodes[{index}].port)",
-                                        f"{PULUMI_CLI} config set --stack {stack} --path '{at}' "
+                                        f"{PULUMI_CLI} config set --stack {stack} {path_arg(path)} "
                                         "<a free port>"))
     return problems

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from components.config.models import HUB_SECRETS, NAMESPACE, PROJECT_KEYS, Hub, StackConfig, member
-from components.config.checks import Problem, fix_for, secret_fix_for
+from components.config.checks import Problem, fix_for, path_arg, secret_fix_for
 from components.plan.dockerfile import retry_secret
 from components.plan.context import DockerignoreError, build_files, content_hash, context_files, read_rules
 from components.constants import PULUMI_CLI
@@ -190,7 +190,7 @@ def stack_file_problems(config: StackConfig, stack: str, project_dir: Path) -> l
                 problems.append(Problem(
                     f"{NAMESPACE}:hostPorts.{mine[port]}",
                     f"port {port} is also stack {name}'s host port for {hub}, on the same host",
-                    f"{PULUMI_CLI} config set --stack {stack} --path '{NAMESPACE}:hostPorts.{mine[port]}' <a free port>",
+                    f"{PULUMI_CLI} config set --stack {stack} {path_arg(f'hostPorts.{mine[port]}')} <a free port>",
                 ))
     return problems
 

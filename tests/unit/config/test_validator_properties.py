@@ -5,13 +5,17 @@ whatever it refuses, each problem names a key path and a fix."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from components.config.checks import ConfigError
+from components.config.models import member
+from components.constants import PULUMI_CLI
 from components.config.parse import hub_secret_values, parse_stack_config
 from components.render.host.deploy import Serving, prune_script, run_script, status_script, stop_script
 from components.config.runtime import hub_runtime
@@ -154,3 +158,43 @@ def test_values_accepted_as_free_text_reach_every_script_as_data(arg, setting, s
     }
     config = parse_stack_config(raw, stack="staging", secret_keys={"sshPrivateKey", "secrets"})
     run_all(config, raw, tmp_path_factory.mktemp("scripts"))
+
+
+def path_words(fix: str) -> list[str]:
+    """The word after each `--path` of a fix, as a shell reads it (ValueError where a quote is left open)."""
+    words = []
+    for rest in fix.split("--path ")[1:]:
+        lexer = shlex.shlex(rest, posix=True)
+        lexer.whitespace_split = True
+        words.append(lexer.get_token())
+    return words
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.one_of(st.sampled_from(["it's", "'", "a'b'c", "x\ny", "a.b", '"', "$(x)", " "]),
+                      st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=1, max_size=12)))
+def test_a_name_in_any_key_path_is_one_shell_word_in_its_fix(name):
+    """A hub, setting or secret name (a `'` in it too) reaches a fix's `--path` as one shell word,
+    the problem's key as the shell reads it: a problem that names a key and removes it shell-splits
+    into exactly that command."""
+    assume(name != "wbsaleshub")
+    raw = {
+        "host": {"address": "build.example.test", "user": "deploy", "hostKey": HOST_KEY},
+        "sshPrivateKey": "-----BEGIN " + "OPENSSH PRIVATE KEY-----\n",
+        "hubs": [{"name": "wbsaleshub", "context": "WBSalesHub", "port": 4091, "secrets": ["TOKEN"]}],
+        "hostPorts": {"wbsaleshub": 14091, name: 14092},
+        "pinnedImages": {name: "wbsaleshub:staging-0123456789ab"},
+        "env": {name: {"A": "b"}, "wbsaleshub": {name: "b"}},
+        "secrets": {"wbsaleshub": {"TOKEN": "t", name: "v"}, name: {"TOKEN": "t"}},
+    }
+    with pytest.raises(ConfigError) as refused:
+        parse_stack_config(raw, stack="staging", secret_keys={"sshPrivateKey", "secrets"})
+    keys = {f"workhub:{section}{member(name)}" for section in ("hostPorts", "pinnedImages", "env", "secrets")}
+    keys |= {f"workhub:env.wbsaleshub{member(name)}", f"workhub:secrets.wbsaleshub{member(name)}"}
+    named = {problem.key: problem for problem in refused.value.problems if problem.key in keys}
+    assert set(named) == keys, refused.value.problems
+    for key, problem in named.items():
+        assert path_words(problem.fix) == [key], problem
+        if problem.fix.startswith(PULUMI_CLI):
+            assert shlex.split(problem.fix) == [*PULUMI_CLI.split(), "config", "rm", "--stack", "staging",
+                                                "--path", key], problem
