@@ -90,21 +90,24 @@ class BedCi(CiStandIn):
     def __call__(self, push, opts) -> list:
         if push.remote in self.pushed:
             return []
-        with engine_shared(), build_cache_to_itself():
-            self.docker("build", "--network=host", "--progress=plain", "--file",
-                        str(push.plan.context / push.plan.hub.dockerfile), "--tag", push.remote,
-                        *arg_words(push.args), str(push.plan.context))
-        saved = subprocess.Popen(["/usr/bin/docker", "save", push.remote], stdout=subprocess.PIPE)
-        loaded = subprocess.run(["/usr/bin/docker", "-H", self.node, "load", "--quiet"], stdin=saved.stdout,
-                                capture_output=True, text=True)
-        assert saved.wait() == 0 and loaded.returncode == 0, loaded.stderr
-        with tempfile.TemporaryDirectory() as config:
-            password = Path(self.registry["password_file"]).read_bytes()
-            self.docker("-H", self.node, "login", "--username", self.registry["username"], "--password-stdin",
-                        push.registry.server, config=Path(config), stdin=password)
-            self.docker("-H", self.node, "push", push.remote, config=Path(config))
-        self.docker("-H", self.node, "image", "rm", push.remote)
-        self.docker("image", "rm", push.remote)
+        # This machine's engine is used from the build to the last `image rm`: held shared all along, so
+        # a test that restarts it (engine_to_itself: the proxy test) waits instead of cutting a step off.
+        with engine_shared():
+            with build_cache_to_itself():
+                self.docker("build", "--network=host", "--progress=plain", "--file",
+                            str(push.plan.context / push.plan.hub.dockerfile), "--tag", push.remote,
+                            *arg_words(push.args), str(push.plan.context))
+            saved = subprocess.Popen(["/usr/bin/docker", "save", push.remote], stdout=subprocess.PIPE)
+            loaded = subprocess.run(["/usr/bin/docker", "-H", self.node, "load", "--quiet"], stdin=saved.stdout,
+                                    capture_output=True, text=True)
+            assert saved.wait() == 0 and loaded.returncode == 0, loaded.stderr
+            with tempfile.TemporaryDirectory() as config:
+                password = Path(self.registry["password_file"]).read_bytes()
+                self.docker("-H", self.node, "login", "--username", self.registry["username"], "--password-stdin",
+                            push.registry.server, config=Path(config), stdin=password)
+                self.docker("-H", self.node, "push", push.remote, config=Path(config))
+            self.docker("-H", self.node, "image", "rm", push.remote)
+            self.docker("image", "rm", push.remote)
         self.pushed.append(push.remote)
         return []
 
