@@ -164,9 +164,9 @@ class Engine:
         create-or-select runs `stack select` first and then `stack init`."""
         held = self.file_backend_stacks()
         if held is not None and create:
+            if name in held:
+                return self.known_stack(name)
             with private_files():
-                if name in held:
-                    return self.known_stack(name)
                 return lean(auto.Stack.create(name, self.workspace(known=True)))
         options = auto.LocalWorkspaceOptions(work_dir=str(self.work_dir), env_vars=self.env(),
                                              pulumi_command=self.command)

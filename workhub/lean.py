@@ -4,7 +4,8 @@ After the update, the Automation API's `Stack.up` reads the stack's outputs (`pu
 twice: masked, then with secrets) and its last history entry (`pulumi stack history`); `refresh`
 and `destroy` read that entry too. Each read is a start of the Pulumi CLI: about 0.4 s of CPU (the
 Go start-up of a 170 MB binary) plus the passphrase's key derivation, whether the caller looks at
-the result or not. workhub's own `up` uses neither, and most of its tests use one of them at most.
+the result or not. workhub's own `up` reads only the summary (its changes) and a table of the
+outputs masked (`masked_outputs`: one start), and most of its tests use one of them at most.
 
 `lean(stack)` keeps the SDK's own reads and makes their results lazy: `result.outputs` and
 `result.summary` (and `stack.outputs()`) run the CLI the first time they are used. The SDK has no
